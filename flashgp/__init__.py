@@ -1,0 +1,12 @@
+# flashgp: Gaussian processes on PyTorch with blackbox matrix-matrix (BBMM) inference.
+# The public names: kernels, likelihoods, means, ExactGP, solvers, fit.
+from . import kernels, likelihoods, linalg, means, operators
+from .errors import NotPSDError, NumericalWarning
+from .fit import History, fit
+from .models import ExactGP
+from .solvers import CG, Auto, Cholesky, PivotedCholesky
+
+__version__ = "0.1.0"
+
+__all__ = ["kernels", "likelihoods", "means", "operators", "linalg", "ExactGP", "fit", "History",
+           "CG", "Cholesky", "Auto", "PivotedCholesky", "NumericalWarning", "NotPSDError", "__version__"]

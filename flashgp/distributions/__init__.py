@@ -1,0 +1,5 @@
+# Posterior (and predictive) distributions over test points: mean, variance, covariance
+# operator, samples and confidence regions.
+from .posterior import Downdated, Posterior
+
+__all__ = ["Posterior", "Downdated"]

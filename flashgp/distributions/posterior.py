@@ -1,0 +1,107 @@
+# A Gaussian over m test points given by its mean and a covariance operator
+# prior(x*, x*) - A B^T (the downdate by the training data), plus optional noise.
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..linalg.cholesky import safe_cholesky
+from ..operators.base import Operator
+
+MAX_DENSE_SAMPLE = 8192
+
+
+class Downdated(Operator):
+    """prior - left @ right^T, shape (*batch, m, m), never formed densely.
+
+    prior: Operator (*batch, m, m) (the kernel at the test points); left, right: (*batch, m, k).
+    With left == right == K_*X R (R R^T ~ K_hat^{-1}) this is the posterior covariance.
+    """
+
+    def __init__(self, prior: Operator, left: torch.Tensor, right: torch.Tensor):
+        self.prior, self.left, self.right = prior, left, right
+        self.shape = torch.Size((*torch.broadcast_shapes(prior.batch_shape, left.shape[:-2]), *prior.shape[-2:]))
+        self.dtype, self.device = prior.dtype, prior.device
+
+    def _matmul(self, rhs):
+        return self.prior.matmul(rhs) - self.left @ (self.right.transpose(-1, -2) @ rhs)
+
+    def diagonal(self):
+        return self.prior.diagonal() - (self.left * self.right).sum(-1)
+
+    def rows(self, index):
+        down = self.left[..., index, :] if index.dim() == 1 else self.left.gather(
+            -2, index.unsqueeze(-1).expand(*index.shape, self.left.shape[-1]))
+        return self.prior.rows(index) - down @ self.right.transpose(-1, -2)
+
+
+class Posterior:
+    """A multivariate normal over test points.
+
+    Attributes:
+        mean: (*batch, m).
+        covariance: an Operator (*batch, m, m) (use ``.to_dense()`` for small m).
+        noise: (*batch, m) observation noise added to the variance (predictive), or None.
+        diagnostics: dict shared with the model (variance clamps are recorded there).
+    """
+
+    def __init__(self, mean: torch.Tensor, covariance: Operator, noise: torch.Tensor | None = None,
+                 diagnostics: dict | None = None):
+        self.mean = mean
+        self.covariance = covariance
+        self.noise = noise
+        self.diagnostics = {} if diagnostics is None else diagnostics
+        self._variance = None
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """Marginal variances (*batch, m), never negative: clamps are counted in diagnostics."""
+        if self._variance is None:
+            var = self.covariance.diagonal()
+            floor = 0.0
+            negative = int((var < floor).sum())
+            self.diagnostics["variance_clamped"] = negative
+            if negative:
+                self.diagnostics["variance_min_before_clamp"] = float(var.min())
+            var = var.clamp_min(floor)
+            if self.noise is not None:
+                var = var + self.noise
+            self._variance = var
+        return self._variance
+
+    @property
+    def stddev(self) -> torch.Tensor:
+        return self.variance.sqrt()
+
+    def confidence_region(self, level: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lower, upper) of the central ``level`` interval of each marginal, each (*batch, m)."""
+        if not 0 < level < 1:
+            raise ValueError(f"level: expected a number in (0, 1), got {level}")
+        z = math.sqrt(2) * torch.erfinv(torch.tensor(level, dtype=torch.float64)).item()
+        half = z * self.stddev
+        return self.mean - half, self.mean + half
+
+    def sample(self, num_samples: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Joint samples (num_samples, *batch, m) via a float64 Cholesky of the covariance."""
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples: expected a positive int, got {num_samples!r}")
+        m = self.mean.shape[-1]
+        if m > MAX_DENSE_SAMPLE:
+            raise ValueError(f"sample: joint samples need a dense {m} x {m} covariance; "
+                             f"sample at most {MAX_DENSE_SAMPLE} points at a time")
+        cov = self.covariance.to_dense().detach().double()
+        if self.noise is not None:
+            cov = cov + torch.diag_embed(self.noise.detach().double())
+        chol, jitter = safe_cholesky(cov)
+        if jitter:
+            self.diagnostics["sample_jitter"] = jitter
+        eps = torch.randn(num_samples, *chol.shape[:-1], 1, dtype=torch.float64, device=chol.device,
+                          generator=generator)
+        draws = (chol @ eps).squeeze(-1).to(self.mean.dtype)
+        return self.mean.detach() + draws
+
+    def log_prob(self, y: torch.Tensor) -> torch.Tensor:
+        """Sum of marginal Gaussian log densities of y (*batch, m) (independent marginals)."""
+        var = self.variance
+        return (-0.5 * ((y - self.mean) ** 2 / var + torch.log(2 * math.pi * var))).sum(-1)

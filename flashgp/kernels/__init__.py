@@ -1,0 +1,13 @@
+# Kernel modules: one pairwise formula each, lifted to matrices, diagonals and rows by Kernel.
+# Combine with + and *; wrap in Scale for an output scale.
+from .base import Kernel, Product, Sum
+from .linear import Linear, Polynomial
+from .matern import Matern
+from .periodic import Periodic
+from .rbf import RBF
+from .rq import RQ
+from .scale import Scale
+from .stationary import Stationary
+
+__all__ = ["Kernel", "Sum", "Product", "Stationary", "RBF", "Matern", "RQ", "Periodic", "Linear",
+           "Polynomial", "Scale"]

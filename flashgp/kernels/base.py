@@ -1,0 +1,122 @@
+# The Kernel base class (one pairwise formula evaluated as a matrix or along the diagonal)
+# and the sum and product of kernels.
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def _check_inputs(x: torch.Tensor, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 2:
+        raise ValueError(f"{name}: expected shape (..., n, d), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating point tensor, got {x.dtype}")
+
+
+class Kernel(nn.Module):
+    """A covariance function k(x, x').
+
+    Subclasses implement ``evaluate(x1, x2, diag)``: with ``diag=False`` it returns the matrix
+    (*batch, n1, n2) of k over all pairs; with ``diag=True`` (n1 == n2) the vector (*batch, n)
+    of k(x1_i, x2_i). Both come from the same formula applied to a pair statistic (a scaled
+    squared distance, an inner product, coordinate differences), so dense, blocked, diagonal
+    and row evaluation, and every gradient (by autograd on blocks), share one definition.
+
+    Args:
+        active_dims: the input columns this kernel sees (default: all).
+        batch_shape: leading shape of the hyperparameters, for batches of independent GPs.
+    """
+
+    def __init__(self, active_dims: Sequence[int] | None = None, batch_shape: Sequence[int] = ()):
+        super().__init__()
+        if active_dims is not None:
+            active_dims = list(active_dims)
+            if not active_dims or not all(isinstance(i, int) and i >= 0 for i in active_dims):
+                raise ValueError(f"active_dims: expected non-empty list of ints >= 0, got {active_dims}")
+            self.register_buffer("active_dims", torch.tensor(active_dims, dtype=torch.long), persistent=False)
+        else:
+            self.active_dims = None
+        self.batch_shape = torch.Size(batch_shape)
+
+    # ----- evaluation ----------------------------------------------------------------
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor | None = None, diag: bool = False) -> torch.Tensor:
+        """k(x1, x2). x1: (*batch, n1, d), x2: (*batch, n2, d) (default x1).
+
+        Returns (*batch, n1, n2), or (*batch, n1) with ``diag=True``.
+        """
+        _check_inputs(x1, "x1")
+        x2 = x1 if x2 is None else x2
+        _check_inputs(x2, "x2")
+        if x1.shape[-1] != x2.shape[-1]:
+            raise ValueError(f"x2: expected {x1.shape[-1]} columns like x1, got {x2.shape[-1]}")
+        if diag and x1.shape[-2] != x2.shape[-2]:
+            raise ValueError(f"x2: diag=True needs as many rows as x1, got {x2.shape[-2]} and {x1.shape[-2]}")
+        if self.active_dims is not None:
+            if int(self.active_dims.max()) >= x1.shape[-1]:
+                raise ValueError(
+                    f"active_dims: index {int(self.active_dims.max())} out of range for d={x1.shape[-1]}"
+                )
+            x1 = x1.index_select(-1, self.active_dims)
+            x2 = x2.index_select(-1, self.active_dims)
+        return self.evaluate(x1, x2, diag)
+
+    def evaluate(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    def diag(self, x: torch.Tensor) -> torch.Tensor:
+        """k(x_i, x_i) for every row of x (*batch, n, d) -> (*batch, n)."""
+        return self.forward(x, x, diag=True)
+
+    @property
+    def is_stationary(self) -> bool:
+        return False
+
+    # ----- algebra -------------------------------------------------------------------
+    def __add__(self, other: "Kernel") -> "Kernel":
+        if not isinstance(other, Kernel):
+            return NotImplemented
+        return Sum(self, other)
+
+    def __mul__(self, other: "Kernel") -> "Kernel":
+        if not isinstance(other, Kernel):
+            return NotImplemented
+        return Product(self, other)
+
+
+class _Combination(Kernel):
+    def __init__(self, *kernels: Kernel):
+        super().__init__()
+        flat = []
+        for k in kernels:
+            if not isinstance(k, Kernel):
+                raise TypeError(f"kernels: expected Kernel instances, got {type(k).__name__}")
+            flat.extend(k.kernels if type(k) is type(self) else [k])
+        self.kernels = nn.ModuleList(flat)
+
+    @property
+    def is_stationary(self) -> bool:
+        return all(k.is_stationary for k in self.kernels)
+
+
+class Sum(_Combination):
+    """k1 + k2 + ...: the elementwise sum of the member kernels."""
+
+    def evaluate(self, x1, x2, diag):
+        out = self.kernels[0](x1, x2, diag=diag)
+        for k in self.kernels[1:]:
+            out = out + k(x1, x2, diag=diag)
+        return out
+
+
+class Product(_Combination):
+    """k1 * k2 * ...: the elementwise (Hadamard) product of the member kernels."""
+
+    def evaluate(self, x1, x2, diag):
+        out = self.kernels[0](x1, x2, diag=diag)
+        for k in self.kernels[1:]:
+            out = out * k(x1, x2, diag=diag)
+        return out

@@ -1,0 +1,70 @@
+# Positive hyperparameters: stored raw, mapped through softplus (plus an optional floor).
+# Kernels, likelihoods and means use `PositiveParameter` to expose values in natural units.
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def inverse_softplus(value: torch.Tensor) -> torch.Tensor:
+    """The raw value r with softplus(r) == value (value > 0), elementwise."""
+    value = torch.as_tensor(value)
+    # for large values softplus(r) ~ r; log(expm1) loses precision there
+    return torch.where(value > 20, value, torch.log(torch.expm1(value.clamp_min(1e-30))))
+
+
+class Positive:
+    """The map raw -> lower + softplus(raw); `lower` is a floor (e.g. the minimum noise)."""
+
+    def __init__(self, lower: float = 0.0):
+        if not math.isfinite(lower) or lower < 0:
+            raise ValueError(f"lower: expected a finite number >= 0, got {lower}")
+        self.lower = float(lower)
+
+    def transform(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.lower + F.softplus(raw)
+
+    def inverse(self, value: torch.Tensor) -> torch.Tensor:
+        if torch.any(value <= self.lower):
+            raise ValueError(
+                f"value: expected every entry > {self.lower}, got min {float(value.min()):.3g}"
+            )
+        return inverse_softplus(value - self.lower)
+
+
+def register_positive(module: nn.Module, name: str, initial, shape, lower: float = 0.0):
+    """Create ``raw_<name>`` on ``module`` as an nn.Parameter of ``shape`` holding ``initial``.
+
+    Read the natural value with ``positive_value(module, name)``.
+    """
+    constraint = Positive(lower)
+    value = torch.as_tensor(initial, dtype=torch.get_default_dtype())
+    if not torch.all(torch.isfinite(value)) or torch.any(value <= lower):
+        raise ValueError(f"{name}: expected finite values > {lower}, got {value.tolist()}")
+    raw = constraint.inverse(value.expand(shape).clone())
+    module.register_parameter("raw_" + name, nn.Parameter(raw))
+    module._constraints = {**getattr(module, "_constraints", {}), name: constraint}
+
+
+def positive_value(module: nn.Module, name: str) -> torch.Tensor:
+    """The natural (constrained) value of the positive hyperparameter ``name``."""
+    return module._constraints[name].transform(getattr(module, "raw_" + name))
+
+
+def set_positive(module: nn.Module, name: str, value) -> None:
+    """Set the positive hyperparameter ``name`` (broadcast to its shape) in natural units."""
+    raw = getattr(module, "raw_" + name)
+    value = torch.as_tensor(value, dtype=raw.dtype, device=raw.device)
+    try:
+        value = value.expand(raw.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"{name}: expected a value broadcastable to shape {tuple(raw.shape)}, got {tuple(value.shape)}"
+        ) from None
+    if not torch.all(torch.isfinite(value)):
+        raise ValueError(f"{name}: expected finite values, got {value.tolist()}")
+    with torch.no_grad():
+        raw.copy_(module._constraints[name].inverse(value))

@@ -1,0 +1,62 @@
+# Dot-product kernels: Linear k = v x.x' and Polynomial k = (x.x' + c)^p.
+# Both are functions of the inner product, evaluated as a matrix or along the diagonal.
+from typing import Sequence
+
+import torch
+
+from .base import Kernel
+from .constraints import positive_value, register_positive, set_positive
+
+
+def inner_product(x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> torch.Tensor:
+    """x1 . x2 for all pairs (*b, n1, n2), or row by row (*b, n) with diag=True."""
+    return (x1 * x2).sum(-1) if diag else x1 @ x2.transpose(-1, -2)
+
+
+def _expand(param: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return param.reshape(*param.shape, *([1] * (like.dim() - param.dim())))
+
+
+class Linear(Kernel):
+    """k(x, x') = variance * x . x' (Bayesian linear regression with prior weight variance)."""
+
+    def __init__(self, variance: float = 1.0, active_dims: Sequence[int] | None = None,
+                 batch_shape: Sequence[int] = ()):
+        super().__init__(active_dims=active_dims, batch_shape=batch_shape)
+        register_positive(self, "variance", variance, self.batch_shape)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return positive_value(self, "variance")
+
+    @variance.setter
+    def variance(self, value) -> None:
+        set_positive(self, "variance", value)
+
+    def evaluate(self, x1, x2, diag):
+        ip = inner_product(x1, x2, diag)
+        return _expand(self.variance, ip) * ip
+
+
+class Polynomial(Kernel):
+    """k(x, x') = (x . x' + offset)^power, ``power`` a positive int, ``offset`` learned >= 0."""
+
+    def __init__(self, power: int = 2, offset: float = 1.0, active_dims: Sequence[int] | None = None,
+                 batch_shape: Sequence[int] = ()):
+        super().__init__(active_dims=active_dims, batch_shape=batch_shape)
+        if not isinstance(power, int) or power < 1:
+            raise ValueError(f"power: expected a positive int, got {power!r}")
+        self.power = power
+        register_positive(self, "offset", offset, self.batch_shape)
+
+    @property
+    def offset(self) -> torch.Tensor:
+        return positive_value(self, "offset")
+
+    @offset.setter
+    def offset(self, value) -> None:
+        set_positive(self, "offset", value)
+
+    def evaluate(self, x1, x2, diag):
+        ip = inner_product(x1, x2, diag)
+        return (ip + _expand(self.offset, ip)).pow(self.power)

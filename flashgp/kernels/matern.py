@@ -1,0 +1,32 @@
+# Matern kernels of smoothness nu = 1/2, 3/2, 5/2 as profiles of the scaled distance.
+# k(r) = exp(-r), (1 + sqrt3 r) exp(-sqrt3 r), (1 + sqrt5 r + 5/3 r^2) exp(-sqrt5 r).
+import math
+
+import torch
+
+from .stationary import Stationary, safe_sqrt
+
+_NUS = (0.5, 1.5, 2.5)
+
+
+class Matern(Stationary):
+    """Matern kernel with nu in {0.5, 1.5, 2.5}; see ``Stationary`` for the other arguments."""
+
+    def __init__(self, nu: float = 2.5, **kwargs):
+        if nu not in _NUS:
+            raise ValueError(f"nu: expected one of {_NUS}, got {nu!r}")
+        super().__init__(**kwargs)
+        self.nu = float(nu)
+
+    def profile(self, r2: torch.Tensor) -> torch.Tensor:
+        r = safe_sqrt(r2)
+        if self.nu == 0.5:
+            return torch.exp(-r)
+        if self.nu == 1.5:
+            s = math.sqrt(3.0) * r
+            return (1 + s) * torch.exp(-s)
+        s = math.sqrt(5.0) * r
+        return (1 + s + s * s / 3) * torch.exp(-s)
+
+    def extra_repr(self) -> str:
+        return f"nu={self.nu}"

@@ -1,0 +1,74 @@
+# Stationary kernels k(x, x') = profile(r2), r2 the squared distance scaled by lengthscales.
+# Subclasses give only the profile; distances, ARD and batching live here.
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .base import Kernel
+from .constraints import positive_value, register_positive, set_positive
+
+
+def scaled_sq_dist(x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> torch.Tensor:
+    """Squared Euclidean distances between rows of x1 (*b, n1, d) and x2 (*b, n2, d).
+
+    Returns (*b, n1, n2), or (*b, n) with ``diag=True``. Uses |a|^2 + |b|^2 - 2 a.b on inputs
+    centred by the mean of x2 (which keeps float32 accurate away from the origin), clamped >= 0.
+    """
+    if diag:
+        return (x1 - x2).pow(2).sum(-1)
+    shift = x2.mean(-2, keepdim=True).detach()
+    a, b = x1 - shift, x2 - shift
+    a2 = a.pow(2).sum(-1, keepdim=True)
+    b2 = b.pow(2).sum(-1, keepdim=True).transpose(-1, -2)
+    r2 = torch.baddbmm(a2 + b2, a, b.transpose(-1, -2), alpha=-2) if a.dim() == 3 else (
+        a2 + b2 - 2 * a @ b.transpose(-1, -2)
+    )
+    return r2.clamp_min(0)
+
+
+class Stationary(Kernel):
+    """Base of kernels that depend on r2 = |(x - x') / lengthscale|^2 only.
+
+    Args:
+        ard_dims: number of input dimensions with their own lengthscale (None: one shared).
+        lengthscale: initial lengthscale (default 1.0, a sensible value for standardized inputs).
+        active_dims, batch_shape: see ``Kernel``.
+    """
+
+    def __init__(self, ard_dims: int | None = None, lengthscale: float = 1.0,
+                 active_dims: Sequence[int] | None = None, batch_shape: Sequence[int] = ()):
+        super().__init__(active_dims=active_dims, batch_shape=batch_shape)
+        if ard_dims is not None and (not isinstance(ard_dims, int) or ard_dims < 1):
+            raise ValueError(f"ard_dims: expected a positive int or None, got {ard_dims!r}")
+        self.ard_dims = ard_dims
+        register_positive(self, "lengthscale", lengthscale, (*self.batch_shape, 1, ard_dims or 1))
+
+    @property
+    def lengthscale(self) -> torch.Tensor:
+        """Lengthscales, shape (*batch, 1, ard_dims or 1)."""
+        return positive_value(self, "lengthscale")
+
+    @lengthscale.setter
+    def lengthscale(self, value) -> None:
+        set_positive(self, "lengthscale", value)
+
+    @property
+    def is_stationary(self) -> bool:
+        return True
+
+    def evaluate(self, x1, x2, diag):
+        if self.ard_dims is not None and x1.shape[-1] != self.ard_dims:
+            raise ValueError(f"x1: expected {self.ard_dims} columns (ard_dims), got {x1.shape[-1]}")
+        ls = self.lengthscale
+        return self.profile(scaled_sq_dist(x1 / ls, x2 / ls, diag))
+
+    def profile(self, r2: torch.Tensor) -> torch.Tensor:
+        """k as a function of the scaled squared distance r2 (any shape)."""
+        raise NotImplementedError
+
+
+def safe_sqrt(r2: torch.Tensor) -> torch.Tensor:
+    """sqrt with a finite gradient at 0 (where the true derivative of r2 is zero anyway)."""
+    return r2.clamp_min(1e-30).sqrt()

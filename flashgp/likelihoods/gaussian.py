@@ -1,0 +1,72 @@
+# Gaussian observation models: y = f(x) + eps, eps ~ N(0, noise) with learned or fixed noise.
+# `noise_diag(n)` gives the (*batch, n) diagonal that inference adds to K.
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..kernels.constraints import positive_value, register_positive, set_positive
+
+
+class Likelihood(nn.Module):
+    """Base class: ``noise_diag(n, noise=None)`` -> (*batch, n) observation noise variances."""
+
+    def noise_diag(self, n: int, noise: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Gaussian(Likelihood):
+    """Homoscedastic Gaussian noise, learned, kept above ``noise_floor``.
+
+    Args:
+        noise: initial noise variance (default 0.1 for standardized targets).
+        noise_floor: lower bound of the noise variance (default 1e-4), which keeps K_hat
+            well conditioned.
+        batch_shape: leading shape for batches of independent GPs.
+    """
+
+    def __init__(self, noise: float = 0.1, noise_floor: float = 1e-4, batch_shape: Sequence[int] = ()):
+        super().__init__()
+        self.batch_shape = torch.Size(batch_shape)
+        register_positive(self, "noise", noise, self.batch_shape, lower=noise_floor)
+
+    @property
+    def noise(self) -> torch.Tensor:
+        """Noise variance, shape (*batch,)."""
+        return positive_value(self, "noise")
+
+    @noise.setter
+    def noise(self, value) -> None:
+        set_positive(self, "noise", value)
+
+    def noise_diag(self, n: int, noise: torch.Tensor | None = None) -> torch.Tensor:
+        return self.noise.unsqueeze(-1).expand(*self.batch_shape, n)
+
+
+class FixedNoise(Likelihood):
+    """Known per-point noise variances ``noise`` of shape (*batch, n) for the training points.
+
+    At prediction time pass the test points' variances to ``model.predict(x, noise=...)``;
+    without them the mean training noise is used.
+    """
+
+    def __init__(self, noise: torch.Tensor):
+        super().__init__()
+        noise = torch.as_tensor(noise)
+        if not noise.is_floating_point():
+            noise = noise.to(torch.get_default_dtype())
+        if noise.dim() < 1 or not torch.all(torch.isfinite(noise)) or torch.any(noise <= 0):
+            raise ValueError("noise: expected a (*batch, n) tensor of finite positive variances")
+        self.register_buffer("noise", noise)
+
+    def noise_diag(self, n: int, noise: torch.Tensor | None = None) -> torch.Tensor:
+        if noise is None:
+            if self.noise.shape[-1] == n:
+                return self.noise
+            return self.noise.mean(-1, keepdim=True).expand(*self.noise.shape[:-1], n)
+        noise = torch.as_tensor(noise, dtype=self.noise.dtype, device=self.noise.device)
+        if noise.shape[-1:] != (n,) or torch.any(noise < 0):
+            raise ValueError(f"noise: expected {n} non-negative variances, got shape {tuple(noise.shape)}")
+        return noise

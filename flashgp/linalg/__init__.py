@@ -1,0 +1,19 @@
+# Algorithms on operators: mBCG, Lanczos, stochastic Lanczos quadrature, safe Cholesky and
+# preconditioners. Plain functions; nothing here builds a dense n x n matrix unless asked to.
+from .cholesky import safe_cholesky
+from .lanczos import lanczos, lanczos_root_inverse
+from .mbcg import CGResult, mbcg
+from .preconditioners import pivoted_cholesky, pivoted_cholesky_preconditioner
+from .slq import slq, slq_logdet
+
+__all__ = [
+    "CGResult",
+    "lanczos",
+    "lanczos_root_inverse",
+    "mbcg",
+    "pivoted_cholesky",
+    "pivoted_cholesky_preconditioner",
+    "safe_cholesky",
+    "slq",
+    "slq_logdet",
+]

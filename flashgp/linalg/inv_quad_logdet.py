@@ -1,0 +1,106 @@
+# The BBMM core: rhs^T K^{-1} rhs and log det K from one mBCG call, as a custom autograd
+# function whose backward needs only the operator's bilinear gradients (no n x n graph).
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ..errors import NumericalWarning
+from .mbcg import mbcg
+from .slq import slq_logdet
+
+
+def probe_vectors(precond, shape: torch.Size, num: int, dtype, device, generator=None) -> torch.Tensor:
+    """Probes z ~ N(0, P) (or N(0, I) without a preconditioner), shape (*batch, n, num)."""
+    if precond is not None:
+        return precond.sample(num, generator=generator).to(dtype)
+    return torch.randn(*shape, num, dtype=dtype, device=device, generator=generator)
+
+
+class _InvQuadLogdet(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, op, precond, settings, info, rhs, *inputs):
+        probes = probe_vectors(precond, rhs.shape, settings["probes"], rhs.dtype, rhs.device,
+                               settings.get("generator"))
+        solve = precond.solve if precond is not None else None
+        result = mbcg(op.matmul, torch.cat([rhs.unsqueeze(-1), probes], -1), precond=solve,
+                      tol=settings["tol"], max_iters=settings["max_iters"],
+                      min_iters=settings["lanczos_iters"], n_tridiag=probes.shape[-1])
+        solution = result.solution
+        weights = result.init_norm_sq[..., 1:]
+        logdet = slq_logdet(result.tridiag, weights)
+        if precond is not None:
+            logdet = logdet + precond.logdet()
+        inv_quad = (rhs * solution[..., 0]).sum(-1)
+        info.update(iterations=result.iterations, residual=float(result.residual[..., 0].max()),
+                    mean_residual=float(result.residual.mean()), converged=bool(result.converged))
+        whitened = precond.solve(probes) if precond is not None else probes
+        ctx.op = op
+        ctx.save_for_backward(solution, whitened)
+        return inv_quad, logdet
+
+    @staticmethod
+    def backward(ctx, grad_inv_quad, grad_logdet):
+        solution, whitened = ctx.saved_tensors
+        op = ctx.op
+        alpha, probe_solves = solution[..., :1], solution[..., 1:]
+        batch = solution.shape[:-2]
+        zeros = torch.zeros(batch, dtype=solution.dtype, device=solution.device)
+        g_iq = zeros if grad_inv_quad is None else grad_inv_quad.expand(batch)
+        g_ld = zeros if grad_logdet is None else grad_logdet.expand(batch)
+        t = probe_solves.shape[-1]
+        # d(r^T K^-1 r) = -a^T dK a ; d log det K = tr(K^-1 dK) ~ 1/t sum (K^-1 z)^T dK (P^-1 z)
+        left = torch.cat([alpha * -g_iq[..., None, None], probe_solves * (g_ld / t)[..., None, None]], -1)
+        right = torch.cat([alpha, whitened], -1)
+        grads = op.bilinear_grad(left, right)
+        grad_rhs = 2 * alpha[..., 0] * g_iq[..., None]
+        return (None, None, None, None, grad_rhs, *grads)
+
+
+def inv_quad_logdet(op, rhs: torch.Tensor, precond=None, probes: int = 10, tol: float = 1.0,
+                    max_iters: int = 1000, lanczos_iters: int = 20, generator=None,
+                    info: dict | None = None):
+    """rhs^T K^{-1} rhs and an estimate of log det K, both differentiable, by BBMM.
+
+    Args:
+        op: the (*batch, n, n) SPD operator K (e.g. AddedDiag(KernelOperator, noise)). Gradients
+            flow to ``op.grad_inputs()`` through ``op.bilinear_grad``.
+        rhs: (*batch, n), e.g. y - mean; gradients flow to it.
+        precond: a LowRankPlusDiag preconditioner P (its solve, exact log det and N(0, P)
+            samples are used), or None.
+        probes, tol, max_iters, lanczos_iters: mBCG settings (see ``flashgp.CG``).
+        generator: torch.Generator for the probe vectors (fixed probes -> deterministic loss).
+        info: optional dict that receives iterations, residual (of the solve column),
+            mean_residual and converged.
+
+    Returns:
+        (inv_quad (*batch,), logdet (*batch,)).
+    """
+    info = {} if info is None else info
+    settings = dict(probes=probes, tol=tol, max_iters=max_iters, lanczos_iters=lanczos_iters,
+                    generator=generator)
+    inv_quad, logdet = _InvQuadLogdet.apply(op, precond, settings, info, rhs, *op.grad_inputs())
+    if not info["converged"]:
+        warnings.warn(
+            f"CG did not reach tol={tol}: mean relative residual {info['mean_residual']:.3g} after "
+            f"{info['iterations']} iterations; raise max_iters or the preconditioner rank",
+            NumericalWarning, stacklevel=2)
+    return inv_quad, logdet
+
+
+def cg_solve(op, rhs: torch.Tensor, precond=None, tol: float = 0.01, max_iters: int = 1000,
+             info: dict | None = None) -> torch.Tensor:
+    """K^{-1} rhs by preconditioned CG (no gradients). rhs (*batch, n, t) -> (*batch, n, t)."""
+    with torch.no_grad():
+        result = mbcg(op.matmul, rhs, precond=None if precond is None else precond.solve, tol=tol,
+                      max_iters=max_iters)
+    if info is not None:
+        info.update(iterations=result.iterations, residual=float(result.residual.max()),
+                    converged=bool(result.converged))
+    if not result.converged:
+        warnings.warn(
+            f"CG did not reach tol={tol}: mean relative residual {float(result.residual.mean()):.3g} "
+            f"after {result.iterations} iterations; raise max_iters or the preconditioner rank",
+            NumericalWarning, stacklevel=2)
+    return result.solution

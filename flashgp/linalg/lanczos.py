@@ -1,0 +1,111 @@
+# Lanczos tridiagonalization with full re-orthogonalization, and the root of Q T^{-1} Q^T.
+# Used for low-rank root decompositions of inverses (predictive covariances, samples).
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..errors import NumericalWarning
+
+
+def floor_eigenvalues(evals: Tensor, what: str) -> Tensor:
+    """Clamp eigenvalues below eps * max|eigenvalue| (per matrix) up to that floor.
+
+    evals: (*batch, k). Warns with a NumericalWarning giving the count and the minimum when
+    any were clamped; ``what`` names the caller in the message. Returns (*batch, k).
+    """
+    eps = torch.finfo(evals.dtype).eps
+    scale = evals.abs().amax(-1, keepdim=True)
+    floor = eps * torch.where(scale > 0, scale, torch.ones_like(scale))
+    low = evals < floor
+    if bool(low.any()):
+        warnings.warn(
+            f"{what}: clamped {int(low.sum())} eigenvalue(s) below {float(floor.min()):.3g} "
+            f"(min eigenvalue {float(evals.min()):.3g}); the matrix is numerically singular or not PD",
+            NumericalWarning,
+            stacklevel=3,
+        )
+    return torch.maximum(evals, floor)
+
+
+def _orthogonalize(v: Tensor, basis: Tensor) -> Tensor:
+    """Classical Gram-Schmidt twice: remove from v (*batch, n) its components along basis (*batch, n, j)."""
+    for _ in range(2):
+        v = v - (basis @ (basis.transpose(-1, -2) @ v.unsqueeze(-1))).squeeze(-1)
+    return v
+
+
+def _check_args(init: Tensor, num_iters: int) -> None:
+    """Validate lanczos's arguments, naming the bad one."""
+    if not isinstance(init, Tensor):
+        raise TypeError(f"init: expected a torch.Tensor, got {type(init).__name__}")
+    if init.dim() < 1:
+        raise ValueError(f"init: expected shape (*batch, n), got {tuple(init.shape)}")
+    if not isinstance(num_iters, int) or num_iters < 1:
+        raise ValueError(f"num_iters: expected a positive integer, got {num_iters!r}")
+
+
+def _assemble(qs: list[Tensor], alphas: list[Tensor], betas: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Stack k basis vectors (*batch, n) and coefficients (*batch,) into Q (*batch, n, k), T (*batch, k, k)."""
+    q = torch.stack(qs, -1)
+    diag = torch.stack(alphas, -1)
+    t = torch.diag_embed(diag)
+    if len(betas) > 1:
+        off = torch.stack(betas[:-1], -1)
+        t = t + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+    return q, t
+
+
+def lanczos(
+    matmul: Callable[[Tensor], Tensor], init: Tensor, num_iters: int, tol: float | None = None
+) -> tuple[Tensor, Tensor]:
+    """Lanczos on a symmetric A with full re-orthogonalization.
+
+    matmul: V (*batch, n, 1) -> A V (a callable, or an Operator). init: (*batch, n) start vectors.
+    Runs k <= min(num_iters, n) steps. Returns Q (*batch, n, k) with orthonormal columns and
+    T (*batch, k, k) symmetric tridiagonal with Q^T A Q = T. When a batch element breaks down
+    (the next beta is below ``tol``, default 8 eps sqrt(n) times a running estimate of ||A||) it
+    gets zero columns in Q and an identity block in T, so Q T^{-1} Q^T is unaffected.
+    """
+    _check_args(init, num_iters)
+    if not callable(matmul):
+        matmul = matmul.matmul
+    n = init.shape[-1]
+    eps = torch.finfo(init.dtype).eps
+    norm = init.norm(dim=-1)
+    alive = norm > 0
+    q = init / torch.where(alive, norm, torch.ones_like(norm)).unsqueeze(-1)
+    norm_est = torch.zeros_like(norm)
+    qs, alphas, betas = [], [], []
+    for _ in range(min(num_iters, n)):
+        qs.append(q)
+        v = matmul(q.unsqueeze(-1)).squeeze(-1)
+        norm_est = torch.maximum(norm_est, v.norm(dim=-1))
+        alphas.append(torch.where(alive, (q * v).sum(-1), torch.ones_like(norm)))
+        v = _orthogonalize(v, torch.stack(qs, -1))
+        beta = v.norm(dim=-1)
+        limit = 8 * eps * n**0.5 * norm_est if tol is None else torch.full_like(beta, tol)
+        alive = alive & (beta > limit)
+        beta = torch.where(alive, beta, torch.zeros_like(beta))
+        betas.append(beta)
+        q = torch.where(alive.unsqueeze(-1), v / torch.where(alive, beta, 1.0).unsqueeze(-1), 0.0)
+        if not bool(alive.any()):
+            break
+    return _assemble(qs, alphas, betas)
+
+
+def lanczos_root_inverse(q: Tensor, t: Tensor) -> Tensor:
+    """A root R of Q T^{-1} Q^T: R R^T = Q T^{-1} Q^T.
+
+    q: (*batch, n, k), t: (*batch, k, k) from :func:`lanczos`. Uses T = V diag(e) V^T, so
+    R = Q V diag(e^{-1/2}) of shape (*batch, n, k). Eigenvalues below eps * max|e| are clamped
+    (NumericalWarning with the count and the minimum).
+    """
+    if q.shape[-1] != t.shape[-1] or t.shape[-1] != t.shape[-2]:
+        raise ValueError(f"t: expected shape (*batch, {q.shape[-1]}, {q.shape[-1]}) to match q, got {tuple(t.shape)}")
+    evals, evecs = torch.linalg.eigh(t)
+    evals = floor_eigenvalues(evals, "lanczos_root_inverse")
+    return q @ (evecs * evals.rsqrt().unsqueeze(-2))

@@ -1,0 +1,182 @@
+# Modified batched preconditioned conjugate gradients (mBCG, Gardner et al. 2018).
+# Solves A X = B for many columns at once and returns the Lanczos tridiagonals of chosen columns.
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..errors import NumericalWarning
+
+MatFn = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class CGResult:
+    """The outcome of :func:`mbcg`.
+
+    solution: (*batch, n, t) approximate A^{-1} rhs.
+    tridiag: (*batch, n_tridiag, k, k) Lanczos tridiagonals of the last n_tridiag columns, or None.
+    init_norm_sq: (*batch, t) r0^T P^{-1} r0 = rhs^T P^{-1} rhs (the SLQ weights).
+    iterations: number of CG iterations run.
+    residual: (*batch, t) final relative residual norms ||rhs - A x|| / ||rhs|| (recurrence).
+    converged: whether the mean relative residual fell below tol.
+    """
+
+    solution: Tensor
+    tridiag: Tensor | None
+    init_norm_sq: Tensor
+    iterations: int
+    residual: Tensor
+    converged: bool
+
+
+def _as_function(obj, method: str, name: str) -> MatFn:
+    """A callable from ``obj``: itself if callable, else its ``method`` (e.g. an Operator's matmul)."""
+    if callable(obj):
+        return obj
+    if hasattr(obj, method):
+        return getattr(obj, method)
+    raise TypeError(f"{name}: expected a callable or an object with .{method}, got {type(obj).__name__}")
+
+
+def _check_args(rhs: Tensor, tol: float, max_iters: int, min_iters: int, n_tridiag: int) -> None:
+    """Validate mbcg's arguments, naming the bad one."""
+    if not isinstance(rhs, Tensor):
+        raise TypeError(f"rhs: expected a torch.Tensor, got {type(rhs).__name__}")
+    if rhs.dim() < 2:
+        raise ValueError(f"rhs: expected shape (*batch, n, t), got {tuple(rhs.shape)}")
+    if tol < 0:
+        raise ValueError(f"tol: expected a non-negative number, got {tol}")
+    if max_iters < 1:
+        raise ValueError(f"max_iters: expected a positive integer, got {max_iters}")
+    if min_iters < 0:
+        raise ValueError(f"min_iters: expected a non-negative integer, got {min_iters}")
+    if not 0 <= n_tridiag <= rhs.shape[-1]:
+        raise ValueError(f"n_tridiag: expected 0 <= n_tridiag <= {rhs.shape[-1]} (columns of rhs), got {n_tridiag}")
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Column-wise inner products: (*batch, n, t) x (*batch, n, t) -> (*batch, t)."""
+    return (a * b).sum(-2)
+
+
+def _warn_bad(bad: Tensor, what: str) -> None:
+    """Warn once about columns frozen because a quantity that must be positive was not."""
+    count = int(bad.sum())
+    if count:
+        warnings.warn(
+            f"mbcg: {count} column(s) stopped because {what} was not positive; the operator or the "
+            "preconditioner is not positive definite (or produced NaN)",
+            NumericalWarning,
+            stacklevel=3,
+        )
+
+
+def _build_tridiag(alphas: list[Tensor], betas: list[Tensor], active: list[Tensor]) -> Tensor:
+    """Assemble Lanczos tridiagonals from CG coefficients.
+
+    alphas, betas, active: k tensors of shape (*batch, m). An inactive (frozen) step gets a
+    diagonal 1 and no coupling, so e1^T f(T) e1 is unchanged for f(1) = 0.
+    Returns (*batch, m, k, k).
+    """
+    alpha = torch.stack(alphas, -1)
+    beta = torch.stack(betas, -1)
+    mask = torch.stack(active, -1)
+    safe_alpha = torch.where(mask, alpha, torch.ones_like(alpha))
+    prev = torch.zeros_like(alpha)
+    prev[..., 1:] = beta[..., :-1] / safe_alpha[..., :-1]
+    diag = torch.where(mask, 1.0 / safe_alpha + prev, torch.ones_like(alpha))
+    off = beta[..., :-1].clamp_min(0).sqrt() / safe_alpha[..., :-1]
+    off = torch.where(mask[..., 1:], off, torch.zeros_like(off))
+    return torch.diag_embed(diag) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+
+
+def _identity_tridiag(rhs: Tensor, n_tridiag: int) -> Tensor:
+    """(*batch, n_tridiag, 1, 1) identity tridiagonals, for when no iteration ran."""
+    shape = (*rhs.shape[:-2], n_tridiag, 1, 1)
+    return torch.ones(shape, dtype=rhs.dtype, device=rhs.device)
+
+
+def mbcg(
+    matmul: MatFn,
+    rhs: Tensor,
+    precond: MatFn | None = None,
+    tol: float = 1e-2,
+    max_iters: int = 1000,
+    min_iters: int = 0,
+    n_tridiag: int = 0,
+    max_tridiag_iters: int | None = None,
+) -> CGResult:
+    """Preconditioned CG on all columns of ``rhs`` in lock step (one product per iteration).
+
+    matmul: V (*batch, n, t) -> A V, A symmetric positive definite (or an Operator).
+    rhs: (*batch, n, t). precond: R (*batch, n, t) -> P^{-1} R (callable, or an object with
+    ``.solve``); None means P = I. Starts from x0 = 0.
+    Stops once at least ``min_iters`` iterations ran and the mean relative residual over all
+    columns and batch elements is below ``tol``, or after ``max_iters`` (NumericalWarning), or
+    when every column has frozen: a column freezes (alpha = beta = 0, no NaN) once r^T P^{-1} r
+    falls to (4 eps)^2 times its initial value, or when p^T A p <= 0 (NumericalWarning). The Lanczos tridiagonals of the last ``n_tridiag`` columns are
+    recorded for the first ``max_tridiag_iters`` (default ``max_iters``) iterations; with a
+    preconditioner they are those of P^{-1/2} A P^{-1/2} started at P^{-1/2} rhs.
+    Returns a :class:`CGResult`.
+    """
+    _check_args(rhs, tol, max_iters, min_iters, n_tridiag)
+    matmul = _as_function(matmul, "matmul", "matmul")
+    precond = (lambda v: v) if precond is None else _as_function(precond, "solve", "precond")
+    max_tridiag_iters = max_iters if max_tridiag_iters is None else max_tridiag_iters
+    freeze = (4 * torch.finfo(rhs.dtype).eps) ** 2
+
+    x = torch.zeros_like(rhs)
+    r = rhs.clone()
+    z = precond(r)
+    rz = _dot(r, z)
+    rz0 = rz.clone()
+    b_norm = rhs.norm(dim=-2)
+    safe_b = torch.where(b_norm > 0, b_norm, torch.ones_like(b_norm))
+    _warn_bad((b_norm > 0) & ~(rz0 > 0), "rhs^T P^{-1} rhs")
+    done = ~(rz > rz0 * freeze) | ~(b_norm > 0)
+    p = z
+    residual = torch.where(b_norm > 0, torch.ones_like(b_norm), torch.zeros_like(b_norm))
+    alphas, betas, active = [], [], []
+    iterations = 0
+
+    while iterations < max_iters and not bool(done.all()):
+        ap = matmul(p)
+        pap = _dot(p, ap)
+        bad = ~done & ~(pap > 0)
+        _warn_bad(bad, "p^T A p")
+        was_done = done | bad
+        alpha = torch.where(was_done, torch.zeros_like(rz), rz / torch.where(was_done, torch.ones_like(pap), pap))
+        x = x + alpha.unsqueeze(-2) * p
+        r = r - alpha.unsqueeze(-2) * ap
+        z = precond(r)
+        rz_new = _dot(r, z)
+        done = was_done | ~(rz_new > rz0 * freeze)
+        beta = torch.where(done, torch.zeros_like(rz), rz_new / torch.where(was_done, torch.ones_like(rz), rz))
+        p = z + beta.unsqueeze(-2) * p
+        rz = torch.where(done, rz, rz_new)
+        iterations += 1
+        residual = r.norm(dim=-2) / safe_b
+        if n_tridiag and iterations <= max_tridiag_iters:
+            alphas.append(alpha[..., -n_tridiag:])
+            betas.append(beta[..., -n_tridiag:])
+            active.append(~was_done[..., -n_tridiag:])
+        if iterations >= min_iters and float(residual.mean()) < tol:
+            break
+
+    converged = float(residual.mean()) < tol
+    if not converged and iterations == max_iters:
+        warnings.warn(
+            f"mbcg: no convergence after {iterations} iterations: mean relative residual "
+            f"{float(residual.mean()):.3g} >= tol {tol:.3g}",
+            NumericalWarning,
+            stacklevel=2,
+        )
+    tridiag = None
+    if n_tridiag:
+        tridiag = _build_tridiag(alphas, betas, active) if alphas else _identity_tridiag(rhs, n_tridiag)
+    return CGResult(x, tridiag, rz0, iterations, residual, converged)

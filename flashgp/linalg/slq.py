@@ -1,0 +1,52 @@
+# Stochastic Lanczos quadrature: tr f(A) from the Lanczos tridiagonals of probe vectors.
+# slq_logdet is the log-determinant case used by the BBMM marginal likelihood.
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .lanczos import floor_eigenvalues
+
+
+def _check_args(tridiag: Tensor, weights: Tensor) -> None:
+    """Validate slq's arguments, naming the bad one."""
+    if not isinstance(tridiag, Tensor) or tridiag.dim() < 3 or tridiag.shape[-1] != tridiag.shape[-2]:
+        shape = tuple(tridiag.shape) if isinstance(tridiag, Tensor) else type(tridiag).__name__
+        raise ValueError(f"tridiag: expected a tensor of shape (*batch, t, k, k), got {shape}")
+    if not isinstance(weights, Tensor) or weights.shape[-1:] != tridiag.shape[-3:-2]:
+        shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+        raise ValueError(f"weights: expected shape (*batch, {tridiag.shape[-3]}) to match tridiag, got {shape}")
+
+
+def _quadrature(tridiag: Tensor, fn: Callable[[Tensor], Tensor], floor: bool) -> Tensor:
+    """e1^T fn(T) e1 for each T in (*batch, t, k, k) -> (*batch, t), via eigh."""
+    evals, evecs = torch.linalg.eigh(tridiag)
+    if floor:
+        evals = floor_eigenvalues(evals, "slq_logdet")
+    return (evecs[..., 0, :].square() * fn(evals)).sum(-1)
+
+
+def slq(tridiag: Tensor, weights: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """Mean over probes of weights_i * e1^T fn(T_i) e1.
+
+    tridiag: (*batch, t, k, k) Lanczos tridiagonals (e.g. ``CGResult.tridiag``); weights: (*batch, t)
+    squared start-vector norms (e.g. ``CGResult.init_norm_sq``); fn maps eigenvalues elementwise.
+    With probes z ~ N(0, I) this estimates tr fn(A). Returns (*batch,).
+    """
+    _check_args(tridiag, weights)
+    return (weights * _quadrature(tridiag, fn, floor=False)).mean(-1)
+
+
+def slq_logdet(tridiag: Tensor, weights: Tensor) -> Tensor:
+    """Stochastic Lanczos quadrature estimate of log det: mean_i weights_i e1^T log(T_i) e1.
+
+    tridiag: (*batch, t, k, k), weights: (*batch, t). With a preconditioner P, probes z ~ N(0, P)
+    and preconditioned CG on A, the T_i belong to P^{-1/2} A P^{-1/2} and weights = z^T P^{-1} z,
+    so this estimates log det(P^{-1} A) (add log det P for log det A). Eigenvalues below
+    eps * max|eigenvalue| are clamped (NumericalWarning with the count and the minimum).
+    Returns (*batch,).
+    """
+    _check_args(tridiag, weights)
+    return (weights * _quadrature(tridiag, torch.log, floor=True)).mean(-1)

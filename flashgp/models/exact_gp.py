@@ -1,0 +1,124 @@
+# ExactGP: a GP regression model with Gaussian noise, trained and queried through
+# Cholesky (small n) or BBMM (CG, any n) inference, with cached predictions.
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from ..distributions import Posterior
+from ..kernels import Kernel
+from ..likelihoods import Gaussian, Likelihood
+from ..means import Constant, Mean
+from ..solvers import Auto, Cholesky, resolve_solver
+from .inference import cg_terms, cholesky_terms, marginal_log_likelihood
+from .prediction import PredictionCache
+from .validation import check_test_inputs, check_train_data
+
+
+class ExactGP(nn.Module):
+    """Exact Gaussian-process regression.
+
+    Args:
+        x: training inputs (n, d), or (b, n, d) for a batch of b independent GPs.
+        y: training targets (n,) or (b, n).
+        kernel: a ``flashgp.kernels.Kernel`` (e.g. ``Scale(RBF(ard_dims=d))``).
+        likelihood: ``Gaussian()`` (default) or ``FixedNoise(noise)``.
+        mean: ``Constant()`` (default), ``Zero()`` or ``Linear(d)``.
+        solver: ``fg.Auto()`` (default: Cholesky for small n, CG beyond), ``fg.Cholesky()`` or
+            ``fg.CG(...)``.
+
+    The model's parameters take the dtype and device of x. ``diagnostics`` describes the last
+    solve: path ("cholesky" or "cg"), backend, cg_iterations, residual, jitter, seconds.
+    """
+
+    def __init__(self, x, y, kernel: Kernel, likelihood: Likelihood | None = None,
+                 mean: Mean | None = None, solver=None):
+        super().__init__()
+        x, y = check_train_data(x, y)
+        if not isinstance(kernel, Kernel):
+            raise TypeError(f"kernel: expected a flashgp.kernels.Kernel, got {type(kernel).__name__}")
+        likelihood = Gaussian() if likelihood is None else likelihood
+        if not isinstance(likelihood, Likelihood):
+            raise TypeError(f"likelihood: expected a flashgp likelihood, got {type(likelihood).__name__}")
+        mean = Constant() if mean is None else mean
+        if not isinstance(mean, Mean):
+            raise TypeError(f"mean: expected a flashgp mean, got {type(mean).__name__}")
+        self.solver = Auto() if solver is None else solver
+        resolve_solver(self.solver, x.shape[-2])  # type check now, not at the first call
+        self.kernel, self.likelihood, self.mean = kernel, likelihood, mean
+        self.to(dtype=x.dtype, device=x.device)
+        self.set_train_data(x, y)
+        self.diagnostics: dict = {}
+
+    def set_train_data(self, x, y) -> None:
+        """Replace the training data (same dtype/device conventions as the constructor)."""
+        x, y = check_train_data(x, y)
+        self.register_buffer("train_x", x)
+        self.register_buffer("train_y", y)
+        self._prediction = None
+
+    @property
+    def num_train(self) -> int:
+        return self.train_x.shape[-2]
+
+    def _active_solver(self):
+        return resolve_solver(self.solver, self.num_train)
+
+    # ----- training -----------------------------------------------------------------
+    def mll(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Log marginal likelihood divided by n, differentiable; shape (*batch,).
+
+        ``generator`` fixes the CG probe vectors (a deterministic objective, e.g. for L-BFGS).
+        """
+        start = time.perf_counter()
+        x, n = self.train_x, self.num_train
+        solver = self._active_solver()
+        resid = self.train_y - self.mean(x)
+        noise = self.likelihood.noise_diag(n)
+        diagnostics = {"n": n}
+        if isinstance(solver, Cholesky):
+            inv_quad, logdet = cholesky_terms(self.kernel, x, noise, resid, solver, diagnostics)
+        else:
+            inv_quad, logdet = cg_terms(self.kernel, x, noise, resid, solver, diagnostics, generator)
+        diagnostics["seconds"] = time.perf_counter() - start
+        self.diagnostics = diagnostics
+        return marginal_log_likelihood(inv_quad, logdet, n)
+
+    # ----- prediction ---------------------------------------------------------------
+    def _prediction_cache(self) -> PredictionCache:
+        key = self._state_key()
+        if self._prediction is None or self._prediction.key != key:
+            self._prediction = PredictionCache(self, self._active_solver(), key)
+        return self._prediction
+
+    def _state_key(self) -> tuple:
+        """Changes whenever a parameter or the training data is modified (in place or replaced)."""
+        tensors = list(self.parameters()) + list(self.buffers())
+        return tuple((id(t), t._version) for t in tensors)
+
+    def posterior(self, x) -> Posterior:
+        """The latent posterior p(f(x*) | data) at test inputs x (m, d) or (b, m, d).
+
+        Returns a ``Posterior`` (mean, variance, covariance operator, sample, confidence_region).
+        Predictions are not differentiable.
+        """
+        x = check_test_inputs(x, self.train_x)
+        start = time.perf_counter()
+        with torch.no_grad():
+            cache = self._prediction_cache()
+            post = cache.posterior(x)
+        self.diagnostics = {**cache.diagnostics, "seconds": time.perf_counter() - start}
+        post.diagnostics = self.diagnostics
+        return post
+
+    def predict(self, x, noise=None) -> Posterior:
+        """The predictive distribution of new observations y* = f(x*) + noise.
+
+        ``noise``: per-point test noise variances (FixedNoise likelihoods); else the likelihood's.
+        """
+        post = self.posterior(x)
+        with torch.no_grad():
+            post.noise = self.likelihood.noise_diag(post.mean.shape[-1], noise).expand_as(post.mean)
+        return post

@@ -1,0 +1,57 @@
+# The two inference paths of an exact GP: float64 Cholesky (small n, exact) and BBMM (CG).
+# Each returns the data-fit term r^T K_hat^-1 r and log det K_hat, and fills a diagnostics dict.
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..linalg import pivoted_cholesky_preconditioner, safe_cholesky
+from ..linalg.inv_quad_logdet import inv_quad_logdet
+from ..operators import AddedDiag, KernelOperator
+from ..solvers import CG, Cholesky
+
+
+def cholesky_factor(kernel, x, noise, solver: Cholesky, diagnostics: dict):
+    """L (float64) with L L^T = K(x, x) + diag(noise) (+ reported jitter). Differentiable."""
+    k_hat = kernel(x).double() + torch.diag_embed(noise.double())
+    chol, jitter = safe_cholesky(k_hat, max_tries=solver.max_tries, jitter=solver.jitter)
+    diagnostics.update(path="cholesky", backend="dense", jitter=jitter, cg_iterations=0, residual=0.0)
+    return chol
+
+
+def cholesky_terms(kernel, x, noise, resid, solver: Cholesky, diagnostics: dict):
+    """(inv_quad, logdet), each (*batch,), in the dtype of x, by a float64 Cholesky."""
+    chol = cholesky_factor(kernel, x, noise, solver, diagnostics)
+    white = torch.linalg.solve_triangular(chol, resid.double().unsqueeze(-1), upper=False)
+    inv_quad = white.squeeze(-1).pow(2).sum(-1)
+    logdet = 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    return inv_quad.to(x.dtype), logdet.to(x.dtype)
+
+
+def cg_operator(kernel, x, noise, solver: CG):
+    """(K_hat operator, kernel operator, preconditioner or None) for the CG path."""
+    kernel_op = KernelOperator(kernel, x, backend=solver.backend)
+    precond = None
+    if solver.precond is not None:
+        with torch.no_grad():
+            precond = pivoted_cholesky_preconditioner(kernel_op, noise.detach(), solver.precond.rank)
+    return AddedDiag(kernel_op, noise), kernel_op, precond
+
+
+def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=None):
+    """(inv_quad, logdet), each (*batch,), by BBMM (mBCG + stochastic Lanczos quadrature)."""
+    op, kernel_op, precond = cg_operator(kernel, x, noise, solver)
+    info = {}
+    inv_quad, logdet = inv_quad_logdet(op, resid, precond, probes=solver.probes, tol=solver.tol,
+                                       max_iters=solver.max_iters, lanczos_iters=solver.lanczos_iters,
+                                       generator=generator, info=info)
+    diagnostics.update(path="cg", backend=kernel_op.backend, jitter=0.0, cg_iterations=info["iterations"],
+                       residual=info["residual"], converged=info["converged"],
+                       precond_rank=0 if precond is None else precond.rank)
+    return inv_quad, logdet
+
+
+def marginal_log_likelihood(inv_quad, logdet, n: int) -> torch.Tensor:
+    """log p(y) / n from the two terms: -(inv_quad + logdet + n log 2 pi) / (2 n)."""
+    return -0.5 * (inv_quad + logdet + n * math.log(2 * math.pi)) / n

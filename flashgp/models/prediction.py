@@ -1,0 +1,74 @@
+# Cached quantities for prediction: the solve a = K_hat^{-1}(y - m) and a root of K_hat^{-1}
+# (Cholesky factor, or a Lanczos root for fast variances, LOVE); built once per parameter state.
+from __future__ import annotations
+
+import torch
+
+from ..distributions import Downdated, Posterior
+from ..linalg import lanczos, lanczos_root_inverse
+from ..linalg.inv_quad_logdet import cg_solve
+from ..operators import KernelOperator
+from ..solvers import Cholesky
+from .inference import cg_operator, cholesky_factor
+
+LANCZOS_SEED = 0
+
+
+class PredictionCache:
+    """Everything test-independent for predictions of ``model`` at one parameter state ``key``."""
+
+    def __init__(self, model, solver, key):
+        self.key, self.solver = key, solver
+        self.kernel, self.mean_fn = model.kernel, model.mean
+        self.train_x = model.train_x
+        n = model.num_train
+        resid = model.train_y - model.mean(self.train_x)
+        noise = model.likelihood.noise_diag(n)
+        self.diagnostics: dict = {"n": n}
+        if isinstance(solver, Cholesky):
+            self.chol = cholesky_factor(self.kernel, self.train_x, noise, solver, self.diagnostics)
+            self.alpha = torch.cholesky_solve(resid.double().unsqueeze(-1), self.chol).to(resid.dtype)
+            self.backend = "dense"
+        else:
+            self.op, kernel_op, self.precond = cg_operator(self.kernel, self.train_x, noise, solver)
+            self.backend = kernel_op.backend
+            info = {}
+            self.alpha = cg_solve(self.op, resid.unsqueeze(-1), self.precond, solver.eval_tol,
+                                  solver.max_iters, info)
+            self.diagnostics.update(path="cg", backend=self.backend, jitter=0.0,
+                                    cg_iterations=info["iterations"], residual=info["residual"])
+        self._root = None
+
+    # ----- roots of K_hat^{-1} ---------------------------------------------------------
+    def lanczos_root(self) -> torch.Tensor:
+        """R (*batch, n, k) with R R^T ~ K_hat^{-1}, from Lanczos with full re-orthogonalization."""
+        if self._root is None:
+            n = self.train_x.shape[-2]
+            gen = torch.Generator(device=self.train_x.device).manual_seed(LANCZOS_SEED)
+            init = torch.randn(*self.op.shape[:-1], generator=gen, device=self.train_x.device,
+                               dtype=self.train_x.dtype)
+            q, t = lanczos(self.op.matmul, init, min(self.solver.root_rank, n))
+            self._root = lanczos_root_inverse(q, t)
+        return self._root
+
+    # ----- posterior at test points ------------------------------------------------------
+    def posterior(self, x: torch.Tensor) -> Posterior:
+        cross = KernelOperator(self.kernel, x, self.train_x, backend=self.backend)
+        prior = KernelOperator(self.kernel, x)
+        mean = self.mean_fn(x) + cross.matmul(self.alpha).squeeze(-1)
+        m = x.shape[-2]
+        if isinstance(self.solver, Cholesky):
+            cross_t = cross.to_dense().transpose(-1, -2).double()
+            white = torch.linalg.solve_triangular(self.chol, cross_t, upper=False)
+            left = white.transpose(-1, -2).to(x.dtype)
+            right, method = left, "cholesky"
+        elif m <= self.solver.exact_var_max:
+            left = cross.to_dense()
+            right = cg_solve(self.op, left.transpose(-1, -2), self.precond, self.solver.eval_tol,
+                             self.solver.max_iters).transpose(-1, -2)
+            method = "cg"
+        else:
+            left = cross.matmul(self.lanczos_root())
+            right, method = left, "lanczos"
+        self.diagnostics["variance_method"] = method
+        return Posterior(mean, Downdated(prior, left, right), diagnostics=self.diagnostics)

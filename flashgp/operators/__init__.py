@@ -1,0 +1,14 @@
+# Matrix-free operators: what the solvers see of a matrix (products, diagonal, rows, gradients).
+# Dense, Kernel (dense or blocked backend), AddedDiag, LowRank(+Diag), Sum.
+from .added_diag import AddedDiag
+from .base import Operator
+from .dense import Dense
+from .kernel import KernelOperator
+from .sum import SumOperator
+
+try:  # written alongside; present once flashgp.linalg lands
+    from .low_rank import LowRank, LowRankPlusDiag
+except ImportError:  # pragma: no cover
+    pass
+
+__all__ = ["Operator", "Dense", "KernelOperator", "AddedDiag", "SumOperator", "LowRank", "LowRankPlusDiag"]

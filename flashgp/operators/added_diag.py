@@ -1,0 +1,57 @@
+# A + diag(d): a base operator plus a diagonal (the noise of a Gaussian likelihood).
+# The diagonal may require grad; its bilinear gradient is sum_i u_i * v_i row by row.
+from __future__ import annotations
+
+import torch
+
+from .base import Operator
+
+
+def sum_to_shape(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Sum a broadcast gradient back to ``shape`` (undo broadcasting)."""
+    while grad.dim() > len(shape):
+        grad = grad.sum(0)
+    for i, size in enumerate(shape):
+        if size == 1 and grad.shape[i] != 1:
+            grad = grad.sum(i, keepdim=True)
+    return grad
+
+
+class AddedDiag(Operator):
+    """base + diag(diag). base: square Operator (*batch, n, n); diag: (*batch, n) or (n,)."""
+
+    def __init__(self, base: Operator, diag: torch.Tensor):
+        if not isinstance(base, Operator):
+            raise TypeError(f"base: expected an Operator, got {type(base).__name__}")
+        if not isinstance(diag, torch.Tensor) or diag.shape[-1:] != base.shape[-1:]:
+            raise ValueError(f"diag: expected a tensor with last dimension {base.n_cols}, "
+                             f"got {getattr(diag, 'shape', type(diag))}")
+        self.base, self.diag = base, diag
+        self.shape = torch.Size((*torch.broadcast_shapes(base.batch_shape, diag.shape[:-1]), *base.shape[-2:]))
+        self.dtype, self.device = base.dtype, base.device
+
+    def _matmul(self, rhs: torch.Tensor) -> torch.Tensor:
+        return self.base.matmul(rhs) + self.diag.detach().unsqueeze(-1) * rhs
+
+    def diagonal(self) -> torch.Tensor:
+        return self.base.diagonal() + self.diag.detach()
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        out = self.base.rows(index)
+        d = self.diag.detach().expand(*out.shape[:-2], out.shape[-1])
+        idx = index if index.dim() > 1 else index.expand(*out.shape[:-2], index.shape[-1])
+        eye_part = torch.zeros_like(out).scatter_(-1, idx.unsqueeze(-1), d.gather(-1, idx).unsqueeze(-1))
+        return out + eye_part
+
+    def to_dense(self) -> torch.Tensor:
+        return self.base.to_dense() + torch.diag_embed(self.diag)
+
+    def grad_inputs(self) -> tuple[torch.Tensor, ...]:
+        own = (self.diag,) if self.diag.requires_grad else ()
+        return tuple(self.base.grad_inputs()) + own
+
+    def bilinear_grad(self, left: torch.Tensor, right: torch.Tensor) -> tuple:
+        grads = tuple(self.base.bilinear_grad(left, right))
+        if self.diag.requires_grad:
+            grads = grads + (sum_to_shape((left * right).sum(-1), self.diag.shape),)
+        return grads

@@ -1,0 +1,97 @@
+# The kernel matrix K(x1, x2) as an operator, computed densely or in row blocks.
+# Its gradients come from the kernel's own formula through blocked autograd.
+from __future__ import annotations
+
+import torch
+
+from ..backends import block_rows_for, blocked_bilinear_grad, blocked_matmul, choose_backend
+from .base import Operator
+
+
+def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    if index.dim() == 1:
+        return x[..., index, :]
+    x = x.expand(*index.shape[:-1], *x.shape[-2:])
+    return x.gather(-2, index.unsqueeze(-1).expand(*index.shape, x.shape[-1]))
+
+
+class KernelOperator(Operator):
+    """K = kernel(x1, x2) of shape (*batch, n1, n2) without (necessarily) storing it.
+
+    Args:
+        kernel: a ``flashgp.kernels.Kernel``.
+        x1: (*batch, n1, d) inputs; may require grad (learned inputs, deep kernels).
+        x2: (*batch, n2, d), or None for the symmetric K(x1, x1).
+        backend: "auto" (dense while it fits ``memory_budget`` bytes, else blocked), "dense"
+            or "blocked". The resolved choice is ``self.backend``.
+        block_rows: rows per block for the blocked backend (default from a tile budget).
+
+    The dense backend keeps the matrix and, when gradients are needed, its autograd graph
+    (so ``bilinear_grad`` costs one backward pass); the blocked backend re-evaluates blocks.
+    """
+
+    def __init__(self, kernel, x1: torch.Tensor, x2: torch.Tensor | None = None, backend: str = "auto",
+                 memory_budget: int | None = None, block_rows: int | None = None):
+        self.kernel, self.x1, self.x2 = kernel, x1, x2
+        other = x1 if x2 is None else x2
+        batch = torch.broadcast_shapes(x1.shape[:-2], other.shape[:-2], kernel.batch_shape)
+        self.shape = torch.Size((*batch, x1.shape[-2], other.shape[-2]))
+        self.dtype, self.device = x1.dtype, x1.device
+        nbatch = int(torch.Size(batch).numel())
+        self.backend = choose_backend(backend, self.n_rows, self.n_cols, self.dtype, nbatch, memory_budget)
+        self.block_rows = block_rows or block_rows_for(self.n_rows, self.n_cols, nbatch)
+        self.params = tuple(p for p in kernel.parameters() if p.requires_grad)
+        self._dense = None
+
+    # ----- dense cache -------------------------------------------------------------
+    def _dense_matrix(self) -> torch.Tensor:
+        """The dense matrix (dense backend). Built once, with its graph if grad is on."""
+        if self._dense is None:
+            self._dense = self.kernel(self.x1, self.x2)
+        return self._dense
+
+    # ----- products and entries -----------------------------------------------------
+    def _matmul(self, rhs: torch.Tensor) -> torch.Tensor:
+        if self.backend == "dense":
+            return self._dense_matrix().detach() @ rhs
+        other = self.x1 if self.x2 is None else self.x2
+        return blocked_matmul(self.kernel, self.x1.detach(), other.detach(), rhs, self.block_rows)
+
+    def diagonal(self) -> torch.Tensor:
+        if self.x2 is not None and self.x2 is not self.x1:
+            raise ValueError("diagonal: only defined for the symmetric operator K(x1, x1)")
+        with torch.no_grad():
+            return self.kernel.diag(self.x1).expand(self.shape[:-1])
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        other = self.x1 if self.x2 is None else self.x2
+        with torch.no_grad():
+            out = self.kernel(_gather_rows(self.x1.detach(), index), other.detach())
+        return out.expand(*self.batch_shape, *out.shape[-2:]) if index.dim() == 1 else out
+
+    def to_dense(self) -> torch.Tensor:
+        return self._dense_matrix() if self.backend == "dense" else self.kernel(self.x1, self.x2)
+
+    # ----- gradients ----------------------------------------------------------------
+    def _inputs(self) -> list[torch.Tensor]:
+        xs = [self.x1] if self.x2 is None else [self.x1, self.x2]
+        return list(self.params) + [x for x in xs if x.requires_grad]
+
+    def grad_inputs(self) -> tuple[torch.Tensor, ...]:
+        return tuple(self._inputs())
+
+    def bilinear_grad(self, left: torch.Tensor, right: torch.Tensor) -> tuple:
+        inputs = self._inputs()
+        if not inputs:
+            return ()
+        if self.backend == "dense":
+            dense = self._dense_matrix()
+            if dense.requires_grad:
+                weights = left @ right.transpose(-1, -2)
+                self._dense = dense.detach()  # the graph is consumed by this call
+                return torch.autograd.grad(dense, inputs, weights, allow_unused=True)
+        grads = blocked_bilinear_grad(self.kernel, self.x1, self.x2, left, right, self.params,
+                                      self.block_rows)
+        xs = [self.x1] if self.x2 is None else [self.x1, self.x2]
+        x_grads = [g for x, g in zip(xs, grads[len(self.params):]) if x.requires_grad]
+        return tuple(grads[: len(self.params)]) + tuple(x_grads)

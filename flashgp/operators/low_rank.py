@@ -1,0 +1,131 @@
+# Low-rank operators: scale * W W^T, and L L^T + diag(d) with Woodbury solves and exact log det.
+# LowRankPlusDiag is the pivoted-Cholesky preconditioner; LowRank serves covariance downdates.
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import Operator
+
+
+def _expand_index(index: Tensor, batch_shape: torch.Size) -> Tensor:
+    """index (k,) or (*batch, k) long -> (*batch, k)."""
+    if not isinstance(index, Tensor) or index.dtype != torch.long:
+        raise TypeError("index: expected a torch.long tensor")
+    return index.expand(*batch_shape, index.shape[-1])
+
+
+def _gather_rows(factor: Tensor, index: Tensor) -> Tensor:
+    """Rows of factor (*batch, n, k) at index (*batch, m) -> (*batch, m, k)."""
+    return factor.gather(-2, index.unsqueeze(-1).expand(*index.shape, factor.shape[-1]))
+
+
+def _check_factor(factor: Tensor, name: str) -> None:
+    """A factor must be a tensor of shape (*batch, n, k)."""
+    if not isinstance(factor, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(factor).__name__}")
+    if factor.dim() < 2:
+        raise ValueError(f"{name}: expected shape (*batch, n, k), got {tuple(factor.shape)}")
+
+
+class LowRank(Operator):
+    """A = scale * W W^T with W (*batch, n, k) and a python float scale (e.g. -1 for a downdate)."""
+
+    def __init__(self, factor: Tensor, scale: float = 1.0):
+        _check_factor(factor, "factor")
+        if not isinstance(scale, (int, float)):
+            raise TypeError(f"scale: expected a python float, got {type(scale).__name__}")
+        self.factor = factor
+        self.scale = float(scale)
+        n = factor.shape[-2]
+        self.shape = torch.Size((*factor.shape[:-2], n, n))
+        self.dtype = factor.dtype
+        self.device = factor.device
+
+    def _matmul(self, rhs: Tensor) -> Tensor:
+        """A rhs for rhs (*batch, n, t) -> (*batch, n, t)."""
+        return self.scale * (self.factor @ (self.factor.transpose(-1, -2) @ rhs))
+
+    def diagonal(self) -> Tensor:
+        """(*batch, n)."""
+        return self.scale * self.factor.square().sum(-1)
+
+    def rows(self, index: Tensor) -> Tensor:
+        """index (k,) or (*batch, k) -> (*batch, k, n)."""
+        index = _expand_index(index, self.batch_shape)
+        return self.scale * (_gather_rows(self.factor, index) @ self.factor.transpose(-1, -2))
+
+
+class LowRankPlusDiag(Operator):
+    """A = L L^T + diag(d) with L (*batch, n, k) and d (*batch, n) positive.
+
+    Solves use the Woodbury identity through a k x k Cholesky of C = I + L^T D^{-1} L
+    (computed once, on first use); log det is exact.
+    """
+
+    def __init__(self, factor: Tensor, diag: Tensor):
+        _check_factor(factor, "factor")
+        if not isinstance(diag, Tensor):
+            raise TypeError(f"diag: expected a torch.Tensor, got {type(diag).__name__}")
+        if diag.shape[-1:] != factor.shape[-2:-1]:
+            raise ValueError(f"diag: expected shape (*batch, {factor.shape[-2]}), got {tuple(diag.shape)}")
+        if not bool((diag > 0).all()):
+            raise ValueError(f"diag: expected positive entries, min is {float(diag.min()):.3g}")
+        batch = torch.broadcast_shapes(factor.shape[:-2], diag.shape[:-1])
+        self.factor = factor.expand(*batch, *factor.shape[-2:])
+        self.diag = diag.expand(*batch, diag.shape[-1])
+        n = factor.shape[-2]
+        self.shape = torch.Size((*batch, n, n))
+        self.dtype = factor.dtype
+        self.device = factor.device
+        self._chol: Tensor | None = None
+
+    @property
+    def rank(self) -> int:
+        """k, the number of columns of the factor."""
+        return self.factor.shape[-1]
+
+    def _matmul(self, rhs: Tensor) -> Tensor:
+        """A rhs for rhs (*batch, n, t) -> (*batch, n, t)."""
+        return self.factor @ (self.factor.transpose(-1, -2) @ rhs) + self.diag.unsqueeze(-1) * rhs
+
+    def diagonal(self) -> Tensor:
+        """(*batch, n)."""
+        return self.diag + self.factor.square().sum(-1)
+
+    def rows(self, index: Tensor) -> Tensor:
+        """index (k,) or (*batch, k) -> (*batch, k, n)."""
+        index = _expand_index(index, self.batch_shape)
+        out = _gather_rows(self.factor, index) @ self.factor.transpose(-1, -2)
+        return out.scatter_add(-1, index.unsqueeze(-1), self.diag.gather(-1, index).unsqueeze(-1))
+
+    def _capacitance_cholesky(self) -> Tensor:
+        """Lower Cholesky factor of C = I_k + L^T D^{-1} L, shape (*batch, k, k)."""
+        if self._chol is None:
+            scaled = self.factor / self.diag.sqrt().unsqueeze(-1)
+            eye = torch.eye(self.rank, dtype=self.dtype, device=self.device)
+            self._chol = torch.linalg.cholesky(eye + scaled.transpose(-1, -2) @ scaled)
+        return self._chol
+
+    def solve(self, rhs: Tensor) -> Tensor:
+        """A^{-1} rhs for rhs (*batch, n, t) -> (*batch, n, t) (Woodbury)."""
+        if not isinstance(rhs, Tensor) or rhs.dim() < 2 or rhs.shape[-2] != self.n_rows:
+            shape = tuple(rhs.shape) if isinstance(rhs, Tensor) else type(rhs).__name__
+            raise ValueError(f"rhs: expected shape (*batch, {self.n_rows}, t), got {shape}")
+        scaled = rhs / self.diag.unsqueeze(-1)
+        inner = torch.cholesky_solve(self.factor.transpose(-1, -2) @ scaled, self._capacitance_cholesky())
+        return scaled - (self.factor @ inner) / self.diag.unsqueeze(-1)
+
+    def logdet(self) -> Tensor:
+        """log det A = sum log d + log det C, shape (*batch,)."""
+        chol_diag = self._capacitance_cholesky().diagonal(dim1=-2, dim2=-1)
+        return self.diag.log().sum(-1) + 2.0 * chol_diag.log().sum(-1)
+
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draws z ~ N(0, A) as L e1 + sqrt(d) e2, shape (*batch, n, num_samples)."""
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples: expected a positive integer, got {num_samples!r}")
+        opts = dict(dtype=self.dtype, device=self.device, generator=generator)
+        e1 = torch.randn(*self.batch_shape, self.rank, num_samples, **opts)
+        e2 = torch.randn(*self.batch_shape, self.n_rows, num_samples, **opts)
+        return self.factor @ e1 + self.diag.sqrt().unsqueeze(-1) * e2
