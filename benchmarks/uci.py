@@ -2,16 +2,12 @@
 # The parent spawns one worker subprocess per (library, data set) and writes OUT.md and OUT.json.
 """Benchmark flashgp against GPyTorch 1.15.2 on UCI data sets, same model and solver settings.
 
-Example::
+Example: python benchmarks/uci.py --data /path/to/uci --datasets elevators,bike --device cpu
+--iters 50 --max-train 8000 --dtype float32 --out results/cpu   (writes results/cpu.{md,json})
 
-    python benchmarks/uci.py --data /path/to/uci --datasets elevators,bike --device cpu \\
-        --iters 50 --max-train 8000 --dtype float32 --out results/cpu
-
-Model: constant mean, Scale(Matern nu=2.5, ARD), Gaussian likelihood, Adam lr 0.1, all
-hyperparameters starting at the same values (softplus(0) = ln 2, mean 0). Solver: CG tolerance 1.0 in
-training and 0.01 at test, at most 1000 CG iterations, 10 probe vectors, pivoted-Cholesky
-preconditioner of rank 100; GPyTorch is forced onto CG (max_cholesky_size 0) with LOVE predictive
-variances (fast_pred_var). Metrics are on the standardized target; NLL includes the noise.
+Model: constant mean, Scale(Matern nu=2.5, ARD), Gaussian likelihood, Adam; both libraries start
+from the same hyperparameters (INIT) and use the same CG settings (SOLVER); GPyTorch is forced onto
+CG (max_cholesky_size 0) with LOVE variances (fast_pred_var). Metrics use the standardized target.
 """
 from __future__ import annotations
 
@@ -40,7 +36,7 @@ if str(REPO) not in sys.path:  # run from a checkout without installing
 
 LIBS = ("flashgp", "gpytorch")
 INIT = {"lengthscale": math.log(2.0), "outputscale": math.log(2.0), "noise": math.log(2.0),
-        "constant": 0.0}
+        "constant": 0.0}  # softplus(0) = ln 2: GPyTorch's defaults, set explicitly on both
 SOLVER = {"cg_tol_train": 1.0, "cg_tol_eval": 0.01, "max_cg_iters": 1000, "probes": 10,
           "precond": "pivoted_cholesky", "precond_rank": 100}
 WARMUP_STEPS = 2
@@ -49,26 +45,23 @@ WARMUP_STEPS = 2
 # ----------------------------------------------------------------------------- measuring
 
 class PeakRSS:
-    """Peak resident-set-size increase of this process over a ``with`` block (bytes).
+    """Peak resident-set-size increase of this process over a ``with`` block (``.increase``, bytes).
 
-    A background thread reads ``/proc/self/statm`` every ``interval`` seconds; where that file does
-    not exist, falls back to ``resource.getrusage`` (process-lifetime peak, so less precise).
+    A background thread reads ``/proc/self/statm`` every ``interval`` seconds; without that file
+    it falls back to ``resource.getrusage`` (the process-lifetime peak).
     """
 
     def __init__(self, interval: float = 0.002):
-        self.interval = interval
-        self.baseline = self.peak = 0
-        self._stop = threading.Event()
-        self._thread = None
+        self.interval, self.baseline, self.peak = interval, 0, 0
+        self._stop, self._thread = threading.Event(), None
         self._statm = Path("/proc/self/statm")
-        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
     def _rss(self) -> int:
         if self._statm.exists():
-            return int(self._statm.read_text().split()[1]) * self._page
+            return int(self._statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         import resource
-        scale = 1 if sys.platform == "darwin" else 1024
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (
+            1 if sys.platform == "darwin" else 1024)
 
     def _loop(self):
         while not self._stop.wait(self.interval):
@@ -87,15 +80,20 @@ class PeakRSS:
 
     @property
     def increase(self) -> int:
-        """Peak RSS minus the RSS at entry, in bytes."""
         return self.peak - self.baseline
 
 
 def make_sync(device: torch.device):
     """A function that waits for queued work on ``device`` (no-op on CPU)."""
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+
+def timed(fn, sync):
+    """``(fn(), seconds)``, the clock stopped after ``sync()``."""
+    t0 = time.perf_counter()
+    out = fn()
+    sync()
+    return out, time.perf_counter() - t0
 
 
 def device_name(device: torch.device) -> str:
@@ -110,27 +108,37 @@ def device_name(device: torch.device) -> str:
 
 
 def version_of(package: str) -> str | None:
-    """Installed version of ``package`` (None when not installed)."""
-    try:
+    """Version of ``package`` as imported here (its metadata as a fallback; None if absent)."""
+    with contextlib.suppress(Exception):
+        return __import__(package).__version__
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
         return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        with contextlib.suppress(Exception):
-            return getattr(__import__(package), "__version__", None)
-        return None
+    return None
 
 
-def set_like(obj, attr: str, value: float, notes: list) -> None:
-    """Set hyperparameter property ``obj.attr`` to ``value`` in every entry (shape kept)."""
-    try:
-        current = getattr(obj, attr)
-        new = torch.full_like(current.detach(), value) if torch.is_tensor(current) else value
-        setattr(obj, attr, new)
-    except Exception as err:  # keep benchmarking with the library's default instead
-        notes.append(f"could not set {type(obj).__name__}.{attr}: {err!r}")
+def set_init(targets: list) -> list[str]:
+    """Set each ``(obj, attr)`` hyperparameter property to ``INIT[attr]`` in every entry (shape
+    kept); returns notes on those that could not be set (their defaults stay)."""
+    notes = []
+    for obj, attr in targets:
+        try:
+            cur = getattr(obj, attr)
+            value = INIT[attr]
+            setattr(obj, attr, torch.full_like(cur.detach(), value) if torch.is_tensor(cur)
+                    else value)
+        except Exception as err:
+            notes.append(f"could not set {type(obj).__name__}.{attr}: {err!r}")
+    return notes
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Collapse whitespace and cut to ``limit`` characters (for tables and lists)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def metrics(mean: torch.Tensor, var: torch.Tensor, y: torch.Tensor) -> dict:
-    """Test RMSE and mean Gaussian negative log predictive density; shapes (m,)."""
+    """Test RMSE and mean Gaussian negative log predictive density; all inputs (m,)."""
     mean, var, y = (t.detach().double().cpu().reshape(-1) for t in (mean, var, y))
     err2 = (mean - y) ** 2
     nll = 0.5 * (torch.log(2 * math.pi * var) + err2 / var)
@@ -138,7 +146,21 @@ def metrics(mean: torch.Tensor, var: torch.Tensor, y: torch.Tensor) -> dict:
             "min_variance": var.min().item()}
 
 
+def moments(pred) -> tuple:
+    """(mean, variance) of a predictive distribution, both (m,)."""
+    return pred.mean, pred.variance
+
+
 # ----------------------------------------------------------------------------- the two libraries
+
+def gpytorch_step(model, mll, optimizer, ds) -> float:
+    """One GPyTorch Adam step on the negative mll (per point); returns the loss."""
+    optimizer.zero_grad()
+    loss = -mll(model(ds.x_train), ds.y_train)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
 
 def run_gpytorch(ds, args, device, sync) -> dict:
     """Train and predict with GPyTorch's ExactGP forced onto CG; returns timings and predictions."""
@@ -158,45 +180,33 @@ def run_gpytorch(ds, args, device, sync) -> dict:
 
     likelihood = gpytorch.likelihoods.GaussianLikelihood()
     model = Model(ds.x_train, ds.y_train, likelihood).to(device=device, dtype=ds.x_train.dtype)
-    notes = []
-    set_like(model.covar_module.base_kernel, "lengthscale", INIT["lengthscale"], notes)
-    set_like(model.covar_module, "outputscale", INIT["outputscale"], notes)
-    set_like(likelihood, "noise", INIT["noise"], notes)
-    set_like(model.mean_module, "constant", INIT["constant"], notes)
+    notes = set_init([(model.covar_module.base_kernel, "lengthscale"),
+                      (model.covar_module, "outputscale"), (likelihood, "noise"),
+                      (model.mean_module, "constant")])
     mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     contexts = [gs.max_cholesky_size(0), gs.cg_tolerance(SOLVER["cg_tol_train"]),
                 gs.eval_cg_tolerance(SOLVER["cg_tol_eval"]),
                 gs.max_cg_iterations(SOLVER["max_cg_iters"]),
                 gs.max_preconditioner_size(SOLVER["precond_rank"]),
-                gs.min_preconditioning_size(0),  # precondition at every n, as flashgp does
+                gs.min_preconditioning_size(0),  # precondition at every n (default: n >= 2000)
                 gs.num_trace_samples(SOLVER["probes"])]
     steps, losses = [], []
     with contextlib.ExitStack() as stack:
         for ctx in contexts:
             stack.enter_context(ctx)
         model.train()
-        likelihood.train()
         sync()
         start = time.perf_counter()
         for _ in range(args.iters):
-            t0 = time.perf_counter()
-            optimizer.zero_grad()
-            loss = -mll(model(ds.x_train), ds.y_train)
-            loss.backward()
-            optimizer.step()
-            sync()
-            steps.append(time.perf_counter() - t0)
-            losses.append(loss.item())
+            loss, seconds = timed(lambda: gpytorch_step(model, mll, optimizer, ds), sync)
+            steps.append(seconds)
+            losses.append(loss)
         train_seconds = time.perf_counter() - start
-        model.eval()
-        likelihood.eval()
-        t0 = time.perf_counter()
+        model.eval()  # also puts the likelihood in eval mode
         with torch.no_grad(), gs.fast_pred_var():
-            pred = likelihood(model(ds.x_test))
-            mean, var = pred.mean, pred.variance
-            sync()
-        predict_seconds = time.perf_counter() - t0
+            (mean, var), predict_seconds = timed(
+                lambda: moments(likelihood(model(ds.x_test))), sync)
     return {"step_seconds": steps, "losses": losses, "train_seconds": train_seconds,
             "predict_seconds": predict_seconds, "mean": mean, "variance": var,
             "noise": likelihood.noise.detach().reshape(-1)[0].item(), "notes": notes}
@@ -206,8 +216,7 @@ def run_flashgp(ds, args, device, sync) -> dict:
     """Train and predict with flashgp's ExactGP and CG solver; returns timings and predictions."""
     import flashgp as fg
 
-    d = ds.x_train.shape[-1]
-    kernel = fg.kernels.Scale(fg.kernels.Matern(nu=2.5, ard_dims=d))
+    kernel = fg.kernels.Scale(fg.kernels.Matern(nu=2.5, ard_dims=ds.x_train.shape[-1]))
     solver = fg.CG(tol=SOLVER["cg_tol_train"], eval_tol=SOLVER["cg_tol_eval"],
                    max_iters=SOLVER["max_cg_iters"], probes=SOLVER["probes"],
                    precond=fg.PivotedCholesky(SOLVER["precond_rank"]))
@@ -215,11 +224,8 @@ def run_flashgp(ds, args, device, sync) -> dict:
                        mean=fg.means.Constant(), solver=solver)
     if isinstance(model, torch.nn.Module):
         model = model.to(device=device, dtype=ds.x_train.dtype)
-    notes = []
-    set_like(model.kernel.base, "lengthscale", INIT["lengthscale"], notes)
-    set_like(model.kernel, "outputscale", INIT["outputscale"], notes)
-    set_like(model.likelihood, "noise", INIT["noise"], notes)
-    set_like(model.mean, "constant", INIT["constant"], notes)
+    notes = set_init([(model.kernel.base, "lengthscale"), (model.kernel, "outputscale"),
+                      (model.likelihood, "noise"), (model.mean, "constant")])
     stamps, losses = [], []
 
     def callback(step, loss, model):
@@ -233,18 +239,16 @@ def run_flashgp(ds, args, device, sync) -> dict:
                      callback=callback)
     sync()
     train_seconds = time.perf_counter() - start
-    steps = list(getattr(history, "step_seconds", None) or [])
-    if not steps:  # fall back to the callback's timestamps
-        steps = [b - a for a, b in zip([start] + stamps[:-1], stamps)]
-    t0 = time.perf_counter()
+    synced = [b - a for a, b in zip([start] + stamps[:-1], stamps)]
+    recorded = list(getattr(history, "step_seconds", None) or [])
+    # fit's own step times do not synchronize CUDA; there the synchronized timestamps are used
+    steps = recorded if recorded and device.type != "cuda" else synced
     with torch.no_grad():
-        pred = model.predict(ds.x_test)
-        mean, var = pred.mean, pred.variance
-        sync()
-    predict_seconds = time.perf_counter() - t0
-    out = {"step_seconds": steps, "losses": losses, "train_seconds": train_seconds,
-           "predict_seconds": predict_seconds, "mean": mean, "variance": var,
-           "noise": torch.as_tensor(model.likelihood.noise).reshape(-1)[0].item(), "notes": notes}
+        (mean, var), predict_seconds = timed(lambda: moments(model.predict(ds.x_test)), sync)
+    out = {"step_seconds": steps, "step_seconds_callback": synced, "losses": losses,
+           "train_seconds": train_seconds, "predict_seconds": predict_seconds, "mean": mean,
+           "variance": var, "notes": notes,
+           "noise": torch.as_tensor(model.likelihood.noise).detach().reshape(-1)[0].item()}
     with contextlib.suppress(Exception):
         out["diagnostics"] = json.loads(json.dumps(model.diagnostics, default=str))
     return out
@@ -258,17 +262,23 @@ RUNNERS = {"gpytorch": run_gpytorch, "flashgp": run_flashgp}
 def summarize(run: dict, ds, mem_bytes: int) -> dict:
     """Turn a runner's raw output into the JSON record (timings, metrics, memory)."""
     steps = run["step_seconds"]
-    timed = steps[WARMUP_STEPS:] if len(steps) > WARMUP_STEPS else steps
+    kept = steps[WARMUP_STEPS:] if len(steps) > WARMUP_STEPS else steps
     record = {k: v for k, v in run.items() if k not in ("mean", "variance")}
-    record.update({
-        "n_train": ds.n_train, "n_test": ds.n_test, "d": ds.d,
-        "step_seconds_median": statistics.median(timed) if timed else None,
-        "step_seconds_mean": statistics.fmean(timed) if timed else None,
-        "final_loss": run["losses"][-1] if run["losses"] else None,
-        "peak_memory_mb": mem_bytes / 2**20,
-    })
+    record.update({"n_train": ds.n_train, "n_test": ds.n_test, "d": ds.d,
+                   "step_seconds_median": statistics.median(kept),
+                   "step_seconds_mean": statistics.fmean(kept),
+                   "final_loss": run["losses"][-1], "peak_memory_mb": mem_bytes / 2**20})
     record.update(metrics(run["mean"], run["variance"], ds.y_test))
     return record
+
+
+def warm_up_optimizer() -> None:
+    """Step a throwaway Adam: its first use imports torch._dynamo (seconds), which would otherwise
+    land inside flashgp's fit() but outside GPyTorch's timed loop."""
+    w = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.Adam([w], lr=0.1)
+    (w ** 2).sum().backward()
+    opt.step()
 
 
 def worker(args) -> int:
@@ -277,10 +287,10 @@ def worker(args) -> int:
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype)
-    ds = load_uci(args.dataset, root=args.data, split=args.split, dtype=dtype,
+    ds = load_uci(args.dataset, root=args.data, split=args.split, dtype=getattr(torch, args.dtype),
                   max_train=args.max_train, seed=args.seed).to(device=device)
-    __import__(args.lib)  # import before measuring memory
+    __import__(args.lib)  # imports and lazy initialization before measuring memory and time
+    warm_up_optimizer()
     sync = make_sync(device)
     torch.manual_seed(args.seed)
     if device.type == "cuda":
@@ -288,13 +298,14 @@ def worker(args) -> int:
     with warnings.catch_warnings(record=True) as caught, PeakRSS() as rss:
         warnings.simplefilter("always")
         run = RUNNERS[args.lib](ds, args, device, sync)
-    mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.increase
-    record = summarize(run, ds, mem)
+    cuda = device.type == "cuda"
+    record = summarize(run, ds, torch.cuda.max_memory_allocated(device) if cuda else rss.increase)
     record.update({"library": args.lib, "dataset": args.dataset, "ok": True,
-                   "memory_kind": "cuda max_memory_allocated" if device.type == "cuda"
-                   else "peak RSS increase (/proc/self/statm sampler)",
+                   "memory_kind": "torch.cuda.max_memory_allocated" if cuda
+                   else "peak RSS increase (/proc/self/statm sampled every 2 ms)",
                    "device_name": device_name(device), "threads": torch.get_num_threads(),
-                   "warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught})[:20]})
+                   "warnings": sorted({one_line(f"{w.category.__name__}: {w.message}")
+                                       for w in caught})[:20]})
     Path(args.result).write_text(json.dumps(record, indent=1))
     return 0
 
@@ -304,73 +315,62 @@ def worker(args) -> int:
 def worker_command(args, lib: str, dataset: str, result: str) -> list[str]:
     """The command line of the worker subprocess for one (library, data set)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--lib", lib,
-           "--dataset", dataset, "--result", result, "--device", args.device,
-           "--iters", str(args.iters), "--split", str(args.split), "--dtype", args.dtype,
-           "--seed", str(args.seed), "--lr", str(args.lr), "--threads", str(args.threads)]
-    if args.data is not None:
-        cmd += ["--data", str(args.data)]
-    if args.max_train is not None:
-        cmd += ["--max-train", str(args.max_train)]
+           "--dataset", dataset, "--result", result]
+    for name in ("data", "device", "dtype", "iters", "lr", "split", "max_train", "seed", "threads"):
+        if getattr(args, name) is not None:
+            cmd += ["--" + name.replace("_", "-"), str(getattr(args, name))]
     return cmd
 
 
 def run_worker(args, lib: str, dataset: str) -> dict:
     """Spawn the worker for (lib, dataset), wait, and return its record (or an error record)."""
+    failed = {"library": lib, "dataset": dataset, "ok": False}
     with tempfile.TemporaryDirectory() as tmp:
         result = os.path.join(tmp, "result.json")
-        cmd = worker_command(args, lib, dataset, result)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            proc = subprocess.run(worker_command(args, lib, dataset, result), text=True,
+                                  capture_output=True, timeout=args.timeout)
         except subprocess.TimeoutExpired:
-            return {"library": lib, "dataset": dataset, "ok": False,
-                    "error": f"timed out after {args.timeout} s"}
+            return {**failed, "error": f"timed out after {args.timeout} s"}
         sys.stderr.write(proc.stderr)
         if proc.returncode == 0 and os.path.exists(result):
             return json.loads(Path(result).read_text())
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return {"library": lib, "dataset": dataset, "ok": False,
-                "error": f"worker exited with {proc.returncode}: {tail}",
-                "stderr_tail": proc.stderr[-4000:]}
-
-
-def fmt(value, spec: str) -> str:
-    return "—" if value is None else format(value, spec)
+    tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return {**failed, "error": f"worker exited with {proc.returncode}: {one_line(tail)}",
+            "stderr_tail": proc.stderr[-4000:]}
 
 
 def markdown(meta: dict, records: list[dict]) -> str:
     """The results as a markdown document: settings, then one table row per run."""
-    lines = ["# UCI benchmark: flashgp vs GPyTorch", "",
-             f"- command: `{meta['command']}`",
+    s = SOLVER
+    lines = ["# UCI benchmark: flashgp vs GPyTorch", "", f"- command: `{meta['command']}`",
              f"- device: {meta['device']} ({meta['device_name']}), threads: {meta['threads']}",
              f"- versions: torch {meta['torch']}, gpytorch {meta['gpytorch']}, "
              f"flashgp {meta['flashgp']}, python {meta['python']}",
-             f"- data: split {meta['split']}, max_train {meta['max_train']}, dtype {meta['dtype']},"
-             f" seed {meta['seed']}; metrics on the standardized target, NLL includes the noise",
-             f"- training: Adam lr {meta['lr']}, {meta['iters']} steps; s/step over steps after "
-             f"the first {WARMUP_STEPS}; predict = mean and variance, first call (builds caches)",
-             f"- solver: CG tol {SOLVER['cg_tol_train']} (train) / {SOLVER['cg_tol_eval']} (test), "
-             f"max {SOLVER['max_cg_iters']} iterations, {SOLVER['probes']} probes, pivoted "
-             f"Cholesky rank {SOLVER['precond_rank']}; GPyTorch: max_cholesky_size 0, "
-             f"fast_pred_var",
+             f"- data: split {meta['split']}, max_train {meta['max_train']}, {meta['dtype']}, "
+             f"seed {meta['seed']}; RMSE and NLL on the standardized target, NLL with noise",
+             f"- training: Adam lr {meta['lr']}, {meta['iters']} steps; s/step over the steps "
+             f"after the first {WARMUP_STEPS}; predict: test mean and variance, first call",
+             f"- solver: CG tol {s['cg_tol_train']} (train) / {s['cg_tol_eval']} (test), max "
+             f"{s['max_cg_iters']} iterations, {s['probes']} probes, pivoted Cholesky rank "
+             f"{s['precond_rank']}; GPyTorch max_cholesky_size 0, fast_pred_var",
              f"- memory: {meta['memory_kind']}", "",
              "| dataset | library | n_train | n_test | d | s/step (median) | s/step (mean) "
              "| train s | predict s | RMSE | NLL | noise | peak MB |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in records:
         if not r.get("ok"):
-            lines.append(f"| {r['dataset']} | {r['library']} | failed: "
-                         f"{r.get('error', '?').replace('|', '/')} |" + " |" * 10)
+            error = r.get("error", "?").replace("|", "/")
+            lines.append(f"| {r['dataset']} | {r['library']} | failed: {error} |" + " |" * 10)
             continue
         lines.append(
             f"| {r['dataset']} | {r['library']} | {r['n_train']} | {r['n_test']} | {r['d']} "
-            f"| {fmt(r['step_seconds_median'], '.4f')} | {fmt(r['step_seconds_mean'], '.4f')} "
+            f"| {r['step_seconds_median']:.4f} | {r['step_seconds_mean']:.4f} "
             f"| {r['train_seconds']:.2f} | {r['predict_seconds']:.3f} | {r['rmse']:.4f} "
             f"| {r['nll']:.4f} | {r['noise']:.4g} | {r['peak_memory_mb']:.0f} |")
     notes = [f"- {r['library']}/{r['dataset']}: {n}" for r in records
              for n in r.get("notes", []) + r.get("warnings", [])]
-    if notes:
-        lines += ["", "Notes and warnings:", ""] + notes
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + (["", "Notes and warnings:", ""] + notes if notes else [])) + "\n"
 
 
 def parent(args) -> int:
@@ -403,18 +403,18 @@ def parent(args) -> int:
             "init": INIT, "libs": args.libs, "datasets": args.datasets}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_name(out.name + ".json").write_text(json.dumps({"meta": meta, "results": records},
-                                                            indent=1))
+    report = json.dumps({"meta": meta, "results": records}, indent=1)
+    out.with_name(out.name + ".json").write_text(report)
     out.with_name(out.name + ".md").write_text(markdown(meta, records))
     print(f"wrote {out}.md and {out}.json")
     return 0 if len(ok) == len(records) else 1
 
 
 def csv_list(allowed=None):
+    """argparse type: a comma-separated list (of names from ``allowed``, if given)."""
     def parse(text: str) -> list[str]:
         items = [s.strip() for s in text.split(",") if s.strip()]
-        bad = [s for s in items if allowed is not None and s not in allowed]
-        if not items or bad:
+        if not items or (allowed is not None and any(s not in allowed for s in items)):
             raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {allowed}")
         return items
     return parse
@@ -424,34 +424,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options of the parent and (hidden) of the worker."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=None,
-                   help="folder of UCI data sets (default: the packaged flashgp/data)")
+    p.add_argument("--data", help="folder of UCI data sets (default: packaged flashgp/data)")
     p.add_argument("--datasets", type=csv_list(), default=["concrete"],
                    help="comma-separated data set names (default: concrete)")
     p.add_argument("--libs", type=csv_list(LIBS), default=list(LIBS),
-                   help="comma-separated libraries to run (default: flashgp,gpytorch)")
+                   help="comma-separated libraries (default: flashgp,gpytorch)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--iters", type=int, default=50, help="Adam steps (default 50)")
     p.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default 0.1)")
     p.add_argument("--split", type=int, default=0, help="train/test split index (default 0)")
-    p.add_argument("--max-train", type=int, default=None,
-                   help="random subsample of the training split (default: all)")
+    p.add_argument("--max-train", type=int, help="random subsample of the training split")
     p.add_argument("--seed", type=int, default=0, help="seed of subsampling and probes")
-    p.add_argument("--threads", type=int, default=cores,
-                   help=f"torch threads (default: the {cores} available cores)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds allowed per worker")
+    p.add_argument("--threads", type=int, default=cores, help=f"torch threads (default {cores})")
+    p.add_argument("--timeout", type=float, help="seconds allowed per worker (default: none)")
     p.add_argument("--out", default="results/uci",
                    help="output prefix: writes OUT.md and OUT.json (default results/uci)")
+    for hidden in ("--lib", "--dataset", "--result"):
+        p.add_argument(hidden, help=argparse.SUPPRESS)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--lib", choices=LIBS, help=argparse.SUPPRESS)
-    p.add_argument("--dataset", help=argparse.SUPPRESS)
-    p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.iters < 1:
         p.error("--iters must be at least 1")
-    if args.worker and not (args.lib and args.dataset and args.result):
-        p.error("--worker needs --lib, --dataset and --result")
+    if args.worker and not (args.lib in LIBS and args.dataset and args.result):
+        p.error("--worker needs --lib (flashgp or gpytorch), --dataset and --result")
     return args
 
 

@@ -165,7 +165,8 @@ def _check_args(split, n_splits: int, max_train, dtype) -> None:
     if isinstance(split, bool) or not isinstance(split, (int, np.integer)):
         raise TypeError(f"split must be an int, got {type(split).__name__}")
     if not 0 <= split < n_splits:
-        raise ValueError(f"split={split} is out of range: this data set has splits 0..{n_splits - 1}")
+        raise ValueError(f"split={split} is out of range: this data set has splits "
+                         f"0..{n_splits - 1}")
     if max_train is not None:
         if isinstance(max_train, bool) or not isinstance(max_train, (int, np.integer)):
             raise TypeError(f"max_train must be an int or None, got {type(max_train).__name__}")

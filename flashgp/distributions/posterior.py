@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..linalg.cholesky import safe_cholesky
-from ..operators.base import Operator
+from ..operators.base import Operator, broadcast_shapes
 
 MAX_DENSE_SAMPLE = 8192
 
@@ -21,7 +21,7 @@ class Downdated(Operator):
 
     def __init__(self, prior: Operator, left: torch.Tensor, right: torch.Tensor):
         self.prior, self.left, self.right = prior, left, right
-        self.shape = torch.Size((*torch.broadcast_shapes(prior.batch_shape, left.shape[:-2]), *prior.shape[-2:]))
+        self.shape = torch.Size((*broadcast_shapes(prior.batch_shape, left.shape[:-2]), *prior.shape[-2:]))
         self.dtype, self.device = prior.dtype, prior.device
 
     def _matmul(self, rhs):

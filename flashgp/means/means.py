@@ -7,6 +7,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..operators.base import broadcast_shapes
+
 
 class Mean(nn.Module):
     """Base class of mean functions: ``forward(x)`` maps (*batch, n, d) to (*batch, n)."""
@@ -36,7 +38,7 @@ class Constant(Mean):
             self.raw_constant.copy_(torch.as_tensor(value, dtype=self.raw_constant.dtype).expand(self.raw_constant.shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.raw_constant.unsqueeze(-1).expand(*torch.broadcast_shapes(x.shape[:-2], self.raw_constant.shape), x.shape[-2])
+        return self.raw_constant.unsqueeze(-1).expand(*broadcast_shapes(x.shape[:-2], self.raw_constant.shape), x.shape[-2])
 
 
 class Linear(Mean):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Operator
+from .base import Operator, broadcast_shapes
 
 
 def sum_to_shape(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -27,7 +27,7 @@ class AddedDiag(Operator):
             raise ValueError(f"diag: expected a tensor with last dimension {base.n_cols}, "
                              f"got {getattr(diag, 'shape', type(diag))}")
         self.base, self.diag = base, diag
-        self.shape = torch.Size((*torch.broadcast_shapes(base.batch_shape, diag.shape[:-1]), *base.shape[-2:]))
+        self.shape = torch.Size((*broadcast_shapes(base.batch_shape, diag.shape[:-1]), *base.shape[-2:]))
         self.dtype, self.device = base.dtype, base.device
 
     def _matmul(self, rhs: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..backends import block_rows_for, blocked_bilinear_grad, blocked_matmul, choose_backend
-from .base import Operator
+from .base import Operator, broadcast_shapes
 
 
 def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -34,7 +34,7 @@ class KernelOperator(Operator):
                  memory_budget: int | None = None, block_rows: int | None = None):
         self.kernel, self.x1, self.x2 = kernel, x1, x2
         other = x1 if x2 is None else x2
-        batch = torch.broadcast_shapes(x1.shape[:-2], other.shape[:-2], kernel.batch_shape)
+        batch = broadcast_shapes(x1.shape[:-2], other.shape[:-2], kernel.batch_shape)
         self.shape = torch.Size((*batch, x1.shape[-2], other.shape[-2]))
         self.dtype, self.device = x1.dtype, x1.device
         nbatch = int(torch.Size(batch).numel())

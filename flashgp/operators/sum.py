@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Operator
+from .base import Operator, broadcast_shapes
 
 
 class SumOperator(Operator):
@@ -16,7 +16,7 @@ class SumOperator(Operator):
         if len({o.shape[-2:] for o in operators}) != 1:
             raise ValueError(f"operators: expected one matrix shape, got {[tuple(o.shape) for o in operators]}")
         self.operators = operators
-        self.shape = torch.Size((*torch.broadcast_shapes(*[o.batch_shape for o in operators]),
+        self.shape = torch.Size((*broadcast_shapes(*[o.batch_shape for o in operators]),
                                  *operators[0].shape[-2:]))
         self.dtype, self.device = operators[0].dtype, operators[0].device
 
