@@ -1,6 +1,7 @@
 # Algorithms on operators: mBCG, Lanczos, stochastic Lanczos quadrature, safe Cholesky and
 # preconditioners. Plain functions; nothing here builds a dense n x n matrix unless asked to.
 from .cholesky import safe_cholesky
+from .inv_quad_logdet import cg_solve, inv_quad_logdet
 from .lanczos import lanczos, lanczos_root_inverse
 from .mbcg import CGResult, mbcg
 from .preconditioners import pivoted_cholesky, pivoted_cholesky_preconditioner
@@ -8,6 +9,8 @@ from .slq import slq, slq_logdet
 
 __all__ = [
     "CGResult",
+    "cg_solve",
+    "inv_quad_logdet",
     "lanczos",
     "lanczos_root_inverse",
     "mbcg",

@@ -4,11 +4,7 @@ from .added_diag import AddedDiag
 from .base import Operator
 from .dense import Dense
 from .kernel import KernelOperator
+from .low_rank import LowRank, LowRankPlusDiag
 from .sum import SumOperator
-
-try:  # written alongside; present once flashgp.linalg lands
-    from .low_rank import LowRank, LowRankPlusDiag
-except ImportError:  # pragma: no cover
-    pass
 
 __all__ = ["Operator", "Dense", "KernelOperator", "AddedDiag", "SumOperator", "LowRank", "LowRankPlusDiag"]

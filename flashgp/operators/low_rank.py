@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Operator
+from .base import Operator, broadcast_shapes
 
 
 def _expand_index(index: Tensor, batch_shape: torch.Size) -> Tensor:
@@ -71,7 +71,7 @@ class LowRankPlusDiag(Operator):
             raise ValueError(f"diag: expected shape (*batch, {factor.shape[-2]}), got {tuple(diag.shape)}")
         if not bool((diag > 0).all()):
             raise ValueError(f"diag: expected positive entries, min is {float(diag.min()):.3g}")
-        batch = torch.broadcast_shapes(factor.shape[:-2], diag.shape[:-1])
+        batch = broadcast_shapes(factor.shape[:-2], diag.shape[:-1])
         self.factor = factor.expand(*batch, *factor.shape[-2:])
         self.diag = diag.expand(*batch, diag.shape[-1])
         n = factor.shape[-2]
