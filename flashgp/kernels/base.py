@@ -55,14 +55,15 @@ class Kernel(nn.Module):
             raise ValueError(f"x2: expected {x1.shape[-1]} columns like x1, got {x2.shape[-1]}")
         if diag and x1.shape[-2] != x2.shape[-2]:
             raise ValueError(f"x2: diag=True needs as many rows as x1, got {x2.shape[-2]} and {x1.shape[-2]}")
-        if self.active_dims is not None:
-            if int(self.active_dims.max()) >= x1.shape[-1]:
-                raise ValueError(
-                    f"active_dims: index {int(self.active_dims.max())} out of range for d={x1.shape[-1]}"
-                )
-            x1 = x1.index_select(-1, self.active_dims)
-            x2 = x2.index_select(-1, self.active_dims)
-        return self.evaluate(x1, x2, diag)
+        return self.evaluate(self.select_dims(x1), self.select_dims(x2), diag)
+
+    def select_dims(self, x: torch.Tensor) -> torch.Tensor:
+        """The columns of x (*batch, n, d) this kernel sees (``active_dims``)."""
+        if self.active_dims is None:
+            return x
+        if int(self.active_dims.max()) >= x.shape[-1]:
+            raise ValueError(f"active_dims: index {int(self.active_dims.max())} out of range for d={x.shape[-1]}")
+        return x.index_select(-1, self.active_dims)
 
     def evaluate(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> torch.Tensor:
         raise NotImplementedError
@@ -96,6 +97,7 @@ class _Combination(Kernel):
                 raise TypeError(f"kernels: expected Kernel instances, got {type(k).__name__}")
             flat.extend(k.kernels if type(k) is type(self) else [k])
         self.kernels = nn.ModuleList(flat)
+        self.batch_shape = torch.broadcast_shapes(*(k.batch_shape for k in flat))
 
     @property
     def is_stationary(self) -> bool:

@@ -66,5 +66,8 @@ def set_positive(module: nn.Module, name: str, value) -> None:
         ) from None
     if not torch.all(torch.isfinite(value)):
         raise ValueError(f"{name}: expected finite values, got {value.tolist()}")
+    lower = module._constraints[name].lower
+    if torch.any(value <= lower):
+        raise ValueError(f"{name}: expected every entry > {lower}, got min {float(value.min()):.3g}")
     with torch.no_grad():
         raw.copy_(module._constraints[name].inverse(value))

@@ -13,8 +13,10 @@ def inner_product(x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> torch.Tenso
     return (x1 * x2).sum(-1) if diag else x1 @ x2.transpose(-1, -2)
 
 
-def _expand(param: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return param.reshape(*param.shape, *([1] * (like.dim() - param.dim())))
+def _expand(param: torch.Tensor, diag: bool) -> torch.Tensor:
+    """param (*batch,) -> (*batch, 1) for diagonals or (*batch, 1, 1) for matrices, so it
+    broadcasts from the right against kernel values with any (or no) leading batch dims."""
+    return param.reshape(*param.shape, *([1] * (1 if diag else 2)))
 
 
 class Linear(Kernel):
@@ -35,7 +37,7 @@ class Linear(Kernel):
 
     def evaluate(self, x1, x2, diag):
         ip = inner_product(x1, x2, diag)
-        return _expand(self.variance, ip) * ip
+        return _expand(self.variance, diag) * ip
 
 
 class Polynomial(Kernel):
@@ -59,4 +61,4 @@ class Polynomial(Kernel):
 
     def evaluate(self, x1, x2, diag):
         ip = inner_product(x1, x2, diag)
-        return (ip + _expand(self.offset, ip)).pow(self.power)
+        return (ip + _expand(self.offset, diag)).pow(self.power)

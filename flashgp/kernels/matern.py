@@ -28,5 +28,20 @@ class Matern(Stationary):
         s = math.sqrt(5.0) * r
         return (1 + s + s * s / 3) * torch.exp(-s)
 
+    def profile_and_derivative(self, r2: torch.Tensor):
+        """(k, dk/dr2) for nu = 1.5 or 2.5 (finite derivatives); overwrites r2."""
+        if self.nu == 0.5:  # dk/dr2 is unbounded at r = 0: autograd handles this one
+            raise NotImplementedError
+        s = r2.sqrt_().mul_(math.sqrt(2 * self.nu))
+        e = torch.exp(-s)
+        if self.nu == 1.5:
+            return s.add(1).mul_(e), e.mul_(-1.5)
+        k = s.mul(s).div_(3).add_(s).add_(1).mul_(e)
+        return k, s.add_(1).mul_(e).mul_(-5.0 / 6.0)
+
+    @property
+    def has_profile_derivative(self) -> bool:
+        return self.nu != 0.5
+
     def extra_repr(self) -> str:
         return f"nu={self.nu}"

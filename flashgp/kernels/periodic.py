@@ -39,6 +39,8 @@ class Periodic(Kernel):
         set_positive(self, "period", value)
 
     def evaluate(self, x1, x2, diag):
+        if self.ard_dims is not None and x1.shape[-1] != self.ard_dims:
+            raise ValueError(f"x1: expected {self.ard_dims} columns (ard_dims), got {x1.shape[-1]}")
         ls, period = self.lengthscale, self.period
         if diag:
             diff = (x1 - x2)

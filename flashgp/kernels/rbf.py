@@ -10,3 +10,8 @@ class RBF(Stationary):
 
     def profile(self, r2: torch.Tensor) -> torch.Tensor:
         return torch.exp(-0.5 * r2)
+
+    def profile_and_derivative(self, r2: torch.Tensor):
+        """(k, dk/dr2) for the RBF; overwrites r2."""
+        k = r2.mul_(-0.5).exp_()
+        return k, k * -0.5

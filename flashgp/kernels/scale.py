@@ -31,4 +31,4 @@ class Scale(Kernel):
 
     def evaluate(self, x1, x2, diag):
         k = self.base(x1, x2, diag=diag)
-        return _expand(self.outputscale, k) * k
+        return _expand(self.outputscale, diag) * k

@@ -68,6 +68,15 @@ class Stationary(Kernel):
         """k as a function of the scaled squared distance r2 (any shape)."""
         raise NotImplementedError
 
+    # Kernels whose profile has a finite derivative everywhere may also define
+    # ``profile_and_derivative(r2) -> (k, dk/dr2)``, consuming r2 (it may be overwritten).
+    # Backends then compute gradients analytically instead of by autograd over blocks.
+    profile_and_derivative = None
+
+    @property
+    def has_profile_derivative(self) -> bool:
+        return self.profile_and_derivative is not None
+
 
 def safe_sqrt(r2: torch.Tensor) -> torch.Tensor:
     """sqrt with a finite gradient at 0 (where the true derivative of r2 is zero anyway)."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 from ..backends import block_rows_for, blocked_bilinear_grad, blocked_matmul, choose_backend
+from ..backends.stationary import profile_block, stationary_bilinear_grad, stationary_parts
 from .base import Operator, broadcast_shapes
+from .dense import Dense
 
 
 def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -42,6 +44,17 @@ class KernelOperator(Operator):
         self.block_rows = block_rows or block_rows_for(self.n_rows, self.n_cols, nbatch)
         self.params = tuple(p for p in kernel.parameters() if p.requires_grad)
         self._dense = None
+        self._parts = stationary_parts(kernel)
+        self._dense_derivative = None
+        if self.backend == "dense" and torch.is_grad_enabled() and self._inputs():
+            if self._parts is not None:  # keep K and dK/dr2: gradients need no graph
+                with torch.no_grad():
+                    z1 = self._parts.scaled_inputs(x1)
+                    z2 = z1 if x2 is None else self._parts.scaled_inputs(x2)
+                    self._dense, self._dense_derivative = profile_block(
+                        self._parts, z1, z2, self._parts.outputscale())
+            else:  # build now, outside the no-grad solver code, so its graph serves bilinear_grad
+                self._dense = kernel(x1, x2)
 
     # ----- dense cache -------------------------------------------------------------
     def _dense_matrix(self) -> torch.Tensor:
@@ -64,6 +77,8 @@ class KernelOperator(Operator):
             return self.kernel.diag(self.x1).expand(self.shape[:-1])
 
     def rows(self, index: torch.Tensor) -> torch.Tensor:
+        if self._dense is not None:
+            return Dense(self._dense.detach().expand(self.shape)).rows(index)
         other = self.x1 if self.x2 is None else self.x2
         with torch.no_grad():
             out = self.kernel(_gather_rows(self.x1.detach(), index), other.detach())
@@ -84,6 +99,12 @@ class KernelOperator(Operator):
         inputs = self._inputs()
         if not inputs:
             return ()
+        if self._parts is not None:
+            cached = None
+            if self.backend == "dense" and self._dense_derivative is not None:
+                cached = (self._dense, self._dense_derivative)
+            return stationary_bilinear_grad(self._parts, self.x1, self.x2, left, right, inputs,
+                                            self.block_rows, cached)
         if self.backend == "dense":
             dense = self._dense_matrix()
             if dense.requires_grad:
