@@ -38,7 +38,8 @@ LIBS = ("flashgp", "gpytorch")
 INIT = {"lengthscale": math.log(2.0), "outputscale": math.log(2.0), "noise": math.log(2.0),
         "constant": 0.0}  # softplus(0) = ln 2: GPyTorch's defaults, set explicitly on both
 SOLVER = {"cg_tol_train": 1.0, "cg_tol_eval": 0.01, "max_cg_iters": 1000, "probes": 10,
-          "precond": "pivoted_cholesky", "precond_rank": 100}
+          "precond": "pivoted_cholesky", "precond_rank": 100,
+          "root_rank": 100}  # Lanczos root for fast variances (GPyTorch's max_root_decomposition_size)
 WARMUP_STEPS = 2
 
 
@@ -219,7 +220,8 @@ def run_flashgp(ds, args, device, sync) -> dict:
     kernel = fg.kernels.Scale(fg.kernels.Matern(nu=2.5, ard_dims=ds.x_train.shape[-1]))
     solver = fg.CG(tol=SOLVER["cg_tol_train"], eval_tol=SOLVER["cg_tol_eval"],
                    max_iters=SOLVER["max_cg_iters"], probes=SOLVER["probes"],
-                   precond=fg.PivotedCholesky(SOLVER["precond_rank"]))
+                   precond=fg.PivotedCholesky(SOLVER["precond_rank"]),
+                   root_rank=SOLVER["root_rank"], exact_var_max=0)  # LOVE variances, as GPyTorch
     model = fg.ExactGP(ds.x_train, ds.y_train, kernel, likelihood=fg.likelihoods.Gaussian(),
                        mean=fg.means.Constant(), solver=solver)
     if isinstance(model, torch.nn.Module):

@@ -89,9 +89,9 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
 
         loss = closure() if optimizer == "adam" else None
         if loss is not None and not torch.isfinite(loss):
-            return _stop(history, step, model, float(loss))
+            return _stop(history, step, model, float(loss.detach()))
         loss = opt.step(closure) if optimizer == "lbfgs" else (opt.step(), loss)[1]
-        value = float(loss)
+        value = float(loss.detach())
         if not math.isfinite(value):
             return _stop(history, step, model, value)
         seconds = time.perf_counter() - start

@@ -88,9 +88,10 @@ class ExactGP(nn.Module):
 
     # ----- prediction ---------------------------------------------------------------
     def _prediction_cache(self) -> PredictionCache:
-        key = self._state_key()
-        if self._prediction is None or self._prediction.key != key:
-            self._prediction = PredictionCache(self, self._active_solver(), key)
+        key, solver = self._state_key(), self._active_solver()
+        stale = self._prediction is None or self._prediction.key != key
+        if stale or self._prediction.solver != solver:  # a new model.solver needs a new cache too
+            self._prediction = PredictionCache(self, solver, key)
         return self._prediction
 
     def _state_key(self) -> tuple:
