@@ -41,6 +41,8 @@ class Cholesky:
         if self.jitter is not None:
             _check_positive("jitter", self.jitter)
         _check_positive("max_tries", self.max_tries, int)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,10 @@ def stationary_bilinear_grad(parts: StationaryParts, x1, x2, left, right, target
     if o is not None:
         outs.append(o)
         grads.append(g_o.expand_as(o) if g_o.dim() < o.dim() else _sum_to(g_o, o.shape))
-    return torch.autograd.grad(outs, targets, grads, allow_unused=True)
+    live = [(out, g) for out, g in zip(outs, grads) if out.requires_grad]
+    if not live:
+        return tuple(None for _ in targets)
+    return torch.autograd.grad([o for o, _ in live], targets, [g for _, g in live], allow_unused=True)
 
 
 def _sum_to(grad: torch.Tensor, shape) -> torch.Tensor:

@@ -14,7 +14,10 @@ def scaled_sq_dist(x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> to
     """Squared Euclidean distances between rows of x1 (*b, n1, d) and x2 (*b, n2, d).
 
     Returns (*b, n1, n2), or (*b, n) with ``diag=True``. Uses |a|^2 + |b|^2 - 2 a.b on inputs
-    centred by the mean of x2 (which keeps float32 accurate away from the origin), clamped >= 0.
+    centred by the mean of x2 (which keeps float32 accurate away from the origin). That formula
+    resolves distances only down to its round-off, ~eps (|a|^2 + |b|^2): values at or below
+    that level (identical points above all) are set to exactly 0, so K(x, x) has the exact
+    diagonal and kernels with a cusp at 0 (Matern-1/2) do not amplify the round-off.
     """
     if diag:
         return (x1 - x2).pow(2).sum(-1)
@@ -22,10 +25,13 @@ def scaled_sq_dist(x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> to
     a, b = x1 - shift, x2 - shift
     a2 = a.pow(2).sum(-1, keepdim=True)
     b2 = b.pow(2).sum(-1, keepdim=True).transpose(-1, -2)
-    r2 = torch.baddbmm(a2 + b2, a, b.transpose(-1, -2), alpha=-2) if a.dim() == 3 else (
-        a2 + b2 - 2 * a @ b.transpose(-1, -2)
+    same_batch = a.dim() == 3 and a.shape[:-2] == b.shape[:-2]  # baddbmm does not broadcast
+    norms = a2 + b2
+    r2 = torch.baddbmm(norms, a, b.transpose(-1, -2), alpha=-2) if same_batch else (
+        norms - 2 * a @ b.transpose(-1, -2)
     )
-    return r2.clamp_min(0)
+    resolution = (8 * torch.finfo(r2.dtype).eps) * (a2 + b2.amax(-1, keepdim=True)).detach()
+    return r2.masked_fill(r2 <= resolution, 0.0)
 
 
 class Stationary(Kernel):

@@ -29,6 +29,8 @@ class Gaussian(Likelihood):
 
     def __init__(self, noise: float = 0.1, noise_floor: float = 1e-4, batch_shape: Sequence[int] = ()):
         super().__init__()
+        if isinstance(noise_floor, bool) or not isinstance(noise_floor, (int, float)) or not noise_floor >= 0:
+            raise ValueError(f"noise_floor: expected a number >= 0, got {noise_floor!r}")
         self.batch_shape = torch.Size(batch_shape)
         register_positive(self, "noise", noise, self.batch_shape, lower=noise_floor)
 
@@ -54,7 +56,10 @@ class FixedNoise(Likelihood):
 
     def __init__(self, noise: torch.Tensor):
         super().__init__()
-        noise = torch.as_tensor(noise)
+        try:
+            noise = torch.as_tensor(noise)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"noise: expected a tensor of variances, got {type(noise).__name__}") from err
         if not noise.is_floating_point():
             noise = noise.to(torch.get_default_dtype())
         if noise.dim() < 1 or not torch.all(torch.isfinite(noise)) or torch.any(noise <= 0):

@@ -9,12 +9,12 @@ from torch import nn
 
 from ..distributions import Posterior
 from ..kernels import Kernel
-from ..likelihoods import Gaussian, Likelihood
+from ..likelihoods import FixedNoise, Gaussian, Likelihood
 from ..means import Constant, Mean
 from ..solvers import Auto, Cholesky, resolve_solver
 from .inference import cg_terms, cholesky_terms, marginal_log_likelihood
 from .prediction import PredictionCache
-from .validation import check_test_inputs, check_train_data
+from .validation import check_test_batch, check_test_inputs, check_train_data
 
 
 class ExactGP(nn.Module):
@@ -55,6 +55,9 @@ class ExactGP(nn.Module):
     def set_train_data(self, x, y) -> None:
         """Replace the training data (same dtype/device conventions as the constructor)."""
         x, y = check_train_data(x, y)
+        if isinstance(self.likelihood, FixedNoise) and self.likelihood.noise.shape[-1] != x.shape[-2]:
+            raise ValueError(f"noise: the FixedNoise likelihood holds {self.likelihood.noise.shape[-1]} "
+                             f"variances, expected one per training point ({x.shape[-2]})")
         self.register_buffer("train_x", x)
         self.register_buffer("train_y", y)
         self._prediction = None
@@ -109,6 +112,7 @@ class ExactGP(nn.Module):
         start = time.perf_counter()
         with torch.no_grad():
             cache = self._prediction_cache()
+            check_test_batch(x, cache.alpha.shape[:-2])
             post = cache.posterior(x)
         self.diagnostics = {**cache.diagnostics, "seconds": time.perf_counter() - start}
         post.diagnostics = self.diagnostics

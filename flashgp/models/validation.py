@@ -52,3 +52,11 @@ def check_test_inputs(x, train_x: torch.Tensor, name: str = "x") -> torch.Tensor
     if x.shape[-2] == 0:
         raise ValueError(f"{name}: expected at least one point, got shape {tuple(x.shape)}")
     return x
+
+
+def check_test_batch(x: torch.Tensor, batch_shape: torch.Size, name: str = "x") -> None:
+    """Test inputs (*b, m, d) must broadcast to the model's batch shape (no new batch dims)."""
+    batch = x.shape[:-2]
+    if len(batch) > len(batch_shape) or any(b not in (1, t) for b, t in zip(reversed(batch), reversed(batch_shape))):
+        raise ValueError(f"{name}: expected batch dimensions broadcastable to the model's batch "
+                         f"{tuple(batch_shape)}, got shape {tuple(x.shape)}")

@@ -41,17 +41,6 @@ KERNELS = {
 }
 
 
-# Matern 1/2 is exp(-sqrt(r2)): the O(eps) round-off of r2 on the diagonal of K(x, x) becomes
-# O(sqrt(eps)) in K (see test_matern05_symmetric_diagonal_is_exact in tests/kernels, an xfail),
-# and differs between the dense and the blocked distance computations. Its symmetric checks get
-# a sqrt(eps)-level allowance; every other kernel is held to round-off.
-SQRT_EPS_ATOL = 1e-6
-
-
-def atol_for(name, default):
-    return SQRT_EPS_ATOL if name.startswith("matern05") else default
-
-
 def make_op(kernel, x1, x2=None, backend="dense", block_rows=None):
     return KernelOperator(kernel, x1, x2, backend=backend, block_rows=block_rows)
 
@@ -67,7 +56,7 @@ def test_symmetric_products_and_entries(name, backend, block_rows):
     dense = kernel(x).detach()
     assert op.shape == (23, 23) and op.backend == backend and op.dtype == F64
     v = rand(23, 4, seed=3)
-    atol = atol_for(name, 1e-11)
+    atol = 1e-11
     torch.testing.assert_close(op.matmul(v), dense @ v, rtol=1e-11, atol=atol)
     torch.testing.assert_close(op @ v[:, 0], dense @ v[:, 0], rtol=1e-11, atol=atol)  # vector rhs
     torch.testing.assert_close(op.diagonal(), kernel.diag(x).detach(), rtol=1e-12, atol=1e-12)
@@ -89,9 +78,9 @@ def test_asymmetric_products_and_rows(name, backend, block_rows):
     index = torch.tensor([18, 3])
     torch.testing.assert_close(op.rows(index), dense[index], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(op.to_dense().detach(), dense, rtol=1e-12, atol=1e-12)
-    with pytest.raises(ValueError, match="rhs"):
+    with pytest.raises(ValueError, match=r"\brhs\b"):
         op.matmul(rand(19, 3))
-    with pytest.raises(ValueError, match="diagonal"):
+    with pytest.raises(ValueError, match=r"\bdiagonal\b"):
         op.diagonal()
 
 
@@ -169,7 +158,7 @@ def test_bilinear_grad_params(name, backend, block_rows):
     inputs = op.grad_inputs()
     assert len(inputs) == len(list(kernel.parameters()))
     expected = autograd_bilinear(kernel, x, None, left, right, inputs)
-    assert_grads_close(op.bilinear_grad(left, right), expected, atol=atol_for(name, 1e-10))
+    assert_grads_close(op.bilinear_grad(left, right), expected, atol=1e-10)
 
 
 @pytest.mark.parametrize("backend,block_rows", BACKENDS, ids=BACKEND_IDS)
@@ -261,15 +250,8 @@ def test_bilinear_grad_is_repeatable(kernel_name):
     torch.testing.assert_close(op.matmul(left), kernel(x).detach() @ left, rtol=1e-12, atol=1e-12)
 
 
-FROZEN_XFAIL = pytest.mark.xfail(strict=True, reason=(
-    "bug in flashgp/backends/stationary.py (analytic Scale(stationary) gradients): with the "
-    "lengthscale frozen (requires_grad False) and x not requiring grad, the scaled inputs z carry "
-    "no graph and torch.autograd.grad(outs=[z, outputscale], ...) raises 'element 0 of tensors "
-    "does not require grad'; fix: pass only the outs that require grad"))
-
-
 @pytest.mark.parametrize("base,backend", [
-    pytest.param("rbf", "dense", marks=FROZEN_XFAIL), pytest.param("rbf", "blocked", marks=FROZEN_XFAIL),
+    ("rbf", "dense"), ("rbf", "blocked"),
     ("periodic", "dense"), ("periodic", "blocked")])
 def test_frozen_params_are_skipped(base, backend):
     kernel = randomized(Scale(RBF(ard_dims=3) if base == "rbf" else Periodic(ard_dims=3)), seed=28)
@@ -368,13 +350,13 @@ def test_sum_operator(backend, block_rows):
 def test_sum_operator_rejects_mismatched_shapes():
     a = make_op(RBF().double(), rand(5, 2))
     b = make_op(RBF().double(), rand(6, 2))
-    with pytest.raises(ValueError, match="operators"):
+    with pytest.raises(ValueError, match=r"\boperators\b"):
         SumOperator(a, b)
-    with pytest.raises(TypeError, match="operators"):
+    with pytest.raises(TypeError, match=r"\boperators\b"):
         SumOperator(a, torch.eye(5))
-    with pytest.raises(ValueError, match="diag"):
+    with pytest.raises(ValueError, match=r"\bdiag\b"):
         AddedDiag(a, torch.ones(4, dtype=F64))
-    with pytest.raises(TypeError, match="base"):
+    with pytest.raises(TypeError, match=r"\bbase\b"):
         AddedDiag(torch.eye(5), torch.ones(5))
 
 
@@ -402,7 +384,7 @@ def test_choose_backend():
     # explicit choices are kept
     assert choose_backend("blocked", 10, 10, torch.float64) == "blocked"
     assert choose_backend("dense", 10**6, 10**6, torch.float32) == "dense"
-    with pytest.raises(ValueError, match="backend"):
+    with pytest.raises(ValueError, match=r"\bbackend\b"):
         choose_backend("fused-magic", 10, 10, torch.float64)
 
 
@@ -411,7 +393,7 @@ def test_kernel_operator_records_backend_choice():
     assert make_op(RBF().double(), x, backend="auto").backend == "dense"
     small_budget = KernelOperator(RBF().double(), x, memory_budget=1000)
     assert small_budget.backend == "blocked"
-    with pytest.raises(ValueError, match="backend"):
+    with pytest.raises(ValueError, match=r"\bbackend\b"):
         KernelOperator(RBF().double(), x, backend="gpu")
 
 
