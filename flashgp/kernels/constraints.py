@@ -71,3 +71,29 @@ def set_positive(module: nn.Module, name: str, value) -> None:
         raise ValueError(f"{name}: expected every entry > {lower}, got min {float(value.min()):.3g}")
     with torch.no_grad():
         raw.copy_(module._constraints[name].inverse(value))
+
+
+class PositiveProperty:
+    """Class attribute exposing the positive hyperparameter ``raw_<name>`` in natural units.
+
+    ``lengthscale = PositiveProperty("Lengthscales, shape (*batch, 1, ard)")`` on a module
+    gives ``module.lengthscale`` (read) and ``module.lengthscale = value`` (set, validated).
+    """
+
+    def __init__(self, doc: str = ""):
+        self.__doc__ = doc
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else positive_value(obj, self.name)
+
+    def __set__(self, obj, value) -> None:
+        set_positive(obj, self.name, value)
+
+
+def check_ard_dims(ard_dims) -> None:
+    """ard_dims must be None or a positive int."""
+    if ard_dims is not None and (isinstance(ard_dims, bool) or not isinstance(ard_dims, int) or ard_dims < 1):
+        raise ValueError(f"ard_dims: expected a positive int or None, got {ard_dims!r}")

@@ -5,7 +5,7 @@ from typing import Sequence
 import torch
 
 from .base import Kernel
-from .constraints import positive_value, register_positive, set_positive
+from .constraints import PositiveProperty, register_positive
 
 
 def inner_product(x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> torch.Tensor:
@@ -27,13 +27,7 @@ class Linear(Kernel):
         super().__init__(active_dims=active_dims, batch_shape=batch_shape)
         register_positive(self, "variance", variance, self.batch_shape)
 
-    @property
-    def variance(self) -> torch.Tensor:
-        return positive_value(self, "variance")
-
-    @variance.setter
-    def variance(self, value) -> None:
-        set_positive(self, "variance", value)
+    variance = PositiveProperty("Prior weight variance, shape (*batch,).")
 
     def evaluate(self, x1, x2, diag):
         ip = inner_product(x1, x2, diag)
@@ -51,13 +45,7 @@ class Polynomial(Kernel):
         self.power = power
         register_positive(self, "offset", offset, self.batch_shape)
 
-    @property
-    def offset(self) -> torch.Tensor:
-        return positive_value(self, "offset")
-
-    @offset.setter
-    def offset(self, value) -> None:
-        set_positive(self, "offset", value)
+    offset = PositiveProperty("Offset c, shape (*batch,).")
 
     def evaluate(self, x1, x2, diag):
         ip = inner_product(x1, x2, diag)

@@ -7,7 +7,7 @@ import math
 import torch
 
 from .base import Kernel
-from .constraints import positive_value, register_positive, set_positive
+from .constraints import PositiveProperty, check_ard_dims, register_positive
 
 
 class Periodic(Kernel):
@@ -16,27 +16,14 @@ class Periodic(Kernel):
     def __init__(self, ard_dims: int | None = None, lengthscale: float = 1.0, period: float = 1.0,
                  active_dims: Sequence[int] | None = None, batch_shape: Sequence[int] = ()):
         super().__init__(active_dims=active_dims, batch_shape=batch_shape)
-        if ard_dims is not None and (not isinstance(ard_dims, int) or ard_dims < 1):
-            raise ValueError(f"ard_dims: expected a positive int or None, got {ard_dims!r}")
+        check_ard_dims(ard_dims)
         self.ard_dims = ard_dims
         register_positive(self, "lengthscale", lengthscale, (*self.batch_shape, 1, ard_dims or 1))
         register_positive(self, "period", period, (*self.batch_shape, 1, ard_dims or 1))
 
-    @property
-    def lengthscale(self) -> torch.Tensor:
-        return positive_value(self, "lengthscale")
+    lengthscale = PositiveProperty("Lengthscales, shape (*batch, 1, ard_dims or 1).")
 
-    @lengthscale.setter
-    def lengthscale(self, value) -> None:
-        set_positive(self, "lengthscale", value)
-
-    @property
-    def period(self) -> torch.Tensor:
-        return positive_value(self, "period")
-
-    @period.setter
-    def period(self, value) -> None:
-        set_positive(self, "period", value)
+    period = PositiveProperty("Periods, shape (*batch, 1, ard_dims or 1).")
 
     def evaluate(self, x1, x2, diag):
         if self.ard_dims is not None and x1.shape[-1] != self.ard_dims:

@@ -2,7 +2,7 @@
 # A scale mixture of RBF kernels; alpha -> infinity recovers the RBF.
 import torch
 
-from .constraints import positive_value, register_positive, set_positive
+from .constraints import PositiveProperty, register_positive
 from .stationary import Stationary
 
 
@@ -13,14 +13,7 @@ class RQ(Stationary):
         super().__init__(**kwargs)
         register_positive(self, "alpha", alpha, self.batch_shape)
 
-    @property
-    def alpha(self) -> torch.Tensor:
-        """Shape (*batch,)."""
-        return positive_value(self, "alpha")
-
-    @alpha.setter
-    def alpha(self, value) -> None:
-        set_positive(self, "alpha", value)
+    alpha = PositiveProperty("Mixture parameter alpha, shape (*batch,).")
 
     def profile(self, r2: torch.Tensor) -> torch.Tensor:
         alpha = self.alpha

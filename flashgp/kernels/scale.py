@@ -3,7 +3,7 @@
 import torch
 
 from .base import Kernel
-from .constraints import positive_value, register_positive, set_positive
+from .constraints import PositiveProperty, register_positive
 from .linear import _expand
 
 
@@ -17,13 +17,7 @@ class Scale(Kernel):
         self.base = base
         register_positive(self, "outputscale", outputscale, self.batch_shape)
 
-    @property
-    def outputscale(self) -> torch.Tensor:
-        return positive_value(self, "outputscale")
-
-    @outputscale.setter
-    def outputscale(self, value) -> None:
-        set_positive(self, "outputscale", value)
+    outputscale = PositiveProperty("Output scale (signal variance), shape (*batch,).")
 
     @property
     def is_stationary(self) -> bool:

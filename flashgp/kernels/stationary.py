@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from .base import Kernel
-from .constraints import positive_value, register_positive, set_positive
+from .constraints import PositiveProperty, check_ard_dims, register_positive
 
 
 def scaled_sq_dist(x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> torch.Tensor:
@@ -46,19 +46,11 @@ class Stationary(Kernel):
     def __init__(self, ard_dims: int | None = None, lengthscale: float = 1.0,
                  active_dims: Sequence[int] | None = None, batch_shape: Sequence[int] = ()):
         super().__init__(active_dims=active_dims, batch_shape=batch_shape)
-        if ard_dims is not None and (not isinstance(ard_dims, int) or ard_dims < 1):
-            raise ValueError(f"ard_dims: expected a positive int or None, got {ard_dims!r}")
+        check_ard_dims(ard_dims)
         self.ard_dims = ard_dims
         register_positive(self, "lengthscale", lengthscale, (*self.batch_shape, 1, ard_dims or 1))
 
-    @property
-    def lengthscale(self) -> torch.Tensor:
-        """Lengthscales, shape (*batch, 1, ard_dims or 1)."""
-        return positive_value(self, "lengthscale")
-
-    @lengthscale.setter
-    def lengthscale(self, value) -> None:
-        set_positive(self, "lengthscale", value)
+    lengthscale = PositiveProperty("Lengthscales, shape (*batch, 1, ard_dims or 1).")
 
     @property
     def is_stationary(self) -> bool:

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..kernels.constraints import positive_value, register_positive, set_positive
+from ..kernels.constraints import PositiveProperty, register_positive
 
 
 class Likelihood(nn.Module):
@@ -34,14 +34,7 @@ class Gaussian(Likelihood):
         self.batch_shape = torch.Size(batch_shape)
         register_positive(self, "noise", noise, self.batch_shape, lower=noise_floor)
 
-    @property
-    def noise(self) -> torch.Tensor:
-        """Noise variance, shape (*batch,)."""
-        return positive_value(self, "noise")
-
-    @noise.setter
-    def noise(self, value) -> None:
-        set_positive(self, "noise", value)
+    noise = PositiveProperty("Noise variance, shape (*batch,).")
 
     def noise_diag(self, n: int, noise: torch.Tensor | None = None) -> torch.Tensor:
         return self.noise.unsqueeze(-1).expand(*self.batch_shape, n)
