@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-import flashgp as fg
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+import flashgp as fg  # noqa: E402
 
 
 def main() -> None:

@@ -1,12 +1,14 @@
 # flashgp: Gaussian processes on PyTorch with blackbox matrix-matrix (BBMM) inference.
-# The public names: kernels, likelihoods, means, ExactGP, solvers, fit.
+# The public names: kernels, likelihoods, means, ExactGP, solvers, fit, save/load.
 from . import kernels, likelihoods, linalg, means, operators
-from .errors import NotPSDError, NumericalWarning
+from .errors import ModelFileError, NotPSDError, NumericalWarning
 from .fit import History, fit
 from .models import ExactGP
 from .solvers import CG, Auto, Cholesky, PivotedCholesky
+from .io import load, save
 
 __version__ = "0.1.0"
 
 __all__ = ["kernels", "likelihoods", "means", "operators", "linalg", "ExactGP", "fit", "History",
-           "CG", "Cholesky", "Auto", "PivotedCholesky", "NumericalWarning", "NotPSDError", "__version__"]
+           "CG", "Cholesky", "Auto", "PivotedCholesky", "NumericalWarning", "NotPSDError", "ModelFileError",
+           "save", "load", "__version__"]

@@ -1,5 +1,7 @@
-# `python -m flashgp`: runs the demo fit on the packaged dataset (see flashgp/demo.py).
-# The full command line arrives with flashgp.cli.
-from .demo import main
+# `python -m flashgp ...`: the command line of flashgp.cli (fit, predict, demo, info).
+# With no subcommand it runs the demo fit on the packaged dataset, as `flashgp demo` does.
+import sys
 
-main()
+from .cli import main
+
+sys.exit(main())

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 
 from . import kernels, likelihoods, means
-from .datasets import load_uci
-from .fit import fit
+from .datasets import Dataset, load_uci
+from .fit import History, fit
 from .models import ExactGP
 from .solvers import CG, Auto, PivotedCholesky
 
@@ -24,9 +25,19 @@ def evaluate(model: ExactGP, x_test: torch.Tensor, y_test: torch.Tensor) -> dict
     return {"rmse": rmse, "nll": nll}
 
 
-def run(dataset: str = "concrete", iters: int = 100, lr: float = 0.1, solver: str = "auto",
-        split: int = 0, progress: bool = True) -> dict:
-    """Fit Scale(Matern-5/2 ARD) with Adam on ``dataset`` and return metrics and timings."""
+@dataclass
+class DemoFit:
+    """A fitted demo model with its data split, training history and training time."""
+
+    model: ExactGP
+    data: Dataset
+    history: History
+    train_seconds: float
+
+
+def fit_demo(dataset: str = "concrete", iters: int = 100, lr: float = 0.1, solver: str = "auto",
+             split: int = 0, progress: bool = True) -> DemoFit:
+    """Fit Scale(Matern-5/2 ARD) with Adam on one split of ``dataset`` (standardized)."""
     data = load_uci(dataset, split=split, dtype=torch.float64)
     d = data.x_train.shape[-1]
     chosen = CG(precond=PivotedCholesky(100)) if solver == "cg" else Auto()
@@ -34,14 +45,25 @@ def run(dataset: str = "concrete", iters: int = 100, lr: float = 0.1, solver: st
                     likelihood=likelihoods.Gaussian(), mean=means.Constant(), solver=chosen)
     start = time.perf_counter()
     history = fit(model, optimizer="adam", lr=lr, iters=iters, progress=progress)
-    train_seconds = time.perf_counter() - start
+    return DemoFit(model, data, history, time.perf_counter() - start)
+
+
+def summarize(fitted: DemoFit) -> dict:
+    """Test metrics (standardized units), sizes and timings of a ``DemoFit``."""
+    model, data, history = fitted.model, fitted.data, fitted.history
     start = time.perf_counter()
     metrics = evaluate(model, data.x_test, data.y_test)
-    metrics.update(predict_seconds=time.perf_counter() - start, train_seconds=train_seconds,
-                   n_train=data.x_train.shape[0], n_test=data.x_test.shape[0], d=d,
+    metrics.update(predict_seconds=time.perf_counter() - start, train_seconds=fitted.train_seconds,
+                   n_train=data.x_train.shape[0], n_test=data.x_test.shape[0], d=data.d,
                    final_loss=history.loss[-1] if history.loss else float("nan"),
-                   noise=float(model.likelihood.noise), path=model.diagnostics.get("path"))
+                   noise=float(model.likelihood.noise.detach()), path=model.diagnostics.get("path"))
     return metrics
+
+
+def run(dataset: str = "concrete", iters: int = 100, lr: float = 0.1, solver: str = "auto",
+        split: int = 0, progress: bool = True) -> dict:
+    """Fit Scale(Matern-5/2 ARD) with Adam on ``dataset`` and return metrics and timings."""
+    return summarize(fit_demo(dataset, iters, lr, solver, split, progress))
 
 
 def main(argv=None) -> None:

@@ -9,3 +9,17 @@ class NumericalWarning(RuntimeWarning):
 
 class NotPSDError(ValueError):
     """A matrix expected to be positive (semi-)definite is not, even after adding jitter."""
+
+
+class ModelFileError(ValueError):
+    """A file that cannot be loaded as a flashgp model: foreign, damaged, unsafe or too new.
+
+    Attributes: ``path`` (the file) and ``problem`` (what is wrong with it).
+    """
+
+    def __init__(self, path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = path, problem
+
+    def __reduce__(self):
+        return type(self), (self.path, self.problem)

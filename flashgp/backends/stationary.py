@@ -8,6 +8,7 @@ import torch
 
 from ..kernels.scale import Scale
 from ..kernels.stationary import Stationary, scaled_sq_dist
+from ..shapes import sum_to_shape
 
 
 @dataclass
@@ -97,14 +98,9 @@ def stationary_bilinear_grad(parts: StationaryParts, x1, x2, left, right, target
         grads.append(g_z2)
     if o is not None:
         outs.append(o)
-        grads.append(g_o.expand_as(o) if g_o.dim() < o.dim() else _sum_to(g_o, o.shape))
-    live = [(out, g) for out, g in zip(outs, grads) if out.requires_grad]
+        grads.append(g_o.expand_as(o) if g_o.dim() < o.dim() else g_o)
+    live = [(out, sum_to_shape(g, out.shape)) for out, g in zip(outs, grads) if out.requires_grad]
     if not live:
         return tuple(None for _ in targets)
     return torch.autograd.grad([o for o, _ in live], targets, [g for _, g in live], allow_unused=True)
 
-
-def _sum_to(grad: torch.Tensor, shape) -> torch.Tensor:
-    while grad.dim() > len(shape):
-        grad = grad.sum(0)
-    return grad

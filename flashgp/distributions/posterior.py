@@ -7,7 +7,8 @@ import math
 import torch
 
 from ..linalg.cholesky import safe_cholesky
-from ..operators.base import Operator, broadcast_shapes
+from ..operators.base import Operator
+from ..shapes import broadcast_shapes
 
 MAX_DENSE_SAMPLE = 8192
 

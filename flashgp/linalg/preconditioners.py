@@ -73,7 +73,7 @@ def pivoted_cholesky_preconditioner(kernel_op: Operator, noise: Tensor, rank: in
     if not isinstance(noise, Tensor):
         raise TypeError(f"noise: expected a torch.Tensor, got {type(noise).__name__}")
     n = kernel_op.shape[-1]
-    noise = noise.detach().expand(*kernel_op.batch_shape, n)
+    noise = noise.detach()
     if rank == 0:
         factor = torch.zeros(*kernel_op.batch_shape, n, 0, dtype=kernel_op.dtype, device=kernel_op.device)
     else:

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..operators.base import broadcast_shapes
+from ..shapes import broadcast_shapes
 
 
 class Mean(nn.Module):

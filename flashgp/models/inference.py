@@ -42,6 +42,7 @@ def cg_operator(kernel, x, noise, solver: CG):
 def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=None):
     """(inv_quad, logdet), each (*batch,), by BBMM (mBCG + stochastic Lanczos quadrature)."""
     op, kernel_op, precond = cg_operator(kernel, x, noise, solver)
+    resid = resid.expand(*op.batch_shape, resid.shape[-1])  # batched through kernel/likelihood only
     info = {}
     inv_quad, logdet = inv_quad_logdet(op, resid, precond, probes=solver.probes, tol=solver.tol,
                                        max_iters=solver.max_iters, lanczos_iters=solver.lanczos_iters,

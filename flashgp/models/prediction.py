@@ -33,6 +33,7 @@ class PredictionCache:
             self.op, kernel_op, self.precond = cg_operator(self.kernel, self.train_x, noise, solver)
             self.backend = kernel_op.backend
             info = {}
+            resid = resid.expand(*self.op.batch_shape, n)
             self.alpha = cg_solve(self.op, resid.unsqueeze(-1), self.precond, solver.eval_tol,
                                   solver.max_iters, info)
             self.diagnostics.update(path="cg", backend=self.backend, jitter=0.0,

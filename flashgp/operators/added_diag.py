@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Operator, broadcast_shapes
-
-
-def sum_to_shape(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Sum a broadcast gradient back to ``shape`` (undo broadcasting)."""
-    while grad.dim() > len(shape):
-        grad = grad.sum(0)
-    for i, size in enumerate(shape):
-        if size == 1 and grad.shape[i] != 1:
-            grad = grad.sum(i, keepdim=True)
-    return grad
+from ..shapes import broadcast_shapes, sum_to_shape
+from .base import Operator
 
 
 class AddedDiag(Operator):

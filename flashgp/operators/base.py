@@ -85,14 +85,3 @@ class Operator:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(shape={tuple(self.shape)}, dtype={self.dtype})"
 
-
-def broadcast_shapes(*shapes) -> torch.Size:
-    """The broadcast of several shapes (plain Python; avoids torch's slow first-call path)."""
-    ndim = max((len(s) for s in shapes), default=0)
-    out = []
-    for i in range(ndim):
-        sizes = {s[len(s) - ndim + i] for s in shapes if len(s) - ndim + i >= 0} - {1}
-        if len(sizes) > 1:
-            raise ValueError(f"shapes: cannot broadcast {[tuple(s) for s in shapes]}")
-        out.append(sizes.pop() if sizes else 1)
-    return torch.Size(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..shapes import sum_to_shape
 from .base import Operator
 
 
@@ -42,8 +43,4 @@ class Dense(Operator):
     def bilinear_grad(self, left: torch.Tensor, right: torch.Tensor) -> tuple:
         if not self.matrix.requires_grad:
             return ()
-        grad = left @ right.transpose(-1, -2)
-        # reduce broadcast batch dimensions down to the matrix's own shape
-        while grad.dim() > self.matrix.dim():
-            grad = grad.sum(0)
-        return (grad,)
+        return (sum_to_shape(left @ right.transpose(-1, -2), self.matrix.shape),)

@@ -1,12 +1,14 @@
-# The kernel matrix K(x1, x2) as an operator, computed densely or in row blocks.
-# Its gradients come from the kernel's own formula through blocked autograd.
+# The kernel matrix K(x1, x2) as an operator, computed densely, in row blocks or by fused Triton
+# kernels. Its gradients come from the kernel's own formula (blocked autograd or analytic profiles).
 from __future__ import annotations
 
 import torch
 
 from ..backends import block_rows_for, blocked_bilinear_grad, blocked_matmul, choose_backend
+from ..backends.fused import PRECISIONS, fused_bilinear_grad, fused_matmul, fused_parts, fused_ready
 from ..backends.stationary import profile_block, stationary_bilinear_grad, stationary_parts
-from .base import Operator, broadcast_shapes
+from ..shapes import broadcast_shapes
+from .base import Operator
 from .dense import Dense
 
 
@@ -24,23 +26,35 @@ class KernelOperator(Operator):
         kernel: a ``flashgp.kernels.Kernel``.
         x1: (*batch, n1, d) inputs; may require grad (learned inputs, deep kernels).
         x2: (*batch, n2, d), or None for the symmetric K(x1, x1).
-        backend: "auto" (dense while it fits ``memory_budget`` bytes, else blocked), "dense"
-            or "blocked". The resolved choice is ``self.backend``.
+        backend: "auto" (dense while it fits ``memory_budget`` bytes, else fused Triton kernels
+            for float32 data on CUDA where the kernel allows, else blocked), "dense", "blocked"
+            or "triton" (fused kernels for Scale(RBF | Matern | RQ) on CUDA, or on CPU under
+            TRITON_INTERPRET=1; other kernels or devices fall back to blocked). The resolved
+            choice is ``self.backend``.
         block_rows: rows per block for the blocked backend (default from a tile budget).
+        precision: arithmetic of the fused kernels, "fp32" (default), "tf32" or "bf16" (see
+            ``flashgp.backends.triton_kernels.PRECISIONS``); they compute in float32 or below
+            whatever the dtype of x.
 
     The dense backend keeps the matrix and, when gradients are needed, its autograd graph
     (so ``bilinear_grad`` costs one backward pass); the blocked backend re-evaluates blocks.
     """
 
     def __init__(self, kernel, x1: torch.Tensor, x2: torch.Tensor | None = None, backend: str = "auto",
-                 memory_budget: int | None = None, block_rows: int | None = None):
-        self.kernel, self.x1, self.x2 = kernel, x1, x2
+                 memory_budget: int | None = None, block_rows: int | None = None,
+                 precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+        self.kernel, self.x1, self.x2, self.precision = kernel, x1, x2, precision
         other = x1 if x2 is None else x2
         batch = broadcast_shapes(x1.shape[:-2], other.shape[:-2], kernel.batch_shape)
         self.shape = torch.Size((*batch, x1.shape[-2], other.shape[-2]))
         self.dtype, self.device = x1.dtype, x1.device
         nbatch = int(torch.Size(batch).numel())
-        self.backend = choose_backend(backend, self.n_rows, self.n_cols, self.dtype, nbatch, memory_budget)
+        fused = (backend == "triton" or (backend == "auto" and x1.is_cuda)) and fused_ready(kernel, x1, x2)
+        self.backend = choose_backend(backend, self.n_rows, self.n_cols, self.dtype, nbatch, memory_budget,
+                                      fused, x1.device)
+        self._fused_parts = fused_parts(kernel) if self.backend == "triton" else None
         self.block_rows = block_rows or block_rows_for(self.n_rows, self.n_cols, nbatch)
         self.params = tuple(p for p in kernel.parameters() if p.requires_grad)
         self._dense = None
@@ -68,6 +82,9 @@ class KernelOperator(Operator):
         if self.backend == "dense":
             return self._dense_matrix().detach() @ rhs
         other = self.x1 if self.x2 is None else self.x2
+        if self.backend == "triton":
+            x2 = None if self.x2 is None else self.x2.detach()
+            return fused_matmul(self.kernel, self.x1.detach(), x2, rhs, self.precision)
         return blocked_matmul(self.kernel, self.x1.detach(), other.detach(), rhs, self.block_rows)
 
     def diagonal(self) -> torch.Tensor:
@@ -99,6 +116,9 @@ class KernelOperator(Operator):
         inputs = self._inputs()
         if not inputs:
             return ()
+        if self.backend == "triton":
+            return fused_bilinear_grad(self._fused_parts, self.x1, self.x2, left, right, inputs,
+                                       self.precision)
         if self._parts is not None:
             cached = None
             if self.backend == "dense" and self._dense_derivative is not None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Operator, broadcast_shapes
+from ..shapes import broadcast_shapes
+from .base import Operator
 
 
 def _expand_index(index: Tensor, batch_shape: torch.Size) -> Tensor:

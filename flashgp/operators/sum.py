@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Operator, broadcast_shapes
+from ..shapes import broadcast_shapes
+from .base import Operator
 
 
 class SumOperator(Operator):

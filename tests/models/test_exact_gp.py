@@ -298,11 +298,6 @@ def test_batch_from_likelihood_only_cholesky():
         torch.testing.assert_close(post.mean[i], single.posterior(x_test).mean, rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "limitation of the CG path: when only the likelihood is batched (x, y and kernel unbatched), "
-    "pivoted_cholesky_preconditioner expands the (3, n) noise to the kernel operator's batch () "
-    "and inv_quad_logdet concatenates the unbatched residual with batched probes (RuntimeError); "
-    "the Cholesky path broadcasts fine"))
 def test_batch_from_likelihood_only_cg():
     model, _, _, _ = _likelihood_batched_model(fg.CG(tol=0.01, probes=30))
     ref = _likelihood_batched_model(fg.Cholesky())[0].mll().detach()

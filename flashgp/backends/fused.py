@@ -1,0 +1,218 @@
+# Torch side of the fused Triton backend: which kernels it supports, K @ V, and the analytic
+# bilinear gradient of Scale(stationary) kernels (mirrors stationary.py), all without storing K.
+"""Fused (Triton) backend for Scale(RBF | Matern | RQ) kernels and their bare forms.
+
+Triton itself is imported lazily (``triton_kernels``) so that ``import flashgp`` never needs it,
+and so that TRITON_INTERPRET=1 (CPU testing) can be set by a caller before the first fused call.
+Kernel entries are computed in float32 whatever the input dtype (``precision`` picks fp32, tf32
+or bf16 arithmetic, see ``triton_kernels.PRECISIONS``); results come back in the input dtype.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ..kernels.matern import Matern
+from ..kernels.rbf import RBF
+from ..kernels.rq import RQ
+from ..kernels.scale import Scale
+from .stationary import StationaryParts
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+MAX_D = 128  # = triton_kernels.MAX_D, kept here so that support checks need no triton import
+
+
+@dataclass
+class FusedParts(StationaryParts):
+    """kernel = outputscale * profile(r2); ``profile`` names the Triton profile."""
+
+    profile: str = "rbf"
+
+    def alpha(self):
+        """RQ's alpha (*batch,), differentiable; None for the other profiles."""
+        return self.base.alpha if self.profile == "rq" else None
+
+
+def _profile_name(base) -> str | None:
+    if type(base) is RBF:
+        return "rbf"
+    if type(base) is Matern:
+        return {0.5: "matern12", 1.5: "matern32", 2.5: "matern52"}[base.nu]
+    if type(base) is RQ:
+        return "rq"
+    return None
+
+
+def fused_parts(kernel) -> FusedParts | None:
+    """Split ``kernel`` into (Scale or None, base, profile) if the fused kernels can evaluate it.
+
+    Supported: RBF, Matern(nu = 0.5, 1.5, 2.5), RQ, each bare or inside one Scale, with ARD,
+    active_dims and batch shapes. Anything else (sums, products, other kernels): None.
+    """
+    scale, base = (kernel, kernel.base) if isinstance(kernel, Scale) else (None, kernel)
+    profile = _profile_name(base)
+    return None if profile is None else FusedParts(scale, base, profile)
+
+
+def fused_supported(kernel) -> bool:
+    """Whether the fused Triton kernels can evaluate ``kernel`` (see ``fused_parts``)."""
+    return fused_parts(kernel) is not None
+
+
+def _kernels():
+    return importlib.import_module("flashgp.backends.triton_kernels")
+
+
+def fused_available(device: torch.device | str) -> bool:
+    """Whether fused kernels can run on ``device``: triton imports, and the device is CUDA or the
+    kernels were loaded under TRITON_INTERPRET=1 (Triton's CPU interpreter, for tests)."""
+    device = torch.device(device)
+    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    if device.type != "cuda" and not interpret:
+        return False  # decided without importing triton
+    if importlib.util.find_spec("triton") is None:
+        return False
+    try:
+        kernels = _kernels()
+    except (ImportError, RuntimeError):
+        return False
+    if kernels.INTERPRETED:
+        return True
+    return device.type == "cuda" and torch.cuda.is_available()
+
+
+def fused_ready(kernel, x1: torch.Tensor, x2: torch.Tensor | None = None) -> bool:
+    """Whether ``kernel`` on inputs x1 (and x2) can use the fused backend here and now."""
+    parts = fused_parts(kernel)
+    if parts is None:
+        return False
+    dims = x1.shape[-1]  # columns the base kernel sees: Scale selects first, then the base
+    for module in (parts.scale, parts.base):
+        if module is not None and module.active_dims is not None:
+            dims = len(module.active_dims)
+    return dims <= MAX_D and fused_available(x1.device)
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+
+
+# ----- shapes -----------------------------------------------------------------------------------
+def _flat(x: torch.Tensor, batch: torch.Size) -> torch.Tensor:
+    """x (*b, n, c) broadcast to (*batch, n, c) and flattened to (B, n, c)."""
+    return x.expand(*batch, *x.shape[-2:]).reshape(-1, *x.shape[-2:])
+
+
+def _per_batch(value: torch.Tensor | None, batch: torch.Size) -> torch.Tensor | None:
+    """A (*kernel_batch,) hyperparameter broadcast to (B,)."""
+    return None if value is None else value.expand(batch).reshape(-1)
+
+
+def _sum_to(grad: torch.Tensor, shape) -> torch.Tensor:
+    """Reduce a broadcast gradient to ``shape``."""
+    while grad.dim() > len(shape):
+        grad = grad.sum(0)
+    for i, size in enumerate(shape):
+        if size == 1 and grad.shape[i] != 1:
+            grad = grad.sum(i, keepdim=True)
+    return grad
+
+
+def _centred(z1: torch.Tensor, z2: torch.Tensor):
+    """z1, z2 minus the mean of z2: distances unchanged, float32 round-off smaller."""
+    shift = z2.mean(-2, keepdim=True)
+    return z1 - shift, z2 - shift
+
+
+# ----- K @ V ------------------------------------------------------------------------------------
+def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.Tensor,
+                 precision: str = "fp32", block_m: int | None = None,
+                 block_n: int | None = None) -> torch.Tensor:
+    """kernel(x1, x2) @ rhs by the fused Triton kernel, without forming the kernel matrix.
+
+    x1 (*b, n1, d), x2 (*b, n2, d) or None (x1), rhs (*b, n2, t) -> (*batch, n1, t) in rhs's
+    dtype; ``kernel`` must satisfy ``fused_supported``. Not differentiable (no graph is built).
+    """
+    _check_precision(precision)
+    parts = fused_parts(kernel)
+    if parts is None:
+        raise ValueError(f"kernel: {type(kernel).__name__} is not supported by the fused backend")
+    with torch.no_grad():
+        z1 = parts.scaled_inputs(x1)
+        z2 = z1 if x2 is None else parts.scaled_inputs(x2)
+        o, alpha = parts.outputscale(), parts.alpha()
+        batch = torch.broadcast_shapes(z1.shape[:-2], z2.shape[:-2], rhs.shape[:-2],
+                                       () if o is None else o.shape)
+        a, b = _centred(_flat(z1, batch), _flat(z2, batch))
+        kernels = _kernels()
+        blocks = dict(block_m=block_m or kernels.BLOCK_M, block_n=block_n or kernels.BLOCK_N)
+        out = kernels.kv_matmul(a, b, _flat(rhs, batch), parts.profile, _per_batch(alpha, batch),
+                                precision, **blocks)
+        if o is not None:
+            out = out * _per_batch(o, batch).float()[:, None, None]
+    return out.to(rhs.dtype).reshape(*batch, *out.shape[-2:])
+
+
+# ----- bilinear gradient ------------------------------------------------------------------------
+def _z_grad(z, h_sum, hz, scale):
+    """2 o sum_b H_ab (z_a - z_b) = 2 o (z_a rowsum_h[a] - hz[a]), from d r2_ab / d z_a = 2 (z_a - z_b)."""
+    return 2 * scale * (z.float() * h_sum[..., None] - hz)
+
+
+def fused_bilinear_grad(parts: FusedParts, x1: torch.Tensor, x2: torch.Tensor | None,
+                        left: torch.Tensor, right: torch.Tensor, targets, precision: str = "fp32",
+                        block_m: int | None = None, block_n: int | None = None) -> tuple:
+    """Gradients of sum_i left_i^T K right_i with respect to ``targets`` (kernel params, inputs).
+
+    The fused counterpart of ``stationary.stationary_bilinear_grad``: x1 (*b, n1, d), x2
+    (*b, n2, d) or None for K(x1, x1), left (*b, n1, t), right (*b, n2, t). Fused row passes give
+    g_z1, g_z2, g_outputscale (and RQ's g_alpha); one autograd.grad over the n x D graph maps
+    them onto ``targets``. The column side is the row kernel on the transpose (W^T = right
+    left^T, z1 <-> z2), skipped when z2 needs no gradient. For K(x1, x1) a single pass on
+    [left, right], [right, left] gives W + W^T, hence both sides at once. Matern-1/2: dk/dr2 is
+    taken as 0 where r2 == 0 (it is unbounded there), so its x-gradients for near-duplicate
+    points are approximate.
+    """
+    _check_precision(precision)
+    with torch.enable_grad():
+        z1 = parts.scaled_inputs(x1)
+        z2 = z1 if x2 is None else parts.scaled_inputs(x2)
+        o, alpha = parts.outputscale(), parts.alpha()
+    batch = torch.broadcast_shapes(z1.shape[:-2], z2.shape[:-2], left.shape[:-2], right.shape[:-2],
+                                   () if o is None else o.shape, () if alpha is None else alpha.shape)
+    a, b = _centred(_flat(z1.detach(), batch), _flat(z2.detach(), batch))
+    u, v = _flat(left, batch), _flat(right, batch)
+    alpha_b = _per_batch(None if alpha is None else alpha.detach(), batch)
+    kernels = _kernels()
+    launch = dict(profile=parts.profile, alpha=alpha_b, precision=precision,
+                  block_m=block_m or kernels.BLOCK_M, block_n=block_n or kernels.BLOCK_N)
+    scale = 1.0 if o is None else _per_batch(o.detach(), batch).float()[:, None, None]
+    with torch.no_grad():
+        if x2 is None and z1.requires_grad:  # W + W^T = [u v] [v u]^T: both sides in one pass; wk, wda count twice
+            h, hz, wk, wda = kernels.row_grad(a, a, torch.cat([u, v], -1), torch.cat([v, u], -1), **launch)
+            wk, wda = wk / 2, None if wda is None else wda / 2
+            grads = [_z_grad(a, h, hz, scale).to(z1.dtype).reshape(*batch, *a.shape[-2:])]
+        else:
+            h, hz, wk, wda = kernels.row_grad(a, b, u, v, **launch)
+            grads = [_z_grad(a, h, hz, scale).to(z1.dtype).reshape(*batch, *a.shape[-2:])]
+            if x2 is not None and z2.requires_grad:
+                h, hz, _, _ = kernels.row_grad(b, a, v, u, need_wk=False, **launch)
+                grads.append(_z_grad(b, h, hz, scale).to(z2.dtype).reshape(*batch, *b.shape[-2:]))
+        outs = [z1, z2][:len(grads)]
+        if o is not None:  # K = o * K_unit: dL/do = sum W K_unit
+            outs.append(o)
+            grads.append(wk.sum(-1).to(o.dtype).reshape(batch))
+        if alpha is not None:  # dK/dalpha = o * dK_unit/dalpha
+            outs.append(alpha)
+            grads.append((wda.sum(-1) * (1.0 if o is None else scale.reshape(-1))).to(alpha.dtype).reshape(batch))
+        grads = [_sum_to(g, out.shape) for out, g in zip(outs, grads)]
+    live = [(out, g) for out, g in zip(outs, grads) if out.requires_grad]
+    if not live:
+        return tuple(None for _ in targets)
+    return torch.autograd.grad([out for out, _ in live], targets, [g for _, g in live],
+                               allow_unused=True)

@@ -1,0 +1,297 @@
+# Fused Triton kernels for stationary kernels: K(z1, z2) @ V and the per-row sums of the analytic
+# gradient, one tile loop over columns each, with K never stored. CUDA, or CPU with TRITON_INTERPRET=1.
+"""Fused stationary-kernel products on lengthscale-scaled inputs.
+
+Inputs are z1 = x1 / lengthscale (B, n1, D) and z2 (B, n2, D), already centred (the caller
+subtracts a common shift, which leaves distances unchanged and keeps float32 accurate). The
+output scale is applied by the caller. Every kernel entry is
+
+    r2_ab = |a|^2 + |b|^2 - 2 a.b   (clamped >= 0; set to 0 at or below eps-level round-off)
+    K_ab  = k(r2_ab)                (profile: rbf, matern12, matern32, matern52, rq)
+
+accumulated in float32. Whether a launch runs on the GPU or in Triton's interpreter is fixed
+when this module is imported (TRITON_INTERPRET=1 must be set before that): see ``INTERPRETED``.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# ----- named parameters: block sizes and precision -------------------------------------------
+BLOCK_M = 128            # rows of z1 per program (reuse of each V / z2 tile loaded)
+BLOCK_N = 64             # columns of z2 per step of the tile loop
+NUM_WARPS = 4
+NUM_STAGES = 2
+MIN_DOT = 16             # tl.dot needs every dimension >= 16: D and t are zero-padded up to it
+MAX_D = 128              # widest scaled input handled in one tile (wider: the blocked backend)
+MAX_T = 64               # columns of V per launch; wider V is split into chunks of MAX_T
+ROUNDOFF = tl.constexpr(8 * 2.0**-23)  # r2 <= ROUNDOFF * (|a|^2 + |b|^2) is round-off: set to 0
+
+# precision mode -> (geometry dots a.b and H @ z, product dots K @ V and U V^T, product operand dtype)
+# The geometry dots feed |a|^2 + |b|^2 - 2 a.b, which cancels for near points: plain tf32 (10-bit
+# mantissa) would leave errors ~1e-3 |z|^2 in r2, so the reduced modes use 3xTF32 there (tensor
+# cores, about float32 accuracy). Only the products, where errors average out, drop precision.
+PRECISIONS = {
+    "fp32": ("ieee", "ieee", "float32"),
+    "tf32": ("tf32x3", "tf32", "float32"),
+    "bf16": ("tf32x3", "ieee", "bfloat16"),   # bf16 operands, float32 accumulation (Maddox et al. 2022)
+}
+PROFILES = {"rbf": 0, "matern12": 1, "matern32": 2, "matern52": 3, "rq": 4}
+_RQ = tl.constexpr(4)
+
+INTERPRETED = bool(triton.knobs.runtime.interpret)  # fixed at import, like triton.jit itself
+# Triton 3.6's interpreter multiplies bfloat16 dot operands as raw uint16 bits; there the bf16
+# product is emulated exactly: operands rounded to bf16, multiplied in float32 (exact), summed.
+_EMULATE_BF16 = tl.constexpr(INTERPRETED)
+
+
+# ----- per-entry math ---------------------------------------------------------------------------
+@triton.jit
+def _sq_dist(a, b, a2, b2, GEOMETRY: tl.constexpr):
+    """r2 (M, N) from rows a (M, Dp), b (N, Dp) and their squared norms a2 (M,), b2 (N,)."""
+    norms = a2[:, None] + b2[None, :]
+    r2 = tl.maximum(norms - 2.0 * tl.dot(a, tl.trans(b), input_precision=GEOMETRY), 0.0)
+    return tl.where(r2 <= ROUNDOFF * norms, 0.0, r2)
+
+
+@triton.jit
+def _profile(r2, alpha, PROFILE: tl.constexpr):
+    """(k, dk/dr2, dk/dalpha) elementwise; unused terms are removed by the compiler.
+
+    Matern-1/2 has dk/dr2 = -exp(-r) / (2 r), unbounded at r = 0: it is set to 0 where r2 == 0.
+    """
+    if PROFILE == 0:  # RBF: exp(-r2 / 2)
+        k = tl.exp(-0.5 * r2)
+        dk = -0.5 * k
+        dka = 0.0 * k
+    elif PROFILE == 1:  # Matern 1/2: exp(-r)
+        r = tl.sqrt(r2)
+        k = tl.exp(-r)
+        dk = tl.where(r2 > 0.0, -0.5 * k / tl.maximum(r, 1e-30), 0.0)
+        dka = 0.0 * k
+    elif PROFILE == 2:  # Matern 3/2: (1 + s) exp(-s), s = sqrt(3 r2)
+        s = tl.sqrt(3.0 * r2)
+        e = tl.exp(-s)
+        k = (1.0 + s) * e
+        dk = -1.5 * e
+        dka = 0.0 * k
+    elif PROFILE == 3:  # Matern 5/2: (1 + s + s^2 / 3) exp(-s), s = sqrt(5 r2)
+        s = tl.sqrt(5.0 * r2)
+        e = tl.exp(-s)
+        k = (1.0 + s + s * s / 3.0) * e
+        dk = (-5.0 / 6.0) * (1.0 + s) * e
+        dka = 0.0 * k
+    else:  # RQ: q^-alpha, q = 1 + r2 / (2 alpha)
+        q = 1.0 + r2 / (2.0 * alpha)
+        log_q = tl.log(q)
+        k = tl.exp(-alpha * log_q)
+        dk = -0.5 * k / q
+        dka = k * (1.0 - 1.0 / q - log_q)
+    return k, dk, dka
+
+
+@triton.jit
+def _product(x, y, acc, PRODUCT: tl.constexpr, OPERAND: tl.constexpr):
+    """acc + x @ y with operands cast to OPERAND (float32 or bfloat16); float32 accumulation."""
+    if OPERAND == "bfloat16":
+        x, y = x.to(tl.bfloat16), y.to(tl.bfloat16)
+        if _EMULATE_BF16:
+            out = tl.dot(x.to(tl.float32), y.to(tl.float32), acc, input_precision="ieee")
+        else:
+            out = tl.dot(x, y, acc)
+    else:
+        out = tl.dot(x, y, acc, input_precision=PRODUCT)
+    return out
+
+
+# ----- K @ V ------------------------------------------------------------------------------------
+@triton.jit
+def _kv_matmul_kernel(Z1, Z2, N1, N2, V, OUT, ALPHA, n1, n2, d, t,
+                      s_z1b, s_z1n, s_z1d, s_z2b, s_z2n, s_z2d, s_n1b, s_n2b,
+                      s_vb, s_vn, s_vt, s_ob, s_on, s_ot, s_ab,
+                      PROFILE: tl.constexpr, GEOMETRY: tl.constexpr, PRODUCT: tl.constexpr,
+                      OPERAND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr):
+    """OUT[b, rows] = sum over column tiles of k(r2(z1 rows, z2 cols)) @ V[b, cols]."""
+    pid_m, pid_b = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    dims, cols_t = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_T)
+    row_ok = rows < n1
+    a = tl.load(Z1 + pid_b * s_z1b + rows[:, None] * s_z1n + dims[None, :] * s_z1d,
+                mask=row_ok[:, None] & (dims[None, :] < d), other=0.0)
+    a2 = tl.load(N1 + pid_b * s_n1b + rows, mask=row_ok, other=0.0)
+    alpha = 1.0
+    if PROFILE == _RQ:
+        alpha = tl.load(ALPHA + pid_b * s_ab)
+    acc = tl.zeros((BLOCK_M, BLOCK_T), dtype=tl.float32)
+    for start in range(0, n2, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        col_ok = cols < n2
+        b = tl.load(Z2 + pid_b * s_z2b + cols[:, None] * s_z2n + dims[None, :] * s_z2d,
+                    mask=col_ok[:, None] & (dims[None, :] < d), other=0.0)
+        b2 = tl.load(N2 + pid_b * s_n2b + cols, mask=col_ok, other=0.0)
+        r2 = _sq_dist(a, b, a2, b2, GEOMETRY)
+        k, _, _ = _profile(r2, alpha, PROFILE)
+        # padded rows of V are zero, so padded columns of the K tile add nothing
+        v = tl.load(V + pid_b * s_vb + cols[:, None] * s_vn + cols_t[None, :] * s_vt,
+                    mask=col_ok[:, None] & (cols_t[None, :] < t), other=0.0)
+        acc = _product(k, v, acc, PRODUCT, OPERAND)
+    tl.store(OUT + pid_b * s_ob + rows[:, None] * s_on + cols_t[None, :] * s_ot, acc,
+             mask=row_ok[:, None] & (cols_t[None, :] < t))
+
+
+# ----- per-row sums for the analytic gradient -------------------------------------------------
+@triton.jit
+def _row_grad_kernel(Z1, Z2, N1, N2, U, V, ALPHA, H_SUM, HZ, WK, WDA, n1, n2, d, t,
+                     s_z1b, s_z1n, s_z1d, s_z2b, s_z2n, s_z2d, s_n1b, s_n2b,
+                     s_ub, s_un, s_ut, s_vb, s_vn, s_vt, s_ab,
+                     PROFILE: tl.constexpr, NEED_WK: tl.constexpr, GEOMETRY: tl.constexpr,
+                     PRODUCT: tl.constexpr, OPERAND: tl.constexpr, BLOCK_M: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr):
+    """Per row a: sum_b H_ab, sum_b H_ab z2_b, sum_b W_ab K_ab, sum_b W_ab dK_ab/dalpha.
+
+    W = U V^T and H = W * dk/dr2, one (BLOCK_M, BLOCK_N) tile at a time. Outputs are (B, n1[, Dp]).
+    """
+    pid_m, pid_b = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    dims, cols_t = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_T)
+    row_ok = rows < n1
+    a = tl.load(Z1 + pid_b * s_z1b + rows[:, None] * s_z1n + dims[None, :] * s_z1d,
+                mask=row_ok[:, None] & (dims[None, :] < d), other=0.0)
+    a2 = tl.load(N1 + pid_b * s_n1b + rows, mask=row_ok, other=0.0)
+    u = tl.load(U + pid_b * s_ub + rows[:, None] * s_un + cols_t[None, :] * s_ut,
+                mask=row_ok[:, None] & (cols_t[None, :] < t), other=0.0)
+    alpha = 1.0
+    if PROFILE == _RQ:
+        alpha = tl.load(ALPHA + pid_b * s_ab)
+    h_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    hz = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
+    wk = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    wda = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for start in range(0, n2, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        col_ok = cols < n2
+        b = tl.load(Z2 + pid_b * s_z2b + cols[:, None] * s_z2n + dims[None, :] * s_z2d,
+                    mask=col_ok[:, None] & (dims[None, :] < d), other=0.0)
+        b2 = tl.load(N2 + pid_b * s_n2b + cols, mask=col_ok, other=0.0)
+        r2 = _sq_dist(a, b, a2, b2, GEOMETRY)
+        k, dk, dka = _profile(r2, alpha, PROFILE)
+        # padded rows of V are zero, so W (and H) vanish on padded columns
+        v = tl.load(V + pid_b * s_vb + cols[:, None] * s_vn + cols_t[None, :] * s_vt,
+                    mask=col_ok[:, None] & (cols_t[None, :] < t), other=0.0)
+        w = _product(u, tl.trans(v), tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), PRODUCT, OPERAND)
+        h = w * dk
+        h_sum += tl.sum(h, axis=1)
+        hz = tl.dot(h, b, hz, input_precision=GEOMETRY)
+        if NEED_WK:
+            wk += tl.sum(w * k, axis=1)
+            if PROFILE == _RQ:
+                wda += tl.sum(w * dka, axis=1)
+    out_b = pid_b * n1
+    tl.store(H_SUM + out_b + rows, h_sum, mask=row_ok)
+    tl.store(HZ + (out_b + rows[:, None]) * BLOCK_D + dims[None, :], hz, mask=row_ok[:, None])
+    if NEED_WK:
+        tl.store(WK + out_b + rows, wk, mask=row_ok)
+        if PROFILE == _RQ:
+            tl.store(WDA + out_b + rows, wda, mask=row_ok)
+
+
+# ----- launchers (torch side) -----------------------------------------------------------------
+def _padded(size: int) -> int:
+    return max(MIN_DOT, triton.next_power_of_2(size))
+
+
+def _check(z1, z2, profile, alpha, precision, block_m, block_n):
+    if profile not in PROFILES:
+        raise ValueError(f"profile: expected one of {tuple(PROFILES)}, got {profile!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {precision!r}")
+    if z1.dim() != 3 or z2.dim() != 3 or z1.shape[0] != z2.shape[0] or z1.shape[2] != z2.shape[2]:
+        raise ValueError(f"z2: expected (B, n2, D) matching z1 (B, n1, D), got {tuple(z2.shape)} "
+                         f"and {tuple(z1.shape)}")
+    if z1.shape[2] > MAX_D:
+        raise ValueError(f"z1: at most {MAX_D} columns (MAX_D) are supported, got {z1.shape[2]}")
+    if profile == "rq" and (alpha is None or alpha.shape != (z1.shape[0],)):
+        raise ValueError(f"alpha: the rq profile needs a (B,) tensor, got "
+                         f"{None if alpha is None else tuple(alpha.shape)}")
+    for name, block in (("block_m", block_m), ("block_n", block_n)):
+        if block < MIN_DOT or block & (block - 1):
+            raise ValueError(f"{name}: expected a power of two >= {MIN_DOT}, got {block}")
+
+
+def _prepared(z1, z2, alpha):
+    """float32 inputs, their squared norms (B, n) and alpha (B,) (a dummy for other profiles)."""
+    z1, z2 = z1.float(), z2.float()
+    n1sq, n2sq = z1.pow(2).sum(-1), z2.pow(2).sum(-1)
+    alpha = torch.ones(z1.shape[0], device=z1.device) if alpha is None else alpha.float()
+    return z1, z2, n1sq, n2sq, alpha
+
+
+def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
+              alpha: torch.Tensor | None = None, precision: str = "fp32",
+              block_m: int = BLOCK_M, block_n: int = BLOCK_N) -> torch.Tensor:
+    """K(z1, z2) @ v for the unit-scale ``profile``.
+
+    z1 (B, n1, D), z2 (B, n2, D), v (B, n2, t), alpha (B,) for "rq". Returns (B, n1, t) float32.
+    Batch strides may be 0 (expanded tensors). t > MAX_T is done in chunks of MAX_T columns.
+    """
+    _check(z1, z2, profile, alpha, precision, block_m, block_n)
+    if v.dim() != 3 or v.shape[:2] != z2.shape[:2]:
+        raise ValueError(f"v: expected (B, n2, t) = ({z2.shape[0]}, {z2.shape[1]}, t), got {tuple(v.shape)}")
+    (bsz, n1, d), n2, t = z1.shape, z2.shape[1], v.shape[2]
+    geometry, product, operand = PRECISIONS[precision]
+    z1, z2, n1sq, n2sq, alpha = _prepared(z1, z2, alpha)
+    v = v.to(getattr(torch, operand))
+    out = torch.zeros(bsz, n1, t, device=z1.device, dtype=torch.float32)
+    if n1 == 0 or n2 == 0 or t == 0:
+        return out
+    grid = (triton.cdiv(n1, block_m), bsz)
+    for c in range(0, t, MAX_T):
+        vc, oc = v[..., c:c + MAX_T], out[..., c:c + MAX_T]
+        _kv_matmul_kernel[grid](
+            z1, z2, n1sq, n2sq, vc, oc, alpha, n1, n2, d, vc.shape[2],
+            *z1.stride(), *z2.stride(), n1sq.stride(0), n2sq.stride(0), *vc.stride(), *oc.stride(),
+            alpha.stride(0), PROFILE=PROFILES[profile], GEOMETRY=geometry, PRODUCT=product,
+            OPERAND=operand, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=_padded(d),
+            BLOCK_T=_padded(vc.shape[2]), num_warps=NUM_WARPS, num_stages=NUM_STAGES)
+    return out
+
+
+def row_grad(z1: torch.Tensor, z2: torch.Tensor, u: torch.Tensor, v: torch.Tensor, profile: str,
+             alpha: torch.Tensor | None = None, precision: str = "fp32", need_wk: bool = True,
+             block_m: int = BLOCK_M, block_n: int = BLOCK_N) -> tuple:
+    """Row sums for the gradient of sum(W * K), W = u v^T, from the unit-scale ``profile``.
+
+    z1 (B, n1, D), z2 (B, n2, D), u (B, n1, t), v (B, n2, t), alpha (B,) for "rq".
+    Returns (rowsum_h (B, n1), hz (B, n1, D), wk (B, n1) or None, wdk_alpha (B, n1) or None)
+    with H = W * dk/dr2: rowsum_h[a] = sum_b H_ab, hz[a] = sum_b H_ab z2[b], wk[a] = sum_b W_ab
+    K_ab, wdk_alpha[a] = sum_b W_ab dK_ab/dalpha ("rq" only); wk and wdk_alpha need ``need_wk``.
+    """
+    _check(z1, z2, profile, alpha, precision, block_m, block_n)
+    if u.dim() != 3 or v.dim() != 3 or u.shape[:2] != z1.shape[:2] or v.shape[:2] != z2.shape[:2] \
+            or u.shape[2] != v.shape[2]:
+        raise ValueError(f"v: expected u (B, n1, t) and v (B, n2, t) matching z1 and z2, got "
+                         f"{tuple(u.shape)} and {tuple(v.shape)}")
+    (bsz, n1, d), n2, t = z1.shape, z2.shape[1], u.shape[2]
+    geometry, product, operand = PRECISIONS[precision]
+    z1, z2, n1sq, n2sq, alpha = _prepared(z1, z2, alpha)
+    u, v = u.to(getattr(torch, operand)), v.to(getattr(torch, operand))
+    dp = _padded(d)
+    sums = [torch.zeros(bsz, n1, device=z1.device, dtype=torch.float32) for _ in range(3)]
+    h_sum, wk, wda = sums
+    hz = torch.zeros(bsz, n1, dp, device=z1.device, dtype=torch.float32)
+    grid = (triton.cdiv(n1, block_m), bsz)
+    for c in range(0, t if n1 and n2 else 0, MAX_T):
+        uc, vc = u[..., c:c + MAX_T], v[..., c:c + MAX_T]
+        outs = (h_sum, hz, wk, wda) if c == 0 else tuple(torch.zeros_like(o) for o in (h_sum, hz, wk, wda))
+        _row_grad_kernel[grid](
+            z1, z2, n1sq, n2sq, uc, vc, alpha, *outs, n1, n2, d, uc.shape[2],
+            *z1.stride(), *z2.stride(), n1sq.stride(0), n2sq.stride(0), *uc.stride(), *vc.stride(),
+            alpha.stride(0), PROFILE=PROFILES[profile], NEED_WK=need_wk, GEOMETRY=geometry,
+            PRODUCT=product, OPERAND=operand, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=dp,
+            BLOCK_T=_padded(uc.shape[2]), num_warps=NUM_WARPS, num_stages=NUM_STAGES)
+        if c:  # W = u v^T is a sum over columns: chunks add up
+            for total, part in zip((h_sum, hz, wk, wda), outs):
+                total += part
+    return (h_sum, hz[..., :d], wk if need_wk else None, wda if need_wk and profile == "rq" else None)

@@ -1,0 +1,431 @@
+# The `flashgp` command line: fit and predict with an exact GP on CSV files, the packaged demo,
+# and environment info. `main(argv)` returns the exit status; errors are one line on stderr.
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__, kernels, likelihoods, means
+from .errors import NotPSDError
+from .fit import fit
+from .io import load as load_model, save as save_model
+from .models import ExactGP
+from .tables import (InputError, check_columns, heldout_metrics, numeric_columns,
+                     predict_original_units, read_table, scaled_inputs, select_features,
+                     standardization, write_predictions)
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2  # success; bad data or environment; bad command line
+KERNELS = ("rbf", "matern12", "matern32", "matern52", "rq")
+SUBCOMMANDS = ("fit", "predict", "demo", "info")
+METADATA_KEYS = ("target", "features", "x_mean", "x_std", "y_mean", "y_std")
+METADATA_FORMAT = "flashgp-cli-standardization/1"
+
+
+class CLIError(Exception):
+    """A failure to report as ``flashgp: error: <message>`` with exit status ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_INPUT):
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises CLIError (one line, exit 2) instead of printing the usage."""
+
+    def error(self, message):
+        raise CLIError(f"{message} (see '{self.prog} --help')", EXIT_USAGE)
+
+
+# ----- command-line values --------------------------------------------------------------
+def _checked(convert, ok, expected: str):
+    """An argparse ``type``: ``convert(text)``, which must satisfy ``ok``."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
+
+
+_fraction = _checked(float, lambda v: 0 < v < 1, "a fraction in (0, 1)")
+_positive_float = _checked(float, lambda v: 0 < v < math.inf, "a number > 0")
+_count = _checked(int, lambda v: v >= 0, "an integer >= 0")
+
+
+def make_kernel(name: str, d: int):
+    """Scale(base) with one lengthscale per input column (ARD); ``name`` one of KERNELS."""
+    nus = {"matern12": 0.5, "matern32": 1.5, "matern52": 2.5}
+    base = kernels.Matern(nu=nus[name], ard_dims=d) if name in nus else (
+        kernels.RBF(ard_dims=d) if name == "rbf" else kernels.RQ(ard_dims=d))
+    return kernels.Scale(base)
+
+
+def choose_device(name: str) -> torch.device:
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda``; CUDA must be available if asked for."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device: cuda requested but no CUDA device is available (torch {torch.__version__})")
+    return torch.device(name)
+
+
+# ----- models -----------------------------------------------------------------------------
+def hyperparameters(model, features: list[str]) -> dict:
+    """Fitted hyperparameters in standardized units, lengthscales keyed by feature name."""
+    kernel = model.kernel
+    out = {"outputscale": float(kernel.outputscale.detach()),
+           "lengthscale": dict(zip(features, kernel.base.lengthscale.detach().flatten().tolist())),
+           "noise": float(model.likelihood.noise.detach()), "mean": float(model.mean.constant.detach())}
+    if hasattr(kernel.base, "alpha"):
+        out["alpha"] = float(kernel.base.alpha.detach())
+    return out
+
+
+# ----- fit --------------------------------------------------------------------------------
+def _split(x, y, args):
+    """(x_train, y_train, x_test, y_test) from --test-size / --test; tests may be None."""
+    if args.test is not None:
+        header, rows = read_table(args.test, "--test")
+        check_columns(header, args.feature_names + [args.target], "--test", args.test)
+        x_test = numeric_columns(header, rows, args.feature_names, "--test")
+        y_test = numeric_columns(header, rows, [args.target], "--test")[:, 0]
+        if not rows:
+            raise CLIError(f"--test: {args.test} has no data rows")
+        return x, y, x_test, y_test
+    if args.test_size is None:
+        return x, y, None, None
+    n_test = int(round(args.test_size * len(y)))
+    if n_test < 1 or len(y) - n_test < 3:
+        raise CLIError(f"--test-size: {args.test_size} of {len(y)} rows leaves {len(y) - n_test} "
+                       f"training and {n_test} test rows (need >= 3 and >= 1)", EXIT_USAGE)
+    order = np.random.default_rng(args.seed).permutation(len(y))
+    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+    return x[train], y[train], x[test], y[test]
+
+
+def _save(model, path: str, meta: dict) -> str:
+    """Save the model (fg.save) and its standardization ``meta`` in the sidecar ``path + '.json'``.
+
+    fg.save stores the model's structure and tensors only, so the CSV column names and the
+    statistics that map data units to the model's standardized units travel beside it.
+    """
+    sidecar = path + ".json"
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_model(model, path)
+        with open(sidecar, "w", encoding="utf-8") as handle:
+            json.dump(meta, handle, indent=2)
+    except (OSError, ValueError) as err:
+        raise CLIError(f"--out: cannot write {path}: {err}") from None
+    return sidecar
+
+
+def cmd_fit(args, say) -> dict:
+    """Read, standardize, fit, evaluate and save; returns the JSON-able result."""
+    header, rows = read_table(args.data, "DATA")
+    args.feature_names = select_features(header, args.target, args.features, args.data)
+    hint = "; choose numeric columns with --features" if args.features is None else ""
+    x = numeric_columns(header, rows, args.feature_names, "DATA", hint)
+    y = numeric_columns(header, rows, [args.target], "--target")[:, 0]
+    if len(y) < 3:
+        raise CLIError(f"DATA: {args.data} has {len(y)} data row(s); a fit needs at least 3")
+    x_train, y_train, x_test, y_test = _split(x, y, args)
+    device = choose_device(args.device)
+    stats = standardization(x_train, y_train)
+    dtype = torch.float64 if device.type == "cpu" else torch.float32
+    torch.manual_seed(args.seed)
+    train_x = scaled_inputs(x_train, stats, dtype, device)
+    train_y = torch.as_tensor((y_train - stats["y_mean"]) / stats["y_std"], dtype=dtype, device=device)
+    d = train_x.shape[-1]
+    model = ExactGP(train_x, train_y, make_kernel(args.kernel, d), likelihood=likelihoods.Gaussian(),
+                    mean=means.Constant())
+    start = time.perf_counter()
+    history = fit(model, optimizer="adam", lr=args.lr, iters=args.iters, progress=args.progress,
+                     seed=args.seed)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        lml = float(model.mll(generator=torch.Generator(device=device).manual_seed(args.seed))) * len(y_train)
+    result = {"command": "fit", "data": args.data, "target": args.target, "features": args.feature_names,
+              "kernel": args.kernel, "n_train": len(y_train), "iters": len(history), "lr": args.lr,
+              "device": str(device), "solver_path": model.diagnostics.get("path"),
+              "train_seconds": seconds, "final_loss": history.loss[-1] if history.loss else None,
+              "stopped_early": history.stopped_early,
+              "hyperparameters": hyperparameters(model, args.feature_names),
+              "log_marginal_likelihood": lml,
+              "log_marginal_likelihood_target_units": lml - len(y_train) * math.log(stats["y_std"]),
+              "test": None, "model": args.out, "metadata": None}
+    if x_test is not None:
+        mean, std = predict_original_units(model, x_test, stats)
+        result["test"] = heldout_metrics(mean, std, y_test)
+    if args.out is not None:
+        meta = {"format": METADATA_FORMAT, "flashgp_version": __version__, "target": args.target,
+                "features": args.feature_names, "kernel": args.kernel, **stats}
+        result["metadata"] = _save(model, args.out, meta)
+    say(_fit_report(result))
+    return result
+
+
+def _fit_report(r: dict) -> str:
+    hp = r["hyperparameters"]
+    lines = [f"flashgp fit: {r['n_train']} rows x {len(r['features'])} features -> {r['target']!r}; "
+             f"Scale({r['kernel']}, ARD); Adam lr={r['lr']}, {r['iters']} steps in {r['train_seconds']:.2f} s "
+             f"on {r['device']} (solver path: {r['solver_path']})",
+             f"  hyperparameters (standardized units): outputscale {hp['outputscale']:.4g}  "
+             f"noise {hp['noise']:.4g}  mean {hp['mean']:.4g}"
+             + (f"  alpha {hp['alpha']:.4g}" if "alpha" in hp else ""),
+             "  lengthscales: " + "  ".join(f"{k} {v:.4g}" for k, v in hp["lengthscale"].items()),
+             f"  log marginal likelihood {r['log_marginal_likelihood']:.4f} (standardized target; "
+             f"{r['log_marginal_likelihood_target_units']:.4f} in target units)"]
+    if r["stopped_early"]:
+        lines.append(f"  warning: {r['stopped_early']}")
+    if r["test"] is not None:
+        t = r["test"]
+        lines.append(f"  held-out ({t['n']} rows, target units): RMSE {t['rmse']:.4g}  NLL {t['nll']:.4f}  "
+                     f"95% coverage {t['coverage95']:.3f}")
+    if r["model"] is not None:
+        lines.append(f"  saved {r['model']} (standardization in {r['metadata']})")
+    return "\n".join(lines)
+
+
+# ----- predict ----------------------------------------------------------------------------
+def _load(path: str, device: torch.device):
+    """The model saved at ``path`` (fg.load, onto ``device``) and its sidecar standardization."""
+    if not os.path.isfile(path):
+        raise CLIError(f"MODEL: no such file: {path}")
+    sidecar = path + ".json"
+    if not os.path.isfile(sidecar):
+        raise CLIError(f"MODEL: {sidecar} is missing (written by 'flashgp fit --out' next to the model)")
+    try:
+        with open(sidecar, encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (OSError, ValueError) as err:
+        raise CLIError(f"MODEL: cannot read {sidecar}: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != METADATA_FORMAT or any(
+            key not in meta for key in METADATA_KEYS):
+        raise CLIError(f"MODEL: {sidecar} is not flashgp fit metadata ({METADATA_FORMAT} with "
+                       f"{', '.join(METADATA_KEYS)})")
+    try:
+        model = load_model(path, device=device)
+    except (OSError, ValueError) as err:  # ModelFileError is a ValueError
+        raise CLIError(f"MODEL: cannot load {path}: {err}") from None
+    return model, meta
+
+
+def cmd_predict(args, say) -> dict:
+    """Predict at every row of DATA and write the rows plus mean, std, lower, upper."""
+    header, rows = read_table(args.data, "DATA")
+    model, meta = _load(args.model, choose_device(args.device))
+    check_columns(header, meta["features"], "DATA", args.data)
+    if not rows:
+        raise CLIError(f"DATA: {args.data} has no data rows")
+    x = numeric_columns(header, rows, meta["features"], "DATA")
+    start = time.perf_counter()
+    mean, std = predict_original_units(model, x, meta)
+    seconds = time.perf_counter() - start
+    names = write_predictions(args.out, header, rows, mean, std)
+    result = {"command": "predict", "model": args.model, "data": args.data, "out": args.out,
+              "rows": len(rows), "columns": names, "predict_seconds": seconds, "metrics": None}
+    if meta["target"] in header:
+        try:
+            y = numeric_columns(header, rows, [meta["target"]], "DATA")[:, 0]
+            result["metrics"] = heldout_metrics(mean, std, y)
+        except InputError:
+            pass  # a target column that is not numeric is passed through, not scored
+    text = f"flashgp predict: {len(rows)} rows -> {args.out} ({', '.join(names)}; 95% predictive)"
+    if result["metrics"]:
+        t = result["metrics"]
+        text += (f"\n  against column {meta['target']!r}: RMSE {t['rmse']:.4g}  NLL {t['nll']:.4f}  "
+                 f"95% coverage {t['coverage95']:.3f}")
+    say(text)
+    return result
+
+
+# ----- demo -------------------------------------------------------------------------------
+def _demo_plot(fitted, out_dir: str, say_err) -> str | None:
+    """Write predicted-vs-truth and the training curve to OUT/flashgp-demo.png (needs matplotlib)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        say_err("flashgp demo: matplotlib is not installed, skipping the plot "
+                "(pip install 'flashgp[plot]')")
+        return None
+    from .plot import plot_history, plot_predicted_vs_observed
+
+    data = fitted.data
+    pred = fitted.model.predict(data.x_test)
+    figure = Figure(figsize=(10, 4.2), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    plot_predicted_vs_observed(data.to_original_units(pred.mean), pred.stddev * data.y_std,
+                               data.to_original_units(data.y_test), ax=left)
+    left.set_xlabel(f"observed ({data.name} test target)")
+    plot_history(fitted.history, ax=right)
+    path = os.path.join(out_dir, "flashgp-demo.png")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        figure.savefig(path, dpi=110)
+    except OSError as err:
+        raise CLIError(f"--out: cannot write {path}: {err}") from None
+    return path
+
+
+def cmd_demo(args, say, say_err) -> dict:
+    """Fit the packaged data set (flashgp.demo), report, and plot unless --no-plot."""
+    from .demo import fit_demo, summarize
+
+    try:
+        fitted = fit_demo(args.dataset, args.iters, args.lr, args.solver, progress=args.progress)
+    except (ValueError, FileNotFoundError) as err:
+        raise CLIError(f"--dataset: {err}") from None
+    result = {"command": "demo", "dataset": fitted.data.name, **summarize(fitted)}
+    result["rmse_target_units"] = result["rmse"] * fitted.data.y_std
+    result["plot"] = None if args.no_plot else _demo_plot(fitted, args.out, say_err)
+    say(f"flashgp demo: {result['dataset']} (n_train={result['n_train']}, n_test={result['n_test']}, "
+        f"d={result['d']}), Scale(Matern-5/2 ARD), Adam lr={args.lr}, {args.iters} steps, "
+        f"solver path: {result['path']}\n"
+        f"  test RMSE {result['rmse']:.4f} (standardized; {result['rmse_target_units']:.3f} in target units)"
+        f"   test NLL {result['nll']:.4f} (standardized)\n"
+        f"  training {result['train_seconds']:.2f} s ({result['train_seconds'] / max(1, args.iters) * 1e3:.1f}"
+        f" ms/step)   prediction {result['predict_seconds'] * 1e3:.1f} ms   noise {result['noise']:.4f}"
+        + (f"\n  plot: {result['plot']}" if result["plot"] else ""))
+    return result
+
+
+# ----- info -------------------------------------------------------------------------------
+def _importable(name: str) -> str | None:
+    """The version of an importable package, or None."""
+    try:
+        module = importlib.import_module(name)
+    except Exception:  # noqa: BLE001 - a broken optional package counts as missing
+        return None
+    return str(getattr(module, "__version__", "installed"))
+
+
+def cmd_info(args, say) -> dict:
+    """Versions, CUDA devices and the kernel backends usable here."""
+    cuda = torch.cuda.is_available()
+    devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
+    optional = {name: _importable(name) for name in ("triton", "matplotlib", "sklearn", "gpytorch")}
+    backends = ["dense", "blocked"] + (["triton"] if optional["triton"] and cuda else [])
+    result = {"command": "info", "flashgp": __version__, "python": platform.python_version(),
+              "torch": torch.__version__, "numpy": np.__version__, "platform": platform.platform(),
+              "cuda_available": cuda, "cuda_version": torch.version.cuda, "cuda_devices": devices,
+              "cpu_threads": torch.get_num_threads(), "backends": backends, "optional": optional}
+    say("\n".join([f"flashgp {result['flashgp']}  python {result['python']}  torch {result['torch']}  "
+                   f"numpy {result['numpy']}",
+                   f"platform: {result['platform']} ({result['cpu_threads']} torch threads)",
+                   "CUDA: " + (f"{len(devices)} device(s), CUDA {torch.version.cuda}: " + "; ".join(
+                       f"cuda:{i} {n}" for i, n in enumerate(devices)) if cuda else "not available"),
+                   f"backends: {', '.join(backends)}",
+                   "optional: " + "  ".join(f"{k} {v or '-'}" for k, v in optional.items())]))
+    return result
+
+
+# ----- parser and entry point -------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of ``flashgp`` with the subcommands fit, predict, demo, info."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no report")
+    common.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    parser = _Parser(prog="flashgp", description="Exact Gaussian processes (flashgp) from the command "
+                     "line. Without a subcommand, runs 'demo'.")
+    parser.add_argument("--version", action="version", version=f"flashgp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{fit,predict,demo,info}")
+    fit = sub.add_parser("fit", parents=[common], help="fit an exact GP to a CSV file")
+    fit.add_argument("data", metavar="DATA.csv", help="CSV file with a header line")
+    fit.add_argument("--target", required=True, help="name of the column to predict")
+    fit.add_argument("--features", help="comma-separated input columns (default: all but the target)")
+    fit.add_argument("--kernel", choices=KERNELS, default="matern52", help="covariance (default matern52)")
+    fit.add_argument("--iters", type=_count, default=100, help="Adam steps (default 100)")
+    fit.add_argument("--lr", type=_positive_float, default=0.1, help="Adam learning rate (default 0.1)")
+    fit.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    held = fit.add_mutually_exclusive_group()
+    held.add_argument("--test-size", type=_fraction, help="fraction of rows held out at random")
+    held.add_argument("--test", metavar="TEST.csv", help="held-out rows with the same columns")
+    fit.add_argument("--seed", type=int, default=0, help="seeds the split, the probes and torch")
+    fit.add_argument("--out", metavar="MODEL", help="save the model here (and MODEL.json)")
+    predict = sub.add_parser("predict", parents=[common], help="predict with a saved model")
+    predict.add_argument("model", metavar="MODEL", help="a model written by 'flashgp fit --out'")
+    predict.add_argument("data", metavar="DATA.csv", help="CSV file with the model's feature columns")
+    predict.add_argument("--out", required=True, metavar="PRED.csv", help="where to write the predictions")
+    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                         help="auto: CUDA when present")
+    demo = sub.add_parser("demo", parents=[common], help="fit the packaged UCI concrete data set")
+    demo.add_argument("--out", default=".", metavar="DIR", help="folder for flashgp-demo.png (default .)")
+    demo.add_argument("--no-plot", action="store_true", help="do not write the plot")
+    demo.add_argument("--dataset", default="concrete", help="packaged name or a UCI-format folder")
+    demo.add_argument("--iters", type=_count, default=100, help="Adam steps (default 100)")
+    demo.add_argument("--lr", type=_positive_float, default=0.1)
+    demo.add_argument("--solver", choices=("auto", "cg"), default="auto")
+    sub.add_parser("info", parents=[common], help="versions, CUDA devices and backends")
+    return parser
+
+
+def _jsonable(value):
+    """``value`` with non-finite floats as None (strict JSON) and unknown objects as strings."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value if value is None or isinstance(value, (str, int, bool)) else str(value)
+
+
+def _with_default_command(argv: list[str]) -> list[str]:
+    """No subcommand (nothing, or demo options only) means 'demo'; help and version stay global."""
+    if not argv or (argv[0] not in ("-h", "--help", "--version") and argv[0].startswith("-")
+                    and not any(arg in SUBCOMMANDS for arg in argv)):
+        return ["demo", *argv]
+    return argv
+
+
+def main(argv=None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(_with_default_command(argv))
+        args.progress = not (args.quiet or args.json)
+
+        def say(text: str) -> None:
+            if not (args.quiet or args.json):
+                print(text, flush=True)
+
+        def say_err(text: str) -> None:
+            if not args.quiet:
+                print(text, file=sys.stderr, flush=True)
+
+        if args.command == "fit":
+            result = cmd_fit(args, say)
+        elif args.command == "predict":
+            result = cmd_predict(args, say)
+        elif args.command == "demo":
+            result = cmd_demo(args, say, say_err)
+        else:
+            result = cmd_info(args, say)
+        if args.json:
+            print(json.dumps(_jsonable(result), indent=2, allow_nan=False))
+        return EXIT_OK
+    except (CLIError, InputError) as err:
+        print(f"flashgp: error: {err}", file=sys.stderr)
+        return getattr(err, "code", EXIT_INPUT)
+    except SystemExit as done:  # --help and --version
+        return done.code if isinstance(done.code, int) else EXIT_OK
+    except NotPSDError as err:
+        print(f"flashgp: error: numerical failure: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("flashgp: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,244 @@
+# Conversion of model parts (kernels, likelihoods, means, solvers) to JSON-ready dicts and back.
+# Only allowlisted classes are rebuilt, from their constructor arguments; tensors travel separately.
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from . import kernels as K
+from .likelihoods import FixedNoise, Gaussian
+from .means import Constant, Linear as LinearMean, Zero
+from .solvers import CG, Auto, Cholesky, PivotedCholesky
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+          "float64": torch.float64}
+
+
+class ConfigError(ValueError):
+    """A configuration dict that does not describe an allowlisted flashgp object."""
+
+
+# ----- common argument readers -------------------------------------------------------------
+
+def _common(kernel: K.Kernel) -> dict:
+    """active_dims and batch_shape, which every leaf kernel's constructor takes."""
+    dims = kernel.active_dims
+    return {"active_dims": None if dims is None else [int(i) for i in dims.tolist()],
+            "batch_shape": list(kernel.batch_shape)}
+
+
+def _with_ard(kernel) -> dict:
+    return {**_common(kernel), "ard_dims": kernel.ard_dims}
+
+
+@dataclass(frozen=True)
+class KernelEntry:
+    """How one kernel class is written and rebuilt.
+
+    cls: the class (matched exactly, subclasses are refused).
+    args: kernel -> dict of JSON-ready constructor keyword arguments.
+    children: kernel -> list of member kernels, passed positionally to the constructor.
+    """
+
+    cls: type
+    args: Callable[[K.Kernel], dict]
+    children: Callable[[K.Kernel], list] | None = None
+
+
+# The kernel registry: a new kernel adds one entry. Hyperparameter values are not constructor
+# arguments here: they come back with the state dict.
+KERNELS: dict[str, KernelEntry] = {
+    "RBF": KernelEntry(K.RBF, _with_ard),
+    "Matern": KernelEntry(K.Matern, lambda k: {**_with_ard(k), "nu": k.nu}),
+    "RQ": KernelEntry(K.RQ, _with_ard),
+    "Periodic": KernelEntry(K.Periodic, _with_ard),
+    "Linear": KernelEntry(K.Linear, _common),
+    "Polynomial": KernelEntry(K.Polynomial, lambda k: {**_common(k), "power": k.power}),
+    "Scale": KernelEntry(K.Scale, lambda k: {}, lambda k: [k.base]),
+    "Sum": KernelEntry(K.Sum, lambda k: {}, lambda k: list(k.kernels)),
+    "Product": KernelEntry(K.Product, lambda k: {}, lambda k: list(k.kernels)),
+}
+
+SOLVERS = {cls.__name__: cls for cls in (Cholesky, CG, Auto, PivotedCholesky)}
+
+
+def _registered_name(obj, table: dict, what: str) -> str:
+    name = type(obj).__name__
+    entry = table.get(name)
+    cls = entry.cls if isinstance(entry, KernelEntry) else entry
+    if cls is None or type(obj) is not cls:
+        raise TypeError(f"{what}: cannot serialize {type(obj).__module__}.{type(obj).__qualname__}; "
+                        f"supported: {sorted(table)}")
+    return name
+
+
+def _split(config, what: str, allowed: dict) -> tuple[str, dict, list]:
+    """Check a {"type", "args"[, "children"]} dict against ``allowed`` and return its parts."""
+    if not isinstance(config, dict) or not isinstance(config.get("type"), str):
+        raise ConfigError(f"{what}: expected a dict with a 'type' string, got {config!r:.200}")
+    extra = set(config) - {"type", "args", "children"}
+    if extra:
+        raise ConfigError(f"{what}: unexpected keys {sorted(extra)}")
+    if config["type"] not in allowed:
+        raise ConfigError(f"{what}: type {config['type']!r} is not one of {sorted(allowed)}")
+    args, children = config.get("args", {}), config.get("children", [])
+    if not isinstance(args, dict) or not isinstance(children, list):
+        raise ConfigError(f"{what}: 'args' must be a dict and 'children' a list")
+    return config["type"], args, children
+
+
+def _construct(cls, what: str, *positional, **kwargs):
+    try:
+        return cls(*positional, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{what}: cannot build {cls.__name__} from {kwargs}: {err}") from None
+
+
+def _check_keys(args: dict, expected: set, what: str) -> None:
+    if set(args) != expected:
+        raise ConfigError(f"{what}: expected arguments {sorted(expected)}, got {sorted(args)}")
+
+
+# ----- kernels -----------------------------------------------------------------------------
+
+def kernel_to_config(kernel: K.Kernel) -> dict:
+    """A JSON-ready tree {"type", "args", "children"} describing ``kernel``'s structure."""
+    name = _registered_name(kernel, KERNELS, "kernel")
+    entry = KERNELS[name]
+    config = {"type": name, "args": entry.args(kernel)}
+    if entry.children is not None:
+        config["children"] = [kernel_to_config(k) for k in entry.children(kernel)]
+    return config
+
+
+def kernel_from_config(config: dict, what: str = "kernel") -> K.Kernel:
+    """Rebuild a kernel (hyperparameters at their defaults) from ``kernel_to_config`` output."""
+    name, args, children = _split(config, what, KERNELS)
+    entry = KERNELS[name]
+    if entry.children is None and children:
+        raise ConfigError(f"{what}: {name} takes no member kernels")
+    if entry.children is not None and not children:
+        raise ConfigError(f"{what}: {name} needs member kernels")
+    members = [kernel_from_config(c, f"{what}.{name}[{i}]") for i, c in enumerate(children)]
+    args = dict(args)
+    if "batch_shape" in args:
+        args["batch_shape"] = _shape(args["batch_shape"], f"{what}.batch_shape")
+    kernel = _construct(entry.cls, what, *members, **args)
+    if entry.args(kernel) != config.get("args", {}):  # e.g. an argument the format does not carry
+        raise ConfigError(f"{what}: arguments {config.get('args')} do not round-trip for {name}")
+    return kernel
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shape(value, what: str) -> tuple:
+    if not isinstance(value, list) or not all(_is_int(v) and v >= 0 for v in value):
+        raise ConfigError(f"{what}: expected a list of ints >= 0, got {value!r:.100}")
+    return tuple(value)
+
+
+# ----- likelihoods and means -----------------------------------------------------------------
+
+def likelihood_to_config(likelihood) -> dict:
+    """Gaussian: noise floor and batch shape; FixedNoise: the shape of its noise buffer."""
+    if type(likelihood) is Gaussian:
+        return {"type": "Gaussian", "args": {"noise_floor": likelihood._constraints["noise"].lower,
+                                             "batch_shape": list(likelihood.batch_shape)}}
+    if type(likelihood) is FixedNoise:
+        return {"type": "FixedNoise", "args": {"shape": list(likelihood.noise.shape)}}
+    raise TypeError(f"likelihood: cannot serialize {type(likelihood).__name__}; supported: Gaussian, FixedNoise")
+
+
+def likelihood_from_config(config: dict):
+    """Rebuild a likelihood (noise values come back with the state dict)."""
+    name, args, _ = _split(config, "likelihood", {"Gaussian": 0, "FixedNoise": 0})
+    if name == "Gaussian":
+        _check_keys(args, {"noise_floor", "batch_shape"}, "likelihood")
+        floor = args["noise_floor"]
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)):
+            raise ConfigError(f"likelihood.noise_floor: expected a number, got {floor!r:.100}")
+        return _construct(Gaussian, "likelihood", noise=floor + 1.0, noise_floor=floor,
+                          batch_shape=_shape(args["batch_shape"], "likelihood.batch_shape"))
+    _check_keys(args, {"shape"}, "likelihood")
+    shape = _shape(args["shape"], "likelihood.shape")
+    return _construct(FixedNoise, "likelihood", torch.ones(shape))
+
+
+def mean_to_config(mean) -> dict:
+    """Zero, Constant (batch shape) or Linear (input_dims, bias, batch shape)."""
+    if type(mean) is Zero:
+        return {"type": "Zero", "args": {}}
+    if type(mean) is Constant:
+        return {"type": "Constant", "args": {"batch_shape": list(mean.raw_constant.shape)}}
+    if type(mean) is LinearMean:
+        return {"type": "Linear", "args": {"input_dims": mean.weights.shape[-1],
+                                           "bias": mean.bias is not None,
+                                           "batch_shape": list(mean.weights.shape[:-1])}}
+    raise TypeError(f"mean: cannot serialize {type(mean).__name__}; supported: Zero, Constant, Linear")
+
+
+def mean_from_config(config: dict):
+    """Rebuild a mean function (its values come back with the state dict)."""
+    name, args, _ = _split(config, "mean", {"Zero": 0, "Constant": 0, "Linear": 0})
+    if name == "Zero":
+        _check_keys(args, set(), "mean")
+        return Zero()
+    if name == "Constant":
+        _check_keys(args, {"batch_shape"}, "mean")
+        return Constant(batch_shape=_shape(args["batch_shape"], "mean.batch_shape"))
+    _check_keys(args, {"input_dims", "bias", "batch_shape"}, "mean")
+    if not _is_int(args["input_dims"]):
+        raise ConfigError(f"mean.input_dims: expected an int, got {args['input_dims']!r:.100}")
+    if not isinstance(args["bias"], bool):
+        raise ConfigError(f"mean.bias: expected a bool, got {args['bias']!r:.100}")
+    return _construct(LinearMean, "mean", args["input_dims"], bias=args["bias"],
+                      batch_shape=_shape(args["batch_shape"], "mean.batch_shape"))
+
+
+# ----- solvers -------------------------------------------------------------------------------
+
+def solver_to_config(solver) -> dict:
+    """A solver configuration (Cholesky, CG, Auto, PivotedCholesky) with all its fields."""
+    name = _registered_name(solver, SOLVERS, "solver")
+    args = {}
+    for f in dataclasses.fields(solver):
+        value = getattr(solver, f.name)
+        args[f.name] = solver_to_config(value) if dataclasses.is_dataclass(value) else value
+    return {"type": name, "args": args}
+
+
+def solver_from_config(config: dict, what: str = "solver"):
+    """Rebuild a solver configuration; every field must be present."""
+    name, args, _ = _split(config, what, SOLVERS)
+    cls = SOLVERS[name]
+    _check_keys(args, {f.name for f in dataclasses.fields(cls)}, what)
+    values = {}
+    for key, value in args.items():
+        if isinstance(value, dict):
+            values[key] = solver_from_config(value, f"{what}.{key}")
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            values[key] = value
+        else:
+            raise ConfigError(f"{what}.{key}: unexpected value {value!r:.100}")
+    return _construct(cls, what, **values)
+
+
+# ----- dtypes --------------------------------------------------------------------------------
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """'float32' for torch.float32 (floating dtypes only)."""
+    for name, value in DTYPES.items():
+        if value == dtype:
+            return name
+    raise TypeError(f"dtype: cannot serialize {dtype}; supported: {sorted(DTYPES)}")
+
+
+def dtype_from_name(name) -> torch.dtype:
+    if name not in DTYPES:
+        raise ConfigError(f"dtype: expected one of {sorted(DTYPES)}, got {name!r:.100}")
+    return DTYPES[name]

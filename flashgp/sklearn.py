@@ -1,0 +1,255 @@
+# scikit-learn estimator around ExactGP: GPRegressor (fit, predict, sample_y, score).
+# Inputs and targets are standardized with training statistics inside; results are in data units.
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import kernels as fk
+from .fit import OPTIMIZERS, fit as fit_model
+from .likelihoods import FixedNoise, Gaussian
+from .means import Constant
+from .models import ExactGP
+from .solvers import CG, Auto, Cholesky
+
+KERNELS = {
+    "rbf": lambda d: fk.RBF(ard_dims=d),
+    "matern12": lambda d: fk.Matern(nu=0.5, ard_dims=d),
+    "matern32": lambda d: fk.Matern(nu=1.5, ard_dims=d),
+    "matern52": lambda d: fk.Matern(nu=2.5, ard_dims=d),
+    "rq": lambda d: fk.RQ(ard_dims=d),
+}
+SOLVERS = {"auto": Auto, "cholesky": Cholesky, "cg": CG}
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+PREDICT_CHUNK = 4096  # test rows per posterior call when no joint covariance is needed
+
+
+def _scale_of(values: np.ndarray) -> np.ndarray:
+    """Standard deviations along axis 0, with 1 where a column is (numerically) constant."""
+    std = values.std(axis=0)
+    tiny = 10 * np.finfo(values.dtype).eps * np.maximum(1.0, np.abs(values.mean(axis=0)))
+    return np.where(std > tiny, std, 1.0)
+
+
+class GPRegressor(RegressorMixin, BaseEstimator):
+    """Exact GP regression (``flashgp.ExactGP``) as a scikit-learn estimator.
+
+    Args:
+        kernel: "rbf", "matern12", "matern32", "matern52" or "rq" (each with one lengthscale per
+            feature, times a learned output scale), or a ``flashgp.kernels.Kernel`` object, which
+            is deep-copied at fit and used as given (no output scale is added).
+        iters: optimizer steps on the negative log marginal likelihood.
+        lr: learning rate (Adam) or initial step length (L-BFGS).
+        optimizer: "adam" or "lbfgs".
+        solver: "auto" (Cholesky up to 2,000 points, CG beyond), "cholesky", "cg", or a flashgp
+            solver object (``fg.Auto(...)``, ``fg.Cholesky(...)``, ``fg.CG(...)``).
+        device: "auto" (CUDA when available), "cpu", "cuda" or another torch device name.
+        dtype: "float64" (default) or "float32" for the model's tensors.
+        normalize_x: standardize each input column with its training mean and standard deviation
+            before the kernel sees it (constant columns are only centred). Named kernels start at
+            lengthscale 1 in those units; ``lengthscale_`` is reported in the data's units.
+        normalize_y: standardize the targets likewise; predictions are mapped back.
+        noise: None to learn a Gaussian noise variance; else a fixed noise variance (float) or one
+            per training point (array (n_samples,)), in the squared units of y.
+        random_state: seeds the CG probe vectors during fit (int, RandomState or None).
+        verbose: show the training progress bar.
+
+    Fitted attributes: ``model_`` (the ``ExactGP``, on standardized data), ``lengthscale_``
+    (n_features,), ``outputscale_``, ``noise_``, ``constant_`` (data units; None where the kernel
+    does not have them at the usual place), ``log_marginal_likelihood_`` (total over the training
+    points, of the standardized targets, as scikit-learn's ``log_marginal_likelihood_value_``),
+    ``n_iter_``, ``history_``, ``x_mean_``, ``x_scale_``, ``y_mean_``, ``y_scale_``,
+    ``n_features_in_`` and ``feature_names_in_`` (pandas input).
+    """
+
+    def __init__(self, kernel="matern52", iters=100, lr=0.1, optimizer="adam", solver="auto",
+                 device="auto", dtype="float64", normalize_x=True, normalize_y=True, noise=None,
+                 random_state=None, verbose=False):
+        self.kernel = kernel
+        self.iters = iters
+        self.lr = lr
+        self.optimizer = optimizer
+        self.solver = solver
+        self.device = device
+        self.dtype = dtype
+        self.normalize_x = normalize_x
+        self.normalize_y = normalize_y
+        self.noise = noise
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ----- parameter checks (at fit, as scikit-learn asks) -----------------------------------
+    def _make_kernel(self, n_features: int) -> fk.Kernel:
+        if isinstance(self.kernel, str):
+            if self.kernel not in KERNELS:
+                raise ValueError(f"kernel: expected one of {sorted(KERNELS)} or a flashgp kernel, "
+                                 f"got {self.kernel!r}")
+            return fk.Scale(KERNELS[self.kernel](n_features))
+        if not isinstance(self.kernel, fk.Kernel):
+            raise TypeError(f"kernel: expected a name or a flashgp.kernels.Kernel, got {type(self.kernel).__name__}")
+        if self.kernel.batch_shape != torch.Size():
+            raise ValueError(f"kernel: expected a kernel without batch_shape, got {tuple(self.kernel.batch_shape)}")
+        return copy.deepcopy(self.kernel)
+
+    def _make_solver(self):
+        if isinstance(self.solver, str):
+            if self.solver not in SOLVERS:
+                raise ValueError(f"solver: expected one of {sorted(SOLVERS)} or a flashgp solver, got {self.solver!r}")
+            return SOLVERS[self.solver]()
+        if not isinstance(self.solver, (Auto, Cholesky, CG)):
+            raise TypeError(f"solver: expected a name or fg.Auto/fg.Cholesky/fg.CG, got {type(self.solver).__name__}")
+        return self.solver
+
+    def _torch_device(self) -> torch.device:
+        if isinstance(self.device, str) and self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not isinstance(self.device, (str, torch.device)):
+            raise TypeError(f"device: expected 'auto', 'cpu', 'cuda' or a torch.device, got {type(self.device).__name__}")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as err:
+            raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {self.device!r}") from err
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device: 'cuda' was asked for but CUDA is not available")
+        return device
+
+    def _check_params(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not isinstance(self.iters, numbers.Integral) or isinstance(self.iters, bool) or self.iters < 0:
+            raise ValueError(f"iters: expected an int >= 0, got {self.iters!r}")
+        if (not isinstance(self.lr, numbers.Real) or isinstance(self.lr, bool) or not self.lr > 0
+                or not math.isfinite(self.lr)):
+            raise ValueError(f"lr: expected a finite number > 0, got {self.lr!r}")
+        for name in ("normalize_x", "normalize_y", "verbose"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name}: expected a bool, got {getattr(self, name)!r}")
+
+    def _fixed_noise(self, n: int):
+        """The fixed noise variances (n,) in data units, or None to learn the noise."""
+        if self.noise is None:
+            return None
+        if isinstance(self.noise, (str, bytes, bool)):
+            raise TypeError(f"noise: expected None, a number or an array of variances, got {self.noise!r}")
+        noise = np.asarray(self.noise, dtype=np.float64)
+        if noise.ndim > 1 or (noise.ndim == 1 and noise.shape[0] != n):
+            raise ValueError(f"noise: expected a number or an array of shape ({n},), got shape {noise.shape}")
+        if not np.all(np.isfinite(noise)) or np.any(noise <= 0):
+            raise ValueError("noise: expected finite variances > 0")
+        return np.broadcast_to(noise, (n,))
+
+    # ----- fit ---------------------------------------------------------------------------------
+    def fit(self, X, y):
+        """Fit the GP hyperparameters to X (n_samples, n_features) and y (n_samples,). Returns self."""
+        self._check_params()
+        solver, device = self._make_solver(), self._torch_device()
+        dtype = DTYPES[self.dtype]
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
+        y = y.astype(np.float64, copy=False)
+        kernel = self._make_kernel(X.shape[1])
+        fixed = self._fixed_noise(X.shape[0])
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+        self.x_mean_ = X.mean(axis=0) if self.normalize_x else np.zeros(X.shape[1])
+        self.x_scale_ = _scale_of(X) if self.normalize_x else np.ones(X.shape[1])
+        self.y_mean_ = float(y.mean()) if self.normalize_y else 0.0
+        self.y_scale_ = float(_scale_of(y[:, None])[0]) if self.normalize_y else 1.0
+        x_t = self._to_tensor((X - self.x_mean_) / self.x_scale_, dtype, device)
+        y_t = self._to_tensor((y - self.y_mean_) / self.y_scale_, dtype, device)
+        likelihood = Gaussian() if fixed is None else FixedNoise(
+            self._to_tensor(fixed / self.y_scale_**2, dtype, device))
+        model = ExactGP(x_t, y_t, kernel, likelihood=likelihood, mean=Constant(), solver=solver)
+        self.history_ = fit_model(model, optimizer=self.optimizer, lr=float(self.lr), iters=int(self.iters),
+                                  progress=bool(self.verbose), seed=seed)
+        self.n_iter_ = len(self.history_)
+        self.model_ = model.eval()
+        with torch.no_grad():
+            generator = torch.Generator(device=device).manual_seed(seed)
+            self.log_marginal_likelihood_ = float(model.mll(generator=generator)) * X.shape[0]
+        self._set_hyperparameters(fixed)
+        return self
+
+    @staticmethod
+    def _to_tensor(values: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return torch.tensor(np.ascontiguousarray(values), dtype=dtype, device=device)
+
+    def _set_hyperparameters(self, fixed) -> None:
+        """The fitted hyperparameters in the data's units (None where not found)."""
+        kernel, base = self.model_.kernel, self.model_.kernel
+        self.outputscale_ = None
+        if isinstance(kernel, fk.Scale):
+            self.outputscale_ = float(kernel.outputscale.detach()) * self.y_scale_**2
+            base = kernel.base
+        self.lengthscale_ = None
+        if isinstance(base, fk.Stationary) and base.active_dims is None:
+            ls = base.lengthscale.detach().cpu().double().numpy().reshape(-1)
+            self.lengthscale_ = np.broadcast_to(ls, self.x_scale_.shape) * self.x_scale_
+        if fixed is None:
+            self.noise_ = float(self.model_.likelihood.noise.detach()) * self.y_scale_**2
+        else:
+            self.noise_ = float(fixed[0]) if np.ndim(self.noise) == 0 else np.array(fixed)
+        self.constant_ = float(self.model_.mean.constant.detach()) * self.y_scale_ + self.y_mean_
+
+    # ----- predictions -------------------------------------------------------------------------
+    def _posterior(self, X, include_noise: bool):
+        x = (X - self.x_mean_) / self.x_scale_
+        ref = self.model_.train_x
+        x_t = self._to_tensor(x, ref.dtype, ref.device)
+        return self.model_.predict(x_t) if include_noise else self.model_.posterior(x_t)
+
+    def _validated(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        return validate_data(self, X, dtype=np.float64, reset=False)
+
+    def predict(self, X, return_std=False, return_cov=False, include_noise=True):
+        """Predictive mean at X (n_samples, n_features) -> (n_samples,), in the units of y.
+
+        Args:
+            return_std: also return the predictive standard deviations (n_samples,).
+            return_cov: also return the joint predictive covariance (n_samples, n_samples).
+            include_noise: the distribution of new observations (True, default) or of the
+                latent function (False).
+        """
+        if return_std and return_cov:
+            raise ValueError("return_std, return_cov: at most one of them can be True")
+        X = self._validated(X)
+        if return_cov:
+            post = self._posterior(X, include_noise)
+            cov = post.covariance.to_dense()
+            if post.noise is not None:
+                cov = cov + torch.diag_embed(post.noise)
+            return self._to_y(post.mean), cov.detach().cpu().double().numpy() * self.y_scale_**2
+        means, stds = [], []
+        for start in range(0, X.shape[0], PREDICT_CHUNK):
+            post = self._posterior(X[start:start + PREDICT_CHUNK], include_noise)
+            means.append(self._to_y(post.mean))
+            if return_std:
+                stds.append(post.stddev.detach().cpu().double().numpy() * self.y_scale_)
+        mean = np.concatenate(means)
+        return (mean, np.concatenate(stds)) if return_std else mean
+
+    def _to_y(self, values: torch.Tensor) -> np.ndarray:
+        return values.detach().cpu().double().numpy() * self.y_scale_ + self.y_mean_
+
+    def sample_y(self, X, n_samples=1, random_state=None, include_noise=True):
+        """Joint samples of the predictive distribution at X: (n_samples_X, n_samples).
+
+        ``random_state``: int, RandomState or None (numpy's global state), seeds the draws.
+        """
+        if not isinstance(n_samples, numbers.Integral) or isinstance(n_samples, bool) or n_samples < 1:
+            raise ValueError(f"n_samples: expected an int >= 1, got {n_samples!r}")
+        X = self._validated(X)
+        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        post = self._posterior(X, include_noise)
+        generator = torch.Generator(device=self.model_.train_x.device).manual_seed(seed)
+        draws = post.sample(int(n_samples), generator=generator)  # (n_samples, n_samples_X)
+        return self._to_y(draws).T

@@ -1,0 +1,145 @@
+# CSV tables for the command line: reading numeric columns, standardizing them for a GP,
+# predicting back in the target's units, writing predictions and scoring them.
+from __future__ import annotations
+
+import csv
+import math
+import os
+
+import numpy as np
+import torch
+
+Z95 = 1.959963984540054  # half-width of the central 95% interval of a normal, in std units
+PREDICT_CHUNK = 2048  # test rows predicted at a time (bounds the n x m cross-covariance)
+PREDICTION_COLUMNS = ("mean", "std", "lower", "upper")
+
+
+class InputError(ValueError):
+    """Unusable input data or files; the message starts with the argument it came from."""
+
+
+def read_table(path: str, arg: str) -> tuple[list[str], list[list[str]]]:
+    """The header (k,) and data rows (n, k) of the CSV file ``path``, as strings.
+
+    Blank lines are skipped; ``arg`` names the command-line argument in error messages.
+    """
+    if not os.path.isfile(path):
+        raise InputError(f"{arg}: no such file: {path}")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = [name.strip() for name in next(reader, [])]
+            rows = [row for row in reader if any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise InputError(f"{arg}: cannot read {path}: {err}") from None
+    if not any(header):
+        raise InputError(f"{arg}: {path} is empty (expected a header line with column names)")
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        raise InputError(f"{arg}: {path} has duplicate column names: {', '.join(duplicates)}")
+    for line, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise InputError(f"{arg}: {path} line {line} has {len(row)} fields, the header {len(header)}")
+    return header, rows
+
+
+def check_columns(header: list[str], wanted: list[str], arg: str, path: str) -> None:
+    """Every name in ``wanted`` must be a column of ``header``."""
+    missing = [name for name in wanted if name not in header]
+    if missing:
+        raise InputError(f"{arg}: column(s) {', '.join(map(repr, missing))} not in {path} "
+                         f"(columns: {', '.join(header)})")
+
+
+def numeric_columns(header: list[str], rows: list[list[str]], names: list[str], arg: str,
+                    hint: str = "") -> np.ndarray:
+    """The columns ``names`` as float64 (n, len(names)); text, blanks and NaN/inf are errors."""
+    out = np.empty((len(rows), len(names)))
+    bad = []
+    for j, name in enumerate(names):
+        col = header.index(name)
+        for i, row in enumerate(rows):
+            try:
+                out[i, j] = float(row[col])
+            except ValueError:
+                out[i, j] = math.nan
+            if not math.isfinite(out[i, j]):
+                bad.append(f"{name!r} (line {i + 2}: {row[col]!r})")
+                break
+    if bad:
+        raise InputError(f"{arg}: non-numeric or missing values in column(s) {', '.join(bad)}{hint}")
+    return out
+
+
+def select_features(header: list[str], target: str, features: str | None, path: str) -> list[str]:
+    """Feature names: ``features`` (comma-separated) or else every column but ``target``."""
+    check_columns(header, [target], "--target", path)
+    if features is None:
+        chosen = [name for name in header if name != target]
+        if not chosen:
+            raise InputError(f"DATA: {path} has no columns besides the target {target!r}")
+        return chosen
+    chosen = [name.strip() for name in features.split(",") if name.strip()]
+    if not chosen:
+        raise InputError(f"--features: expected comma-separated column names, got {features!r}")
+    check_columns(header, chosen, "--features", path)
+    if target in chosen:
+        raise InputError(f"--features: the target column {target!r} cannot also be a feature")
+    if len(set(chosen)) != len(chosen):
+        raise InputError(f"--features: a column is named twice in {features!r}")
+    return chosen
+
+
+def standardization(x: np.ndarray, y: np.ndarray) -> dict:
+    """Means and standard deviations of x (n, d) and y (n,), JSON-able; zero spreads become 1.
+
+    Returns ``{"x_mean": [d], "x_std": [d], "y_mean": float, "y_std": float}``.
+    """
+    x_std, y_std = x.std(axis=0), float(y.std())
+    return {"x_mean": x.mean(axis=0).tolist(), "x_std": np.where(x_std > 0, x_std, 1.0).tolist(),
+            "y_mean": float(y.mean()), "y_std": y_std if y_std > 0 else 1.0}
+
+
+def scaled_inputs(x: np.ndarray, stats: dict, dtype: torch.dtype, device=None) -> torch.Tensor:
+    """Raw inputs (m, d) standardized with ``stats`` as a tensor (m, d)."""
+    z = (x - np.asarray(stats["x_mean"])) / np.asarray(stats["x_std"])
+    return torch.as_tensor(z, dtype=dtype, device=device)
+
+
+def predict_original_units(model, x: np.ndarray, stats: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Predictive mean and std (m,) at raw inputs x (m, d), noise included, in target units."""
+    like = model.train_x
+    means, stds = [], []
+    for start in range(0, x.shape[0], PREDICT_CHUNK):
+        pred = model.predict(scaled_inputs(x[start:start + PREDICT_CHUNK], stats, like.dtype, like.device))
+        means.append(pred.mean.detach().double().cpu().numpy())
+        stds.append(pred.stddev.detach().double().cpu().numpy())
+    mean, std = np.concatenate(means), np.concatenate(stds)
+    return mean * stats["y_std"] + stats["y_mean"], std * stats["y_std"]
+
+
+def heldout_metrics(mean: np.ndarray, std: np.ndarray, y: np.ndarray) -> dict:
+    """RMSE, mean negative log predictive density and 95% interval coverage of (m,) predictions."""
+    var = np.maximum(std, 1e-300) ** 2
+    nll = 0.5 * np.log(2 * math.pi * var) + 0.5 * (y - mean) ** 2 / var
+    return {"n": int(y.size), "rmse": float(np.sqrt(np.mean((y - mean) ** 2))),
+            "nll": float(np.mean(nll)), "coverage95": float(np.mean(np.abs(y - mean) <= Z95 * std))}
+
+
+def write_predictions(path: str, header: list[str], rows: list[list[str]], mean: np.ndarray,
+                      std: np.ndarray) -> list[str]:
+    """Write the input rows plus mean, std, lower, upper (95%) to ``path``; returns the new names.
+
+    A new column whose name is already an input column gets the prefix ``predicted_``.
+    """
+    names = [c if c not in header else f"predicted_{c}" for c in PREDICTION_COLUMNS]
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header + names)
+            for row, m, s in zip(rows, mean, std):
+                writer.writerow(row + [f"{v:.10g}" for v in (m, s, m - Z95 * s, m + Z95 * s)])
+    except OSError as err:
+        raise InputError(f"--out: cannot write {path}: {err}") from None
+    return names
