@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .errors import NumericalWarning
+from .errors import NotPSDError, NumericalWarning
 
 OPTIMIZERS = ("adam", "lbfgs")
 
@@ -82,12 +82,21 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
             if optimizer == "lbfgs":  # same probes on every evaluation: a deterministic objective
                 generator.manual_seed(seed)
             opt.zero_grad()
-            loss = -model.mll(generator=generator).sum()
+            try:
+                loss = -model.mll(generator=generator).sum()
+            except NotPSDError as err:  # hyperparameters where K_hat cannot be factored
+                if optimizer == "adam":
+                    raise
+                warnings.warn(f"L-BFGS trial point rejected: {err}", NumericalWarning, stacklevel=2)
+                return torch.tensor(math.inf)  # the line search backs off from it
             if torch.isfinite(loss):
                 loss.backward()
             return loss
 
-        loss = closure() if optimizer == "adam" else None
+        try:
+            loss = closure() if optimizer == "adam" else None
+        except NotPSDError as err:
+            return _stop(history, step, model, math.nan, reason=str(err))
         if loss is not None and not torch.isfinite(loss):
             return _stop(history, step, model, float(loss.detach()))
         loss = opt.step(closure) if optimizer == "lbfgs" else (opt.step(), loss)[1]
@@ -105,9 +114,10 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
     return history
 
 
-def _stop(history: History, step: int, model, value: float) -> History:
-    message = (f"fit stopped at step {step}: the loss is {value} (not finite); the step was not "
-               f"applied. Parameters: {_parameter_summary(model)}")
+def _stop(history: History, step: int, model, value: float, reason: str | None = None) -> History:
+    cause = reason or f"the loss is {value} (not finite)"
+    message = (f"fit stopped at step {step}: {cause}; the step was not applied. "
+               f"Parameters: {_parameter_summary(model)}")
     warnings.warn(message, NumericalWarning, stacklevel=3)
     history.stopped_early = message
     return history

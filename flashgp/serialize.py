@@ -151,7 +151,8 @@ def likelihood_to_config(likelihood) -> dict:
                                              "batch_shape": list(likelihood.batch_shape)}}
     if type(likelihood) is FixedNoise:
         return {"type": "FixedNoise", "args": {"shape": list(likelihood.noise.shape)}}
-    raise TypeError(f"likelihood: cannot serialize {type(likelihood).__name__}; supported: Gaussian, FixedNoise")
+    raise TypeError(f"likelihood: cannot serialize {type(likelihood).__name__}; "
+                    "supported: Gaussian, FixedNoise")
 
 
 def likelihood_from_config(config: dict):

@@ -38,6 +38,16 @@ def _scale_of(values: np.ndarray) -> np.ndarray:
     return np.where(std > tiny, std, 1.0)
 
 
+def _seed(random_state, name: str) -> int:
+    """An int seed drawn from ``random_state`` (None, int or numpy RandomState)."""
+    try:
+        state = check_random_state(random_state)
+    except ValueError:
+        raise ValueError(f"{name}: expected None, an int or a numpy RandomState, "
+                         f"got {random_state!r}") from None
+    return int(state.randint(np.iinfo(np.int32).max))
+
+
 class GPRegressor(RegressorMixin, BaseEstimator):
     """Exact GP regression (``flashgp.ExactGP``) as a scikit-learn estimator.
 
@@ -47,7 +57,9 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             is deep-copied at fit and used as given (no output scale is added).
         iters: optimizer steps on the negative log marginal likelihood.
         lr: learning rate (Adam) or initial step length (L-BFGS).
-        optimizer: "adam" or "lbfgs".
+        optimizer: "adam" (robust; 100 steps may stop short of the optimum when lengthscales
+            must grow far from 1) or "lbfgs" (converges in a few steps, e.g. ``lr=1.0, iters=5``,
+            but its line search can fail on hard data).
         solver: "auto" (Cholesky up to 2,000 points, CG beyond), "cholesky", "cg", or a flashgp
             solver object (``fg.Auto(...)``, ``fg.Cholesky(...)``, ``fg.CG(...)``).
         device: "auto" (CUDA when available), "cpu", "cuda" or another torch device name.
@@ -93,25 +105,30 @@ class GPRegressor(RegressorMixin, BaseEstimator):
                                  f"got {self.kernel!r}")
             return fk.Scale(KERNELS[self.kernel](n_features))
         if not isinstance(self.kernel, fk.Kernel):
-            raise TypeError(f"kernel: expected a name or a flashgp.kernels.Kernel, got {type(self.kernel).__name__}")
+            raise TypeError(f"kernel: expected a name or a flashgp.kernels.Kernel, "
+                            f"got {type(self.kernel).__name__}")
         if self.kernel.batch_shape != torch.Size():
-            raise ValueError(f"kernel: expected a kernel without batch_shape, got {tuple(self.kernel.batch_shape)}")
+            raise ValueError(f"kernel: expected a kernel without batch_shape, "
+                             f"got {tuple(self.kernel.batch_shape)}")
         return copy.deepcopy(self.kernel)
 
     def _make_solver(self):
         if isinstance(self.solver, str):
             if self.solver not in SOLVERS:
-                raise ValueError(f"solver: expected one of {sorted(SOLVERS)} or a flashgp solver, got {self.solver!r}")
+                raise ValueError(f"solver: expected one of {sorted(SOLVERS)} or a flashgp solver, "
+                                 f"got {self.solver!r}")
             return SOLVERS[self.solver]()
         if not isinstance(self.solver, (Auto, Cholesky, CG)):
-            raise TypeError(f"solver: expected a name or fg.Auto/fg.Cholesky/fg.CG, got {type(self.solver).__name__}")
+            raise TypeError(f"solver: expected a name or fg.Auto/fg.Cholesky/fg.CG, "
+                            f"got {type(self.solver).__name__}")
         return self.solver
 
     def _torch_device(self) -> torch.device:
         if isinstance(self.device, str) and self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if not isinstance(self.device, (str, torch.device)):
-            raise TypeError(f"device: expected 'auto', 'cpu', 'cuda' or a torch.device, got {type(self.device).__name__}")
+            raise TypeError(f"device: expected 'auto', 'cpu', 'cuda' or a torch.device, "
+                            f"got {type(self.device).__name__}")
         try:
             device = torch.device(self.device)
         except RuntimeError as err:
@@ -157,24 +174,26 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         y = y.astype(np.float64, copy=False)
         kernel = self._make_kernel(X.shape[1])
         fixed = self._fixed_noise(X.shape[0])
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        seed = _seed(self.random_state, "random_state")
 
-        self.x_mean_ = X.mean(axis=0) if self.normalize_x else np.zeros(X.shape[1])
-        self.x_scale_ = _scale_of(X) if self.normalize_x else np.ones(X.shape[1])
-        self.y_mean_ = float(y.mean()) if self.normalize_y else 0.0
-        self.y_scale_ = float(_scale_of(y[:, None])[0]) if self.normalize_y else 1.0
-        x_t = self._to_tensor((X - self.x_mean_) / self.x_scale_, dtype, device)
-        y_t = self._to_tensor((y - self.y_mean_) / self.y_scale_, dtype, device)
+        x_mean = X.mean(axis=0) if self.normalize_x else np.zeros(X.shape[1])
+        x_scale = _scale_of(X) if self.normalize_x else np.ones(X.shape[1])
+        y_mean = float(y.mean()) if self.normalize_y else 0.0
+        y_scale = float(_scale_of(y[:, None])[0]) if self.normalize_y else 1.0
+        x_t = self._to_tensor((X - x_mean) / x_scale, dtype, device)
+        y_t = self._to_tensor((y - y_mean) / y_scale, dtype, device)
         likelihood = Gaussian() if fixed is None else FixedNoise(
-            self._to_tensor(fixed / self.y_scale_**2, dtype, device))
+            self._to_tensor(fixed / y_scale**2, dtype, device))
         model = ExactGP(x_t, y_t, kernel, likelihood=likelihood, mean=Constant(), solver=solver)
-        self.history_ = fit_model(model, optimizer=self.optimizer, lr=float(self.lr), iters=int(self.iters),
-                                  progress=bool(self.verbose), seed=seed)
-        self.n_iter_ = len(self.history_)
-        self.model_ = model.eval()
+        history = fit_model(model, optimizer=self.optimizer, lr=float(self.lr), iters=int(self.iters),
+                            progress=bool(self.verbose), seed=seed)
         with torch.no_grad():
             generator = torch.Generator(device=device).manual_seed(seed)
-            self.log_marginal_likelihood_ = float(model.mll(generator=generator)) * X.shape[0]
+            lml = float(model.mll(generator=generator)) * X.shape[0]
+        # fitted attributes only once everything succeeded
+        self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_ = x_mean, x_scale, y_mean, y_scale
+        self.model_, self.history_, self.n_iter_ = model.eval(), history, len(history)
+        self.log_marginal_likelihood_ = lml
         self._set_hyperparameters(fixed)
         return self
 
@@ -248,7 +267,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         if not isinstance(n_samples, numbers.Integral) or isinstance(n_samples, bool) or n_samples < 1:
             raise ValueError(f"n_samples: expected an int >= 1, got {n_samples!r}")
         X = self._validated(X)
-        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        seed = _seed(random_state, "random_state")
         post = self._posterior(X, include_noise)
         generator = torch.Generator(device=self.model_.train_x.device).manual_seed(seed)
         draws = post.sample(int(n_samples), generator=generator)  # (n_samples, n_samples_X)

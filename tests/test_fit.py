@@ -157,6 +157,37 @@ def test_non_finite_loss_stops_without_applying_the_step(optimizer, monkeypatch)
         assert torch.isfinite(p).all()
 
 
+class NotPSDAt:
+    """Wraps model.mll: raises NotPSDError on the given calls (1-based), else delegates."""
+
+    def __init__(self, model, calls):
+        self.inner, self.calls, self.count = model.mll, set(calls), 0
+
+    def __call__(self, *args, **kwargs):
+        self.count += 1
+        if self.count in self.calls:
+            raise fg.NotPSDError("the kernel matrix has NaN or infinite entries (test)")
+        return self.inner(*args, **kwargs)
+
+
+def test_lbfgs_rejects_unfactorable_trial_points_and_continues(monkeypatch):
+    model = small_model()
+    start = loss_of(model)
+    monkeypatch.setattr(model, "mll", NotPSDAt(model, calls={3}))  # inside step 0's line search
+    with pytest.warns(fg.NumericalWarning, match="trial point rejected"):
+        history = fg.fit(model, optimizer="lbfgs", lr=1.0, iters=2, progress=False)
+    assert len(history) == 2 and history.stopped_early is None
+    assert history.loss[-1] < start and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_adam_stops_cleanly_when_the_kernel_cannot_be_factored(monkeypatch):
+    model = small_model()
+    monkeypatch.setattr(model, "mll", NotPSDAt(model, calls={3}))
+    with pytest.warns(fg.NumericalWarning, match="fit stopped at step 2"):
+        history = fg.fit(model, optimizer="adam", iters=5, progress=False)
+    assert len(history) == 2 and "NaN or infinite" in history.stopped_early
+
+
 @pytest.mark.parametrize("kwargs,exc,match", [
     (dict(optimizer="sgd"), ValueError, "optimizer"),
     (dict(optimizer="Adam"), ValueError, "optimizer"),

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ..errors import NotPSDError
 from ..linalg import pivoted_cholesky_preconditioner, safe_cholesky
 from ..linalg.inv_quad_logdet import inv_quad_logdet
 from ..operators import AddedDiag, KernelOperator
@@ -15,6 +16,9 @@ from ..solvers import CG, Cholesky
 def cholesky_factor(kernel, x, noise, solver: Cholesky, diagnostics: dict):
     """L (float64) with L L^T = K(x, x) + diag(noise) (+ reported jitter). Differentiable."""
     k_hat = kernel(x).double() + torch.diag_embed(noise.double())
+    if not bool(torch.isfinite(k_hat).all()):
+        raise NotPSDError("the kernel matrix has NaN or infinite entries at the current "
+                          "hyperparameters (check for overflowing lengthscales or outputscale)")
     chol, jitter = safe_cholesky(k_hat, max_tries=solver.max_tries, jitter=solver.jitter)
     diagnostics.update(path="cholesky", backend="dense", jitter=jitter, cg_iterations=0, residual=0.0)
     return chol
