@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.metadata
+import importlib.util
 import json
 import math
 import os
@@ -27,6 +28,8 @@ from .tables import (InputError, check_columns, heldout_metrics, numeric_columns
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2  # success; bad data or environment; bad command line
 KERNELS = ("rbf", "matern12", "matern32", "matern52", "rq")
 SUBCOMMANDS = ("fit", "predict", "demo", "info")
+OPTIONAL_PACKAGES = (("triton", "triton"), ("matplotlib", "matplotlib"), ("sklearn", "scikit-learn"),
+                     ("gpytorch", "gpytorch"))
 METADATA_KEYS = ("target", "features", "x_mean", "x_std", "y_mean", "y_std")
 METADATA_FORMAT = "flashgp-cli-standardization/1"
 
@@ -78,7 +81,8 @@ def choose_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise CLIError(f"--device: cuda requested but no CUDA device is available (torch {torch.__version__})")
+        raise CLIError(f"--device: cuda requested but no CUDA device is available "
+                       f"(torch {torch.__version__})")
     return torch.device(name)
 
 
@@ -95,12 +99,12 @@ def hyperparameters(model, features: list[str]) -> dict:
 
 
 # ----- fit --------------------------------------------------------------------------------
-def _split(x, y, args):
-    """(x_train, y_train, x_test, y_test) from --test-size / --test; tests may be None."""
+def _split(x, y, args, features: list[str]):
+    """(x_train, y_train, x_test, y_test) from --test-size / --test; the test parts may be None."""
     if args.test is not None:
         header, rows = read_table(args.test, "--test")
-        check_columns(header, args.feature_names + [args.target], "--test", args.test)
-        x_test = numeric_columns(header, rows, args.feature_names, "--test")
+        check_columns(header, features + [args.target], "--test", args.test)
+        x_test = numeric_columns(header, rows, features, "--test")
         y_test = numeric_columns(header, rows, [args.target], "--test")[:, 0]
         if not rows:
             raise CLIError(f"--test: {args.test} has no data rows")
@@ -136,13 +140,13 @@ def _save(model, path: str, meta: dict) -> str:
 def cmd_fit(args, say) -> dict:
     """Read, standardize, fit, evaluate and save; returns the JSON-able result."""
     header, rows = read_table(args.data, "DATA")
-    args.feature_names = select_features(header, args.target, args.features, args.data)
+    features = select_features(header, args.target, args.features, args.data)
     hint = "; choose numeric columns with --features" if args.features is None else ""
-    x = numeric_columns(header, rows, args.feature_names, "DATA", hint)
+    x = numeric_columns(header, rows, features, "DATA", hint)
     y = numeric_columns(header, rows, [args.target], "--target")[:, 0]
     if len(y) < 3:
         raise CLIError(f"DATA: {args.data} has {len(y)} data row(s); a fit needs at least 3")
-    x_train, y_train, x_test, y_test = _split(x, y, args)
+    x_train, y_train, x_test, y_test = _split(x, y, args, features)
     device = choose_device(args.device)
     stats = standardization(x_train, y_train)
     dtype = torch.float64 if device.type == "cpu" else torch.float32
@@ -154,16 +158,16 @@ def cmd_fit(args, say) -> dict:
                     mean=means.Constant())
     start = time.perf_counter()
     history = fit(model, optimizer="adam", lr=args.lr, iters=args.iters, progress=args.progress,
-                     seed=args.seed)
+                  seed=args.seed)
     seconds = time.perf_counter() - start
     with torch.no_grad():
         lml = float(model.mll(generator=torch.Generator(device=device).manual_seed(args.seed))) * len(y_train)
-    result = {"command": "fit", "data": args.data, "target": args.target, "features": args.feature_names,
+    result = {"command": "fit", "data": args.data, "target": args.target, "features": features,
               "kernel": args.kernel, "n_train": len(y_train), "iters": len(history), "lr": args.lr,
               "device": str(device), "solver_path": model.diagnostics.get("path"),
               "train_seconds": seconds, "final_loss": history.loss[-1] if history.loss else None,
               "stopped_early": history.stopped_early,
-              "hyperparameters": hyperparameters(model, args.feature_names),
+              "hyperparameters": hyperparameters(model, features),
               "log_marginal_likelihood": lml,
               "log_marginal_likelihood_target_units": lml - len(y_train) * math.log(stats["y_std"]),
               "test": None, "model": args.out, "metadata": None}
@@ -172,16 +176,18 @@ def cmd_fit(args, say) -> dict:
         result["test"] = heldout_metrics(mean, std, y_test)
     if args.out is not None:
         meta = {"format": METADATA_FORMAT, "flashgp_version": __version__, "target": args.target,
-                "features": args.feature_names, "kernel": args.kernel, **stats}
+                "features": features, "kernel": args.kernel, **stats}
         result["metadata"] = _save(model, args.out, meta)
     say(_fit_report(result))
     return result
 
 
 def _fit_report(r: dict) -> str:
+    """The human-readable summary of a fit result ``r`` (see cmd_fit)."""
     hp = r["hyperparameters"]
     lines = [f"flashgp fit: {r['n_train']} rows x {len(r['features'])} features -> {r['target']!r}; "
-             f"Scale({r['kernel']}, ARD); Adam lr={r['lr']}, {r['iters']} steps in {r['train_seconds']:.2f} s "
+             f"Scale({r['kernel']}, ARD); Adam lr={r['lr']}, {r['iters']} steps in "
+             f"{r['train_seconds']:.2f} s "
              f"on {r['device']} (solver path: {r['solver_path']})",
              f"  hyperparameters (standardized units): outputscale {hp['outputscale']:.4g}  "
              f"noise {hp['noise']:.4g}  mean {hp['mean']:.4g}"
@@ -297,27 +303,29 @@ def cmd_demo(args, say, say_err) -> dict:
         f"solver path: {result['path']}\n"
         f"  test RMSE {result['rmse']:.4f} (standardized; {result['rmse_target_units']:.3f} in target units)"
         f"   test NLL {result['nll']:.4f} (standardized)\n"
-        f"  training {result['train_seconds']:.2f} s ({result['train_seconds'] / max(1, args.iters) * 1e3:.1f}"
-        f" ms/step)   prediction {result['predict_seconds'] * 1e3:.1f} ms   noise {result['noise']:.4f}"
+        f"  training {result['train_seconds']:.2f} s "
+        f"({result['train_seconds'] / max(1, args.iters) * 1e3:.1f} ms/step)   "
+        f"prediction {result['predict_seconds'] * 1e3:.1f} ms   noise {result['noise']:.4f}"
         + (f"\n  plot: {result['plot']}" if result["plot"] else ""))
     return result
 
 
 # ----- info -------------------------------------------------------------------------------
-def _importable(name: str) -> str | None:
-    """The version of an importable package, or None."""
-    try:
-        module = importlib.import_module(name)
-    except Exception:  # noqa: BLE001 - a broken optional package counts as missing
+def _installed(module: str, distribution: str) -> str | None:
+    """The installed version of an optional package (found without importing it), or None."""
+    if importlib.util.find_spec(module) is None:
         return None
-    return str(getattr(module, "__version__", "installed"))
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "installed"
 
 
 def cmd_info(args, say) -> dict:
     """Versions, CUDA devices and the kernel backends usable here."""
     cuda = torch.cuda.is_available()
     devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
-    optional = {name: _importable(name) for name in ("triton", "matplotlib", "sklearn", "gpytorch")}
+    optional = {name: _installed(name, dist) for name, dist in OPTIONAL_PACKAGES}
     backends = ["dense", "blocked"] + (["triton"] if optional["triton"] and cuda else [])
     result = {"command": "info", "flashgp": __version__, "python": platform.python_version(),
               "torch": torch.__version__, "numpy": np.__version__, "platform": platform.platform(),
@@ -354,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     held = fit.add_mutually_exclusive_group()
     held.add_argument("--test-size", type=_fraction, help="fraction of rows held out at random")
     held.add_argument("--test", metavar="TEST.csv", help="held-out rows with the same columns")
-    fit.add_argument("--seed", type=int, default=0, help="seeds the split, the probes and torch")
+    fit.add_argument("--seed", type=_count, default=0, help="seeds the split, the probes and torch")
     fit.add_argument("--out", metavar="MODEL", help="save the model here (and MODEL.json)")
     predict = sub.add_parser("predict", parents=[common], help="predict with a saved model")
     predict.add_argument("model", metavar="MODEL", help="a model written by 'flashgp fit --out'")
@@ -366,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default=".", metavar="DIR", help="folder for flashgp-demo.png (default .)")
     demo.add_argument("--no-plot", action="store_true", help="do not write the plot")
     demo.add_argument("--dataset", default="concrete", help="packaged name or a UCI-format folder")
-    demo.add_argument("--iters", type=_count, default=100, help="Adam steps (default 100)")
+    demo.add_argument("--iters", type=_count, default=50,
+                      help="Adam steps (default 50; the test metrics settle by about 40)")
     demo.add_argument("--lr", type=_positive_float, default=0.1)
     demo.add_argument("--solver", choices=("auto", "cg"), default="auto")
     sub.add_parser("info", parents=[common], help="versions, CUDA devices and backends")

@@ -35,7 +35,7 @@ class DemoFit:
     train_seconds: float
 
 
-def fit_demo(dataset: str = "concrete", iters: int = 100, lr: float = 0.1, solver: str = "auto",
+def fit_demo(dataset: str = "concrete", iters: int = 50, lr: float = 0.1, solver: str = "auto",
              split: int = 0, progress: bool = True) -> DemoFit:
     """Fit Scale(Matern-5/2 ARD) with Adam on one split of ``dataset`` (standardized)."""
     data = load_uci(dataset, split=split, dtype=torch.float64)
@@ -60,16 +60,16 @@ def summarize(fitted: DemoFit) -> dict:
     return metrics
 
 
-def run(dataset: str = "concrete", iters: int = 100, lr: float = 0.1, solver: str = "auto",
+def run(dataset: str = "concrete", iters: int = 50, lr: float = 0.1, solver: str = "auto",
         split: int = 0, progress: bool = True) -> dict:
     """Fit Scale(Matern-5/2 ARD) with Adam on ``dataset`` and return metrics and timings."""
     return summarize(fit_demo(dataset, iters, lr, solver, split, progress))
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m flashgp", description="flashgp demo fit")
+    parser = argparse.ArgumentParser(prog="python -m flashgp.demo", description="flashgp demo fit")
     parser.add_argument("--dataset", default="concrete", help="packaged name or a UCI-format folder")
-    parser.add_argument("--iters", type=int, default=100)
+    parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--solver", choices=["auto", "cg"], default="auto")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

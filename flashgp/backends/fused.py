@@ -20,6 +20,7 @@ from ..kernels.matern import Matern
 from ..kernels.rbf import RBF
 from ..kernels.rq import RQ
 from ..kernels.scale import Scale
+from ..shapes import broadcast_shapes, sum_to_shape
 from .stationary import StationaryParts
 
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -113,16 +114,6 @@ def _per_batch(value: torch.Tensor | None, batch: torch.Size) -> torch.Tensor | 
     return None if value is None else value.expand(batch).reshape(-1)
 
 
-def _sum_to(grad: torch.Tensor, shape) -> torch.Tensor:
-    """Reduce a broadcast gradient to ``shape``."""
-    while grad.dim() > len(shape):
-        grad = grad.sum(0)
-    for i, size in enumerate(shape):
-        if size == 1 and grad.shape[i] != 1:
-            grad = grad.sum(i, keepdim=True)
-    return grad
-
-
 def _centred(z1: torch.Tensor, z2: torch.Tensor):
     """z1, z2 minus the mean of z2: distances unchanged, float32 round-off smaller."""
     shift = z2.mean(-2, keepdim=True)
@@ -146,13 +137,11 @@ def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.T
         z1 = parts.scaled_inputs(x1)
         z2 = z1 if x2 is None else parts.scaled_inputs(x2)
         o, alpha = parts.outputscale(), parts.alpha()
-        batch = torch.broadcast_shapes(z1.shape[:-2], z2.shape[:-2], rhs.shape[:-2],
+        batch = broadcast_shapes(z1.shape[:-2], z2.shape[:-2], rhs.shape[:-2],
                                        () if o is None else o.shape)
         a, b = _centred(_flat(z1, batch), _flat(z2, batch))
-        kernels = _kernels()
-        blocks = dict(block_m=block_m or kernels.BLOCK_M, block_n=block_n or kernels.BLOCK_N)
-        out = kernels.kv_matmul(a, b, _flat(rhs, batch), parts.profile, _per_batch(alpha, batch),
-                                precision, **blocks)
+        out = _kernels().kv_matmul(a, b, _flat(rhs, batch), parts.profile, _per_batch(alpha, batch),
+                                   precision, block_m, block_n)
         if o is not None:
             out = out * _per_batch(o, batch).float()[:, None, None]
     return out.to(rhs.dtype).reshape(*batch, *out.shape[-2:])
@@ -183,18 +172,19 @@ def fused_bilinear_grad(parts: FusedParts, x1: torch.Tensor, x2: torch.Tensor | 
         z1 = parts.scaled_inputs(x1)
         z2 = z1 if x2 is None else parts.scaled_inputs(x2)
         o, alpha = parts.outputscale(), parts.alpha()
-    batch = torch.broadcast_shapes(z1.shape[:-2], z2.shape[:-2], left.shape[:-2], right.shape[:-2],
+    batch = broadcast_shapes(z1.shape[:-2], z2.shape[:-2], left.shape[:-2], right.shape[:-2],
                                    () if o is None else o.shape, () if alpha is None else alpha.shape)
     a, b = _centred(_flat(z1.detach(), batch), _flat(z2.detach(), batch))
     u, v = _flat(left, batch), _flat(right, batch)
     alpha_b = _per_batch(None if alpha is None else alpha.detach(), batch)
     kernels = _kernels()
-    launch = dict(profile=parts.profile, alpha=alpha_b, precision=precision,
-                  block_m=block_m or kernels.BLOCK_M, block_n=block_n or kernels.BLOCK_N)
+    launch = dict(profile=parts.profile, alpha=alpha_b, precision=precision, block_m=block_m,
+                  block_n=block_n)
     scale = 1.0 if o is None else _per_batch(o.detach(), batch).float()[:, None, None]
     with torch.no_grad():
-        if x2 is None and z1.requires_grad:  # W + W^T = [u v] [v u]^T: both sides in one pass; wk, wda count twice
-            h, hz, wk, wda = kernels.row_grad(a, a, torch.cat([u, v], -1), torch.cat([v, u], -1), **launch)
+        if x2 is None and z1.requires_grad:  # W + W^T = [u v] [v u]^T: both sides in one pass,
+            uv, vu = torch.cat([u, v], -1), torch.cat([v, u], -1)  # so wk and wda count twice
+            h, hz, wk, wda = kernels.row_grad(a, a, uv, vu, **launch)
             wk, wda = wk / 2, None if wda is None else wda / 2
             grads = [_z_grad(a, h, hz, scale).to(z1.dtype).reshape(*batch, *a.shape[-2:])]
         else:
@@ -208,9 +198,10 @@ def fused_bilinear_grad(parts: FusedParts, x1: torch.Tensor, x2: torch.Tensor | 
             outs.append(o)
             grads.append(wk.sum(-1).to(o.dtype).reshape(batch))
         if alpha is not None:  # dK/dalpha = o * dK_unit/dalpha
+            g_alpha = wda.sum(-1) * (1.0 if o is None else scale.reshape(-1))
             outs.append(alpha)
-            grads.append((wda.sum(-1) * (1.0 if o is None else scale.reshape(-1))).to(alpha.dtype).reshape(batch))
-        grads = [_sum_to(g, out.shape) for out, g in zip(outs, grads)]
+            grads.append(g_alpha.to(alpha.dtype).reshape(batch))
+        grads = [sum_to_shape(g, out.shape) for out, g in zip(outs, grads)]
     live = [(out, g) for out, g in zip(outs, grads) if out.requires_grad]
     if not live:
         return tuple(None for _ in targets)

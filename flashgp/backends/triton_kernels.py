@@ -14,18 +14,22 @@ when this module is imported (TRITON_INTERPRET=1 must be set before that): see `
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
 
 # ----- named parameters: block sizes and precision -------------------------------------------
-BLOCK_M = 128            # rows of z1 per program (reuse of each V / z2 tile loaded)
-BLOCK_N = 64             # columns of z2 per step of the tile loop
-NUM_WARPS = 4
+# padded D -> (BLOCK_M rows of z1 per program, BLOCK_N columns of z2 per step of the tile loop,
+# num_warps). Chosen from ptxas (sm_90a) register reports: no spills for D <= 64 in any precision,
+# small ones at D = 128 in tf32/bf16. Not yet tuned by timing on a GPU.
+KV_BLOCKS = {16: (128, 64, 8), 32: (128, 64, 8), 64: (64, 32, 8), 128: (64, 32, 8)}
+GRAD_BLOCKS = {16: (128, 32, 8), 32: (64, 32, 8), 64: (64, 16, 8), 128: (32, 16, 4)}
+KV_MAX_T, GRAD_MAX_T = 64, 32   # columns of V (of u, v) per launch; wider runs as several launches
 NUM_STAGES = 2
 MIN_DOT = 16             # tl.dot needs every dimension >= 16: D and t are zero-padded up to it
 MAX_D = 128              # widest scaled input handled in one tile (wider: the blocked backend)
-MAX_T = 64               # columns of V per launch; wider V is split into chunks of MAX_T
 ROUNDOFF = tl.constexpr(8 * 2.0**-23)  # r2 <= ROUNDOFF * (|a|^2 + |b|^2) is round-off: set to 0
 
 # precision mode -> (geometry dots a.b and H @ z, product dots K @ V and U V^T, product operand dtype)
@@ -35,12 +39,15 @@ ROUNDOFF = tl.constexpr(8 * 2.0**-23)  # r2 <= ROUNDOFF * (|a|^2 + |b|^2) is rou
 PRECISIONS = {
     "fp32": ("ieee", "ieee", "float32"),
     "tf32": ("tf32x3", "tf32", "float32"),
-    "bf16": ("tf32x3", "ieee", "bfloat16"),   # bf16 operands, float32 accumulation (Maddox et al. 2022)
+    "bf16": ("tf32x3", None, "bfloat16"),   # bf16 operands, float32 accumulation (Maddox et al. 2022)
 }
 PROFILES = {"rbf": 0, "matern12": 1, "matern32": 2, "matern52": 3, "rq": 4}
 _RQ = tl.constexpr(4)
 
-INTERPRETED = bool(triton.knobs.runtime.interpret)  # fixed at import, like triton.jit itself
+# fixed at import, as triton.jit decides it (triton < 3.4 has no knobs: read the variable itself)
+_KNOBS = getattr(triton, "knobs", None)
+INTERPRETED = bool(_KNOBS.runtime.interpret if _KNOBS is not None
+                   else os.environ.get("TRITON_INTERPRET", "0") == "1")
 # Triton 3.6's interpreter multiplies bfloat16 dot operands as raw uint16 bits; there the bf16
 # product is emulated exactly: operands rounded to bf16, multiplied in float32 (exact), summed.
 _EMULATE_BF16 = tl.constexpr(INTERPRETED)
@@ -202,7 +209,13 @@ def _padded(size: int) -> int:
     return max(MIN_DOT, triton.next_power_of_2(size))
 
 
-def _check(z1, z2, profile, alpha, precision, block_m, block_n):
+def _blocks(table, d, block_m, block_n, num_warps):
+    """(block_m, block_n, num_warps): the given ones, the rest from ``table`` at the padded d."""
+    default = table[min(_padded(d), MAX_D)]
+    return block_m or default[0], block_n or default[1], num_warps or default[2]
+
+
+def _check(z1, z2, profile, alpha, precision, block_m, block_n, num_warps):
     if profile not in PROFILES:
         raise ValueError(f"profile: expected one of {tuple(PROFILES)}, got {profile!r}")
     if precision not in PRECISIONS:
@@ -215,60 +228,70 @@ def _check(z1, z2, profile, alpha, precision, block_m, block_n):
     if profile == "rq" and (alpha is None or alpha.shape != (z1.shape[0],)):
         raise ValueError(f"alpha: the rq profile needs a (B,) tensor, got "
                          f"{None if alpha is None else tuple(alpha.shape)}")
-    for name, block in (("block_m", block_m), ("block_n", block_n)):
-        if block < MIN_DOT or block & (block - 1):
-            raise ValueError(f"{name}: expected a power of two >= {MIN_DOT}, got {block}")
+    for name, block, low in (("block_m", block_m, MIN_DOT), ("block_n", block_n, MIN_DOT),
+                             ("num_warps", num_warps, 1)):
+        if not isinstance(block, int) or block < low or block & (block - 1):
+            raise ValueError(f"{name}: expected a power of two >= {low}, got {block!r}")
 
 
 def _prepared(z1, z2, alpha):
-    """float32 inputs, their squared norms (B, n) and alpha (B,) (a dummy for other profiles)."""
-    z1, z2 = z1.float(), z2.float()
+    """Contiguous float32 inputs (so that int32 offsets within a batch element suffice), their
+    squared norms (B, n) and alpha (B,) (a dummy for the other profiles)."""
+    z1, z2 = z1.float().contiguous(), z2.float().contiguous()
     n1sq, n2sq = z1.pow(2).sum(-1), z2.pow(2).sum(-1)
     alpha = torch.ones(z1.shape[0], device=z1.device) if alpha is None else alpha.float()
     return z1, z2, n1sq, n2sq, alpha
 
 
 def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
-              alpha: torch.Tensor | None = None, precision: str = "fp32",
-              block_m: int = BLOCK_M, block_n: int = BLOCK_N) -> torch.Tensor:
+              alpha: torch.Tensor | None = None, precision: str = "fp32", block_m: int | None = None,
+              block_n: int | None = None, num_warps: int | None = None) -> torch.Tensor:
     """K(z1, z2) @ v for the unit-scale ``profile``.
 
     z1 (B, n1, D), z2 (B, n2, D), v (B, n2, t), alpha (B,) for "rq". Returns (B, n1, t) float32.
-    Batch strides may be 0 (expanded tensors). t > MAX_T is done in chunks of MAX_T columns.
+    Block sizes default to KV_BLOCKS[padded D]; t > KV_MAX_T runs as several launches of
+    KV_MAX_T columns.
     """
-    _check(z1, z2, profile, alpha, precision, block_m, block_n)
+    block_m, block_n, num_warps = _blocks(KV_BLOCKS, z1.shape[-1], block_m, block_n, num_warps)
+    _check(z1, z2, profile, alpha, precision, block_m, block_n, num_warps)
     if v.dim() != 3 or v.shape[:2] != z2.shape[:2]:
         raise ValueError(f"v: expected (B, n2, t) = ({z2.shape[0]}, {z2.shape[1]}, t), got {tuple(v.shape)}")
     (bsz, n1, d), n2, t = z1.shape, z2.shape[1], v.shape[2]
     geometry, product, operand = PRECISIONS[precision]
     z1, z2, n1sq, n2sq, alpha = _prepared(z1, z2, alpha)
     v = v.to(getattr(torch, operand))
-    out = torch.zeros(bsz, n1, t, device=z1.device, dtype=torch.float32)
     if n1 == 0 or n2 == 0 or t == 0:
-        return out
+        return torch.zeros(bsz, n1, t, device=z1.device, dtype=torch.float32)
     grid = (triton.cdiv(n1, block_m), bsz)
-    for c in range(0, t, MAX_T):
-        vc, oc = v[..., c:c + MAX_T], out[..., c:c + MAX_T]
+    outs = []
+    for c in range(0, t, KV_MAX_T):
+        vc = v[..., c:c + KV_MAX_T].contiguous()
+        oc = torch.empty(bsz, n1, vc.shape[2], device=z1.device, dtype=torch.float32)
+        outs.append(oc)
         _kv_matmul_kernel[grid](
             z1, z2, n1sq, n2sq, vc, oc, alpha, n1, n2, d, vc.shape[2],
             *z1.stride(), *z2.stride(), n1sq.stride(0), n2sq.stride(0), *vc.stride(), *oc.stride(),
             alpha.stride(0), PROFILE=PROFILES[profile], GEOMETRY=geometry, PRODUCT=product,
             OPERAND=operand, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=_padded(d),
-            BLOCK_T=_padded(vc.shape[2]), num_warps=NUM_WARPS, num_stages=NUM_STAGES)
-    return out
+            BLOCK_T=_padded(vc.shape[2]), num_warps=num_warps, num_stages=NUM_STAGES)
+    return outs[0] if len(outs) == 1 else torch.cat(outs, -1)
 
 
 def row_grad(z1: torch.Tensor, z2: torch.Tensor, u: torch.Tensor, v: torch.Tensor, profile: str,
              alpha: torch.Tensor | None = None, precision: str = "fp32", need_wk: bool = True,
-             block_m: int = BLOCK_M, block_n: int = BLOCK_N) -> tuple:
+             block_m: int | None = None, block_n: int | None = None,
+             num_warps: int | None = None) -> tuple:
     """Row sums for the gradient of sum(W * K), W = u v^T, from the unit-scale ``profile``.
 
     z1 (B, n1, D), z2 (B, n2, D), u (B, n1, t), v (B, n2, t), alpha (B,) for "rq".
     Returns (rowsum_h (B, n1), hz (B, n1, D), wk (B, n1) or None, wdk_alpha (B, n1) or None)
     with H = W * dk/dr2: rowsum_h[a] = sum_b H_ab, hz[a] = sum_b H_ab z2[b], wk[a] = sum_b W_ab
     K_ab, wdk_alpha[a] = sum_b W_ab dK_ab/dalpha ("rq" only); wk and wdk_alpha need ``need_wk``.
+    Block sizes default to GRAD_BLOCKS[padded D]; t > GRAD_MAX_T runs as several launches
+    (W = u v^T is a sum over columns, so their results add up).
     """
-    _check(z1, z2, profile, alpha, precision, block_m, block_n)
+    block_m, block_n, num_warps = _blocks(GRAD_BLOCKS, z1.shape[-1], block_m, block_n, num_warps)
+    _check(z1, z2, profile, alpha, precision, block_m, block_n, num_warps)
     if u.dim() != 3 or v.dim() != 3 or u.shape[:2] != z1.shape[:2] or v.shape[:2] != z2.shape[:2] \
             or u.shape[2] != v.shape[2]:
         raise ValueError(f"v: expected u (B, n1, t) and v (B, n2, t) matching z1 and z2, got "
@@ -278,20 +301,19 @@ def row_grad(z1: torch.Tensor, z2: torch.Tensor, u: torch.Tensor, v: torch.Tenso
     z1, z2, n1sq, n2sq, alpha = _prepared(z1, z2, alpha)
     u, v = u.to(getattr(torch, operand)), v.to(getattr(torch, operand))
     dp = _padded(d)
-    sums = [torch.zeros(bsz, n1, device=z1.device, dtype=torch.float32) for _ in range(3)]
-    h_sum, wk, wda = sums
+    h_sum, wk, wda = (torch.zeros(bsz, n1, device=z1.device, dtype=torch.float32) for _ in range(3))
     hz = torch.zeros(bsz, n1, dp, device=z1.device, dtype=torch.float32)
     grid = (triton.cdiv(n1, block_m), bsz)
-    for c in range(0, t if n1 and n2 else 0, MAX_T):
-        uc, vc = u[..., c:c + MAX_T], v[..., c:c + MAX_T]
+    for c in range(0, t if n1 and n2 else 0, GRAD_MAX_T):
+        uc, vc = u[..., c:c + GRAD_MAX_T].contiguous(), v[..., c:c + GRAD_MAX_T].contiguous()
         outs = (h_sum, hz, wk, wda) if c == 0 else tuple(torch.zeros_like(o) for o in (h_sum, hz, wk, wda))
         _row_grad_kernel[grid](
             z1, z2, n1sq, n2sq, uc, vc, alpha, *outs, n1, n2, d, uc.shape[2],
             *z1.stride(), *z2.stride(), n1sq.stride(0), n2sq.stride(0), *uc.stride(), *vc.stride(),
             alpha.stride(0), PROFILE=PROFILES[profile], NEED_WK=need_wk, GEOMETRY=geometry,
             PRODUCT=product, OPERAND=operand, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=dp,
-            BLOCK_T=_padded(uc.shape[2]), num_warps=NUM_WARPS, num_stages=NUM_STAGES)
-        if c:  # W = u v^T is a sum over columns: chunks add up
+            BLOCK_T=_padded(uc.shape[2]), num_warps=num_warps, num_stages=NUM_STAGES)
+        if c:
             for total, part in zip((h_sum, hz, wk, wda), outs):
                 total += part
     return (h_sum, hz[..., :d], wk if need_wk else None, wda if need_wk and profile == "rq" else None)

@@ -1,0 +1,260 @@
+# Cases for the fused Triton kernels against float64 dense references. Run on CUDA, or on the CPU
+# through tests/backends/test_triton_kernels.py, which starts pytest on this file with TRITON_INTERPRET=1.
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+import flashgp as fg  # noqa: E402
+from flashgp.backends import fused  # noqa: E402
+from flashgp.kernels import RBF, RQ, Linear, Matern, Periodic, Scale  # noqa: E402
+from flashgp.operators import KernelOperator  # noqa: E402
+
+if not fused.fused_available("cuda" if torch.cuda.is_available() else "cpu"):
+    pytest.skip("fused kernels cannot run here: no CUDA and TRITON_INTERPRET is not 1",
+                allow_module_level=True)
+
+from flashgp.backends import triton_kernels as tk  # noqa: E402
+
+F64 = torch.float64
+DEVICE = "cuda" if torch.cuda.is_available() and not tk.INTERPRETED else "cpu"
+PRECISIONS = ["fp32", "tf32", "bf16"]
+TOL = {"fp32": 1e-5, "tf32": 1e-2, "bf16": 2e-2}        # products and row sums
+GRAD_TOL = {"fp32": 2e-5, "tf32": 1e-2, "bf16": 3e-2}   # parameter / input gradients
+SMALL = dict(block_m=32, block_n=32)  # several (partial) row blocks and column tiles at n = 37, 70
+# Triton 3.6's interpreter converts loop bounds with a NumPy call deprecated in NumPy 1.25
+pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")
+
+
+def rand(*shape, seed=0):
+    return torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(seed)).to(DEVICE)
+
+
+def rel_err(value, ref):
+    """max |value - ref| / max |ref| (both in float64)."""
+    return float((value.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
+
+
+def reference_terms(profile, r2, alpha):
+    """(k, dk/dr2, dk/dalpha) in float64 from the textbook formulas; dk/dr2 := 0 at r2 = 0."""
+    if profile == "rq":
+        a = alpha[:, None, None]
+        q = 1 + r2 / (2 * a)
+        k = q.pow(-a)
+        return k, -0.5 * k / q, k * (1 - 1 / q - q.log())
+    nu_scale = {"rbf": None, "matern12": 1.0, "matern32": 3.0, "matern52": 5.0}[profile]
+    if nu_scale is None:
+        k = torch.exp(-0.5 * r2)
+        return k, -0.5 * k, None
+    s = (nu_scale * r2).sqrt()
+    e = torch.exp(-s)
+    if profile == "matern12":
+        return e, torch.where(r2 > 0, -0.5 * e / s.clamp_min(1e-300), 0.0), None
+    if profile == "matern32":
+        return (1 + s) * e, -1.5 * e, None
+    return (1 + s + s * s / 3) * e, -5.0 / 6.0 * (1 + s) * e, None
+
+
+def scaled_points(batch, n1, n2, d, seed=0):
+    """z1 (B, n1, d), z2 (B, n2, d), the first 5 rows shared (exact duplicates), exact r2 in float64."""
+    z1, z2 = rand(batch, n1, d, seed=seed), rand(batch, n2, d, seed=seed + 1)
+    z2[:, :5] = z1[:, :5]
+    r2 = (z1[:, :, None, :] - z2[:, None, :, :]).pow(2).sum(-1)
+    return z1, z2, r2
+
+
+ALPHA = torch.tensor([0.7, 2.5], dtype=F64)
+
+
+# ----- the raw kernels ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("t", [1, 11, 33])
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("profile", list(tk.PROFILES))
+def test_kv_matmul(profile, precision, t):
+    z1, z2, r2 = scaled_points(2, 37, 70, 3)
+    alpha = ALPHA.to(DEVICE) if profile == "rq" else None
+    v = rand(2, 70, t, seed=5)
+    out = tk.kv_matmul(z1, z2, v, profile, alpha, precision, **SMALL)
+    k, _, _ = reference_terms(profile, r2, alpha)
+    assert out.shape == (2, 37, t) and out.dtype == torch.float32
+    assert rel_err(out, k @ v) < TOL[precision]
+
+
+@pytest.mark.parametrize("t", [1, 33])
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("profile", list(tk.PROFILES))
+def test_row_grad(profile, precision, t):
+    z1, z2, r2 = scaled_points(2, 37, 70, 3, seed=2)
+    alpha = ALPHA.to(DEVICE) if profile == "rq" else None
+    u, v = rand(2, 37, t, seed=6), rand(2, 70, t, seed=7)
+    h_sum, hz, wk, wda = tk.row_grad(z1, z2, u, v, profile, alpha, precision, **SMALL)
+    k, dk, dka = reference_terms(profile, r2, alpha)
+    w = u @ v.transpose(-1, -2)
+    h = w * dk
+    tol = GRAD_TOL[precision]  # gradient pieces (Matern-1/2's dk/dr2 ~ 1/r amplifies r2 round-off)
+    assert rel_err(h_sum, h.sum(-1)) < tol
+    assert hz.shape == (2, 37, 3) and rel_err(hz, h @ z2) < tol
+    assert rel_err(wk, (w * k).sum(-1)) < tol
+    assert (wda is None) == (profile != "rq")
+    if profile == "rq":
+        assert rel_err(wda, (w * dka).sum(-1)) < tol
+
+
+def test_wide_v_is_chunked():
+    """t above KV_MAX_T / GRAD_MAX_T runs as several launches that add up."""
+    z1, z2, r2 = scaled_points(1, 20, 30, 2, seed=3)
+    t = max(tk.KV_MAX_T, tk.GRAD_MAX_T) + 6
+    u, v = rand(1, 20, t, seed=8), rand(1, 30, t, seed=9)
+    k, dk, _ = reference_terms("rbf", r2, None)
+    assert rel_err(tk.kv_matmul(z1, z2, v, "rbf"), k @ v) < 1e-5
+    h_sum, hz, wk, _ = tk.row_grad(z1, z2, u, v, "rbf")
+    w = u @ v.transpose(-1, -2)
+    assert rel_err(h_sum, (w * dk).sum(-1)) < 1e-5 and rel_err(hz, (w * dk) @ z2) < 1e-5
+    assert rel_err(wk, (w * k).sum(-1)) < 1e-5
+
+
+def test_launch_argument_errors():
+    z = rand(1, 5, 2)
+    v = rand(1, 5, 3)
+    with pytest.raises(ValueError, match="profile"):
+        tk.kv_matmul(z, z, v, "cosine")
+    with pytest.raises(ValueError, match="precision"):
+        tk.kv_matmul(z, z, v, "rbf", precision="fp16")
+    with pytest.raises(ValueError, match="alpha"):
+        tk.kv_matmul(z, z, v, "rq")
+    with pytest.raises(ValueError, match="block_m"):
+        tk.kv_matmul(z, z, v, "rbf", block_m=24)
+    with pytest.raises(ValueError, match="z2"):
+        tk.kv_matmul(z, rand(1, 5, 3), v, "rbf")
+    with pytest.raises(ValueError, match="v"):
+        tk.kv_matmul(z, z, rand(1, 4, 3), "rbf")
+    assert tk.MAX_D == fused.MAX_D
+
+
+# ----- kernels, gradients and operators -----------------------------------------------------------
+
+def randomized(kernel, seed=1):
+    """The kernel in float64 with random raw hyperparameters, so no gradient is degenerate."""
+    kernel = kernel.double().to(DEVICE)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in kernel.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=F64) * 0.3 + 0.2)
+    return kernel
+
+
+KERNELS = {
+    "rbf": lambda: Scale(RBF(ard_dims=3)),
+    "matern12": lambda: Scale(Matern(nu=0.5, ard_dims=3)),
+    "matern32_bare": lambda: Matern(nu=1.5),
+    "matern52": lambda: Scale(Matern(nu=2.5, ard_dims=3)),
+    "rq": lambda: Scale(RQ(ard_dims=3)),
+}
+
+
+def dense_grads(kernel, x1, x2, left, right, targets):
+    k = kernel(x1, x2)
+    return torch.autograd.grad((k * (left @ right.transpose(-1, -2))).sum(), targets)
+
+
+def check_grads(got, ref, tol):
+    assert len(got) == len(ref)
+    for g, r in zip(got, ref):
+        assert g.shape == r.shape and rel_err(g, r) < tol
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("name", list(KERNELS))
+def test_fused_matmul_and_bilinear_grad(name, precision):
+    kernel = randomized(KERNELS[name]())
+    parts = fused.fused_parts(kernel)
+    x1 = rand(37, 3, seed=10).requires_grad_()
+    x2 = rand(70, 3, seed=11).requires_grad_()
+    params = list(kernel.parameters())
+    # cross K(x1, x2): row pass and column pass
+    v = rand(70, 11, seed=12)
+    out = fused.fused_matmul(kernel, x1, x2, v, precision, **SMALL)
+    assert out.dtype == F64 and rel_err(out, kernel(x1, x2).detach() @ v) < TOL[precision]
+    left, right = rand(37, 11, seed=13), rand(70, 11, seed=14)
+    got = fused.fused_bilinear_grad(parts, x1, x2, left, right, params + [x1, x2], precision, **SMALL)
+    check_grads(got, dense_grads(kernel, x1, x2, left, right, params + [x1, x2]), GRAD_TOL[precision])
+    # symmetric K(x2, x2): one pass on [left, right], [right, left]
+    left = rand(70, 11, seed=15)
+    got = fused.fused_bilinear_grad(parts, x2, None, left, right, params + [x2], precision, **SMALL)
+    check_grads(got, dense_grads(kernel, x2, x2, left, right, params + [x2]), GRAD_TOL[precision])
+
+
+@pytest.mark.parametrize("base", ["rbf", "rq"])
+def test_batched_kernel_with_active_dims(base):
+    """Kernel batch (2,), inputs broadcast over it, active_dims, hyperparameters per batch."""
+    cls = RBF if base == "rbf" else RQ
+    kernel = randomized(Scale(cls(ard_dims=2, active_dims=[0, 2], batch_shape=(2,))))
+    x1 = rand(37, 4, seed=20).requires_grad_()        # shared by both GPs of the batch
+    x2 = rand(2, 33, 4, seed=21).requires_grad_()
+    v = rand(2, 33, 1, seed=22)
+    out = fused.fused_matmul(kernel, x1, x2, v, "fp32", **SMALL)
+    assert out.shape == (2, 37, 1) and rel_err(out, kernel(x1, x2).detach() @ v) < 1e-5
+    params = list(kernel.parameters())
+    left, right = rand(2, 37, 11, seed=23), rand(2, 33, 11, seed=24)
+    targets = params + [x1, x2]
+    got = fused.fused_bilinear_grad(fused.fused_parts(kernel), x1, x2, left, right, targets, **SMALL)
+    check_grads(got, dense_grads(kernel, x1, x2, left, right, targets), 2e-5)
+    xs = rand(2, 37, 4, seed=25).requires_grad_()
+    got = fused.fused_bilinear_grad(fused.fused_parts(kernel), xs, None, left, left, params + [xs], **SMALL)
+    check_grads(got, dense_grads(kernel, xs, xs, left, left, params + [xs]), 2e-5)
+
+
+def test_kernel_operator_triton_backend():
+    kernel = randomized(Scale(Matern(nu=2.5, ard_dims=3)))
+    x = rand(70, 3, seed=30).requires_grad_()
+    op = KernelOperator(kernel, x, backend="triton")
+    ref = KernelOperator(kernel, x, backend="blocked")
+    assert op.backend == "triton" and op.precision == "fp32"
+    v = rand(70, 4, seed=31)
+    assert rel_err(op.matmul(v), ref.matmul(v)) < 1e-5
+    assert rel_err(op.matmul(v[:, 0]), ref.matmul(v[:, 0])) < 1e-5
+    left = rand(70, 5, seed=32)
+    check_grads(op.bilinear_grad(left, v[:, :3].repeat(1, 2)[:, :5]),
+                ref.bilinear_grad(left, v[:, :3].repeat(1, 2)[:, :5]), 2e-5)
+    vb = rand(2, 70, 3, seed=33)  # a batch that comes from the right-hand side only
+    assert rel_err(op.matmul(vb), ref.matmul(vb)) < 1e-5
+    targets = list(kernel.parameters()) + [x]
+    check_grads(op.bilinear_grad(vb, vb), dense_grads(kernel, x, x, vb, vb, targets), 2e-5)
+    cross = KernelOperator(kernel, x[:20], x, backend="triton", precision="bf16")
+    assert cross.backend == "triton" and cross.shape == (20, 70)
+    assert rel_err(cross.matmul(v), kernel(x[:20], x).detach() @ v) < TOL["bf16"]
+    # kernels the fused backend cannot evaluate fall back to blocked, never dense
+    for other in (Scale(RBF()) + Linear(), Scale(Periodic()), Scale(RBF()) * Scale(RBF())):
+        assert KernelOperator(other.double(), x, backend="triton").backend == "blocked"
+    with pytest.raises(ValueError, match="precision"):
+        KernelOperator(kernel, x, backend="triton", precision="fp16")
+
+
+def test_exact_gp_cg_triton_matches_cholesky_and_blocked():
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(100, 2, generator=gen) * 4).to(DEVICE)
+    y = torch.sin(2 * x).sum(-1) + 0.1 * torch.randn(100, generator=gen).to(DEVICE)
+    x_test = torch.linspace(0, 4, 12, device=DEVICE).unsqueeze(-1).expand(12, 2).contiguous()
+    results = {}
+    solvers = {"cholesky": fg.Cholesky(),
+               "triton": fg.CG(backend="triton", tol=1e-4, probes=20, precond=fg.PivotedCholesky(80)),
+               "blocked": fg.CG(backend="blocked", tol=1e-4, probes=20, precond=fg.PivotedCholesky(80))}
+    for name, solver in solvers.items():
+        torch.manual_seed(0)
+        model = fg.ExactGP(x, y, Scale(Matern(nu=2.5, ard_dims=2)), solver=solver).to(DEVICE)
+        mll = model.mll(generator=torch.Generator(device=DEVICE).manual_seed(1))
+        mll.backward()
+        with torch.no_grad():
+            mean = model.posterior(x_test).mean
+        results[name] = (mll.item(), [p.grad.clone() for p in model.parameters()], mean,
+                         dict(model.diagnostics))
+    assert results["triton"][3]["backend"] == "triton" and results["blocked"][3]["backend"] == "blocked"
+    # same probes, same arithmetic up to float32 round-off
+    assert math.isclose(results["triton"][0], results["blocked"][0], rel_tol=1e-4, abs_tol=1e-5)
+    check_grads(results["triton"][1], results["blocked"][1], 1e-3)
+    # the exact answer, within the stochastic log-determinant error
+    assert abs(results["triton"][0] - results["cholesky"][0]) < 1e-2
+    assert rel_err(results["triton"][2], results["cholesky"][2].double()) < 1e-2

@@ -1,0 +1,67 @@
+# Runs every script in examples/ at a small size in a subprocess (two at a time) and checks
+# that it succeeds and prints its results; the 1-D example also writes its plot.
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+       "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+
+
+def has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def cases(tmp: Path) -> dict:
+    """script -> (arguments for a small run, texts its output must contain)."""
+    plot = tmp / "regression_1d.png"
+    return {
+        "regression_1d.py": (["--n", "40", "--iters", "3", "--plot", str(plot)],
+                             ["RMSE of the posterior mean", "plot: " if has("matplotlib") else "no plot"]),
+        "uci_exact_gp.py": (["--iters", "2", "--max-train", "150", "--solver", "cg"],
+                            ["concrete: n_train=150", "95% coverage", "solver path cg"]),
+        "large_gpu_fit.py": (["--n", "300", "--iters", "2", "--test", "50", "--device", "cpu"],
+                             ["n=300, d=3", "CG iterations", "test RMSE"]),
+        "sklearn_pipeline.py": (["--iters", "2", "--max-train", "120"],
+                                ["test R^2"] if has("sklearn") else ["skipping"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("examples")
+
+    def run(item):
+        script, (args, _) = item
+        return subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=tmp, env=ENV,
+                              capture_output=True, text=True, timeout=300)
+
+    todo = cases(tmp)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip(todo, pool.map(run, todo.items())))
+    return tmp, todo, results
+
+
+@pytest.mark.parametrize("script", list(cases(Path("."))))
+def test_example_runs_small(runs, script):
+    tmp, todo, results = runs
+    proc = results[script]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for text in todo[script][1]:
+        assert text in proc.stdout, proc.stdout
+    if script == "regression_1d.py" and has("matplotlib"):
+        assert (tmp / "regression_1d.png").stat().st_size > 10_000
+
+
+def test_every_example_is_tested():
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(cases(Path(".")))
