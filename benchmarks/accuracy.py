@@ -46,7 +46,7 @@ def evaluate(model):
     mll.backward()
     grad = torch.cat([p.grad.flatten() for p in model.parameters()])
     post = model.posterior(model._x_test)
-    return float(mll), grad, post.mean, post.variance
+    return float(mll.detach()), grad, post.mean, post.variance
 
 
 def rel(a, b) -> float:
