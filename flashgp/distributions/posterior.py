@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
+from ..errors import NotPSDError, NumericalWarning
 from ..linalg.cholesky import safe_cholesky
 from ..operators.base import Operator
 from ..shapes import broadcast_shapes
@@ -92,15 +94,32 @@ class Posterior:
             raise ValueError(f"sample: joint samples need a dense {m} x {m} covariance; "
                              f"sample at most {MAX_DENSE_SAMPLE} points at a time")
         cov = self.covariance.to_dense().detach().double()
+        cov = 0.5 * (cov + cov.transpose(-1, -2))  # iterative solves leave it slightly asymmetric
         if self.noise is not None:
             cov = cov + torch.diag_embed(self.noise.detach().double())
-        chol, jitter = safe_cholesky(cov)
-        if jitter:
-            self.diagnostics["sample_jitter"] = jitter
+        chol = self._sampling_root(cov)
         eps = torch.randn(num_samples, *chol.shape[:-1], 1, dtype=torch.float64, device=chol.device,
                           generator=generator)
         draws = (chol @ eps).squeeze(-1).to(self.mean.dtype)
         return self.mean.detach() + draws
+
+    def _sampling_root(self, cov: torch.Tensor) -> torch.Tensor:
+        """A root R (R R^T = cov) by Cholesky with jitter; if the covariance is indefinite
+        beyond what jitter fixes (inexact CG downdates), by an eigendecomposition with the
+        negative eigenvalues set to 0. Either recovery is recorded in ``diagnostics``."""
+        try:
+            chol, jitter = safe_cholesky(cov)
+        except NotPSDError:
+            evals, evecs = torch.linalg.eigh(cov)
+            negative = int((evals < 0).sum())
+            self.diagnostics.update(sample_eigen_clamped=negative, sample_min_eigenvalue=float(evals.min()))
+            warnings.warn(f"sample: the posterior covariance has {negative} negative eigenvalue(s) "
+                          f"(min {float(evals.min()):.3g}); sampling from its PSD part",
+                          NumericalWarning, stacklevel=3)
+            return evecs * evals.clamp_min(0).sqrt().unsqueeze(-2)
+        if jitter:
+            self.diagnostics["sample_jitter"] = jitter
+        return chol
 
     def log_prob(self, y: torch.Tensor) -> torch.Tensor:
         """Sum of marginal Gaussian log densities of y (*batch, m) (independent marginals)."""

@@ -565,3 +565,18 @@ def test_no_warning_on_well_conditioned_problem():
         warnings.simplefilter("error")
         model.mll().backward()
         model.posterior(x_test).variance
+
+
+def test_sample_recovers_from_an_indefinite_covariance():
+    # an inexact CG downdate can leave small negative eigenvalues that jitter does not fix
+    from flashgp.distributions import Posterior
+    from flashgp.operators import Dense
+    basis = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64))[0]
+    cov = basis @ torch.diag(torch.tensor([1.0, 0.5, 0.2, 1e-3, 2e-4, -0.05], dtype=torch.float64)) @ basis.T
+    post = Posterior(torch.zeros(6, dtype=torch.float64), Dense(cov))
+    with pytest.warns(fg.NumericalWarning, match="negative eigenvalue"):
+        draws = post.sample(4000, generator=torch.Generator().manual_seed(0))
+    assert draws.shape == (4000, 6) and torch.isfinite(draws).all()
+    assert post.diagnostics["sample_eigen_clamped"] == 1
+    psd = basis @ torch.diag(torch.tensor([1.0, 0.5, 0.2, 1e-3, 2e-4, 0.0], dtype=torch.float64)) @ basis.T
+    torch.testing.assert_close(draws.T @ draws / 4000, psd, atol=0.06, rtol=0)
