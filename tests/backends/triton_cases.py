@@ -17,6 +17,7 @@ if not fused.fused_available("cuda" if torch.cuda.is_available() else "cpu"):
                 allow_module_level=True)
 
 from flashgp.backends import triton_kernels as tk  # noqa: E402
+from kernel_helpers import randomized  # noqa: E402
 
 F64 = torch.float64
 DEVICE = "cuda" if torch.cuda.is_available() and not tk.INTERPRETED else "cpu"
@@ -136,16 +137,6 @@ def test_launch_argument_errors():
 
 # ----- kernels, gradients and operators -----------------------------------------------------------
 
-def randomized(kernel, seed=1):
-    """The kernel in float64 with random raw hyperparameters, so no gradient is degenerate."""
-    kernel = kernel.double().to(DEVICE)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in kernel.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=F64) * 0.3 + 0.2)
-    return kernel
-
-
 KERNELS = {
     "rbf": lambda: Scale(RBF(ard_dims=3)),
     "matern12": lambda: Scale(Matern(nu=0.5, ard_dims=3)),
@@ -169,7 +160,7 @@ def check_grads(got, ref, tol):
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("name", list(KERNELS))
 def test_fused_matmul_and_bilinear_grad(name, precision):
-    kernel = randomized(KERNELS[name]())
+    kernel = randomized(KERNELS[name](), device=DEVICE)
     parts = fused.fused_parts(kernel)
     x1 = rand(37, 3, seed=10).requires_grad_()
     x2 = rand(70, 3, seed=11).requires_grad_()
@@ -191,7 +182,7 @@ def test_fused_matmul_and_bilinear_grad(name, precision):
 def test_batched_kernel_with_active_dims(base):
     """Kernel batch (2,), inputs broadcast over it, active_dims, hyperparameters per batch."""
     cls = RBF if base == "rbf" else RQ
-    kernel = randomized(Scale(cls(ard_dims=2, active_dims=[0, 2], batch_shape=(2,))))
+    kernel = randomized(Scale(cls(ard_dims=2, active_dims=[0, 2], batch_shape=(2,))), device=DEVICE)
     x1 = rand(37, 4, seed=20).requires_grad_()        # shared by both GPs of the batch
     x2 = rand(2, 33, 4, seed=21).requires_grad_()
     v = rand(2, 33, 1, seed=22)
@@ -208,7 +199,7 @@ def test_batched_kernel_with_active_dims(base):
 
 
 def test_kernel_operator_triton_backend():
-    kernel = randomized(Scale(Matern(nu=2.5, ard_dims=3)))
+    kernel = randomized(Scale(Matern(nu=2.5, ard_dims=3)), device=DEVICE)
     x = rand(70, 3, seed=30).requires_grad_()
     op = KernelOperator(kernel, x, backend="triton")
     ref = KernelOperator(kernel, x, backend="blocked")

@@ -6,6 +6,7 @@ import torch
 from flashgp.backends import block_rows_for, choose_backend
 from flashgp.kernels import RBF, RQ, Linear, Matern, Periodic, Polynomial, Scale
 from flashgp.operators import AddedDiag, Dense, KernelOperator, SumOperator
+from kernel_helpers import randomized
 
 F64 = torch.float64
 BACKENDS = [("dense", None), ("blocked", 7), ("blocked", 1), ("blocked", 1000)]
@@ -14,16 +15,6 @@ BACKEND_IDS = ["dense", "blocked7", "blocked1", "blocked_big"]
 
 def rand(*shape, seed=0):
     return torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(seed))
-
-
-def randomized(kernel, seed=1):
-    """The kernel in float64 with random (raw) hyperparameters, so no gradient is degenerate."""
-    kernel = kernel.double()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in kernel.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=F64) * 0.3 + 0.2)
-    return kernel
 
 
 KERNELS = {
