@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from flashgp.backends.fused import fused_bilinear_grad, fused_matmul, fused_parts  # noqa: E402
+from flashgp.backends.fused import PRECISIONS, fused_bilinear_grad, fused_matmul, fused_parts  # noqa: E402
 from flashgp.kernels import RBF, RQ, Matern, Scale  # noqa: E402
 from flashgp.operators import KernelOperator  # noqa: E402
 
@@ -159,8 +159,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--d", type=int, nargs="+", default=[3, 8, 20])
     parser.add_argument("--t", type=int, nargs="+", default=[1, 11, 33])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "tf32", "bf16"],
-                        choices=["fp32", "tf32", "bf16"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "tf32x3", "tf32"],
+                        choices=list(PRECISIONS))
     parser.add_argument("--kernel", default="matern52", choices=sorted(KERNELS))
     parser.add_argument("--skip-blocked", action="store_true", help="do not time the blocked backend")
     parser.add_argument("--blocked-max-n", type=int, default=100_000,

@@ -5,6 +5,9 @@
 Example: python benchmarks/uci.py --data /path/to/uci --datasets elevators,bike --device cpu
 --iters 50 --max-train 8000 --dtype float32 --out results/cpu   (writes results/cpu.{md,json})
 
+Data set names "synth-N" (e.g. synth-100000) are synthetic instead: N training and N // 10 test
+points in d = 3 (``synthetic``), for time-per-step curves beyond the UCI sizes.
+
 Model: constant mean, Scale(Matern nu=2.5, ARD), Gaussian likelihood, Adam; both libraries start
 from the same hyperparameters (INIT) and use the same CG settings (SOLVER); GPyTorch is forced onto
 CG (max_cholesky_size 0) with LOVE variances (fast_pred_var). Metrics use the standardized target.
@@ -152,6 +155,33 @@ def moments(pred) -> tuple:
     return pred.mean, pred.variance
 
 
+# ----------------------------------------------------------------------------- data
+
+def synthetic(name: str, dtype: torch.dtype, seed: int, d: int = 3):
+    """Dataset "synth-N": x uniform on [0, 1]^d, y = sum_j sin(2 pi x_j) / sqrt(d) + 0.1 noise,
+    N training and N // 10 test points (standardized by construction: y has unit-order scale)."""
+    from flashgp.datasets import Dataset
+
+    n = int(name.split("-", 1)[1])
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(n + n // 10, d, generator=gen, dtype=torch.float64)
+    y = torch.sin(2 * math.pi * x).sum(-1) / math.sqrt(d) + 0.1 * torch.randn(len(x), generator=gen,
+                                                                                dtype=torch.float64)
+    x, y = x.to(dtype), y.to(dtype)
+    return Dataset(x[:n], y[:n], x[n:], y[n:], 0.0, 1.0, name)
+
+
+def load(args):
+    """The data set of a worker: a UCI split, or a synthetic one ("synth-N")."""
+    from flashgp.datasets import load_uci
+
+    dtype = getattr(torch, args.dtype)
+    if args.dataset.startswith("synth-"):
+        return synthetic(args.dataset, dtype, args.seed)
+    return load_uci(args.dataset, root=args.data, split=args.split, dtype=dtype,
+                    max_train=args.max_train, seed=args.seed)
+
+
 # ----------------------------------------------------------------------------- the two libraries
 
 def gpytorch_step(model, mll, optimizer, ds) -> float:
@@ -221,7 +251,8 @@ def run_flashgp(ds, args, device, sync) -> dict:
     solver = fg.CG(tol=SOLVER["cg_tol_train"], eval_tol=SOLVER["cg_tol_eval"],
                    max_iters=SOLVER["max_cg_iters"], probes=SOLVER["probes"],
                    precond=fg.PivotedCholesky(SOLVER["precond_rank"]),
-                   root_rank=SOLVER["root_rank"], exact_var_max=0)  # LOVE variances, as GPyTorch
+                   root_rank=SOLVER["root_rank"], exact_var_max=0,  # LOVE variances, as GPyTorch
+                   backend=args.backend, precision=args.precision)
     model = fg.ExactGP(ds.x_train, ds.y_train, kernel, likelihood=fg.likelihoods.Gaussian(),
                        mean=fg.means.Constant(), solver=solver)
     if isinstance(model, torch.nn.Module):
@@ -285,12 +316,9 @@ def warm_up_optimizer() -> None:
 
 def worker(args) -> int:
     """Run one library on one data set and write the JSON record to ``args.result``."""
-    from flashgp.datasets import load_uci
-
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    ds = load_uci(args.dataset, root=args.data, split=args.split, dtype=getattr(torch, args.dtype),
-                  max_train=args.max_train, seed=args.seed).to(device=device)
+    ds = load(args).to(device=device)
     __import__(args.lib)  # imports and lazy initialization before measuring memory and time
     warm_up_optimizer()
     sync = make_sync(device)
@@ -318,7 +346,8 @@ def worker_command(args, lib: str, dataset: str, result: str) -> list[str]:
     """The command line of the worker subprocess for one (library, data set)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--lib", lib,
            "--dataset", dataset, "--result", result]
-    for name in ("data", "device", "dtype", "iters", "lr", "split", "max_train", "seed", "threads"):
+    for name in ("data", "device", "dtype", "iters", "lr", "split", "max_train", "seed", "threads",
+                 "backend", "precision"):
         if getattr(args, name) is not None:
             cmd += ["--" + name.replace("_", "-"), str(getattr(args, name))]
     return cmd
@@ -380,7 +409,7 @@ def parent(args) -> int:
     from flashgp.datasets import available_datasets
 
     names = available_datasets(args.data)
-    unknown = [n for n in args.datasets if n not in names]
+    unknown = [n for n in args.datasets if n not in names and not n.startswith("synth-")]
     if unknown:
         raise SystemExit(f"--datasets: unknown {unknown}; available under "
                          f"{args.data or 'the packaged data'}: {names}")
@@ -402,6 +431,7 @@ def parent(args) -> int:
             "flashgp": version_of("flashgp"), "python": platform.python_version(),
             "split": args.split, "max_train": args.max_train, "dtype": args.dtype,
             "seed": args.seed, "lr": args.lr, "iters": args.iters, "solver": SOLVER,
+            "flashgp_backend": args.backend, "flashgp_precision": args.precision,
             "init": INIT, "libs": args.libs, "datasets": args.datasets}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -440,6 +470,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of subsampling and probes")
     p.add_argument("--threads", type=int, default=cores, help=f"torch threads (default {cores})")
     p.add_argument("--timeout", type=float, help="seconds allowed per worker (default: none)")
+    p.add_argument("--backend", default="auto", help="flashgp kernel backend (default auto)")
+    p.add_argument("--precision", default="fp32",
+                   help="flashgp fused-kernel precision: fp32, tf32x3 or tf32 (default fp32)")
     p.add_argument("--out", default="results/uci",
                    help="output prefix: writes OUT.md and OUT.json (default results/uci)")
     for hidden in ("--lib", "--dataset", "--result"):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import __version__, kernels, likelihoods, means
-from .errors import NotPSDError
+from .errors import FitInterrupted, NotPSDError
 from .fit import fit
 from .io import load as load_model, save as save_model
 from .models import ExactGP
@@ -26,6 +26,7 @@ from .tables import (InputError, check_columns, heldout_metrics, numeric_columns
                      standardization, write_predictions)
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2  # success; bad data or environment; bad command line
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 KERNELS = ("rbf", "matern12", "matern32", "matern52", "rq")
 SUBCOMMANDS = ("fit", "predict", "demo", "info")
 OPTIONAL_PACKAGES = (("triton", "triton"), ("matplotlib", "matplotlib"), ("sklearn", "scikit-learn"),
@@ -66,6 +67,7 @@ def _checked(convert, ok, expected: str):
 _fraction = _checked(float, lambda v: 0 < v < 1, "a fraction in (0, 1)")
 _positive_float = _checked(float, lambda v: 0 < v < math.inf, "a number > 0")
 _count = _checked(int, lambda v: v >= 0, "an integer >= 0")
+_positive_count = _checked(int, lambda v: v >= 1, "an integer >= 1")
 
 
 def make_kernel(name: str, d: int):
@@ -157,8 +159,7 @@ def cmd_fit(args, say) -> dict:
     model = ExactGP(train_x, train_y, make_kernel(args.kernel, d), likelihood=likelihoods.Gaussian(),
                     mean=means.Constant())
     start = time.perf_counter()
-    history = fit(model, optimizer="adam", lr=args.lr, iters=args.iters, progress=args.progress,
-                  seed=args.seed)
+    history = _fit_with_checkpoint(model, args)
     seconds = time.perf_counter() - start
     with torch.no_grad():
         lml = float(model.mll(generator=torch.Generator(device=device).manual_seed(args.seed))) * len(y_train)
@@ -166,7 +167,8 @@ def cmd_fit(args, say) -> dict:
               "kernel": args.kernel, "n_train": len(y_train), "iters": len(history), "lr": args.lr,
               "device": str(device), "solver_path": model.diagnostics.get("path"),
               "train_seconds": seconds, "final_loss": history.loss[-1] if history.loss else None,
-              "stopped_early": history.stopped_early,
+              "stopped_early": history.stopped_early, "checkpoint": args.checkpoint,
+              "resumed_from_step": history.start_step or None,
               "hyperparameters": hyperparameters(model, features),
               "log_marginal_likelihood": lml,
               "log_marginal_likelihood_target_units": lml - len(y_train) * math.log(stats["y_std"]),
@@ -180,6 +182,31 @@ def cmd_fit(args, say) -> dict:
         result["metadata"] = _save(model, args.out, meta)
     say(_fit_report(result))
     return result
+
+
+def _fit_with_checkpoint(model, args):
+    """fg.fit with --checkpoint/--checkpoint-every/--resume; Ctrl-C -> CLIError with exit 130."""
+    if args.checkpoint is None and (args.resume or args.checkpoint_every is not None):
+        flag = "--resume" if args.resume else "--checkpoint-every"
+        raise CLIError(f"{flag}: needs --checkpoint PATH", EXIT_USAGE)
+    if args.checkpoint is not None:
+        try:
+            Path(args.checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CLIError(f"--checkpoint: cannot create the folder of {args.checkpoint}: {err}") from None
+    try:
+        return fit(model, optimizer="adam", lr=args.lr, iters=args.iters, progress=args.progress,
+                   seed=args.seed, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+                   resume=args.resume)
+    except FitInterrupted as stop:
+        raise CLIError(f"interrupted at step {stop.step}; checkpoint saved to {stop.checkpoint}; "
+                       f"resume with --resume", EXIT_INTERRUPTED) from None
+    except NotPSDError:
+        raise
+    except ValueError as err:  # a checkpoint from another run, or a damaged one
+        if args.checkpoint is None:
+            raise
+        raise CLIError(f"--checkpoint: {err}") from None
 
 
 def _fit_report(r: dict) -> str:
@@ -197,6 +224,9 @@ def _fit_report(r: dict) -> str:
              f"{r['log_marginal_likelihood_target_units']:.4f} in target units)"]
     if r["stopped_early"]:
         lines.append(f"  warning: {r['stopped_early']}")
+    if r["checkpoint"] is not None:
+        lines.append(f"  checkpoint: {r['checkpoint']}" + (
+            f" (resumed at step {r['resumed_from_step']})" if r["resumed_from_step"] else ""))
     if r["test"] is not None:
         t = r["test"]
         lines.append(f"  held-out ({t['n']} rows, target units): RMSE {t['rmse']:.4g}  NLL {t['nll']:.4f}  "
@@ -364,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     held.add_argument("--test", metavar="TEST.csv", help="held-out rows with the same columns")
     fit.add_argument("--seed", type=_count, default=0, help="seeds the split, the probes and torch")
     fit.add_argument("--out", metavar="MODEL", help="save the model here (and MODEL.json)")
+    fit.add_argument("--checkpoint", metavar="PATH", help="write the training state here every "
+                     "--checkpoint-every steps, at the end and on Ctrl-C")
+    fit.add_argument("--checkpoint-every", type=_positive_count, metavar="K",
+                     help="steps between checkpoints (default 10)")
+    fit.add_argument("--resume", action="store_true", help="go on from --checkpoint when it exists "
+                     "(same data and options), else start afresh")
     predict = sub.add_parser("predict", parents=[common], help="predict with a saved model")
     predict.add_argument("model", metavar="MODEL", help="a model written by 'flashgp fit --out'")
     predict.add_argument("data", metavar="DATA.csv", help="CSV file with the model's feature columns")

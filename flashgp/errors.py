@@ -23,3 +23,18 @@ class ModelFileError(ValueError):
 
     def __reduce__(self):
         return type(self), (self.path, self.problem)
+
+
+class FitInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``fg.fit(..., checkpoint=PATH)``, raised after the checkpoint was written.
+
+    A KeyboardInterrupt, so code that does not know it still stops. Attributes: ``step`` (the
+    completed steps the checkpoint holds), ``checkpoint`` (its path) and ``history`` (up to ``step``).
+    """
+
+    def __init__(self, step: int, checkpoint, history):
+        super().__init__(f"fit interrupted at step {step}; checkpoint saved to {checkpoint}")
+        self.step, self.checkpoint, self.history = step, checkpoint, history
+
+    def __reduce__(self):
+        return type(self), (self.step, self.checkpoint, self.history)

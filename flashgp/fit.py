@@ -1,34 +1,43 @@
 # Training loops for GP models: Adam or L-BFGS on the negative log marginal likelihood,
-# with a tqdm progress bar, callbacks and a returned history.
+# with a tqdm progress bar, callbacks, a returned history and checkpoints (resume after a stop).
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .errors import NotPSDError, NumericalWarning
+from .checkpoint import Checkpointer
+from .errors import FitInterrupted, NotPSDError, NumericalWarning
+from .models import ExactGP
 
 OPTIMIZERS = ("adam", "lbfgs")
+DEFAULT_CHECKPOINT_EVERY = 10
 
 
 @dataclass
 class History:
-    """What a fit recorded per step: loss (-mll per point), seconds, and the solver diagnostics."""
+    """What a fit recorded per step: loss (-mll per point), seconds, and the solver diagnostics.
+
+    ``start_step``: 0, or the step a resumed fit went on from (the lists hold the earlier steps too).
+    """
 
     loss: list = field(default_factory=list)
     step_seconds: list = field(default_factory=list)
     diagnostics: list = field(default_factory=list)
     stopped_early: str | None = None
+    start_step: int = 0
 
     def __len__(self) -> int:
         return len(self.loss)
 
 
-def _check_args(model, optimizer, lr, iters):
+def _check_args(model, optimizer, lr, iters, callback=None, seed=None):
     if not hasattr(model, "mll"):
         raise TypeError(f"model: expected a flashgp model with .mll(), got {type(model).__name__}")
     if optimizer not in OPTIMIZERS:
@@ -37,6 +46,11 @@ def _check_args(model, optimizer, lr, iters):
         raise ValueError(f"lr: expected a finite number > 0, got {lr!r}")
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
         raise ValueError(f"iters: expected an int >= 0, got {iters!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a function callback(step, loss, model) or None, "
+                        f"got {type(callback).__name__}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed: expected an int or None, got {seed!r}")
 
 
 def _parameter_summary(model) -> str:
@@ -48,7 +62,8 @@ def _parameter_summary(model) -> str:
 
 
 def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progress: bool = True,
-        callback=None, seed: int | None = None) -> History:
+        callback=None, seed: int | None = None, checkpoint=None, checkpoint_every: int | None = None,
+        resume: bool = False) -> History:
     """Maximize ``model.mll()`` over the model's parameters.
 
     Args:
@@ -57,15 +72,34 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
             Wolfe line search; the probe vectors are fixed for the run so the objective is
             deterministic).
         lr: learning rate (Adam) or initial step length (L-BFGS; 1.0 is usual).
+        iters: the number of steps of the whole run (a resumed run goes on to step ``iters``).
         progress: show a tqdm bar with the loss and the time per step.
         callback: ``callback(step, loss, model)`` after every step.
         seed: seeds the probe vectors (reproducible runs).
+        checkpoint: a file path (an ``ExactGP`` only). The fit writes the model, the optimizer
+            state (Adam moments and step counts; L-BFGS directions and history), the step, the
+            loss history and the random states there every ``checkpoint_every`` steps and at the
+            end, atomically (the file always holds a whole checkpoint). Without ``resume`` an
+            existing file is overwritten.
+        checkpoint_every: steps between checkpoints (default 10); needs ``checkpoint``.
+        resume: continue from ``checkpoint`` when that file exists, else start at step 0 (so one
+            command can be rerun until the run is done). The checkpoint must come from the same
+            model configuration, training data, optimizer, lr and seed (ValueError naming the
+            one that differs); a seeded run that is resumed ends where an uninterrupted run would.
+
+    Interruptions with ``checkpoint`` set: on Ctrl-C the model goes back to the last completed
+    step, which is written to ``checkpoint``, and ``flashgp.errors.FitInterrupted`` (a
+    KeyboardInterrupt with ``step``, ``checkpoint`` and ``history``) is raised. Any other
+    exception also saves the last completed step first, then propagates unchanged.
 
     Returns:
-        History with ``loss`` (negative mll per point), ``step_seconds`` and ``diagnostics``.
+        History with ``loss`` (negative mll per point), ``step_seconds`` and ``diagnostics`` for
+        every step of the run (restored ones included) and ``start_step`` (0, or the resumed step).
     """
-    _check_args(model, optimizer, lr, iters)
-    params = [p for p in model.parameters() if p.requires_grad]
+    _check_args(model, optimizer, lr, iters, callback, seed)
+    path, every = _check_checkpoint_args(model, checkpoint, checkpoint_every, resume)
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     history = History()
     model.train()
     if optimizer == "adam":
@@ -74,44 +108,93 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
         opt = torch.optim.LBFGS(params, lr=lr, max_iter=20, line_search_fn="strong_wolfe")
         seed = 0 if seed is None else seed
     generator = None if seed is None else torch.Generator(device=model.train_x.device).manual_seed(seed)
-    bar = tqdm(range(iters), disable=not progress, desc=f"fit ({optimizer})", leave=True)
-    for step in bar:
-        start = time.perf_counter()
+    saver = None
+    if path is not None:
+        saver = Checkpointer(path, every, model, opt, generator, [name for name, _ in named],
+                             {"optimizer": optimizer, "lr": lr, "seed": seed})
+        if resume and path.exists():
+            history.start_step = saver.resume(history, iters)
+    bar = tqdm(range(history.start_step, iters), disable=not progress, desc=f"fit ({optimizer})",
+               leave=True, initial=history.start_step, total=iters)
+    try:
+        for step in bar:
+            start = time.perf_counter()
 
-        def closure():
-            if optimizer == "lbfgs":  # same probes on every evaluation: a deterministic objective
-                generator.manual_seed(seed)
-            opt.zero_grad()
+            def closure():
+                if optimizer == "lbfgs":  # same probes on every evaluation: a deterministic objective
+                    generator.manual_seed(seed)
+                opt.zero_grad()
+                try:
+                    loss = -model.mll(generator=generator).sum()
+                except NotPSDError as err:  # hyperparameters where K_hat cannot be factored
+                    if optimizer == "adam":
+                        raise
+                    warnings.warn(f"L-BFGS trial point rejected: {err}", NumericalWarning, stacklevel=2)
+                    return torch.tensor(math.inf)  # the line search backs off from it
+                if torch.isfinite(loss):
+                    loss.backward()
+                return loss
+
             try:
-                loss = -model.mll(generator=generator).sum()
-            except NotPSDError as err:  # hyperparameters where K_hat cannot be factored
-                if optimizer == "adam":
-                    raise
-                warnings.warn(f"L-BFGS trial point rejected: {err}", NumericalWarning, stacklevel=2)
-                return torch.tensor(math.inf)  # the line search backs off from it
-            if torch.isfinite(loss):
-                loss.backward()
-            return loss
-
-        try:
-            loss = closure() if optimizer == "adam" else None
-        except NotPSDError as err:
-            return _stop(history, step, model, math.nan, reason=str(err))
-        if loss is not None and not torch.isfinite(loss):
-            return _stop(history, step, model, float(loss.detach()))
-        loss = opt.step(closure) if optimizer == "lbfgs" else (opt.step(), loss)[1]
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            return _stop(history, step, model, value)
-        seconds = time.perf_counter() - start
-        history.loss.append(value)
-        history.step_seconds.append(seconds)
-        history.diagnostics.append(dict(model.diagnostics))
-        bar.set_postfix(loss=f"{value:.4f}", s_per_step=f"{seconds:.3f}")
-        if callback is not None:
-            callback(step, value, model)
+                loss = closure() if optimizer == "adam" else None
+            except NotPSDError as err:
+                _stop(history, step, model, math.nan, reason=str(err))
+                break
+            if loss is not None and not torch.isfinite(loss):
+                _stop(history, step, model, float(loss.detach()))
+                break
+            loss = opt.step(closure) if optimizer == "lbfgs" else (opt.step(), loss)[1]
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                _stop(history, step, model, value)
+                break
+            seconds = time.perf_counter() - start
+            history.loss.append(value)
+            history.step_seconds.append(seconds)
+            history.diagnostics.append(dict(model.diagnostics))
+            if saver is not None:
+                saver.completed(step + 1, history, iters)
+            bar.set_postfix(loss=f"{value:.4f}", s_per_step=f"{seconds:.3f}")
+            if callback is not None:
+                callback(step, value, model)
+        if saver is not None:
+            saver.save(history)  # the end, or an early stop: the last completed step
+    except BaseException as err:
+        bar.close()
+        if saver is None or isinstance(err, FitInterrupted):
+            raise
+        saved = saver.rescue(history)
+        if saved and isinstance(err, KeyboardInterrupt):
+            raise FitInterrupted(saver.latest.step, str(path), history) from err
+        raise
     bar.close()
     return history
+
+
+def _check_checkpoint_args(model, checkpoint, checkpoint_every, resume) -> tuple[Path | None, int]:
+    """(checkpoint as a Path or None, steps between checkpoints), or ValueError/TypeError."""
+    if not isinstance(resume, bool):
+        raise ValueError(f"resume: expected True or False, got {resume!r}")
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(
+            checkpoint_every, int) or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every: expected an int >= 1, got {checkpoint_every!r}")
+    if checkpoint is None:
+        if resume:
+            raise ValueError("resume: resume=True needs checkpoint=PATH (the file to resume from)")
+        if checkpoint_every is not None:
+            raise ValueError("checkpoint_every: needs checkpoint=PATH (the file to write)")
+        return None, 0
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint: expected a str or os.PathLike, got {type(checkpoint).__name__}")
+    if type(model) is not ExactGP:
+        raise TypeError(f"checkpoint: checkpoints hold a flashgp ExactGP, got {type(model).__name__}")
+    path = Path(checkpoint)
+    folder = path.parent
+    if path.is_dir():
+        raise ValueError(f"checkpoint: {path} is a directory; expected a file path")
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ValueError(f"checkpoint: the folder {folder} does not exist or is not writable")
+    return path, DEFAULT_CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
 
 
 def _stop(history: History, step: int, model, value: float, reason: str | None = None) -> History:

@@ -61,12 +61,27 @@ def save(model: ExactGP, path) -> None:
     if type(model) is not ExactGP:
         raise TypeError(f"model: expected a flashgp ExactGP, got {type(model).__name__}")
     path = _check_path(path)
+    broken = [name for name, t in model.state_dict().items()
+              if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:
+        raise ValueError(f"model: NaN or infinity in {', '.join(broken[:5])}; such a model "
+                         "cannot be saved (load would refuse it)")
     config = json.dumps(model_config(model), indent=1, allow_nan=False).encode()
     buffer = io.BytesIO()
     tensors = {name: t.detach().cpu().clone() for name, t in model.state_dict().items()}
     torch.save(tensors, buffer)
     _atomic_write(path, {CONFIG_NAME: config, TENSORS_NAME: buffer.getvalue()})
 
+
+
+def load_plain_tensors(path, raw: bytes):
+    """torch.load of an archive's tensor entry with weights_only=True (no code runs); anything
+    that is not plain tensors and containers raises ModelFileError naming ``path``."""
+    try:
+        return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, TypeError) as err:
+        raise ModelFileError(path, f"{TENSORS_NAME} is not a plain dict of tensors "
+                                   f"(refusing pickled objects): {_first_line(err)}") from None
 
 def load(path, device=None) -> ExactGP:
     """Read a model written by ``save``. ``device``: where its tensors go (default: CPU).
@@ -77,15 +92,13 @@ def load(path, device=None) -> ExactGP:
     """
     path = _check_path(path)
     device = _check_device(device)
+    if path.is_dir():
+        raise ModelFileError(path, "a directory, not a flashgp model file")
     if not path.is_file():
         raise FileNotFoundError(f"path: no such file: {path}")
     config_bytes, tensor_bytes = _read_archive(path)
     config = _parse_config(path, config_bytes)
-    try:
-        tensors = torch.load(io.BytesIO(tensor_bytes), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, TypeError) as err:
-        raise ModelFileError(path, f"{TENSORS_NAME} is not a plain dict of tensors "
-                                   f"(refusing pickled objects): {_first_line(err)}") from None
+    tensors = load_plain_tensors(path, tensor_bytes)
     model = _build(path, config, tensors)
     return model if device is None else model.to(device)
 
@@ -107,6 +120,8 @@ def _check_device(device) -> torch.device | None:
         raise ValueError(f"device: expected a torch device or its name, got {device!r}") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' was asked for but CUDA is not available")
+    if device.type == "meta":
+        raise ValueError("device: expected a device that holds data (e.g. 'cpu', 'cuda'), got 'meta'")
     return device
 
 
@@ -115,20 +130,22 @@ def _first_line(err: BaseException) -> str:
     return text[0][:300] if text else type(err).__name__
 
 
-def _read_archive(path: Path) -> tuple[bytes, bytes]:
+def _read_archive(path: Path, kind: str = "flashgp model file",
+                  max_config_bytes: int = MAX_CONFIG_BYTES) -> tuple[bytes, bytes]:
+    """(config.json bytes, tensors.pt bytes) of the zip at ``path``; ``kind`` names it in errors."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
             if names != {CONFIG_NAME, TENSORS_NAME}:
-                raise ModelFileError(path, f"not a flashgp model file (expected the entries "
+                raise ModelFileError(path, f"not a {kind} (expected the entries "
                                            f"{CONFIG_NAME} and {TENSORS_NAME}, found {sorted(names)[:5]})")
-            if archive.getinfo(CONFIG_NAME).file_size > MAX_CONFIG_BYTES:
-                raise ModelFileError(path, f"{CONFIG_NAME} is larger than {MAX_CONFIG_BYTES} bytes")
+            if archive.getinfo(CONFIG_NAME).file_size > max_config_bytes:
+                raise ModelFileError(path, f"{CONFIG_NAME} is larger than {max_config_bytes} bytes")
             return archive.read(CONFIG_NAME), archive.read(TENSORS_NAME)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError) as err:
         if isinstance(err, FileNotFoundError):
             raise
-        raise ModelFileError(path, f"not a flashgp model file, or a truncated or damaged one "
+        raise ModelFileError(path, f"not a {kind}, or a truncated or damaged one "
                                    f"({_first_line(err)})") from None
 
 
@@ -137,6 +154,11 @@ def _parse_config(path: Path, raw: bytes) -> dict:
         config = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise ModelFileError(path, f"{CONFIG_NAME} is not valid JSON ({_first_line(err)})") from None
+    return check_model_config(path, config)
+
+
+def check_model_config(path: Path, config) -> dict:
+    """``config`` if it is a model description ``_build`` can read, else ModelFileError."""
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ModelFileError(path, f"not a flashgp model file ({CONFIG_NAME} lacks format '{FORMAT}')")
     version = config.get("format_version")
@@ -167,13 +189,20 @@ def _build(path: Path, config: dict, tensors) -> ExactGP:
         wrong = [k for k, v in tensors.items() if v.is_floating_point() and v.dtype != dtype]
         if wrong:
             raise ConfigError(f"dtype: tensors {wrong[:5]} are not {config['dtype']}")
+        broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if broken:
+            raise ConfigError(f"NaN or infinity in the tensors {broken[:5]}")
         kernel = kernel_from_config(config["kernel"])
         likelihood = likelihood_from_config(config["likelihood"])
         mean = mean_from_config(config["mean"])
         solver = solver_from_config(config["solver"])
         model = ExactGP(tensors["train_x"], tensors["train_y"], kernel, likelihood=likelihood, mean=mean,
                         solver=solver)
-        model.load_state_dict(tensors, strict=True)
+        try:
+            model.load_state_dict(tensors, strict=True)
+        except RuntimeError as err:  # its first line only names the model; the details follow
+            details = str(err).split("\n", 1)[-1]
+            raise ConfigError("tensors do not match the model: " + " ".join(details.split())[:300]) from None
         _freeze(model, config["frozen"])
     except (ConfigError, ValueError, TypeError, RuntimeError, RecursionError) as err:
         raise ModelFileError(path, f"the stored model cannot be rebuilt: {_first_line(err)}") from None
@@ -195,6 +224,8 @@ def _atomic_write(path: Path, entries: dict[str, bytes]) -> None:
     folder = path.parent
     if path.is_dir():
         raise ValueError(f"path: {path} is a directory")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"path: the folder {folder} does not exist")
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -1,6 +1,8 @@
-# Shape helpers shared by operators and backends: broadcasting shapes, and summing a broadcast
-# gradient back to the shape of the tensor it belongs to.
+# Shape helpers shared by operators, backends and modules: broadcasting shapes, summing a broadcast
+# gradient back to the shape of its tensor, and checking batch_shape arguments.
 from __future__ import annotations
+
+import numbers
 
 import torch
 
@@ -25,3 +27,15 @@ def sum_to_shape(grad: torch.Tensor, shape) -> torch.Tensor:
         if size == 1 and grad.shape[i] != 1:
             grad = grad.sum(i, keepdim=True)
     return grad
+
+
+def as_batch_shape(value, name: str = "batch_shape") -> torch.Size:
+    """A ``batch_shape`` argument (a sequence of ints >= 1, e.g. ``(2,)`` or ``()``) as a torch.Size."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{name}: expected a tuple of ints such as (2,) or (), got {value!r}")
+    sizes = list(value)
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in sizes):
+        raise TypeError(f"{name}: expected a tuple of ints such as (2,) or (), got {value!r}")
+    if any(s < 1 for s in sizes):
+        raise ValueError(f"{name}: expected sizes >= 1, got {tuple(int(s) for s in sizes)}")
+    return torch.Size(int(s) for s in sizes)

@@ -2,16 +2,26 @@
 # Cholesky(), CG(...), Auto(...) and the preconditioner configuration PivotedCholesky(rank).
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 
 from .backends import BACKENDS
+from .backends.fused import PRECISIONS
 
 
-def _check_positive(name: str, value, kind=(int, float), allow_zero: bool = False) -> None:
+def _check_positive(config, name: str, integer: bool = False, allow_zero: bool = False) -> None:
+    """Check the field ``name`` of the frozen dataclass ``config``: a finite number > 0 (>= 0 with
+    ``allow_zero``), an int if ``integer``; numpy scalars are stored as Python int/float."""
+    value = getattr(config, name)
+    kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+        raise TypeError(f"{name}: expected {'an int' if integer else 'a number'}, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name}: expected {'>= 0' if allow_zero else '> 0'}, got {value}")
+    object.__setattr__(config, name, int(value) if integer else float(value))
 
 
 @dataclass(frozen=True)
@@ -21,7 +31,7 @@ class PivotedCholesky:
     rank: int = 100
 
     def __post_init__(self):
-        _check_positive("rank", self.rank, int, allow_zero=True)
+        _check_positive(self, "rank", integer=True, allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -39,8 +49,8 @@ class Cholesky:
 
     def __post_init__(self):
         if self.jitter is not None:
-            _check_positive("jitter", self.jitter)
-        _check_positive("max_tries", self.max_tries, int)
+            _check_positive(self, "jitter")
+        _check_positive(self, "max_tries", integer=True)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
 
@@ -60,7 +70,11 @@ class CG:
         precond: preconditioner configuration (None: no preconditioner).
         root_rank: Lanczos iterations for the cached root of K_hat^{-1} (fast variances, LOVE).
         exact_var_max: test sets up to this size get variances by CG solves (more exact).
-        backend: kernel operator backend, "auto", "dense" or "blocked".
+        backend: kernel operator backend, "auto", "dense", "blocked" or "triton".
+        precision: arithmetic of the fused GPU kernels (backend "triton"): "fp32" (exact
+            float32), "tf32x3" (float32-level accuracy on tensor cores), "tf32" (10-bit mantissa
+            products, fastest); see benchmarks/results for the accuracy and speed of each. The
+            dense and blocked backends compute in the data's dtype whatever this says.
     """
 
     tol: float = 1.0
@@ -72,18 +86,21 @@ class CG:
     root_rank: int = 200
     exact_var_max: int = 1024
     backend: str = "auto"
+    precision: str = "fp32"
 
     def __post_init__(self):
-        _check_positive("tol", self.tol)
-        _check_positive("eval_tol", self.eval_tol)
+        _check_positive(self, "tol")
+        _check_positive(self, "eval_tol")
         for name in ("max_iters", "probes", "root_rank"):
-            _check_positive(name, getattr(self, name), int)
+            _check_positive(self, name, integer=True)
         for name in ("lanczos_iters", "exact_var_max"):
-            _check_positive(name, getattr(self, name), int, allow_zero=True)
+            _check_positive(self, name, integer=True, allow_zero=True)
         if self.precond is not None and not isinstance(self.precond, PivotedCholesky):
             raise TypeError(f"precond: expected PivotedCholesky or None, got {type(self.precond).__name__}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -98,7 +115,7 @@ class Auto:
     cg: CG = field(default_factory=CG)
 
     def __post_init__(self):
-        _check_positive("max_cholesky_n", self.max_cholesky_n, int, allow_zero=True)
+        _check_positive(self, "max_cholesky_n", integer=True, allow_zero=True)
         if not isinstance(self.cg, CG):
             raise TypeError(f"cg: expected a CG solver, got {type(self.cg).__name__}")
         if not isinstance(self.cholesky, Cholesky):

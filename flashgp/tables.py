@@ -23,6 +23,8 @@ def read_table(path: str, arg: str) -> tuple[list[str], list[list[str]]]:
 
     Blank lines are skipped; ``arg`` names the command-line argument in error messages.
     """
+    if os.path.isdir(path):
+        raise InputError(f"{arg}: {path} is a directory, expected a CSV file")
     if not os.path.isfile(path):
         raise InputError(f"{arg}: no such file: {path}")
     try:
@@ -95,9 +97,17 @@ def standardization(x: np.ndarray, y: np.ndarray) -> dict:
 
     Returns ``{"x_mean": [d], "x_std": [d], "y_mean": float, "y_std": float}``.
     """
-    x_std, y_std = x.std(axis=0), float(y.std())
+    x_std, y_std = _std(x), float(_std(y))
     return {"x_mean": x.mean(axis=0).tolist(), "x_std": np.where(x_std > 0, x_std, 1.0).tolist(),
             "y_mean": float(y.mean()), "y_std": y_std if y_std > 0 else 1.0}
+
+
+def _std(values: np.ndarray) -> np.ndarray:
+    """Standard deviation along axis 0, computed on values divided by their largest magnitude
+    (so that values near the float64 range do not overflow when squared)."""
+    peak = np.abs(values).max(axis=0)
+    peak = np.where(peak > 0, peak, 1.0)
+    return (values / peak).std(axis=0) * peak
 
 
 def scaled_inputs(x: np.ndarray, stats: dict, dtype: torch.dtype, device=None) -> torch.Tensor:

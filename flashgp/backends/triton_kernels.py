@@ -6,10 +6,13 @@ Inputs are z1 = x1 / lengthscale (B, n1, D) and z2 (B, n2, D), already centred (
 subtracts a common shift, which leaves distances unchanged and keeps float32 accurate). The
 output scale is applied by the caller. Every kernel entry is
 
-    r2_ab = |a|^2 + |b|^2 - 2 a.b   (clamped >= 0; set to 0 at or below eps-level round-off)
+    r2_ab = sum_k (a_k - b_k)^2     for D <= DIRECT_MAX_D: elementwise, exact float32 (no cancellation)
+    r2_ab = |a|^2 + |b|^2 - 2 a.b   wider D: one dot per tile (clamped >= 0; set to 0 at or below
+                                    eps-level round-off)
     K_ab  = k(r2_ab)                (profile: rbf, matern12, matern32, matern52, rq)
 
-accumulated in float32. Whether a launch runs on the GPU or in Triton's interpreter is fixed
+accumulated in float32. A single column (t = 1, Lanczos) is summed elementwise instead of
+through a dot padded to 16 columns. Whether a launch runs on the GPU or in Triton's interpreter is fixed
 when this module is imported (TRITON_INTERPRET=1 must be set before that): see ``INTERPRETED``.
 """
 from __future__ import annotations
@@ -21,13 +24,28 @@ import triton
 import triton.language as tl
 
 # ----- named parameters: block sizes and precision -------------------------------------------
-# padded D -> (BLOCK_M rows of z1 per program, BLOCK_N columns of z2 per step of the tile loop,
-# num_warps). Chosen from ptxas (sm_90a) register reports: no spills for D <= 64 in any precision,
-# small ones at D = 128 in tf32/bf16. Not yet tuned by timing on a GPU.
-KV_BLOCKS = {16: (128, 64, 8), 32: (128, 64, 8), 64: (64, 32, 8), 128: (64, 32, 8)}
-GRAD_BLOCKS = {16: (128, 32, 8), 32: (64, 32, 8), 64: (64, 16, 8), 128: (32, 16, 4)}
+# Launch configurations (BLOCK_M rows of z1 per program, BLOCK_N columns of z2 per step of the
+# tile loop, num_warps, num_stages). The direct (d <= DIRECT_MAX_D) and d = 20 entries are the
+# fastest of a sweep on one H200 (benchmarks/tune_kernels.py, n = 100k, RBF, d = 3 and 20,
+# benchmarks/results/gpu_kernels_h200.md); the wide-D entries (padded D >= 64) come from ptxas
+# register reports (no spills) and were not timed.
+KV_CONFIGS = {  # (geometry, product) -> config
+    ("direct", "t1"): (128, 32, 4, 3),      # one column: elementwise sum, no dot
+    ("direct", "fp32"): (64, 64, 4, 1),
+    ("direct", "tf32x3"): (128, 32, 4, 1),
+    ("direct", "tensor"): (256, 32, 4, 3),   # tf32, bf16
+    ("dot", "narrow"): (128, 64, 4, 3),      # padded D <= 32
+    ("dot", "wide"): (64, 32, 8, 2),
+}
+GRAD_CONFIGS = {
+    ("direct", "fp32"): (128, 64, 4, 3),
+    ("direct", "tensor"): (128, 32, 4, 1),   # tf32x3, tf32, bf16
+    ("dot", "narrow"): (64, 32, 4, 2),       # padded D + 1 <= 32 (64 rows with 8 warps hit an
+                                             # illegal memory access in tf32x3 at d = 20, t = 1)
+    ("dot", "wide"): (32, 16, 4, 2),
+}
 KV_MAX_T, GRAD_MAX_T = 64, 32   # columns of V (of u, v) per launch; wider runs as several launches
-NUM_STAGES = 2
+DIRECT_MAX_D = 8         # up to this many input columns r2 is summed elementwise (no dot, no padding)
 MIN_DOT = 16             # tl.dot needs every dimension >= 16: D and t are zero-padded up to it
 MAX_D = 128              # widest scaled input handled in one tile (wider: the blocked backend)
 ROUNDOFF = tl.constexpr(8 * 2.0**-23)  # r2 <= ROUNDOFF * (|a|^2 + |b|^2) is round-off: set to 0
@@ -36,8 +54,12 @@ ROUNDOFF = tl.constexpr(8 * 2.0**-23)  # r2 <= ROUNDOFF * (|a|^2 + |b|^2) is rou
 # The geometry dots feed |a|^2 + |b|^2 - 2 a.b, which cancels for near points: plain tf32 (10-bit
 # mantissa) would leave errors ~1e-3 |z|^2 in r2, so the reduced modes use 3xTF32 there (tensor
 # cores, about float32 accuracy). Only the products, where errors average out, drop precision.
+# "tf32x3" splits each float32 operand into two tf32 parts (3 tensor-core products): float32-level
+# accuracy at tensor-core speed. "fp32" computes every dot on the CUDA cores (IEEE float32; a
+# 3xTF32 geometry dot was tried for it at d = 20 and was not faster: 52.9 ms vs 48.1 ms at n = 100k).
 PRECISIONS = {
     "fp32": ("ieee", "ieee", "float32"),
+    "tf32x3": ("tf32x3", "tf32x3", "float32"),
     "tf32": ("tf32x3", "tf32", "float32"),
     "bf16": ("tf32x3", None, "bfloat16"),   # bf16 operands, float32 accumulation (Maddox et al. 2022)
 }
@@ -60,6 +82,22 @@ def _sq_dist(a, b, a2, b2, GEOMETRY: tl.constexpr):
     norms = a2[:, None] + b2[None, :]
     r2 = tl.maximum(norms - 2.0 * tl.dot(a, tl.trans(b), input_precision=GEOMETRY), 0.0)
     return tl.where(r2 <= ROUNDOFF * norms, 0.0, r2)
+
+
+@triton.jit
+def _sq_dist_direct(Z1, Z2, rows, cols, row_ok, col_ok, s_z1n, s_z1d, s_z2n, s_z2d,
+                    D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """r2 (M, N) = sum over the D input columns of (a_k - b_k)^2, elementwise in float32.
+
+    Z1, Z2 point at this batch element; the column vectors are re-read per tile (from L1).
+    """
+    r2 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in tl.static_range(D):
+        a_k = tl.load(Z1 + rows * s_z1n + k * s_z1d, mask=row_ok, other=0.0)
+        b_k = tl.load(Z2 + cols * s_z2n + k * s_z2d, mask=col_ok, other=0.0)
+        diff = a_k[:, None] - b_k[None, :]
+        r2 += diff * diff
+    return r2
 
 
 @triton.jit
@@ -118,90 +156,117 @@ def _kv_matmul_kernel(Z1, Z2, N1, N2, V, OUT, ALPHA, n1, n2, d, t,
                       s_z1b, s_z1n, s_z1d, s_z2b, s_z2n, s_z2d, s_n1b, s_n2b,
                       s_vb, s_vn, s_vt, s_ob, s_on, s_ot, s_ab,
                       PROFILE: tl.constexpr, GEOMETRY: tl.constexpr, PRODUCT: tl.constexpr,
-                      OPERAND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                      BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr):
-    """OUT[b, rows] = sum over column tiles of k(r2(z1 rows, z2 cols)) @ V[b, cols]."""
-    pid_m, pid_b = tl.program_id(0), tl.program_id(1).to(tl.int64)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    dims, cols_t = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_T)
-    row_ok = rows < n1
-    a = tl.load(Z1 + pid_b * s_z1b + rows[:, None] * s_z1n + dims[None, :] * s_z1d,
-                mask=row_ok[:, None] & (dims[None, :] < d), other=0.0)
-    a2 = tl.load(N1 + pid_b * s_n1b + rows, mask=row_ok, other=0.0)
-    alpha = 1.0
-    if PROFILE == _RQ:
-        alpha = tl.load(ALPHA + pid_b * s_ab)
-    acc = tl.zeros((BLOCK_M, BLOCK_T), dtype=tl.float32)
-    for start in range(0, n2, BLOCK_N):
-        cols = start + tl.arange(0, BLOCK_N)
-        col_ok = cols < n2
-        b = tl.load(Z2 + pid_b * s_z2b + cols[:, None] * s_z2n + dims[None, :] * s_z2d,
-                    mask=col_ok[:, None] & (dims[None, :] < d), other=0.0)
-        b2 = tl.load(N2 + pid_b * s_n2b + cols, mask=col_ok, other=0.0)
-        r2 = _sq_dist(a, b, a2, b2, GEOMETRY)
-        k, _, _ = _profile(r2, alpha, PROFILE)
-        # padded rows of V are zero, so padded columns of the K tile add nothing
-        v = tl.load(V + pid_b * s_vb + cols[:, None] * s_vn + cols_t[None, :] * s_vt,
-                    mask=col_ok[:, None] & (cols_t[None, :] < t), other=0.0)
-        acc = _product(k, v, acc, PRODUCT, OPERAND)
-    tl.store(OUT + pid_b * s_ob + rows[:, None] * s_on + cols_t[None, :] * s_ot, acc,
-             mask=row_ok[:, None] & (cols_t[None, :] < t))
+                      OPERAND: tl.constexpr, D_DIRECT: tl.constexpr, BLOCK_M: tl.constexpr,
+                      BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr):
+    """OUT[b, rows] = sum over column tiles of k(r2(z1 rows, z2 cols)) @ V[b, cols].
 
-
-# ----- per-row sums for the analytic gradient -------------------------------------------------
-@triton.jit
-def _row_grad_kernel(Z1, Z2, N1, N2, U, V, ALPHA, H_SUM, HZ, WK, WDA, n1, n2, d, t,
-                     s_z1b, s_z1n, s_z1d, s_z2b, s_z2n, s_z2d, s_n1b, s_n2b,
-                     s_ub, s_un, s_ut, s_vb, s_vn, s_vt, s_ab,
-                     PROFILE: tl.constexpr, NEED_WK: tl.constexpr, GEOMETRY: tl.constexpr,
-                     PRODUCT: tl.constexpr, OPERAND: tl.constexpr, BLOCK_M: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr):
-    """Per row a: sum_b H_ab, sum_b H_ab z2_b, sum_b W_ab K_ab, sum_b W_ab dK_ab/dalpha.
-
-    W = U V^T and H = W * dk/dr2, one (BLOCK_M, BLOCK_N) tile at a time. Outputs are (B, n1[, Dp]).
+    D_DIRECT > 0: r2 summed elementwise over that many columns (else one geometry dot per tile).
+    BLOCK_T == 1: a single column of V, summed elementwise (no dot).
     """
     pid_m, pid_b = tl.program_id(0), tl.program_id(1).to(tl.int64)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     dims, cols_t = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_T)
     row_ok = rows < n1
-    a = tl.load(Z1 + pid_b * s_z1b + rows[:, None] * s_z1n + dims[None, :] * s_z1d,
-                mask=row_ok[:, None] & (dims[None, :] < d), other=0.0)
-    a2 = tl.load(N1 + pid_b * s_n1b + rows, mask=row_ok, other=0.0)
+    Z1, Z2 = Z1 + pid_b * s_z1b, Z2 + pid_b * s_z2b
+    if D_DIRECT == 0:
+        a = tl.load(Z1 + rows[:, None] * s_z1n + dims[None, :] * s_z1d,
+                    mask=row_ok[:, None] & (dims[None, :] < d), other=0.0)
+        a2 = tl.load(N1 + pid_b * s_n1b + rows, mask=row_ok, other=0.0)
+    alpha = 1.0
+    if PROFILE == _RQ:
+        alpha = tl.load(ALPHA + pid_b * s_ab)
+    if BLOCK_T == 1:
+        acc1 = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_T), dtype=tl.float32)
+    for start in range(0, n2, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        col_ok = cols < n2
+        if D_DIRECT > 0:
+            r2 = _sq_dist_direct(Z1, Z2, rows, cols, row_ok, col_ok, s_z1n, s_z1d, s_z2n, s_z2d,
+                                 D_DIRECT, BLOCK_M, BLOCK_N)
+        else:
+            b = tl.load(Z2 + cols[:, None] * s_z2n + dims[None, :] * s_z2d,
+                        mask=col_ok[:, None] & (dims[None, :] < d), other=0.0)
+            b2 = tl.load(N2 + pid_b * s_n2b + cols, mask=col_ok, other=0.0)
+            r2 = _sq_dist(a, b, a2, b2, GEOMETRY)
+        k, _, _ = _profile(r2, alpha, PROFILE)
+        # padded rows of V are zero, so padded columns of the K tile add nothing
+        if BLOCK_T == 1:
+            v1 = tl.load(V + pid_b * s_vb + cols * s_vn, mask=col_ok, other=0.0).to(tl.float32)
+            acc1 += tl.sum(k * v1[None, :], axis=1)
+        else:
+            v = tl.load(V + pid_b * s_vb + cols[:, None] * s_vn + cols_t[None, :] * s_vt,
+                        mask=col_ok[:, None] & (cols_t[None, :] < t), other=0.0)
+            acc = _product(k, v, acc, PRODUCT, OPERAND)
+    if BLOCK_T == 1:
+        tl.store(OUT + pid_b * s_ob + rows * s_on, acc1, mask=row_ok)
+    else:
+        tl.store(OUT + pid_b * s_ob + rows[:, None] * s_on + cols_t[None, :] * s_ot, acc,
+                 mask=row_ok[:, None] & (cols_t[None, :] < t))
+
+
+# ----- per-row sums for the analytic gradient -------------------------------------------------
+@triton.jit
+def _row_grad_kernel(Z1, Z2, N1, N2, U, V, ALPHA, HZ, WK, WDA, n1, n2, d, t,
+                     s_z1b, s_z1n, s_z1d, s_z2b, s_z2n, s_z2d, s_n1b, s_n2b,
+                     s_ub, s_un, s_ut, s_vb, s_vn, s_vt, s_ab,
+                     PROFILE: tl.constexpr, NEED_WK: tl.constexpr, GEOMETRY: tl.constexpr,
+                     PRODUCT: tl.constexpr, OPERAND: tl.constexpr, D_DIRECT: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                     BLOCK_T: tl.constexpr):
+    """Per row a: sum_b H_ab z2_b and sum_b H_ab, sum_b W_ab K_ab, sum_b W_ab dK_ab/dalpha.
+
+    W = U V^T and H = W * dk/dr2, one (BLOCK_M, BLOCK_N) tile at a time. HZ is (B, n1, BLOCK_D):
+    columns < d hold sum_b H_ab z2_b, column d holds sum_b H_ab (z2 is extended by a column of
+    ones there, so one dot gives both; BLOCK_D > d). WK, WDA are (B, n1); the sums of W * K and
+    W * dK/dalpha are kept per tile entry and reduced once at the end.
+    """
+    pid_m, pid_b = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    dims, cols_t = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_T)
+    row_ok = rows < n1
+    Z1, Z2 = Z1 + pid_b * s_z1b, Z2 + pid_b * s_z2b
+    if D_DIRECT == 0:
+        a = tl.load(Z1 + rows[:, None] * s_z1n + dims[None, :] * s_z1d,
+                    mask=row_ok[:, None] & (dims[None, :] < d), other=0.0)
+        a2 = tl.load(N1 + pid_b * s_n1b + rows, mask=row_ok, other=0.0)
     u = tl.load(U + pid_b * s_ub + rows[:, None] * s_un + cols_t[None, :] * s_ut,
                 mask=row_ok[:, None] & (cols_t[None, :] < t), other=0.0)
     alpha = 1.0
     if PROFILE == _RQ:
         alpha = tl.load(ALPHA + pid_b * s_ab)
-    h_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)
     hz = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
-    wk = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    wda = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    wk = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    wda = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for start in range(0, n2, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         col_ok = cols < n2
-        b = tl.load(Z2 + pid_b * s_z2b + cols[:, None] * s_z2n + dims[None, :] * s_z2d,
+        b = tl.load(Z2 + cols[:, None] * s_z2n + dims[None, :] * s_z2d,
                     mask=col_ok[:, None] & (dims[None, :] < d), other=0.0)
-        b2 = tl.load(N2 + pid_b * s_n2b + cols, mask=col_ok, other=0.0)
-        r2 = _sq_dist(a, b, a2, b2, GEOMETRY)
+        if D_DIRECT > 0:
+            r2 = _sq_dist_direct(Z1, Z2, rows, cols, row_ok, col_ok, s_z1n, s_z1d, s_z2n, s_z2d,
+                                 D_DIRECT, BLOCK_M, BLOCK_N)
+        else:
+            b2 = tl.load(N2 + pid_b * s_n2b + cols, mask=col_ok, other=0.0)
+            r2 = _sq_dist(a, b, a2, b2, GEOMETRY)
         k, dk, dka = _profile(r2, alpha, PROFILE)
         # padded rows of V are zero, so W (and H) vanish on padded columns
         v = tl.load(V + pid_b * s_vb + cols[:, None] * s_vn + cols_t[None, :] * s_vt,
                     mask=col_ok[:, None] & (cols_t[None, :] < t), other=0.0)
         w = _product(u, tl.trans(v), tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), PRODUCT, OPERAND)
-        h = w * dk
-        h_sum += tl.sum(h, axis=1)
-        hz = tl.dot(h, b, hz, input_precision=GEOMETRY)
+        b_ones = tl.where(dims[None, :] == d, 1.0, b)  # column d: the row sums of H
+        hz = tl.dot(w * dk, b_ones, hz, input_precision=GEOMETRY)
         if NEED_WK:
-            wk += tl.sum(w * k, axis=1)
+            wk += w * k
             if PROFILE == _RQ:
-                wda += tl.sum(w * dka, axis=1)
+                wda += w * dka
     out_b = pid_b * n1
-    tl.store(H_SUM + out_b + rows, h_sum, mask=row_ok)
     tl.store(HZ + (out_b + rows[:, None]) * BLOCK_D + dims[None, :], hz, mask=row_ok[:, None])
     if NEED_WK:
-        tl.store(WK + out_b + rows, wk, mask=row_ok)
+        tl.store(WK + out_b + rows, tl.sum(wk, axis=1), mask=row_ok)
         if PROFILE == _RQ:
-            tl.store(WDA + out_b + rows, wda, mask=row_ok)
+            tl.store(WDA + out_b + rows, tl.sum(wda, axis=1), mask=row_ok)
 
 
 # ----- launchers (torch side) -----------------------------------------------------------------
@@ -209,10 +274,27 @@ def _padded(size: int) -> int:
     return max(MIN_DOT, triton.next_power_of_2(size))
 
 
-def _blocks(table, d, block_m, block_n, num_warps):
-    """(block_m, block_n, num_warps): the given ones, the rest from ``table`` at the padded d."""
-    default = table[min(_padded(d), MAX_D)]
-    return block_m or default[0], block_n or default[1], num_warps or default[2]
+def _padded_t(t: int) -> int:
+    """Columns of V per launch as the kernel sees them: 1 stays 1 (no dot), else a dot's width."""
+    return 1 if t == 1 else _padded(t)
+
+
+def _direct(d: int) -> int:
+    """D_DIRECT: d when r2 is summed elementwise, 0 when a geometry dot computes it."""
+    return d if d <= DIRECT_MAX_D else 0
+
+
+def _config(op: str, d: int, t: int, precision: str, given: tuple) -> tuple:
+    """(block_m, block_n, num_warps, num_stages): the ``given`` ones where not None, else the
+    defaults of KV_CONFIGS / GRAD_CONFIGS for this op ("matmul" or "grad"), d, t and precision."""
+    if _direct(d):
+        key = ("t1" if op == "matmul" and t == 1 else precision if precision == "fp32"
+               else "tf32x3" if op == "matmul" and precision == "tf32x3" else "tensor")
+        table, key = (KV_CONFIGS if op == "matmul" else GRAD_CONFIGS), ("direct", key)
+    else:
+        width = _padded(d) if op == "matmul" else _padded(d + 1)
+        table, key = (KV_CONFIGS if op == "matmul" else GRAD_CONFIGS), ("dot", "narrow" if width <= 32 else "wide")
+    return tuple(g if g is not None else default for g, default in zip(given, table[key]))
 
 
 def _check(z1, z2, profile, alpha, precision, block_m, block_n, num_warps):
@@ -223,7 +305,7 @@ def _check(z1, z2, profile, alpha, precision, block_m, block_n, num_warps):
     if precision == "bf16" and z1.is_cuda:
         raise ValueError("precision: 'bf16' is disabled on CUDA for now: on an H200 it gave wrong "
                          "products (d=8, t=11) and an illegal memory access (d=20, t=11); use "
-                         "'fp32' or 'tf32' (the interpreter path still runs it for testing)")
+                         "'fp32', 'tf32x3' or 'tf32' (the interpreter path still runs it for testing)")
     if z1.dim() != 3 or z2.dim() != 3 or z1.shape[0] != z2.shape[0] or z1.shape[2] != z2.shape[2]:
         raise ValueError(f"z2: expected (B, n2, D) matching z1 (B, n1, D), got {tuple(z2.shape)} "
                          f"and {tuple(z1.shape)}")
@@ -249,14 +331,16 @@ def _prepared(z1, z2, alpha):
 
 def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
               alpha: torch.Tensor | None = None, precision: str = "fp32", block_m: int | None = None,
-              block_n: int | None = None, num_warps: int | None = None) -> torch.Tensor:
+              block_n: int | None = None, num_warps: int | None = None,
+              num_stages: int | None = None) -> torch.Tensor:
     """K(z1, z2) @ v for the unit-scale ``profile``.
 
     z1 (B, n1, D), z2 (B, n2, D), v (B, n2, t), alpha (B,) for "rq". Returns (B, n1, t) float32.
-    Block sizes default to KV_BLOCKS[padded D]; t > KV_MAX_T runs as several launches of
+    Launch settings default to KV_CONFIGS (see ``_config``); t > KV_MAX_T runs as several launches of
     KV_MAX_T columns.
     """
-    block_m, block_n, num_warps = _blocks(KV_BLOCKS, z1.shape[-1], block_m, block_n, num_warps)
+    block_m, block_n, num_warps, num_stages = _config(
+        "matmul", z1.shape[-1], v.shape[-1], precision, (block_m, block_n, num_warps, num_stages))
     _check(z1, z2, profile, alpha, precision, block_m, block_n, num_warps)
     if v.dim() != 3 or v.shape[:2] != z2.shape[:2]:
         raise ValueError(f"v: expected (B, n2, t) = ({z2.shape[0]}, {z2.shape[1]}, t), got {tuple(v.shape)}")
@@ -276,25 +360,27 @@ def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
             z1, z2, n1sq, n2sq, vc, oc, alpha, n1, n2, d, vc.shape[2],
             *z1.stride(), *z2.stride(), n1sq.stride(0), n2sq.stride(0), *vc.stride(), *oc.stride(),
             alpha.stride(0), PROFILE=PROFILES[profile], GEOMETRY=geometry, PRODUCT=product,
-            OPERAND=operand, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=_padded(d),
-            BLOCK_T=_padded(vc.shape[2]), num_warps=num_warps, num_stages=NUM_STAGES)
+            OPERAND=operand, D_DIRECT=_direct(d), BLOCK_M=block_m, BLOCK_N=block_n,
+            BLOCK_D=_padded(d), BLOCK_T=_padded_t(vc.shape[2]), num_warps=num_warps,
+            num_stages=num_stages)
     return outs[0] if len(outs) == 1 else torch.cat(outs, -1)
 
 
 def row_grad(z1: torch.Tensor, z2: torch.Tensor, u: torch.Tensor, v: torch.Tensor, profile: str,
              alpha: torch.Tensor | None = None, precision: str = "fp32", need_wk: bool = True,
              block_m: int | None = None, block_n: int | None = None,
-             num_warps: int | None = None) -> tuple:
+             num_warps: int | None = None, num_stages: int | None = None) -> tuple:
     """Row sums for the gradient of sum(W * K), W = u v^T, from the unit-scale ``profile``.
 
     z1 (B, n1, D), z2 (B, n2, D), u (B, n1, t), v (B, n2, t), alpha (B,) for "rq".
     Returns (rowsum_h (B, n1), hz (B, n1, D), wk (B, n1) or None, wdk_alpha (B, n1) or None)
     with H = W * dk/dr2: rowsum_h[a] = sum_b H_ab, hz[a] = sum_b H_ab z2[b], wk[a] = sum_b W_ab
     K_ab, wdk_alpha[a] = sum_b W_ab dK_ab/dalpha ("rq" only); wk and wdk_alpha need ``need_wk``.
-    Block sizes default to GRAD_BLOCKS[padded D]; t > GRAD_MAX_T runs as several launches
+    Launch settings default to GRAD_CONFIGS; t > GRAD_MAX_T runs as several launches
     (W = u v^T is a sum over columns, so their results add up).
     """
-    block_m, block_n, num_warps = _blocks(GRAD_BLOCKS, z1.shape[-1], block_m, block_n, num_warps)
+    block_m, block_n, num_warps, num_stages = _config(
+        "grad", z1.shape[-1], u.shape[-1], precision, (block_m, block_n, num_warps, num_stages))
     _check(z1, z2, profile, alpha, precision, block_m, block_n, num_warps)
     if u.dim() != 3 or v.dim() != 3 or u.shape[:2] != z1.shape[:2] or v.shape[:2] != z2.shape[:2] \
             or u.shape[2] != v.shape[2]:
@@ -304,20 +390,22 @@ def row_grad(z1: torch.Tensor, z2: torch.Tensor, u: torch.Tensor, v: torch.Tenso
     geometry, product, operand = PRECISIONS[precision]
     z1, z2, n1sq, n2sq, alpha = _prepared(z1, z2, alpha)
     u, v = u.to(getattr(torch, operand)), v.to(getattr(torch, operand))
-    dp = _padded(d)
-    h_sum, wk, wda = (torch.zeros(bsz, n1, device=z1.device, dtype=torch.float32) for _ in range(3))
+    dp = _padded(d + 1)  # one spare column of HZ carries the row sums of H
+    wk, wda = (torch.zeros(bsz, n1, device=z1.device, dtype=torch.float32) for _ in range(2))
     hz = torch.zeros(bsz, n1, dp, device=z1.device, dtype=torch.float32)
     grid = (triton.cdiv(n1, block_m), bsz)
     for c in range(0, t if n1 and n2 else 0, GRAD_MAX_T):
         uc, vc = u[..., c:c + GRAD_MAX_T].contiguous(), v[..., c:c + GRAD_MAX_T].contiguous()
-        outs = (h_sum, hz, wk, wda) if c == 0 else tuple(torch.zeros_like(o) for o in (h_sum, hz, wk, wda))
+        outs = (hz, wk, wda) if c == 0 else tuple(torch.zeros_like(o) for o in (hz, wk, wda))
         _row_grad_kernel[grid](
             z1, z2, n1sq, n2sq, uc, vc, alpha, *outs, n1, n2, d, uc.shape[2],
             *z1.stride(), *z2.stride(), n1sq.stride(0), n2sq.stride(0), *uc.stride(), *vc.stride(),
             alpha.stride(0), PROFILE=PROFILES[profile], NEED_WK=need_wk, GEOMETRY=geometry,
-            PRODUCT=product, OPERAND=operand, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=dp,
-            BLOCK_T=_padded(uc.shape[2]), num_warps=num_warps, num_stages=NUM_STAGES)
+            PRODUCT=product, OPERAND=operand, D_DIRECT=_direct(d), BLOCK_M=block_m,
+            BLOCK_N=block_n, BLOCK_D=dp, BLOCK_T=_padded(uc.shape[2]), num_warps=num_warps,
+            num_stages=num_stages)
         if c:
-            for total, part in zip((h_sum, hz, wk, wda), outs):
+            for total, part in zip((hz, wk, wda), outs):
                 total += part
-    return (h_sum, hz[..., :d], wk if need_wk else None, wda if need_wk and profile == "rq" else None)
+    return (hz[..., d], hz[..., :d], wk if need_wk else None,
+            wda if need_wk and profile == "rq" else None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import torch
@@ -79,16 +80,19 @@ class Posterior:
 
     def confidence_region(self, level: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
         """(lower, upper) of the central ``level`` interval of each marginal, each (*batch, m)."""
-        if not 0 < level < 1:
-            raise ValueError(f"level: expected a number in (0, 1), got {level}")
+        if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
+            raise ValueError(f"level: expected a number in (0, 1), got {level!r}")
         z = math.sqrt(2) * torch.erfinv(torch.tensor(level, dtype=torch.float64)).item()
         half = z * self.stddev
         return self.mean - half, self.mean + half
 
     def sample(self, num_samples: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
         """Joint samples (num_samples, *batch, m) via a float64 Cholesky of the covariance."""
-        if not isinstance(num_samples, int) or num_samples < 1:
+        if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
             raise ValueError(f"num_samples: expected a positive int, got {num_samples!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
+        num_samples = int(num_samples)
         m = self.mean.shape[-1]
         if m > MAX_DENSE_SAMPLE:
             raise ValueError(f"sample: joint samples need a dense {m} x {m} covariance; "
@@ -123,5 +127,11 @@ class Posterior:
 
     def log_prob(self, y: torch.Tensor) -> torch.Tensor:
         """Sum of marginal Gaussian log densities of y (*batch, m) (independent marginals)."""
+        y = torch.as_tensor(y, dtype=self.mean.dtype, device=self.mean.device)
+        try:
+            torch.broadcast_shapes(y.shape, self.mean.shape)
+        except RuntimeError:
+            raise ValueError(f"y: expected values of shape {tuple(self.mean.shape)} like the mean, "
+                             f"got {tuple(y.shape)}") from None
         var = self.variance
         return (-0.5 * ((y - self.mean) ** 2 / var + torch.log(2 * math.pi * var))).sum(-1)

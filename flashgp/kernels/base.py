@@ -2,10 +2,13 @@
 # and the sum and product of kernels.
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch
 from torch import nn
+
+from ..shapes import as_batch_shape
 
 
 def _check_inputs(x: torch.Tensor, name: str) -> None:
@@ -34,13 +37,17 @@ class Kernel(nn.Module):
     def __init__(self, active_dims: Sequence[int] | None = None, batch_shape: Sequence[int] = ()):
         super().__init__()
         if active_dims is not None:
+            if isinstance(active_dims, (str, bytes)) or not hasattr(active_dims, "__iter__"):
+                raise TypeError(f"active_dims: expected a list of column indices, got {active_dims!r}")
             active_dims = list(active_dims)
-            if not active_dims or not all(isinstance(i, int) and i >= 0 for i in active_dims):
+            if not active_dims or not all(isinstance(i, numbers.Integral) and not isinstance(i, bool)
+                                          and i >= 0 for i in active_dims):
                 raise ValueError(f"active_dims: expected non-empty list of ints >= 0, got {active_dims}")
-            self.register_buffer("active_dims", torch.tensor(active_dims, dtype=torch.long), persistent=False)
+            active_dims = torch.tensor([int(i) for i in active_dims], dtype=torch.long)
+            self.register_buffer("active_dims", active_dims, persistent=False)
         else:
             self.active_dims = None
-        self.batch_shape = torch.Size(batch_shape)
+        self.batch_shape = as_batch_shape(batch_shape)
 
     # ----- evaluation ----------------------------------------------------------------
     def forward(self, x1: torch.Tensor, x2: torch.Tensor | None = None, diag: bool = False) -> torch.Tensor:

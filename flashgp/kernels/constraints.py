@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -41,12 +42,33 @@ def register_positive(module: nn.Module, name: str, initial, shape, lower: float
     Read the natural value with ``positive_value(module, name)``.
     """
     constraint = Positive(lower)
-    value = torch.as_tensor(initial, dtype=torch.get_default_dtype())
+    value = _as_values(initial, name, torch.get_default_dtype())
     if not torch.all(torch.isfinite(value)) or torch.any(value <= lower):
         raise ValueError(f"{name}: expected finite values > {lower}, got {value.tolist()}")
-    raw = constraint.inverse(value.expand(shape).clone())
+    raw = constraint.inverse(_expand_to(value, shape, name).clone())
     module.register_parameter("raw_" + name, nn.Parameter(raw))
     module._constraints = {**getattr(module, "_constraints", {}), name: constraint}
+
+
+def _as_values(value, name: str, dtype: torch.dtype) -> torch.Tensor:
+    """A number, sequence or tensor of hyperparameter values as a real tensor of ``dtype``."""
+    if isinstance(value, (str, bytes, bool)) or value is None:
+        raise TypeError(f"{name}: expected a positive number or a tensor of them, got {value!r:.80}")
+    if isinstance(value, torch.Tensor) and (value.is_complex() or value.dtype == torch.bool):
+        raise TypeError(f"{name}: expected real positive values, got {value.dtype}")
+    try:  # straight to ``dtype``: Python floats keep their float64 precision
+        return torch.as_tensor(value, dtype=dtype)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name}: expected a positive number or a tensor of them, "
+                        f"got {type(value).__name__}") from None
+
+
+def _expand_to(value: torch.Tensor, shape, name: str) -> torch.Tensor:
+    try:
+        return value.expand(shape)
+    except RuntimeError:
+        raise ValueError(f"{name}: expected a number or values broadcastable to shape {tuple(shape)}, "
+                         f"got shape {tuple(value.shape)}") from None
 
 
 def positive_value(module: nn.Module, name: str) -> torch.Tensor:
@@ -57,13 +79,7 @@ def positive_value(module: nn.Module, name: str) -> torch.Tensor:
 def set_positive(module: nn.Module, name: str, value) -> None:
     """Set the positive hyperparameter ``name`` (broadcast to its shape) in natural units."""
     raw = getattr(module, "raw_" + name)
-    value = torch.as_tensor(value, dtype=raw.dtype, device=raw.device)
-    try:
-        value = value.expand(raw.shape)
-    except RuntimeError:
-        raise ValueError(
-            f"{name}: expected a value broadcastable to shape {tuple(raw.shape)}, got {tuple(value.shape)}"
-        ) from None
+    value = _expand_to(_as_values(value, name, raw.dtype).to(raw.device), raw.shape, name)
     if not torch.all(torch.isfinite(value)):
         raise ValueError(f"{name}: expected finite values, got {value.tolist()}")
     lower = module._constraints[name].lower
@@ -93,7 +109,10 @@ class PositiveProperty:
         set_positive(obj, self.name, value)
 
 
-def check_ard_dims(ard_dims) -> None:
-    """ard_dims must be None or a positive int."""
-    if ard_dims is not None and (isinstance(ard_dims, bool) or not isinstance(ard_dims, int) or ard_dims < 1):
+def check_ard_dims(ard_dims) -> int | None:
+    """ard_dims must be None or a positive int (numpy ints accepted); returns it as an int or None."""
+    if ard_dims is None:
+        return None
+    if isinstance(ard_dims, bool) or not isinstance(ard_dims, numbers.Integral) or ard_dims < 1:
         raise ValueError(f"ard_dims: expected a positive int or None, got {ard_dims!r}")
+    return int(ard_dims)

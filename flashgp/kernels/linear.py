@@ -1,5 +1,6 @@
 # Dot-product kernels: Linear k = v x.x' and Polynomial k = (x.x' + c)^p.
 # Both are functions of the inner product, evaluated as a matrix or along the diagonal.
+import numbers
 from typing import Sequence
 
 import torch
@@ -40,9 +41,9 @@ class Polynomial(Kernel):
     def __init__(self, power: int = 2, offset: float = 1.0, active_dims: Sequence[int] | None = None,
                  batch_shape: Sequence[int] = ()):
         super().__init__(active_dims=active_dims, batch_shape=batch_shape)
-        if not isinstance(power, int) or power < 1:
+        if isinstance(power, bool) or not isinstance(power, numbers.Integral) or power < 1:
             raise ValueError(f"power: expected a positive int, got {power!r}")
-        self.power = power
+        self.power = int(power)
         register_positive(self, "offset", offset, self.batch_shape)
 
     offset = PositiveProperty("Offset c, shape (*batch,).")

@@ -16,7 +16,7 @@ class Periodic(Kernel):
     def __init__(self, ard_dims: int | None = None, lengthscale: float = 1.0, period: float = 1.0,
                  active_dims: Sequence[int] | None = None, batch_shape: Sequence[int] = ()):
         super().__init__(active_dims=active_dims, batch_shape=batch_shape)
-        check_ard_dims(ard_dims)
+        ard_dims = check_ard_dims(ard_dims)
         self.ard_dims = ard_dims
         register_positive(self, "lengthscale", lengthscale, (*self.batch_shape, 1, ard_dims or 1))
         register_positive(self, "period", period, (*self.batch_shape, 1, ard_dims or 1))

@@ -10,6 +10,10 @@ from .base import Kernel
 from .constraints import PositiveProperty, check_ard_dims, register_positive
 
 
+# Largest round-off (in squared lengthscales) accepted in low-precision squared distances.
+LOW_PRECISION_RESOLUTION = 1e-3
+
+
 def scaled_sq_dist(x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> torch.Tensor:
     """Squared Euclidean distances between rows of x1 (*b, n1, d) and x2 (*b, n2, d).
 
@@ -18,6 +22,9 @@ def scaled_sq_dist(x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> to
     resolves distances only down to its round-off, ~eps (|a|^2 + |b|^2): values at or below
     that level (identical points above all) are set to exactly 0, so K(x, x) has the exact
     diagonal and kernels with a cusp at 0 (Matern-1/2) do not amplify the round-off.
+    Below float64, when that resolution exceeds ``LOW_PRECISION_RESOLUTION`` (points many
+    lengthscales from the centre, where float32 cannot tell nearby points from identical ones),
+    the distances are computed in float64 and cast back.
     """
     if diag:
         return (x1 - x2).pow(2).sum(-1)
@@ -31,6 +38,8 @@ def scaled_sq_dist(x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> to
         norms - 2 * a @ b.transpose(-1, -2)
     )
     resolution = (8 * torch.finfo(r2.dtype).eps) * (a2 + b2.amax(-1, keepdim=True)).detach()
+    if r2.dtype != torch.float64 and r2.numel() and float(resolution.max()) > LOW_PRECISION_RESOLUTION:
+        return scaled_sq_dist(x1.double(), x2.double()).to(r2.dtype)
     return r2.masked_fill(r2 <= resolution, 0.0)
 
 
@@ -46,7 +55,7 @@ class Stationary(Kernel):
     def __init__(self, ard_dims: int | None = None, lengthscale: float = 1.0,
                  active_dims: Sequence[int] | None = None, batch_shape: Sequence[int] = ()):
         super().__init__(active_dims=active_dims, batch_shape=batch_shape)
-        check_ard_dims(ard_dims)
+        ard_dims = check_ard_dims(ard_dims)
         self.ard_dims = ard_dims
         register_positive(self, "lengthscale", lengthscale, (*self.batch_shape, 1, ard_dims or 1))
 

@@ -2,16 +2,21 @@
 # `noise_diag(n)` gives the (*batch, n) diagonal that inference adds to K.
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..kernels.constraints import PositiveProperty, register_positive
+from ..shapes import as_batch_shape
 
 
 class Likelihood(nn.Module):
     """Base class: ``noise_diag(n, noise=None)`` -> (*batch, n) observation noise variances."""
+
+    batch_shape = torch.Size()
 
     def noise_diag(self, n: int, noise: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
@@ -29,14 +34,18 @@ class Gaussian(Likelihood):
 
     def __init__(self, noise: float = 0.1, noise_floor: float = 1e-4, batch_shape: Sequence[int] = ()):
         super().__init__()
-        if isinstance(noise_floor, bool) or not isinstance(noise_floor, (int, float)) or not noise_floor >= 0:
-            raise ValueError(f"noise_floor: expected a number >= 0, got {noise_floor!r}")
-        self.batch_shape = torch.Size(batch_shape)
+        if (isinstance(noise_floor, bool) or not isinstance(noise_floor, numbers.Real)
+                or not 0 <= noise_floor < math.inf):
+            raise ValueError(f"noise_floor: expected a finite number >= 0, got {noise_floor!r}")
+        self.batch_shape = as_batch_shape(batch_shape)
         register_positive(self, "noise", noise, self.batch_shape, lower=noise_floor)
 
     noise = PositiveProperty("Noise variance, shape (*batch,).")
 
     def noise_diag(self, n: int, noise: torch.Tensor | None = None) -> torch.Tensor:
+        if noise is not None:
+            raise ValueError("noise: per-point test noise variances need a FixedNoise likelihood; "
+                             "the Gaussian likelihood predicts with its learned noise")
         return self.noise.unsqueeze(-1).expand(*self.batch_shape, n)
 
 
@@ -53,18 +62,31 @@ class FixedNoise(Likelihood):
             noise = torch.as_tensor(noise)
         except (TypeError, ValueError, RuntimeError) as err:
             raise TypeError(f"noise: expected a tensor of variances, got {type(noise).__name__}") from err
+        if noise.is_complex() or noise.dtype == torch.bool:
+            raise TypeError(f"noise: expected real variances, got {noise.dtype}")
         if not noise.is_floating_point():
             noise = noise.to(torch.get_default_dtype())
         if noise.dim() < 1 or not torch.all(torch.isfinite(noise)) or torch.any(noise <= 0):
             raise ValueError("noise: expected a (*batch, n) tensor of finite positive variances")
         self.register_buffer("noise", noise)
 
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self.noise.shape[:-1]
+
     def noise_diag(self, n: int, noise: torch.Tensor | None = None) -> torch.Tensor:
         if noise is None:
             if self.noise.shape[-1] == n:
                 return self.noise
             return self.noise.mean(-1, keepdim=True).expand(*self.noise.shape[:-1], n)
-        noise = torch.as_tensor(noise, dtype=self.noise.dtype, device=self.noise.device)
-        if noise.shape[-1:] != (n,) or torch.any(noise < 0):
-            raise ValueError(f"noise: expected {n} non-negative variances, got shape {tuple(noise.shape)}")
+        try:
+            noise = torch.as_tensor(noise, device=self.noise.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"noise: expected a tensor of {n} variances, got {type(noise).__name__}") from None
+        if noise.is_complex() or noise.dtype == torch.bool:
+            raise TypeError(f"noise: expected real variances, got {noise.dtype}")
+        noise = noise.to(self.noise.dtype)
+        if noise.shape[-1:] != (n,) or not torch.all(torch.isfinite(noise)) or torch.any(noise < 0):
+            raise ValueError(f"noise: expected {n} finite non-negative variances, got shape "
+                             f"{tuple(noise.shape)} (min {float(noise.min()) if noise.numel() else 'n/a'})")
         return noise

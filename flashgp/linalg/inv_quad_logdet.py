@@ -26,7 +26,7 @@ class _InvQuadLogdet(torch.autograd.Function):
         solve = precond.solve if precond is not None else None
         result = mbcg(op.matmul, torch.cat([rhs.unsqueeze(-1), probes], -1), precond=solve,
                       tol=settings["tol"], max_iters=settings["max_iters"],
-                      min_iters=settings["lanczos_iters"], n_tridiag=probes.shape[-1])
+                      min_iters=settings["lanczos_iters"], n_tridiag=probes.shape[-1], warn=False)
         solution = result.solution
         weights = result.init_norm_sq[..., 1:]
         logdet = slq_logdet(result.tridiag, weights)
@@ -34,7 +34,8 @@ class _InvQuadLogdet(torch.autograd.Function):
             logdet = logdet + precond.logdet()
         inv_quad = (rhs * solution[..., 0]).sum(-1)
         info.update(iterations=result.iterations, residual=float(result.residual[..., 0].max()),
-                    mean_residual=float(result.residual.mean()), converged=bool(result.converged))
+                    mean_residual=float(result.residual.mean()), converged=bool(result.converged),
+                    breakdowns=result.breakdowns, trouble=result.trouble())
         whitened = precond.solve(probes) if precond is not None else probes
         ctx.op = op
         ctx.save_for_backward(solution, whitened)
@@ -81,26 +82,36 @@ def inv_quad_logdet(op, rhs: torch.Tensor, precond=None, probes: int = 10, tol: 
     settings = dict(probes=probes, tol=tol, max_iters=max_iters, lanczos_iters=lanczos_iters,
                     generator=generator)
     inv_quad, logdet = _InvQuadLogdet.apply(op, precond, settings, info, rhs, *op.grad_inputs())
-    if not info["converged"]:
-        warnings.warn(
-            f"CG did not reach tol={tol}: mean relative residual {info['mean_residual']:.3g} after "
-            f"{info['iterations']} iterations; raise max_iters or the preconditioner rank",
-            NumericalWarning, stacklevel=2)
+    if info["trouble"]:
+        warn_cg_trouble("log marginal likelihood", info["trouble"], rhs.dtype)
     return inv_quad, logdet
 
 
+def warn_cg_trouble(what: str, trouble: str, dtype: torch.dtype, stacklevel: int = 3) -> None:
+    """The one NumericalWarning for a CG run that did not converge or broke down: what was being
+    solved, the residual reached (``trouble``, from ``CGResult.trouble``) and what to change."""
+    remedies = ["raise CG(max_iters=...)", "use a larger preconditioner rank (CG(precond=PivotedCholesky(rank)))"]
+    if dtype != torch.float64:
+        remedies.append("use float64 inputs")
+    remedies.append("or use fg.Cholesky() for small n; a tiny noise variance makes K_hat ill-conditioned")
+    warnings.warn(f"CG for the {what}: {trouble}. To fix: {', '.join(remedies)}",
+                  NumericalWarning, stacklevel=stacklevel)
+
+
 def cg_solve(op, rhs: torch.Tensor, precond=None, tol: float = 0.01, max_iters: int = 1000,
-             info: dict | None = None) -> torch.Tensor:
-    """K^{-1} rhs by preconditioned CG (no gradients). rhs (*batch, n, t) -> (*batch, n, t)."""
+             info: dict | None = None, what: str = "solve") -> torch.Tensor:
+    """K^{-1} rhs by preconditioned CG (no gradients). rhs (*batch, n, t) -> (*batch, n, t).
+
+    ``info`` receives iterations, residual (max over columns), converged and breakdowns; trouble
+    (no convergence, breakdowns) is one NumericalWarning naming ``what`` was solved.
+    """
     with torch.no_grad():
         result = mbcg(op.matmul, rhs, precond=None if precond is None else precond.solve, tol=tol,
-                      max_iters=max_iters)
+                      max_iters=max_iters, warn=False)
     if info is not None:
         info.update(iterations=result.iterations, residual=float(result.residual.max()),
-                    converged=bool(result.converged))
-    if not result.converged:
-        warnings.warn(
-            f"CG did not reach tol={tol}: mean relative residual {float(result.residual.mean()):.3g} "
-            f"after {result.iterations} iterations; raise max_iters or the preconditioner rank",
-            NumericalWarning, stacklevel=2)
+                    converged=bool(result.converged), breakdowns=result.breakdowns)
+    trouble = result.trouble()
+    if trouble:
+        warn_cg_trouble(what, trouble, rhs.dtype)
     return result.solution

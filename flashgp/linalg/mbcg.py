@@ -24,6 +24,9 @@ class CGResult:
     iterations: number of CG iterations run.
     residual: (*batch, t) final relative residual norms ||rhs - A x|| / ||rhs|| (recurrence).
     converged: whether the mean relative residual fell below tol.
+    breakdowns: columns frozen because rhs^T P^{-1} rhs or p^T A p was not positive (the
+        operator or the preconditioner is numerically indefinite, or produced NaN).
+    tol, max_iters: the settings the run used (for messages).
     """
 
     solution: Tensor
@@ -32,6 +35,20 @@ class CGResult:
     iterations: int
     residual: Tensor
     converged: bool
+    breakdowns: int = 0
+    tol: float = 0.0
+    max_iters: int = 0
+
+    def trouble(self) -> str | None:
+        """What went wrong, in words with the numbers (None when the run converged cleanly)."""
+        parts = []
+        if not self.converged:
+            parts.append(f"no convergence: mean relative residual {float(self.residual.mean()):.3g} >= tol "
+                         f"{self.tol:.3g} after {self.iterations} iterations (max_iters {self.max_iters})")
+        if self.breakdowns:
+            parts.append(f"{self.breakdowns} column(s) broke down (rhs^T P^-1 rhs or p^T A p was not positive: "
+                         "the operator or the preconditioner is numerically indefinite, or produced NaN)")
+        return "; ".join(parts) or None
 
 
 def _as_function(obj, method: str, name: str) -> MatFn:
@@ -62,18 +79,6 @@ def _check_args(rhs: Tensor, tol: float, max_iters: int, min_iters: int, n_tridi
 def _dot(a: Tensor, b: Tensor) -> Tensor:
     """Column-wise inner products: (*batch, n, t) x (*batch, n, t) -> (*batch, t)."""
     return (a * b).sum(-2)
-
-
-def _warn_bad(bad: Tensor, what: str) -> None:
-    """Warn once about columns frozen because a quantity that must be positive was not."""
-    count = int(bad.sum())
-    if count:
-        warnings.warn(
-            f"mbcg: {count} column(s) stopped because {what} was not positive; the operator or the "
-            "preconditioner is not positive definite (or produced NaN)",
-            NumericalWarning,
-            stacklevel=3,
-        )
 
 
 def _build_tridiag(alphas: list[Tensor], betas: list[Tensor], active: list[Tensor]) -> Tensor:
@@ -110,6 +115,7 @@ def mbcg(
     min_iters: int = 0,
     n_tridiag: int = 0,
     max_tridiag_iters: int | None = None,
+    warn: bool = True,
 ) -> CGResult:
     """Preconditioned CG on all columns of ``rhs`` in lock step (one product per iteration).
 
@@ -119,9 +125,12 @@ def mbcg(
     Stops once at least ``min_iters`` iterations ran and the mean relative residual over all
     columns and batch elements is below ``tol``, or after ``max_iters`` (NumericalWarning), or
     when every column has frozen: a column freezes (alpha = beta = 0, no NaN) once r^T P^{-1} r
-    falls to (4 eps)^2 times its initial value, or when p^T A p <= 0 (NumericalWarning). The Lanczos tridiagonals of the last ``n_tridiag`` columns are
+    falls to (4 eps)^2 times its initial value, or when rhs^T P^{-1} rhs or p^T A p is not
+    positive (a breakdown). The Lanczos tridiagonals of the last ``n_tridiag`` columns are
     recorded for the first ``max_tridiag_iters`` (default ``max_iters``) iterations; with a
     preconditioner they are those of P^{-1/2} A P^{-1/2} started at P^{-1/2} rhs.
+    With ``warn`` (default) one NumericalWarning reports non-convergence and breakdowns together;
+    callers that report them themselves pass ``warn=False`` and read ``CGResult.trouble()``.
     Returns a :class:`CGResult`.
     """
     _check_args(rhs, tol, max_iters, min_iters, n_tridiag)
@@ -137,18 +146,20 @@ def mbcg(
     rz0 = rz.clone()
     b_norm = rhs.norm(dim=-2)
     safe_b = torch.where(b_norm > 0, b_norm, torch.ones_like(b_norm))
-    _warn_bad((b_norm > 0) & ~(rz0 > 0), "rhs^T P^{-1} rhs")
+    breakdowns = ((b_norm > 0) & ~(rz0 > 0)).sum()  # a tensor: read once at the end
     done = ~(rz > rz0 * freeze) | ~(b_norm > 0)
     p = z
     residual = torch.where(b_norm > 0, torch.ones_like(b_norm), torch.zeros_like(b_norm))
     alphas, betas, active = [], [], []
     iterations = 0
+    stop = bool(done.all())
 
-    while iterations < max_iters and not bool(done.all()):
+    # one host synchronization per iteration: whether every column froze or the residual is met
+    while iterations < max_iters and not stop:
         ap = matmul(p)
         pap = _dot(p, ap)
         bad = ~done & ~(pap > 0)
-        _warn_bad(bad, "p^T A p")
+        breakdowns = breakdowns + bad.sum()
         was_done = done | bad
         alpha = torch.where(was_done, torch.zeros_like(rz), rz / torch.where(was_done, torch.ones_like(pap), pap))
         x = x + alpha.unsqueeze(-2) * p
@@ -165,18 +176,17 @@ def mbcg(
             alphas.append(alpha[..., -n_tridiag:])
             betas.append(beta[..., -n_tridiag:])
             active.append(~was_done[..., -n_tridiag:])
-        if iterations >= min_iters and float(residual.mean()) < tol:
-            break
+        finished = done.all()
+        if iterations >= min_iters:
+            finished = finished | (residual.mean() < tol)
+        stop = bool(finished)
 
+    breakdowns = int(breakdowns)
     converged = float(residual.mean()) < tol
-    if not converged and iterations == max_iters:
-        warnings.warn(
-            f"mbcg: no convergence after {iterations} iterations: mean relative residual "
-            f"{float(residual.mean()):.3g} >= tol {tol:.3g}",
-            NumericalWarning,
-            stacklevel=2,
-        )
     tridiag = None
     if n_tridiag:
         tridiag = _build_tridiag(alphas, betas, active) if alphas else _identity_tridiag(rhs, n_tridiag)
-    return CGResult(x, tridiag, rz0, iterations, residual, converged)
+    result = CGResult(x, tridiag, rz0, iterations, residual, converged, breakdowns, tol, max_iters)
+    if warn and (breakdowns or (not converged and iterations == max_iters)):
+        warnings.warn(f"mbcg: {result.trouble()}", NumericalWarning, stacklevel=2)
+    return result

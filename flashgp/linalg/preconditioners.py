@@ -9,6 +9,9 @@ from ..operators.base import Operator
 from ..operators.low_rank import LowRankPlusDiag
 
 
+LIVE_CHECK_EVERY = 8  # pivoted Cholesky steps between host checks for early termination
+
+
 def _check_rank(rank: int) -> None:
     """rank must be a non-negative python int."""
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
@@ -54,11 +57,18 @@ def pivoted_cholesky(op: Operator, rank: int, tol: float = 1e-8) -> Tensor:
     trace = err.sum(-1)
     factor = torch.zeros(*op.batch_shape, n, min(rank, n), dtype=op.dtype, device=op.device)
     live = torch.ones(op.batch_shape, dtype=torch.bool, device=op.device)
+    columns_used = torch.zeros((), dtype=torch.long, device=op.device)  # steps with any live element
     for m in range(factor.shape[-1]):
         live = live & (err.amax(-1) > tol * trace)
-        if not bool(live.any()):
-            return factor[..., :m]
+        # the host looks only every LIVE_CHECK_EVERY steps (each look waits for the device); dead
+        # elements get zero columns meanwhile, and liveness only decreases, so columns_used is
+        # the first all-dead step
+        if m % LIVE_CHECK_EVERY == 0 and not bool(live.any()):
+            return factor[..., :int(columns_used)]
+        columns_used += live.any()
         live = _pivot_step(op, factor, err, m, live)
+    if not bool(live.any()):  # the factor may end in all-zero columns: drop them
+        return factor[..., :int(columns_used)]
     return factor
 
 

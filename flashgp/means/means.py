@@ -2,16 +2,42 @@
 # x (*batch, n, d) -> (*batch, n).
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from ..shapes import broadcast_shapes
+from ..shapes import as_batch_shape, broadcast_shapes
 
 
 class Mean(nn.Module):
     """Base class of mean functions: ``forward(x)`` maps (*batch, n, d) to (*batch, n)."""
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        """The leading shape of the mean's parameters (``()`` when unbatched)."""
+        return torch.Size()
+
+
+def _finite_values(value, name: str, shape, dtype: torch.dtype) -> torch.Tensor:
+    """A finite number or tensor broadcast to ``shape`` as ``dtype``; ValueError/TypeError otherwise."""
+    if isinstance(value, (str, bytes, bool)) or value is None:
+        raise TypeError(f"{name}: expected a finite number or a tensor of them, got {value!r:.80}")
+    if isinstance(value, torch.Tensor) and value.is_complex():
+        raise TypeError(f"{name}: expected real values, got {value.dtype}")
+    try:  # straight to ``dtype``: Python floats keep their float64 precision
+        tensor = torch.as_tensor(value, dtype=dtype)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name}: expected a finite number or a tensor of them, "
+                        f"got {type(value).__name__}") from None
+    if not torch.all(torch.isfinite(tensor)):
+        raise ValueError(f"{name}: expected finite values, got {tensor.tolist()}")
+    try:
+        return tensor.expand(shape)
+    except RuntimeError:
+        raise ValueError(f"{name}: expected a number or values broadcastable to shape {tuple(shape)}, "
+                         f"got shape {tuple(tensor.shape)}") from None
 
 
 class Zero(Mean):
@@ -26,7 +52,13 @@ class Constant(Mean):
 
     def __init__(self, constant: float = 0.0, batch_shape: Sequence[int] = ()):
         super().__init__()
-        self.raw_constant = nn.Parameter(torch.full(tuple(batch_shape), float(constant)))
+        shape = as_batch_shape(batch_shape)
+        self.raw_constant = nn.Parameter(_finite_values(constant, "constant", shape,
+                                                        torch.get_default_dtype()).clone())
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self.raw_constant.shape
 
     @property
     def constant(self) -> torch.Tensor:
@@ -34,8 +66,9 @@ class Constant(Mean):
 
     @constant.setter
     def constant(self, value) -> None:
+        value = _finite_values(value, "constant", self.raw_constant.shape, self.raw_constant.dtype)
         with torch.no_grad():
-            self.raw_constant.copy_(torch.as_tensor(value, dtype=self.raw_constant.dtype).expand(self.raw_constant.shape))
+            self.raw_constant.copy_(value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.raw_constant.unsqueeze(-1).expand(*broadcast_shapes(x.shape[:-2], self.raw_constant.shape), x.shape[-2])
@@ -46,10 +79,15 @@ class Linear(Mean):
 
     def __init__(self, input_dims: int, bias: bool = True, batch_shape: Sequence[int] = ()):
         super().__init__()
-        if not isinstance(input_dims, int) or input_dims < 1:
+        if isinstance(input_dims, bool) or not isinstance(input_dims, numbers.Integral) or input_dims < 1:
             raise ValueError(f"input_dims: expected a positive int, got {input_dims!r}")
-        self.weights = nn.Parameter(torch.zeros(*batch_shape, input_dims))
-        self.bias = nn.Parameter(torch.zeros(tuple(batch_shape))) if bias else None
+        batch_shape = as_batch_shape(batch_shape)
+        self.weights = nn.Parameter(torch.zeros(*batch_shape, int(input_dims)))
+        self.bias = nn.Parameter(torch.zeros(batch_shape)) if bias else None
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self.weights.shape[:-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.weights.shape[-1]:

@@ -14,7 +14,8 @@ from ..means import Constant, Mean
 from ..solvers import Auto, Cholesky, resolve_solver
 from .inference import cg_terms, cholesky_terms, marginal_log_likelihood
 from .prediction import PredictionCache
-from .validation import check_test_batch, check_test_inputs, check_train_data
+from .validation import (check_batch_shapes, check_columns, check_test_batch, check_test_inputs,
+                         check_train_data)
 
 
 class ExactGP(nn.Module):
@@ -29,8 +30,12 @@ class ExactGP(nn.Module):
         solver: ``fg.Auto()`` (default: Cholesky for small n, CG beyond), ``fg.Cholesky()`` or
             ``fg.CG(...)``.
 
-    The model's parameters take the dtype and device of x. ``diagnostics`` describes the last
-    solve: path ("cholesky" or "cg"), backend, cg_iterations, residual, jitter, seconds.
+    The model's parameters take the dtype and device of x (ints and bools become the default
+    dtype, float16/bfloat16 become float32); test inputs are cast to that dtype.
+    ``diagnostics`` describes the last solve: path ("cholesky" or "cg"), backend,
+    cg_iterations, residual, jitter, seconds; on the CG path also converged and cg_breakdowns
+    (and variance_converged, variance_residual, variance_cg_iterations, variance_cg_breakdowns
+    for CG variance solves); after predictions variance_method and variance_clamped.
     """
 
     def __init__(self, x, y, kernel: Kernel, likelihood: Likelihood | None = None,
@@ -53,8 +58,14 @@ class ExactGP(nn.Module):
         self.diagnostics: dict = {}
 
     def set_train_data(self, x, y) -> None:
-        """Replace the training data (same dtype/device conventions as the constructor)."""
-        x, y = check_train_data(x, y)
+        """Replace the training data: x (n, d) or (*b, n, d), y (n,) or (*b, n).
+
+        New data is cast to the model's dtype (the dtype of the data it was built with) and must
+        be on its device; its batch shape must broadcast with the kernel's, likelihood's and mean's.
+        """
+        x, y = check_train_data(x, y, like=getattr(self, "train_x", None))
+        check_batch_shapes(x, {"kernel": self.kernel, "likelihood": self.likelihood, "mean": self.mean})
+        check_columns(x, {"kernel": self.kernel.diag, "mean": self.mean})
         if isinstance(self.likelihood, FixedNoise) and self.likelihood.noise.shape[-1] != x.shape[-2]:
             raise ValueError(f"noise: the FixedNoise likelihood holds {self.likelihood.noise.shape[-1]} "
                              f"variances, expected one per training point ({x.shape[-2]})")

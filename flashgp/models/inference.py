@@ -14,8 +14,13 @@ from ..solvers import CG, Cholesky
 
 
 def cholesky_factor(kernel, x, noise, solver: Cholesky, diagnostics: dict):
-    """L (float64) with L L^T = K(x, x) + diag(noise) (+ reported jitter). Differentiable."""
-    k_hat = kernel(x).double() + torch.diag_embed(noise.double())
+    """L (float64) with L L^T = K(x, x) + diag(noise) (+ reported jitter). Differentiable.
+
+    The kernel is evaluated on float64 inputs whatever the dtype of x: float32 distances lose
+    ~eps32 |x / lengthscale|^2, which for points many lengthscales apart turns a well-conditioned
+    K into one no jitter can factor.
+    """
+    k_hat = kernel(x.double()) + torch.diag_embed(noise.double())
     if not bool(torch.isfinite(k_hat).all()):
         raise NotPSDError("the kernel matrix has NaN or infinite entries at the current "
                           "hyperparameters (check for overflowing lengthscales or outputscale)")
@@ -35,7 +40,7 @@ def cholesky_terms(kernel, x, noise, resid, solver: Cholesky, diagnostics: dict)
 
 def cg_operator(kernel, x, noise, solver: CG):
     """(K_hat operator, kernel operator, preconditioner or None) for the CG path."""
-    kernel_op = KernelOperator(kernel, x, backend=solver.backend)
+    kernel_op = KernelOperator(kernel, x, backend=solver.backend, precision=solver.precision)
     precond = None
     if solver.precond is not None:
         with torch.no_grad():
@@ -51,8 +56,9 @@ def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=N
     inv_quad, logdet = inv_quad_logdet(op, resid, precond, probes=solver.probes, tol=solver.tol,
                                        max_iters=solver.max_iters, lanczos_iters=solver.lanczos_iters,
                                        generator=generator, info=info)
-    diagnostics.update(path="cg", backend=kernel_op.backend, jitter=0.0, cg_iterations=info["iterations"],
-                       residual=info["residual"], converged=info["converged"],
+    diagnostics.update(path="cg", backend=kernel_op.backend, precision=kernel_op.precision,
+                       jitter=0.0, cg_iterations=info["iterations"],
+                       residual=info["residual"], converged=info["converged"], cg_breakdowns=info["breakdowns"],
                        precond_rank=0 if precond is None else precond.rank)
     return inv_quad, logdet
 

@@ -27,7 +27,7 @@ class PredictionCache:
         self.diagnostics: dict = {"n": n}
         if isinstance(solver, Cholesky):
             self.chol = cholesky_factor(self.kernel, self.train_x, noise, solver, self.diagnostics)
-            self.alpha = torch.cholesky_solve(resid.double().unsqueeze(-1), self.chol).to(resid.dtype)
+            self.alpha = torch.cholesky_solve(resid.double().unsqueeze(-1), self.chol)  # kept in float64
             self.backend = "dense"
         else:
             self.op, kernel_op, self.precond = cg_operator(self.kernel, self.train_x, noise, solver)
@@ -35,9 +35,10 @@ class PredictionCache:
             info = {}
             resid = resid.expand(*self.op.batch_shape, n)
             self.alpha = cg_solve(self.op, resid.unsqueeze(-1), self.precond, solver.eval_tol,
-                                  solver.max_iters, info)
+                                  solver.max_iters, info, what="posterior mean solve")
             self.diagnostics.update(path="cg", backend=self.backend, jitter=0.0,
-                                    cg_iterations=info["iterations"], residual=info["residual"])
+                                    cg_iterations=info["iterations"], residual=info["residual"],
+                                    converged=info["converged"], cg_breakdowns=info["breakdowns"])
         self._root = None
 
     # ----- roots of K_hat^{-1} ---------------------------------------------------------
@@ -58,22 +59,38 @@ class PredictionCache:
 
     # ----- posterior at test points ------------------------------------------------------
     def posterior(self, x: torch.Tensor) -> Posterior:
-        cross = KernelOperator(self.kernel, x, self.train_x, backend=self.backend)
-        prior = KernelOperator(self.kernel, x)
-        mean = self.mean_fn(x) + cross.matmul(self.alpha).squeeze(-1)
-        m = x.shape[-2]
+        """The posterior at test inputs x (*batch, m, d) (no gradients)."""
+        for key in ("variance_cg_iterations", "variance_residual", "variance_converged", "variance_cg_breakdowns"):
+            self.diagnostics.pop(key, None)  # set again when this call solves by CG
         if isinstance(self.solver, Cholesky):
-            cross_t = cross.to_dense().transpose(-1, -2).double()
-            white = torch.linalg.solve_triangular(self.chol, cross_t, upper=False)
-            left = white.transpose(-1, -2).to(x.dtype)
-            right, method = left, "cholesky"
-        elif m <= self.solver.exact_var_max:
-            left = cross.to_dense()
-            right = cg_solve(self.op, left.transpose(-1, -2), self.precond, self.solver.eval_tol,
-                             self.solver.max_iters).transpose(-1, -2)
-            method = "cg"
+            mean, left, right, method = self._cholesky_parts(x)
         else:
-            left = cross.matmul(self.lanczos_root())
-            right, method = left, "lanczos"
+            mean, left, right, method = self._iterative_parts(x)
         self.diagnostics["variance_method"] = method
-        return Posterior(mean, Downdated(prior, left, right), diagnostics=self.diagnostics)
+        return Posterior(mean, Downdated(KernelOperator(self.kernel, x), left, right), diagnostics=self.diagnostics)
+
+    def _cholesky_parts(self, x: torch.Tensor):
+        """(mean (*b, m), left, right (*b, m, n), "cholesky"). The cross covariance, the mean and the
+        whitened cross covariance are computed in float64 and cast to the dtype of x at the end: with
+        a small noise alpha = K_hat^{-1} r is large and K_*X alpha cancels in float32."""
+        cross = self.kernel(x.double(), self.train_x.double())
+        mean = self.mean_fn(x) + (cross @ self.alpha).squeeze(-1).to(x.dtype)
+        white = torch.linalg.solve_triangular(self.chol, cross.transpose(-1, -2), upper=False)
+        left = white.transpose(-1, -2).to(x.dtype)
+        return mean, left, left, "cholesky"
+
+    def _iterative_parts(self, x: torch.Tensor):
+        """(mean, left, right, method): variances by CG solves (m <= exact_var_max) or LOVE."""
+        cross = KernelOperator(self.kernel, x, self.train_x, backend=self.backend,
+                               precision=self.solver.precision)
+        mean = self.mean_fn(x) + cross.matmul(self.alpha).squeeze(-1)
+        if x.shape[-2] > self.solver.exact_var_max:
+            left = cross.matmul(self.lanczos_root())
+            return mean, left, left, "lanczos"
+        left = cross.to_dense()
+        info = {}
+        right = cg_solve(self.op, left.transpose(-1, -2), self.precond, self.solver.eval_tol,
+                         self.solver.max_iters, info, what="posterior variance solves").transpose(-1, -2)
+        self.diagnostics.update(variance_cg_iterations=info["iterations"], variance_residual=info["residual"],
+                                variance_converged=info["converged"], variance_cg_breakdowns=info["breakdowns"])
+        return mean, left, right, "cg"

@@ -1,35 +1,90 @@
-# Checks and conversions for data entering a model: shapes, dtypes, finiteness, devices.
+# Checks and conversions for data entering a model: shapes, dtypes, finiteness, magnitudes, devices.
 # Each failure raises ValueError/TypeError naming the argument and what was expected.
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from ..shapes import broadcast_shapes
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _to_tensor(value, name: str) -> torch.Tensor:
+    """A tensor from a tensor, numpy array, pandas object or nested sequence of numbers."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if value is None or isinstance(value, (str, bytes)):
+        raise TypeError(f"{name}: expected a tensor or numeric array, got {type(value).__name__}")
+    if hasattr(value, "to_numpy") and hasattr(value, "columns"):  # a pandas DataFrame
+        text = [str(col) for col, dtype in value.dtypes.items() if getattr(dtype, "kind", "O") not in "biuf"]
+        if text:
+            raise TypeError(f"{name}: expected numeric columns, got non-numeric column(s) "
+                            f"{', '.join(map(repr, text[:5]))}; encode them as numbers first")
+    if hasattr(value, "to_numpy"):  # pandas DataFrame or Series
+        value = value.to_numpy()
+    if not isinstance(value, np.ndarray):
+        try:  # nested lists of Python floats: numpy keeps their float64 precision
+            value = np.asarray(value)
+        except (TypeError, ValueError):
+            pass  # ragged or foreign: torch.as_tensor below reports it
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        try:  # numbers stored as Python objects: cast as scikit-learn does
+            value = value.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name}: expected a tensor or numeric array, got an object array "
+                            "holding non-numbers or missing values") from None
+    if isinstance(value, np.ndarray) and not value.flags.writeable:
+        value = value.copy()  # torch cannot share read-only memory
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as err:
+        dtype = f" of dtype {value.dtype}" if isinstance(value, np.ndarray) else ""
+        raise TypeError(f"{name}: expected a tensor or numeric array, got {type(value).__name__}{dtype}") from err
 
 
 def as_float_tensor(value, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
-    """Convert arrays/tensors to a floating tensor (ints and bools cast; dtype/device of ``like``)."""
-    if isinstance(value, torch.Tensor):
-        tensor = value
-    else:
-        try:
-            tensor = torch.as_tensor(value)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(f"{name}: expected a tensor or numeric array, got {type(value).__name__}") from err
+    """Convert tensors, numpy arrays, pandas objects and nested lists to a real floating tensor.
+
+    With ``like`` the tensor takes its dtype and must be on its device. Without it: ints and bools
+    become the default dtype, float16/bfloat16 become float32, and Python floats (via numpy) float64.
+    """
+    tensor = _to_tensor(value, name)
+    if tensor.layout != torch.strided:
+        raise TypeError(f"{name}: expected a dense tensor, got layout {tensor.layout}; use .to_dense()")
     if tensor.is_complex():
         raise TypeError(f"{name}: expected real values, got {tensor.dtype}")
+    if tensor.device.type == "meta":
+        raise ValueError(f"{name}: expected a tensor holding data, got one on the 'meta' device")
     if like is not None:
         if tensor.device != like.device:
             raise ValueError(f"{name}: expected a tensor on {like.device}, got one on {tensor.device}")
         tensor = tensor.to(like.dtype)
     elif not tensor.is_floating_point():
         tensor = tensor.to(torch.get_default_dtype())
+    elif tensor.dtype in HALF_DTYPES:  # too coarse for kernel matrices; float32 holds them exactly
+        tensor = tensor.to(torch.float32)
     if not torch.all(torch.isfinite(tensor)):
         raise ValueError(f"{name}: expected finite values, found NaN or infinity")
     return tensor
 
 
-def check_train_data(x, y) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate training inputs x (n, d) or (*b, n, d) and targets y (n,) or (*b, n)."""
-    x = as_float_tensor(x, "x")
+def _check_magnitude(tensor: torch.Tensor, name: str, bound: float, what: str) -> None:
+    """Values must stay below ``bound`` in magnitude (their squares must not overflow)."""
+    if tensor.numel() == 0:
+        return
+    largest = float(tensor.detach().abs().max())
+    if largest >= bound:
+        raise ValueError(f"{name}: values up to {largest:.3g} overflow {what} in {tensor.dtype} "
+                         f"(expected magnitudes below {bound:.3g}); rescale or standardize them")
+
+
+def check_train_data(x, y, like: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate training inputs x (n, d) or (*b, n, d) and targets y (n,) or (*b, n).
+
+    ``like``: the current training inputs of a model, whose dtype and device new data must take.
+    """
+    x = as_float_tensor(x, "x", like=like)
     if x.dim() == 1:
         raise ValueError(f"x: expected shape (n, d) or (b, n, d), got {tuple(x.shape)}; "
                          "use x.reshape(-1, 1) for one input dimension")
@@ -38,6 +93,9 @@ def check_train_data(x, y) -> tuple[torch.Tensor, torch.Tensor]:
     y = as_float_tensor(y, "y", like=x)
     if y.shape != x.shape[:-1]:
         raise ValueError(f"y: expected shape {tuple(x.shape[:-1])} to match x, got {tuple(y.shape)}")
+    fmax = torch.finfo(x.dtype).max
+    _check_magnitude(x, "x", (fmax / x.shape[-1]) ** 0.5 / 4, "squared distances")
+    _check_magnitude(y, "y", (fmax / x.shape[-2]) ** 0.5, "squared residuals")
     return x, y
 
 
@@ -51,6 +109,8 @@ def check_test_inputs(x, train_x: torch.Tensor, name: str = "x") -> torch.Tensor
                          f"got {tuple(x.shape)}")
     if x.shape[-2] == 0:
         raise ValueError(f"{name}: expected at least one point, got shape {tuple(x.shape)}")
+    fmax = torch.finfo(x.dtype).max
+    _check_magnitude(x, name, (fmax / x.shape[-1]) ** 0.5 / 4, "squared distances")
     return x
 
 
@@ -60,3 +120,34 @@ def check_test_batch(x: torch.Tensor, batch_shape: torch.Size, name: str = "x") 
     if len(batch) > len(batch_shape) or any(b not in (1, t) for b, t in zip(reversed(batch), reversed(batch_shape))):
         raise ValueError(f"{name}: expected batch dimensions broadcastable to the model's batch "
                          f"{tuple(batch_shape)}, got shape {tuple(x.shape)}")
+
+
+def check_batch_shapes(x: torch.Tensor, parts: dict) -> None:
+    """The batch shapes of the data x (*b, n, d) and of each model part must broadcast together.
+
+    ``parts``: name -> module with a ``batch_shape`` (kernel, likelihood, mean).
+    """
+    shape, seen = x.shape[:-2], f"x {tuple(x.shape)}"
+    for name, part in parts.items():
+        part_shape = torch.Size(part.batch_shape)
+        try:
+            shape = broadcast_shapes(shape, part_shape)
+        except ValueError:
+            raise ValueError(f"{name}: batch_shape {tuple(part_shape)} does not broadcast with the batch "
+                             f"shape {tuple(shape)} of {seen}") from None
+        seen += f" and {name}"
+
+
+def check_columns(x: torch.Tensor, parts: dict) -> None:
+    """Each model part (name -> function of x) must accept the columns of x (*b, n, d).
+
+    Evaluated on one row, so a wrong ``ard_dims``, ``active_dims`` or ``Linear(d)`` mean is
+    reported where the data enters instead of at the first training step.
+    """
+    with torch.no_grad():
+        row = x[..., :1, :]
+        for name, part in parts.items():
+            try:
+                part(row)
+            except ValueError as err:
+                raise ValueError(f"{name}: does not accept x with {x.shape[-1]} column(s): {err}") from None

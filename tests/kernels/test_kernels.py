@@ -205,6 +205,21 @@ def test_stationary_far_from_origin_is_accurate():
                                rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize("name", ["rbf", "matern05"])
+def test_float32_points_many_lengthscales_apart_keep_their_distances(name):
+    # |a|^2 + |b|^2 - 2 a.b in float32 resolves r2 only to ~1e-7 |a|^2: points 2000 lengthscales
+    # from the centre would be indistinguishable from their neighbours; float64 distances keep them
+    centres = torch.linspace(-4, 4, 9, dtype=F64)
+    x = torch.cat([centres, centres + 0.002, centres + 0.0045]).reshape(-1, 1)  # 0.7 and 1.5 lengthscales
+    base = RBF(lengthscale=0.003) if name == "rbf" else Matern(nu=0.5, lengthscale=0.003)
+    x = x.float()
+    expected = base.double()(x.double()).detach()  # same (float32-rounded) inputs, float64 arithmetic
+    got = base.float()(x).detach()
+    # x / lengthscale itself rounds to eps32 * 1333 ~ 1.6e-4 lengthscales (like the inputs): kernel
+    # values can move by a few 1e-5; without float64 distances they were off by up to 0.7
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=1e-3)
+
+
 def test_matern05_symmetric_diagonal_is_exact():
     # |a|^2 + |b|^2 - 2 a.b leaves O(eps) on the diagonal; exp(-sqrt(r2)) would amplify it
     x = rand(300, 8, seed=6) * 2 + 3

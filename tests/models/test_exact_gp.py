@@ -567,6 +567,25 @@ def test_no_warning_on_well_conditioned_problem():
         model.posterior(x_test).variance
 
 
+def test_float32_cholesky_path_matches_float64_on_an_ill_conditioned_problem():
+    # points thousands of lengthscales from the centre and a tiny noise: the Cholesky path works in
+    # float64 (kernel, cross covariance, alpha), so float32 data only costs float32 rounding
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.rand(54, 1, generator=gen, dtype=F64) * 7.6 - 3.8).float()
+    y = torch.sin(40 * x[:, 0].double()).float()
+    x_test = torch.cat([torch.tensor([[3.5068], [-1.0]]), x[:4]])
+    answers = []
+    for dtype in (torch.float32, F64):
+        model = fg.ExactGP(x.to(dtype), y.to(dtype), Scale(Matern(nu=0.5, lengthscale=0.003), outputscale=35.7),
+                           likelihood=FixedNoise(torch.full((54,), 2.7e-5, dtype=dtype)), solver=fg.Cholesky())
+        post = model.posterior(x_test.to(dtype))
+        answers.append((float(model.mll().detach()), post.mean.double(), post.variance.double()))
+    (mll32, mean32, var32), (mll64, mean64, var64) = answers
+    assert mll32 == pytest.approx(mll64, rel=1e-5)
+    torch.testing.assert_close(mean32, mean64, rtol=0, atol=1e-4 * 35.7 ** 0.5)
+    torch.testing.assert_close(var32, var64, rtol=0, atol=1e-4 * 35.7)
+
+
 def test_sample_recovers_from_an_indefinite_covariance():
     # an inexact CG downdate can leave small negative eigenvalues that jitter does not fix
     from flashgp.distributions import Posterior

@@ -1,0 +1,68 @@
+# Where one flashgp training step spends its time: torch profiler table of one Adam step on a UCI
+# set (or synthetic data). Usage: python benchmarks/profile_step.py --data .uci --dataset elevators
+"""Profile one training step of the benchmark model (constant mean, Scale(Matern 5/2, ARD), CG as
+in benchmarks/uci.py) after a few warm-up steps. Prints the step's wall time, the number of CUDA
+kernel launches and the top operators by self device time and by self CPU time."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import flashgp as fg  # noqa: E402
+from uci import SOLVER, load  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=None)
+    p.add_argument("--dataset", default="elevators")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rows", type=int, default=25)
+    args = p.parse_args(argv)
+    ns = argparse.Namespace(dataset=args.dataset, data=args.data, split=0, dtype="float32",
+                            max_train=None, seed=0)
+    ds = load(ns).to(device=args.device)
+    kernel = fg.kernels.Scale(fg.kernels.Matern(nu=2.5, ard_dims=ds.x_train.shape[-1]))
+    solver = fg.CG(tol=SOLVER["cg_tol_train"], probes=SOLVER["probes"],
+                   precond=fg.PivotedCholesky(SOLVER["precond_rank"]), backend=args.backend,
+                   precision=args.precision)
+    model = fg.ExactGP(ds.x_train, ds.y_train, kernel, mean=fg.means.Constant(), solver=solver)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+
+    def step():
+        opt.zero_grad()
+        loss = -model.mll()
+        loss.backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    step()
+    torch.cuda.synchronize()
+    wall = time.perf_counter() - start
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
+        step()
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    launches = sum(e.count for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    print(f"{args.dataset}: n={ds.x_train.shape[0]} d={ds.x_train.shape[1]} step {wall:.4f} s "
+          f"(unprofiled), diagnostics {dict(model.diagnostics)}; {launches} device kernels")
+    print(events.table(sort_by="self_cuda_time_total", row_limit=args.rows))
+    print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+# Block-size sweep for the fused Triton kernels on one GPU: which (BLOCK_M, BLOCK_N, num_warps,
+# num_stages) is fastest per (op, d, t, precision). Usage: python benchmarks/tune_kernels.py --out DIR
+"""Sweep of launch configurations for ``triton_kernels.kv_matmul`` and ``row_grad``.
+
+For every op, d, t and precision given, times each configuration of the grid below with
+``triton.testing.do_bench`` (median, after warm-up; compilation is excluded) on fresh random
+inputs z1 = z2 (n, d) ~ N(0, 1) / sqrt(d) and v (n, t) ~ N(0, 1), and checks each result
+against the default configuration's (max relative difference), so a configuration that computes
+something else is flagged instead of timed as a winner. Configurations that fail to compile or
+run (e.g. out of shared memory) are recorded with their error. Writes DIR/tune.json and prints
+the best configuration per case and its kernel entries per second (n^2 / seconds).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from flashgp.backends import triton_kernels as tk  # noqa: E402
+
+GRID = dict(block_m=(64, 128, 256), block_n=(32, 64, 128), num_warps=(4, 8), num_stages=(1, 2, 3))
+
+
+def run_case(op, n, d, t, precision, grid, seed=0):
+    import triton.testing
+
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    z = torch.randn(1, n, d, device="cuda", generator=gen) / d ** 0.5
+    v = torch.randn(1, n, t, device="cuda", generator=gen)
+    u = torch.randn(1, n, t, device="cuda", generator=gen)
+
+    def call(**cfg):
+        if op == "matmul":
+            return tk.kv_matmul(z, z, v, "rbf", precision=precision, **cfg)
+        return tk.row_grad(z, z, u, v, "rbf", precision=precision, **cfg)[1]
+
+    reference = call()
+    rows = []
+    for values in itertools.product(*grid.values()):
+        cfg = dict(zip(grid.keys(), values))
+        row = dict(op=op, n=n, d=d, t=t, precision=precision, **cfg)
+        try:
+            out = call(**cfg)
+            torch.cuda.synchronize()
+            row["rel_diff"] = float((out - reference).abs().max() / reference.abs().max())
+            ms = triton.testing.do_bench(lambda: call(**cfg), warmup=25, rep=100, return_mode="median")
+            row["seconds"] = ms / 1e3
+            row["entries_per_s"] = n * n / row["seconds"]
+        except Exception as err:  # noqa: BLE001 - a configuration that cannot run is a result too
+            row["error"] = f"{type(err).__name__}: {str(err)[:200]}"
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--d", type=int, nargs="+", default=[3])
+    parser.add_argument("--t", type=int, nargs="+", default=[11])
+    parser.add_argument("--ops", nargs="+", default=["matmul", "grad"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "tf32x3", "tf32"])
+    parser.add_argument("--block-m", type=int, nargs="+", default=list(GRID["block_m"]))
+    parser.add_argument("--block-n", type=int, nargs="+", default=list(GRID["block_n"]))
+    parser.add_argument("--num-warps", type=int, nargs="+", default=list(GRID["num_warps"]))
+    parser.add_argument("--num-stages", type=int, nargs="+", default=list(GRID["num_stages"]))
+    parser.add_argument("--out", default="tune_out")
+    args = parser.parse_args(argv)
+    grid = dict(block_m=args.block_m, block_n=args.block_n, num_warps=args.num_warps,
+                num_stages=args.num_stages)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    start = time.perf_counter()
+    for op, d, t, precision in itertools.product(args.ops, args.d, args.t, args.precisions):
+        rows = run_case(op, args.n, d, t, precision, grid)
+        results.extend(rows)
+        ok = [r for r in rows if "seconds" in r and r["rel_diff"] < 1e-2]
+        best = min(ok, key=lambda r: r["seconds"]) if ok else None
+        bad = sum("error" in r for r in rows)
+        if best:
+            print(f"{op:6s} n={args.n} d={d:3d} t={t:3d} {precision:6s} best "
+                  f"m={best['block_m']} n={best['block_n']} w={best['num_warps']} s={best['num_stages']}"
+                  f" {best['seconds'] * 1e3:8.3f} ms {best['entries_per_s']:.3e}/s ({bad} failed)",
+                  flush=True)
+        else:
+            print(f"{op} d={d} t={t} {precision}: no configuration ran", flush=True)
+        (out / "tune.json").write_text(json.dumps(dict(
+            device=torch.cuda.get_device_name(), torch=torch.__version__,
+            triton=__import__("triton").__version__, command=" ".join(sys.argv),
+            seconds=time.perf_counter() - start, rows=results), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
