@@ -41,6 +41,7 @@ RECOVERY_PATTERNS = {
     "cg_breakdown": r"^CG for the .*broke down",
     "eigenvalue_floor": r"clamped \d+ eigenvalue",
     "sample_psd_fallback": r"negative eigenvalue",
+    "slq_not_settled": r"^SLQ log determinant had not settled",
 }
 
 
@@ -296,7 +297,7 @@ def check_problem(problem: Problem) -> dict:
         "sample_psd_fallback": int(bool(facts.get("sample_eigen_clamped"))),
         "variance_clamp": int(bool(facts.get("variance_clamped"))),
         "cg_not_converged": warned["cg_not_converged"], "cg_breakdown": warned["cg_breakdown"],
-        "eigenvalue_floor": warned["eigenvalue_floor"],
+        "eigenvalue_floor": warned["eigenvalue_floor"], "slq_not_settled": warned["slq_not_settled"],
     }
     jittered = sum(1 for key in ("jitter", "prediction_jitter", "sample_jitter") if facts.get(key))
     if warned["jitter"] != jittered:  # mll, prediction cache and sampling each factor once

@@ -8,7 +8,12 @@ import torch
 
 from ..errors import NumericalWarning
 from .mbcg import mbcg
-from .slq import slq_logdet
+from .slq import slq_logdet, slq_logdet_tail_change
+
+# the SLQ settling check: how far the last SLQ_TAIL_STEPS Lanczos steps may move the log det
+# (nats per training point) before a NumericalWarning says the estimate had not settled
+SLQ_TAIL_STEPS = 5
+SLQ_TAIL_WARN_PER_POINT = 0.01
 
 
 def probe_vectors(precond, shape: torch.Size, num: int, dtype, device, generator=None) -> torch.Tensor:
@@ -33,6 +38,8 @@ class _InvQuadLogdet(torch.autograd.Function):
         if precond is not None:
             logdet = logdet + precond.logdet()
         inv_quad = (rhs * solution[..., 0]).sum(-1)
+        tail = slq_logdet_tail_change(result.tridiag, weights, SLQ_TAIL_STEPS)
+        info.update(logdet_tail_change=float(tail.max()), lanczos_steps=result.tridiag.shape[-1])
         info.update(iterations=result.iterations, residual=float(result.residual[..., 0].max()),
                     mean_residual=float(result.residual.mean()), converged=bool(result.converged),
                     breakdowns=result.breakdowns, trouble=result.trouble())
@@ -73,7 +80,9 @@ def inv_quad_logdet(op, rhs: torch.Tensor, precond=None, probes: int = 10, tol: 
         probes, tol, max_iters, lanczos_iters: mBCG settings (see ``flashgp.CG``).
         generator: torch.Generator for the probe vectors (fixed probes -> deterministic loss).
         info: optional dict that receives iterations, residual (of the solve column),
-            mean_residual and converged.
+            mean_residual, converged, breakdowns, trouble, lanczos_steps and
+            logdet_tail_change (|change of the log-det estimate over the last SLQ_TAIL_STEPS
+            Lanczos steps|, max over the batch; above SLQ_TAIL_WARN_PER_POINT * n it warns).
 
     Returns:
         (inv_quad (*batch,), logdet (*batch,)).
@@ -84,6 +93,13 @@ def inv_quad_logdet(op, rhs: torch.Tensor, precond=None, probes: int = 10, tol: 
     inv_quad, logdet = _InvQuadLogdet.apply(op, precond, settings, info, rhs, *op.grad_inputs())
     if info["trouble"]:
         warn_cg_trouble("log marginal likelihood", info["trouble"], rhs.dtype)
+    n = rhs.shape[-1]
+    if info["logdet_tail_change"] > SLQ_TAIL_WARN_PER_POINT * n:
+        warnings.warn(f"SLQ log determinant had not settled: its last {SLQ_TAIL_STEPS} of "
+                      f"{info['lanczos_steps']} Lanczos steps moved it by "
+                      f"{info['logdet_tail_change']:.3g} nats ({info['logdet_tail_change'] / n:.3g} per "
+                      f"point, warning above {SLQ_TAIL_WARN_PER_POINT}). To fix: raise "
+                      f"CG(lanczos_iters=...) or the preconditioner rank", NumericalWarning, stacklevel=2)
     return inv_quad, logdet
 
 

@@ -50,3 +50,29 @@ def slq_logdet(tridiag: Tensor, weights: Tensor) -> Tensor:
     """
     _check_args(tridiag, weights)
     return (weights * _quadrature(tridiag, torch.log, floor=True)).mean(-1)
+
+
+
+def slq_logdet_tail_change(tridiag: Tensor, weights: Tensor, drop: int) -> Tensor:
+    """How much the last ``drop`` Lanczos steps moved the SLQ log-det estimate: |estimate from
+    the full k x k tridiagonals - estimate from their leading (k - drop) x (k - drop) blocks|.
+
+    A cheap convergence check of the quadrature (its error shrinks with k, so a large move late
+    means the estimate has not settled). Probes whose last step is inactive (mBCG froze the
+    column: the Krylov space was exhausted and the quadrature is exact) count as settled, and
+    so does everything when k < 2 * drop. tridiag: (*batch, t, k, k), weights: (*batch, t).
+    Eigenvalues are floored quietly (``slq_logdet`` reports the floor). Returns (*batch,).
+    """
+    _check_args(tridiag, weights)
+    k = tridiag.shape[-1]
+    if k < 2 * drop:
+        return torch.zeros(weights.shape[:-1], dtype=weights.dtype, device=weights.device)
+
+    def quiet_log(evals: Tensor) -> Tensor:
+        floor = torch.finfo(evals.dtype).eps * evals.abs().amax(-1, keepdim=True).clamp_min(1e-30)
+        return torch.log(evals.clamp_min(0) + floor)
+
+    full = _quadrature(tridiag, quiet_log, floor=False)
+    head = _quadrature(tridiag[..., : k - drop, : k - drop], quiet_log, floor=False)
+    still_running = tridiag[..., -1, -2] != 0  # frozen steps are decoupled (off-diagonal 0)
+    return (weights * torch.where(still_running, full - head, torch.zeros_like(full))).mean(-1).abs()

@@ -59,7 +59,8 @@ def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=N
     diagnostics.update(path="cg", backend=kernel_op.backend, precision=kernel_op.precision,
                        jitter=0.0, cg_iterations=info["iterations"],
                        residual=info["residual"], converged=info["converged"], cg_breakdowns=info["breakdowns"],
-                       precond_rank=0 if precond is None else precond.rank)
+                       precond_rank=0 if precond is None else precond.rank,
+                       logdet_tail_change=info["logdet_tail_change"])
     return inv_quad, logdet
 
 

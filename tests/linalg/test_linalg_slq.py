@@ -78,3 +78,64 @@ def test_argument_errors():
         slq_logdet(torch.eye(3), torch.ones(1))
     with pytest.raises(ValueError, match="weights"):
         slq_logdet(torch.eye(3).expand(2, 3, 3), torch.ones(3))
+
+
+def _tridiagonals(a, probes, iters, seed=0):
+    """mBCG tridiagonals of a (n, n) for ``probes`` N(0, I) columns, exactly ``iters`` steps."""
+    z = torch.randn(a.shape[-1], probes, dtype=F64, generator=torch.Generator().manual_seed(seed))
+    res = mbcg(lambda v: a @ v, z, tol=0.0, max_iters=iters, min_iters=iters, n_tridiag=probes,
+               warn=False)
+    return res.tridiag, res.init_norm_sq
+
+
+def test_tail_change_tracks_how_far_the_estimate_is_from_settled():
+    from flashgp.linalg.slq import slq_logdet_tail_change
+
+    n = 300
+    a = rbf_matrix(n, seed=3, lengthscale=0.2) + 1e-4 * torch.eye(n, dtype=F64)  # cond ~ 1e6
+    exact = torch.logdet(a)
+    short, w_short = _tridiagonals(a, 8, 12)
+    long, w_long = _tridiagonals(a, 8, 120)
+    change_short = float(slq_logdet_tail_change(short, w_short, 5))
+    change_long = float(slq_logdet_tail_change(long, w_long, 5))
+    error_short = abs(float(slq_logdet(short, w_short)) - float(exact))
+    error_long = abs(float(slq_logdet(long, w_long)) - float(exact))
+    # after 12 steps the estimate is far off and still moving; after 120 it has nearly settled
+    assert error_short > 10 and change_short > 0.1 * error_short
+    assert change_long < 0.01 * change_short and error_long < 0.1 * error_short
+    # fewer than 2 * drop steps: no verdict
+    assert float(slq_logdet_tail_change(short[..., :8, :8], w_short, 5)) == 0.0
+
+
+def test_tail_change_ignores_columns_that_froze():
+    from flashgp.linalg.slq import slq_logdet_tail_change
+
+    a = torch.diag(torch.linspace(1.0, 100.0, 40, dtype=F64))
+    z = torch.zeros(40, 2, dtype=F64)
+    z[:3, 0] = 1.0  # spans 3 eigenvectors: its Krylov space is exhausted after 3 steps
+    z[:, 1] = torch.randn(40, dtype=F64, generator=torch.Generator().manual_seed(0))
+    res = mbcg(lambda v: a @ v, z, tol=0.0, max_iters=25, min_iters=25, n_tridiag=2, warn=False)
+    tridiag, weights = res.tridiag, res.init_norm_sq
+    assert tridiag.shape[-1] == 25 and tridiag[0, -1, -2] == 0 and tridiag[1, -1, -2] != 0
+    # the frozen column's quadrature is exact and counts as settled; the running one moves
+    assert float(slq_logdet_tail_change(tridiag[:1], weights[:1], 5)) == 0.0
+    assert float(slq_logdet_tail_change(tridiag[1:], weights[1:], 5)) > 0.0
+
+
+def test_unsettled_log_determinant_warns_with_numbers():
+    import warnings as w
+
+    from flashgp.linalg.inv_quad_logdet import inv_quad_logdet
+    from flashgp.operators.added_diag import AddedDiag
+
+    n = 300
+    kernel = Dense(rbf_matrix(n, seed=4, lengthscale=0.2))
+    op = AddedDiag(kernel, torch.full((n,), 1e-4, dtype=F64))
+    rhs = torch.randn(n, dtype=F64, generator=torch.Generator().manual_seed(0))
+    info = {}
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        inv_quad_logdet(op, rhs, None, probes=8, tol=10.0, lanczos_iters=12,
+                        generator=torch.Generator().manual_seed(1), info=info)
+    settled = [str(c.message) for c in caught if "had not settled" in str(c.message)]
+    assert len(settled) == 1 and "lanczos_iters" in settled[0] and info["logdet_tail_change"] > 0.01 * n
