@@ -8,15 +8,21 @@ import warnings
 
 import torch
 
-from .errors import NumericalWarning
+from .errors import NotPSDError, NumericalWarning
 from .fit import History, fit
+
+REJECTED_TRIAL = "L-BFGS trial point rejected"  # how fit() words a line-search trial it backed off from
 
 
 def _mll(model, seed: int) -> float:
-    """The summed mll at the current parameters, with probes seeded by ``seed`` (CG path)."""
+    """The summed mll at the current parameters, with probes seeded by ``seed`` (CG path);
+    -inf where the kernel matrix cannot be factored."""
     generator = torch.Generator(device=model.train_x.device).manual_seed(seed)
-    with torch.no_grad():
-        return float(model.mll(generator=generator).sum())
+    try:
+        with torch.no_grad():
+            return float(model.mll(generator=generator).sum())
+    except NotPSDError:
+        return -math.inf
 
 
 def polish_lbfgs(model, steps: int = 5, seed: int = 0, progress: bool = False) -> History:
@@ -24,8 +30,11 @@ def polish_lbfgs(model, steps: int = 5, seed: int = 0, progress: bool = False) -
     ``model.mll()``, keeping them only if they raised the mll.
 
     The probe vectors are fixed by ``seed``, so on the CG path the objective is deterministic too.
+    Line-search trial points where the kernel matrix cannot be factored are backed off from
+    without a warning (they are part of the search); other warnings pass through.
     If the mll ends lower than it started, or not finite, the parameters go back to where they were
-    and a ``NumericalWarning`` gives both values.
+    and a ``NumericalWarning`` gives both values (a start where the kernel matrix cannot be
+    factored counts as mll -inf, so any finite end point is kept).
 
     Returns:
         The L-BFGS run's ``History`` (``stopped_early`` also notes a reverted polish).
@@ -33,14 +42,19 @@ def polish_lbfgs(model, steps: int = 5, seed: int = 0, progress: bool = False) -
     params = [p for p in model.parameters() if p.requires_grad]
     saved = [p.detach().clone() for p in params]
     before = _mll(model, seed)
-    history = fit(model, optimizer="lbfgs", lr=1.0, iters=steps, progress=progress, seed=seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = fit(model, optimizer="lbfgs", lr=1.0, iters=steps, progress=progress, seed=seed)
+    for warning in caught:  # trial points the line search backed off from are part of its work
+        if not str(warning.message).startswith(REJECTED_TRIAL):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     after = _mll(model, seed)
-    if not (math.isfinite(after) and after >= before):
+    if not (math.isfinite(after) and after >= before):  # NaN fails both tests
         with torch.no_grad():
             for p, value in zip(params, saved):
                 p.copy_(value)
-        message = (f"L-BFGS polish ended at mll {after:.6g} per point, below the {before:.6g} it started "
-                   f"from; the parameters were reset to the starting point")
+        message = (f"L-BFGS polish ended at mll {after:.6g} per point, below the {before:.6g} it "
+                   f"started from; the parameters were reset to the starting point")
         warnings.warn(message, NumericalWarning, stacklevel=2)
         history.stopped_early = message
     return history

@@ -104,9 +104,9 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             kept only if they raise the marginal likelihood: "lbfgs" always, None never, "auto"
             (default) when the solver is exact (Cholesky; e.g. "auto" up to 2,000 points). Adam
             finds the region of the optimum and the polish converges there, so the defaults
-            reach the hyperparameters of scikit-learn's L-BFGS-B fit (RMSE within 2% on small UCI
-            sets; ``benchmarks/sklearn_compare.py``). On the CG path the objective is noisy and
-            each step costs several solves, hence "auto" leaves it out there.
+            reach the optimum of scikit-learn's L-BFGS-B fit (test RMSE at most 2% above its in
+            23 of 24 small-data fits; ``benchmarks/sklearn_compare.py``). On the CG path the
+            objective is noisy and each step costs several solves, hence "auto" leaves it out.
 
     Fitted attributes: ``model_`` (the ``ExactGP``, on standardized data), ``lengthscale_``
     (n_features,), ``outputscale_``, ``noise_``, ``constant_`` (data units; None where the kernel
