@@ -302,8 +302,13 @@ class GPRegressor(RegressorMixin, BaseEstimator):
                 cov = cov + torch.diag_embed(post.noise)
             return self._to_y(post.mean), cov.detach().cpu().double().numpy() * self.y_scale_**2
         means, stds = [], []
-        for start in range(0, X.shape[0], PREDICT_CHUNK):
-            post = self._posterior(X[start:start + PREDICT_CHUNK], include_noise)
+        # chunks of PREDICT_CHUNK rows, the remainder joined to the last one: every chunk of a
+        # large X is then over CG's exact_var_max, so all get the same (Lanczos) variances
+        starts = list(range(0, X.shape[0], PREDICT_CHUNK))
+        if len(starts) > 1 and X.shape[0] - starts[-1] < PREDICT_CHUNK:
+            starts.pop()
+        for start, stop in zip(starts, starts[1:] + [X.shape[0]]):
+            post = self._posterior(X[start:stop], include_noise)
             means.append(self._to_y(post.mean))
             if return_std:
                 stds.append(post.stddev.detach().cpu().double().numpy() * self.y_scale_)

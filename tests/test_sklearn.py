@@ -255,3 +255,26 @@ def test_bad_data_and_unfitted():
     est = GPRegressor(iters=1).fit(X, Y)
     with pytest.raises(ValueError, match="features"):
         est.predict(XT[:, :2])
+
+
+def test_chunked_prediction_uses_one_variance_method(monkeypatch):
+    """A small last chunk is joined to the one before, so a large X never mixes exact CG and
+    Lanczos variances (before, a remainder chunk under exact_var_max switched to exact CG solves,
+    which at large n cost a solve per test point)."""
+    import flashgp as fg
+    import flashgp.sklearn as module
+    monkeypatch.setattr(module, "PREDICT_CHUNK", 7)
+    est = GPRegressor(iters=3, solver=fg.CG(exact_var_max=5, tol=0.01), random_state=0)
+    est.fit(X[:60], Y[:60])
+    calls = []
+    original = est.model_.posterior
+
+    def spy(x):
+        post = original(x)
+        calls.append((x.shape[0], post.diagnostics.get("variance_method")))
+        return post
+
+    monkeypatch.setattr(est.model_, "posterior", spy)
+    est.predict(XT, return_std=True, include_noise=False)  # 25 rows: chunks of 7, 7 and 11
+    assert [m for m, _ in calls] == [7, 7, 11]
+    assert {method for _, method in calls} == {"lanczos"}
