@@ -59,6 +59,7 @@ class KernelOperator(Operator):
         self.params = tuple(p for p in kernel.parameters() if p.requires_grad)
         self._dense = None
         self._parts = stationary_parts(kernel)
+        self._row_inputs = None  # scaled inputs for _stationary_rows, computed on first use
         self._dense_derivative = None
         if self.backend == "dense" and torch.is_grad_enabled() and self._inputs():
             if self._parts is not None:  # keep K and dK/dr2: gradients need no graph
@@ -96,9 +97,34 @@ class KernelOperator(Operator):
     def rows(self, index: torch.Tensor) -> torch.Tensor:
         if self._dense is not None:
             return Dense(self._dense.detach().expand(self.shape)).rows(index)
+        if self._parts is not None:
+            return self._stationary_rows(index)
         other = self.x1 if self.x2 is None else self.x2
         with torch.no_grad():
             out = self.kernel(_gather_rows(self.x1.detach(), index), other.detach())
+        return out.expand(*self.batch_shape, *out.shape[-2:]) if index.dim() == 1 else out
+
+    @torch.no_grad()
+    def _stationary_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Rows of outputscale * profile(r2) for Scale(stationary) kernels, with the scaled, centred
+        inputs and their squared norms computed once per operator (pivoted Cholesky asks for
+        one row at a time: this keeps each row to a handful of tensor operations)."""
+        if self._row_inputs is None:
+            other = self.x1 if self.x2 is None else self.x2
+            z2 = self._parts.scaled_inputs(other.detach())
+            z1 = z2 if self.x2 is None else self._parts.scaled_inputs(self.x1.detach())
+            shift = z2.mean(-2, keepdim=True)
+            z1, z2 = z1 - shift, z2 - shift
+            o = self._parts.outputscale()
+            self._row_inputs = (z1, z2, z2.pow(2).sum(-1).unsqueeze(-2),
+                                None if o is None else o.detach().reshape(*o.shape, 1, 1))
+        z1, z2, b2, outputscale = self._row_inputs
+        a = _gather_rows(z1, index)
+        a2 = a.pow(2).sum(-1, keepdim=True)
+        r2 = torch.clamp_min(a2 + b2 - 2 * a @ z2.transpose(-1, -2), 0.0)
+        resolution = (8 * torch.finfo(r2.dtype).eps) * (a2 + b2.amax(-1, keepdim=True))
+        out = self._parts.base.profile(r2.masked_fill_(r2 <= resolution, 0.0))
+        out = out if outputscale is None else out * outputscale
         return out.expand(*self.batch_shape, *out.shape[-2:]) if index.dim() == 1 else out
 
     def to_dense(self) -> torch.Tensor:
