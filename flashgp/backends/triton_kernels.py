@@ -287,13 +287,16 @@ def _direct(d: int) -> int:
 def _config(op: str, d: int, t: int, precision: str, given: tuple) -> tuple:
     """(block_m, block_n, num_warps, num_stages): the ``given`` ones where not None, else the
     defaults of KV_CONFIGS / GRAD_CONFIGS for this op ("matmul" or "grad"), d, t and precision."""
-    if _direct(d):
-        key = ("t1" if op == "matmul" and t == 1 else precision if precision == "fp32"
-               else "tf32x3" if op == "matmul" and precision == "tf32x3" else "tensor")
-        table, key = (KV_CONFIGS if op == "matmul" else GRAD_CONFIGS), ("direct", key)
-    else:
+    table = KV_CONFIGS if op == "matmul" else GRAD_CONFIGS
+    if not _direct(d):
         width = _padded(d) if op == "matmul" else _padded(d + 1)
-        table, key = (KV_CONFIGS if op == "matmul" else GRAD_CONFIGS), ("dot", "narrow" if width <= 32 else "wide")
+        key = ("dot", "narrow" if width <= 32 else "wide")
+    elif op == "matmul" and t == 1:
+        key = ("direct", "t1")
+    elif precision == "fp32" or (op == "matmul" and precision == "tf32x3"):
+        key = ("direct", precision)
+    else:
+        key = ("direct", "tensor")
     return tuple(g if g is not None else default for g, default in zip(given, table[key]))
 
 

@@ -1,7 +1,5 @@
 # Scale(base): multiplies a kernel by a learned output scale (signal variance).
 # The inner kernel stays reachable as `.base`.
-import torch
-
 from .base import Kernel
 from .constraints import PositiveProperty, register_positive
 from .linear import _expand

@@ -14,6 +14,12 @@ from .constraints import PositiveProperty, check_ard_dims, register_positive
 LOW_PRECISION_RESOLUTION = 1e-3
 
 
+def roundoff_resolution(dtype: torch.dtype, a2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    """(*b, n1, 1): the smallest squared distance that r2 = |a|^2 + |b|^2 - 2 a.b resolves in
+    ``dtype`` for rows with squared norms a2 (*b, n1, 1) against columns b2 (*b, 1, n2)."""
+    return (8 * torch.finfo(dtype).eps) * (a2 + b2.amax(-1, keepdim=True))
+
+
 def scaled_sq_dist(x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> torch.Tensor:
     """Squared Euclidean distances between rows of x1 (*b, n1, d) and x2 (*b, n2, d).
 
@@ -37,7 +43,7 @@ def scaled_sq_dist(x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> to
     r2 = torch.baddbmm(norms, a, b.transpose(-1, -2), alpha=-2) if same_batch else (
         norms - 2 * a @ b.transpose(-1, -2)
     )
-    resolution = (8 * torch.finfo(r2.dtype).eps) * (a2 + b2.amax(-1, keepdim=True)).detach()
+    resolution = roundoff_resolution(r2.dtype, a2, b2).detach()
     if r2.dtype != torch.float64 and r2.numel() and float(resolution.max()) > LOW_PRECISION_RESOLUTION:
         return scaled_sq_dist(x1.double(), x2.double()).to(r2.dtype)
     return r2.masked_fill(r2 <= resolution, 0.0)

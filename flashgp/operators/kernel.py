@@ -7,6 +7,7 @@ import torch
 from ..backends import block_rows_for, blocked_bilinear_grad, blocked_matmul, choose_backend
 from ..backends.fused import PRECISIONS, fused_bilinear_grad, fused_matmul, fused_parts, fused_ready
 from ..backends.stationary import profile_block, stationary_bilinear_grad, stationary_parts
+from ..kernels.stationary import roundoff_resolution
 from ..shapes import broadcast_shapes
 from .base import Operator
 from .dense import Dense
@@ -122,8 +123,7 @@ class KernelOperator(Operator):
         a = _gather_rows(z1, index)
         a2 = a.pow(2).sum(-1, keepdim=True)
         r2 = torch.clamp_min(a2 + b2 - 2 * a @ z2.transpose(-1, -2), 0.0)
-        resolution = (8 * torch.finfo(r2.dtype).eps) * (a2 + b2.amax(-1, keepdim=True))
-        out = self._parts.base.profile(r2.masked_fill_(r2 <= resolution, 0.0))
+        out = self._parts.base.profile(r2.masked_fill_(r2 <= roundoff_resolution(r2.dtype, a2, b2), 0.0))
         out = out if outputscale is None else out * outputscale
         return out.expand(*self.batch_shape, *out.shape[-2:]) if index.dim() == 1 else out
 

@@ -153,7 +153,7 @@ def test_launch_argument_errors():
         tk.kv_matmul(z, rand(1, 5, 3), v, "rbf")
     with pytest.raises(ValueError, match="v"):
         tk.kv_matmul(z, z, rand(1, 4, 3), "rbf")
-    assert tk.MAX_D == fused.MAX_D
+    assert tk.MAX_D == fused.MAX_D and tuple(tk.PRECISIONS) == fused.PRECISIONS
 
 
 # ----- kernels, gradients and operators -----------------------------------------------------------
