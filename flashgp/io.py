@@ -14,6 +14,7 @@ import torch
 
 from .errors import ModelFileError
 from .models import ExactGP
+from .models.validation import check_device
 from .serialize import (ConfigError, dtype_from_name, dtype_name, kernel_from_config, kernel_to_config,
                         likelihood_from_config, likelihood_to_config, mean_from_config, mean_to_config,
                         solver_from_config, solver_to_config)
@@ -112,17 +113,7 @@ def _check_path(path) -> Path:
 
 
 def _check_device(device) -> torch.device | None:
-    if device is None:
-        return None
-    try:
-        device = torch.device(device)
-    except (TypeError, RuntimeError) as err:
-        raise ValueError(f"device: expected a torch device or its name, got {device!r}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' was asked for but CUDA is not available")
-    if device.type == "meta":
-        raise ValueError("device: expected a device that holds data (e.g. 'cpu', 'cuda'), got 'meta'")
-    return device
+    return None if device is None else check_device(device, "a torch device or its name")
 
 
 def _first_line(err: BaseException) -> str:

@@ -18,6 +18,7 @@ from .likelihoods import FixedNoise, Gaussian
 from .log_space import log_space
 from .means import Constant
 from .models import ExactGP
+from .models.validation import check_device
 from .polish import polish_lbfgs
 from .solvers import CG, Auto, Cholesky, resolve_solver
 
@@ -166,15 +167,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         if not isinstance(self.device, (str, torch.device)):
             raise TypeError(f"device: expected 'auto', 'cpu', 'cuda' or a torch.device, "
                             f"got {type(self.device).__name__}")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError as err:
-            raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {self.device!r}") from err
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device: 'cuda' was asked for but CUDA is not available")
-        if device.type == "meta":
-            raise ValueError("device: expected a device that holds data (e.g. 'cpu', 'cuda'), got 'meta'")
-        return device
+        return check_device(self.device, "'auto', 'cpu' or 'cuda'")
 
     def _check_params(self) -> None:
         if self.dtype not in DTYPES:

@@ -151,3 +151,20 @@ def check_columns(x: torch.Tensor, parts: dict) -> None:
                 part(row)
             except ValueError as err:
                 raise ValueError(f"{name}: does not accept x with {x.shape[-1]} column(s): {err}") from None
+
+
+def check_device(device, expected: str) -> torch.device:
+    """``device`` (a torch.device or its name) as a torch.device that can hold data here.
+
+    ``expected`` words the accepted values for the error when ``device`` is not a device at all;
+    CUDA without a CUDA runtime and the data-less 'meta' device are refused (ValueError).
+    """
+    try:
+        device = torch.device(device)
+    except (TypeError, RuntimeError) as err:
+        raise ValueError(f"device: expected {expected}, got {device!r}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for but CUDA is not available")
+    if device.type == "meta":
+        raise ValueError("device: expected a device that holds data (e.g. 'cpu', 'cuda'), got 'meta'")
+    return device
