@@ -1,4 +1,4 @@
-# Backend choice for kernel operators: dense while the matrix (and its autograd graph) fits
+# Backend choice for kernel operators: dense while the matrix (and what it keeps alive) fits
 # the memory budget, beyond it fused Triton kernels on CUDA where they apply, else blocked.
 from __future__ import annotations
 
@@ -6,20 +6,33 @@ import torch
 
 BACKENDS = ("auto", "dense", "blocked", "triton")
 
-# a dense kernel matrix with its autograd graph holds about this many n1 x n2 buffers
+# n1 x n2 buffers a dense kernel matrix keeps alive: with its autograd graph (any kernel) about 6;
+# a Scale(stationary) kernel keeps K and dk/dr2 (no graph) plus one block of temporaries
 DENSE_BUFFERS = 6
-DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes
+DENSE_BUFFERS_STATIONARY = 3
+DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes, off CUDA
+CUDA_MEMORY_FRACTION = 0.25  # on CUDA: this share of the device's total memory
+
+
+def default_memory_budget(device: torch.device | str | None = None) -> int:
+    """Bytes a dense kernel matrix may use by default: a quarter of a CUDA device's memory (on a
+    GPU a stored matrix turns each CG product into one bandwidth-bound GEMM, much faster than
+    recomputing the kernel), else ``DEFAULT_MEMORY_BUDGET``."""
+    if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory * CUDA_MEMORY_FRACTION)
+    return DEFAULT_MEMORY_BUDGET
 
 
 def choose_backend(backend: str, n1: int, n2: int, dtype: torch.dtype, batch: int = 1,
                    memory_budget: int | None = None, fused: bool = False,
-                   device: torch.device | str | None = None) -> str:
+                   device: torch.device | str | None = None, buffers: int = DENSE_BUFFERS) -> str:
     """Resolve ``backend`` ("auto", "dense", "blocked" or "triton") for an n1 x n2 kernel matrix.
 
     ``fused``: whether the fused Triton kernels can evaluate this kernel on ``device``
     (``backends.fused.fused_ready``). "triton" resolves to "blocked" where they cannot. "auto"
-    takes "dense" while the matrix fits ``memory_budget``; beyond it "triton" for float32 (or
-    narrower) data on CUDA when ``fused``, else "blocked" (float64 data stays on the exact path).
+    takes "dense" while ``buffers`` matrices of the data's itemsize fit ``memory_budget``
+    (default ``default_memory_budget(device)``); beyond it "triton" for float32 (or narrower)
+    data on CUDA when ``fused``, else "blocked" (float64 data stays on the exact path).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
@@ -27,9 +40,9 @@ def choose_backend(backend: str, n1: int, n2: int, dtype: torch.dtype, batch: in
         return "triton" if fused else "blocked"
     if backend != "auto":
         return backend
-    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+    budget = default_memory_budget(device) if memory_budget is None else memory_budget
     itemsize = torch.finfo(dtype).bits // 8
-    if batch * n1 * n2 * itemsize * DENSE_BUFFERS <= budget:
+    if batch * n1 * n2 * itemsize * buffers <= budget:
         return "dense"
     on_cuda = device is not None and torch.device(device).type == "cuda"
     return "triton" if fused and on_cuda and itemsize <= 4 else "blocked"

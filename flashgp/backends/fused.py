@@ -147,6 +147,27 @@ def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.T
     return out.to(rhs.dtype).reshape(*batch, *out.shape[-2:])
 
 
+# ----- dense matrix ---------------------------------------------------------------------------
+def fused_dense(kernel, x1: torch.Tensor, x2: torch.Tensor | None, derivative: bool = True) -> tuple:
+    """(K, outputscale * dk/dr2 or None), each (*batch, n1, n2) float32, written by one Triton
+    pass (``triton_dense``): x1 (*b, n1, d), x2 (*b, n2, d) or None (x1). No graph is built."""
+    parts = fused_parts(kernel)
+    if parts is None:
+        raise ValueError(f"kernel: {type(kernel).__name__} is not supported by the fused backend")
+    dense = importlib.import_module("flashgp.backends.triton_dense")
+    with torch.no_grad():
+        z1 = parts.scaled_inputs(x1)
+        z2 = z1 if x2 is None else parts.scaled_inputs(x2)
+        o, alpha = parts.outputscale(), parts.alpha()
+        batch = broadcast_shapes(z1.shape[:-2], z2.shape[:-2], () if o is None else o.shape,
+                                 () if alpha is None else alpha.shape)
+        a, b = _centred(_flat(z1, batch), _flat(z2, batch))
+        k, dk = dense.dense_profile(a, b, parts.profile, _per_batch(o, batch), _per_batch(alpha, batch),
+                                    derivative)
+    shape = (*batch, *k.shape[-2:])
+    return k.reshape(shape), None if dk is None else dk.reshape(shape)
+
+
 # ----- bilinear gradient ------------------------------------------------------------------------
 def _z_grad(z, h_sum, hz, scale):
     """2 o sum_b H_ab (z_a - z_b) = 2 o (z_a rowsum_h[a] - hz[a]), from d r2_ab / d z_a = 2 (z_a - z_b)."""

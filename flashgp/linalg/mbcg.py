@@ -144,43 +144,47 @@ def mbcg(
     z = precond(r)
     rz = _dot(r, z)
     rz0 = rz.clone()
+    threshold = rz0 * freeze
     b_norm = rhs.norm(dim=-2)
     safe_b = torch.where(b_norm > 0, b_norm, torch.ones_like(b_norm))
     breakdowns = ((b_norm > 0) & ~(rz0 > 0)).sum()  # a tensor: read once at the end
-    done = ~(rz > rz0 * freeze) | ~(b_norm > 0)
+    live = (rz > threshold) & (b_norm > 0)  # columns still iterating
+    broken = torch.zeros_like(live)  # columns frozen by a non-positive p^T A p
     p = z
     residual = torch.where(b_norm > 0, torch.ones_like(b_norm), torch.zeros_like(b_norm))
     alphas, betas, active = [], [], []
     iterations = 0
-    stop = bool(done.all())
+    stop = not bool(live.any())
 
-    # one host synchronization per iteration: whether every column froze or the residual is met
+    # few, fused tensor operations per iteration (on a GPU each is a kernel launch, and at
+    # moderate n the launches, not the arithmetic, set the pace); one host synchronization: the
+    # stopping test. Out-of-place updates: p may alias r when there is no preconditioner.
     while iterations < max_iters and not stop:
         ap = matmul(p)
         pap = _dot(p, ap)
-        bad = ~done & ~(pap > 0)
-        breakdowns = breakdowns + bad.sum()
-        was_done = done | bad
-        alpha = torch.where(was_done, torch.zeros_like(rz), rz / torch.where(was_done, torch.ones_like(pap), pap))
-        x = x + alpha.unsqueeze(-2) * p
-        r = r - alpha.unsqueeze(-2) * ap
+        stepping = live & (pap > 0)
+        broken = broken | (live ^ stepping)
+        alpha = torch.where(stepping, rz / pap, 0.0)
+        x = torch.addcmul(x, alpha.unsqueeze(-2), p)
+        r = torch.addcmul(r, alpha.unsqueeze(-2), ap, value=-1)
         z = precond(r)
         rz_new = _dot(r, z)
-        done = was_done | ~(rz_new > rz0 * freeze)
-        beta = torch.where(done, torch.zeros_like(rz), rz_new / torch.where(was_done, torch.ones_like(rz), rz))
-        p = z + beta.unsqueeze(-2) * p
-        rz = torch.where(done, rz, rz_new)
+        live = stepping & (rz_new > threshold)
+        beta = torch.where(live, rz_new / rz, 0.0)
+        p = torch.addcmul(z, beta.unsqueeze(-2), p)
+        rz = torch.where(live, rz_new, rz)
         iterations += 1
         residual = r.norm(dim=-2) / safe_b
         if n_tridiag and iterations <= max_tridiag_iters:
             alphas.append(alpha[..., -n_tridiag:])
             betas.append(beta[..., -n_tridiag:])
-            active.append(~was_done[..., -n_tridiag:])
-        finished = done.all()
+            active.append(stepping[..., -n_tridiag:])
+        finished = ~live.any()
         if iterations >= min_iters:
             finished = finished | (residual.mean() < tol)
         stop = bool(finished)
 
+    breakdowns = breakdowns + broken.sum()
     breakdowns = int(breakdowns)
     converged = float(residual.mean()) < tol
     tridiag = None

@@ -22,7 +22,7 @@ class AddedDiag(Operator):
         self.dtype, self.device = base.dtype, base.device
 
     def _matmul(self, rhs: torch.Tensor) -> torch.Tensor:
-        return self.base.matmul(rhs) + self.diag.detach().unsqueeze(-1) * rhs
+        return torch.addcmul(self.base.matmul(rhs), self.diag.detach().unsqueeze(-1), rhs)
 
     def diagonal(self) -> torch.Tensor:
         return self.base.diagonal() + self.diag.detach()

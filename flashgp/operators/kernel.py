@@ -5,12 +5,18 @@ from __future__ import annotations
 import torch
 
 from ..backends import block_rows_for, blocked_bilinear_grad, blocked_matmul, choose_backend
-from ..backends.fused import PRECISIONS, fused_bilinear_grad, fused_matmul, fused_parts, fused_ready
+from ..backends.choice import DENSE_BUFFERS, DENSE_BUFFERS_STATIONARY
+from ..backends.fused import (PRECISIONS, fused_bilinear_grad, fused_dense, fused_matmul, fused_parts,
+                             fused_ready)
 from ..backends.stationary import profile_block, stationary_bilinear_grad, stationary_parts
-from ..kernels.stationary import roundoff_resolution
+from ..kernels.stationary import roundoff_resolution, scaled_sq_dist
 from ..shapes import broadcast_shapes
 from .base import Operator
 from .dense import Dense
+
+# entries of one row block when a dense matrix is built or its gradient summed on CUDA (larger
+# blocks, fewer launches; the blocks' temporaries are the third buffer of DENSE_BUFFERS_STATIONARY)
+DENSE_TILE_ENTRIES_CUDA = 1 << 26
 
 
 def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -52,23 +58,22 @@ class KernelOperator(Operator):
         self.shape = torch.Size((*batch, x1.shape[-2], other.shape[-2]))
         self.dtype, self.device = x1.dtype, x1.device
         nbatch = int(torch.Size(batch).numel())
+        self._parts = stationary_parts(kernel)
         fused = (backend == "triton" or (backend == "auto" and x1.is_cuda)) and fused_ready(kernel, x1, x2)
+        buffers = DENSE_BUFFERS if self._parts is None else DENSE_BUFFERS_STATIONARY
         self.backend = choose_backend(backend, self.n_rows, self.n_cols, self.dtype, nbatch, memory_budget,
-                                      fused, x1.device)
+                                      fused, x1.device, buffers)
         self._fused_parts = fused_parts(kernel) if self.backend == "triton" else None
-        self.block_rows = block_rows or block_rows_for(self.n_rows, self.n_cols, nbatch)
+        dense_on_gpu = self.backend == "dense" and x1.is_cuda
+        self.block_rows = block_rows or block_rows_for(
+            self.n_rows, self.n_cols, nbatch, *([DENSE_TILE_ENTRIES_CUDA] if dense_on_gpu else []))
         self.params = tuple(p for p in kernel.parameters() if p.requires_grad)
         self._dense = None
-        self._parts = stationary_parts(kernel)
         self._row_inputs = None  # scaled inputs for _stationary_rows, computed on first use
         self._dense_derivative = None
         if self.backend == "dense" and torch.is_grad_enabled() and self._inputs():
             if self._parts is not None:  # keep K and dK/dr2: gradients need no graph
-                with torch.no_grad():
-                    z1 = self._parts.scaled_inputs(x1)
-                    z2 = z1 if x2 is None else self._parts.scaled_inputs(x2)
-                    self._dense, self._dense_derivative = profile_block(
-                        self._parts, z1, z2, self._parts.outputscale())
+                self._dense, self._dense_derivative = self._stationary_dense(derivative=True)
             else:  # build now, outside the no-grad solver code, so its graph serves bilinear_grad
                 self._dense = kernel(x1, x2)
 
@@ -76,8 +81,40 @@ class KernelOperator(Operator):
     def _dense_matrix(self) -> torch.Tensor:
         """The dense matrix (dense backend). Built once, with its graph if grad is on."""
         if self._dense is None:
-            self._dense = self.kernel(self.x1, self.x2)
+            if self._parts is not None and not torch.is_grad_enabled():
+                self._dense = self._stationary_dense(derivative=False)[0]
+            else:
+                self._dense = self.kernel(self.x1, self.x2)
         return self._dense
+
+    @torch.no_grad()
+    def _stationary_dense(self, derivative: bool):
+        """(K, outputscale * dk/dr2 or None), each (*batch, n1, n2), for a Scale(stationary)
+        kernel: by one fused Triton pass for float32 data on CUDA where the kernel allows, else
+        filled in row blocks of ``block_rows`` so that only one block of temporaries (squared
+        distances, exponentials) exists at a time."""
+        if self.dtype == torch.float32 and self.x1.is_cuda and fused_ready(self.kernel, self.x1, self.x2):
+            x2 = None if self.x2 is None else self.x2.detach()
+            k, dk = fused_dense(self.kernel, self.x1.detach(), x2, derivative)  # one pass on the GPU
+            return k.expand(self.shape), None if dk is None else dk.expand(self.shape)
+        parts = self._parts
+        z2 = parts.scaled_inputs((self.x1 if self.x2 is None else self.x2).detach())
+        z1 = z2 if self.x2 is None else parts.scaled_inputs(self.x1.detach())
+        o = parts.outputscale()
+        o = None if o is None else o.detach()
+        k = torch.empty(self.shape, dtype=self.dtype, device=self.device)
+        dk = torch.empty_like(k) if derivative else None
+        for start in range(0, self.n_rows, self.block_rows):
+            stop = min(self.n_rows, start + self.block_rows)
+            z_block = z1[..., start:stop, :]
+            if derivative:
+                k_block, dk_block = profile_block(parts, z_block, z2, o)
+                dk[..., start:stop, :] = dk_block
+            else:
+                k_block = parts.base.profile(scaled_sq_dist(z_block, z2))
+                k_block = k_block if o is None else k_block * o.reshape(*o.shape, 1, 1)
+            k[..., start:stop, :] = k_block
+        return k, dk
 
     # ----- products and entries -----------------------------------------------------
     def _matmul(self, rhs: torch.Tensor) -> torch.Tensor:

@@ -125,6 +125,54 @@ def test_inputs_wider_than_direct_max_d(profile, precision):
     assert rel_err(wk, (w * k).sum(-1)) < GRAD_TOL[precision]
 
 
+@pytest.mark.parametrize("d", [3, tk.DIRECT_MAX_D + 4])
+@pytest.mark.parametrize("profile", list(tk.PROFILES))
+def test_dense_profile(profile, d):
+    """The one-pass dense build: K and scale * dk/dr2 per batch element, direct and dot geometry,
+    tiles that overhang both edges (n1 = 37, n2 = 70 with 64 x 64 tiles), exact duplicates."""
+    from flashgp.backends import triton_dense
+    z1, z2, r2 = scaled_points(2, 37, 70, d, seed=40)
+    z1, z2, r2 = z1 / math.sqrt(d / 3), z2 / math.sqrt(d / 3), r2 / (d / 3)
+    alpha = ALPHA.to(DEVICE) if profile == "rq" else None
+    scale = torch.tensor([0.5, 3.0], dtype=F64, device=DEVICE)
+    k_ref, dk_ref, _ = reference_terms(profile, r2, alpha)
+    k, dk = triton_dense.dense_profile(z1, z2, profile, scale, alpha)
+    assert k.shape == dk.shape == (2, 37, 70) and k.dtype == torch.float32
+    assert rel_err(k, scale[:, None, None] * k_ref) < 1e-5
+    assert rel_err(dk, scale[:, None, None] * dk_ref) < 1e-5
+    k_only, none = triton_dense.dense_profile(z1, z2, profile, None, alpha, derivative=False)
+    assert none is None and rel_err(k_only, k_ref) < 1e-5
+
+
+def test_fused_dense_matches_kernel():
+    """fused_dense on a batched Scale(RQ) with active dims equals the kernel evaluated by torch."""
+    kernel = randomized(Scale(RQ(ard_dims=2, active_dims=[0, 2], batch_shape=(2,))), device=DEVICE)
+    x1, x2 = rand(37, 4, seed=41), rand(2, 33, 4, seed=42)
+    k, dk = fused.fused_dense(kernel, x1, x2)
+    assert k.shape == dk.shape == (2, 37, 33)
+    assert rel_err(k, kernel(x1, x2).detach()) < 1e-5
+    k_sym, none = fused.fused_dense(kernel, x1, None, derivative=False)
+    assert none is None and rel_err(k_sym, kernel(x1).detach()) < 1e-5
+
+
+def test_dense_backend_float32_matches_blocked():
+    """KernelOperator(backend="dense") on float32 data (on CUDA its K and dk/dr2 come from the
+    one-pass Triton build) against the float64 blocked operator: products and gradients."""
+    kernel = randomized(Scale(Matern(nu=2.5, ard_dims=3)), device=DEVICE)
+    x = rand(70, 3, seed=43)
+    ref = KernelOperator(kernel, x.requires_grad_(), backend="blocked")
+    kernel32 = randomized(Scale(Matern(nu=2.5, ard_dims=3)), device=DEVICE).float()
+    kernel32.load_state_dict({k: v.float() for k, v in kernel.state_dict().items()})
+    x32 = x.detach().float().requires_grad_()
+    op = KernelOperator(kernel32, x32, backend="dense")
+    v, left = rand(70, 11, seed=44), rand(70, 11, seed=45)
+    assert rel_err(op.matmul(v.float()), ref.matmul(v)) < 1e-5
+    targets = list(kernel32.parameters()) + [x32]
+    got = op.bilinear_grad(left.float(), v.float())
+    check_grads([g.double() for g in got], ref.bilinear_grad(left, v), 1e-4)
+    assert len(got) == len(targets)
+
+
 def test_wide_v_is_chunked():
     """t above KV_MAX_T / GRAD_MAX_T runs as several launches that add up."""
     z1, z2, r2 = scaled_points(1, 20, 30, 2, seed=3)
