@@ -6,7 +6,7 @@ import io
 import json
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -16,16 +16,17 @@ from .io import (CONFIG_NAME, TENSORS_NAME, _atomic_write, _build, _check_device
                  _first_line, _read_archive, _version, check_model_config, load_plain_tensors,
                  model_config)
 from .models import ExactGP
+from .serialize import ConfigError, solver_from_config, solver_to_config
 
 FORMAT = "flashgp.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the preconditioner pivots ("precond" tensors); 1 lacks them
 KIND = "flashgp checkpoint file"
 MAX_CONFIG_BYTES = 1 << 28  # the loss history and diagnostics grow with the steps
 SETTINGS = ("optimizer", "lr", "seed")  # fit arguments a resumed run must repeat
 HISTORY_FIELDS = ("loss", "step_seconds", "diagnostics")
 _KEYS = {"format", "format_version", "flashgp_version", "model", "fit", "step", "optimizer_state",
          "history"}
-_TENSOR_GROUPS = {"model", "optimizer", "rng"}
+_TENSOR_GROUPS = {"model", "optimizer", "rng", "precond"}  # "precond" since format version 2
 _FLOAT_TAG = "__float__"  # JSON stand-in for a non-finite float: {"__float__": "inf"}
 
 
@@ -38,12 +39,15 @@ class Snapshot:
     optimizer_state: trainable parameter name -> that parameter's torch.optim state
         ({key: tensor, list of tensors or None, number, bool or None}).
     rng: "torch" (CPU RNG), "generator" (the probe generator of fit) and "cuda.<i>" -> uint8 states.
+    pivots: the model's preconditioner pivot cache (``PivotCache.state()``: name -> long tensor;
+        empty when none), so that a resumed run builds the preconditioners an uninterrupted one does.
     """
 
     step: int
     parameters: dict
     optimizer_state: dict
     rng: dict
+    pivots: dict = field(default_factory=dict)
 
 
 def _copy(value):
@@ -70,7 +74,9 @@ def take_snapshot(step: int, model, optimizer, generator, names: list[str]) -> S
     params = {name: _copy(p) for name, p in model.named_parameters()}
     state = {names[i]: {key: _copy(v) for key, v in entries.items()}
              for i, entries in optimizer.state_dict()["state"].items()}
-    return Snapshot(step, params, state, random_states(generator))
+    cache = getattr(model, "pivot_cache", None)
+    pivots = {} if cache is None else {name: _copy(t) for name, t in cache.state().items()}
+    return Snapshot(step, params, state, random_states(generator), pivots)
 
 
 def restore_parameters(model, snapshot: Snapshot) -> None:
@@ -84,9 +90,17 @@ def restore_parameters(model, snapshot: Snapshot) -> None:
             p.copy_(value)
 
 
+def restore_pivots(model, snapshot: Snapshot) -> None:
+    """Set ``model``'s preconditioner pivot cache to the snapshot's (cleared if it has none)."""
+    cache = getattr(model, "pivot_cache", None)
+    if cache is not None:
+        cache.load_state(snapshot.pivots, model.train_x.dtype, model.train_x.device)
+
+
 def restore_training(snapshot: Snapshot, model, optimizer, generator, names: list[str]) -> None:
-    """Restore parameters, optimizer state and random states from ``snapshot``."""
+    """Restore parameters, pivot cache, optimizer state and random states from ``snapshot``."""
     restore_parameters(model, snapshot)
+    restore_pivots(model, snapshot)
     index = {name: i for i, name in enumerate(names)}
     state = {index[name]: {key: _copy(v) for key, v in entries.items()}
              for name, entries in snapshot.optimizer_state.items()}
@@ -186,7 +200,8 @@ def write_checkpoint(path, model: ExactGP, snapshot: Snapshot, settings: dict, h
     path = _check_path(path)
     model_tensors = {name: t.detach().cpu() for name, t in model.state_dict().items()}
     model_tensors.update(snapshot.parameters)
-    tensors = {"model": model_tensors, "optimizer": {}, "rng": dict(snapshot.rng)}
+    tensors = {"model": model_tensors, "optimizer": {}, "rng": dict(snapshot.rng),
+               "precond": dict(snapshot.pivots)}
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "flashgp_version": _version(),
               "model": model_config(model), "fit": {key: settings[key] for key in SETTINGS},
               "step": snapshot.step,
@@ -205,7 +220,8 @@ class Checkpoint:
     """A checkpoint file as read by ``read_checkpoint``.
 
     path: the file. config: its JSON part (format, model, fit settings, step, optimizer state
-    layout, history). tensors: {"model", "optimizer", "rng"} -> {name: tensor}.
+    layout, history). tensors: {"model", "optimizer", "rng", "precond"} -> {name: tensor}
+    ("precond" is empty for format version 1 files, which lack it).
     """
 
     path: Path
@@ -228,7 +244,8 @@ class Checkpoint:
 
     def snapshot(self) -> Snapshot:
         state = _rebuild_optimizer_state(self.path, self.config["optimizer_state"], self.tensors["optimizer"])
-        return Snapshot(self.step, dict(self.tensors["model"]), state, dict(self.tensors["rng"]))
+        return Snapshot(self.step, dict(self.tensors["model"]), state, dict(self.tensors["rng"]),
+                        dict(self.tensors["precond"]))
 
     def model(self, device=None) -> ExactGP:
         """A new ExactGP with the checkpoint's parameters and training data (like ``fg.load``)."""
@@ -249,10 +266,12 @@ def read_checkpoint(path) -> Checkpoint:
     raw_config, raw_tensors = _read_archive(path, KIND, MAX_CONFIG_BYTES)
     config = _parse_config(path, raw_config)
     tensors = load_plain_tensors(path, raw_tensors)
-    if not isinstance(tensors, dict) or set(tensors) != _TENSOR_GROUPS or not all(
+    groups = _TENSOR_GROUPS if config["format_version"] >= 2 else _TENSOR_GROUPS - {"precond"}
+    if not isinstance(tensors, dict) or set(tensors) != groups or not all(
             isinstance(group, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                             for k, v in group.items()) for group in tensors.values()):
-        raise ModelFileError(path, f"{TENSORS_NAME} is not {sorted(_TENSOR_GROUPS)} -> dicts of named tensors")
+        raise ModelFileError(path, f"{TENSORS_NAME} is not {sorted(groups)} -> dicts of named tensors")
+    tensors.setdefault("precond", {})
     if "torch" not in tensors["rng"]:
         raise ModelFileError(path, "the CPU random state is missing")
     checkpoint = Checkpoint(path, config, tensors)
@@ -299,6 +318,10 @@ def check_matches(checkpoint: Checkpoint, model: ExactGP, settings: dict, names:
     """ValueError naming the argument when ``checkpoint`` was not written by this fit of ``model``."""
     where = f"the checkpoint {checkpoint.path}"
     saved = {k: v for k, v in checkpoint.config["model"].items() if k != "flashgp_version"}
+    try:  # with the defaults of solver fields that older files lack
+        saved["solver"] = solver_to_config(solver_from_config(saved.get("solver")))
+    except (ConfigError, TypeError):
+        pass  # compared as written, and found to differ
     given = {k: v for k, v in model_config(model).items() if k != "flashgp_version"}
     differ = sorted(k for k in given if saved.get(k) != given[k])
     if differ:
@@ -346,8 +369,8 @@ class Checkpointer:
                              f"(iters counts every step of the run, the resumed ones included)")
         self.latest = checkpoint.snapshot()
         restore_training(self.latest, self.model, self.optimizer, self.generator, self.names)
-        for field, values in checkpoint.history().items():
-            getattr(history, field)[:] = values
+        for name, values in checkpoint.history().items():
+            getattr(history, name)[:] = values
         self.written = checkpoint.step
         return checkpoint.step
 
@@ -369,8 +392,9 @@ class Checkpointer:
         Returns whether the file now holds that step; a failed write warns instead of raising.
         """
         restore_parameters(self.model, self.latest)
-        for field in HISTORY_FIELDS:
-            del getattr(history, field)[self.latest.step:]
+        restore_pivots(self.model, self.latest)
+        for name in HISTORY_FIELDS:
+            del getattr(history, name)[self.latest.step:]
         try:
             self.save(history)
         except Exception as err:  # keep the exception that stopped the fit

@@ -63,6 +63,8 @@ KERNELS: dict[str, KernelEntry] = {
 }
 
 SOLVERS = {cls.__name__: cls for cls in (Cholesky, CG, Auto, PivotedCholesky)}
+# solver fields added after files were first written: files without them get the defaults
+LATER_SOLVER_FIELDS = {"PivotedCholesky": {"refresh_every"}}
 
 
 def _registered_name(obj, table: dict, what: str) -> str:
@@ -214,10 +216,12 @@ def solver_to_config(solver) -> dict:
 
 
 def solver_from_config(config: dict, what: str = "solver"):
-    """Rebuild a solver configuration; every field must be present."""
+    """Rebuild a solver configuration; every field must be present (but those in
+    LATER_SOLVER_FIELDS, which files written before they existed lack)."""
     name, args, _ = _split(config, what, SOLVERS)
     cls = SOLVERS[name]
-    _check_keys(args, {f.name for f in dataclasses.fields(cls)}, what)
+    expected = {f.name for f in dataclasses.fields(cls)}
+    _check_keys(args, expected - (LATER_SOLVER_FIELDS.get(name, set()) - set(args)), what)
     values = {}
     for key, value in args.items():
         if isinstance(value, dict):

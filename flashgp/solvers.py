@@ -26,12 +26,32 @@ def _check_positive(config, name: str, integer: bool = False, allow_zero: bool =
 
 @dataclass(frozen=True)
 class PivotedCholesky:
-    """Preconditioner P = L L^T + noise, L the rank-``rank`` pivoted Cholesky factor of K."""
+    """Preconditioner P = L L^T + noise, L the rank-``rank`` pivoted Cholesky factor of K.
+
+    Args:
+        rank: the number of columns of L (0: the diagonal preconditioner P = noise).
+        refresh_every: how many preconditioner builds of a model's training (``model.mll()``
+            calls on the CG path) may share the pivots of one greedy pivoted Cholesky. The
+            greedy run takes ``rank`` sequential steps; with its pivots P kept, the next builds
+            get L = K[:, P] chol(K[P, P])^{-T} at the new hyperparameters from one row
+            evaluation, one small Cholesky and one triangular solve. 1 chooses fresh pivots at
+            every build. Fresh pivots are also chosen early when a step's CG iterations exceed
+            1.5 times (plus 2) those of the step that chose the pivots (the preconditioner has
+            gone stale), when the training data or its shape, dtype or device change, and when
+            the rebuild fails. Any such P is SPD, so the mll estimate stays unbiased; only the
+            CG iterations and the variance of the log-det estimate depend on how good it is.
+            ``model.diagnostics["precond_pivots"]`` says "greedy" or "reused" per step. With
+            fixed probes (L-BFGS, ``polish_lbfgs``) the estimate at given hyperparameters then
+            also depends on where the pivots were chosen (between refreshes it is smooth in
+            the hyperparameters); refresh_every=1 makes it a function of them alone.
+    """
 
     rank: int = 100
+    refresh_every: int = 10
 
     def __post_init__(self):
         _check_positive(self, "rank", integer=True, allow_zero=True)
+        _check_positive(self, "refresh_every", integer=True)
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,8 @@ def test_round_trip_of_the_checkpoint_format(tmp_path):
     with zipfile.ZipFile(path) as archive:  # the flashgp.io layout: JSON + weights-only tensors
         assert set(archive.namelist()) == {"config.json", "tensors.pt"}
         tensors = torch.load(io.BytesIO(archive.read("tensors.pt")), weights_only=True)
-        assert set(tensors) == {"model", "optimizer", "rng"}
+        assert set(tensors) == {"model", "optimizer", "rng", "precond"}
+        assert "pivots" in tensors["precond"]  # the CG preconditioner's pivots, for exact resumes
     ckpt = read_checkpoint(path)
     assert ckpt.step == 2 and ckpt.settings == {"optimizer": "lbfgs", "lr": 1.0, "seed": 0}
     assert ckpt.config["model"] == model_config(model)
@@ -117,6 +118,7 @@ def test_round_trip_of_the_checkpoint_format(tmp_path):
     assert len(snap.optimizer_state[names[0]]["old_dirs"]) > 0  # the L-BFGS history is in there
     assert set(again.rng) == set(snap.rng) == {"torch", "generator"}
     assert all(torch.equal(again.rng[k], snap.rng[k]) for k in snap.rng)
+    assert set(again.pivots) == set(snap.pivots) and all(torch.equal(again.pivots[k], v) for k, v in snap.pivots.items())
     # the model inside, as fg.load would give it
     loaded = load_checkpoint_model(path)
     x_test = torch.linspace(-2, 2, 7, dtype=F64).unsqueeze(-1).expand(7, 2)
@@ -149,6 +151,29 @@ def test_foreign_damaged_and_unsafe_files_are_refused(tmp_path):
 class _Evil:
     def __reduce__(self):
         return (os.system, ("echo pwned",))
+
+
+def test_a_format_1_checkpoint_without_pivots_resumes_with_fresh_ones(tmp_path):
+    path, old = tmp_path / "run.ckpt", tmp_path / "old.ckpt"
+    fg.fit(small_model(), iters=3, progress=False, seed=7, checkpoint=path)
+    assert read_checkpoint(path).snapshot().pivots["pivots"].shape == (10,)  # format 2 holds them
+    with zipfile.ZipFile(path) as archive:  # rewrite it as format 1 wrote it: no "precond" tensors
+        config = json.loads(archive.read("config.json"))
+        tensors = torch.load(io.BytesIO(archive.read("tensors.pt")), weights_only=True)
+    config["format_version"] = 1
+    del config["model"]["solver"]["args"]["precond"]["args"]["refresh_every"]  # not a field yet
+    del tensors["precond"]
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    with zipfile.ZipFile(old, "w") as archive:
+        archive.writestr("config.json", json.dumps(config))
+        archive.writestr("tensors.pt", buffer.getvalue())
+    assert read_checkpoint(old).snapshot().pivots == {}
+    model = small_model()
+    history = fg.fit(model, iters=5, progress=False, seed=7, checkpoint=old, resume=True)
+    assert history.start_step == 3 and len(history) == 5
+    assert history.diagnostics[3]["precond_pivots"] == "greedy"
+    assert history.diagnostics[4]["precond_pivots"] == "reused"
 
 
 # ----- resume == uninterrupted -------------------------------------------------------------------

@@ -1,5 +1,5 @@
-# Preconditioners for CG: greedy partial pivoted Cholesky of a kernel operator plus the noise.
-# Only the operator's diagonal and a few of its rows are ever evaluated (O(n k^2) work).
+# Preconditioners for CG: greedy partial pivoted Cholesky of a kernel operator plus the noise, and
+# its rebuild from stored pivots (Nystrom). Only the diagonal and a few rows are evaluated (O(n k^2)).
 from __future__ import annotations
 
 import torch
@@ -10,6 +10,7 @@ from ..operators.low_rank import LowRankPlusDiag
 
 
 LIVE_CHECK_EVERY = 8  # pivoted Cholesky steps between host checks for early termination
+NYSTROM_JITTER_ULPS = 1.0  # nystrom_factor's jitter: k * this * eps(dtype) * max diag of K[P, P]
 
 
 def _check_rank(rank: int) -> None:
@@ -18,11 +19,12 @@ def _check_rank(rank: int) -> None:
         raise ValueError(f"rank: expected a non-negative integer, got {rank!r}")
 
 
-def _pivot_step(op: Operator, factor: Tensor, err: Tensor, m: int, live: Tensor) -> Tensor:
+def _pivot_step(op: Operator, factor: Tensor, err: Tensor, m: int, live: Tensor) -> tuple[Tensor, Tensor]:
     """Fill column m of factor (*batch, n, k) in place from the largest remaining error.
 
     err: (*batch, n) remaining diagonal of A - L L^T, updated in place. live: (*batch,) bool,
-    the batch elements still being factored (others get a zero column). Returns the pivots (*batch,).
+    the batch elements still being factored (others get a zero column). Returns (live after this
+    step (*batch,) bool: column m is a real pivot column, the pivots (*batch,) long).
     """
     pivot = err.argmax(-1)
     pivot_err = err.gather(-1, pivot.unsqueeze(-1))
@@ -36,7 +38,7 @@ def _pivot_step(op: Operator, factor: Tensor, err: Tensor, m: int, live: Tensor)
     factor[..., m] = column
     err.sub_(column.square()).clamp_(min=0)
     err.scatter_(-1, pivot.unsqueeze(-1), torch.where(live.unsqueeze(-1), 0.0, pivot_err))
-    return live
+    return live, pivot
 
 
 @torch.no_grad()
@@ -49,6 +51,19 @@ def pivoted_cholesky(op: Operator, rank: int, tol: float = 1e-8) -> Tensor:
     remaining diagonal error is below ``tol`` times its trace; the whole run stops when all
     have (k is then the number of columns computed). The factor carries no gradient.
     """
+    return pivoted_cholesky_with_pivots(op, rank, tol)[0]
+
+
+@torch.no_grad()
+def pivoted_cholesky_with_pivots(op: Operator, rank: int, tol: float = 1e-8) -> tuple[Tensor, Tensor, Tensor]:
+    """``pivoted_cholesky`` that also gives its pivots: (factor, pivots, counts).
+
+    factor: (*batch, n, k) as ``pivoted_cholesky`` returns it. pivots: (*batch, k) long, the row
+    chosen at each step, in pivot order. counts: (*batch,) long, how many leading pivots of each
+    batch element are real: an element that stopped early (its error fell below ``tol`` before
+    the others') has zero columns from ``counts`` on, and its pivots there mean nothing.
+    ``nystrom_factor(op, pivots, counts)`` rebuilds the factor (for a changed op) from them.
+    """
     _check_rank(rank)
     if not isinstance(op, Operator):
         raise TypeError(f"op: expected a flashgp Operator, got {type(op).__name__}")
@@ -58,18 +73,90 @@ def pivoted_cholesky(op: Operator, rank: int, tol: float = 1e-8) -> Tensor:
     factor = torch.zeros(*op.batch_shape, n, min(rank, n), dtype=op.dtype, device=op.device)
     live = torch.ones(op.batch_shape, dtype=torch.bool, device=op.device)
     columns_used = torch.zeros((), dtype=torch.long, device=op.device)  # steps with any live element
+    pivots, lives = [], []  # per step, stacked once at the end (no extra work per step)
     for m in range(factor.shape[-1]):
         live = live & (err.amax(-1) > tol * trace)
         # the host looks only every LIVE_CHECK_EVERY steps (each look waits for the device); dead
         # elements get zero columns meanwhile, and liveness only decreases, so columns_used is
         # the first all-dead step
         if m % LIVE_CHECK_EVERY == 0 and not bool(live.any()):
-            return factor[..., :int(columns_used)]
+            return _with_pivots(factor, pivots, lives, int(columns_used))
         columns_used += live.any()
-        live = _pivot_step(op, factor, err, m, live)
+        live, pivot = _pivot_step(op, factor, err, m, live)
+        pivots.append(pivot)
+        lives.append(live)
     if not bool(live.any()):  # the factor may end in all-zero columns: drop them
-        return factor[..., :int(columns_used)]
-    return factor
+        return _with_pivots(factor, pivots, lives, int(columns_used))
+    return _with_pivots(factor, pivots, lives, factor.shape[-1])
+
+
+def _with_pivots(factor: Tensor, pivots: list, lives: list, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(factor[..., :k], pivots (*batch, k), counts (*batch,)) from the per-step lists."""
+    batch = factor.shape[:-2]
+    if k == 0:
+        empty = torch.zeros(*batch, 0, dtype=torch.long, device=factor.device)
+        return factor[..., :0], empty, torch.zeros(batch, dtype=torch.long, device=factor.device)
+    counts = torch.stack(lives[:k], -1).sum(-1)  # liveness only decreases: the real pivots lead
+    return factor[..., :k], torch.stack(pivots[:k], -1), counts
+
+
+def _check_pivots(op: Operator, pivots, counts) -> tuple[Tensor, Tensor | None]:
+    """pivots (k,) or (*batch, k) long -> (*batch, k); counts None or (*batch,) long."""
+    if not isinstance(pivots, Tensor) or pivots.dtype != torch.long or pivots.dim() < 1:
+        raise TypeError("pivots: expected a torch.long tensor of shape (k,) or (*batch, k)")
+    try:
+        pivots = pivots.expand(*op.batch_shape, pivots.shape[-1])
+    except RuntimeError:
+        raise ValueError(f"pivots: shape {tuple(pivots.shape)} does not fit the operator's batch "
+                         f"shape {tuple(op.batch_shape)}") from None
+    if counts is not None:
+        if not isinstance(counts, Tensor) or counts.dtype != torch.long:
+            raise TypeError("counts: expected a torch.long tensor of shape (*batch,)")
+        counts = counts.expand(op.batch_shape)
+    return pivots, counts
+
+
+@torch.no_grad()
+def nystrom_factor(op: Operator, pivots: Tensor, counts: Tensor | None = None) -> Tensor | None:
+    """The pivoted Cholesky factor for given pivots: L = K[:, P] chol(K[P, P] + j I)^{-T}.
+
+    op: a symmetric PSD Operator K (*batch, n, n); pivots: (k,) or (*batch, k) long, distinct
+    per batch element (e.g. from ``pivoted_cholesky_with_pivots`` at other hyperparameters);
+    counts: optional (*batch,) long, the number of leading pivots to use per element (the rest
+    give zero columns, as in the greedy factor of an element that stopped early).
+
+    With the greedy pivots of K itself this is the greedy factor (L[P, :] is lower triangular
+    in pivot order and L L^T equals K on the columns P), built from one ``op.rows`` call, a
+    k x k Cholesky and a triangular solve instead of k sequential steps. The k x k Cholesky and
+    the solve are done in float64 with the jitter j = k * NYSTROM_JITTER_ULPS * eps(op dtype) *
+    max diag K[P, P] (2e-14 relative for float64, 1e-5 for float32 at k = 100; it keeps
+    L L^T <= K). Returns L (*batch, n, k) in op's dtype and device, without gradient, or None
+    when K[P, P] cannot be factored even so (stale or duplicate pivots, NaN): the caller then
+    picks fresh pivots greedily.
+    """
+    if not isinstance(op, Operator):
+        raise TypeError(f"op: expected a flashgp Operator, got {type(op).__name__}")
+    pivots, counts = _check_pivots(op, pivots, counts)
+    batch, n, k = op.batch_shape, op.shape[-1], pivots.shape[-1]
+    if k == 0:
+        return torch.zeros(*batch, n, 0, dtype=op.dtype, device=op.device)
+    rows = op.rows(pivots).to(torch.float64)  # (*batch, k, n)
+    if counts is not None:
+        unused = torch.arange(k, device=op.device) >= counts.unsqueeze(-1)  # (*batch, k)
+        rows = rows.masked_fill(unused.unsqueeze(-1), 0.0)
+    inner = rows.gather(-1, pivots.unsqueeze(-2).expand(*batch, k, k))  # K[P, P]
+    if counts is not None:  # the rows of unused pivots are zero already; now their columns
+        inner = inner.masked_fill(unused.unsqueeze(-2), 0.0)
+    inner = 0.5 * (inner + inner.transpose(-1, -2))
+    jitter = inner.diagonal(dim1=-2, dim2=-1).amax(-1) * (k * NYSTROM_JITTER_ULPS * torch.finfo(op.dtype).eps)
+    shift = jitter.unsqueeze(-1).expand(*batch, k)
+    if counts is not None:  # unused pivots: an identity block, zero rows -> zero columns of L
+        shift = torch.where(unused, 1.0, shift)
+    chol, failed = torch.linalg.cholesky_ex(inner + torch.diag_embed(shift))
+    white = torch.linalg.solve_triangular(chol, rows, upper=False)  # (*batch, k, n) = L^T
+    if bool((failed != 0).any() | ~torch.isfinite(white).all()):
+        return None
+    return white.transpose(-1, -2).contiguous().to(op.dtype)
 
 
 def pivoted_cholesky_preconditioner(kernel_op: Operator, noise: Tensor, rank: int) -> LowRankPlusDiag:

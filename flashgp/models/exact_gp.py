@@ -9,6 +9,7 @@ from torch import nn
 
 from ..distributions import Posterior
 from ..kernels import Kernel
+from ..linalg import PivotCache
 from ..likelihoods import FixedNoise, Gaussian, Likelihood
 from ..means import Constant, Mean
 from ..solvers import Auto, Cholesky, resolve_solver
@@ -35,7 +36,9 @@ class ExactGP(nn.Module):
     ``diagnostics`` describes the last solve: path ("cholesky" or "cg"), backend,
     cg_iterations, residual, jitter, seconds; on the CG path also converged and cg_breakdowns
     (and variance_converged, variance_residual, variance_cg_iterations, variance_cg_breakdowns
-    for CG variance solves); after predictions variance_method and variance_clamped.
+    for CG variance solves); after predictions variance_method and variance_clamped. The mll on
+    the CG path also gives precond_pivots: "greedy" (fresh pivoted-Cholesky pivots), "reused"
+    (those of an earlier step, see ``fg.PivotedCholesky.refresh_every``) or None (no pivots).
     """
 
     def __init__(self, x, y, kernel: Kernel, likelihood: Likelihood | None = None,
@@ -72,10 +75,17 @@ class ExactGP(nn.Module):
         self.register_buffer("train_x", x)
         self.register_buffer("train_y", y)
         self._prediction = None
+        self._pivot_cache = PivotCache()  # preconditioner pivots of the last mll steps (not saved)
 
     @property
     def num_train(self) -> int:
         return self.train_x.shape[-2]
+
+    @property
+    def pivot_cache(self) -> PivotCache:
+        """The pivots of the CG preconditioner that later mll steps may reuse (see
+        ``fg.PivotedCholesky.refresh_every``); replaced by ``set_train_data``, never saved."""
+        return self._pivot_cache
 
     def _active_solver(self):
         return resolve_solver(self.solver, self.num_train)
@@ -95,7 +105,8 @@ class ExactGP(nn.Module):
         if isinstance(solver, Cholesky):
             inv_quad, logdet = cholesky_terms(self.kernel, x, noise, resid, solver, diagnostics)
         else:
-            inv_quad, logdet = cg_terms(self.kernel, x, noise, resid, solver, diagnostics, generator)
+            inv_quad, logdet = cg_terms(self.kernel, x, noise, resid, solver, diagnostics, generator,
+                                        pivots=self._pivot_cache)
         diagnostics["seconds"] = time.perf_counter() - start
         self.diagnostics = diagnostics
         return marginal_log_likelihood(inv_quad, logdet, n)

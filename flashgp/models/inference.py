@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..errors import NotPSDError
-from ..linalg import pivoted_cholesky_preconditioner, safe_cholesky
+from ..linalg import PivotCache, pivoted_cholesky_preconditioner, safe_cholesky
 from ..linalg.inv_quad_logdet import inv_quad_logdet
 from ..operators import AddedDiag, KernelOperator
 from ..solvers import CG, Cholesky
@@ -38,28 +38,43 @@ def cholesky_terms(kernel, x, noise, resid, solver: Cholesky, diagnostics: dict)
     return inv_quad.to(x.dtype), logdet.to(x.dtype)
 
 
-def cg_operator(kernel, x, noise, solver: CG):
-    """(K_hat operator, kernel operator, preconditioner or None) for the CG path."""
+def cg_operator(kernel, x, noise, solver: CG, pivots: PivotCache | None = None):
+    """(K_hat operator, kernel operator, preconditioner or None) for the CG path.
+
+    ``pivots``: a model's PivotCache, which may rebuild the preconditioner from earlier pivots
+    (None: fresh greedy pivots).
+    """
     kernel_op = KernelOperator(kernel, x, backend=solver.backend, precision=solver.precision)
     precond = None
     if solver.precond is not None:
         with torch.no_grad():
-            precond = pivoted_cholesky_preconditioner(kernel_op, noise.detach(), solver.precond.rank)
+            if pivots is None:
+                precond = pivoted_cholesky_preconditioner(kernel_op, noise.detach(), solver.precond.rank)
+            else:
+                precond = pivots.preconditioner(kernel_op, noise, solver.precond)
     return AddedDiag(kernel_op, noise), kernel_op, precond
 
 
-def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=None):
-    """(inv_quad, logdet), each (*batch,), by BBMM (mBCG + stochastic Lanczos quadrature)."""
-    op, kernel_op, precond = cg_operator(kernel, x, noise, solver)
+def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=None,
+             pivots: PivotCache | None = None):
+    """(inv_quad, logdet), each (*batch,), by BBMM (mBCG + stochastic Lanczos quadrature).
+
+    ``pivots``: the model's PivotCache (see ``cg_operator``); it is told the CG iterations.
+    """
+    pivots = PivotCache() if pivots is None else pivots  # a fresh one chooses greedy pivots
+    op, kernel_op, precond = cg_operator(kernel, x, noise, solver, pivots)
     resid = resid.expand(*op.batch_shape, resid.shape[-1])  # batched through kernel/likelihood only
     info = {}
     inv_quad, logdet = inv_quad_logdet(op, resid, precond, probes=solver.probes, tol=solver.tol,
                                        max_iters=solver.max_iters, lanczos_iters=solver.lanczos_iters,
                                        generator=generator, info=info)
+    if precond is not None:
+        pivots.record_iterations(info["iterations"])
     diagnostics.update(path="cg", backend=kernel_op.backend, precision=kernel_op.precision,
                        jitter=0.0, cg_iterations=info["iterations"],
                        residual=info["residual"], converged=info["converged"], cg_breakdowns=info["breakdowns"],
                        precond_rank=0 if precond is None else precond.rank,
+                       precond_pivots=None if precond is None else pivots.source,
                        logdet_tail_change=info["logdet_tail_change"])
     return inv_quad, logdet
 

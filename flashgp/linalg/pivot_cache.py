@@ -1,0 +1,145 @@
+# PivotCache: a model's pivots from its last greedy pivoted Cholesky, reused (as a Nystrom factor)
+# by its next preconditioner builds until PivotedCholesky.refresh_every or CG iterations say refresh.
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..operators.base import Operator
+from ..operators.low_rank import LowRankPlusDiag
+from .preconditioners import nystrom_factor, pivoted_cholesky_preconditioner, pivoted_cholesky_with_pivots
+
+# the pivots have gone stale once a step needs more CG iterations than this many times (plus
+# STALE_SLACK) the iterations of the step that chose them; the next build then chooses afresh
+STALE_GROWTH = 1.5
+STALE_SLACK = 2
+_STATE_SCALARS = ("n", "rank", "builds", "base_iterations", "stale")
+
+
+class PivotCache:
+    """The pivots of one model's last greedy pivoted Cholesky and when to choose new ones.
+
+    ``ExactGP`` holds one (a plain attribute: not a parameter or buffer, so ``fg.save`` leaves it
+    out and ``set_train_data`` replaces it); fit checkpoints carry its ``state()`` so that a
+    resumed run ends where an uninterrupted one does. It never changes results beyond the
+    choice of preconditioner: every factor it gives is a pivoted-Cholesky (Nystrom) factor of
+    the current kernel matrix, so P = L L^T + noise is SPD.
+
+    Attributes:
+        pivots: (*batch, k) long, in pivot order, or None (nothing cached).
+        counts: (*batch,) long, the leading pivots that are real per batch element, or None when
+            all k are (an element whose greedy run stopped early has meaningless pivots after
+            its count; the rebuild gives it zero columns there, as the greedy run did).
+        key: (batch shape, n, dtype, device, rank) of the operator the pivots were chosen on.
+        builds: preconditioner builds from these pivots, the greedy one included.
+        base_iterations: CG iterations of the solve with the greedy factor (None until known).
+        stale: a later solve needed more than STALE_GROWTH * base_iterations + STALE_SLACK.
+        source: how the last build got its factor: "greedy", "reused", or None (no pivots).
+    """
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget the pivots: the next build chooses them greedily."""
+        self.pivots: Tensor | None = None
+        self.counts: Tensor | None = None
+        self.key: tuple | None = None
+        self.builds = 0
+        self.base_iterations: int | None = None
+        self.stale = False
+        self.source: str | None = None
+
+    @staticmethod
+    def _key(op: Operator, rank: int) -> tuple:
+        return (tuple(op.batch_shape), op.shape[-1], op.dtype, op.device, rank)
+
+    def preconditioner(self, kernel_op: Operator, noise: Tensor, config) -> LowRankPlusDiag:
+        """P = L L^T + diag(noise) for ``kernel_op`` (*batch, n, n), noise (*batch, n).
+
+        config: a ``flashgp.PivotedCholesky``. L is rebuilt from the cached pivots while fewer
+        than ``config.refresh_every`` builds used them, they are not stale and the operator's
+        shape, dtype and device are those they were chosen on; else (or if the rebuild fails)
+        a greedy run chooses new ones. Sets ``source``. No gradient flows through P.
+        """
+        with torch.no_grad():
+            noise = noise.detach()
+            if config.rank == 0:
+                self.source = None
+                return pivoted_cholesky_preconditioner(kernel_op, noise, 0)
+            key = self._key(kernel_op, config.rank)
+            factor = None
+            if (self.pivots is not None and self.key == key and not self.stale
+                    and self.builds < config.refresh_every):
+                factor = nystrom_factor(kernel_op, self.pivots, self.counts)
+            if factor is not None:
+                self.builds += 1
+                self.source = "reused"
+            else:
+                factor, pivots, counts = pivoted_cholesky_with_pivots(kernel_op, config.rank)
+                self.clear()
+                full = bool((counts == pivots.shape[-1]).all())
+                self.pivots, self.counts = pivots, None if full else counts
+                self.key, self.builds, self.source = key, 1, "greedy"
+            return LowRankPlusDiag(factor, noise)
+
+    def record_iterations(self, iterations: int) -> None:
+        """Note the CG iterations of the solve with the last-built preconditioner."""
+        if self.source == "greedy":
+            self.base_iterations = int(iterations)
+        elif self.source == "reused" and self.base_iterations is not None:
+            if iterations > STALE_GROWTH * self.base_iterations + STALE_SLACK:
+                self.stale = True
+
+    # ----- checkpoints ------------------------------------------------------------------------
+    def state(self) -> dict:
+        """CPU tensors describing the cache (empty when nothing is cached), for fit checkpoints."""
+        if self.pivots is None:
+            return {}
+        _, n, _, _, rank = self.key
+        state = {"pivots": self.pivots.detach().cpu(), "n": n, "rank": rank, "builds": self.builds,
+                 "base_iterations": -1 if self.base_iterations is None else self.base_iterations,
+                 "stale": int(self.stale)}
+        state = {name: torch.tensor(v) if name in _STATE_SCALARS else v for name, v in state.items()}
+        if self.counts is not None:
+            state["counts"] = self.counts.detach().cpu()
+        return state
+
+    def load_state(self, state: dict, dtype: torch.dtype, device) -> None:
+        """Take ``state()`` of a cache on an operator of ``dtype`` and ``device``. Anything that
+        does not describe a usable cache (other names or shapes, pivots out of range) clears it
+        instead: the next build then chooses its pivots greedily."""
+        self.clear()
+        if not _valid_state(state):
+            return
+        pivots = state["pivots"].to(device)
+        counts = state.get("counts")
+        self.pivots, self.counts = pivots, None if counts is None else counts.to(device)
+        self.key = (tuple(pivots.shape[:-1]), int(state["n"]), dtype, torch.device(device),
+                    int(state["rank"]))
+        self.builds, self.stale = int(state["builds"]), bool(state["stale"])
+        base = int(state["base_iterations"])
+        self.base_iterations = None if base < 0 else base
+
+
+def _valid_state(state) -> bool:
+    """Whether ``state`` has the names, dtypes, shapes and ranges that ``PivotCache.state`` writes."""
+    if not isinstance(state, dict) or not state:
+        return False
+    names = set(_STATE_SCALARS) | {"pivots"}
+    if not names <= set(state) <= names | {"counts"}:
+        return False
+    if not all(isinstance(v, Tensor) and v.dtype == torch.long for v in state.values()):
+        return False
+    if any(state[name].dim() != 0 for name in _STATE_SCALARS):
+        return False
+    pivots, n, rank = state["pivots"], int(state["n"]), int(state["rank"])
+    if pivots.dim() < 1 or pivots.shape[-1] > min(n, rank) or int(state["builds"]) < 1:
+        return False
+    if bool(((pivots < 0) | (pivots >= n)).any()):
+        return False
+    counts = state.get("counts")
+    if counts is not None and (counts.shape != pivots.shape[:-1] or bool(
+            ((counts < 0) | (counts > pivots.shape[-1])).any())):
+        return False
+    return True
