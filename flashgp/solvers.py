@@ -95,6 +95,8 @@ class CG:
             float32), "tf32x3" (float32-level accuracy on tensor cores), "tf32" (10-bit mantissa
             products, fastest); see benchmarks/results for the accuracy and speed of each. The
             dense and blocked backends compute in the data's dtype whatever this says.
+        memory_budget: bytes the "auto" backend may give a dense kernel matrix (None: a quarter
+            of a CUDA device's memory, 2 GiB elsewhere; see ``backends.choice``).
     """
 
     tol: float = 1.0
@@ -107,9 +109,12 @@ class CG:
     exact_var_max: int = 1024
     backend: str = "auto"
     precision: str = "fp32"
+    memory_budget: int | None = None
 
     def __post_init__(self):
         _check_positive(self, "tol")
+        if self.memory_budget is not None:
+            _check_positive(self, "memory_budget", integer=True, allow_zero=True)
         _check_positive(self, "eval_tol")
         for name in ("max_iters", "probes", "root_rank"):
             _check_positive(self, name, integer=True)

@@ -44,7 +44,8 @@ def cg_operator(kernel, x, noise, solver: CG, pivots: PivotCache | None = None):
     ``pivots``: a model's PivotCache, which may rebuild the preconditioner from earlier pivots
     (None: fresh greedy pivots).
     """
-    kernel_op = KernelOperator(kernel, x, backend=solver.backend, precision=solver.precision)
+    kernel_op = KernelOperator(kernel, x, backend=solver.backend, precision=solver.precision,
+                               memory_budget=solver.memory_budget)
     precond = None
     if solver.precond is not None:
         with torch.no_grad():

@@ -393,3 +393,15 @@ def test_block_rows_for():
     assert block_rows_for(10**6, 10**6, tile_entries=10**7) == 10
     assert block_rows_for(10**6, 10**8, tile_entries=10**7) == 1  # at least one row
     assert block_rows_for(1000, 1000, batch=4, tile_entries=40_000) == 10
+
+
+def test_cg_memory_budget_reaches_the_backend_choice():
+    """fg.CG(memory_budget=...) decides dense vs row blocks for the training operator."""
+    import flashgp as fg
+    x = rand(60, 2, seed=53)
+    y = torch.sin(x.sum(-1))
+    for budget, expected in ((None, "dense"), (0, "blocked")):
+        model = fg.ExactGP(x, y, fg.kernels.Scale(RBF()).double(),
+                           solver=fg.CG(memory_budget=budget, probes=4))
+        model.mll()
+        assert model.diagnostics["backend"] == expected
