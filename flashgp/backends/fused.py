@@ -222,44 +222,9 @@ def fused_bilinear_grad(parts: FusedParts, x1: torch.Tensor, x2: torch.Tensor | 
             g_alpha = wda.sum(-1) * (1.0 if o is None else scale.reshape(-1))
             outs.append(alpha)
             grads.append(g_alpha.to(alpha.dtype).reshape(batch))
-    return _pull_back(outs, grads, targets)
-
-
-def _pull_back(outs, grads, targets) -> tuple:
-    """Gradients w.r.t. ``targets`` from gradients ``grads`` of the small tensors ``outs``
-    (scaled inputs, outputscale, alpha) through their autograd graph (n x D, not n^2)."""
-    with torch.no_grad():
         grads = [sum_to_shape(g, out.shape) for out, g in zip(outs, grads)]
     live = [(out, g) for out, g in zip(outs, grads) if out.requires_grad]
     if not live:
         return tuple(None for _ in targets)
     return torch.autograd.grad([out for out, _ in live], targets, [g for _, g in live],
                                allow_unused=True)
-
-
-def stored_bilinear_grad(parts: FusedParts, x: torch.Tensor, left: torch.Tensor, right: torch.Tensor,
-                         targets, k: torch.Tensor, dk: torch.Tensor) -> tuple:
-    """``fused_bilinear_grad`` for a symmetric K(x, x) whose matrices are stored (dense backend):
-    k = outputscale * profile(r2), dk = outputscale * dk/dr2, each (*batch, n, n) float32, as
-    ``fused_dense`` returns them; x (*b, n, d), left, right (*b, n, t). One Triton pass over k and
-    dk with u = [left, right], v = [right, left] (W + W^T: both sides of the symmetric matrix)
-    gives g_z and g_outputscale; RQ is not supported (its alpha gradient is not stored)."""
-    if parts.profile == "rq":
-        raise ValueError("parts: the stored-matrix gradient does not support the rq profile")
-    with torch.enable_grad():
-        z = parts.scaled_inputs(x)
-        o = parts.outputscale()
-    batch = broadcast_shapes(k.shape[:-2], z.shape[:-2], left.shape[:-2], right.shape[:-2])
-    n = k.shape[-1]
-    a = _centred(_flat(z.detach(), batch), _flat(z.detach(), batch))[0]
-    u, v = _flat(left, batch), _flat(right, batch)
-    dense = importlib.import_module("flashgp.backends.triton_dense")
-    with torch.no_grad():
-        h, hz, wk = dense.stored_row_grad(k.expand(*batch, n, n).reshape(-1, n, n),
-                                          dk.expand(*batch, n, n).reshape(-1, n, n), a,
-                                          torch.cat([u, v], -1), torch.cat([v, u], -1))
-        outs, grads = [z], [_z_grad(a, h, hz, 1.0).to(z.dtype).reshape(*batch, n, a.shape[-1])]
-        if o is not None:  # K = o * K_unit: dL/do = sum W K / o (wk counts W + W^T: halve it)
-            outs.append(o)
-            grads.append((wk.sum(-1) / (2 * _per_batch(o.detach(), batch).float())).to(o.dtype).reshape(batch))
-    return _pull_back(outs, grads, targets)

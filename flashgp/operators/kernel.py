@@ -7,7 +7,7 @@ import torch
 from ..backends import block_rows_for, blocked_bilinear_grad, blocked_matmul, choose_backend
 from ..backends.choice import DENSE_BUFFERS, DENSE_BUFFERS_STATIONARY
 from ..backends.fused import (PRECISIONS, fused_bilinear_grad, fused_dense, fused_matmul, fused_parts,
-                             fused_ready, stored_bilinear_grad)
+                             fused_ready)
 from ..backends.stationary import profile_block, stationary_bilinear_grad, stationary_parts
 from ..kernels.stationary import roundoff_resolution, scaled_sq_dist
 from ..shapes import broadcast_shapes
@@ -87,18 +87,13 @@ class KernelOperator(Operator):
                 self._dense = self.kernel(self.x1, self.x2)
         return self._dense
 
-    def _fused_dense_ok(self) -> bool:
-        """Whether the dense matrices come from (and their gradients go through) the Triton
-        kernels of ``backends.triton_dense``: float32 data on CUDA, a fused-supported kernel."""
-        return self.dtype == torch.float32 and self.x1.is_cuda and fused_ready(self.kernel, self.x1, self.x2)
-
     @torch.no_grad()
     def _stationary_dense(self, derivative: bool):
         """(K, outputscale * dk/dr2 or None), each (*batch, n1, n2), for a Scale(stationary)
         kernel: by one fused Triton pass for float32 data on CUDA where the kernel allows, else
         filled in row blocks of ``block_rows`` so that only one block of temporaries (squared
         distances, exponentials) exists at a time."""
-        if self._fused_dense_ok():
+        if self.dtype == torch.float32 and self.x1.is_cuda and fused_ready(self.kernel, self.x1, self.x2):
             x2 = None if self.x2 is None else self.x2.detach()
             k, dk = fused_dense(self.kernel, self.x1.detach(), x2, derivative)  # one pass on the GPU
             return k.expand(self.shape), None if dk is None else dk.expand(self.shape)
@@ -195,9 +190,6 @@ class KernelOperator(Operator):
             cached = None
             if self.backend == "dense" and self._dense_derivative is not None:
                 cached = (self._dense, self._dense_derivative)
-                parts = fused_parts(self.kernel)
-                if self.x2 is None and parts.profile != "rq" and self._fused_dense_ok():
-                    return stored_bilinear_grad(parts, self.x1, left, right, inputs, *cached)
             return stationary_bilinear_grad(self._parts, self.x1, self.x2, left, right, inputs,
                                             self.block_rows, cached)
         if self.backend == "dense":

@@ -155,35 +155,6 @@ def test_fused_dense_matches_kernel():
     assert none is None and rel_err(k_sym, kernel(x1).detach()) < 1e-5
 
 
-@pytest.mark.parametrize("t", [5, 40])
-def test_stored_row_grad(t):
-    """Row sums of H = (u v^T) * dk and of W * K read from stored (non-symmetric) matrices, with
-    tiles overhanging both edges and t above one launch's columns (40 -> 80 > 64: two launches)."""
-    from flashgp.backends import triton_dense
-    k, dk = rand(2, 37, 70, seed=46), rand(2, 37, 70, seed=47)
-    z, u, v = rand(2, 70, 5, seed=48), rand(2, 37, 2 * t, seed=49), rand(2, 70, 2 * t, seed=50)
-    h_sum, hz, wk = triton_dense.stored_row_grad(k, dk, z, u, v)
-    w = u @ v.transpose(-1, -2)
-    h = w * dk
-    assert rel_err(h_sum, h.sum(-1)) < 1e-5
-    assert hz.shape == (2, 37, 5) and rel_err(hz, h @ z) < 1e-5
-    assert rel_err(wk, (w * k).sum(-1)) < 1e-5
-
-
-@pytest.mark.parametrize("name", ["scale_rbf", "scale_matern52"])
-def test_stored_bilinear_grad_matches_dense_autograd(name):
-    """Gradients from the stored K and dk/dr2 (dense backend on CUDA) equal autograd through the
-    float64 kernel, for the hyperparameters and the inputs, with a kernel batch."""
-    base = RBF if name == "scale_rbf" else (lambda **kw: Matern(nu=2.5, **kw))
-    kernel = randomized(Scale(base(ard_dims=3, batch_shape=(2,))), device=DEVICE)
-    x = rand(70, 3, seed=51).requires_grad_()
-    left, right = rand(2, 70, 11, seed=52), rand(2, 70, 11, seed=53)
-    k, dk = fused.fused_dense(kernel, x, None)
-    targets = list(kernel.parameters()) + [x]
-    got = fused.stored_bilinear_grad(fused.fused_parts(kernel), x, left, right, targets, k, dk)
-    check_grads(got, dense_grads(kernel, x, x, left, right, targets), 2e-5)
-
-
 def test_dense_backend_float32_matches_blocked():
     """KernelOperator(backend="dense") on float32 data (on CUDA its K and dk/dr2 come from the
     one-pass Triton build) against the float64 blocked operator: products and gradients."""
