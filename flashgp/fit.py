@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Checkpointer
 from .errors import FitInterrupted, NotPSDError, NumericalWarning
+from .fit_warnings import WarningDigest
 from .models import ExactGP
 
 OPTIMIZERS = ("adam", "lbfgs")
@@ -25,6 +26,8 @@ class History:
     """What a fit recorded per step: loss (-mll per point), seconds, and the solver diagnostics.
 
     ``start_step``: 0, or the step a resumed fit went on from (the lists hold the earlier steps too).
+    ``warnings``: (step, message) of every NumericalWarning raised during this run's steps (a fit
+    shows each kind once and a summary of repeats at the end; checkpoints do not keep them).
     """
 
     loss: list = field(default_factory=list)
@@ -32,6 +35,7 @@ class History:
     diagnostics: list = field(default_factory=list)
     stopped_early: str | None = None
     start_step: int = 0
+    warnings: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.loss)
@@ -92,9 +96,14 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
     KeyboardInterrupt with ``step``, ``checkpoint`` and ``history``) is raised. Any other
     exception also saves the last completed step first, then propagates unchanged.
 
+    Numerical warnings (``flashgp.errors.NumericalWarning``, e.g. CG not converged) are shown
+    the first time each kind appears; repeats are counted, listed in ``History.warnings`` and
+    summarized in one warning per kind when the fit ends.
+
     Returns:
         History with ``loss`` (negative mll per point), ``step_seconds`` and ``diagnostics`` for
-        every step of the run (restored ones included) and ``start_step`` (0, or the resumed step).
+        every step of the run (restored ones included), ``start_step`` (0, or the resumed step)
+        and ``warnings``.
     """
     _check_args(model, optimizer, lr, iters, callback, seed)
     path, every = _check_checkpoint_args(model, checkpoint, checkpoint_every, resume)
@@ -116,6 +125,8 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
             history.start_step = saver.resume(history, iters)
     bar = tqdm(range(history.start_step, iters), disable=not progress, desc=f"fit ({optimizer})",
                leave=True, initial=history.start_step, total=iters)
+    digest = WarningDigest()
+    history.warnings = digest.records
     try:
         for step in bar:
             start = time.perf_counter()
@@ -135,15 +146,16 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
                     loss.backward()
                 return loss
 
-            try:
-                loss = closure() if optimizer == "adam" else None
-            except NotPSDError as err:
-                _stop(history, step, model, math.nan, reason=str(err))
+            with digest.step(step):
+                try:
+                    loss = closure() if optimizer == "adam" else None
+                except NotPSDError as err:
+                    loss = err
+                if loss is None or (isinstance(loss, torch.Tensor) and torch.isfinite(loss)):
+                    loss = opt.step(closure) if optimizer == "lbfgs" else (opt.step(), loss)[1]
+            if isinstance(loss, NotPSDError):
+                _stop(history, step, model, math.nan, reason=str(loss))
                 break
-            if loss is not None and not torch.isfinite(loss):
-                _stop(history, step, model, float(loss.detach()))
-                break
-            loss = opt.step(closure) if optimizer == "lbfgs" else (opt.step(), loss)[1]
             value = float(loss.detach())
             if not math.isfinite(value):
                 _stop(history, step, model, value)
@@ -161,6 +173,7 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
             saver.save(history)  # the end, or an early stop: the last completed step
     except BaseException as err:
         bar.close()
+        digest.summarize(len(history.loss) - history.start_step)
         if saver is None or isinstance(err, FitInterrupted):
             raise
         saved = saver.rescue(history)
@@ -168,6 +181,7 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
             raise FitInterrupted(saver.latest.step, str(path), history) from err
         raise
     bar.close()
+    digest.summarize(len(history.loss) - history.start_step)
     return history
 
 

@@ -1,0 +1,67 @@
+# Numerical warnings during a fit: each kind is shown when it first appears, repeats are counted
+# and recorded in the history, and one summary per repeated kind is shown when the fit ends.
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+from .errors import NumericalWarning
+
+
+def warning_kind(message: str) -> str:
+    """What a flashgp NumericalWarning is about: its text up to the first colon
+    (e.g. "CG for the log marginal likelihood", "SLQ log determinant had not settled")."""
+    return message.split(":", 1)[0].strip()
+
+
+class WarningDigest:
+    """Collects the warnings of a fit's steps (see ``step``) so that a warning raised at every
+    step of a long fit is shown once, not once per step.
+
+    ``records``: (step, message) for every NumericalWarning, in order. Other warnings pass
+    through unchanged. Re-emitted warnings go through the caller's warning filters, so
+    ``warnings.filterwarnings("ignore", category=NumericalWarning)`` still silences them.
+    """
+
+    def __init__(self):
+        self.records: list[tuple[int, str]] = []
+        self._counts: dict[str, int] = {}
+        self._first_step: dict[str, int] = {}
+        self._last: dict[str, str] = {}
+
+    @contextlib.contextmanager
+    def step(self, index: int):
+        """Context for training step ``index``: catches its warnings and files them on exit."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                pending = list(caught)
+        for item in pending:  # outside catch_warnings: the caller's filters apply again
+            self._file(index, item)
+
+    def _file(self, index: int, item: warnings.WarningMessage) -> None:
+        if not issubclass(item.category, NumericalWarning):
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno,
+                                   source=item.source)
+            return
+        text = str(item.message)
+        kind = warning_kind(text)
+        self.records.append((index, text))
+        if kind not in self._counts:
+            self._counts[kind] = 0
+            self._first_step[kind] = index
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno,
+                                   source=item.source)
+        self._counts[kind] += 1
+        self._last[kind] = text
+
+    def summarize(self, steps: int, stacklevel: int = 3) -> None:
+        """One NumericalWarning per kind that was raised more than once: how often, from which
+        step, and the last message (its numbers are the latest)."""
+        for kind, count in self._counts.items():
+            if count > 1:
+                warnings.warn(f"{kind}: raised {count} times in {steps} steps of this fit (shown once, "
+                              f"at step {self._first_step[kind]}; all in History.warnings). The last: "
+                              f"{self._last[kind]}", NumericalWarning, stacklevel=stacklevel)
