@@ -93,8 +93,10 @@ class CG:
         backend: kernel operator backend, "auto", "dense", "blocked" or "triton".
         precision: arithmetic of the fused GPU kernels (backend "triton"): "fp32" (exact
             float32), "tf32x3" (float32-level accuracy on tensor cores), "tf32" (10-bit mantissa
-            products, fastest); see benchmarks/results for the accuracy and speed of each. The
-            dense and blocked backends compute in the data's dtype whatever this says.
+            products, fastest; not for training: it warns there, see
+            benchmarks/results/precision_accuracy_h200.md); see benchmarks/results for the
+            accuracy and speed of each. The dense and blocked backends compute in the data's
+            dtype whatever this says.
         memory_budget: bytes the "auto" backend may give a dense kernel matrix (None: a quarter
             of a CUDA device's memory, 2 GiB elsewhere; see ``backends.choice``).
     """

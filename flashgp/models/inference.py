@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
-from ..errors import NotPSDError
+from ..errors import NotPSDError, NumericalWarning
 from ..linalg import PivotCache, pivoted_cholesky_preconditioner, safe_cholesky
 from ..linalg.inv_quad_logdet import inv_quad_logdet
 from ..operators import AddedDiag, KernelOperator
@@ -56,6 +57,10 @@ def cg_operator(kernel, x, noise, solver: CG, pivots: PivotCache | None = None):
     return AddedDiag(kernel_op, noise), kernel_op, precond
 
 
+# fused-kernel precisions whose rounding of K is too coarse for the training solves
+COARSE_PRECISIONS = ("tf32", "bf16")
+
+
 def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=None,
              pivots: PivotCache | None = None):
     """(inv_quad, logdet), each (*batch,), by BBMM (mBCG + stochastic Lanczos quadrature).
@@ -64,6 +69,13 @@ def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=N
     """
     pivots = PivotCache() if pivots is None else pivots  # a fresh one chooses greedy pivots
     op, kernel_op, precond = cg_operator(kernel, x, noise, solver, pivots)
+    if kernel_op.backend == "triton" and kernel_op.precision in COARSE_PRECISIONS:
+        warnings.warn(f"CG(precision={kernel_op.precision!r}) in training: products with a 10-bit (or "
+                      "narrower) mantissa perturb K_hat by more than a small noise variance, and the "
+                      "log marginal likelihood and its gradient can be wrong without CG noticing "
+                      "(relative mll errors of 0.03-12 measured at n = 5,000-20,000, noise 0.01; "
+                      "benchmarks/results/precision_accuracy_h200.md). Use precision='tf32x3' or 'fp32'",
+                      NumericalWarning, stacklevel=3)
     resid = resid.expand(*op.batch_shape, resid.shape[-1])  # batched through kernel/likelihood only
     info = {}
     inv_quad, logdet = inv_quad_logdet(op, resid, precond, probes=solver.probes, tol=solver.tol,

@@ -318,3 +318,20 @@ def test_exact_gp_cg_triton_matches_cholesky_and_blocked():
     # the exact answer, within the stochastic log-determinant error
     assert abs(results["triton"][0] - results["cholesky"][0]) < 1e-2
     assert rel_err(results["triton"][2], results["cholesky"][2].double()) < 1e-2
+
+
+@pytest.mark.parametrize("precision,warns", [("fp32", False), ("tf32x3", False), ("tf32", True)])
+def test_coarse_precision_in_training_warns(precision, warns):
+    """Training solves with tf32 (or bf16) products warn: their rounding of K can exceed the noise
+    and make the mll wrong without CG noticing (measured on an H200, precision_accuracy_h200.md)."""
+    import warnings
+    from flashgp.errors import NumericalWarning
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(60, 2, generator=gen).to(DEVICE)
+    model = fg.ExactGP(x, torch.sin(3 * x).sum(-1), Scale(RBF()),
+                       solver=fg.CG(backend="triton", precision=precision, probes=4)).to(DEVICE)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.mll()
+    coarse = [w for w in caught if issubclass(w.category, NumericalWarning) and "in training" in str(w.message)]
+    assert bool(coarse) is warns
