@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from . import __version__, kernels, likelihoods, means
+from .backends.choice import default_memory_budget
 from .errors import FitInterrupted, NotPSDError
 from .fit import fit
 from .io import load as load_model, save as save_model
@@ -360,13 +361,15 @@ def cmd_info(args, say) -> dict:
     result = {"command": "info", "flashgp": __version__, "python": platform.python_version(),
               "torch": torch.__version__, "numpy": np.__version__, "platform": platform.platform(),
               "cuda_available": cuda, "cuda_version": torch.version.cuda, "cuda_devices": devices,
-              "cpu_threads": torch.get_num_threads(), "backends": backends, "optional": optional}
+              "cpu_threads": torch.get_num_threads(), "backends": backends, "optional": optional,
+              "dense_budget_gb": round(default_memory_budget("cuda" if cuda else "cpu") / 1e9, 1)}
     say("\n".join([f"flashgp {result['flashgp']}  python {result['python']}  torch {result['torch']}  "
                    f"numpy {result['numpy']}",
                    f"platform: {result['platform']} ({result['cpu_threads']} torch threads)",
                    "CUDA: " + (f"{len(devices)} device(s), CUDA {torch.version.cuda}: " + "; ".join(
                        f"cuda:{i} {n}" for i, n in enumerate(devices)) if cuda else "not available"),
-                   f"backends: {', '.join(backends)}",
+                   f"backends: {', '.join(backends)} (auto: dense kernel matrices up to "
+                   f"{result['dense_budget_gb']} GB on {'cuda:0' if cuda else 'the CPU'})",
                    "optional: " + "  ".join(f"{k} {v or '-'}" for k, v in optional.items())]))
     return result
 

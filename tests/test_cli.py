@@ -143,6 +143,9 @@ def test_info_json_and_text(capsys):
     assert info["cuda_available"] == torch.cuda.is_available()
     fused = info["optional"]["triton"] is not None and info["cuda_available"]
     assert ("triton" in info["backends"]) == fused
+    from flashgp.backends.choice import default_memory_budget
+    device = "cuda" if info["cuda_available"] else "cpu"
+    assert info["dense_budget_gb"] == round(default_memory_budget(device) / 1e9, 1) > 0
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert "backends: dense, blocked" in text and "CUDA" in text and f"torch {torch.__version__}" in text
