@@ -40,13 +40,16 @@ def _matrix_scale(outputscale):
     return outputscale.reshape(*outputscale.shape, 1, 1)
 
 
-def profile_block(parts: StationaryParts, z1: torch.Tensor, z2: torch.Tensor, outputscale):
-    """(K, outputscale * dk/dr2), each (*b, m, n), for scaled inputs z1 (*b, m, D), z2 (*b, n, D)."""
-    k, dk = parts.base.profile_and_derivative(scaled_sq_dist(z1, z2))
+def profile_block(parts: StationaryParts, z1: torch.Tensor, z2: torch.Tensor, outputscale,
+                  derivative: bool = True):
+    """(K, outputscale * dk/dr2 or None), each (*b, m, n), for scaled inputs z1 (*b, m, D), z2
+    (*b, n, D); ``derivative=False`` evaluates the profile alone."""
+    r2 = scaled_sq_dist(z1, z2)
+    k, dk = parts.base.profile_and_derivative(r2) if derivative else (parts.base.profile(r2), None)
     if outputscale is None:
         return k, dk
     o = _matrix_scale(outputscale)
-    return k.mul_(o), dk.mul_(o)
+    return k.mul_(o), None if dk is None else dk.mul_(o)
 
 
 def block_gradients(weights, k, dk_scaled, z1, z2, outputscale):

@@ -9,7 +9,7 @@ from ..backends.choice import DENSE_BUFFERS, DENSE_BUFFERS_STATIONARY
 from ..backends.fused import (PRECISIONS, fused_bilinear_grad, fused_dense, fused_matmul, fused_parts,
                              fused_ready)
 from ..backends.stationary import profile_block, stationary_bilinear_grad, stationary_parts
-from ..kernels.stationary import roundoff_resolution, scaled_sq_dist
+from ..kernels.stationary import roundoff_resolution
 from ..shapes import broadcast_shapes
 from .base import Operator
 from .dense import Dense
@@ -79,9 +79,10 @@ class KernelOperator(Operator):
 
     # ----- dense cache -------------------------------------------------------------
     def _dense_matrix(self) -> torch.Tensor:
-        """The dense matrix (dense backend). Built once, with its graph if grad is on."""
+        """The dense matrix (dense backend), built once: for Scale(stationary) kernels without a
+        graph (their gradients come from dk/dr2), otherwise with its graph if grad is on."""
         if self._dense is None:
-            if self._parts is not None and not torch.is_grad_enabled():
+            if self._parts is not None:
                 self._dense = self._stationary_dense(derivative=False)[0]
             else:
                 self._dense = self.kernel(self.x1, self.x2)
@@ -106,14 +107,10 @@ class KernelOperator(Operator):
         dk = torch.empty_like(k) if derivative else None
         for start in range(0, self.n_rows, self.block_rows):
             stop = min(self.n_rows, start + self.block_rows)
-            z_block = z1[..., start:stop, :]
-            if derivative:
-                k_block, dk_block = profile_block(parts, z_block, z2, o)
-                dk[..., start:stop, :] = dk_block
-            else:
-                k_block = parts.base.profile(scaled_sq_dist(z_block, z2))
-                k_block = k_block if o is None else k_block * o.reshape(*o.shape, 1, 1)
+            k_block, dk_block = profile_block(parts, z1[..., start:stop, :], z2, o, derivative)
             k[..., start:stop, :] = k_block
+            if derivative:
+                dk[..., start:stop, :] = dk_block
         return k, dk
 
     # ----- products and entries -----------------------------------------------------
