@@ -99,6 +99,13 @@ class CG:
             dtype whatever this says.
         memory_budget: bytes the "auto" backend may give a dense kernel matrix (None: a quarter
             of a CUDA device's memory, 2 GiB elsewhere; see ``backends.choice``).
+        reorthogonalize: CG with full re-orthogonalization of its residuals (``linalg.mbcg``)
+            in training and in the posterior mean solve (not the variance solves, which have a
+            column per test point). It keeps 2 (n, t) tensors per iteration (t = probes + 1 in
+            training) and, on ill-conditioned float32 problems on a CPU, cut the iterations
+            1.35-2.6x and converged where plain CG stalled (benchmarks/results/
+            reorthogonalization_cpu.md). With bfloat16 products every column still broke down
+            (K_hat rounded to bfloat16 is indefinite at those noise levels): not a fix for that.
     """
 
     tol: float = 1.0
@@ -112,11 +119,14 @@ class CG:
     backend: str = "auto"
     precision: str = "fp32"
     memory_budget: int | None = None
+    reorthogonalize: bool = False
 
     def __post_init__(self):
         _check_positive(self, "tol")
         if self.memory_budget is not None:
             _check_positive(self, "memory_budget", integer=True, allow_zero=True)
+        if not isinstance(self.reorthogonalize, bool):
+            raise TypeError(f"reorthogonalize: expected True or False, got {self.reorthogonalize!r}")
         _check_positive(self, "eval_tol")
         for name in ("max_iters", "probes", "root_rank"):
             _check_positive(self, name, integer=True)

@@ -144,6 +144,7 @@ def test_posterior_methods():
     (lambda: fg.CG(backend="gpu"), ValueError, "backend"),
     (lambda: fg.CG(memory_budget=-1), ValueError, "memory_budget"),
     (lambda: fg.CG(memory_budget="1GB"), TypeError, "memory_budget"),
+    (lambda: fg.CG(reorthogonalize=1), TypeError, "reorthogonalize"),
     (lambda: fg.PivotedCholesky(-1), ValueError, "rank"),
     (lambda: fg.PivotedCholesky(1.5), TypeError, "rank"),
     (lambda: fg.PivotedCholesky(True), TypeError, "rank"),

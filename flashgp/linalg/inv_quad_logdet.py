@@ -31,7 +31,8 @@ class _InvQuadLogdet(torch.autograd.Function):
         solve = precond.solve if precond is not None else None
         result = mbcg(op.matmul, torch.cat([rhs.unsqueeze(-1), probes], -1), precond=solve,
                       tol=settings["tol"], max_iters=settings["max_iters"],
-                      min_iters=settings["lanczos_iters"], n_tridiag=probes.shape[-1], warn=False)
+                      min_iters=settings["lanczos_iters"], n_tridiag=probes.shape[-1], warn=False,
+                      reorthogonalize=settings["reorthogonalize"])
         solution = result.solution
         weights = result.init_norm_sq[..., 1:]
         logdet = slq_logdet(result.tridiag, weights)
@@ -68,7 +69,7 @@ class _InvQuadLogdet(torch.autograd.Function):
 
 def inv_quad_logdet(op, rhs: torch.Tensor, precond=None, probes: int = 10, tol: float = 1.0,
                     max_iters: int = 1000, lanczos_iters: int = 20, generator=None,
-                    info: dict | None = None):
+                    info: dict | None = None, reorthogonalize: bool = False):
     """rhs^T K^{-1} rhs and an estimate of log det K, both differentiable, by BBMM.
 
     Args:
@@ -77,7 +78,7 @@ def inv_quad_logdet(op, rhs: torch.Tensor, precond=None, probes: int = 10, tol: 
         rhs: (*batch, n), e.g. y - mean; gradients flow to it.
         precond: a LowRankPlusDiag preconditioner P (its solve, exact log det and N(0, P)
             samples are used), or None.
-        probes, tol, max_iters, lanczos_iters: mBCG settings (see ``flashgp.CG``).
+        probes, tol, max_iters, lanczos_iters, reorthogonalize: mBCG settings (see ``flashgp.CG``).
         generator: torch.Generator for the probe vectors (fixed probes -> deterministic loss).
         info: optional dict that receives iterations, residual (of the solve column),
             mean_residual, converged, breakdowns, trouble, lanczos_steps and
@@ -89,7 +90,7 @@ def inv_quad_logdet(op, rhs: torch.Tensor, precond=None, probes: int = 10, tol: 
     """
     info = {} if info is None else info
     settings = dict(probes=probes, tol=tol, max_iters=max_iters, lanczos_iters=lanczos_iters,
-                    generator=generator)
+                    generator=generator, reorthogonalize=reorthogonalize)
     inv_quad, logdet = _InvQuadLogdet.apply(op, precond, settings, info, rhs, *op.grad_inputs())
     if info["trouble"]:
         warn_cg_trouble("log marginal likelihood", info["trouble"], rhs.dtype)
@@ -115,15 +116,16 @@ def warn_cg_trouble(what: str, trouble: str, dtype: torch.dtype, stacklevel: int
 
 
 def cg_solve(op, rhs: torch.Tensor, precond=None, tol: float = 0.01, max_iters: int = 1000,
-             info: dict | None = None, what: str = "solve") -> torch.Tensor:
+             info: dict | None = None, what: str = "solve", reorthogonalize: bool = False) -> torch.Tensor:
     """K^{-1} rhs by preconditioned CG (no gradients). rhs (*batch, n, t) -> (*batch, n, t).
 
     ``info`` receives iterations, residual (max over columns), converged and breakdowns; trouble
     (no convergence, breakdowns) is one NumericalWarning naming ``what`` was solved.
+    ``reorthogonalize``: see ``mbcg`` (memory grows with t times the iterations).
     """
     with torch.no_grad():
         result = mbcg(op.matmul, rhs, precond=None if precond is None else precond.solve, tol=tol,
-                      max_iters=max_iters, warn=False)
+                      max_iters=max_iters, warn=False, reorthogonalize=reorthogonalize)
     if info is not None:
         info.update(iterations=result.iterations, residual=float(result.residual.max()),
                     converged=bool(result.converged), breakdowns=result.breakdowns)

@@ -81,6 +81,32 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum(-2)
 
 
+class _ResidualBasis:
+    """The residuals r_j of a CG run and z_j = P^{-1} r_j, scaled so that r_j^T z_j = 1, per column
+    (shapes (*batch, n, t, k) after k additions), for full re-orthogonalization: in exact
+    arithmetic r_i^T z_j = 0 for i != j; with inexact (e.g. low-precision) products that is lost
+    and CG slows down or stalls, which projecting each new residual restores."""
+
+    def __init__(self):
+        self.r: Tensor | None = None
+        self.z: Tensor | None = None
+
+    def add(self, r: Tensor, z: Tensor, rz: Tensor) -> None:
+        """Append r, z (*batch, n, t) scaled by rz^{-1/2} (*batch, t); columns with rz <= 0 add zeros."""
+        scale = torch.where(rz > 0, rz.clamp_min(torch.finfo(rz.dtype).tiny).rsqrt(), 0.0).unsqueeze(-2)
+        new_r, new_z = (r * scale).unsqueeze(-1), (z * scale).unsqueeze(-1)
+        self.r = new_r if self.r is None else torch.cat([self.r, new_r], -1)
+        self.z = new_z if self.z is None else torch.cat([self.z, new_z], -1)
+
+    def project(self, r: Tensor, z: Tensor, columns: Tensor) -> tuple[Tensor, Tensor]:
+        """(r - sum_j r_j (z_j^T r), z - sum_j z_j (z_j^T r)) in the ``columns`` (*batch, t) bool
+        that are iterating (frozen ones keep their residual): r made P^{-1}-orthogonal to the
+        basis (classical Gram-Schmidt, once), z = P^{-1} r kept consistent without another solve."""
+        coef = (self.z * r.unsqueeze(-1)).sum(-3, keepdim=True)  # (*batch, 1, t, k)
+        coef = coef * columns.unsqueeze(-2).unsqueeze(-1)
+        return r - (self.r * coef).sum(-1), z - (self.z * coef).sum(-1)
+
+
 def _build_tridiag(alphas: list[Tensor], betas: list[Tensor], active: list[Tensor]) -> Tensor:
     """Assemble Lanczos tridiagonals from CG coefficients.
 
@@ -116,6 +142,7 @@ def mbcg(
     n_tridiag: int = 0,
     max_tridiag_iters: int | None = None,
     warn: bool = True,
+    reorthogonalize: bool = False,
 ) -> CGResult:
     """Preconditioned CG on all columns of ``rhs`` in lock step (one product per iteration).
 
@@ -131,6 +158,9 @@ def mbcg(
     preconditioner they are those of P^{-1/2} A P^{-1/2} started at P^{-1/2} rhs.
     With ``warn`` (default) one NumericalWarning reports non-convergence and breakdowns together;
     callers that report them themselves pass ``warn=False`` and read ``CGResult.trouble()``.
+    ``reorthogonalize``: project every new residual against all earlier ones (full
+    re-orthogonalization, as Maddox et al. 2022 use with low-precision products); it costs
+    memory for 2 (*batch, n, t) tensors per iteration and O(n t k) work at iteration k.
     Returns a :class:`CGResult`.
     """
     _check_args(rhs, tol, max_iters, min_iters, n_tridiag)
@@ -144,6 +174,9 @@ def mbcg(
     z = precond(r)
     rz = _dot(r, z)
     rz0 = rz.clone()
+    basis = _ResidualBasis() if reorthogonalize else None
+    if basis is not None:
+        basis.add(r, z, rz)
     threshold = rz0 * freeze
     b_norm = rhs.norm(dim=-2)
     safe_b = torch.where(b_norm > 0, b_norm, torch.ones_like(b_norm))
@@ -168,8 +201,12 @@ def mbcg(
         x = torch.addcmul(x, alpha.unsqueeze(-2), p)
         r = torch.addcmul(r, alpha.unsqueeze(-2), ap, value=-1)
         z = precond(r)
+        if basis is not None:
+            r, z = basis.project(r, z, stepping)
         rz_new = _dot(r, z)
         live = stepping & (rz_new > threshold)
+        if basis is not None:
+            basis.add(r, z, torch.where(live, rz_new, 0.0))
         beta = torch.where(live, rz_new / rz, 0.0)
         p = torch.addcmul(z, beta.unsqueeze(-2), p)
         rz = torch.where(live, rz_new, rz)

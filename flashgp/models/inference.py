@@ -80,7 +80,8 @@ def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=N
     info = {}
     inv_quad, logdet = inv_quad_logdet(op, resid, precond, probes=solver.probes, tol=solver.tol,
                                        max_iters=solver.max_iters, lanczos_iters=solver.lanczos_iters,
-                                       generator=generator, info=info)
+                                       generator=generator, info=info,
+                                       reorthogonalize=solver.reorthogonalize)
     if precond is not None:
         pivots.record_iterations(info["iterations"])
     diagnostics.update(path="cg", backend=kernel_op.backend, precision=kernel_op.precision,

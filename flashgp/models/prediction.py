@@ -35,7 +35,8 @@ class PredictionCache:
             info = {}
             resid = resid.expand(*self.op.batch_shape, n)
             self.alpha = cg_solve(self.op, resid.unsqueeze(-1), self.precond, solver.eval_tol,
-                                  solver.max_iters, info, what="posterior mean solve")
+                                  solver.max_iters, info, what="posterior mean solve",
+                                  reorthogonalize=solver.reorthogonalize)
             self.diagnostics.update(path="cg", backend=self.backend, jitter=0.0,
                                     cg_iterations=info["iterations"], residual=info["residual"],
                                     converged=info["converged"], cg_breakdowns=info["breakdowns"])
