@@ -9,10 +9,15 @@ against the default configuration's (max relative difference), so a configuratio
 something else is flagged instead of timed as a winner. Configurations that fail to compile or
 run (e.g. out of shared memory) are recorded with their error. Writes DIR/tune.json and prints
 the best configuration per case and its kernel entries per second (n^2 / seconds).
+
+--baseline FILE times another copy of triton_kernels.py (e.g. ``git show
+HEAD~3:flashgp/backends/triton_kernels.py > old.py``) with its own default configurations on the
+same inputs, in the same process, and prints it beside the default of the current one.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import json
 import sys
@@ -27,7 +32,15 @@ from flashgp.backends import triton_kernels as tk  # noqa: E402
 GRID = dict(block_m=(64, 128, 256), block_n=(32, 64, 128), num_warps=(4, 8), num_stages=(1, 2, 3))
 
 
-def run_case(op, n, d, t, precision, grid, seed=0):
+def load_module(path: str):
+    """A copy of triton_kernels.py loaded from ``path`` as a module of its own."""
+    spec = importlib.util.spec_from_file_location("baseline_triton_kernels", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_case(op, n, d, t, precision, grid, seed=0, baseline=None):
     import triton.testing
 
     gen = torch.Generator(device="cuda").manual_seed(seed)
@@ -35,26 +48,32 @@ def run_case(op, n, d, t, precision, grid, seed=0):
     v = torch.randn(1, n, t, device="cuda", generator=gen)
     u = torch.randn(1, n, t, device="cuda", generator=gen)
 
-    def call(**cfg):
+    def call(module=tk, **cfg):
         if op == "matmul":
-            return tk.kv_matmul(z, z, v, "rbf", precision=precision, **cfg)
-        return tk.row_grad(z, z, u, v, "rbf", precision=precision, **cfg)[1]
+            return module.kv_matmul(z, z, v, "rbf", precision=precision, **cfg)
+        return module.row_grad(z, z, u, v, "rbf", precision=precision, **cfg)[1]
 
-    reference = call()
-    rows = []
-    for values in itertools.product(*grid.values()):
-        cfg = dict(zip(grid.keys(), values))
-        row = dict(op=op, n=n, d=d, t=t, precision=precision, **cfg)
+    def timed_row(row, module=tk, **cfg):
         try:
-            out = call(**cfg)
+            out = call(module, **cfg)
             torch.cuda.synchronize()
             row["rel_diff"] = float((out - reference).abs().max() / reference.abs().max())
-            ms = triton.testing.do_bench(lambda: call(**cfg), warmup=25, rep=100, return_mode="median")
+            ms = triton.testing.do_bench(lambda: call(module, **cfg), warmup=25, rep=100,
+                                         return_mode="median")
             row["seconds"] = ms / 1e3
             row["entries_per_s"] = n * n / row["seconds"]
         except Exception as err:  # noqa: BLE001 - a configuration that cannot run is a result too
             row["error"] = f"{type(err).__name__}: {str(err)[:200]}"
-        rows.append(row)
+        return row
+
+    reference = call()
+    case = dict(op=op, n=n, d=d, t=t, precision=precision)
+    rows = [timed_row(dict(case, version="current", default=True))]
+    if baseline is not None:
+        rows.append(timed_row(dict(case, version="baseline", default=True), baseline))
+    for values in itertools.product(*grid.values()):
+        cfg = dict(zip(grid.keys(), values))
+        rows.append(timed_row(dict(case, version="current", **cfg), **cfg))
     return rows
 
 
@@ -69,8 +88,10 @@ def main(argv=None) -> int:
     parser.add_argument("--block-n", type=int, nargs="+", default=list(GRID["block_n"]))
     parser.add_argument("--num-warps", type=int, nargs="+", default=list(GRID["num_warps"]))
     parser.add_argument("--num-stages", type=int, nargs="+", default=list(GRID["num_stages"]))
+    parser.add_argument("--baseline", help="another triton_kernels.py to time beside this one")
     parser.add_argument("--out", default="tune_out")
     args = parser.parse_args(argv)
+    baseline = load_module(args.baseline) if args.baseline else None
     grid = dict(block_m=args.block_m, block_n=args.block_n, num_warps=args.num_warps,
                 num_stages=args.num_stages)
     out = Path(args.out)
@@ -78,9 +99,13 @@ def main(argv=None) -> int:
     results = []
     start = time.perf_counter()
     for op, d, t, precision in itertools.product(args.ops, args.d, args.t, args.precisions):
-        rows = run_case(op, args.n, d, t, precision, grid)
+        rows = run_case(op, args.n, d, t, precision, grid, baseline=baseline)
         results.extend(rows)
-        ok = [r for r in rows if "seconds" in r and r["rel_diff"] < 1e-2]
+        for row in rows[:2 if baseline else 1]:
+            print(f"{op:6s} n={args.n} d={d:3d} t={t:3d} {precision:6s} default of "
+                  f"{row['version']:8s} " + (f"{row['seconds'] * 1e3:8.3f} ms "
+                  f"{row['entries_per_s']:.3e}/s" if "seconds" in row else row["error"]), flush=True)
+        ok = [r for r in rows if "seconds" in r and r["rel_diff"] < 1e-2 and "default" not in r]
         best = min(ok, key=lambda r: r["seconds"]) if ok else None
         bad = sum("error" in r for r in rows)
         if best:

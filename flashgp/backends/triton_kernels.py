@@ -27,13 +27,14 @@ import triton.language as tl
 # Launch configurations (BLOCK_M rows of z1 per program, BLOCK_N columns of z2 per step of the
 # tile loop, num_warps, num_stages). The direct (d <= DIRECT_MAX_D) and d = 20 entries are the
 # fastest of a sweep on one H200 (benchmarks/tune_kernels.py, n = 100k, RBF, d = 3 and 20,
-# benchmarks/results/gpu_kernels_h200.md); the wide-D entries (padded D >= 64) come from ptxas
+# benchmarks/results/gpu_kernels_h200.md; direct ones re-swept for the kernels of session 4,
+# benchmarks/results/session4/); the wide-D entries (padded D >= 64) come from ptxas
 # register reports (no spills) and were not timed.
 KV_CONFIGS = {  # (geometry, product) -> config
     ("direct", "t1"): (128, 32, 4, 3),      # one column: elementwise sum, no dot
     ("direct", "fp32"): (64, 64, 4, 1),
     ("direct", "tf32x3"): (128, 32, 4, 1),
-    ("direct", "tensor"): (256, 32, 4, 3),   # tf32, bf16
+    ("direct", "tensor"): (128, 64, 4, 3),   # tf32, bf16
     ("dot", "narrow"): (128, 64, 4, 3),      # padded D <= 32
     ("dot", "wide"): (64, 32, 8, 2),
 }
@@ -73,6 +74,9 @@ INTERPRETED = bool(_KNOBS.runtime.interpret if _KNOBS is not None
 # Triton 3.6's interpreter multiplies bfloat16 dot operands as raw uint16 bits; there the bf16
 # product is emulated exactly: operands rounded to bf16, multiplied in float32 (exact), summed.
 _EMULATE_BF16 = tl.constexpr(INTERPRETED)
+_INTERPRETED = tl.constexpr(INTERPRETED)  # no inline PTX in the interpreter
+_LOG2E = tl.constexpr(1.4426950408889634)
+_RBF_EXP2 = tl.constexpr(-0.5 * 1.4426950408889634)  # exp(-r2 / 2) = 2^(_RBF_EXP2 r2)
 
 
 # ----- per-entry math ---------------------------------------------------------------------------
@@ -80,24 +84,62 @@ _EMULATE_BF16 = tl.constexpr(INTERPRETED)
 def _sq_dist(a, b, a2, b2, GEOMETRY: tl.constexpr):
     """r2 (M, N) from rows a (M, Dp), b (N, Dp) and their squared norms a2 (M,), b2 (N,)."""
     norms = a2[:, None] + b2[None, :]
-    r2 = tl.maximum(norms - 2.0 * tl.dot(a, tl.trans(b), input_precision=GEOMETRY), 0.0)
+    r2 = tl.maximum(norms - 2.0 * _dot(a, tl.trans(b), tl.zeros(norms.shape, tl.float32), GEOMETRY),
+                    0.0)
     return tl.where(r2 <= ROUNDOFF * norms, 0.0, r2)
+
+
+@triton.jit
+def _columns(Z, idx, ok, s_n, s_d, D: tl.constexpr):
+    """The D coordinate columns of points ``idx`` of Z, as a tuple of D (len(idx),) vectors.
+
+    Loaded once per program for the rows (so the tile loop reads only the columns' coordinates).
+    """
+    out = ()
+    for k in tl.static_range(D):
+        out = out + (tl.load(Z + idx * s_n + k * s_d, mask=ok, other=0.0),)
+    return out
+
+
+@triton.jit
+def _sq_dist_cols(a_cols, Z2, cols, col_ok, s_z2n, s_z2d, D: tl.constexpr):
+    """r2 (M, N) = sum over the D input columns of (a_k - b_k)^2, elementwise in float32, from the
+    row columns ``a_cols`` (a tuple from ``_columns``) and the coordinates of ``cols`` of Z2."""
+    b_cols = _columns(Z2, cols, col_ok, s_z2n, s_z2d, D)
+    diff = a_cols[0][:, None] - b_cols[0][None, :]
+    r2 = diff * diff
+    for k in tl.static_range(1, D):
+        diff = a_cols[k][:, None] - b_cols[k][None, :]
+        r2 += diff * diff
+    return r2
 
 
 @triton.jit
 def _sq_dist_direct(Z1, Z2, rows, cols, row_ok, col_ok, s_z1n, s_z1d, s_z2n, s_z2d,
                     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """r2 (M, N) = sum over the D input columns of (a_k - b_k)^2, elementwise in float32.
+    """r2 (M, N) = sum over the D input columns of (a_k - b_k)^2, elementwise in float32, for one
+    tile (Z1, Z2 point at this batch element)."""
+    return _sq_dist_cols(_columns(Z1, rows, row_ok, s_z1n, s_z1d, D), Z2, cols, col_ok,
+                         s_z2n, s_z2d, D)
 
-    Z1, Z2 point at this batch element; the column vectors are re-read per tile (from L1).
-    """
-    r2 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in tl.static_range(D):
-        a_k = tl.load(Z1 + rows * s_z1n + k * s_z1d, mask=row_ok, other=0.0)
-        b_k = tl.load(Z2 + cols * s_z2n + k * s_z2d, mask=col_ok, other=0.0)
-        diff = a_k[:, None] - b_k[None, :]
-        r2 += diff * diff
-    return r2
+
+@triton.jit
+def _exp2(x):
+    """2^x elementwise: one MUFU.EX2 on the GPU (flush-to-zero: tl.exp2 adds a compare and two
+    multiplies per entry to handle subnormal results, which no kernel entry needs); tl.exp2 in
+    the interpreter (no inline PTX there)."""
+    if _INTERPRETED:
+        out = tl.exp2(x)
+    else:
+        out = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [x],
+                                        dtype=tl.float32, is_pure=True, pack=1)
+    return out
+
+
+@triton.jit
+def _exp(x):
+    """exp(x) = 2^(x log2 e), see ``_exp2``."""
+    return _exp2(x * _LOG2E)
 
 
 @triton.jit
@@ -107,33 +149,63 @@ def _profile(r2, alpha, PROFILE: tl.constexpr):
     Matern-1/2 has dk/dr2 = -exp(-r) / (2 r), unbounded at r = 0: it is set to 0 where r2 == 0.
     """
     if PROFILE == 0:  # RBF: exp(-r2 / 2)
-        k = tl.exp(-0.5 * r2)
+        k = _exp2(_RBF_EXP2 * r2)
         dk = -0.5 * k
         dka = 0.0 * k
     elif PROFILE == 1:  # Matern 1/2: exp(-r)
         r = tl.sqrt(r2)
-        k = tl.exp(-r)
+        k = _exp(-r)
         dk = tl.where(r2 > 0.0, -0.5 * k / tl.maximum(r, 1e-30), 0.0)
         dka = 0.0 * k
     elif PROFILE == 2:  # Matern 3/2: (1 + s) exp(-s), s = sqrt(3 r2)
         s = tl.sqrt(3.0 * r2)
-        e = tl.exp(-s)
+        e = _exp(-s)
         k = (1.0 + s) * e
         dk = -1.5 * e
         dka = 0.0 * k
     elif PROFILE == 3:  # Matern 5/2: (1 + s + s^2 / 3) exp(-s), s = sqrt(5 r2)
         s = tl.sqrt(5.0 * r2)
-        e = tl.exp(-s)
+        e = _exp(-s)
         k = (1.0 + s + s * s / 3.0) * e
         dk = (-5.0 / 6.0) * (1.0 + s) * e
         dka = 0.0 * k
     else:  # RQ: q^-alpha, q = 1 + r2 / (2 alpha)
         q = 1.0 + r2 / (2.0 * alpha)
         log_q = tl.log(q)
-        k = tl.exp(-alpha * log_q)
+        k = _exp(-alpha * log_q)
         dk = -0.5 * k / q
         dka = k * (1.0 - 1.0 / q - log_q)
     return k, dk, dka
+
+
+@triton.jit
+def _tf32_split(x):
+    """(hi, lo) with hi = x rounded to tf32 (10-bit mantissa, to nearest, ties away) and lo =
+    x - hi (exact): two integer ops per element (cvt.rna.tf32.f32 costs four on sm_90, with an
+    inf check that finite kernel entries and CG vectors do not need)."""
+    bits = x.to(tl.uint32, bitcast=True)
+    hi = ((bits + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    return hi, x - hi
+
+
+@triton.jit
+def _dot(x, y, acc, PRECISION: tl.constexpr):
+    """acc + x @ y for float32 x, y, with tl.dot's input precision ("ieee", "tf32") or "tf32x3":
+    x_hi y_hi + x_hi y_lo + x_lo y_hi in three tf32 tensor-core products (the dropped x_lo y_lo
+    is ~2^-22 of |x||y|), summed in a fresh accumulator and added to ``acc`` on the CUDA cores.
+    Tensor-core accumulation rounds its sums coarsely: chaining every tile of a 20,000-column
+    product on one accumulator left errors of 1.4e-4 (H200, against float64), as much as the
+    operand splitting gains, so each tile's sum is taken out once. Triton's own tf32x3 does that
+    too but waits after each of its products and adds a NaN check per tile."""
+    if PRECISION == "tf32x3":
+        x_hi, x_lo = _tf32_split(x)
+        y_hi, y_lo = _tf32_split(y)
+        tile = tl.dot(x_lo, y_hi, tl.zeros(acc.shape, tl.float32), input_precision="tf32")
+        tile = tl.dot(x_hi, y_lo, tile, input_precision="tf32")
+        out = acc + tl.dot(x_hi, y_hi, tile, input_precision="tf32")
+    else:
+        out = tl.dot(x, y, acc, input_precision=PRECISION)
+    return out
 
 
 @triton.jit
@@ -146,7 +218,7 @@ def _product(x, y, acc, PRODUCT: tl.constexpr, OPERAND: tl.constexpr):
         else:
             out = tl.dot(x, y, acc)
     else:
-        out = tl.dot(x, y, acc, input_precision=PRODUCT)
+        out = _dot(x, y, acc, PRODUCT)
     return out
 
 
@@ -168,23 +240,24 @@ def _kv_matmul_kernel(Z1, Z2, N1, N2, V, OUT, ALPHA, n1, n2, d, t,
     dims, cols_t = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_T)
     row_ok = rows < n1
     Z1, Z2 = Z1 + pid_b * s_z1b, Z2 + pid_b * s_z2b
-    if D_DIRECT == 0:
+    if D_DIRECT > 0:
+        a_cols = _columns(Z1, rows, row_ok, s_z1n, s_z1d, D_DIRECT)
+    else:
         a = tl.load(Z1 + rows[:, None] * s_z1n + dims[None, :] * s_z1d,
                     mask=row_ok[:, None] & (dims[None, :] < d), other=0.0)
         a2 = tl.load(N1 + pid_b * s_n1b + rows, mask=row_ok, other=0.0)
     alpha = 1.0
     if PROFILE == _RQ:
         alpha = tl.load(ALPHA + pid_b * s_ab)
-    if BLOCK_T == 1:
-        acc1 = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    if BLOCK_T == 1:  # per-entry sums, reduced over the columns once at the end
+        acc1 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_T), dtype=tl.float32)
     for start in range(0, n2, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         col_ok = cols < n2
         if D_DIRECT > 0:
-            r2 = _sq_dist_direct(Z1, Z2, rows, cols, row_ok, col_ok, s_z1n, s_z1d, s_z2n, s_z2d,
-                                 D_DIRECT, BLOCK_M, BLOCK_N)
+            r2 = _sq_dist_cols(a_cols, Z2, cols, col_ok, s_z2n, s_z2d, D_DIRECT)
         else:
             b = tl.load(Z2 + cols[:, None] * s_z2n + dims[None, :] * s_z2d,
                         mask=col_ok[:, None] & (dims[None, :] < d), other=0.0)
@@ -194,13 +267,13 @@ def _kv_matmul_kernel(Z1, Z2, N1, N2, V, OUT, ALPHA, n1, n2, d, t,
         # padded rows of V are zero, so padded columns of the K tile add nothing
         if BLOCK_T == 1:
             v1 = tl.load(V + pid_b * s_vb + cols * s_vn, mask=col_ok, other=0.0).to(tl.float32)
-            acc1 += tl.sum(k * v1[None, :], axis=1)
+            acc1 += k * v1[None, :]
         else:
             v = tl.load(V + pid_b * s_vb + cols[:, None] * s_vn + cols_t[None, :] * s_vt,
                         mask=col_ok[:, None] & (cols_t[None, :] < t), other=0.0)
             acc = _product(k, v, acc, PRODUCT, OPERAND)
     if BLOCK_T == 1:
-        tl.store(OUT + pid_b * s_ob + rows * s_on, acc1, mask=row_ok)
+        tl.store(OUT + pid_b * s_ob + rows * s_on, tl.sum(acc1, axis=1), mask=row_ok)
     else:
         tl.store(OUT + pid_b * s_ob + rows[:, None] * s_on + cols_t[None, :] * s_ot, acc,
                  mask=row_ok[:, None] & (cols_t[None, :] < t))
@@ -227,7 +300,9 @@ def _row_grad_kernel(Z1, Z2, N1, N2, U, V, ALPHA, HZ, WK, WDA, n1, n2, d, t,
     dims, cols_t = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_T)
     row_ok = rows < n1
     Z1, Z2 = Z1 + pid_b * s_z1b, Z2 + pid_b * s_z2b
-    if D_DIRECT == 0:
+    if D_DIRECT > 0:
+        a_cols = _columns(Z1, rows, row_ok, s_z1n, s_z1d, D_DIRECT)
+    else:
         a = tl.load(Z1 + rows[:, None] * s_z1n + dims[None, :] * s_z1d,
                     mask=row_ok[:, None] & (dims[None, :] < d), other=0.0)
         a2 = tl.load(N1 + pid_b * s_n1b + rows, mask=row_ok, other=0.0)
@@ -245,8 +320,7 @@ def _row_grad_kernel(Z1, Z2, N1, N2, U, V, ALPHA, HZ, WK, WDA, n1, n2, d, t,
         b = tl.load(Z2 + cols[:, None] * s_z2n + dims[None, :] * s_z2d,
                     mask=col_ok[:, None] & (dims[None, :] < d), other=0.0)
         if D_DIRECT > 0:
-            r2 = _sq_dist_direct(Z1, Z2, rows, cols, row_ok, col_ok, s_z1n, s_z1d, s_z2n, s_z2d,
-                                 D_DIRECT, BLOCK_M, BLOCK_N)
+            r2 = _sq_dist_cols(a_cols, Z2, cols, col_ok, s_z2n, s_z2d, D_DIRECT)
         else:
             b2 = tl.load(N2 + pid_b * s_n2b + cols, mask=col_ok, other=0.0)
             r2 = _sq_dist(a, b, a2, b2, GEOMETRY)
@@ -256,7 +330,7 @@ def _row_grad_kernel(Z1, Z2, N1, N2, U, V, ALPHA, HZ, WK, WDA, n1, n2, d, t,
                     mask=col_ok[:, None] & (cols_t[None, :] < t), other=0.0)
         w = _product(u, tl.trans(v), tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), PRODUCT, OPERAND)
         b_ones = tl.where(dims[None, :] == d, 1.0, b)  # column d: the row sums of H
-        hz = tl.dot(w * dk, b_ones, hz, input_precision=GEOMETRY)
+        hz = _dot(w * dk, b_ones, hz, GEOMETRY)
         if NEED_WK:
             wk += w * k
             if PROFILE == _RQ:
@@ -323,10 +397,17 @@ def _check(z1, z2, profile, alpha, precision, block_m, block_n, num_warps):
             raise ValueError(f"{name}: expected a power of two >= {low}, got {block!r}")
 
 
+def _by_column(z: torch.Tensor) -> torch.Tensor:
+    """z (B, n, D) as float32 stored column by column (strides (n D, 1, n)): a tile's coordinate
+    k is then one contiguous run (vector loads), and the point stride 1 is specialized by
+    Triton at launch, which removes the per-element address arithmetic."""
+    return z.float().transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
 def _prepared(z1, z2, alpha):
-    """Contiguous float32 inputs (so that int32 offsets within a batch element suffice), their
-    squared norms (B, n) and alpha (B,) (a dummy for the other profiles)."""
-    z1, z2 = z1.float().contiguous(), z2.float().contiguous()
+    """Float32 inputs stored by column (``_by_column``; offsets within a batch element fit in
+    int32), their squared norms (B, n) and alpha (B,) (a dummy for the other profiles)."""
+    z1, z2 = _by_column(z1), _by_column(z2)
     n1sq, n2sq = z1.pow(2).sum(-1), z2.pow(2).sum(-1)
     alpha = torch.ones(z1.shape[0], device=z1.device) if alpha is None else alpha.float()
     return z1, z2, n1sq, n2sq, alpha
