@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", default="elevators")
     p.add_argument("--device", default="cuda")
     p.add_argument("--backend", default="auto")
-    p.add_argument("--precision", default="fp32")
+    p.add_argument("--precision", default="tf32x3")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rows", type=int, default=25)
     args = p.parse_args(argv)

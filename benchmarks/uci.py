@@ -471,8 +471,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=cores, help=f"torch threads (default {cores})")
     p.add_argument("--timeout", type=float, help="seconds allowed per worker (default: none)")
     p.add_argument("--backend", default="auto", help="flashgp kernel backend (default auto)")
-    p.add_argument("--precision", default="fp32",
-                   help="flashgp fused-kernel precision: fp32, tf32x3 or tf32 (default fp32)")
+    p.add_argument("--precision", default="tf32x3",
+                   help="flashgp fused-kernel precision: tf32x3, fp32 or tf32 (default tf32x3)")
     p.add_argument("--out", default="results/uci",
                    help="output prefix: writes OUT.md and OUT.json (default results/uci)")
     for hidden in ("--lib", "--dataset", "--result"):

@@ -50,8 +50,8 @@ def main(argv=None) -> None:
                         help="relative residual of the prediction solves (default 1e-3)")
     parser.add_argument("--root-rank", type=int, default=200,
                         help="Lanczos iterations of the cached root for fast variances (default 200)")
-    parser.add_argument("--precision", choices=fg.backends.PRECISIONS, default="fp32",
-                        help="arithmetic of the fused GPU kernels (default fp32)")
+    parser.add_argument("--precision", choices=fg.backends.PRECISIONS, default="tf32x3",
+                        help="arithmetic of the fused GPU kernels (default tf32x3)")
     parser.add_argument("--exact-var", action="store_true",
                         help="variances by CG solves against every test point (slow at large n) "
                              "instead of the cached Lanczos root (LOVE, rank 200)")
@@ -86,6 +86,9 @@ def main(argv=None) -> None:
     print(f"  training: {len(history)} steps in {train:.2f} s ({train / max(1, len(history)):.3f} s/step, "
           f"the first includes warm-up); last step: backend {last.get('backend')}, "
           f"{last.get('cg_iterations')} CG iterations, residual {last.get('residual', float('nan')):.3g}")
+    print("  seconds per step: " + ", ".join(f"{s:.2f}" for s in history.step_seconds)
+          + "; CG iterations per step: "
+          + ", ".join(str(d.get("cg_iterations")) for d in history.diagnostics))
 
     synchronize(device)
     start = time.perf_counter()

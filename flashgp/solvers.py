@@ -91,12 +91,12 @@ class CG:
         root_rank: Lanczos iterations for the cached root of K_hat^{-1} (fast variances, LOVE).
         exact_var_max: test sets up to this size get variances by CG solves (more exact).
         backend: kernel operator backend, "auto", "dense", "blocked" or "triton".
-        precision: arithmetic of the fused GPU kernels (backend "triton"): "fp32" (exact
-            float32), "tf32x3" (float32-level accuracy on tensor cores), "tf32" (10-bit mantissa
-            products, fastest; not for training: it warns there, see
-            benchmarks/results/precision_accuracy_h200.md); see benchmarks/results for the
-            accuracy and speed of each. The dense and blocked backends compute in the data's
-            dtype whatever this says.
+        precision: arithmetic of the fused GPU kernels (backend "triton"): "tf32x3" (default:
+            3xTF32 tensor-core products; on an H200 its K @ V was within 5e-7 of float64, closer
+            than "fp32"'s 2.5e-6, and twice as fast, benchmarks/results/session4/), "fp32"
+            (IEEE float32 on the CUDA cores), "tf32" (10-bit mantissa products, fastest; not for
+            training: it warns there, see benchmarks/results/precision_accuracy_h200.md). The
+            dense and blocked backends compute in the data's dtype whatever this says.
         memory_budget: bytes the "auto" backend may give a dense kernel matrix (None: a quarter
             of a CUDA device's memory, 2 GiB elsewhere; see ``backends.choice``).
         reorthogonalize: CG with full re-orthogonalization of its residuals (``linalg.mbcg``)
@@ -117,7 +117,7 @@ class CG:
     root_rank: int = 200
     exact_var_max: int = 1024
     backend: str = "auto"
-    precision: str = "fp32"
+    precision: str = "tf32x3"
     memory_budget: int | None = None
     reorthogonalize: bool = False
 

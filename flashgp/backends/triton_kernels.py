@@ -397,24 +397,30 @@ def _check(z1, z2, profile, alpha, precision, block_m, block_n, num_warps):
             raise ValueError(f"{name}: expected a power of two >= {low}, got {block!r}")
 
 
-def _by_column(z: torch.Tensor) -> torch.Tensor:
-    """z (B, n, D) as float32 stored column by column (strides (n D, 1, n)): a tile's coordinate
-    k is then one contiguous run (vector loads), and the point stride 1 is specialized by
-    Triton at launch, which removes the per-element address arithmetic."""
-    return z.float().transpose(-1, -2).contiguous().transpose(-1, -2)
+def _laid_out(z: torch.Tensor, by_column: bool) -> torch.Tensor:
+    """z (B, n, D) as contiguous float32, stored by point (strides (n D, D, 1)) or by column
+    (strides (n D, 1, n)): then a tile's coordinate k is one contiguous run and the point stride
+    1 is specialized by Triton at launch, which removes per-element address arithmetic. On an
+    H200 by column was 1-5% faster for the tensor-core precisions and 15% slower for the fp32
+    gradient (benchmarks/results/session4/tune_layout_h200.json), so ``_prepared`` picks it per
+    precision."""
+    if by_column:
+        return z.float().transpose(-1, -2).contiguous().transpose(-1, -2)
+    return z.float().contiguous()
 
 
-def _prepared(z1, z2, alpha):
-    """Float32 inputs stored by column (``_by_column``; offsets within a batch element fit in
-    int32), their squared norms (B, n) and alpha (B,) (a dummy for the other profiles)."""
-    z1, z2 = _by_column(z1), _by_column(z2)
+def _prepared(z1, z2, alpha, precision="tf32x3"):
+    """Float32 inputs laid out for ``precision`` (``_laid_out``; offsets within a batch element
+    fit in int32), their squared norms (B, n) and alpha (B,) (a dummy for the other profiles)."""
+    by_column = precision != "fp32"
+    z1, z2 = _laid_out(z1, by_column), _laid_out(z2, by_column)
     n1sq, n2sq = z1.pow(2).sum(-1), z2.pow(2).sum(-1)
     alpha = torch.ones(z1.shape[0], device=z1.device) if alpha is None else alpha.float()
     return z1, z2, n1sq, n2sq, alpha
 
 
 def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
-              alpha: torch.Tensor | None = None, precision: str = "fp32", block_m: int | None = None,
+              alpha: torch.Tensor | None = None, precision: str = "tf32x3", block_m: int | None = None,
               block_n: int | None = None, num_warps: int | None = None,
               num_stages: int | None = None) -> torch.Tensor:
     """K(z1, z2) @ v for the unit-scale ``profile``.
@@ -430,7 +436,7 @@ def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
         raise ValueError(f"v: expected (B, n2, t) = ({z2.shape[0]}, {z2.shape[1]}, t), got {tuple(v.shape)}")
     (bsz, n1, d), n2, t = z1.shape, z2.shape[1], v.shape[2]
     geometry, product, operand = PRECISIONS[precision]
-    z1, z2, n1sq, n2sq, alpha = _prepared(z1, z2, alpha)
+    z1, z2, n1sq, n2sq, alpha = _prepared(z1, z2, alpha, precision)
     v = v.to(getattr(torch, operand))
     if n1 == 0 or n2 == 0 or t == 0:
         return torch.zeros(bsz, n1, t, device=z1.device, dtype=torch.float32)
@@ -451,7 +457,7 @@ def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
 
 
 def row_grad(z1: torch.Tensor, z2: torch.Tensor, u: torch.Tensor, v: torch.Tensor, profile: str,
-             alpha: torch.Tensor | None = None, precision: str = "fp32", need_wk: bool = True,
+             alpha: torch.Tensor | None = None, precision: str = "tf32x3", need_wk: bool = True,
              block_m: int | None = None, block_n: int | None = None,
              num_warps: int | None = None, num_stages: int | None = None) -> tuple:
     """Row sums for the gradient of sum(W * K), W = u v^T, from the unit-scale ``profile``.
@@ -472,7 +478,7 @@ def row_grad(z1: torch.Tensor, z2: torch.Tensor, u: torch.Tensor, v: torch.Tenso
                          f"{tuple(u.shape)} and {tuple(v.shape)}")
     (bsz, n1, d), n2, t = z1.shape, z2.shape[1], u.shape[2]
     geometry, product, operand = PRECISIONS[precision]
-    z1, z2, n1sq, n2sq, alpha = _prepared(z1, z2, alpha)
+    z1, z2, n1sq, n2sq, alpha = _prepared(z1, z2, alpha, precision)
     u, v = u.to(getattr(torch, operand)), v.to(getattr(torch, operand))
     dp = _padded(d + 1)  # one spare column of HZ carries the row sums of H
     wk, wda = (torch.zeros(bsz, n1, device=z1.device, dtype=torch.float32) for _ in range(2))

@@ -39,9 +39,9 @@ class KernelOperator(Operator):
             TRITON_INTERPRET=1; other kernels or devices fall back to blocked). The resolved
             choice is ``self.backend``.
         block_rows: rows per block for the blocked backend (default from a tile budget).
-        precision: arithmetic of the fused kernels, "fp32" (default), "tf32" or "bf16" (see
-            ``flashgp.backends.triton_kernels.PRECISIONS``); they compute in float32 or below
-            whatever the dtype of x.
+        precision: arithmetic of the fused kernels, "tf32x3" (default), "fp32", "tf32" or
+            "bf16" (see ``flashgp.backends.triton_kernels.PRECISIONS``); they compute in float32
+            or below whatever the dtype of x.
 
     The dense backend keeps the matrix and, when gradients are needed, its autograd graph
     (so ``bilinear_grad`` costs one backward pass); the blocked backend re-evaluates blocks.
@@ -49,7 +49,7 @@ class KernelOperator(Operator):
 
     def __init__(self, kernel, x1: torch.Tensor, x2: torch.Tensor | None = None, backend: str = "auto",
                  memory_budget: int | None = None, block_rows: int | None = None,
-                 precision: str = "fp32"):
+                 precision: str = "tf32x3"):
         if precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
         self.kernel, self.x1, self.x2, self.precision = kernel, x1, x2, precision

@@ -272,7 +272,7 @@ def test_kernel_operator_triton_backend():
     x = rand(70, 3, seed=30).requires_grad_()
     op = KernelOperator(kernel, x, backend="triton")
     ref = KernelOperator(kernel, x, backend="blocked")
-    assert op.backend == "triton" and op.precision == "fp32"
+    assert op.backend == "triton" and op.precision == "tf32x3"
     v = rand(70, 4, seed=31)
     assert rel_err(op.matmul(v), ref.matmul(v)) < 1e-5
     assert rel_err(op.matmul(v[:, 0]), ref.matmul(v[:, 0])) < 1e-5
