@@ -9,8 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_kernels import (MIN_DOT, PROFILES, _RQ, _check, _direct, _padded, _prepared, _profile,
-                             _sq_dist, _sq_dist_direct)
+from .triton_entry import PROFILES, _RQ, _profile, _sq_dist, _sq_dist_direct
+from .triton_kernels import MIN_DOT, _check, _direct, _padded, _prepared
 
 DENSE_CONFIG = (64, 64, 4)  # BLOCK_M, BLOCK_N, num_warps (not tuned: a store-bound kernel)
 

@@ -17,11 +17,13 @@ when this module is imported (TRITON_INTERPRET=1 must be set before that): see `
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+# the per-entry math; INTERPRETED, PROFILES and _tf32_split are re-exported for callers and tests
+from .triton_entry import (INTERPRETED, PROFILES, _RQ, _columns, _dot, _product,  # noqa: F401
+                           _profile, _sq_dist, _sq_dist_cols, _tf32_split)
 
 # ----- named parameters: block sizes and precision -------------------------------------------
 # Launch configurations (BLOCK_M rows of z1 per program, BLOCK_N columns of z2 per step of the
@@ -49,7 +51,6 @@ KV_MAX_T, GRAD_MAX_T = 64, 32   # columns of V (of u, v) per launch; wider runs 
 DIRECT_MAX_D = 8         # up to this many input columns r2 is summed elementwise (no dot, no padding)
 MIN_DOT = 16             # tl.dot needs every dimension >= 16: D and t are zero-padded up to it
 MAX_D = 128              # widest scaled input handled in one tile (wider: the blocked backend)
-ROUNDOFF = tl.constexpr(8 * 2.0**-23)  # r2 <= ROUNDOFF * (|a|^2 + |b|^2) is round-off: set to 0
 
 # precision mode -> (geometry dots a.b and H @ z, product dots K @ V and U V^T, product operand dtype)
 # The geometry dots feed |a|^2 + |b|^2 - 2 a.b, which cancels for near points: plain tf32 (10-bit
@@ -64,162 +65,6 @@ PRECISIONS = {
     "tf32": ("tf32x3", "tf32", "float32"),
     "bf16": ("tf32x3", None, "bfloat16"),   # bf16 operands, float32 accumulation (Maddox et al. 2022)
 }
-PROFILES = {"rbf": 0, "matern12": 1, "matern32": 2, "matern52": 3, "rq": 4}
-_RQ = tl.constexpr(4)
-
-# fixed at import, as triton.jit decides it (triton < 3.4 has no knobs: read the variable itself)
-_KNOBS = getattr(triton, "knobs", None)
-INTERPRETED = bool(_KNOBS.runtime.interpret if _KNOBS is not None
-                   else os.environ.get("TRITON_INTERPRET", "0") == "1")
-# Triton 3.6's interpreter multiplies bfloat16 dot operands as raw uint16 bits; there the bf16
-# product is emulated exactly: operands rounded to bf16, multiplied in float32 (exact), summed.
-_EMULATE_BF16 = tl.constexpr(INTERPRETED)
-_INTERPRETED = tl.constexpr(INTERPRETED)  # no inline PTX in the interpreter
-_LOG2E = tl.constexpr(1.4426950408889634)
-_RBF_EXP2 = tl.constexpr(-0.5 * 1.4426950408889634)  # exp(-r2 / 2) = 2^(_RBF_EXP2 r2)
-
-
-# ----- per-entry math ---------------------------------------------------------------------------
-@triton.jit
-def _sq_dist(a, b, a2, b2, GEOMETRY: tl.constexpr):
-    """r2 (M, N) from rows a (M, Dp), b (N, Dp) and their squared norms a2 (M,), b2 (N,)."""
-    norms = a2[:, None] + b2[None, :]
-    r2 = tl.maximum(norms - 2.0 * _dot(a, tl.trans(b), tl.zeros(norms.shape, tl.float32), GEOMETRY),
-                    0.0)
-    return tl.where(r2 <= ROUNDOFF * norms, 0.0, r2)
-
-
-@triton.jit
-def _columns(Z, idx, ok, s_n, s_d, D: tl.constexpr):
-    """The D coordinate columns of points ``idx`` of Z, as a tuple of D (len(idx),) vectors.
-
-    Loaded once per program for the rows (so the tile loop reads only the columns' coordinates).
-    """
-    out = ()
-    for k in tl.static_range(D):
-        out = out + (tl.load(Z + idx * s_n + k * s_d, mask=ok, other=0.0),)
-    return out
-
-
-@triton.jit
-def _sq_dist_cols(a_cols, Z2, cols, col_ok, s_z2n, s_z2d, D: tl.constexpr):
-    """r2 (M, N) = sum over the D input columns of (a_k - b_k)^2, elementwise in float32, from the
-    row columns ``a_cols`` (a tuple from ``_columns``) and the coordinates of ``cols`` of Z2."""
-    b_cols = _columns(Z2, cols, col_ok, s_z2n, s_z2d, D)
-    diff = a_cols[0][:, None] - b_cols[0][None, :]
-    r2 = diff * diff
-    for k in tl.static_range(1, D):
-        diff = a_cols[k][:, None] - b_cols[k][None, :]
-        r2 += diff * diff
-    return r2
-
-
-@triton.jit
-def _sq_dist_direct(Z1, Z2, rows, cols, row_ok, col_ok, s_z1n, s_z1d, s_z2n, s_z2d,
-                    D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """r2 (M, N) = sum over the D input columns of (a_k - b_k)^2, elementwise in float32, for one
-    tile (Z1, Z2 point at this batch element)."""
-    return _sq_dist_cols(_columns(Z1, rows, row_ok, s_z1n, s_z1d, D), Z2, cols, col_ok,
-                         s_z2n, s_z2d, D)
-
-
-@triton.jit
-def _exp2(x):
-    """2^x elementwise: one MUFU.EX2 on the GPU (flush-to-zero: tl.exp2 adds a compare and two
-    multiplies per entry to handle subnormal results, which no kernel entry needs); tl.exp2 in
-    the interpreter (no inline PTX there)."""
-    if _INTERPRETED:
-        out = tl.exp2(x)
-    else:
-        out = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [x],
-                                        dtype=tl.float32, is_pure=True, pack=1)
-    return out
-
-
-@triton.jit
-def _exp(x):
-    """exp(x) = 2^(x log2 e), see ``_exp2``."""
-    return _exp2(x * _LOG2E)
-
-
-@triton.jit
-def _profile(r2, alpha, PROFILE: tl.constexpr):
-    """(k, dk/dr2, dk/dalpha) elementwise; unused terms are removed by the compiler.
-
-    Matern-1/2 has dk/dr2 = -exp(-r) / (2 r), unbounded at r = 0: it is set to 0 where r2 == 0.
-    """
-    if PROFILE == 0:  # RBF: exp(-r2 / 2)
-        k = _exp2(_RBF_EXP2 * r2)
-        dk = -0.5 * k
-        dka = 0.0 * k
-    elif PROFILE == 1:  # Matern 1/2: exp(-r)
-        r = tl.sqrt(r2)
-        k = _exp(-r)
-        dk = tl.where(r2 > 0.0, -0.5 * k / tl.maximum(r, 1e-30), 0.0)
-        dka = 0.0 * k
-    elif PROFILE == 2:  # Matern 3/2: (1 + s) exp(-s), s = sqrt(3 r2)
-        s = tl.sqrt(3.0 * r2)
-        e = _exp(-s)
-        k = (1.0 + s) * e
-        dk = -1.5 * e
-        dka = 0.0 * k
-    elif PROFILE == 3:  # Matern 5/2: (1 + s + s^2 / 3) exp(-s), s = sqrt(5 r2)
-        s = tl.sqrt(5.0 * r2)
-        e = _exp(-s)
-        k = (1.0 + s + s * s / 3.0) * e
-        dk = (-5.0 / 6.0) * (1.0 + s) * e
-        dka = 0.0 * k
-    else:  # RQ: q^-alpha, q = 1 + r2 / (2 alpha)
-        q = 1.0 + r2 / (2.0 * alpha)
-        log_q = tl.log(q)
-        k = _exp(-alpha * log_q)
-        dk = -0.5 * k / q
-        dka = k * (1.0 - 1.0 / q - log_q)
-    return k, dk, dka
-
-
-@triton.jit
-def _tf32_split(x):
-    """(hi, lo) with hi = x rounded to tf32 (10-bit mantissa, to nearest, ties away) and lo =
-    x - hi (exact): two integer ops per element (cvt.rna.tf32.f32 costs four on sm_90, with an
-    inf check that finite kernel entries and CG vectors do not need)."""
-    bits = x.to(tl.uint32, bitcast=True)
-    hi = ((bits + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
-    return hi, x - hi
-
-
-@triton.jit
-def _dot(x, y, acc, PRECISION: tl.constexpr):
-    """acc + x @ y for float32 x, y, with tl.dot's input precision ("ieee", "tf32") or "tf32x3":
-    x_hi y_hi + x_hi y_lo + x_lo y_hi in three tf32 tensor-core products (the dropped x_lo y_lo
-    is ~2^-22 of |x||y|), summed in a fresh accumulator and added to ``acc`` on the CUDA cores.
-    Tensor-core accumulation rounds its sums coarsely: chaining every tile of a 20,000-column
-    product on one accumulator left errors of 1.4e-4 (H200, against float64), as much as the
-    operand splitting gains, so each tile's sum is taken out once. Triton's own tf32x3 does that
-    too but waits after each of its products and adds a NaN check per tile."""
-    if PRECISION == "tf32x3":
-        x_hi, x_lo = _tf32_split(x)
-        y_hi, y_lo = _tf32_split(y)
-        tile = tl.dot(x_lo, y_hi, tl.zeros(acc.shape, tl.float32), input_precision="tf32")
-        tile = tl.dot(x_hi, y_lo, tile, input_precision="tf32")
-        out = acc + tl.dot(x_hi, y_hi, tile, input_precision="tf32")
-    else:
-        out = tl.dot(x, y, acc, input_precision=PRECISION)
-    return out
-
-
-@triton.jit
-def _product(x, y, acc, PRODUCT: tl.constexpr, OPERAND: tl.constexpr):
-    """acc + x @ y with operands cast to OPERAND (float32 or bfloat16); float32 accumulation."""
-    if OPERAND == "bfloat16":
-        x, y = x.to(tl.bfloat16), y.to(tl.bfloat16)
-        if _EMULATE_BF16:
-            out = tl.dot(x.to(tl.float32), y.to(tl.float32), acc, input_precision="ieee")
-        else:
-            out = tl.dot(x, y, acc)
-    else:
-        out = _dot(x, y, acc, PRODUCT)
-    return out
 
 
 # ----- K @ V ------------------------------------------------------------------------------------
