@@ -366,3 +366,49 @@ def test_coarse_precision_in_training_warns(precision, warns):
         model.mll()
     coarse = [w for w in caught if issubclass(w.category, NumericalWarning) and "in training" in str(w.message)]
     assert bool(coarse) is warns
+
+
+@pytest.mark.parametrize("precision", ["tf32x3", "fp32", "tf32"])
+@pytest.mark.parametrize("n,t,padded", [(300, 11, True), (300, 11, False), (257, 70, True),
+                                        (5, 1, True)])
+def test_symmetric_matmul_reads_one_triangle_and_matches_float64(n, t, padded, precision):
+    from flashgp.backends.triton_symmetric import padded_square, symmetric_matmul
+    x = rand(n, 3, seed=40)
+    k64 = torch.exp(-0.5 * torch.cdist(x, x).square())
+    k = padded_square(1, n, DEVICE)[0] if padded else torch.empty(n, n, device=DEVICE)
+    k.copy_(k64)
+    block = torch.arange(n, device=DEVICE) // 64  # tiles below the diagonal must never be read
+    k[block[:, None] > block[None, :]] = float("nan")
+    v = rand(n, t, seed=41)
+    out = symmetric_matmul(k, v.float(), precision, block=64, num_warps=4)
+    assert out.shape == (n, t) and rel_err(out, k64 @ v) < TOL[precision]
+    kb = torch.stack([k, 2 * k])
+    vb = rand(2, n, 3, seed=42)
+    assert rel_err(symmetric_matmul(kb, vb.float(), precision, block=64, num_warps=4),
+                   torch.stack([k64, 2 * k64]) @ vb) < TOL[precision]
+
+
+def test_symmetric_matmul_argument_errors():
+    from flashgp.backends.triton_symmetric import symmetric_matmul
+    k = torch.eye(4, device=DEVICE)
+    with pytest.raises(ValueError, match="precision"):
+        symmetric_matmul(k, torch.ones(4, 1, device=DEVICE), "bf16")
+    with pytest.raises(ValueError, match="k:"):
+        symmetric_matmul(k.double(), torch.ones(4, 1, device=DEVICE))
+    with pytest.raises(ValueError, match="v:"):
+        symmetric_matmul(k, torch.ones(5, 1, device=DEVICE))
+
+
+def test_dense_backend_product_uses_the_symmetric_kernel_on_cuda_only():
+    """On CUDA the dense backend's K is stored with padded rows and multiplied by the
+    one-triangle kernel (elsewhere the stored-matrix product stays torch's); either way the
+    result equals the blocked backend's."""
+    kernel = randomized(Scale(Matern(nu=2.5, ard_dims=3)), device=DEVICE)
+    x = rand(300, 3, seed=43).float()
+    op = KernelOperator(kernel.float(), x, backend="dense")
+    k = op._dense_matrix()
+    used = fused.stored_symmetric_matmul(k, x[:, :2], "tf32x3") is not None
+    assert used == (DEVICE == "cuda") and (k.stride(-2) % 16 == 0 or DEVICE != "cuda")
+    v = rand(300, 11, seed=44).float()
+    ref = KernelOperator(kernel.float(), x, backend="blocked").matmul(v)
+    assert rel_err(op.matmul(v), ref.double()) < 1e-5
