@@ -1,20 +1,13 @@
 # Which layout makes the dense backend's skinny product K @ V (K n x n stored, V n x t) fastest on a
 # GPU: the bandwidth each variant reaches. Usage: python benchmarks/dense_matmul.py [--n 15000 36000]
 """Times K @ V for a stored symmetric float32 K in several layouts: K @ V, (V^T K)^T (K is
-symmetric), V padded to 16 columns, with TF32 allowed, and flashgp's Triton kernel that reads one
-triangle of tiles (``triton_symmetric``, K in rows padded to 16 floats, in each precision and
---sym-configs launch setting); prints ms per product, the effective bandwidth (bytes of the whole
-K over the time, so reading half of K shows as twice the bytes) and the error against float64."""
+symmetric), V padded to 16 columns, and with TF32 allowed; prints ms per product and the
+effective bandwidth (bytes of K read per second)."""
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from flashgp.backends.triton_symmetric import padded_square, symmetric_matmul  # noqa: E402
 
 
 def timed(fn, reps: int = 20) -> float:
@@ -36,9 +29,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, nargs="+", default=[15000, 36000, 44000])
     p.add_argument("--t", type=int, default=11)
-    p.add_argument("--sym-configs", default="128x8,64x4", help="block x num_warps, comma-separated")
     args = p.parse_args(argv)
-    configs = [tuple(int(a) for a in c.split("x")) for c in args.sym_configs.split(",")]
     print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}, t = {args.t}")
     for n in args.n:
         x = torch.randn(n, 4, device="cuda")
@@ -47,29 +38,22 @@ def main(argv=None) -> int:
         vt = v.t().contiguous()
         v16 = torch.nn.functional.pad(v, (0, 16 - args.t)) if args.t < 16 else v
         ref = (k.double() @ v.double())
-        kp = padded_square(1, n, "cuda")[0]
-        kp.copy_(k)
         variants = {
             "K @ V": lambda: k @ v,
             "(V^T K)^T": lambda: (vt @ k).t(),
             "K @ V16": lambda: k @ v16,
             "mv per column": lambda: torch.stack([k @ v[:, j] for j in range(args.t)], 1),
         }
-        for precision in ("tf32x3", "fp32"):
-            for block, warps in configs:
-                variants[f"sym {precision} {block}x{warps}"] = (
-                    lambda p=precision, b=block, w=warps: symmetric_matmul(kp, v, p, b, w))
         for name, fn in variants.items():
             ms = timed(fn)
             err = float(((fn()[:, : args.t].double() - ref).abs().max() / ref.abs().max()))
-            print(f"n={n:6d} {name:20s} {ms:8.3f} ms  {k.numel() * 4 / ms / 1e9:7.2f} TB/s  rel err {err:.1e}",
-                  flush=True)
+            print(f"n={n:6d} {name:14s} {ms:8.3f} ms  {k.numel() * 4 / ms / 1e9:7.2f} TB/s  rel err {err:.1e}")
         torch.backends.cuda.matmul.allow_tf32 = True
         ms = timed(lambda: k @ v)
         err = float(((k @ v).double() - ref).abs().max() / ref.abs().max())
         print(f"n={n:6d} {'K @ V tf32':14s} {ms:8.3f} ms  {k.numel() * 4 / ms / 1e9:7.2f} TB/s  rel err {err:.1e}")
         torch.backends.cuda.matmul.allow_tf32 = False
-        del k, kp
+        del k
         torch.cuda.empty_cache()
     return 0
 

@@ -169,20 +169,6 @@ def fused_dense(kernel, x1: torch.Tensor, x2: torch.Tensor | None, derivative: b
     return k.reshape(shape), None if dk is None else dk.reshape(shape)
 
 
-def stored_symmetric_matmul(k: torch.Tensor, rhs: torch.Tensor, precision: str) -> torch.Tensor | None:
-    """K @ rhs for a stored symmetric float32 K (n, n) or (B, n, n) on CUDA by the Triton kernel
-    that reads only the upper triangle of tiles (``triton_symmetric``), rhs (*batch of K, n, t);
-    None where it does not apply (no triton or no CUDA, another dtype or precision, a batch that
-    differs from K's, rows not padded for vector loads): the caller then multiplies as usual."""
-    if not k.is_cuda or precision == "bf16" or rhs.shape[:-2] != k.shape[:-2] \
-            or not fused_available(k.device):
-        return None
-    sym = importlib.import_module("flashgp.backends.triton_symmetric")
-    if not sym.symmetric_supported(k) or k.stride(-2) % sym.ROW_ALIGN:
-        return None
-    return sym.symmetric_matmul(k, rhs, precision).to(rhs.dtype)
-
-
 # ----- bilinear gradient ------------------------------------------------------------------------
 def _z_grad(z, h_sum, hz, scale):
     """2 o sum_b H_ab (z_a - z_b) = 2 o (z_a rowsum_h[a] - hz[a]), from d r2_ab / d z_a = 2 (z_a - z_b)."""

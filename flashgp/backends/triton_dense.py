@@ -11,7 +11,6 @@ import triton.language as tl
 
 from .triton_entry import PROFILES, _RQ, _profile, _sq_dist, _sq_dist_direct
 from .triton_kernels import MIN_DOT, _check, _direct, _padded, _prepared
-from .triton_symmetric import padded_square
 
 DENSE_CONFIG = (64, 64, 4)  # BLOCK_M, BLOCK_N, num_warps (not tuned: a store-bound kernel)
 
@@ -62,9 +61,7 @@ def dense_profile(z1: torch.Tensor, z2: torch.Tensor, profile: str, scale: torch
     (bsz, n1, d), n2 = z1.shape, z2.shape[1]
     z1, z2, n1sq, n2sq, alpha = _prepared(z1, z2, alpha)
     scale = torch.ones(bsz, device=z1.device) if scale is None else scale.float().expand(bsz).contiguous()
-    # square K: rows padded to a multiple of 16 floats, which the symmetric product loads as vectors
-    k = (padded_square(bsz, n1, z1.device) if n1 == n2
-         else torch.empty(bsz, n1, n2, device=z1.device, dtype=torch.float32))
+    k = torch.empty(bsz, n1, n2, device=z1.device, dtype=torch.float32)
     dk = torch.empty_like(k) if derivative else k  # k: a placeholder pointer, never written
     if n1 and n2:
         grid = (triton.cdiv(n1, block_m), triton.cdiv(n2, block_n), bsz)
