@@ -33,8 +33,10 @@ GRID = dict(block_m=(64, 128, 256), block_n=(32, 64, 128), num_warps=(4, 8), num
 
 
 def load_module(path: str):
-    """A copy of triton_kernels.py loaded from ``path`` as a module of its own."""
-    spec = importlib.util.spec_from_file_location("baseline_triton_kernels", path)
+    """A copy of triton_kernels.py loaded from ``path`` as a module of its own, inside the
+    flashgp.backends package (so its relative imports, e.g. of triton_entry, find this checkout's
+    modules)."""
+    spec = importlib.util.spec_from_file_location("flashgp.backends._baseline_triton_kernels", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
