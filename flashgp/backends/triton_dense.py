@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_entry import PROFILES, _RQ, _profile, _sq_dist, _sq_dist_direct
+from .triton_entry import PROFILES, _RQ, _columns, _profile, _sq_dist, _sq_dist_cols
 from .triton_kernels import MIN_DOT, _check, _direct, _padded, _prepared
 
 DENSE_CONFIG = (64, 64, 4)  # BLOCK_M, BLOCK_N, num_warps (not tuned: a store-bound kernel)
@@ -28,8 +28,8 @@ def _dense_profile_kernel(Z1, Z2, N1, N2, ALPHA, SCALE, K, DK, n1, n2, d,
     row_ok, col_ok = rows < n1, cols < n2
     Z1, Z2 = Z1 + pid_b * s_z1b, Z2 + pid_b * s_z2b
     if D_DIRECT > 0:
-        r2 = _sq_dist_direct(Z1, Z2, rows, cols, row_ok, col_ok, s_z1n, s_z1d, s_z2n, s_z2d,
-                             D_DIRECT, BLOCK_M, BLOCK_N)
+        a_cols = _columns(Z1, rows, row_ok, s_z1n, s_z1d, D_DIRECT)
+        r2 = _sq_dist_cols(a_cols, Z2, cols, col_ok, s_z2n, s_z2d, D_DIRECT)
     else:
         dims = tl.arange(0, BLOCK_D)
         a = tl.load(Z1 + rows[:, None] * s_z1n + dims[None, :] * s_z1d,

@@ -65,15 +65,6 @@ def _sq_dist_cols(a_cols, Z2, cols, col_ok, s_z2n, s_z2d, D: tl.constexpr):
 
 
 @triton.jit
-def _sq_dist_direct(Z1, Z2, rows, cols, row_ok, col_ok, s_z1n, s_z1d, s_z2n, s_z2d,
-                    D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """r2 (M, N) = sum over the D input columns of (a_k - b_k)^2, elementwise in float32, for one
-    tile (Z1, Z2 point at this batch element)."""
-    return _sq_dist_cols(_columns(Z1, rows, row_ok, s_z1n, s_z1d, D), Z2, cols, col_ok,
-                         s_z2n, s_z2d, D)
-
-
-@triton.jit
 def _exp2(x):
     """2^x elementwise: one MUFU.EX2 on the GPU (flush-to-zero: tl.exp2 adds a compare and two
     multiplies per entry to handle subnormal results, which no kernel entry needs); tl.exp2 in
