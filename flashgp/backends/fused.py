@@ -69,6 +69,10 @@ def _kernels():
     return importlib.import_module("flashgp.backends.triton_kernels")
 
 
+def _symmetric():
+    return importlib.import_module("flashgp.backends.triton_symmetric")
+
+
 def fused_available(device: torch.device | str) -> bool:
     """Whether fused kernels can run on ``device``: triton imports, and the device is CUDA or the
     kernels were loaded under TRITON_INTERPRET=1 (Triton's CPU interpreter, for tests)."""
@@ -129,6 +133,8 @@ def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.T
 
     x1 (*b, n1, d), x2 (*b, n2, d) or None (x1), rhs (*b, n2, t) -> (*batch, n1, t) in rhs's
     dtype; ``kernel`` must satisfy ``fused_supported``. Not differentiable (no graph is built).
+    With x2 None the symmetric kernel computes each entry of an off-diagonal tile once
+    (``triton_symmetric``; block_m must then be a multiple of block_n).
     """
     _check_precision(precision)
     parts = fused_parts(kernel)
@@ -141,8 +147,12 @@ def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.T
         batch = broadcast_shapes(z1.shape[:-2], z2.shape[:-2], rhs.shape[:-2],
                                        () if o is None else o.shape)
         a, b = _centred(_flat(z1, batch), _flat(z2, batch))
-        out = _kernels().kv_matmul(a, b, _flat(rhs, batch), parts.profile, _per_batch(alpha, batch),
-                                   precision, block_m, block_n)
+        if x2 is None:  # K(x1, x1): each off-diagonal entry computed once, for both halves
+            out = _symmetric().sym_kv_matmul(a, _flat(rhs, batch), parts.profile,
+                                             _per_batch(alpha, batch), precision, block_m, block_n)
+        else:
+            out = _kernels().kv_matmul(a, b, _flat(rhs, batch), parts.profile, _per_batch(alpha, batch),
+                                       precision, block_m, block_n)
         if o is not None:
             out = out * _per_batch(o, batch).float()[:, None, None]
     return out.to(rhs.dtype).reshape(*batch, *out.shape[-2:])
@@ -185,11 +195,15 @@ def fused_bilinear_grad(parts: FusedParts, x1: torch.Tensor, x2: torch.Tensor | 
     g_z1, g_z2, g_outputscale (and RQ's g_alpha); one autograd.grad over the n x D graph maps
     them onto ``targets``. The column side is the row kernel on the transpose (W^T = right
     left^T, z1 <-> z2), skipped when z2 needs no gradient. For K(x1, x1) a single pass on
-    [left, right], [right, left] gives W + W^T, hence both sides at once. Matern-1/2: dk/dr2 is
+    [left, right], [right, left] gives W + W^T, hence both sides at once; when x1 needs no
+    gradient either, the symmetric kernel gives the hyperparameters' alone, each pair of points
+    computed once (``_symmetric_param_grad``). Matern-1/2: dk/dr2 is
     taken as 0 where r2 == 0 (it is unbounded there), so its x-gradients for near-duplicate
     points are approximate.
     """
     _check_precision(precision)
+    if x2 is None and not x1.requires_grad:
+        return _symmetric_param_grad(parts, x1, left, right, targets, precision, block_m, block_n)
     with torch.enable_grad():
         z1 = parts.scaled_inputs(x1)
         z2 = z1 if x2 is None else parts.scaled_inputs(x2)
@@ -224,6 +238,43 @@ def fused_bilinear_grad(parts: FusedParts, x1: torch.Tensor, x2: torch.Tensor | 
             outs.append(alpha)
             grads.append(g_alpha.to(alpha.dtype).reshape(batch))
         grads = [sum_to_shape(g, out.shape) for out, g in zip(outs, grads)]
+    live = [(out, g) for out, g in zip(outs, grads) if out.requires_grad]
+    if not live:
+        return tuple(None for _ in targets)
+    return torch.autograd.grad([out for out, _ in live], targets, [g for _, g in live],
+                               allow_unused=True)
+
+
+def _symmetric_param_grad(parts: FusedParts, x: torch.Tensor, left: torch.Tensor, right: torch.Tensor,
+                          targets, precision: str, block_m: int | None, block_n: int | None) -> tuple:
+    """``fused_bilinear_grad`` for K(x, x) with x not needing a gradient: the hyperparameters'
+    gradients from the pair sums of ``triton_symmetric.sym_param_grad``.
+
+    x (*b, n, d), left and right (*b, n, t). The lengthscales reach autograd through probe =
+    scaled_inputs(ones) = 1 / lengthscale (*kb, 1, D): z = x * probe, and d/d log z_k of
+    sum(W * o k) is 2 o s_k, so the probe's gradient is 2 o s / probe.
+    """
+    with torch.enable_grad():
+        probe = parts.scaled_inputs(x.new_ones(1, x.shape[-1]))
+        o, alpha = parts.outputscale(), parts.alpha()
+    with torch.no_grad():
+        z = parts.scaled_inputs(x)
+        batch = broadcast_shapes(z.shape[:-2], left.shape[:-2], right.shape[:-2], probe.shape[:-2],
+                                 () if o is None else o.shape, () if alpha is None else alpha.shape)
+        a, _ = _centred(_flat(z, batch), _flat(z, batch))
+        s, wk, wda = _symmetric().sym_param_grad(
+            a, _flat(left, batch), _flat(right, batch), parts.profile,
+            _per_batch(None if alpha is None else alpha.detach(), batch), precision, block_m, block_n)
+        scale = 1.0 if o is None else _per_batch(o.detach(), batch).float()
+        g_probe = 2 * s * (scale if o is None else scale[:, None]) / _flat(probe.detach(), batch)[:, 0]
+        outs, grads = [probe], [g_probe.reshape(*batch, 1, -1)]
+        if o is not None:  # K = o * K_unit: dL/do = sum W K_unit
+            outs.append(o)
+            grads.append(wk.reshape(batch))
+        if alpha is not None:  # dK/dalpha = o * dK_unit/dalpha
+            outs.append(alpha)
+            grads.append((wda * scale).reshape(batch))
+        grads = [sum_to_shape(g.to(out.dtype), out.shape) for out, g in zip(outs, grads)]
     live = [(out, g) for out, g in zip(outs, grads) if out.requires_grad]
     if not live:
         return tuple(None for _ in targets)

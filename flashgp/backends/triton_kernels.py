@@ -203,10 +203,10 @@ def _direct(d: int) -> int:
     return d if d <= DIRECT_MAX_D else 0
 
 
-def _config(op: str, d: int, t: int, precision: str, given: tuple) -> tuple:
+def _config(op: str, d: int, t: int, precision: str, given: tuple, table: dict | None = None) -> tuple:
     """(block_m, block_n, num_warps, num_stages): the ``given`` ones where not None, else the
-    defaults of KV_CONFIGS / GRAD_CONFIGS for this op ("matmul" or "grad"), d, t and precision."""
-    table = KV_CONFIGS if op == "matmul" else GRAD_CONFIGS
+    defaults of ``table`` (KV_CONFIGS / GRAD_CONFIGS for op "matmul" / "grad") for d, t and precision."""
+    table = table or (KV_CONFIGS if op == "matmul" else GRAD_CONFIGS)
     if not _direct(d):
         width = _padded(d) if op == "matmul" else _padded(d + 1)
         key = ("dot", "narrow" if width <= 32 else "wide")

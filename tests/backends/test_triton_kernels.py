@@ -20,20 +20,21 @@ from flashgp.backends import BACKENDS, choose_backend, fused_supported
 from flashgp.kernels import RBF, RQ, Linear, Matern, Periodic, Polynomial, Scale
 from flashgp.operators import KernelOperator
 
-CASES = Path(__file__).with_name("triton_cases.py")
+CASES = [Path(__file__).with_name(name) for name in ("triton_cases.py", "triton_symmetric_cases.py")]
 REPO = Path(__file__).resolve().parents[2]
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (pip install 'flashgp[gpu]')")
 def test_triton_cases():
-    """Every case of triton_cases.py passes (interpreted on CPU, compiled on CUDA)."""
+    """Every case of triton_cases.py and triton_symmetric_cases.py passes (interpreted on CPU,
+    compiled on CUDA)."""
     env = dict(os.environ)
     if not torch.cuda.is_available():
         env["TRITON_INTERPRET"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     extra = shlex.split(env.get("FLASHGP_TRITON_CASES_ARGS", ""))
-    cmd = [sys.executable, "-m", "pytest", str(CASES), "-q", "-p", "no:cacheprovider", *extra]
+    cmd = [sys.executable, "-m", "pytest", *map(str, CASES), "-q", "-p", "no:cacheprovider", *extra]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} failed (rc {proc.returncode}):\n{output[-8000:]}"
