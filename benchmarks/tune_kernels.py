@@ -2,6 +2,10 @@
 # num_stages) is fastest per (op, d, t, precision). Usage: python benchmarks/tune_kernels.py --out DIR
 """Sweep of launch configurations for ``triton_kernels.kv_matmul`` and ``row_grad``.
 
+Ops: matmul (kv_matmul), grad (row_grad on t columns), grad_xx (row_grad on [u v], [v u]: the
+K(x, x) gradient pass that does not use symmetry), sym_matmul and sym_grad (the symmetric
+kernels of ``triton_symmetric``; their entries per second count all n^2 entries served).
+
 For every op, d, t and precision given, times each configuration of the grid below with
 ``triton.testing.do_bench`` (median, after warm-up; compilation is excluded) on fresh random
 inputs z1 = z2 (n, d) ~ N(0, 1) / sqrt(d) and v (n, t) ~ N(0, 1), and checks each result
@@ -28,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from flashgp.backends import triton_kernels as tk  # noqa: E402
+from flashgp.backends import triton_symmetric as ts  # noqa: E402
 
 GRID = dict(block_m=(64, 128, 256), block_n=(32, 64, 128), num_warps=(4, 8), num_stages=(1, 2, 3))
 
@@ -53,6 +58,13 @@ def run_case(op, n, d, t, precision, grid, seed=0, baseline=None):
     def call(module=tk, **cfg):
         if op == "matmul":
             return module.kv_matmul(z, z, v, "rbf", precision=precision, **cfg)
+        if op == "sym_matmul":
+            return ts.sym_kv_matmul(z, v, "rbf", precision=precision, **cfg)
+        if op == "grad_xx":  # the K(x, x) gradient pass without symmetry: W + W^T = [u v] [v u]^T
+            return module.row_grad(z, z, torch.cat([u, v], -1), torch.cat([v, u], -1), "rbf",
+                                   precision=precision, **cfg)[1]
+        if op == "sym_grad":
+            return ts.sym_param_grad(z, u, v, "rbf", precision=precision, **cfg)[0]
         return module.row_grad(z, z, u, v, "rbf", precision=precision, **cfg)[1]
 
     def timed_row(row, module=tk, **cfg):
@@ -84,7 +96,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--d", type=int, nargs="+", default=[3])
     parser.add_argument("--t", type=int, nargs="+", default=[11])
-    parser.add_argument("--ops", nargs="+", default=["matmul", "grad"])
+    parser.add_argument("--ops", nargs="+", default=["matmul", "grad"],
+                        choices=["matmul", "grad", "grad_xx", "sym_matmul", "sym_grad"])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "tf32x3", "tf32"])
     parser.add_argument("--block-m", type=int, nargs="+", default=list(GRID["block_m"]))
     parser.add_argument("--block-n", type=int, nargs="+", default=list(GRID["block_n"]))

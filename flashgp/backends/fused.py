@@ -133,8 +133,11 @@ def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.T
 
     x1 (*b, n1, d), x2 (*b, n2, d) or None (x1), rhs (*b, n2, t) -> (*batch, n1, t) in rhs's
     dtype; ``kernel`` must satisfy ``fused_supported``. Not differentiable (no graph is built).
-    With x2 None the symmetric kernel computes each entry of an off-diagonal tile once
-    (``triton_symmetric``; block_m must then be a multiple of block_n).
+    With x2 None and one column the symmetric kernel computes each entry of an off-diagonal
+    tile once (``triton_symmetric``; block_m must then be a multiple of block_n). With more
+    columns its transposed tile product made it slower than the rectangular kernel on an H200
+    (12.3 ms against 9.2 ms at n = 100k, t = 11, benchmarks/results/session5/), so those use
+    ``kv_matmul``.
     """
     _check_precision(precision)
     parts = fused_parts(kernel)
@@ -147,7 +150,7 @@ def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.T
         batch = broadcast_shapes(z1.shape[:-2], z2.shape[:-2], rhs.shape[:-2],
                                        () if o is None else o.shape)
         a, b = _centred(_flat(z1, batch), _flat(z2, batch))
-        if x2 is None:  # K(x1, x1): each off-diagonal entry computed once, for both halves
+        if x2 is None and rhs.shape[-1] == 1:  # K(x1, x1) v: off-diagonal entries computed once
             out = _symmetric().sym_kv_matmul(a, _flat(rhs, batch), parts.profile,
                                              _per_batch(alpha, batch), precision, block_m, block_n)
         else:
