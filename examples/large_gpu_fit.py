@@ -4,6 +4,7 @@
 
     python examples/large_gpu_fit.py                     # n = 200,000 on a GPU, 3,000 on a CPU
     python examples/large_gpu_fit.py --n 1000000 --iters 20 --backend triton
+    python examples/large_gpu_fit.py --n 1000000 --iters 50 --checkpoint fit.ckpt   # rerun to resume
 
 The data go to the GPU by creating them there (``device="cuda"``); the model takes the device
 and dtype of its training inputs. Kernel products are computed without ever storing the n x n
@@ -56,6 +57,10 @@ def main(argv=None) -> None:
                         help="variances by CG solves against every test point (slow at large n) "
                              "instead of the cached Lanczos root (LOVE, rank 200)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint file of the fit: written every --checkpoint-every steps; "
+                             "a rerun of the same command resumes from it (long fits over several runs)")
+    parser.add_argument("--checkpoint-every", type=int, default=5, help="steps between checkpoints (default 5)")
     args = parser.parse_args(argv)
 
     name = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -79,11 +84,19 @@ def main(argv=None) -> None:
 
     synchronize(device)
     start = time.perf_counter()
-    history = fg.fit(model, optimizer="adam", lr=0.1, iters=args.iters, progress=False, seed=args.seed)
+    ckpt = dict(checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=True) \
+        if args.checkpoint else {}
+    history = fg.fit(model, optimizer="adam", lr=0.1, iters=args.iters, progress=False, seed=args.seed,
+                     **ckpt)
     synchronize(device)
     train = time.perf_counter() - start
     last = history.diagnostics[-1] if history.diagnostics else {}
-    print(f"  training: {len(history)} steps in {train:.2f} s ({train / max(1, len(history)):.3f} s/step, "
+    if history.start_step:
+        print(f"  resumed at step {history.start_step} from {args.checkpoint}; seconds per step "
+              f"below include the earlier runs' steps, the training time only this run's; total "
+              f"of all steps {sum(history.step_seconds):.1f} s")
+    steps = len(history) - history.start_step  # the steps of this run
+    print(f"  training: {steps} steps in {train:.2f} s ({train / max(1, steps):.3f} s/step, "
           f"the first includes warm-up); last step: backend {last.get('backend')}, "
           f"{last.get('cg_iterations')} CG iterations, residual {last.get('residual', float('nan')):.3g}")
     print("  seconds per step: " + ", ".join(f"{s:.2f}" for s in history.step_seconds)

@@ -52,6 +52,19 @@ def runs(tmp_path_factory):
     return tmp, todo, results
 
 
+def test_large_gpu_fit_resumes_from_its_checkpoint(tmp_path):
+    """--checkpoint: a second run of a longer fit goes on from the first one's last step."""
+    args = [sys.executable, str(EXAMPLES / "large_gpu_fit.py"), "--n", "200", "--test", "20",
+            "--device", "cpu", "--checkpoint", str(tmp_path / "fit.ckpt"), "--checkpoint-every", "1"]
+    first = subprocess.run(args + ["--iters", "2"], cwd=tmp_path, env=ENV, capture_output=True,
+                           text=True, timeout=300)
+    assert first.returncode == 0 and "resumed" not in first.stdout, first.stderr[-3000:]
+    second = subprocess.run(args + ["--iters", "3"], cwd=tmp_path, env=ENV, capture_output=True,
+                            text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed at step 2" in second.stdout and "training: 1 steps" in second.stdout, second.stdout
+
+
 @pytest.mark.parametrize("script", list(cases(Path("."))))
 def test_example_runs_small(runs, script):
     tmp, todo, results = runs
