@@ -22,8 +22,9 @@ import triton
 import triton.language as tl
 
 # the per-entry math; INTERPRETED, PROFILES and _tf32_split are re-exported for callers and tests
-from .triton_entry import (INTERPRETED, PROFILES, _RQ, _columns, _dot, _product,  # noqa: F401
-                           _profile, _sq_dist, _sq_dist_cols, _tf32_split)
+from .triton_entry import (INTERPRETED, PRESCALE, PROFILES, _RQ, _columns, _dot,  # noqa: F401
+                           _product, _profile, _profile_prescaled, _sq_dist, _sq_dist_cols,
+                           _tf32_split)
 
 # ----- named parameters: block sizes and precision -------------------------------------------
 # Launch configurations (BLOCK_M rows of z1 per program, BLOCK_N columns of z2 per step of the
@@ -77,6 +78,8 @@ def _kv_matmul_kernel(Z1, Z2, N1, N2, V, OUT, ALPHA, n1, n2, d, t,
                       BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr):
     """OUT[b, rows] = sum over column tiles of k(r2(z1 rows, z2 cols)) @ V[b, cols].
 
+    z1, z2 come multiplied by the profile's prescale (``_prepared``; k by ``_profile_prescaled``).
+
     D_DIRECT > 0: r2 summed elementwise over that many columns (else one geometry dot per tile).
     BLOCK_T == 1: a single column of V, summed elementwise (no dot).
     """
@@ -108,7 +111,7 @@ def _kv_matmul_kernel(Z1, Z2, N1, N2, V, OUT, ALPHA, n1, n2, d, t,
                         mask=col_ok[:, None] & (dims[None, :] < d), other=0.0)
             b2 = tl.load(N2 + pid_b * s_n2b + cols, mask=col_ok, other=0.0)
             r2 = _sq_dist(a, b, a2, b2, GEOMETRY)
-        k, _, _ = _profile(r2, alpha, PROFILE)
+        k = _profile_prescaled(r2, alpha, PROFILE)
         # padded rows of V are zero, so padded columns of the K tile add nothing
         if BLOCK_T == 1:
             v1 = tl.load(V + pid_b * s_vb + cols * s_vn, mask=col_ok, other=0.0).to(tl.float32)
@@ -254,9 +257,17 @@ def _laid_out(z: torch.Tensor, by_column: bool) -> torch.Tensor:
     return z.float().contiguous()
 
 
-def _prepared(z1, z2, alpha, precision="tf32x3"):
+def _prepared(z1, z2, alpha, precision="tf32x3", prescale: str | None = None):
     """Float32 inputs laid out for ``precision`` (``_laid_out``; offsets within a batch element
-    fit in int32), their squared norms (B, n) and alpha (B,) (a dummy for the other profiles)."""
+    fit in int32), their squared norms (B, n) and alpha (B,) (a dummy for the other profiles).
+    With ``prescale`` (a profile name) the inputs are first multiplied by that profile's c
+    (sqrt of ``PRESCALE``; RQ: 1 / sqrt(2 alpha)), for kernels that evaluate k by
+    ``_profile_prescaled``."""
+    if prescale == "rq":
+        c = (2 * alpha.to(z1.dtype)).rsqrt()[:, None, None]
+        z1, z2 = z1 * c, z2 * c
+    elif prescale is not None:
+        z1, z2 = z1 * PRESCALE[prescale] ** 0.5, z2 * PRESCALE[prescale] ** 0.5
     by_column = precision != "fp32"
     z1, z2 = _laid_out(z1, by_column), _laid_out(z2, by_column)
     n1sq, n2sq = z1.pow(2).sum(-1), z2.pow(2).sum(-1)
@@ -281,7 +292,7 @@ def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
         raise ValueError(f"v: expected (B, n2, t) = ({z2.shape[0]}, {z2.shape[1]}, t), got {tuple(v.shape)}")
     (bsz, n1, d), n2, t = z1.shape, z2.shape[1], v.shape[2]
     geometry, product, operand = PRECISIONS[precision]
-    z1, z2, n1sq, n2sq, alpha = _prepared(z1, z2, alpha, precision)
+    z1, z2, n1sq, n2sq, alpha = _prepared(z1, z2, alpha, precision, prescale=profile)
     v = v.to(getattr(torch, operand))
     if n1 == 0 or n2 == 0 or t == 0:
         return torch.zeros(bsz, n1, t, device=z1.device, dtype=torch.float32)

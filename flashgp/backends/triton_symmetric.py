@@ -20,7 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_entry import _RQ, _columns, _dot, _product, _profile, _sq_dist, _sq_dist_cols
+from .triton_entry import (_RQ, _columns, _dot, _product, _profile, _profile_prescaled, _sq_dist,
+                           _sq_dist_cols)
 from .triton_kernels import (GRAD_MAX_T, KV_MAX_T, PRECISIONS, PROFILES, _check, _config, _direct,
                              _padded, _padded_t, _prepared)
 
@@ -69,15 +70,20 @@ def _row_side(Z, NSQ, rows, row_ok, dims, d, s_zn, s_zd, D_DIRECT: tl.constexpr)
 
 @triton.jit
 def _tile_terms(side, Z, NSQ, cols, col_ok, dims, d, s_zn, s_zd, alpha, PROFILE: tl.constexpr,
-                GEOMETRY: tl.constexpr, D_DIRECT: tl.constexpr):
-    """(k, dk/dr2, dk/dalpha) on the (BLOCK_M, BLOCK_N) tile of the rows ``side`` and ``cols``."""
+                GEOMETRY: tl.constexpr, D_DIRECT: tl.constexpr, PRESCALED: tl.constexpr = False):
+    """(k, dk/dr2, dk/dalpha) on the (BLOCK_M, BLOCK_N) tile of the rows ``side`` and ``cols``;
+    PRESCALED: k alone, from prescaled inputs (``_profile_prescaled``)."""
     if D_DIRECT > 0:
         r2 = _sq_dist_cols(side, Z, cols, col_ok, s_zn, s_zd, D_DIRECT)
     else:
         b = tl.load(Z + cols[:, None] * s_zn + dims[None, :] * s_zd,
                     mask=col_ok[:, None] & (dims[None, :] < d), other=0.0)
         r2 = _sq_dist(side[0], b, side[1], tl.load(NSQ + cols, mask=col_ok, other=0.0), GEOMETRY)
-    return _profile(r2, alpha, PROFILE)
+    if PRESCALED:
+        out = _profile_prescaled(r2, alpha, PROFILE)
+    else:
+        out = _profile(r2, alpha, PROFILE)
+    return out
 
 
 # ----- K @ V ------------------------------------------------------------------------------------
@@ -87,7 +93,8 @@ def _sym_kv_kernel(Z, NSQ, V, OUT, ALPHA, n, d, t, s_zb, s_zn, s_zd, s_nb, s_vb,
                    PRODUCT: tl.constexpr, OPERAND: tl.constexpr, D_DIRECT: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                    BLOCK_T: tl.constexpr, CHUNK: tl.constexpr):
-    """OUT[b] += this program's share of K(z, z) @ V[b] (OUT starts at zero).
+    """OUT[b] += this program's share of K(z, z) @ V[b] (OUT starts at zero); z comes
+    multiplied by the profile's prescale (``_profile_prescaled``).
 
     BLOCK_T == 1: a single column of V, summed elementwise (no dot).
     """
@@ -115,8 +122,8 @@ def _sym_kv_kernel(Z, NSQ, V, OUT, ALPHA, n, d, t, s_zb, s_zn, s_zd, s_nb, s_vb,
         for tile in range(first, own):
             cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
             col_ok = cols < n
-            k, _, _ = _tile_terms(side, Z, NSQ, cols, col_ok, dims, d, s_zn, s_zd, alpha, PROFILE,
-                                  GEOMETRY, D_DIRECT)
+            k = _tile_terms(side, Z, NSQ, cols, col_ok, dims, d, s_zn, s_zd, alpha, PROFILE,
+                            GEOMETRY, D_DIRECT, True)
             # padded rows and columns of V are zero, so padded entries of the K tile add nothing
             if BLOCK_T == 1:
                 acc1 += k * tl.load(V + cols * s_vn, mask=col_ok, other=0.0).to(tl.float32)[None, :]
@@ -127,8 +134,8 @@ def _sym_kv_kernel(Z, NSQ, V, OUT, ALPHA, n, d, t, s_zb, s_zn, s_zd, s_nb, s_vb,
         for tile in range(own, last):  # right of the square: K_ab serves (a, b) and (b, a)
             cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
             col_ok = cols < n
-            k, _, _ = _tile_terms(side, Z, NSQ, cols, col_ok, dims, d, s_zn, s_zd, alpha, PROFILE,
-                                  GEOMETRY, D_DIRECT)
+            k = _tile_terms(side, Z, NSQ, cols, col_ok, dims, d, s_zn, s_zd, alpha, PROFILE,
+                            GEOMETRY, D_DIRECT, True)
             if BLOCK_T == 1:
                 acc1 += k * tl.load(V + cols * s_vn, mask=col_ok, other=0.0).to(tl.float32)[None, :]
                 tl.atomic_add(OUT + cols * s_on, tl.sum(k * v_rows[:, None], axis=0),
@@ -256,7 +263,7 @@ def sym_kv_matmul(z: torch.Tensor, v: torch.Tensor, profile: str, alpha: torch.T
         raise ValueError(f"v: expected (B, n, t) = ({z.shape[0]}, {z.shape[1]}, t), got {tuple(v.shape)}")
     (bsz, n, d), t = z.shape, v.shape[2]
     geometry, product, operand = PRECISIONS[precision]
-    z, _, nsq, _, alpha = _prepared(z, z[:, :0], alpha, precision)
+    z, _, nsq, _, alpha = _prepared(z, z[:, :0], alpha, precision, prescale=profile)
     v = v.to(getattr(torch, operand))
     out = torch.zeros(bsz, n, t, device=z.device, dtype=torch.float32)
     if n == 0 or t == 0:
