@@ -254,7 +254,9 @@ def sym_kv_matmul(z: torch.Tensor, v: torch.Tensor, profile: str, alpha: torch.T
 
     z (B, n, D), v (B, n, t), alpha (B,) for "rq". Returns (B, n, t) float32, the same product
     as ``triton_kernels.kv_matmul(z, z, v, ...)`` (summed in another order). Launch settings
-    default to those of kv_matmul; ``chunk`` is the number of column tiles per program.
+    default to SYM_KV_CONFIGS; ``chunk`` is the number of column tiles per program. Partial
+    sums are added atomically, so on a GPU their order, and the last bits of the result, can
+    differ from run to run.
     """
     block_m, block_n, num_warps, num_stages = _sym_config(
         "matmul", z.shape[-1], v.shape[-1], precision, (block_m, block_n, num_warps, num_stages), chunk)
