@@ -47,25 +47,26 @@ def load_module(path: str):
     return module
 
 
-def run_case(op, n, d, t, precision, grid, seed=0, baseline=None):
+def run_case(op, n, d, t, precision, grid, seed=0, baseline=None, profile="rbf"):
     import triton.testing
 
     gen = torch.Generator(device="cuda").manual_seed(seed)
     z = torch.randn(1, n, d, device="cuda", generator=gen) / d ** 0.5
     v = torch.randn(1, n, t, device="cuda", generator=gen)
     u = torch.randn(1, n, t, device="cuda", generator=gen)
+    alpha = torch.full((1,), 1.5, device="cuda") if profile == "rq" else None
 
     def call(module=tk, **cfg):
         if op == "matmul":
-            return module.kv_matmul(z, z, v, "rbf", precision=precision, **cfg)
+            return module.kv_matmul(z, z, v, profile, alpha, precision=precision, **cfg)
         if op == "sym_matmul":
-            return ts.sym_kv_matmul(z, v, "rbf", precision=precision, **cfg)
+            return ts.sym_kv_matmul(z, v, profile, alpha, precision=precision, **cfg)
         if op == "grad_xx":  # the K(x, x) gradient pass without symmetry: W + W^T = [u v] [v u]^T
-            return module.row_grad(z, z, torch.cat([u, v], -1), torch.cat([v, u], -1), "rbf",
+            return module.row_grad(z, z, torch.cat([u, v], -1), torch.cat([v, u], -1), profile, alpha,
                                    precision=precision, **cfg)[1]
         if op == "sym_grad":
-            return ts.sym_param_grad(z, u, v, "rbf", precision=precision, **cfg)[0]
-        return module.row_grad(z, z, u, v, "rbf", precision=precision, **cfg)[1]
+            return ts.sym_param_grad(z, u, v, profile, alpha, precision=precision, **cfg)[0]
+        return module.row_grad(z, z, u, v, profile, alpha, precision=precision, **cfg)[1]
 
     def timed_row(row, module=tk, **cfg):
         try:
@@ -81,7 +82,7 @@ def run_case(op, n, d, t, precision, grid, seed=0, baseline=None):
         return row
 
     reference = call()
-    case = dict(op=op, n=n, d=d, t=t, precision=precision)
+    case = dict(op=op, n=n, d=d, t=t, precision=precision, profile=profile)
     rows = [timed_row(dict(case, version="current", default=True))]
     if baseline is not None:
         rows.append(timed_row(dict(case, version="baseline", default=True), baseline))
@@ -103,6 +104,8 @@ def main(argv=None) -> int:
     parser.add_argument("--block-n", type=int, nargs="+", default=list(GRID["block_n"]))
     parser.add_argument("--num-warps", type=int, nargs="+", default=list(GRID["num_warps"]))
     parser.add_argument("--num-stages", type=int, nargs="+", default=list(GRID["num_stages"]))
+    parser.add_argument("--profile", default="rbf", choices=list(tk.PROFILES),
+                        help="stationary profile of the kernel (default rbf; rq with alpha = 1.5)")
     parser.add_argument("--baseline", help="another triton_kernels.py to time beside this one")
     parser.add_argument("--out", default="tune_out")
     args = parser.parse_args(argv)
@@ -114,7 +117,7 @@ def main(argv=None) -> int:
     results = []
     start = time.perf_counter()
     for op, d, t, precision in itertools.product(args.ops, args.d, args.t, args.precisions):
-        rows = run_case(op, args.n, d, t, precision, grid, baseline=baseline)
+        rows = run_case(op, args.n, d, t, precision, grid, baseline=baseline, profile=args.profile)
         results.extend(rows)
         for row in rows[:2 if baseline else 1]:
             print(f"{op:6s} n={args.n} d={d:3d} t={t:3d} {precision:6s} default of "

@@ -79,6 +79,18 @@ def _exp2(x):
 
 
 @triton.jit
+def _exp2_neg(x):
+    """2^-x elementwise: ``_exp2`` with the negation folded into MUFU.EX2's operand on the GPU
+    (Triton's -x is a subtraction from zero, one more instruction per entry)."""
+    if _INTERPRETED:
+        out = tl.exp2(-x)
+    else:
+        out = tl.inline_asm_elementwise("{ .reg .f32 t; neg.f32 t, $1; ex2.approx.ftz.f32 $0, t; }",
+                                        "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1)
+    return out
+
+
+@triton.jit
 def _log2(x):
     """log2(x) elementwise: one MUFU.LG2 on the GPU (lg2.approx, CUDA's __log2f: absolute error
     2^-22.6 on [0.5, 2], 2 ulp elsewhere; for RQ's q >= 1 that is a relative error of about
@@ -154,17 +166,17 @@ def _profile_prescaled(r2, alpha, PROFILE: tl.constexpr):
 
     Two multiplies (matern32) to four (rq: its division) per entry fewer than ``_profile``."""
     if PROFILE == 0:
-        k = _exp2(-r2)
+        k = _exp2_neg(r2)
     elif PROFILE == 1:
-        k = _exp2(-tl.sqrt(r2))
+        k = _exp2_neg(tl.sqrt(r2))
     elif PROFILE == 2:
         s = tl.sqrt(r2)
-        k = (1.0 + s * _LN2) * _exp2(-s)
+        k = (1.0 + s * _LN2) * _exp2_neg(s)
     elif PROFILE == 3:
         s = tl.sqrt(r2)
-        k = (1.0 + s * (_LN2 + s * (_LN2 * _LN2 / 3.0))) * _exp2(-s)
+        k = (1.0 + s * (_LN2 + s * (_LN2 * _LN2 / 3.0))) * _exp2_neg(s)
     else:
-        k = _exp2(-alpha * _log2(1.0 + r2))
+        k = _exp2_neg(alpha * _log2(1.0 + r2))
     return k
 
 
