@@ -66,12 +66,33 @@ def _sq_dist_cols(a_cols, Z2, cols, col_ok, s_z2n, s_z2d, D: tl.constexpr):
 
 
 @triton.jit
-def _exp2(x):
-    """2^x elementwise: one MUFU.EX2 on the GPU (flush-to-zero: tl.exp2 adds a compare and two
-    multiplies per entry to handle subnormal results, which no kernel entry needs); tl.exp2 in
-    the interpreter (no inline PTX there)."""
+def _mufu(x, OP: tl.constexpr):
+    """One special-function (MUFU) instruction per element on the GPU, tl's equivalent in the
+    interpreter (no inline PTX there). OP:
+
+        "ex2"      2^x: ex2.approx.ftz (tl.exp2 adds a compare and two multiplies per entry
+                   to handle subnormal results, which no kernel entry needs)
+        "ex2_neg"  2^-x, the negation folded into MUFU.EX2's operand (Triton's -x is a
+                   subtraction from zero, one more instruction per entry)
+        "lg2"      log2(x): lg2.approx (CUDA's __log2f: absolute error 2^-22.6 on [0.5, 2],
+                   2 ulp elsewhere; for RQ's q >= 1 a relative error of about 1e-7 alpha
+                   log2(2 q) in k = 2^(-alpha log2 q)), where tl.log2 is a libdevice
+                   polynomial of some 30 instructions. Not yet timed or run on a GPU
+                   (benchmarks/results/session5/README.md).
+    """
     if _INTERPRETED:
-        out = tl.exp2(x)
+        if OP == "lg2":
+            out = tl.log2(x)
+        elif OP == "ex2_neg":
+            out = tl.exp2(-x)
+        else:
+            out = tl.exp2(x)
+    elif OP == "lg2":
+        out = tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=f,f", [x],
+                                        dtype=tl.float32, is_pure=True, pack=1)
+    elif OP == "ex2_neg":
+        out = tl.inline_asm_elementwise("{ .reg .f32 t; neg.f32 t, $1; ex2.approx.ftz.f32 $0, t; }",
+                                        "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1)
     else:
         out = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [x],
                                         dtype=tl.float32, is_pure=True, pack=1)
@@ -79,30 +100,21 @@ def _exp2(x):
 
 
 @triton.jit
+def _exp2(x):
+    """2^x elementwise (``_mufu``)."""
+    return _mufu(x, "ex2")
+
+
+@triton.jit
 def _exp2_neg(x):
-    """2^-x elementwise: ``_exp2`` with the negation folded into MUFU.EX2's operand on the GPU
-    (Triton's -x is a subtraction from zero, one more instruction per entry)."""
-    if _INTERPRETED:
-        out = tl.exp2(-x)
-    else:
-        out = tl.inline_asm_elementwise("{ .reg .f32 t; neg.f32 t, $1; ex2.approx.ftz.f32 $0, t; }",
-                                        "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1)
-    return out
+    """2^-x elementwise (``_mufu``)."""
+    return _mufu(x, "ex2_neg")
 
 
 @triton.jit
 def _log2(x):
-    """log2(x) elementwise: one MUFU.LG2 on the GPU (lg2.approx, CUDA's __log2f: absolute error
-    2^-22.6 on [0.5, 2], 2 ulp elsewhere; for RQ's q >= 1 that is a relative error of about
-    1e-7 alpha log2(2 q) in k = 2^(-alpha log2 q)), where tl.log2 is a libdevice polynomial of
-    some 30 instructions; tl.log2 in the interpreter. Not yet timed or run on a GPU
-    (benchmarks/results/session5/README.md)."""
-    if _INTERPRETED:
-        out = tl.log2(x)
-    else:
-        out = tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=f,f", [x],
-                                        dtype=tl.float32, is_pure=True, pack=1)
-    return out
+    """log2(x) elementwise (``_mufu``)."""
+    return _mufu(x, "lg2")
 
 
 @triton.jit

@@ -88,6 +88,20 @@ def _tile_terms(side, Z, NSQ, cols, col_ok, dims, d, s_zn, s_zd, alpha, PROFILE:
 
 # ----- K @ V ------------------------------------------------------------------------------------
 @triton.jit
+def _add_rows(acc, k, V, cols, col_ok, cols_t, t_ok, s_vn, s_vt, PRODUCT: tl.constexpr,
+              OPERAND: tl.constexpr):
+    """acc + k @ V[cols] (padded rows and columns of V load as zero, so padded entries of the
+    K tile add nothing); for one column of V (BLOCK_T == 1) the per-entry sums acc + k * V[cols],
+    with acc of the tile's shape."""
+    if cols_t.shape[0] == 1:
+        out = acc + k * tl.load(V + cols * s_vn, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    else:
+        out = _product(k, tl.load(V + cols[:, None] * s_vn + cols_t[None, :] * s_vt,
+                                  mask=col_ok[:, None] & t_ok[None, :], other=0.0), acc, PRODUCT, OPERAND)
+    return out
+
+
+@triton.jit
 def _sym_kv_kernel(Z, NSQ, V, OUT, ALPHA, n, d, t, s_zb, s_zn, s_zd, s_nb, s_vb, s_vn, s_vt,
                    s_ob, s_on, s_ot, s_ab, PROFILE: tl.constexpr, GEOMETRY: tl.constexpr,
                    PRODUCT: tl.constexpr, OPERAND: tl.constexpr, D_DIRECT: tl.constexpr,
@@ -110,9 +124,9 @@ def _sym_kv_kernel(Z, NSQ, V, OUT, ALPHA, n, d, t, s_zb, s_zn, s_zd, s_nb, s_vb,
         if PROFILE == _RQ:
             alpha = tl.load(ALPHA + pid_b * s_ab)
         t_ok = cols_t < t
-        if BLOCK_T == 1:
+        if BLOCK_T == 1:  # per-entry sums, reduced over the columns once at the end
             v_rows = tl.load(V + rows * s_vn, mask=row_ok, other=0.0).to(tl.float32)
-            acc1 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         else:
             v_rows = tl.load(V + rows[:, None] * s_vn + cols_t[None, :] * s_vt,
                              mask=row_ok[:, None] & t_ok[None, :], other=0.0)
@@ -121,23 +135,15 @@ def _sym_kv_kernel(Z, NSQ, V, OUT, ALPHA, n, d, t, s_zb, s_zn, s_zd, s_nb, s_vb,
         own = tl.where(pid_c == 0, last, first)
         for tile in range(first, own):
             cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
-            col_ok = cols < n
-            k = _tile_terms(side, Z, NSQ, cols, col_ok, dims, d, s_zn, s_zd, alpha, PROFILE,
+            k = _tile_terms(side, Z, NSQ, cols, cols < n, dims, d, s_zn, s_zd, alpha, PROFILE,
                             GEOMETRY, D_DIRECT, True)
-            # padded rows and columns of V are zero, so padded entries of the K tile add nothing
-            if BLOCK_T == 1:
-                acc1 += k * tl.load(V + cols * s_vn, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-            else:
-                acc = _product(k, tl.load(V + cols[:, None] * s_vn + cols_t[None, :] * s_vt,
-                                          mask=col_ok[:, None] & t_ok[None, :], other=0.0),
-                               acc, PRODUCT, OPERAND)
+            acc = _add_rows(acc, k, V, cols, cols < n, cols_t, t_ok, s_vn, s_vt, PRODUCT, OPERAND)
         for tile in range(own, last):  # right of the square: K_ab serves (a, b) and (b, a)
             cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
             col_ok = cols < n
             k = _tile_terms(side, Z, NSQ, cols, col_ok, dims, d, s_zn, s_zd, alpha, PROFILE,
                             GEOMETRY, D_DIRECT, True)
             if BLOCK_T == 1:
-                acc1 += k * tl.load(V + cols * s_vn, mask=col_ok, other=0.0).to(tl.float32)[None, :]
                 tl.atomic_add(OUT + cols * s_on, tl.sum(k * v_rows[:, None], axis=0),
                               mask=col_ok, sem="relaxed")
             else:
@@ -145,11 +151,9 @@ def _sym_kv_kernel(Z, NSQ, V, OUT, ALPHA, n, d, t, s_zb, s_zn, s_zd, s_nb, s_vb,
                                 PRODUCT, OPERAND)
                 tl.atomic_add(OUT + cols[:, None] * s_on + cols_t[None, :] * s_ot, part,
                               mask=col_ok[:, None] & t_ok[None, :], sem="relaxed")
-                acc = _product(k, tl.load(V + cols[:, None] * s_vn + cols_t[None, :] * s_vt,
-                                          mask=col_ok[:, None] & t_ok[None, :], other=0.0),
-                               acc, PRODUCT, OPERAND)
+            acc = _add_rows(acc, k, V, cols, col_ok, cols_t, t_ok, s_vn, s_vt, PRODUCT, OPERAND)
         if BLOCK_T == 1:
-            tl.atomic_add(OUT + rows * s_on, tl.sum(acc1, axis=1), mask=row_ok, sem="relaxed")
+            tl.atomic_add(OUT + rows * s_on, tl.sum(acc, axis=1), mask=row_ok, sem="relaxed")
         else:
             tl.atomic_add(OUT + rows[:, None] * s_on + cols_t[None, :] * s_ot, acc,
                           mask=row_ok[:, None] & t_ok[None, :], sem="relaxed")
