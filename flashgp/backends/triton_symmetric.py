@@ -28,9 +28,11 @@ from .triton_kernels import (GRAD_MAX_T, KV_MAX_T, PRECISIONS, PROFILES, _check,
 CHUNK = 32  # column tiles per program right of the diagonal square (load balance vs atomics)
 # Launch configurations of the symmetric product, keyed like triton_kernels.KV_CONFIGS; BLOCK_M
 # must be a multiple of BLOCK_N. The direct t1 and tf32x3 entries are the fastest of a sweep on
-# one H200 (n = 100k, d = 3, benchmarks/results/session5/tune_h200.txt); the others come from
-# ptxas register reports (sm_90: the 128-row tiles of kv_matmul spill here, as the transposed
-# product keeps V's rows split into tf32 halves) and were not timed.
+# one H200 (n = 100k, d = 3, benchmarks/results/session5/tune_h200.txt; direct fp32 and tensor
+# were timed at this configuration only); the dot ones come from ptxas register reports (sm_90:
+# the 128-row tiles of kv_matmul spill here, as the transposed product keeps V's rows split
+# into tf32 halves) and were not timed. The library (``fused``) calls sym_kv_matmul for one
+# column only: with more, it was slower than kv_matmul (session5/README.md).
 SYM_KV_CONFIGS = {
     ("direct", "t1"): (64, 32, 4, 1),
     ("direct", "fp32"): (64, 32, 4, 1),
