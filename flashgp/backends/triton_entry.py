@@ -176,7 +176,8 @@ def _profile_prescaled(r2, alpha, PROFILE: tl.constexpr):
         matern12  2^-s                   matern52  (1 + s (ln2 + s ln2^2 / 3)) 2^-s
         rq        2^(-alpha log2(1 + r2))   (c^2 = 1 / (2 alpha))
 
-    Two multiplies (matern32) to four (rq: its division) per entry fewer than ``_profile``."""
+    Per entry 1 (RBF) to 4 (Matern 5/2) instructions fewer than ``_profile``, and about 28 for
+    RQ with its log by MUFU.LG2 (sm_90 SASS, benchmarks/results/session5/README.md)."""
     if PROFILE == 0:
         k = _exp2_neg(r2)
     elif PROFILE == 1:

@@ -31,8 +31,8 @@ from .triton_entry import (INTERPRETED, PRESCALE, PROFILES, _RQ, _columns, _dot,
 # tile loop, num_warps, num_stages). The direct (d <= DIRECT_MAX_D) and d = 20 entries are the
 # fastest of a sweep on one H200 (benchmarks/tune_kernels.py, n = 100k, RBF, d = 3 and 20,
 # benchmarks/results/gpu_kernels_h200.md; direct ones re-swept for the kernels of session 4,
-# benchmarks/results/session4/; t1 in session 5, session5/tune_h200.txt); the wide-D entries (padded D >= 64) come from ptxas
-# register reports (no spills) and were not timed.
+# benchmarks/results/session4/, t1 again in session 5, session5/tune_h200.txt); the wide-D
+# entries (padded D >= 64) come from ptxas register reports (no spills) and were not timed.
 KV_CONFIGS = {  # (geometry, product) -> config
     ("direct", "t1"): (64, 32, 4, 3),       # one column: elementwise sum, no dot
     ("direct", "fp32"): (64, 64, 4, 1),
