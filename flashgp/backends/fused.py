@@ -264,19 +264,19 @@ def _symmetric_param_grad(parts: FusedParts, x: torch.Tensor, left: torch.Tensor
         z = parts.scaled_inputs(x)
         batch = broadcast_shapes(z.shape[:-2], left.shape[:-2], right.shape[:-2], probe.shape[:-2],
                                  () if o is None else o.shape, () if alpha is None else alpha.shape)
-        a, _ = _centred(_flat(z, batch), _flat(z, batch))
+        z = _flat(z, batch)
         s, wk, wda = _symmetric().sym_param_grad(
-            a, _flat(left, batch), _flat(right, batch), parts.profile,
+            z - z.mean(-2, keepdim=True), _flat(left, batch), _flat(right, batch), parts.profile,
             _per_batch(None if alpha is None else alpha.detach(), batch), precision, block_m, block_n)
-        scale = 1.0 if o is None else _per_batch(o.detach(), batch).float()
-        g_probe = 2 * s * (scale if o is None else scale[:, None]) / _flat(probe.detach(), batch)[:, 0]
+        scale = torch.ones_like(wk) if o is None else _per_batch(o.detach(), batch).float()  # (B,)
+        g_probe = 2 * scale[:, None] * s / _flat(probe.detach(), batch)[:, 0]
         outs, grads = [probe], [g_probe.reshape(*batch, 1, -1)]
         if o is not None:  # K = o * K_unit: dL/do = sum W K_unit
             outs.append(o)
             grads.append(wk.reshape(batch))
         if alpha is not None:  # dK/dalpha = o * dK_unit/dalpha
             outs.append(alpha)
-            grads.append((wda * scale).reshape(batch))
+            grads.append((scale * wda).reshape(batch))
         grads = [sum_to_shape(g.to(out.dtype), out.shape) for out, g in zip(outs, grads)]
     live = [(out, g) for out, g in zip(outs, grads) if out.requires_grad]
     if not live:

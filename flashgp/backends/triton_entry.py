@@ -1,5 +1,6 @@
 # Per-entry math of the fused Triton kernels: squared distances, the stationary profiles and
-# their derivatives, exp, and the tf32x3 tile product. Shared by triton_kernels and triton_dense.
+# their derivatives, exp, the tf32x3 tile product, and the row set-up, kernel tile and row product of
+# a tile loop. Shared by triton_kernels, triton_symmetric and triton_dense.
 """Elementwise pieces of a fused kernel entry (see ``triton_kernels`` for the whole scheme).
 
 Whether Triton runs these on the GPU or in its CPU interpreter is fixed when this module is
@@ -191,6 +192,52 @@ def _profile_prescaled(r2, alpha, PROFILE: tl.constexpr):
     else:
         k = _exp2_neg(alpha * _log2(1.0 + r2))
     return k
+
+
+# ----- tiles -----------------------------------------------------------------------------------
+@triton.jit
+def _row_side(Z, NSQ, rows, row_ok, dims, d, s_zn, s_zd, D_DIRECT: tl.constexpr):
+    """What the tile loop needs of the program's rows: their coordinate columns (D_DIRECT > 0)
+    or the (BLOCK_M, BLOCK_D) coordinate tile and squared norms (geometry dot)."""
+    if D_DIRECT > 0:
+        side = _columns(Z, rows, row_ok, s_zn, s_zd, D_DIRECT)
+    else:
+        a = tl.load(Z + rows[:, None] * s_zn + dims[None, :] * s_zd,
+                    mask=row_ok[:, None] & (dims[None, :] < d), other=0.0)
+        side = (a, tl.load(NSQ + rows, mask=row_ok, other=0.0))
+    return side
+
+
+@triton.jit
+def _tile_terms(side, Z, NSQ, cols, col_ok, dims, d, s_zn, s_zd, alpha, PROFILE: tl.constexpr,
+                GEOMETRY: tl.constexpr, D_DIRECT: tl.constexpr, PRESCALED: tl.constexpr = False):
+    """(k, dk/dr2, dk/dalpha) on the (BLOCK_M, BLOCK_N) tile of the rows ``side`` and ``cols``;
+    PRESCALED: k alone, from prescaled inputs (``_profile_prescaled``)."""
+    if D_DIRECT > 0:
+        r2 = _sq_dist_cols(side, Z, cols, col_ok, s_zn, s_zd, D_DIRECT)
+    else:
+        b = tl.load(Z + cols[:, None] * s_zn + dims[None, :] * s_zd,
+                    mask=col_ok[:, None] & (dims[None, :] < d), other=0.0)
+        r2 = _sq_dist(side[0], b, side[1], tl.load(NSQ + cols, mask=col_ok, other=0.0), GEOMETRY)
+    if PRESCALED:
+        out = _profile_prescaled(r2, alpha, PROFILE)
+    else:
+        out = _profile(r2, alpha, PROFILE)
+    return out
+
+
+@triton.jit
+def _add_rows(acc, k, V, cols, col_ok, cols_t, t_ok, s_vn, s_vt, PRODUCT: tl.constexpr,
+              OPERAND: tl.constexpr):
+    """acc + k @ V[cols] (padded rows and columns of V load as zero, so padded entries of the
+    K tile add nothing); for one column of V (BLOCK_T == 1) the per-entry sums acc + k * V[cols],
+    with acc of the tile's shape."""
+    if cols_t.shape[0] == 1:
+        out = acc + k * tl.load(V + cols * s_vn, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    else:
+        out = _product(k, tl.load(V + cols[:, None] * s_vn + cols_t[None, :] * s_vt,
+                                  mask=col_ok[:, None] & t_ok[None, :], other=0.0), acc, PRODUCT, OPERAND)
+    return out
 
 
 @triton.jit

@@ -22,9 +22,9 @@ import triton
 import triton.language as tl
 
 # the per-entry math; INTERPRETED, PROFILES and _tf32_split are re-exported for callers and tests
-from .triton_entry import (INTERPRETED, PRESCALE, PROFILES, _RQ, _columns, _dot,  # noqa: F401
-                           _product, _profile, _profile_prescaled, _sq_dist, _sq_dist_cols,
-                           _tf32_split)
+from .triton_entry import (INTERPRETED, PRESCALE, PROFILES, _RQ, _add_rows, _columns,  # noqa: F401
+                           _dot, _product, _profile, _row_side, _sq_dist, _sq_dist_cols,
+                           _tf32_split, _tile_terms)
 
 # ----- named parameters: block sizes and precision -------------------------------------------
 # Launch configurations (BLOCK_M rows of z1 per program, BLOCK_N columns of z2 per step of the
@@ -87,44 +87,26 @@ def _kv_matmul_kernel(Z1, Z2, N1, N2, V, OUT, ALPHA, n1, n2, d, t,
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     dims, cols_t = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_T)
     row_ok = rows < n1
-    Z1, Z2 = Z1 + pid_b * s_z1b, Z2 + pid_b * s_z2b
-    if D_DIRECT > 0:
-        a_cols = _columns(Z1, rows, row_ok, s_z1n, s_z1d, D_DIRECT)
-    else:
-        a = tl.load(Z1 + rows[:, None] * s_z1n + dims[None, :] * s_z1d,
-                    mask=row_ok[:, None] & (dims[None, :] < d), other=0.0)
-        a2 = tl.load(N1 + pid_b * s_n1b + rows, mask=row_ok, other=0.0)
+    Z1, Z2, V = Z1 + pid_b * s_z1b, Z2 + pid_b * s_z2b, V + pid_b * s_vb
+    side = _row_side(Z1, N1 + pid_b * s_n1b, rows, row_ok, dims, d, s_z1n, s_z1d, D_DIRECT)
     alpha = 1.0
     if PROFILE == _RQ:
         alpha = tl.load(ALPHA + pid_b * s_ab)
+    t_ok = cols_t < t
     if BLOCK_T == 1:  # per-entry sums, reduced over the columns once at the end
-        acc1 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_T), dtype=tl.float32)
     for start in range(0, n2, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
-        col_ok = cols < n2
-        if D_DIRECT > 0:
-            r2 = _sq_dist_cols(a_cols, Z2, cols, col_ok, s_z2n, s_z2d, D_DIRECT)
-        else:
-            b = tl.load(Z2 + cols[:, None] * s_z2n + dims[None, :] * s_z2d,
-                        mask=col_ok[:, None] & (dims[None, :] < d), other=0.0)
-            b2 = tl.load(N2 + pid_b * s_n2b + cols, mask=col_ok, other=0.0)
-            r2 = _sq_dist(a, b, a2, b2, GEOMETRY)
-        k = _profile_prescaled(r2, alpha, PROFILE)
-        # padded rows of V are zero, so padded columns of the K tile add nothing
-        if BLOCK_T == 1:
-            v1 = tl.load(V + pid_b * s_vb + cols * s_vn, mask=col_ok, other=0.0).to(tl.float32)
-            acc1 += k * v1[None, :]
-        else:
-            v = tl.load(V + pid_b * s_vb + cols[:, None] * s_vn + cols_t[None, :] * s_vt,
-                        mask=col_ok[:, None] & (cols_t[None, :] < t), other=0.0)
-            acc = _product(k, v, acc, PRODUCT, OPERAND)
+        k = _tile_terms(side, Z2, N2 + pid_b * s_n2b, cols, cols < n2, dims, d, s_z2n, s_z2d, alpha,
+                        PROFILE, GEOMETRY, D_DIRECT, True)
+        acc = _add_rows(acc, k, V, cols, cols < n2, cols_t, t_ok, s_vn, s_vt, PRODUCT, OPERAND)
     if BLOCK_T == 1:
-        tl.store(OUT + pid_b * s_ob + rows * s_on, tl.sum(acc1, axis=1), mask=row_ok)
+        tl.store(OUT + pid_b * s_ob + rows * s_on, tl.sum(acc, axis=1), mask=row_ok)
     else:
         tl.store(OUT + pid_b * s_ob + rows[:, None] * s_on + cols_t[None, :] * s_ot, acc,
-                 mask=row_ok[:, None] & (cols_t[None, :] < t))
+                 mask=row_ok[:, None] & t_ok[None, :])
 
 
 # ----- per-row sums for the analytic gradient -------------------------------------------------
