@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 # the per-entry math; INTERPRETED, PROFILES and _tf32_split are re-exported for callers and tests
-from .triton_entry import (INTERPRETED, PRESCALE, PROFILES, _RQ, _add_rows, _columns,  # noqa: F401
+from .triton_entry import (INTERPRETED, PRESCALE, PROFILES, _RQ, _add_rows,  # noqa: F401
                            _dot, _product, _profile, _row_side, _sq_dist, _sq_dist_cols,
                            _tf32_split, _tile_terms)
 
@@ -130,12 +130,7 @@ def _row_grad_kernel(Z1, Z2, N1, N2, U, V, ALPHA, HZ, WK, WDA, n1, n2, d, t,
     dims, cols_t = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_T)
     row_ok = rows < n1
     Z1, Z2 = Z1 + pid_b * s_z1b, Z2 + pid_b * s_z2b
-    if D_DIRECT > 0:
-        a_cols = _columns(Z1, rows, row_ok, s_z1n, s_z1d, D_DIRECT)
-    else:
-        a = tl.load(Z1 + rows[:, None] * s_z1n + dims[None, :] * s_z1d,
-                    mask=row_ok[:, None] & (dims[None, :] < d), other=0.0)
-        a2 = tl.load(N1 + pid_b * s_n1b + rows, mask=row_ok, other=0.0)
+    side = _row_side(Z1, N1 + pid_b * s_n1b, rows, row_ok, dims, d, s_z1n, s_z1d, D_DIRECT)
     u = tl.load(U + pid_b * s_ub + rows[:, None] * s_un + cols_t[None, :] * s_ut,
                 mask=row_ok[:, None] & (cols_t[None, :] < t), other=0.0)
     alpha = 1.0
@@ -150,10 +145,10 @@ def _row_grad_kernel(Z1, Z2, N1, N2, U, V, ALPHA, HZ, WK, WDA, n1, n2, d, t,
         b = tl.load(Z2 + cols[:, None] * s_z2n + dims[None, :] * s_z2d,
                     mask=col_ok[:, None] & (dims[None, :] < d), other=0.0)
         if D_DIRECT > 0:
-            r2 = _sq_dist_cols(a_cols, Z2, cols, col_ok, s_z2n, s_z2d, D_DIRECT)
-        else:
+            r2 = _sq_dist_cols(side, Z2, cols, col_ok, s_z2n, s_z2d, D_DIRECT)
+        else:  # the coordinate tile b serves r2 and the H z2 product
             b2 = tl.load(N2 + pid_b * s_n2b + cols, mask=col_ok, other=0.0)
-            r2 = _sq_dist(a, b, a2, b2, GEOMETRY)
+            r2 = _sq_dist(side[0], b, side[1], b2, GEOMETRY)
         k, dk, dka = _profile(r2, alpha, PROFILE)
         # padded rows of V are zero, so W (and H) vanish on padded columns
         v = tl.load(V + pid_b * s_vb + cols[:, None] * s_vn + cols_t[None, :] * s_vt,
