@@ -31,6 +31,22 @@ def floor_eigenvalues(evals: Tensor, what: str) -> Tensor:
     return torch.maximum(evals, floor)
 
 
+SMALL_EIGH_MAX = 128  # larger matrices keep their device: a CPU eigh grows as k^3
+
+
+def small_eigh(t: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigenvalues (*batch, k) and eigenvectors (*batch, k, k) of symmetric matrices t
+    (*batch, k, k), e.g. Lanczos tridiagonals, in t's device and dtype. Up to k = SMALL_EIGH_MAX
+    they are computed on the CPU in float64: on a GPU, batched eigh of a few dozen small
+    matrices launches hundreds of tiny kernels (about 4 ms a call for 11 tridiagonals of size
+    64 on an H200, benchmarks/results/profile_protein_h200.txt), and float64 keeps the small
+    eigenvalues that a log determinant weighs most."""
+    if t.shape[-1] > SMALL_EIGH_MAX:
+        return torch.linalg.eigh(t)
+    evals, evecs = torch.linalg.eigh(t.to("cpu", torch.float64))
+    return evals.to(t.device, t.dtype), evecs.to(t.device, t.dtype)
+
+
 def _orthogonalize(v: Tensor, basis: Tensor) -> Tensor:
     """Classical Gram-Schmidt twice: remove from v (*batch, n) its components along basis (*batch, n, j)."""
     for _ in range(2):
@@ -106,6 +122,6 @@ def lanczos_root_inverse(q: Tensor, t: Tensor) -> Tensor:
     """
     if q.shape[-1] != t.shape[-1] or t.shape[-1] != t.shape[-2]:
         raise ValueError(f"t: expected shape (*batch, {q.shape[-1]}, {q.shape[-1]}) to match q, got {tuple(t.shape)}")
-    evals, evecs = torch.linalg.eigh(t)
+    evals, evecs = small_eigh(t)
     evals = floor_eigenvalues(evals, "lanczos_root_inverse")
     return q @ (evecs * evals.rsqrt().unsqueeze(-2))

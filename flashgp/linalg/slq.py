@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .lanczos import floor_eigenvalues
+from .lanczos import floor_eigenvalues, small_eigh
 
 
 def _check_args(tridiag: Tensor, weights: Tensor) -> None:
@@ -21,8 +21,8 @@ def _check_args(tridiag: Tensor, weights: Tensor) -> None:
 
 
 def _quadrature(tridiag: Tensor, fn: Callable[[Tensor], Tensor], floor: bool) -> Tensor:
-    """e1^T fn(T) e1 for each T in (*batch, t, k, k) -> (*batch, t), via eigh."""
-    evals, evecs = torch.linalg.eigh(tridiag)
+    """e1^T fn(T) e1 for each T in (*batch, t, k, k) -> (*batch, t), via eigh (``small_eigh``)."""
+    evals, evecs = small_eigh(tridiag)
     if floor:
         evals = floor_eigenvalues(evals, "slq_logdet")
     return (evecs[..., 0, :].square() * fn(evals)).sum(-1)

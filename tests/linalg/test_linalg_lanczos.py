@@ -7,6 +7,7 @@ import torch
 
 from flashgp.errors import NumericalWarning
 from flashgp.linalg import lanczos, lanczos_root_inverse
+from flashgp.linalg.lanczos import SMALL_EIGH_MAX, small_eigh
 from flashgp.operators.dense import Dense
 
 F64 = torch.float64
@@ -97,3 +98,16 @@ def test_argument_errors():
         lanczos(lambda v: v, torch.ones(3), 0)
     with pytest.raises(ValueError, match="t:"):
         lanczos_root_inverse(torch.ones(4, 2), torch.eye(3))
+
+
+@pytest.mark.parametrize("k", [5, 64, SMALL_EIGH_MAX + 3])
+def test_small_eigh_matches_float64_and_keeps_dtype(k):
+    g = torch.Generator().manual_seed(k)
+    a = torch.randn(3, k, k, generator=g, dtype=torch.float64)
+    a = a + a.transpose(-1, -2)
+    evals, evecs = small_eigh(a.float())
+    assert evals.dtype == evecs.dtype == torch.float32 and evecs.shape == (3, k, k)
+    ref = torch.linalg.eigvalsh(a)
+    assert torch.allclose(evals.double(), ref, atol=1e-4 * ref.abs().max().item())
+    rebuilt = (evecs.double() * evals.double().unsqueeze(-2)) @ evecs.double().transpose(-1, -2)
+    assert (rebuilt - a).abs().max() < 1e-4 * a.abs().max()
