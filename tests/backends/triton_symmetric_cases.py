@@ -117,3 +117,49 @@ def test_symmetric_gradient_with_kernel_batch_and_active_dims(base):
     params = [p for p in kernel.parameters() if p.requires_grad]
     got = fused.fused_bilinear_grad(fused.fused_parts(kernel), x, None, left, right, params)
     check_grads(got, dense_grads(kernel, x, x, left, right, params), 2e-5)
+
+
+DENSE_PRECISIONS = [p for p in PRECISIONS if p != "bf16"]
+
+
+def stored_symmetric(batch, n, seed):
+    """(k float32 (B, n, n) symmetric, poisoned: k with NaN where sym_dense_matmul must not read,
+    left of each 64-row block's diagonal square in SMALL's tiling)."""
+    a = rand(batch, n, n, seed=seed)
+    k = ((a + a.transpose(-1, -2)) / 2).float()
+    rows, cols = torch.arange(n, device=k.device)[:, None], torch.arange(n, device=k.device)[None, :]
+    unread = cols < (rows // SMALL["block_m"]) * SMALL["block_m"]
+    return k, torch.where(unread, torch.full_like(k, float("nan")), k)
+
+
+@pytest.mark.parametrize("t", [1, 11, tk.KV_MAX_T + 5])
+@pytest.mark.parametrize("precision", DENSE_PRECISIONS)
+def test_sym_dense_matmul_reads_the_upper_block_triangle_only(precision, t):
+    """The poisoned lower triangle would turn any product that reads it into NaN."""
+    k, poisoned = stored_symmetric(2, 150, seed=60)
+    v = rand(2, 150, t, seed=61)
+    out = ts.sym_dense_matmul(poisoned, v, precision, **SMALL)
+    assert out.shape == (2, 150, t) and out.dtype == torch.float32
+    assert rel_err(out, k.double() @ v) < TOL[precision]
+
+
+def test_sym_dense_matmul_defaults_and_strided_matrix():
+    k, _ = stored_symmetric(1, 300, seed=62)
+    v = rand(1, 300, 4, seed=63).float()
+    ref = k.double() @ v.double()
+    assert rel_err(ts.sym_dense_matmul(k, v), ref) < TOL["tf32x3"]
+    assert rel_err(ts.sym_dense_matmul(k.transpose(1, 2), v, "fp32"), ref) < TOL["fp32"]  # stride (n, 1) -> copy
+    assert ts.sym_dense_matmul(k[:, :0, :0], v[:, :0]).shape == (1, 0, 4)
+
+
+def test_sym_dense_matmul_bad_arguments():
+    k, _ = stored_symmetric(1, 40, seed=64)
+    v = rand(1, 40, 2, seed=65)
+    with pytest.raises(ValueError, match="k: expected a float32"):
+        ts.sym_dense_matmul(k.double(), v)
+    with pytest.raises(ValueError, match="k: expected a float32"):
+        ts.sym_dense_matmul(k[:, :, :30], v)
+    with pytest.raises(ValueError, match="v: expected"):
+        ts.sym_dense_matmul(k, v[:, :30])
+    with pytest.raises(ValueError, match="precision"):
+        ts.sym_dense_matmul(k, v, "bf16")
