@@ -56,30 +56,15 @@ def _tile_range(pid_m, pid_c, n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, C
     return first, last
 
 
-@triton.jit
-def _sym_tile(side, Z, NSQ, row_ok, cols, col_ok, dims, d, s_zn, s_zd, alpha, PROFILE: tl.constexpr,
-              GEOMETRY: tl.constexpr, D_DIRECT: tl.constexpr, DENSE: tl.constexpr):
-    """The (BLOCK_M, BLOCK_N) tile of K at ``cols``: read through the row pointers ``side``
-    (DENSE) or computed from the rows' ``side`` (``_tile_terms``, prescaled inputs)."""
-    if DENSE:
-        k = tl.load(side + cols[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0)
-    else:
-        k = _tile_terms(side, Z, NSQ, cols, col_ok, dims, d, s_zn, s_zd, alpha, PROFILE, GEOMETRY,
-                        D_DIRECT, True)
-    return k
-
-
 # ----- K @ V ------------------------------------------------------------------------------------
 @triton.jit
-def _sym_kv_kernel(Z, NSQ, V, OUT, ALPHA, KD, n, d, t, s_zb, s_zn, s_zd, s_nb, s_vb, s_vn, s_vt,
-                   s_ob, s_on, s_ot, s_ab, s_kdb, s_kdn, PROFILE: tl.constexpr,
-                   GEOMETRY: tl.constexpr, PRODUCT: tl.constexpr, OPERAND: tl.constexpr,
-                   D_DIRECT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, CHUNK: tl.constexpr,
-                   DENSE: tl.constexpr = False):
+def _sym_kv_kernel(Z, NSQ, V, OUT, ALPHA, n, d, t, s_zb, s_zn, s_zd, s_nb, s_vb, s_vn, s_vt,
+                   s_ob, s_on, s_ot, s_ab, PROFILE: tl.constexpr, GEOMETRY: tl.constexpr,
+                   PRODUCT: tl.constexpr, OPERAND: tl.constexpr, D_DIRECT: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                   BLOCK_T: tl.constexpr, CHUNK: tl.constexpr):
     """OUT[b] += this program's share of K(z, z) @ V[b] (OUT starts at zero); z comes
-    multiplied by the profile's prescale (``_profile_prescaled``). DENSE: K's tiles are read
-    from the stored matrix KD[b] (column stride 1) instead, and Z, NSQ, ALPHA are not used.
+    multiplied by the profile's prescale (``_profile_prescaled``).
 
     BLOCK_T == 1: a single column of V, summed elementwise (no dot).
     """
@@ -90,10 +75,7 @@ def _sym_kv_kernel(Z, NSQ, V, OUT, ALPHA, KD, n, d, t, s_zb, s_zn, s_zd, s_nb, s
         dims, cols_t = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_T)
         row_ok = rows < n
         Z, NSQ, V, OUT = Z + pid_b * s_zb, NSQ + pid_b * s_nb, V + pid_b * s_vb, OUT + pid_b * s_ob
-        if DENSE:  # the rows' pointers into KD
-            side = KD + pid_b * s_kdb + rows.to(tl.int64)[:, None] * s_kdn
-        else:
-            side = _row_side(Z, NSQ, rows, row_ok, dims, d, s_zn, s_zd, D_DIRECT)
+        side = _row_side(Z, NSQ, rows, row_ok, dims, d, s_zn, s_zd, D_DIRECT)
         alpha = 1.0
         if PROFILE == _RQ:
             alpha = tl.load(ALPHA + pid_b * s_ab)
@@ -109,14 +91,14 @@ def _sym_kv_kernel(Z, NSQ, V, OUT, ALPHA, KD, n, d, t, s_zb, s_zn, s_zd, s_nb, s
         own = tl.where(pid_c == 0, last, first)
         for tile in range(first, own):
             cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
-            k = _sym_tile(side, Z, NSQ, row_ok, cols, cols < n, dims, d, s_zn, s_zd, alpha,
-                          PROFILE, GEOMETRY, D_DIRECT, DENSE)
+            k = _tile_terms(side, Z, NSQ, cols, cols < n, dims, d, s_zn, s_zd, alpha, PROFILE,
+                            GEOMETRY, D_DIRECT, True)
             acc = _add_rows(acc, k, V, cols, cols < n, cols_t, t_ok, s_vn, s_vt, PRODUCT, OPERAND)
         for tile in range(own, last):  # right of the square: K_ab serves (a, b) and (b, a)
             cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
             col_ok = cols < n
-            k = _sym_tile(side, Z, NSQ, row_ok, cols, col_ok, dims, d, s_zn, s_zd, alpha,
-                          PROFILE, GEOMETRY, D_DIRECT, DENSE)
+            k = _tile_terms(side, Z, NSQ, cols, col_ok, dims, d, s_zn, s_zd, alpha, PROFILE,
+                            GEOMETRY, D_DIRECT, True)
             if BLOCK_T == 1:
                 tl.atomic_add(OUT + cols * s_on, tl.sum(k * v_rows[:, None], axis=0),
                               mask=col_ok, sem="relaxed")
@@ -241,67 +223,22 @@ def sym_kv_matmul(z: torch.Tensor, v: torch.Tensor, profile: str, alpha: torch.T
     _check(z, z, profile, alpha, precision, block_m, block_n, num_warps)
     if v.dim() != 3 or v.shape[:2] != z.shape[:2]:
         raise ValueError(f"v: expected (B, n, t) = ({z.shape[0]}, {z.shape[1]}, t), got {tuple(v.shape)}")
-    z, _, nsq, _, alpha = _prepared(z, z[:, :0], alpha, precision, prescale=profile)
-    v = v.to(getattr(torch, PRECISIONS[precision][2]))
-    return _launch_products(v, (block_m, block_n, num_warps, num_stages), chunk, precision,
-                            inputs=(z, nsq, alpha, profile))
-
-
-def sym_dense_matmul(k: torch.Tensor, v: torch.Tensor, precision: str = "tf32x3",
-                     block_m: int | None = None, block_n: int | None = None,
-                     num_warps: int | None = None, num_stages: int | None = None,
-                     chunk: int = CHUNK) -> torch.Tensor:
-    """k @ v for stored symmetric matrices k (B, n, n) float32, reading only the tiles on and
-    right of each row block's diagonal square: about half of k's bytes, for products that are
-    bound by reading k (the dense backend's CG products). The lower triangle is never read, so
-    k must be symmetric. v (B, n, t); returns (B, n, t) float32. ``precision``: "fp32",
-    "tf32x3" or "tf32" (as in ``sym_kv_matmul``). Launch settings default to SYM_KV_CONFIGS
-    (taken over from the computed-tile kernel, not tuned for stored tiles). Not yet timed on a
-    GPU and not used by the library (benchmarks/results/session6/README.md).
-    """
-    if precision not in ("fp32", "tf32x3", "tf32"):
-        raise ValueError(f"precision: expected 'fp32', 'tf32x3' or 'tf32', got {precision!r}")
-    if not isinstance(k, torch.Tensor) or k.dim() != 3 or k.shape[1] != k.shape[2] \
-            or k.dtype != torch.float32:
-        raise ValueError(f"k: expected a float32 tensor (B, n, n), got "
-                         f"{tuple(k.shape) if isinstance(k, torch.Tensor) else type(k).__name__}"
-                         f"{'' if not isinstance(k, torch.Tensor) else ' ' + str(k.dtype)}")
-    if not isinstance(v, torch.Tensor) or v.dim() != 3 or v.shape[:2] != k.shape[:2] \
-            or v.device != k.device:
-        raise ValueError(f"v: expected (B, n, t) = ({k.shape[0]}, {k.shape[1]}, t) on {k.device}, "
-                         f"got {tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}")
-    config = _sym_config("matmul", 1, v.shape[-1], precision, (block_m, block_n, num_warps, num_stages),
-                         chunk)
-    k = k if k.stride(2) == 1 else k.contiguous()
-    return _launch_products(v.float(), config, chunk, precision, dense=k)
-
-
-def _launch_products(v, config, chunk, precision, inputs=None, dense=None):
-    """out (B, n, t) = K @ v by ``_sym_kv_kernel``, KV_MAX_T columns per launch, with K computed
-    from ``inputs`` = (prepared z, squared norms, alpha, profile) or read from ``dense``."""
-    block_m, block_n, num_warps, num_stages = config
+    (bsz, n, d), t = z.shape, v.shape[2]
     geometry, product, operand = PRECISIONS[precision]
-    (bsz, n, t), d = v.shape, 1
-    out = torch.zeros(bsz, n, t, device=v.device, dtype=torch.float32)
+    z, _, nsq, _, alpha = _prepared(z, z[:, :0], alpha, precision, prescale=profile)
+    v = v.to(getattr(torch, operand))
+    out = torch.zeros(bsz, n, t, device=z.device, dtype=torch.float32)
     if n == 0 or t == 0:
         return out
-    if dense is None:
-        z, nsq, alpha, profile = inputs
-        d, pointers = z.shape[-1], (z, nsq, alpha, z)
-        strides, dense_strides = (*z.stride(), nsq.stride(0)), (0, 0)
-    else:  # K is read: the input pointers are placeholders, never dereferenced
-        profile, pointers = "rbf", (dense, dense, dense, dense)
-        strides, dense_strides = (0, 0, 0, 0), (dense.stride(0), dense.stride(1))
-    z, nsq, alpha, kd = pointers
     grid = _grid(n, bsz, block_m, block_n, chunk)
     for c in range(0, t, KV_MAX_T):
         vc, oc = v[..., c:c + KV_MAX_T].contiguous(), out[..., c:c + KV_MAX_T]
         _sym_kv_kernel[grid](
-            z, nsq, vc, oc, alpha, kd, n, d, vc.shape[2], *strides, *vc.stride(), *oc.stride(),
-            0 if dense is not None else alpha.stride(0), *dense_strides, PROFILE=PROFILES[profile],
-            GEOMETRY=geometry, PRODUCT=product, OPERAND=operand, D_DIRECT=_direct(d),
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=_padded(d), BLOCK_T=_padded_t(vc.shape[2]),
-            CHUNK=chunk, DENSE=dense is not None, num_warps=num_warps, num_stages=num_stages)
+            z, nsq, vc, oc, alpha, n, d, vc.shape[2], *z.stride(), nsq.stride(0), *vc.stride(),
+            *oc.stride(), alpha.stride(0), PROFILE=PROFILES[profile], GEOMETRY=geometry,
+            PRODUCT=product, OPERAND=operand, D_DIRECT=_direct(d), BLOCK_M=block_m,
+            BLOCK_N=block_n, BLOCK_D=_padded(d), BLOCK_T=_padded_t(vc.shape[2]), CHUNK=chunk,
+            num_warps=num_warps, num_stages=num_stages)
     return out
 
 
