@@ -86,8 +86,17 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     ckpt = dict(checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=True) \
         if args.checkpoint else {}
+    last_time = [start]
+
+    def report(step, loss, model):  # one line per step as it ends, so a run cut short still reports
+        synchronize(device)
+        now = time.perf_counter()
+        print(f"  step {step}: loss {float(loss):.5f}, {now - last_time[0]:.2f} s, "
+              f"{model.diagnostics.get('cg_iterations')} CG iterations", flush=True)
+        last_time[0] = now
+
     history = fg.fit(model, optimizer="adam", lr=0.1, iters=args.iters, progress=False, seed=args.seed,
-                     **ckpt)
+                     callback=report, **ckpt)
     synchronize(device)
     train = time.perf_counter() - start
     last = history.diagnostics[-1] if history.diagnostics else {}
