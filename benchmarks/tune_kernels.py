@@ -16,7 +16,8 @@ the best configuration per case and its kernel entries per second (n^2 / seconds
 
 --baseline FILE times another copy of triton_kernels.py (e.g. ``git show
 HEAD~3:flashgp/backends/triton_kernels.py > old.py``) with its own default configurations on the
-same inputs, in the same process, and prints it beside the default of the current one.
+same inputs, in the same process, and prints it beside the default of the current one; for the
+sym ops, FILE is a copy of triton_symmetric.py.
 """
 from __future__ import annotations
 
@@ -59,13 +60,14 @@ def run_case(op, n, d, t, precision, grid, seed=0, baseline=None, profile="rbf")
     def call(module=tk, **cfg):
         if op == "matmul":
             return module.kv_matmul(z, z, v, profile, alpha, precision=precision, **cfg)
+        sym = module if hasattr(module, "sym_kv_matmul") else ts  # a triton_symmetric.py baseline
         if op == "sym_matmul":
-            return ts.sym_kv_matmul(z, v, profile, alpha, precision=precision, **cfg)
+            return sym.sym_kv_matmul(z, v, profile, alpha, precision=precision, **cfg)
         if op == "grad_xx":  # the K(x, x) gradient pass without symmetry: W + W^T = [u v] [v u]^T
             return module.row_grad(z, z, torch.cat([u, v], -1), torch.cat([v, u], -1), profile, alpha,
                                    precision=precision, **cfg)[1]
         if op == "sym_grad":
-            return ts.sym_param_grad(z, u, v, profile, alpha, precision=precision, **cfg)[0]
+            return sym.sym_param_grad(z, u, v, profile, alpha, precision=precision, **cfg)[0]
         return module.row_grad(z, z, u, v, profile, alpha, precision=precision, **cfg)[1]
 
     def timed_row(row, module=tk, **cfg):
@@ -106,7 +108,8 @@ def main(argv=None) -> int:
     parser.add_argument("--num-stages", type=int, nargs="+", default=list(GRID["num_stages"]))
     parser.add_argument("--profile", default="rbf", choices=list(tk.PROFILES),
                         help="stationary profile of the kernel (default rbf; rq with alpha = 1.5)")
-    parser.add_argument("--baseline", help="another triton_kernels.py to time beside this one")
+    parser.add_argument("--baseline", help="another triton_kernels.py (sym ops: triton_symmetric.py) "
+                                           "to time beside this one")
     parser.add_argument("--out", default="tune_out")
     args = parser.parse_args(argv)
     baseline = load_module(args.baseline) if args.baseline else None
