@@ -33,6 +33,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from uci_report import markdown  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO))
@@ -374,41 +377,6 @@ def run_worker(args, lib: str, dataset: str) -> dict:
             "stderr_tail": proc.stderr[-4000:]}
 
 
-def markdown(meta: dict, records: list[dict]) -> str:
-    """The results as a markdown document: settings, then one table row per run."""
-    s = SOLVER
-    lines = ["# UCI benchmark: flashgp vs GPyTorch", "", f"- command: `{meta['command']}`",
-             f"- device: {meta['device']} ({meta['device_name']}), threads: {meta['threads']}",
-             f"- versions: torch {meta['torch']}, gpytorch {meta['gpytorch']}, "
-             f"flashgp {meta['flashgp']}, python {meta['python']}",
-             f"- data: split {meta['split']}, max_train {meta['max_train']}, {meta['dtype']}, "
-             f"seed {meta['seed']}; RMSE and NLL on the standardized target, NLL with noise",
-             f"- training: Adam lr {meta['lr']}, {meta['iters']} steps; s/step over the steps "
-             f"after the first {WARMUP_STEPS}; predict: test mean and variance, first call "
-             "(again: a second call, with the caches)",
-             f"- solver: CG tol {s['cg_tol_train']} (train) / {s['cg_tol_eval']} (test), max "
-             f"{s['max_cg_iters']} iterations, {s['probes']} probes, pivoted Cholesky rank "
-             f"{s['precond_rank']}; GPyTorch max_cholesky_size 0, fast_pred_var",
-             f"- memory: {meta['memory_kind']}", "",
-             "| dataset | library | n_train | n_test | d | s/step (median) | s/step (mean) "
-             "| train s | predict s | predict again s | RMSE | NLL | noise | peak MB |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in records:
-        if not r.get("ok"):
-            error = r.get("error", "?").replace("|", "/")
-            lines.append(f"| {r['dataset']} | {r['library']} | failed: {error} |" + " |" * 11)
-            continue
-        lines.append(
-            f"| {r['dataset']} | {r['library']} | {r['n_train']} | {r['n_test']} | {r['d']} "
-            f"| {r['step_seconds_median']:.4f} | {r['step_seconds_mean']:.4f} "
-            f"| {r['train_seconds']:.2f} | {r['predict_seconds']:.3f} "
-            f"| {r.get('predict_again_seconds', float('nan')):.3f} | {r['rmse']:.4f} "
-            f"| {r['nll']:.4f} | {r['noise']:.4g} | {r['peak_memory_mb']:.0f} |")
-    notes = [f"- {r['library']}/{r['dataset']}: {n}" for r in records
-             for n in r.get("notes", []) + r.get("warnings", [])]
-    return "\n".join(lines + (["", "Notes and warnings:", ""] + notes if notes else [])) + "\n"
-
-
 def parent(args) -> int:
     """Run every (data set, library) pair in its own subprocess; write OUT.json and OUT.md."""
     from flashgp.datasets import available_datasets
@@ -436,6 +404,7 @@ def parent(args) -> int:
             "flashgp": version_of("flashgp"), "python": platform.python_version(),
             "split": args.split, "max_train": args.max_train, "dtype": args.dtype,
             "seed": args.seed, "lr": args.lr, "iters": args.iters, "solver": SOLVER,
+            "warmup_steps": WARMUP_STEPS,
             "flashgp_backend": args.backend, "flashgp_precision": args.precision,
             "init": INIT, "libs": args.libs, "datasets": args.datasets}
     out = Path(args.out)
