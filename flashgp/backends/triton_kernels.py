@@ -204,10 +204,6 @@ def _check(z1, z2, profile, alpha, precision, block_m, block_n, num_warps):
         raise ValueError(f"profile: expected one of {tuple(PROFILES)}, got {profile!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {precision!r}")
-    if precision == "bf16" and z1.is_cuda:
-        raise ValueError("precision: 'bf16' is disabled on CUDA for now: on an H200 it gave wrong "
-                         "products (d=8, t=11) and an illegal memory access (d=20, t=11); use "
-                         "'fp32', 'tf32x3' or 'tf32' (the interpreter path still runs it for testing)")
     if z1.dim() != 3 or z2.dim() != 3 or z1.shape[0] != z2.shape[0] or z1.shape[2] != z2.shape[2]:
         raise ValueError(f"z2: expected (B, n2, D) matching z1 (B, n1, D), got {tuple(z2.shape)} "
                          f"and {tuple(z1.shape)}")
@@ -232,6 +228,12 @@ def _laid_out(z: torch.Tensor, by_column: bool) -> torch.Tensor:
     if by_column:
         return z.float().transpose(-1, -2).contiguous().transpose(-1, -2)
     return z.float().contiguous()
+
+
+def _operand(v: torch.Tensor, operand: str) -> torch.Tensor:
+    """v as the kernels read it: float32, with bfloat16 values for OPERAND "bfloat16" (rounded
+    here, so one-column products, which skip the dot, see bf16 vectors too)."""
+    return v.to(torch.bfloat16).float() if operand == "bfloat16" else v.float()
 
 
 def _prepared(z1, z2, alpha, precision="tf32x3", prescale: str | None = None):
@@ -270,7 +272,7 @@ def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
     (bsz, n1, d), n2, t = z1.shape, z2.shape[1], v.shape[2]
     geometry, product, operand = PRECISIONS[precision]
     z1, z2, n1sq, n2sq, alpha = _prepared(z1, z2, alpha, precision, prescale=profile)
-    v = v.to(getattr(torch, operand))
+    v = _operand(v, operand)
     if n1 == 0 or n2 == 0 or t == 0:
         return torch.zeros(bsz, n1, t, device=z1.device, dtype=torch.float32)
     grid = (triton.cdiv(n1, block_m), bsz)
@@ -312,7 +314,7 @@ def row_grad(z1: torch.Tensor, z2: torch.Tensor, u: torch.Tensor, v: torch.Tenso
     (bsz, n1, d), n2, t = z1.shape, z2.shape[1], u.shape[2]
     geometry, product, operand = PRECISIONS[precision]
     z1, z2, n1sq, n2sq, alpha = _prepared(z1, z2, alpha, precision)
-    u, v = u.to(getattr(torch, operand)), v.to(getattr(torch, operand))
+    u, v = _operand(u, operand), _operand(v, operand)
     dp = _padded(d + 1)  # one spare column of HZ carries the row sums of H
     wk, wda = (torch.zeros(bsz, n1, device=z1.device, dtype=torch.float32) for _ in range(2))
     hz = torch.zeros(bsz, n1, dp, device=z1.device, dtype=torch.float32)

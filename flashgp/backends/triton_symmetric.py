@@ -22,7 +22,7 @@ import triton.language as tl
 
 from .triton_entry import _RQ, _add_rows, _dot, _product, _row_side, _tile_terms
 from .triton_kernels import (GRAD_MAX_T, KV_MAX_T, PRECISIONS, PROFILES, _check, _config, _direct,
-                             _padded, _padded_t, _prepared)
+                             _operand, _padded, _padded_t, _prepared)
 
 CHUNK = 32  # column tiles per program right of the diagonal square (load balance vs atomics)
 # Launch configurations of the symmetric product, keyed like triton_kernels.KV_CONFIGS; BLOCK_M
@@ -226,7 +226,7 @@ def sym_kv_matmul(z: torch.Tensor, v: torch.Tensor, profile: str, alpha: torch.T
     (bsz, n, d), t = z.shape, v.shape[2]
     geometry, product, operand = PRECISIONS[precision]
     z, _, nsq, _, alpha = _prepared(z, z[:, :0], alpha, precision, prescale=profile)
-    v = v.to(getattr(torch, operand))
+    v = _operand(v, operand)
     out = torch.zeros(bsz, n, t, device=z.device, dtype=torch.float32)
     if n == 0 or t == 0:
         return out
@@ -264,7 +264,7 @@ def sym_param_grad(z: torch.Tensor, u: torch.Tensor, v: torch.Tensor, profile: s
     (bsz, n, d), t = z.shape, u.shape[2]
     geometry, product, operand = PRECISIONS[precision]
     z, _, nsq, _, alpha = _prepared(z, z[:, :0], alpha, precision)
-    u, v = u.to(getattr(torch, operand)), v.to(getattr(torch, operand))
+    u, v = _operand(u, operand), _operand(v, operand)
     grid = _grid(n, bsz, block_m, block_n, chunk)
     width = _padded(2 * d + 3)
     sums = torch.zeros(bsz, grid[0], width, device=z.device, dtype=torch.float32)
