@@ -244,7 +244,8 @@ def run_gpytorch(ds, args, device, sync) -> dict:
             _, predict_again = timed(lambda: moments(likelihood(model(ds.x_test))), sync)  # caches
     return {"step_seconds": steps, "losses": losses, "train_seconds": train_seconds,
             "predict_seconds": predict_seconds, "predict_again_seconds": predict_again,
-            "mean": mean, "variance": var, "noise": likelihood.noise.detach().reshape(-1)[0].item(), "notes": notes}
+            "mean": mean, "variance": var, "notes": notes,
+            "noise": likelihood.noise.detach().reshape(-1)[0].item()}
 
 
 def run_flashgp(ds, args, device, sync) -> dict:

@@ -273,8 +273,8 @@ def _product(x, y, acc, PRODUCT: tl.constexpr, OPERAND: tl.constexpr):
     """acc + x @ y, float32 accumulation. OPERAND "bfloat16": both operands rounded to bfloat16
     values (kept in float32 registers) and multiplied on the tf32 tensor cores, which take such
     values exactly, so each product is the exact product of the bf16 operands: the numerics of
-    a bf16 matrix product with float32 accumulation (Maddox et al. 2022), at the speed of the
-    tf32 mode. Triton's own bf16 dot is not used: on an H200 it gave wrong products (d = 8,
+    a bf16 matrix product with float32 accumulation (Maddox et al. 2022), for the work of one
+    tf32 product (not yet timed or run on a GPU). Triton's own bf16 dot is not used: on an H200 it gave wrong products (d = 8,
     t = 11) and an illegal memory access (d = 20), and Triton 3.6's interpreter multiplies bf16
     dot operands as raw uint16 bits."""
     if OPERAND == "bfloat16":
