@@ -4,7 +4,10 @@
 
 Ops: matmul (kv_matmul), grad (row_grad on t columns), grad_xx (row_grad on [u v], [v u]: the
 K(x, x) gradient pass that does not use symmetry), sym_matmul and sym_grad (the symmetric
-kernels of ``triton_symmetric``; their entries per second count all n^2 entries served).
+kernels of ``triton_symmetric``; their entries per second count all n^2 entries served),
+dense_matmul (``triton_kernels.dense_kv_matmul`` on a stored K(z, z), timed beside cuBLAS's
+(v^T K)^T on the same matrix, which the dense backend runs; the matrix, its rows padded to a
+multiple of 16 floats so that the kernel's loads vectorize, takes about 4 n^2 bytes).
 
 For every op, d, t and precision given, times each configuration of the grid below with
 ``triton.testing.do_bench`` (median, after warm-up; compilation is excluded) on fresh random
@@ -56,8 +59,16 @@ def run_case(op, n, d, t, precision, grid, seed=0, baseline=None, profile="rbf")
     v = torch.randn(1, n, t, device="cuda", generator=gen)
     u = torch.randn(1, n, t, device="cuda", generator=gen)
     alpha = torch.full((1,), 1.5, device="cuda") if profile == "rq" else None
+    if op == "dense_matmul":  # a stored K(z, z) (4 n^2 bytes), and cuBLAS on it as the reference
+        from flashgp.backends.triton_dense import dense_profile
+        kd = torch.zeros(1, n, -(-n // 16) * 16, device="cuda")[..., :n]  # rows padded to 16 floats
+        kd.copy_(dense_profile(z, z, profile, alpha=alpha, derivative=False)[0])
 
     def call(module=tk, **cfg):
+        if op == "dense_matmul":  # module "cublas": what the dense backend runs, (v^T K)^T
+            if module == "cublas":
+                return (v.transpose(-1, -2) @ kd).transpose(-1, -2)
+            return module.dense_kv_matmul(kd, v, precision=precision, **cfg)
         if op == "matmul":
             return module.kv_matmul(z, z, v, profile, alpha, precision=precision, **cfg)
         sym = module if hasattr(module, "sym_kv_matmul") else ts  # a triton_symmetric.py baseline
@@ -88,6 +99,8 @@ def run_case(op, n, d, t, precision, grid, seed=0, baseline=None, profile="rbf")
     rows = [timed_row(dict(case, version="current", default=True))]
     if baseline is not None:
         rows.append(timed_row(dict(case, version="baseline", default=True), baseline))
+    if op == "dense_matmul":
+        rows.append(timed_row(dict(case, version="cublas", default=True), "cublas"))
     for values in itertools.product(*grid.values()):
         cfg = dict(zip(grid.keys(), values))
         rows.append(timed_row(dict(case, version="current", **cfg), **cfg))
@@ -100,7 +113,7 @@ def main(argv=None) -> int:
     parser.add_argument("--d", type=int, nargs="+", default=[3])
     parser.add_argument("--t", type=int, nargs="+", default=[11])
     parser.add_argument("--ops", nargs="+", default=["matmul", "grad"],
-                        choices=["matmul", "grad", "grad_xx", "sym_matmul", "sym_grad"])
+                        choices=["matmul", "grad", "grad_xx", "sym_matmul", "sym_grad", "dense_matmul"])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "tf32x3", "tf32"])
     parser.add_argument("--block-m", type=int, nargs="+", default=list(GRID["block_m"]))
     parser.add_argument("--block-n", type=int, nargs="+", default=list(GRID["block_n"]))
@@ -122,7 +135,7 @@ def main(argv=None) -> int:
     for op, d, t, precision in itertools.product(args.ops, args.d, args.t, args.precisions):
         rows = run_case(op, args.n, d, t, precision, grid, baseline=baseline, profile=args.profile)
         results.extend(rows)
-        for row in rows[:2 if baseline else 1]:
+        for row in [r for r in rows if r.get("default")]:
             print(f"{op:6s} n={args.n} d={d:3d} t={t:3d} {precision:6s} default of "
                   f"{row['version']:8s} " + (f"{row['seconds'] * 1e3:8.3f} ms "
                   f"{row['entries_per_s']:.3e}/s" if "seconds" in row else row["error"]), flush=True)

@@ -365,3 +365,33 @@ def test_coarse_precision_in_training_warns(precision, warns):
         model.mll()
     coarse = [w for w in caught if issubclass(w.category, NumericalWarning) and "in training" in str(w.message)]
     assert bool(coarse) is warns
+
+
+@pytest.mark.parametrize("t", [1, 11, tk.KV_MAX_T + 5])
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_dense_kv_matmul(precision, t):
+    """Stored tiles: partial row blocks and column tiles (70 x 45 in 32 x 32 tiles), batches."""
+    k = rand(2, 70, 45, seed=70).float()
+    v = rand(2, 45, t, seed=71)
+    out = tk.dense_kv_matmul(k, v, precision, **SMALL)
+    assert out.shape == (2, 70, t) and out.dtype == torch.float32
+    assert rel_err(out, k.double() @ v) < TOL[precision]
+
+
+def test_dense_kv_matmul_defaults_strides_and_errors():
+    k = rand(1, 300, 300, seed=72).float()
+    v = rand(1, 300, 4, seed=73)
+    ref = k.double() @ v
+    assert rel_err(tk.dense_kv_matmul(k, v), ref) < TOL["tf32x3"]
+    kt = k.transpose(1, 2).contiguous().transpose(1, 2)  # the same matrix, column stride 300
+    assert rel_err(tk.dense_kv_matmul(kt, v, "fp32"), ref) < TOL["fp32"]
+    padded = torch.full((1, 300, 304), float("nan"), device=k.device)  # rows padded to 16 floats
+    padded[..., :300] = k
+    assert rel_err(tk.dense_kv_matmul(padded[..., :300], v, "fp32"), ref) < TOL["fp32"]
+    assert tk.dense_kv_matmul(k[:, :0], v).shape == (1, 0, 4)
+    with pytest.raises(ValueError, match="k: expected a float32"):
+        tk.dense_kv_matmul(k.double(), v)
+    with pytest.raises(ValueError, match="v: expected"):
+        tk.dense_kv_matmul(k, v[:, :30])
+    with pytest.raises(ValueError, match="precision"):
+        tk.dense_kv_matmul(k, v, "fp16")
