@@ -287,7 +287,6 @@ def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
     if v.dim() != 3 or v.shape[:2] != z2.shape[:2]:
         raise ValueError(f"v: expected (B, n2, t) = ({z2.shape[0]}, {z2.shape[1]}, t), got {tuple(v.shape)}")
     z1, z2, n1sq, n2sq, alpha = _prepared(z1, z2, alpha, precision, prescale=profile)
-    v = _operand(v, PRECISIONS[precision][2])
     return _launch_kv(v, z1.shape[1], (block_m, block_n, num_warps, num_stages), precision,
                       inputs=(z1, z2, n1sq, n2sq, alpha, profile))
 
@@ -315,15 +314,16 @@ def dense_kv_matmul(k: torch.Tensor, v: torch.Tensor, precision: str = "tf32x3",
                          f"got {got}")
     config = _config("matmul", 1, v.shape[-1], precision, (block_m, block_n, num_warps, num_stages))
     k = k if k.stride(2) == 1 else k.contiguous()
-    return _launch_kv(_operand(v, PRECISIONS[precision][2]), k.shape[1], config, precision, dense=k)
+    return _launch_kv(v, k.shape[1], config, precision, dense=k)
 
 
 def _launch_kv(v, n1, config, precision, inputs=None, dense=None):
     """out (B, n1, t) = K @ v by ``_kv_matmul_kernel``, KV_MAX_T columns per launch, with K
     computed from ``inputs`` = (prepared z1, z2, their squared norms, alpha, profile) or read
-    from ``dense`` (B, n1, n2)."""
+    from ``dense`` (B, n1, n2); v as given (``_operand`` casts it for ``precision``)."""
     block_m, block_n, num_warps, num_stages = config
     geometry, product, operand = PRECISIONS[precision]
+    v = _operand(v, operand)
     bsz, n2, t = v.shape
     if n1 == 0 or n2 == 0 or t == 0:
         return torch.zeros(bsz, n1, t, device=v.device, dtype=torch.float32)
