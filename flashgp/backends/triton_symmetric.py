@@ -63,8 +63,12 @@ def _sym_kv_kernel(Z, NSQ, V, OUT, ALPHA, n, d, t, s_zb, s_zn, s_zd, s_nb, s_vb,
                    PRODUCT: tl.constexpr, OPERAND: tl.constexpr, D_DIRECT: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                    BLOCK_T: tl.constexpr, CHUNK: tl.constexpr):
-    """OUT[b] += this program's share of K(z, z) @ V[b] (OUT starts at zero); z comes
-    multiplied by the profile's prescale (``_profile_prescaled``).
+    """OUT[b] += this program's share of K(z, z) @ V[b] (OUT starts at zero).
+
+    Unlike kv_matmul, k comes from ``_profile`` on unscaled z, not from prescaled inputs: with
+    one column the prescaled form ran 1.18x (RBF) and 1.07x (Matern 5/2) slower on an H200 in
+    the same run, although its loops had up to 22% fewer sm_90 instructions. This form
+    compiles to the SASS of the faster one (benchmarks/results/session7/README.md).
 
     BLOCK_T == 1: a single column of V, summed elementwise (no dot).
     """
@@ -91,15 +95,16 @@ def _sym_kv_kernel(Z, NSQ, V, OUT, ALPHA, n, d, t, s_zb, s_zn, s_zd, s_nb, s_vb,
         own = tl.where(pid_c == 0, last, first)
         for tile in range(first, own):
             cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
-            k = _tile_terms(side, Z, NSQ, cols, cols < n, dims, d, s_zn, s_zd, alpha, PROFILE,
-                            GEOMETRY, D_DIRECT, True)
+            k, _, _ = _tile_terms(side, Z, NSQ, cols, cols < n, dims, d, s_zn, s_zd, alpha, PROFILE,
+                                  GEOMETRY, D_DIRECT)
             acc = _add_rows(acc, k, V, cols, cols < n, cols_t, t_ok, s_vn, s_vt, PRODUCT, OPERAND)
         for tile in range(own, last):  # right of the square: K_ab serves (a, b) and (b, a)
             cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
             col_ok = cols < n
-            k = _tile_terms(side, Z, NSQ, cols, col_ok, dims, d, s_zn, s_zd, alpha, PROFILE,
-                            GEOMETRY, D_DIRECT, True)
-            if BLOCK_T == 1:
+            k, _, _ = _tile_terms(side, Z, NSQ, cols, col_ok, dims, d, s_zn, s_zd, alpha, PROFILE,
+                                  GEOMETRY, D_DIRECT)
+            if BLOCK_T == 1:  # the row sums first: after the atomic, V's load became a branch
+                acc = _add_rows(acc, k, V, cols, col_ok, cols_t, t_ok, s_vn, s_vt, PRODUCT, OPERAND)
                 tl.atomic_add(OUT + cols * s_on, tl.sum(k * v_rows[:, None], axis=0),
                               mask=col_ok, sem="relaxed")
             else:
@@ -107,7 +112,7 @@ def _sym_kv_kernel(Z, NSQ, V, OUT, ALPHA, n, d, t, s_zb, s_zn, s_zd, s_nb, s_vb,
                                 PRODUCT, OPERAND)
                 tl.atomic_add(OUT + cols[:, None] * s_on + cols_t[None, :] * s_ot, part,
                               mask=col_ok[:, None] & t_ok[None, :], sem="relaxed")
-            acc = _add_rows(acc, k, V, cols, col_ok, cols_t, t_ok, s_vn, s_vt, PRODUCT, OPERAND)
+                acc = _add_rows(acc, k, V, cols, col_ok, cols_t, t_ok, s_vn, s_vt, PRODUCT, OPERAND)
         if BLOCK_T == 1:
             tl.atomic_add(OUT + rows * s_on, tl.sum(acc, axis=1), mask=row_ok, sem="relaxed")
         else:
@@ -225,7 +230,7 @@ def sym_kv_matmul(z: torch.Tensor, v: torch.Tensor, profile: str, alpha: torch.T
         raise ValueError(f"v: expected (B, n, t) = ({z.shape[0]}, {z.shape[1]}, t), got {tuple(v.shape)}")
     (bsz, n, d), t = z.shape, v.shape[2]
     geometry, product, operand = PRECISIONS[precision]
-    z, _, nsq, _, alpha = _prepared(z, z[:, :0], alpha, precision, prescale=profile)
+    z, _, nsq, _, alpha = _prepared(z, z[:, :0], alpha, precision)
     v = _operand(v, operand)
     out = torch.zeros(bsz, n, t, device=z.device, dtype=torch.float32)
     if n == 0 or t == 0:
