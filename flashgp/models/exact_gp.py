@@ -38,7 +38,10 @@ class ExactGP(nn.Module):
     (and variance_converged, variance_residual, variance_cg_iterations, variance_cg_breakdowns
     for CG variance solves); after predictions variance_method and variance_clamped. The mll on
     the CG path also gives precond_pivots: "greedy" (fresh pivoted-Cholesky pivots), "reused"
-    (those of an earlier step, see ``fg.PivotedCholesky.refresh_every``) or None (no pivots).
+    (those of an earlier step, see ``fg.PivotedCholesky.refresh_every``) or None (no pivots),
+    and mean_residual: residual is the relative residual of the solve against y, while CG stops
+    (and converged says) on the mean over y and the probe vectors, which can be below tol while
+    residual is above it.
     """
 
     def __init__(self, x, y, kernel: Kernel, likelihood: Likelihood | None = None,

@@ -86,7 +86,8 @@ def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=N
         pivots.record_iterations(info["iterations"])
     diagnostics.update(path="cg", backend=kernel_op.backend, precision=kernel_op.precision,
                        jitter=0.0, cg_iterations=info["iterations"],
-                       residual=info["residual"], converged=info["converged"], cg_breakdowns=info["breakdowns"],
+                       residual=info["residual"], mean_residual=info["mean_residual"],
+                       converged=info["converged"], cg_breakdowns=info["breakdowns"],
                        precond_rank=0 if precond is None else precond.rank,
                        precond_pivots=None if precond is None else pivots.source,
                        logdet_tail_change=info["logdet_tail_change"])

@@ -332,10 +332,22 @@ def test_diagnostics_cg():
     assert DIAGNOSTIC_KEYS <= set(d)
     assert d["path"] == "cg" and d["cg_iterations"] >= 1 and d["residual"] < 0.01 and d["seconds"] > 0
     assert d["jitter"] == 0.0
+    assert d["converged"] and 0 <= d["mean_residual"] < 0.01  # the stopping test's quantity
     model.posterior(x_test)
     d = model.diagnostics
     assert DIAGNOSTIC_KEYS <= set(d) and d["path"] == "cg" and d["cg_iterations"] >= 1
     assert d["residual"] < 1e-3  # eval_tol
+
+
+def test_diagnostics_cg_stopped_early():
+    """Cut short, the mll reports the mean residual CG stopped on, above tol, and converged False."""
+    x, y, _ = data(n=300, seed=25)
+    model = rbf_model(x, y, solver=fg.CG(tol=1e-8, max_iters=2, lanczos_iters=0, precond=None))
+    with pytest.warns(fg.NumericalWarning):
+        model.mll()
+    d = model.diagnostics
+    assert d["cg_iterations"] == 2 and not d["converged"] and d["mean_residual"] >= 1e-8
+    assert d["residual"] > 0
 
 
 def test_jitter_is_reported():
