@@ -47,6 +47,9 @@ def main(argv=None) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="kernel product backend")
     parser.add_argument("--precond-rank", type=int, default=100, help="pivoted Cholesky rank (default 100)")
+    parser.add_argument("--max-precond-rank", type=int, default=None,
+                        help="let training double the rank up to this when CG needs many iterations "
+                             "(fg.PivotedCholesky(max_rank=...); default: a fixed rank)")
     parser.add_argument("--eval-tol", type=float, default=1e-3,
                         help="relative residual of the prediction solves (default 1e-3)")
     parser.add_argument("--root-rank", type=int, default=200,
@@ -73,7 +76,8 @@ def main(argv=None) -> None:
     x_train, y_train, x_test, y_test = x[:n], y[:n], x[n:], y[n:]
 
     kernel = fg.kernels.Scale(fg.kernels.Matern(nu=2.5, ard_dims=args.d, lengthscale=0.3))
-    solver = fg.CG(tol=1.0, precond=fg.PivotedCholesky(args.precond_rank), backend=args.backend,
+    precond = fg.PivotedCholesky(args.precond_rank, max_rank=args.max_precond_rank)
+    solver = fg.CG(tol=1.0, precond=precond, backend=args.backend,
                    exact_var_max=args.test if args.exact_var else 0, precision=args.precision,
                    root_rank=args.root_rank, eval_tol=args.eval_tol)
     model = fg.ExactGP(x_train, y_train, kernel, solver=solver)
@@ -92,7 +96,8 @@ def main(argv=None) -> None:
         synchronize(device)
         now = time.perf_counter()
         print(f"  step {step}: loss {float(loss):.5f}, {now - last_time[0]:.2f} s, "
-              f"{model.diagnostics.get('cg_iterations')} CG iterations", flush=True)
+              f"{model.diagnostics.get('cg_iterations')} CG iterations, preconditioner rank "
+              f"{model.diagnostics.get('precond_rank')}", flush=True)
         last_time[0] = now
 
     history = fg.fit(model, optimizer="adam", lr=0.1, iters=args.iters, progress=False, seed=args.seed,

@@ -13,6 +13,9 @@ from .preconditioners import nystrom_factor, pivoted_cholesky_preconditioner, pi
 # STALE_SLACK) the iterations of the step that chose them; the next build then chooses afresh
 STALE_GROWTH = 1.5
 STALE_SLACK = 2
+# PivotedCholesky.max_rank: a fresh factor whose solve needs more than STALE_GROWTH * (the CG
+# minimum, at least GROW_FLOOR) + STALE_SLACK iterations doubles the rank of the next build
+GROW_FLOOR = 10
 _STATE_SCALARS = ("n", "rank", "builds", "base_iterations", "stale")
 
 
@@ -35,9 +38,13 @@ class PivotCache:
         base_iterations: CG iterations of the solve with the greedy factor (None until known).
         stale: a later solve needed more than STALE_GROWTH * base_iterations + STALE_SLACK.
         source: how the last build got its factor: "greedy", "reused", or None (no pivots).
+        grown_rank: the rank greedy builds use once training has grown it (None: the config's
+            rank; see ``PivotedCholesky.max_rank``). ``clear`` keeps it: it never shrinks.
     """
 
     def __init__(self):
+        self.grown_rank: int | None = None
+        self._max_rank: int | None = None  # the last build's PivotedCholesky.max_rank
         self.clear()
 
     def clear(self) -> None:
@@ -54,6 +61,13 @@ class PivotCache:
     def _key(op: Operator, rank: int) -> tuple:
         return (tuple(op.batch_shape), op.shape[-1], op.dtype, op.device, rank)
 
+    def rank(self, config) -> int:
+        """The rank of the next greedy build for ``config`` (a ``flashgp.PivotedCholesky``): its
+        rank, or the grown one, kept within [config.rank, config.max_rank]."""
+        if config.max_rank is None or self.grown_rank is None:
+            return config.rank
+        return min(max(self.grown_rank, config.rank), config.max_rank)
+
     def preconditioner(self, kernel_op: Operator, noise: Tensor, config) -> LowRankPlusDiag:
         """P = L L^T + diag(noise) for ``kernel_op`` (*batch, n, n), noise (*batch, n).
 
@@ -67,7 +81,9 @@ class PivotCache:
             if config.rank == 0:
                 self.source = None
                 return pivoted_cholesky_preconditioner(kernel_op, noise, 0)
-            key = self._key(kernel_op, config.rank)
+            rank = self.rank(config)
+            self._max_rank = config.max_rank
+            key = self._key(kernel_op, rank)
             factor = None
             if (self.pivots is not None and self.key == key and not self.stale
                     and self.builds < config.refresh_every):
@@ -76,17 +92,25 @@ class PivotCache:
                 self.builds += 1
                 self.source = "reused"
             else:
-                factor, pivots, counts = pivoted_cholesky_with_pivots(kernel_op, config.rank)
+                factor, pivots, counts = pivoted_cholesky_with_pivots(kernel_op, rank)
                 self.clear()
                 full = bool((counts == pivots.shape[-1]).all())
                 self.pivots, self.counts = pivots, None if full else counts
                 self.key, self.builds, self.source = key, 1, "greedy"
             return LowRankPlusDiag(factor, noise)
 
-    def record_iterations(self, iterations: int) -> None:
-        """Note the CG iterations of the solve with the last-built preconditioner."""
+    def record_iterations(self, iterations: int, floor: int = 0) -> None:
+        """Note the CG iterations of the solve with the last-built preconditioner; ``floor`` is
+        the solver's minimum (``CG.lanczos_iters``). A fresh factor of full rank that leaves
+        CG well above it makes the next build grow the rank (when ``max_rank`` allows)."""
         if self.source == "greedy":
             self.base_iterations = int(iterations)
+            rank = self.key[-1]
+            weak = iterations > STALE_GROWTH * max(floor, GROW_FLOOR) + STALE_SLACK
+            if (weak and self._max_rank is not None and rank < self._max_rank
+                    and self.pivots.shape[-1] == rank):  # a greedy run that stopped early is exact
+                self.grown_rank = min(self._max_rank, 2 * rank)
+                self.stale = True
         elif self.source == "reused" and self.base_iterations is not None:
             if iterations > STALE_GROWTH * self.base_iterations + STALE_SLACK:
                 self.stale = True
@@ -103,6 +127,8 @@ class PivotCache:
         state = {name: torch.tensor(v) if name in _STATE_SCALARS else v for name, v in state.items()}
         if self.counts is not None:
             state["counts"] = self.counts.detach().cpu()
+        if self.grown_rank is not None:
+            state["grown_rank"] = torch.tensor(self.grown_rank)
         return state
 
     def load_state(self, state: dict, dtype: torch.dtype, device) -> None:
@@ -120,6 +146,7 @@ class PivotCache:
         self.builds, self.stale = int(state["builds"]), bool(state["stale"])
         base = int(state["base_iterations"])
         self.base_iterations = None if base < 0 else base
+        self.grown_rank = int(state["grown_rank"]) if "grown_rank" in state else None
 
 
 def _valid_state(state) -> bool:
@@ -127,11 +154,13 @@ def _valid_state(state) -> bool:
     if not isinstance(state, dict) or not state:
         return False
     names = set(_STATE_SCALARS) | {"pivots"}
-    if not names <= set(state) <= names | {"counts"}:
+    if not names <= set(state) <= names | {"counts", "grown_rank"}:
         return False
     if not all(isinstance(v, Tensor) and v.dtype == torch.long for v in state.values()):
         return False
-    if any(state[name].dim() != 0 for name in _STATE_SCALARS):
+    if any(state[name].dim() != 0 for name in (*_STATE_SCALARS, "grown_rank") if name in state):
+        return False
+    if "grown_rank" in state and int(state["grown_rank"]) < 1:
         return False
     pivots, n, rank = state["pivots"], int(state["n"]), int(state["rank"])
     if pivots.dim() < 1 or pivots.shape[-1] > min(n, rank) or int(state["builds"]) < 1:

@@ -5,7 +5,7 @@ import torch
 
 import flashgp as fg
 from flashgp.linalg import PivotCache, nystrom_factor, pivoted_cholesky
-from flashgp.linalg.pivot_cache import STALE_GROWTH, STALE_SLACK
+from flashgp.linalg.pivot_cache import GROW_FLOOR, STALE_GROWTH, STALE_SLACK
 from flashgp.operators.dense import Dense
 
 F64 = torch.float64
@@ -116,3 +116,63 @@ def test_state_round_trip_and_bad_states_clear_the_cache():
                 {**state, "counts": state["counts"][:1]}, {**state, "builds": torch.tensor(1.0)}):
         again.load_state(bad, F64, torch.device("cpu"))
         assert again.pivots is None and again.key is None
+
+
+def test_max_rank_grows_the_rank_after_a_weak_fresh_factor():
+    cache, config = PivotCache(), fg.PivotedCholesky(rank=5, refresh_every=100, max_rank=12)
+    a = rbf_matrix(lengthscale=0.15)  # far from rank 12: every greedy run uses all its columns
+    limit = int(STALE_GROWTH * 20 + STALE_SLACK)  # floor 20 (CG.lanczos_iters)
+    ranks = []
+    for _ in range(5):
+        precond = build(cache, a, config)
+        ranks.append((precond.rank, cache.source))
+        cache.record_iterations(limit + 1, floor=20)
+    # 5 -> 10 -> 12 (capped), each grown rank chosen by a greedy run; then no more growth
+    assert ranks == [(5, "greedy"), (10, "greedy"), (12, "greedy"), (12, "reused"), (12, "reused")]
+    torch.testing.assert_close(build(cache, a, config).factor, pivoted_cholesky(Dense(a), 12))
+    # a fresh factor within the limit, or a reused one far above it, does not grow the rank
+    cache, config = PivotCache(), fg.PivotedCholesky(rank=5, refresh_every=100, max_rank=40)
+    build(cache, a, config)
+    cache.record_iterations(limit, floor=20)
+    build(cache, a, config)
+    cache.record_iterations(1000, floor=20)  # stale: fresh pivots next, at the same rank
+    assert build(cache, a, config).rank == 5 and cache.source == "greedy"
+    # the CG minimum counts as at least GROW_FLOOR iterations (no log det: floor 0)
+    cache.record_iterations(int(STALE_GROWTH * GROW_FLOOR + STALE_SLACK), floor=0)
+    assert build(cache, a, config).rank == 5
+    # without max_rank the rank is fixed whatever the iterations
+    cache, config = PivotCache(), fg.PivotedCholesky(rank=5, refresh_every=1)
+    for _ in range(3):
+        assert build(cache, a, config).rank == 5
+        cache.record_iterations(1000, floor=20)
+
+
+def test_a_greedy_run_that_stopped_early_does_not_grow():
+    w = torch.randn(80, 3, dtype=F64, generator=torch.Generator().manual_seed(2))
+    cache, config = PivotCache(), fg.PivotedCholesky(rank=6, refresh_every=1, max_rank=24)
+    assert build(cache, w @ w.T, config).rank == 3  # rank 3: exact after 3 pivots
+    cache.record_iterations(1000, floor=20)
+    assert cache.grown_rank is None and build(cache, w @ w.T, config).rank == 3
+
+
+def test_grown_rank_survives_the_state_round_trip():
+    a = rbf_matrix(lengthscale=0.15)
+    cache, config = PivotCache(), fg.PivotedCholesky(rank=4, refresh_every=100, max_rank=16)
+    build(cache, a, config)
+    cache.record_iterations(1000, floor=20)  # grows to 8 at the next build
+    again = PivotCache()
+    again.load_state(cache.state(), F64, torch.device("cpu"))
+    assert again.grown_rank == 8 and again.stale
+    assert build(again, a, config).rank == 8 and again.source == "greedy"
+    # a config without max_rank ignores a grown rank; a bad grown_rank clears the cache
+    assert build(PivotCache(), a, fg.PivotedCholesky(rank=4)).rank == 4
+    again.load_state({**cache.state(), "grown_rank": torch.tensor(0)}, F64, torch.device("cpu"))
+    assert again.pivots is None
+
+
+def test_max_rank_is_checked():
+    with pytest.raises(ValueError, match="max_rank"):
+        fg.PivotedCholesky(rank=10, max_rank=5)
+    with pytest.raises(TypeError, match="max_rank"):
+        fg.PivotedCholesky(rank=10, max_rank=20.5)
+    assert fg.PivotedCholesky(rank=10, max_rank=10).max_rank == 10

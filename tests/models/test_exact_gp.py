@@ -433,3 +433,21 @@ def test_sample_recovers_from_an_indefinite_covariance():
     assert post.diagnostics["sample_eigen_clamped"] == 1
     psd = basis @ torch.diag(torch.tensor([1.0, 0.5, 0.2, 1e-3, 2e-4, 0.0], dtype=torch.float64)) @ basis.T
     torch.testing.assert_close(draws.T @ draws / 4000, psd, atol=0.06, rtol=0)
+
+
+def test_max_rank_grows_the_preconditioner_during_training():
+    """A preconditioner too weak for the hyperparameters (short lengthscale, small noise) doubles
+    its rank at each fresh factor up to max_rank; CG then needs fewer iterations."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(300, 2, dtype=F64, generator=g)
+    y = torch.sin(6 * x).sum(-1) + 0.01 * torch.randn(300, dtype=F64, generator=g)
+    solver = fg.CG(tol=0.01, precond=fg.PivotedCholesky(2, max_rank=8), backend="dense")
+    model = fg.ExactGP(x, y, fg.kernels.Scale(fg.kernels.RBF(lengthscale=0.08)), solver=solver)
+    model.likelihood.noise = torch.tensor(2e-4, dtype=F64)
+    seen = []
+    for _ in range(4):
+        model.mll(generator=torch.Generator().manual_seed(1))
+        d = model.diagnostics
+        seen.append((d["precond_rank"], d["precond_pivots"], d["cg_iterations"]))
+    assert [s[:2] for s in seen] == [(2, "greedy"), (4, "greedy"), (8, "greedy"), (8, "reused")]
+    assert seen[2][2] < seen[0][2]
