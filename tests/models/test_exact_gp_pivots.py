@@ -133,3 +133,12 @@ def test_refresh_every_is_validated_and_serialized():
     old = solver_to_config(solver)  # a file written before refresh_every existed
     del old["args"]["precond"]["args"]["refresh_every"]
     assert solver_from_config(old).precond == fg.PivotedCholesky(100)
+
+
+def test_max_rank_is_serialized_and_old_files_load():
+    from flashgp.serialize import solver_from_config, solver_to_config
+    solver = fg.CG(precond=fg.PivotedCholesky(50, max_rank=200))
+    assert solver_from_config(solver_to_config(solver)) == solver
+    old = solver_to_config(fg.CG(precond=fg.PivotedCholesky(50)))  # written before max_rank existed
+    del old["args"]["precond"]["args"]["max_rank"]
+    assert solver_from_config(old).precond == fg.PivotedCholesky(50)
