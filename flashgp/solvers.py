@@ -49,8 +49,8 @@ class PivotedCholesky:
             minimum (``CG.lanczos_iters``), the preconditioner is too weak for the current
             hyperparameters (small noise, many points per lengthscale): the next build doubles
             the rank, up to max_rank, and chooses new pivots. The rank never shrinks during a
-            fit. Memory: the factor is n x rank in the data's dtype, and the solve keeps two
-            n x rank float64 matrices. At the hyperparameters the n = 1M fit reached, a CPU
+            fit. Memory: the factor is n x rank in the data's dtype, and the solve keeps one
+            n x rank float64 matrix. At the hyperparameters the n = 1M fit reached, a CPU
             stand-in needed 79 / 36 / 20 CG iterations at rank 100 / 200 / 400
             (benchmarks/results/session7/README.md).
     """
