@@ -40,6 +40,11 @@ SETUPS = {  # name -> (model solver, fit arguments)
     "adam-cholesky": (fg.Cholesky(), dict(optimizer="adam", lr=0.1)),
     "adam-cg-global-rng": (CG, dict(optimizer="adam", lr=0.1)),  # probes from torch's CPU RNG
     "lbfgs-cholesky": (fg.Cholesky(), dict(optimizer="lbfgs", lr=1.0)),
+    # the preconditioner's rank grows 2 -> 4 -> 8 in the first steps (PivotedCholesky.max_rank):
+    # a resumed run must pick up the grown rank, not start again from 2
+    "adam-cg-growing-rank": (fg.CG(tol=1e-4, probes=5, lanczos_iters=5,
+                                   precond=fg.PivotedCholesky(2, refresh_every=3, max_rank=16)),
+                             dict(optimizer="adam", lr=0.1, seed=7)),
 }
 
 
