@@ -67,7 +67,8 @@ def main(argv=None) -> None:
     print(f"n={args.n} standing in for {args.target_n}: noise {noise:.3g}, lengthscale "
           f"{args.lengthscale}, outputscale {args.outputscale}, float64, backend {args.backend}")
     for rank in args.ranks:
-        d = iterations(x, y, rank, args.lengthscale, args.outputscale, noise, args.max_iters, args.backend)
+        d = iterations(x, y, rank, args.lengthscale, args.outputscale, noise, args.max_iters,
+                       args.backend)
         print(f"  rank {rank} (built {d['precond_rank']}): {d['cg_iterations']} CG iterations, "
               f"residual {d['residual']:.3g}, {d['seconds']:.1f} s", flush=True)
 

@@ -46,12 +46,12 @@ class PivotedCholesky:
             the hyperparameters); refresh_every=1 makes it a function of them alone.
         max_rank: let a model's training grow the rank up to this (None: the rank stays fixed).
             When the solve with freshly chosen pivots needs more than 1.5 times (plus 2) the CG
-            minimum (``CG.lanczos_iters``), the preconditioner is too weak for the current
-            hyperparameters (small noise, many points per lengthscale): the next build doubles
-            the rank, up to max_rank, and chooses new pivots. The rank never shrinks during a
-            fit. Memory: the factor is n x rank in the data's dtype, and the solve keeps one
-            n x rank float64 matrix. At the hyperparameters the n = 1M fit reached, a CPU
-            stand-in needed 79 / 36 / 20 CG iterations at rank 100 / 200 / 400
+            minimum (``CG.lanczos_iters``, counted as at least 10), the preconditioner is too
+            weak for the current hyperparameters (small noise, many points per lengthscale):
+            the next build doubles the rank, up to max_rank, and chooses new pivots. The rank
+            never shrinks during a fit. Memory: the factor is n x rank in the data's dtype, and
+            the solve keeps one n x rank float64 matrix. At the hyperparameters the n = 1M fit
+            reached, a CPU stand-in needed 79 / 36 / 20 CG iterations at rank 100 / 200 / 400
             (benchmarks/results/session7/README.md).
     """
 
@@ -65,7 +65,8 @@ class PivotedCholesky:
         if self.max_rank is not None:
             _check_positive(self, "max_rank", integer=True, allow_zero=True)
             if self.max_rank < self.rank:
-                raise ValueError(f"max_rank: expected None or an int >= rank ({self.rank}), got {self.max_rank}")
+                raise ValueError(f"max_rank: expected None or an int >= rank ({self.rank}), "
+                                 f"got {self.max_rank}")
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,6 @@ class PivotCache:
 
     def __init__(self):
         self.grown_rank: int | None = None
-        self._max_rank: int | None = None  # the last build's PivotedCholesky.max_rank
         self.clear()
 
     def clear(self) -> None:
@@ -82,7 +81,6 @@ class PivotCache:
                 self.source = None
                 return pivoted_cholesky_preconditioner(kernel_op, noise, 0)
             rank = self.rank(config)
-            self._max_rank = config.max_rank
             key = self._key(kernel_op, rank)
             factor = None
             if (self.pivots is not None and self.key == key and not self.stale
@@ -99,17 +97,18 @@ class PivotCache:
                 self.key, self.builds, self.source = key, 1, "greedy"
             return LowRankPlusDiag(factor, noise)
 
-    def record_iterations(self, iterations: int, floor: int = 0) -> None:
-        """Note the CG iterations of the solve with the last-built preconditioner; ``floor`` is
-        the solver's minimum (``CG.lanczos_iters``). A fresh factor of full rank that leaves
-        CG well above it makes the next build grow the rank (when ``max_rank`` allows)."""
+    def record_iterations(self, iterations: int, floor: int = 0, max_rank: int | None = None) -> None:
+        """Note the CG iterations of the solve with the last-built preconditioner. ``floor``: the
+        solver's minimum (``CG.lanczos_iters``); ``max_rank``: the config's. A fresh factor of
+        full rank that leaves CG well above the floor makes the next build grow the rank, up to
+        max_rank (None: no growth)."""
         if self.source == "greedy":
             self.base_iterations = int(iterations)
             rank = self.key[-1]
             weak = iterations > STALE_GROWTH * max(floor, GROW_FLOOR) + STALE_SLACK
-            if (weak and self._max_rank is not None and rank < self._max_rank
+            if (weak and max_rank is not None and rank < max_rank
                     and self.pivots.shape[-1] == rank):  # a greedy run that stopped early is exact
-                self.grown_rank = min(self._max_rank, 2 * rank)
+                self.grown_rank = min(max_rank, 2 * rank)
                 self.stale = True
         elif self.source == "reused" and self.base_iterations is not None:
             if iterations > STALE_GROWTH * self.base_iterations + STALE_SLACK:

@@ -83,7 +83,8 @@ def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=N
                                        generator=generator, info=info,
                                        reorthogonalize=solver.reorthogonalize)
     if precond is not None:
-        pivots.record_iterations(info["iterations"], floor=solver.lanczos_iters)
+        pivots.record_iterations(info["iterations"], floor=solver.lanczos_iters,
+                                 max_rank=solver.precond.max_rank)
     diagnostics.update(path="cg", backend=kernel_op.backend, precision=kernel_op.precision,
                        jitter=0.0, cg_iterations=info["iterations"],
                        residual=info["residual"], mean_residual=info["mean_residual"],

@@ -126,32 +126,32 @@ def test_max_rank_grows_the_rank_after_a_weak_fresh_factor():
     for _ in range(5):
         precond = build(cache, a, config)
         ranks.append((precond.rank, cache.source))
-        cache.record_iterations(limit + 1, floor=20)
+        cache.record_iterations(limit + 1, floor=20, max_rank=config.max_rank)
     # 5 -> 10 -> 12 (capped), each grown rank chosen by a greedy run; then no more growth
     assert ranks == [(5, "greedy"), (10, "greedy"), (12, "greedy"), (12, "reused"), (12, "reused")]
     torch.testing.assert_close(build(cache, a, config).factor, pivoted_cholesky(Dense(a), 12))
     # a fresh factor within the limit, or a reused one far above it, does not grow the rank
     cache, config = PivotCache(), fg.PivotedCholesky(rank=5, refresh_every=100, max_rank=40)
     build(cache, a, config)
-    cache.record_iterations(limit, floor=20)
+    cache.record_iterations(limit, floor=20, max_rank=config.max_rank)
     build(cache, a, config)
-    cache.record_iterations(1000, floor=20)  # stale: fresh pivots next, at the same rank
+    cache.record_iterations(1000, floor=20, max_rank=config.max_rank)  # stale: fresh pivots next
     assert build(cache, a, config).rank == 5 and cache.source == "greedy"
     # the CG minimum counts as at least GROW_FLOOR iterations (no log det: floor 0)
-    cache.record_iterations(int(STALE_GROWTH * GROW_FLOOR + STALE_SLACK), floor=0)
+    cache.record_iterations(int(STALE_GROWTH * GROW_FLOOR + STALE_SLACK), floor=0, max_rank=40)
     assert build(cache, a, config).rank == 5
     # without max_rank the rank is fixed whatever the iterations
     cache, config = PivotCache(), fg.PivotedCholesky(rank=5, refresh_every=1)
     for _ in range(3):
         assert build(cache, a, config).rank == 5
-        cache.record_iterations(1000, floor=20)
+        cache.record_iterations(1000, floor=20, max_rank=config.max_rank)
 
 
 def test_a_greedy_run_that_stopped_early_does_not_grow():
     w = torch.randn(80, 3, dtype=F64, generator=torch.Generator().manual_seed(2))
     cache, config = PivotCache(), fg.PivotedCholesky(rank=6, refresh_every=1, max_rank=24)
     assert build(cache, w @ w.T, config).rank == 3  # rank 3: exact after 3 pivots
-    cache.record_iterations(1000, floor=20)
+    cache.record_iterations(1000, floor=20, max_rank=config.max_rank)
     assert cache.grown_rank is None and build(cache, w @ w.T, config).rank == 3
 
 
@@ -159,7 +159,7 @@ def test_grown_rank_survives_the_state_round_trip():
     a = rbf_matrix(lengthscale=0.15)
     cache, config = PivotCache(), fg.PivotedCholesky(rank=4, refresh_every=100, max_rank=16)
     build(cache, a, config)
-    cache.record_iterations(1000, floor=20)  # grows to 8 at the next build
+    cache.record_iterations(1000, floor=20, max_rank=config.max_rank)  # grows to 8 at the next build
     again = PivotCache()
     again.load_state(cache.state(), F64, torch.device("cpu"))
     assert again.grown_rank == 8 and again.stale
