@@ -3,6 +3,7 @@
 """CG iterations of one training mll for each pivoted-Cholesky rank.
 
     python benchmarks/precond_rank.py --n 20000 --ranks 100 200 400
+    python benchmarks/precond_rank.py --n 20000 --ranks 100 --grow-to 400   # max_rank at work
 
 The data are those of examples/large_gpu_fit.py: uniform on [0, 1]^d, a sum of sines plus noise.
 The kernel is Scale(Matern 5/2, ARD), with the hyperparameters given. The conditioning of
@@ -29,19 +30,31 @@ import flashgp as fg  # noqa: E402
 from large_gpu_fit import synthetic  # noqa: E402
 
 
-def iterations(x, y, rank: int, lengthscale, outputscale: float, noise: float, max_iters: int,
-               backend: str) -> dict:
-    """One mll at the given hyperparameters; the solver's diagnostics of it."""
+def stand_in(x, y, precond, lengthscale, outputscale: float, noise: float, max_iters: int,
+             backend: str):
+    """An ExactGP at the given hyperparameters with the CG settings of training."""
     kernel = fg.kernels.Scale(fg.kernels.Matern(nu=2.5, ard_dims=x.shape[-1]))
-    solver = fg.CG(tol=1.0, precond=fg.PivotedCholesky(rank), backend=backend, max_iters=max_iters)
+    solver = fg.CG(tol=1.0, precond=precond, backend=backend, max_iters=max_iters)
     model = fg.ExactGP(x, y, kernel, solver=solver)
     with torch.no_grad():
         model.kernel.base.lengthscale = torch.tensor([lengthscale], dtype=x.dtype)
         model.kernel.outputscale = torch.tensor(outputscale, dtype=x.dtype)
         model.likelihood.noise = torch.tensor(noise, dtype=x.dtype)
-        start = time.perf_counter()
+    return model
+
+
+def timed_mll(model) -> dict:
+    """One mll (no backward); the solver's diagnostics of it and its seconds."""
+    start = time.perf_counter()
+    with torch.no_grad():
         model.mll()
     return {**model.diagnostics, "seconds": time.perf_counter() - start}
+
+
+def report(d: dict, label: str) -> None:
+    print(f"  {label}: preconditioner rank {d['precond_rank']} ({d['precond_pivots']}), "
+          f"{d['cg_iterations']} CG iterations, residual {d['residual']:.3g}, {d['seconds']:.1f} s",
+          flush=True)
 
 
 def main(argv=None) -> None:
@@ -57,6 +70,9 @@ def main(argv=None) -> None:
     parser.add_argument("--noise", type=float, default=0.008608, help="noise variance at target-n")
     parser.add_argument("--max-iters", type=int, default=400)
     parser.add_argument("--backend", default="blocked", choices=fg.backends.BACKENDS)
+    parser.add_argument("--grow-to", type=int, default=None,
+                        help="one model with PivotedCholesky(first rank, max_rank=this): mll calls "
+                             "until its rank stops growing")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.n < 1 or args.target_n < args.n:
@@ -66,11 +82,19 @@ def main(argv=None) -> None:
     x, y = synthetic(args.n, len(args.lengthscale), 0.1, torch.device("cpu"), torch.float64, args.seed)
     print(f"n={args.n} standing in for {args.target_n}: noise {noise:.3g}, lengthscale "
           f"{args.lengthscale}, outputscale {args.outputscale}, float64, backend {args.backend}")
+    settings = (args.lengthscale, args.outputscale, noise, args.max_iters, args.backend)
+    if args.grow_to is not None:
+        precond = fg.PivotedCholesky(args.ranks[0], max_rank=args.grow_to)
+        model, rank = stand_in(x, y, precond, *settings), None
+        for call in range(8):
+            d = timed_mll(model)
+            report(d, f"mll {call}")
+            if d["precond_rank"] == rank:
+                break
+            rank = d["precond_rank"]
+        return
     for rank in args.ranks:
-        d = iterations(x, y, rank, args.lengthscale, args.outputscale, noise, args.max_iters,
-                       args.backend)
-        print(f"  rank {rank} (built {d['precond_rank']}): {d['cg_iterations']} CG iterations, "
-              f"residual {d['residual']:.3g}, {d['seconds']:.1f} s", flush=True)
+        report(timed_mll(stand_in(x, y, fg.PivotedCholesky(rank), *settings)), f"rank {rank}")
 
 
 if __name__ == "__main__":
