@@ -4,6 +4,7 @@
 
     python benchmarks/precond_rank.py --n 20000 --ranks 100 200 400
     python benchmarks/precond_rank.py --n 20000 --ranks 100 --grow-to 400   # max_rank at work
+    python benchmarks/precond_rank.py --n 8000 --ranks 100 400 --lanczos-iters 10 20 --reference
 
 The data are those of examples/large_gpu_fit.py: uniform on [0, 1]^d, a sum of sines plus noise.
 The kernel is Scale(Matern 5/2, ARD), with the hyperparameters given. The conditioning of
@@ -11,6 +12,10 @@ K + noise I is set by n lambda_i / noise, where lambda_i are the kernel operator
 So the n points here, with noise * n / target_n, stand in for target_n points with ``noise``,
 at a cost a CPU can pay. The defaults are the hyperparameters after 46 Adam steps of the n = 1M
 fit (benchmarks/results/session7/README.md).
+
+``--reference`` also computes the mll and its gradient (lengthscales, outputscale, noise) by a
+float64 Cholesky, and reports the CG estimate's error against it, averaged over ``--repeats``
+probe draws (the SLQ estimate is random; its spread is printed next to the error of its mean).
 """
 from __future__ import annotations
 
@@ -31,10 +36,12 @@ from large_gpu_fit import synthetic  # noqa: E402
 
 
 def stand_in(x, y, precond, lengthscale, outputscale: float, noise: float, max_iters: int,
-             backend: str):
-    """An ExactGP at the given hyperparameters with the CG settings of training."""
+             backend: str, lanczos_iters: int = 20, tol: float = 1.0):
+    """An ExactGP at the given hyperparameters with the CG settings of training
+    (precond None: the float64 Cholesky solver instead)."""
     kernel = fg.kernels.Scale(fg.kernels.Matern(nu=2.5, ard_dims=x.shape[-1]))
-    solver = fg.CG(tol=1.0, precond=precond, backend=backend, max_iters=max_iters)
+    solver = fg.Cholesky() if precond is None else fg.CG(
+        tol=tol, precond=precond, backend=backend, max_iters=max_iters, lanczos_iters=lanczos_iters)
     model = fg.ExactGP(x, y, kernel, solver=solver)
     with torch.no_grad():
         model.kernel.base.lengthscale = torch.tensor([lengthscale], dtype=x.dtype)
@@ -49,6 +56,40 @@ def timed_mll(model) -> dict:
     with torch.no_grad():
         model.mll()
     return {**model.diagnostics, "seconds": time.perf_counter() - start}
+
+
+def mll_and_grad(model) -> tuple[float, torch.Tensor]:
+    """The mll per point and its gradient with respect to the raw parameters, (P,) float64."""
+    model.zero_grad()
+    value = model.mll()
+    value.backward()
+    value = value.detach()
+    grads = [p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]
+    return float(value), torch.cat(grads).double()
+
+
+def compare(x, y, precond_for, settings, lanczos_iters, tol, repeats: int, exact) -> None:
+    """CG mll / gradient against the Cholesky ones, over ``repeats`` probe draws."""
+    values, grads = [], []
+    for _ in range(repeats):
+        model = stand_in(x, y, precond_for(), *settings, lanczos_iters=lanczos_iters, tol=tol)
+        start = time.perf_counter()
+        value, grad = mll_and_grad(model)
+        values.append(value)
+        grads.append(grad)
+    values, grads = torch.tensor(values, dtype=torch.float64), torch.stack(grads)
+    exact_value, exact_grad = exact
+    scale = exact_grad.norm()
+    mean_err = (grads.mean(0) - exact_grad).norm() / scale
+    draw_err = (grads - exact_grad).norm(dim=-1) / scale
+    print(f"    lanczos_iters {lanczos_iters}, tol {tol:g}: {model.diagnostics['cg_iterations']} CG iterations "
+          f"(last draw, {time.perf_counter() - start:.1f} s); mll error of the mean "
+          f"{float(values.mean() - exact_value):+.2e} (draws' std {float(values.std()):.1e}); "
+          f"gradient relative error: mean of draws {float(mean_err):.3f}, each draw "
+          f"{float(draw_err.min()):.3f}-{float(draw_err.max()):.3f}; cosine of the mean "
+          f"{float(torch.nn.functional.cosine_similarity(grads.mean(0), exact_grad, 0)):.4f}",
+          flush=True)
+    print(f"      gradient, mean of draws: {[round(g, 4) for g in grads.mean(0).tolist()]}", flush=True)
 
 
 def report(d: dict, label: str) -> None:
@@ -73,6 +114,13 @@ def main(argv=None) -> None:
     parser.add_argument("--grow-to", type=int, default=None,
                         help="one model with PivotedCholesky(first rank, max_rank=this): mll calls "
                              "until its rank stops growing")
+    parser.add_argument("--lanczos-iters", type=int, nargs="+", default=[20],
+                        help="CG's minimum iterations for the log det (CG(lanczos_iters=...))")
+    parser.add_argument("--tols", type=float, nargs="+", default=[1.0],
+                        help="CG stopping tolerances of training (--reference; default 1.0)")
+    parser.add_argument("--reference", action="store_true",
+                        help="compare the mll and its gradient with a float64 Cholesky's")
+    parser.add_argument("--repeats", type=int, default=4, help="probe draws per setting (--reference)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.n < 1 or args.target_n < args.n:
@@ -83,6 +131,18 @@ def main(argv=None) -> None:
     print(f"n={args.n} standing in for {args.target_n}: noise {noise:.3g}, lengthscale "
           f"{args.lengthscale}, outputscale {args.outputscale}, float64, backend {args.backend}")
     settings = (args.lengthscale, args.outputscale, noise, args.max_iters, args.backend)
+    if args.reference:
+        start = time.perf_counter()
+        exact = mll_and_grad(stand_in(x, y, None, *settings))
+        print(f"  Cholesky: mll {exact[0]:.6f}, gradient {[round(g, 4) for g in exact[1].tolist()]} "
+              f"({time.perf_counter() - start:.1f} s)", flush=True)
+        for rank in args.ranks:
+            print(f"  rank {rank}:")
+            for iters in args.lanczos_iters:
+                for tol in args.tols:
+                    compare(x, y, lambda: fg.PivotedCholesky(rank), settings, iters, tol, args.repeats,
+                            exact)
+        return
     if args.grow_to is not None:
         precond = fg.PivotedCholesky(args.ranks[0], max_rank=args.grow_to)
         model, rank = stand_in(x, y, precond, *settings), None
@@ -94,7 +154,9 @@ def main(argv=None) -> None:
             rank = d["precond_rank"]
         return
     for rank in args.ranks:
-        report(timed_mll(stand_in(x, y, fg.PivotedCholesky(rank), *settings)), f"rank {rank}")
+        for iters in args.lanczos_iters:
+            report(timed_mll(stand_in(x, y, fg.PivotedCholesky(rank), *settings, lanczos_iters=iters)),
+                   f"rank {rank}, lanczos_iters {iters}")
 
 
 if __name__ == "__main__":

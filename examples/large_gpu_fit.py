@@ -97,7 +97,8 @@ def main(argv=None) -> None:
         now = time.perf_counter()
         print(f"  step {step}: loss {float(loss):.5f}, {now - last_time[0]:.2f} s, "
               f"{model.diagnostics.get('cg_iterations')} CG iterations, preconditioner rank "
-              f"{model.diagnostics.get('precond_rank')}", flush=True)
+              f"{model.diagnostics.get('precond_rank')} ({model.diagnostics.get('precond_pivots')}, "
+              f"{model.diagnostics.get('precond_seconds', float('nan')):.2f} s)", flush=True)
         last_time[0] = now
 
     history = fg.fit(model, optimizer="adam", lr=0.1, iters=args.iters, progress=False, seed=args.seed,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 import warnings
 
 import torch
@@ -68,7 +69,11 @@ def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=N
     ``pivots``: the model's PivotCache (see ``cg_operator``); it is told the CG iterations.
     """
     pivots = PivotCache() if pivots is None else pivots  # a fresh one chooses greedy pivots
+    start = time.perf_counter()
     op, kernel_op, precond = cg_operator(kernel, x, noise, solver, pivots)
+    if x.is_cuda:  # the build's kernels have finished: its seconds are the build's own
+        torch.cuda.synchronize(x.device)
+    precond_seconds = time.perf_counter() - start
     if kernel_op.backend == "triton" and kernel_op.precision in COARSE_PRECISIONS:
         warnings.warn(f"CG(precision={kernel_op.precision!r}) in training: products with a 10-bit (or "
                       "narrower) mantissa perturb K_hat by more than a small noise variance, and the "
@@ -91,6 +96,7 @@ def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=N
                        converged=info["converged"], cg_breakdowns=info["breakdowns"],
                        precond_rank=0 if precond is None else precond.rank,
                        precond_pivots=None if precond is None else pivots.source,
+                       precond_seconds=precond_seconds,
                        logdet_tail_change=info["logdet_tail_change"])
     return inv_quad, logdet
 

@@ -333,6 +333,7 @@ def test_diagnostics_cg():
     assert d["path"] == "cg" and d["cg_iterations"] >= 1 and d["residual"] < 0.01 and d["seconds"] > 0
     assert d["jitter"] == 0.0
     assert d["converged"] and 0 <= d["mean_residual"] < 0.01  # the stopping test's quantity
+    assert d["precond_rank"] == 20 and 0 < d["precond_seconds"] < d["seconds"]
     model.posterior(x_test)
     d = model.diagnostics
     assert DIAGNOSTIC_KEYS <= set(d) and d["path"] == "cg" and d["cg_iterations"] >= 1

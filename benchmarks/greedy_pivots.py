@@ -1,0 +1,82 @@
+# Benchmark / diagnostic: the greedy pivoted Cholesky step by step on the large_gpu_fit data, to see
+# where and why it stops (the largest remaining diagonal error against the stopping threshold).
+"""Trace the greedy pivoted Cholesky of K(x, x) for the synthetic data of examples/large_gpu_fit.py.
+
+    python benchmarks/greedy_pivots.py --n 1000000 --rank 100 --device cuda
+    python benchmarks/greedy_pivots.py --n 1000000 --rank 100 --device cpu --dtype float32
+
+Every ``--every`` steps it prints the largest remaining diagonal error, the stopping threshold
+(tol * trace, tol = 1e-8), whether the error vector holds NaN or infinity, and the seconds so far.
+Then it runs ``pivoted_cholesky_with_pivots`` itself and prints the rank it returns.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "examples"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import flashgp as fg  # noqa: E402
+from flashgp.linalg.preconditioners import _pivot_step, pivoted_cholesky_with_pivots  # noqa: E402
+from flashgp.operators import KernelOperator  # noqa: E402
+from large_gpu_fit import synthetic  # noqa: E402
+
+
+def trace_steps(op, rank: int, every: int, tol: float = 1e-8) -> None:
+    """The greedy loop of ``pivoted_cholesky_with_pivots``, printing its state every ``every`` steps."""
+    n = op.shape[-1]
+    err = op.diagonal().clone().expand(*op.batch_shape, n).clone()
+    trace = err.sum(-1)
+    factor = torch.zeros(*op.batch_shape, n, rank, dtype=op.dtype, device=op.device)
+    live = torch.ones(op.batch_shape, dtype=torch.bool, device=op.device)
+    start = time.perf_counter()
+    for m in range(rank):
+        if m % every == 0 or m == rank - 1:
+            print(f"    step {m}: max error {float(err.amax()):.4g} (threshold {float(tol * trace):.4g}), "
+                  f"NaN/inf in error {not bool(torch.isfinite(err).all())}, NaN/inf in factor "
+                  f"{not bool(torch.isfinite(factor[..., :m]).all())}, live {bool(live.all())}, "
+                  f"{time.perf_counter() - start:.2f} s", flush=True)
+        live = live & (err.amax(-1) > tol * trace)
+        live, pivot = _pivot_step(op, factor, err, m, live)
+    print(f"    end: max error {float(err.amax()):.4g}, live {bool(live.all())}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--rank", type=int, default=100)
+    parser.add_argument("--every", type=int, default=8)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--backend", default="auto", choices=fg.backends.BACKENDS)
+    parser.add_argument("--lengthscale", type=float, nargs="+", default=[0.1818, 0.1615, 0.1794])
+    parser.add_argument("--outputscale", type=float, default=1.6409)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    x, _ = synthetic(args.n, len(args.lengthscale), 0.1, device, dtype, args.seed)
+    kernel = fg.kernels.Scale(fg.kernels.Matern(nu=2.5, ard_dims=x.shape[-1])).to(device=device, dtype=dtype)
+    with torch.no_grad():
+        kernel.base.lengthscale = torch.tensor([args.lengthscale], dtype=dtype, device=device)
+        kernel.outputscale = torch.tensor(args.outputscale, dtype=dtype, device=device)
+    op = KernelOperator(kernel, x, backend=args.backend)
+    print(f"n={args.n}, {dtype}, {device}, backend {op.backend}, rank {args.rank}", flush=True)
+    trace_steps(op, args.rank, args.every)
+    start = time.perf_counter()
+    factor, pivots, counts = pivoted_cholesky_with_pivots(op, args.rank)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    print(f"  pivoted_cholesky_with_pivots: rank {factor.shape[-1]}, counts {counts.tolist()}, "
+          f"{time.perf_counter() - start:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
