@@ -24,28 +24,37 @@ for path in (REPO, REPO / "examples"):
         sys.path.insert(0, str(path))
 
 import flashgp as fg  # noqa: E402
-from flashgp.linalg.preconditioners import _pivot_step, pivoted_cholesky_with_pivots  # noqa: E402
+from flashgp.linalg.preconditioners import (_pivot_step, nystrom_factor,  # noqa: E402
+                                             pivoted_cholesky_with_pivots)
 from flashgp.operators import KernelOperator  # noqa: E402
 from large_gpu_fit import synthetic  # noqa: E402
 
 
-def trace_steps(op, rank: int, every: int, tol: float = 1e-8) -> None:
-    """The greedy loop of ``pivoted_cholesky_with_pivots``, printing its state every ``every`` steps."""
+def trace_steps(op, rank: int, every: int, tol: float = 1e-8, quiet: bool = False) -> None:
+    """The greedy loop of ``pivoted_cholesky_with_pivots``, printing its state every ``every`` steps
+    (quiet: one line at the end, with the first step whose error vector held NaN or infinity)."""
     n = op.shape[-1]
     err = op.diagonal().clone().expand(*op.batch_shape, n).clone()
     trace = err.sum(-1)
     factor = torch.zeros(*op.batch_shape, n, rank, dtype=op.dtype, device=op.device)
     live = torch.ones(op.batch_shape, dtype=torch.bool, device=op.device)
-    start = time.perf_counter()
+    start, first_bad, first_dead = time.perf_counter(), None, None
     for m in range(rank):
-        if m % every == 0 or m == rank - 1:
+        if quiet:
+            if first_bad is None and not bool(torch.isfinite(err).all()):
+                first_bad = m
+            if first_dead is None and not bool(live.all()):
+                first_dead = m
+        elif m % every == 0 or m == rank - 1:
             print(f"    step {m}: max error {float(err.amax()):.4g} (threshold {float(tol * trace):.4g}), "
                   f"NaN/inf in error {not bool(torch.isfinite(err).all())}, NaN/inf in factor "
                   f"{not bool(torch.isfinite(factor[..., :m]).all())}, live {bool(live.all())}, "
                   f"{time.perf_counter() - start:.2f} s", flush=True)
         live = live & (err.amax(-1) > tol * trace)
         live, pivot = _pivot_step(op, factor, err, m, live)
-    print(f"    end: max error {float(err.amax()):.4g}, live {bool(live.all())}")
+    print(f"    end: max error {float(err.amax()):.4g}, live {bool(live.all())}"
+          + (f", first non-finite error at step {first_bad}, first dead step {first_dead}" if quiet else ""),
+          flush=True)
 
 
 def main(argv=None) -> None:
@@ -59,6 +68,15 @@ def main(argv=None) -> None:
     parser.add_argument("--backend", default="auto", choices=fg.backends.BACKENDS)
     parser.add_argument("--lengthscale", type=float, nargs="+", default=[0.1818, 0.1615, 0.1794])
     parser.add_argument("--outputscale", type=float, default=1.6409)
+    parser.add_argument("--grid-lengthscales", type=float, nargs="*", default=[],
+                        help="isotropic lengthscales to trace quietly, one run per (lengthscale, "
+                             "--grid-outputscales entry), after the main trace")
+    parser.add_argument("--grid-outputscales", type=float, nargs="*", default=[1.0])
+    parser.add_argument("--nystrom-ks", type=int, nargs="*", default=[],
+                        help="time nystrom_factor (the rebuild of a reused preconditioner) on the "
+                             "first k pivots of the greedy run, for each k")
+    parser.add_argument("--profile", action="store_true",
+                        help="a torch.profiler table of each --nystrom-ks rebuild")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -75,7 +93,36 @@ def main(argv=None) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     print(f"  pivoted_cholesky_with_pivots: rank {factor.shape[-1]}, counts {counts.tolist()}, "
-          f"{time.perf_counter() - start:.2f} s")
+          f"{time.perf_counter() - start:.2f} s", flush=True)
+    for k in args.nystrom_ks:
+        seconds = []
+        for _ in range(3):
+            start = time.perf_counter()
+            rebuilt = nystrom_factor(op, pivots[..., :k])
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds.append(time.perf_counter() - start)
+        print(f"  nystrom_factor on the first {k} pivots: {'failed' if rebuilt is None else 'ok'}, "
+              f"seconds {', '.join(f'{t:.4f}' for t in seconds)}", flush=True)
+        if args.profile:
+            activities = [torch.profiler.ProfilerActivity.CPU] + (
+                [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
+            with torch.profiler.profile(activities=activities) as prof:
+                nystrom_factor(op, pivots[..., :k])
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+            sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+            print(prof.key_averages().table(sort_by=sort, row_limit=12), flush=True)
+    for lengthscale in args.grid_lengthscales:
+        for outputscale in args.grid_outputscales:
+            with torch.no_grad():
+                kernel.base.lengthscale = torch.full((1, x.shape[-1]), lengthscale, dtype=dtype, device=device)
+                kernel.outputscale = torch.tensor(outputscale, dtype=dtype, device=device)
+            rank = pivoted_cholesky_with_pivots(KernelOperator(kernel, x, backend=args.backend),
+                                                args.rank)[0].shape[-1]
+            print(f"  lengthscale {lengthscale}, outputscale {outputscale}: rank {rank}", flush=True)
+            if rank < args.rank:
+                trace_steps(KernelOperator(kernel, x, backend=args.backend), args.rank, args.every, quiet=True)
 
 
 if __name__ == "__main__":

@@ -121,14 +121,20 @@ def main(argv=None) -> None:
     parser.add_argument("--reference", action="store_true",
                         help="compare the mll and its gradient with a float64 Cholesky's")
     parser.add_argument("--repeats", type=int, default=4, help="probe draws per setting (--reference)")
+    parser.add_argument("--scale-data-noise", action="store_true",
+                        help="the data's noise std 0.1 scaled by sqrt(n / target_n) like the noise "
+                             "variance (default: 0.1, as in large_gpu_fit; then y holds far more "
+                             "noise than the model assumes, unlike the fit it stands in for)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.n < 1 or args.target_n < args.n:
         parser.error("--n: expected 1 <= n <= --target-n")
     noise = args.noise * args.n / args.target_n
     torch.manual_seed(args.seed)  # the probe vectors
-    x, y = synthetic(args.n, len(args.lengthscale), 0.1, torch.device("cpu"), torch.float64, args.seed)
-    print(f"n={args.n} standing in for {args.target_n}: noise {noise:.3g}, lengthscale "
+    data_noise = 0.1 * (args.n / args.target_n) ** 0.5 if args.scale_data_noise else 0.1
+    x, y = synthetic(args.n, len(args.lengthscale), data_noise, torch.device("cpu"), torch.float64,
+                     args.seed)
+    print(f"n={args.n} standing in for {args.target_n}: noise {noise:.3g} (data's std {data_noise:.3g}), lengthscale "
           f"{args.lengthscale}, outputscale {args.outputscale}, float64, backend {args.backend}")
     settings = (args.lengthscale, args.outputscale, noise, args.max_iters, args.backend)
     if args.reference:
