@@ -82,8 +82,10 @@ def compare(x, y, precond_for, settings, lanczos_iters, tol, repeats: int, exact
     scale = exact_grad.norm()
     mean_err = (grads.mean(0) - exact_grad).norm() / scale
     draw_err = (grads - exact_grad).norm(dim=-1) / scale
-    print(f"    lanczos_iters {lanczos_iters}, tol {tol:g}: {model.diagnostics['cg_iterations']} CG iterations "
-          f"(last draw, {time.perf_counter() - start:.1f} s); mll error of the mean "
+    d = model.diagnostics
+    print(f"    lanczos_iters {lanczos_iters}, tol {tol:g}: {d['cg_iterations']} CG iterations "
+          f"(last draw, {time.perf_counter() - start:.1f} s, y residual {d['residual']:.3g}, mean "
+          f"{d['mean_residual']:.3g}); mll error of the mean "
           f"{float(values.mean() - exact_value):+.2e} (draws' std {float(values.std()):.1e}); "
           f"gradient relative error: mean of draws {float(mean_err):.3f}, each draw "
           f"{float(draw_err.min()):.3f}-{float(draw_err.max()):.3f}; cosine of the mean "

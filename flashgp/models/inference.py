@@ -40,11 +40,12 @@ def cholesky_terms(kernel, x, noise, resid, solver: Cholesky, diagnostics: dict)
     return inv_quad.to(x.dtype), logdet.to(x.dtype)
 
 
-def cg_operator(kernel, x, noise, solver: CG, pivots: PivotCache | None = None):
+def cg_operator(kernel, x, noise, solver: CG, pivots: PivotCache | None = None,
+                rank: int | None = None):
     """(K_hat operator, kernel operator, preconditioner or None) for the CG path.
 
     ``pivots``: a model's PivotCache, which may rebuild the preconditioner from earlier pivots
-    (None: fresh greedy pivots).
+    (None: fresh greedy pivots, of ``rank``, default ``solver.precond.rank``).
     """
     kernel_op = KernelOperator(kernel, x, backend=solver.backend, precision=solver.precision,
                                memory_budget=solver.memory_budget)
@@ -52,7 +53,8 @@ def cg_operator(kernel, x, noise, solver: CG, pivots: PivotCache | None = None):
     if solver.precond is not None:
         with torch.no_grad():
             if pivots is None:
-                precond = pivoted_cholesky_preconditioner(kernel_op, noise.detach(), solver.precond.rank)
+                rank = solver.precond.rank if rank is None else rank
+                precond = pivoted_cholesky_preconditioner(kernel_op, noise.detach(), rank)
             else:
                 precond = pivots.preconditioner(kernel_op, noise, solver.precond)
     return AddedDiag(kernel_op, noise), kernel_op, precond

@@ -30,7 +30,11 @@ class PredictionCache:
             self.alpha = torch.cholesky_solve(resid.double().unsqueeze(-1), self.chol)  # kept in float64
             self.backend = "dense"
         else:
-            self.op, kernel_op, self.precond = cg_operator(self.kernel, self.train_x, noise, solver)
+            # the rank training grew the preconditioner to (PivotedCholesky.max_rank), if it did:
+            # the posterior mean solve has the same K_hat, at a tighter tolerance
+            rank = None if solver.precond is None else model.pivot_cache.rank(solver.precond)
+            self.op, kernel_op, self.precond = cg_operator(self.kernel, self.train_x, noise, solver,
+                                                           rank=rank)
             self.backend = kernel_op.backend
             info = {}
             resid = resid.expand(*self.op.batch_shape, n)
@@ -39,7 +43,8 @@ class PredictionCache:
                                   reorthogonalize=solver.reorthogonalize)
             self.diagnostics.update(path="cg", backend=self.backend, jitter=0.0,
                                     cg_iterations=info["iterations"], residual=info["residual"],
-                                    converged=info["converged"], cg_breakdowns=info["breakdowns"])
+                                    converged=info["converged"], cg_breakdowns=info["breakdowns"],
+                                    precond_rank=0 if self.precond is None else self.precond.rank)
         self._root = None
 
     # ----- roots of K_hat^{-1} ---------------------------------------------------------

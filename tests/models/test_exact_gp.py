@@ -442,7 +442,7 @@ def test_max_rank_grows_the_preconditioner_during_training():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(300, 2, dtype=F64, generator=g)
     y = torch.sin(6 * x).sum(-1) + 0.01 * torch.randn(300, dtype=F64, generator=g)
-    solver = fg.CG(tol=0.01, precond=fg.PivotedCholesky(2, max_rank=8), backend="dense")
+    solver = fg.CG(tol=0.01, eval_tol=1e-6, precond=fg.PivotedCholesky(2, max_rank=8), backend="dense")
     model = fg.ExactGP(x, y, fg.kernels.Scale(fg.kernels.RBF(lengthscale=0.08)), solver=solver)
     model.likelihood.noise = torch.tensor(2e-4, dtype=F64)
     seen = []
@@ -452,3 +452,13 @@ def test_max_rank_grows_the_preconditioner_during_training():
         seen.append((d["precond_rank"], d["precond_pivots"], d["cg_iterations"]))
     assert [s[:2] for s in seen] == [(2, "greedy"), (4, "greedy"), (8, "greedy"), (8, "reused")]
     assert seen[2][2] < seen[0][2]
+    # the posterior mean solve uses the grown rank too; a model that never grew keeps rank 2
+    fresh = fg.ExactGP(x, y, fg.kernels.Scale(fg.kernels.RBF(lengthscale=0.08)), solver=solver)
+    fresh.likelihood.noise = torch.tensor(2e-4, dtype=F64)
+    grown_mean, fresh_mean = model.posterior(x[:5]).mean, fresh.posterior(x[:5]).mean
+    assert model.diagnostics["precond_rank"] == 8 and fresh.diagnostics["precond_rank"] == 2
+    assert model.diagnostics["cg_iterations"] < fresh.diagnostics["cg_iterations"]
+    model.solver = fg.Cholesky()
+    exact_mean = model.posterior(x[:5]).mean
+    torch.testing.assert_close(grown_mean, exact_mean, atol=1e-4, rtol=0)
+    torch.testing.assert_close(fresh_mean, exact_mean, atol=1e-4, rtol=0)
