@@ -95,10 +95,13 @@ def main(argv=None) -> None:
     def report(step, loss, model):  # one line per step as it ends, so a run cut short still reports
         synchronize(device)
         now = time.perf_counter()
+        d = model.diagnostics
+        remaining = d.get("precond_remaining_error")  # greedy builds: how far L L^T is from K
         print(f"  step {step}: loss {float(loss):.5f}, {now - last_time[0]:.2f} s, "
-              f"{model.diagnostics.get('cg_iterations')} CG iterations, preconditioner rank "
-              f"{model.diagnostics.get('precond_rank')} ({model.diagnostics.get('precond_pivots')}, "
-              f"{model.diagnostics.get('precond_seconds', float('nan')):.2f} s)", flush=True)
+              f"{d.get('cg_iterations')} CG iterations, preconditioner rank {d.get('precond_rank')} "
+              f"({d.get('precond_pivots')}, {d.get('precond_seconds', float('nan')):.2f} s"
+              + ("" if remaining is None else f", remaining diagonal error {remaining:.3g}, "
+                 f"early-stop threshold {d['precond_stop_threshold']:.3g}") + ")", flush=True)
         last_time[0] = now
 
     history = fg.fit(model, optimizer="adam", lr=0.1, iters=args.iters, progress=False, seed=args.seed,

@@ -38,6 +38,9 @@ class PivotCache:
         base_iterations: CG iterations of the solve with the greedy factor (None until known).
         stale: a later solve needed more than STALE_GROWTH * base_iterations + STALE_SLACK.
         source: how the last build got its factor: "greedy", "reused", or None (no pivots).
+        remaining_error: after a greedy build, the largest remaining diagonal error of
+            K - L L^T and the threshold under which the greedy run stops early, as a pair of
+            floats (None after other builds).
         grown_rank: the rank greedy builds use once training has grown it (None: the config's
             rank; see ``PivotedCholesky.max_rank``). ``clear`` keeps it: it never shrinks.
     """
@@ -55,6 +58,7 @@ class PivotCache:
         self.base_iterations: int | None = None
         self.stale = False
         self.source: str | None = None
+        self.remaining_error: tuple[float, float] | None = None
 
     @staticmethod
     def _key(op: Operator, rank: int) -> tuple:
@@ -77,6 +81,7 @@ class PivotCache:
         """
         with torch.no_grad():
             noise = noise.detach()
+            self.remaining_error = None
             if config.rank == 0:
                 self.source = None
                 return pivoted_cholesky_preconditioner(kernel_op, noise, 0)
@@ -90,8 +95,10 @@ class PivotCache:
                 self.builds += 1
                 self.source = "reused"
             else:
-                factor, pivots, counts = pivoted_cholesky_with_pivots(kernel_op, rank)
+                info = {}
+                factor, pivots, counts = pivoted_cholesky_with_pivots(kernel_op, rank, info=info)
                 self.clear()
+                self.remaining_error = (info["remaining_error"], info["stop_threshold"])
                 full = bool((counts == pivots.shape[-1]).all())
                 self.pivots, self.counts = pivots, None if full else counts
                 self.key, self.builds, self.source = key, 1, "greedy"

@@ -55,7 +55,8 @@ def pivoted_cholesky(op: Operator, rank: int, tol: float = 1e-8) -> Tensor:
 
 
 @torch.no_grad()
-def pivoted_cholesky_with_pivots(op: Operator, rank: int, tol: float = 1e-8) -> tuple[Tensor, Tensor, Tensor]:
+def pivoted_cholesky_with_pivots(op: Operator, rank: int, tol: float = 1e-8,
+                                 info: dict | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """``pivoted_cholesky`` that also gives its pivots: (factor, pivots, counts).
 
     factor: (*batch, n, k) as ``pivoted_cholesky`` returns it. pivots: (*batch, k) long, the row
@@ -63,6 +64,9 @@ def pivoted_cholesky_with_pivots(op: Operator, rank: int, tol: float = 1e-8) -> 
     batch element are real: an element that stopped early (its error fell below ``tol`` before
     the others') has zero columns from ``counts`` on, and its pivots there mean nothing.
     ``nystrom_factor(op, pivots, counts)`` rebuilds the factor (for a changed op) from them.
+    ``info``: a dict that receives remaining_error, the largest remaining diagonal error of
+    A - L L^T at the end (over the batch; NaN if it holds NaN), and stop_threshold, the largest
+    ``tol`` * trace, below which an element stops early.
     """
     _check_rank(rank)
     if not isinstance(op, Operator):
@@ -80,14 +84,16 @@ def pivoted_cholesky_with_pivots(op: Operator, rank: int, tol: float = 1e-8) -> 
         # elements get zero columns meanwhile, and liveness only decreases, so columns_used is
         # the first all-dead step
         if m % LIVE_CHECK_EVERY == 0 and not bool(live.any()):
-            return _with_pivots(factor, pivots, lives, int(columns_used))
+            break
         columns_used += live.any()
         live, pivot = _pivot_step(op, factor, err, m, live)
         pivots.append(pivot)
         lives.append(live)
-    if not bool(live.any()):  # the factor may end in all-zero columns: drop them
-        return _with_pivots(factor, pivots, lives, int(columns_used))
-    return _with_pivots(factor, pivots, lives, factor.shape[-1])
+    if info is not None:
+        info.update(remaining_error=float(err.amax()), stop_threshold=float((tol * trace).amax()))
+    # the factor may end in all-zero columns when every element stopped: drop them
+    k = int(columns_used) if not bool(live.any()) else factor.shape[-1]
+    return _with_pivots(factor, pivots, lives, k)
 
 
 def _with_pivots(factor: Tensor, pivots: list, lives: list, k: int) -> tuple[Tensor, Tensor, Tensor]:

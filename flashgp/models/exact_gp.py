@@ -41,7 +41,10 @@ class ExactGP(nn.Module):
     (those of an earlier step, see ``fg.PivotedCholesky.refresh_every``) or None (no pivots),
     and mean_residual: residual is the relative residual of the solve against y, while CG stops
     (and converged says) on the mean over y and the probe vectors, which can be below tol while
-    residual is above it; precond_seconds, the preconditioner build's share of seconds. The CG
+    residual is above it; precond_seconds, the preconditioner build's share of seconds;
+    precond_remaining_error and precond_stop_threshold after a greedy build (else None): the
+    largest diagonal entry of K - L L^T left, and the level under which the greedy run stops
+    before its rank. The CG
     path gives precond_rank (0: no preconditioner) for the mll and the posterior mean solve.
     """
 

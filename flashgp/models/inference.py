@@ -92,6 +92,7 @@ def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=N
     if precond is not None:
         pivots.record_iterations(info["iterations"], floor=solver.lanczos_iters,
                                  max_rank=solver.precond.max_rank)
+    remaining = pivots.remaining_error if precond is not None and pivots.remaining_error else (None, None)
     diagnostics.update(path="cg", backend=kernel_op.backend, precision=kernel_op.precision,
                        jitter=0.0, cg_iterations=info["iterations"],
                        residual=info["residual"], mean_residual=info["mean_residual"],
@@ -99,6 +100,7 @@ def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=N
                        precond_rank=0 if precond is None else precond.rank,
                        precond_pivots=None if precond is None else pivots.source,
                        precond_seconds=precond_seconds,
+                       precond_remaining_error=remaining[0], precond_stop_threshold=remaining[1],
                        logdet_tail_change=info["logdet_tail_change"])
     return inv_quad, logdet
 

@@ -114,6 +114,21 @@ def test_with_pivots_gives_the_pivoted_cholesky_factor_and_its_pivots():
     assert float((lower - lower.tril()).abs().max()) < 1e-12 and bool((lower.diagonal() > 0).all())
 
 
+def test_with_pivots_reports_the_remaining_diagonal_error():
+    a = rbf_matrix(200, seed=1)
+    info = {}
+    factor, _, _ = pivoted_cholesky_with_pivots(Dense(a), 30, info=info)
+    remaining = (a - factor @ factor.T).diagonal().max()
+    assert info["remaining_error"] == pytest.approx(float(remaining), rel=1e-9, abs=1e-14)
+    assert info["stop_threshold"] == pytest.approx(1e-8 * float(a.diagonal().sum()))
+    assert info["remaining_error"] > info["stop_threshold"]  # rank 30 is not enough here
+    low = factor[:, :5] @ factor[:, :5].T  # rank 5: the greedy run stops early, under threshold
+    info = {}
+    early, _, counts = pivoted_cholesky_with_pivots(Dense(low), 30, info=info)
+    assert early.shape[-1] < 30 and int(counts) == early.shape[-1]
+    assert info["remaining_error"] <= info["stop_threshold"]
+
+
 @pytest.mark.parametrize("rank", [10, 30, 60])
 def test_nystrom_from_greedy_pivots_is_the_greedy_factor(rank):
     a = rbf_matrix(200, seed=1)

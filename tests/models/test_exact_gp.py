@@ -334,6 +334,11 @@ def test_diagnostics_cg():
     assert d["jitter"] == 0.0
     assert d["converged"] and 0 <= d["mean_residual"] < 0.01  # the stopping test's quantity
     assert d["precond_rank"] == 20 and 0 < d["precond_seconds"] < d["seconds"]
+    assert d["precond_pivots"] == "greedy" and 0 < d["precond_stop_threshold"] < d["precond_remaining_error"]
+    model.mll()
+    assert model.diagnostics["precond_pivots"] == "reused"
+    assert model.diagnostics["precond_remaining_error"] is None  # known only for greedy builds
+    d = model.diagnostics
     model.posterior(x_test)
     d = model.diagnostics
     assert DIAGNOSTIC_KEYS <= set(d) and d["path"] == "cg" and d["cg_iterations"] >= 1
