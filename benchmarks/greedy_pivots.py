@@ -57,6 +57,40 @@ def trace_steps(op, rank: int, every: int, tol: float = 1e-8, quiet: bool = Fals
           flush=True)
 
 
+def _timed(fn, device, repeats: int = 2) -> tuple[list[float], torch.Tensor]:
+    """(seconds of each of ``repeats`` calls of fn, synchronized; fn's last result)."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds, out
+
+
+def time_solves(op, pivots, device) -> None:
+    """The parts of ``nystrom_factor`` for these pivots, timed one by one: the rows, the k x k
+    Cholesky, the triangular solve with n right-hand sides, and the alternative of one matrix
+    product with the inverse of the k x k factor (with the largest difference of the two)."""
+    k = pivots.shape[-1]
+    row_seconds, rows = _timed(lambda: op.rows(pivots).to(torch.float64), device)
+    inner = rows[..., pivots]
+    inner = 0.5 * (inner + inner.transpose(-1, -2))
+    inner = inner + torch.eye(k, dtype=inner.dtype, device=inner.device) * (
+        k * torch.finfo(op.dtype).eps * float(inner.diagonal().max()))
+    chol_seconds, chol = _timed(lambda: torch.linalg.cholesky(inner), device)
+    solve_seconds, white = _timed(lambda: torch.linalg.solve_triangular(chol, rows, upper=False), device)
+    eye = torch.eye(k, dtype=chol.dtype, device=chol.device)
+    inverse_seconds, white_inv = _timed(
+        lambda: torch.linalg.solve_triangular(chol, eye, upper=False) @ rows, device)
+    diff = float((white - white_inv).abs().max() / white.abs().max())
+    fmt = lambda s: ", ".join(f"{t:.4f}" for t in s)  # noqa: E731
+    print(f"  k={k}: rows {fmt(row_seconds)} s; cholesky {fmt(chol_seconds)} s; solve_triangular "
+          f"{fmt(solve_seconds)} s; inverse @ rows {fmt(inverse_seconds)} s (max relative "
+          f"difference {diff:.2e})", flush=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,6 +109,9 @@ def main(argv=None) -> None:
     parser.add_argument("--nystrom-ks", type=int, nargs="*", default=[],
                         help="time nystrom_factor (the rebuild of a reused preconditioner) on the "
                              "first k pivots of the greedy run, for each k")
+    parser.add_argument("--solve-ks", type=int, nargs="*", default=[],
+                        help="time the float64 triangular solve of nystrom_factor (k x k factor, n "
+                             "right-hand sides) against multiplying by the factor's inverse, per k")
     parser.add_argument("--profile", action="store_true",
                         help="a torch.profiler table of each --nystrom-ks rebuild")
     parser.add_argument("--seed", type=int, default=0)
@@ -113,6 +150,8 @@ def main(argv=None) -> None:
                     torch.cuda.synchronize(device)
             sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
             print(prof.key_averages().table(sort_by=sort, row_limit=12), flush=True)
+    for k in args.solve_ks:
+        time_solves(op, pivots[..., :k], device)
     for lengthscale in args.grid_lengthscales:
         for outputscale in args.grid_outputscales:
             with torch.no_grad():

@@ -14,6 +14,7 @@ supported kernels, row blocks otherwise).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 
@@ -34,6 +35,28 @@ def synthetic(n: int, d: int, noise: float, device, dtype, seed: int) -> tuple[t
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def load_raw_parameters(model, path: str) -> None:
+    """Set the model's raw parameters from a JSON file: {name: number or nested list}, or a dict
+    holding such a map under "raw_parameters_after" (benchmarks/results/session8/...history.json)."""
+    with open(path) as f:
+        values = json.load(f)
+    values = values.get("raw_parameters_after", values) if isinstance(values, dict) else values
+    params = dict(model.named_parameters())
+    if not isinstance(values, dict) or set(values) != set(params):
+        raise SystemExit(f"--raw-parameters: expected values for exactly {sorted(params)}, got "
+                         f"{sorted(values) if isinstance(values, dict) else type(values).__name__}")
+    with torch.no_grad():
+        for name, value in values.items():
+            value = torch.as_tensor(value, dtype=params[name].dtype, device=params[name].device)
+            if value.shape != params[name].shape:
+                raise SystemExit(f"--raw-parameters: {name} has shape {tuple(value.shape)}, the "
+                                 f"model's is {tuple(params[name].shape)}")
+            params[name].copy_(value)
+        print(f"  raw parameters from {path}: lengthscale "
+              f"{[round(v, 4) for v in model.kernel.base.lengthscale.flatten().tolist()]}, outputscale "
+              f"{float(model.kernel.outputscale):.4f}, noise {float(model.likelihood.noise):.4g}")
 
 
 def main(argv=None) -> None:
@@ -60,6 +83,10 @@ def main(argv=None) -> None:
                         help="variances by CG solves against every test point (slow at large n) "
                              "instead of the cached Lanczos root (LOVE, rank 200)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--raw-parameters", default=None,
+                        help="JSON file of raw parameter values to start from (a name -> value map, "
+                             "or a fit history's 'raw_parameters_after'); with --iters 0 the run "
+                             "goes straight to the predictions at those hyperparameters")
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint file of the fit: written every --checkpoint-every steps; "
                              "a rerun of the same command resumes from it (long fits over several runs)")
@@ -81,6 +108,8 @@ def main(argv=None) -> None:
                    exact_var_max=args.test if args.exact_var else 0, precision=args.precision,
                    root_rank=args.root_rank, eval_tol=args.eval_tol)
     model = fg.ExactGP(x_train, y_train, kernel, solver=solver)
+    if args.raw_parameters:
+        load_raw_parameters(model, args.raw_parameters)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     print(f"n={n}, d={args.d}, {dtype}, device {device}"
