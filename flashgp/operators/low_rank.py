@@ -8,6 +8,8 @@ from torch import Tensor
 from ..shapes import broadcast_shapes
 from .base import Operator
 
+GRAM_CHUNK = 1 << 17  # rows of L per float64 block of the capacitance matrix L^T D^-1 L
+
 
 def _expand_index(index: Tensor, batch_shape: torch.Size) -> Tensor:
     """index (k,) or (*batch, k) long -> (*batch, k)."""
@@ -106,9 +108,13 @@ class LowRankPlusDiag(Operator):
         C's condition number grows like n * outputscale / noise and passes 1 / eps(float32)
         for large n and small noise."""
         if self._chol is None:
-            scaled = self.factor.double() / self.diag.double().sqrt().unsqueeze(-1)
-            eye = torch.eye(self.rank, dtype=torch.float64, device=self.device)
-            self._chol = torch.linalg.cholesky(eye + scaled.transpose(-1, -2) @ scaled)
+            gram = torch.eye(self.rank, dtype=torch.float64, device=self.device).expand(
+                *self.batch_shape, self.rank, self.rank).clone()
+            for start in range(0, self.n_rows, GRAM_CHUNK):  # float64 temporaries of one chunk
+                rows = slice(start, start + GRAM_CHUNK)
+                scaled = self.factor[..., rows, :].double() / self.diag[..., rows].double().sqrt().unsqueeze(-1)
+                gram += scaled.transpose(-1, -2) @ scaled
+            self._chol = torch.linalg.cholesky(gram)
         return self._chol
 
     def _solve_parts(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -122,7 +128,9 @@ class LowRankPlusDiag(Operator):
         turn indefinite. The n x k float64 products are cheap next to a kernel product."""
         if self._solve is None:
             inv_diag = self.diag.double().reciprocal().unsqueeze(-1)
-            scaled_t = (self.factor.double() * inv_diag).transpose(-1, -2).contiguous()
+            scaled_t = torch.empty(*self.batch_shape, self.rank, self.n_rows, dtype=torch.float64,
+                                   device=self.device)  # filled in place: no n x k temporaries
+            scaled_t.copy_(self.factor.transpose(-1, -2)).mul_(inv_diag.transpose(-1, -2))
             self._solve = (inv_diag, scaled_t, torch.cholesky_inverse(self._capacitance_cholesky()))
         return self._solve
 

@@ -218,3 +218,23 @@ def test_nystrom_of_ill_conditioned_pivots_jitters_or_gives_up_without_nan(dtype
     broken = Dense(torch.full((10, 10), float("nan"), dtype=F64))
     assert nystrom_factor(broken, torch.tensor([1, 2])) is None  # the caller then goes greedy
     assert nystrom_factor(Dense(torch.zeros(10, 10, dtype=F64)), torch.tensor([1, 2])) is None
+
+
+def test_nystrom_in_chunks_of_points_matches_one_chunk(monkeypatch):
+    # the whitening product runs over NYSTROM_CHUNK points at a time: chunks that do not divide
+    # n, batched pivots and early-stopped counts must give the one-chunk factor, and a NaN in
+    # any chunk must still be caught
+    import flashgp.linalg.preconditioners as preconditioners
+    w = torch.randn(70, 3, dtype=F64, generator=torch.Generator().manual_seed(9))
+    a = torch.stack([w @ w.T, rbf_matrix(70, seed=10, lengthscale=0.3)])
+    factor, pivots, counts = pivoted_cholesky_with_pivots(Dense(a), 12)
+    whole = nystrom_factor(Dense(a), pivots, counts)
+    monkeypatch.setattr(preconditioners, "NYSTROM_CHUNK", 16)
+    chunked = nystrom_factor(Dense(a), pivots, counts)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-13)
+    assert relative_gap(factor, chunked) < 1e-10
+    bad = a.clone()
+    bad[1, 65, :] = float("nan")  # only the last chunk of the rows (column 65) holds the NaN
+    bad[1, :, 65] = float("nan")
+    assert 65 not in pivots[1].tolist()
+    assert nystrom_factor(Dense(bad), pivots, counts) is None
