@@ -34,7 +34,7 @@ class PivotedCholesky:
             calls on the CG path) may share the pivots of one greedy pivoted Cholesky. The
             greedy run takes ``rank`` sequential steps; with its pivots P kept, the next builds
             get L = K[:, P] chol(K[P, P])^{-T} at the new hyperparameters from one row
-            evaluation, one small Cholesky and one triangular solve. 1 chooses fresh pivots at
+            evaluation, one small Cholesky and a product with its inverse. 1 chooses fresh pivots at
             every build. Fresh pivots are also chosen early when a step's CG iterations exceed
             1.5 times (plus 2) those of the step that chose the pivots (the preconditioner has
             gone stale), when the training data or its shape, dtype or device change, and when
@@ -53,11 +53,18 @@ class PivotedCholesky:
             the solve keeps one n x rank float64 matrix. At the hyperparameters the n = 1M fit
             reached, a CPU stand-in needed 79 / 36 / 20 CG iterations at rank 100 / 200 / 400
             (benchmarks/results/session7/README.md).
+        eval_rank: the rank of the preconditioner of the posterior mean solve (None: the rank
+            training ended with, grown or not). The prediction solve runs to ``CG.eval_tol``, far
+            below training's tolerance, so it profits most from a larger rank. At the
+            hyperparameters of the n = 1M fit on an H200 it took 868 CG iterations and 351 s at
+            rank 400, 198 iterations and 98 s at rank 1600, at the cost of n x 1600 float32
+            and float64 matrices (benchmarks/results/session9/README.md).
     """
 
     rank: int = 100
     refresh_every: int = 10
     max_rank: int | None = None
+    eval_rank: int | None = None
 
     def __post_init__(self):
         _check_positive(self, "rank", integer=True, allow_zero=True)
@@ -67,6 +74,8 @@ class PivotedCholesky:
             if self.max_rank < self.rank:
                 raise ValueError(f"max_rank: expected None or an int >= rank ({self.rank}), "
                                  f"got {self.max_rank}")
+        if self.eval_rank is not None:
+            _check_positive(self, "eval_rank", integer=True, allow_zero=True)
 
 
 @dataclass(frozen=True)

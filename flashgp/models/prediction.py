@@ -30,9 +30,11 @@ class PredictionCache:
             self.alpha = torch.cholesky_solve(resid.double().unsqueeze(-1), self.chol)  # kept in float64
             self.backend = "dense"
         else:
-            # the rank training grew the preconditioner to (PivotedCholesky.max_rank), if it did:
-            # the posterior mean solve has the same K_hat, at a tighter tolerance
-            rank = None if solver.precond is None else model.pivot_cache.rank(solver.precond)
+            # PivotedCholesky.eval_rank, else the rank training grew the preconditioner to
+            # (max_rank), if it did: the posterior mean solve has the same K_hat, at a tighter tolerance
+            rank = None if solver.precond is None else (
+                model.pivot_cache.rank(solver.precond) if solver.precond.eval_rank is None
+                else solver.precond.eval_rank)
             self.op, kernel_op, self.precond = cg_operator(self.kernel, self.train_x, noise, solver,
                                                            rank=rank)
             self.backend = kernel_op.backend
