@@ -14,7 +14,7 @@ iterations) and the peak memory (``torch.cuda.max_memory_allocated``). Peak memo
 depend on the iteration count (CG keeps a fixed number of (n, t) tensors), so it is that of a
 full step. An untimed step at ``--warmup-n`` points comes first (Triton compiles its kernels
 there; in session 9 the first n, without it, took 2.1 s per iteration at 1M against 1.06 s
-later). Each n runs in the same process after ``torch.cuda.empty_cache()``; the first n
+after a step at 200,000; a 20,000-point warm-up ran the dense backend and left 1.29 s). Each n runs in the same process after ``torch.cuda.empty_cache()``; the first n
 that raises an out-of-memory error is reported and ends the run.
 """
 from __future__ import annotations
@@ -78,9 +78,10 @@ def main(argv=None) -> None:
     parser.add_argument("--precision", default="tf32x3", choices=fg.backends.PRECISIONS)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--warmup-n", type=int, default=20000,
+    parser.add_argument("--warmup-n", type=int, default=200000,
                         help="an untimed step at this n first, so that the first timed n does not "
-                             "carry the kernels' compilation (0: none)")
+                             "carry the kernels' compilation (0: none; it must be large enough for "
+                             "the backend of the timed runs: at 20,000 'auto' picks dense)")
     parser.add_argument("--out", default=None, help="write the results as JSON here too")
     args = parser.parse_args(argv)
     if args.iters < 1:

@@ -162,13 +162,20 @@ def main(argv=None) -> None:
     seconds = time.perf_counter() - start
     rmse = float((mean - y_test).pow(2).mean().sqrt())
     coverage = float(((y_test - mean).abs() <= 1.96 * std).float().mean())
+    nll = float((0.5 * ((y_test - mean) / std).square() + std.log()).mean() + 0.5 * math.log(2 * math.pi))
     with torch.no_grad():
         noise = float(model.likelihood.noise)
-    print(f"  prediction solve: {model.diagnostics.get('cg_iterations')} CG iterations, residual "
-          f"{model.diagnostics.get('residual', float('nan')):.3g}")
+    d = model.diagnostics
+    print(f"  prediction solve: {d.get('cg_iterations')} CG iterations, residual "
+          f"{d.get('residual', float('nan')):.3g}, preconditioner rank {d.get('precond_rank')}; "
+          f"seconds: preconditioner {d.get('precond_seconds', float('nan')):.2f}, mean solve "
+          f"{d.get('mean_solve_seconds', float('nan')):.2f}, Lanczos root "
+          f"{d.get('root_seconds', float('nan')):.2f}")
     print(f"  prediction of {args.test} points ({model.diagnostics.get('variance_method')} variances): "
           f"{seconds:.2f} s; test RMSE {rmse:.4f} (noise std 0.1, "
-          f"learned {math.sqrt(noise):.3f}); 95% coverage {coverage:.3f}")
+          f"learned {math.sqrt(noise):.3f}); 95% coverage {coverage:.3f}, predictive std "
+          f"{float(std.min()):.3g} / {float(std.median()):.3g} / {float(std.max()):.3g} (min / "
+          f"median / max), NLL {nll:.4f}")
     synchronize(device)
     start = time.perf_counter()
     pred = model.predict(x_test)  # the solve and the Lanczos root are cached now

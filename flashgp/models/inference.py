@@ -15,6 +15,15 @@ from ..operators import AddedDiag, KernelOperator
 from ..solvers import CG, Cholesky
 
 
+def seconds_since(start: float, device: torch.device) -> float:
+    """Seconds from ``start`` (a ``time.perf_counter()`` reading) until the work queued on
+    ``device`` has finished (CUDA runs asynchronously: without the wait, a timing would be
+    that of queueing the kernels)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
 def cholesky_factor(kernel, x, noise, solver: Cholesky, diagnostics: dict):
     """L (float64) with L L^T = K(x, x) + diag(noise) (+ reported jitter). Differentiable.
 
@@ -73,9 +82,7 @@ def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=N
     pivots = PivotCache() if pivots is None else pivots  # a fresh one chooses greedy pivots
     start = time.perf_counter()
     op, kernel_op, precond = cg_operator(kernel, x, noise, solver, pivots)
-    if x.is_cuda:  # the build's kernels have finished: its seconds are the build's own
-        torch.cuda.synchronize(x.device)
-    precond_seconds = time.perf_counter() - start
+    precond_seconds = seconds_since(start, x.device)
     if kernel_op.backend == "triton" and kernel_op.precision in COARSE_PRECISIONS:
         warnings.warn(f"CG(precision={kernel_op.precision!r}) in training: products with a 10-bit (or "
                       "narrower) mantissa perturb K_hat by more than a small noise variance, and the "

@@ -2,6 +2,8 @@
 # (Cholesky factor, or a Lanczos root for fast variances, LOVE); built once per parameter state.
 from __future__ import annotations
 
+import time
+
 import torch
 
 from ..distributions import Downdated, Posterior
@@ -9,7 +11,7 @@ from ..linalg import lanczos, lanczos_root_inverse
 from ..linalg.inv_quad_logdet import cg_solve
 from ..operators import KernelOperator
 from ..solvers import Cholesky
-from .inference import cg_operator, cholesky_factor
+from .inference import cg_operator, cholesky_factor, seconds_since
 
 LANCZOS_SEED = 0
 
@@ -35,18 +37,23 @@ class PredictionCache:
             rank = None if solver.precond is None else (
                 model.pivot_cache.rank(solver.precond) if solver.precond.eval_rank is None
                 else solver.precond.eval_rank)
+            start = time.perf_counter()
             self.op, kernel_op, self.precond = cg_operator(self.kernel, self.train_x, noise, solver,
                                                            rank=rank)
+            precond_seconds = seconds_since(start, self.train_x.device)
             self.backend = kernel_op.backend
             info = {}
             resid = resid.expand(*self.op.batch_shape, n)
+            start = time.perf_counter()
             self.alpha = cg_solve(self.op, resid.unsqueeze(-1), self.precond, solver.eval_tol,
                                   solver.max_iters, info, what="posterior mean solve",
                                   reorthogonalize=solver.reorthogonalize)
             self.diagnostics.update(path="cg", backend=self.backend, jitter=0.0,
                                     cg_iterations=info["iterations"], residual=info["residual"],
                                     converged=info["converged"], cg_breakdowns=info["breakdowns"],
-                                    precond_rank=0 if self.precond is None else self.precond.rank)
+                                    precond_rank=0 if self.precond is None else self.precond.rank,
+                                    precond_seconds=precond_seconds,
+                                    mean_solve_seconds=seconds_since(start, self.train_x.device))
         self._root = None
 
     # ----- roots of K_hat^{-1} ---------------------------------------------------------
@@ -61,8 +68,10 @@ class PredictionCache:
             gen = torch.Generator(device=self.train_x.device).manual_seed(LANCZOS_SEED)
             init = torch.randn(*self.op.shape[:-1], generator=gen, device=self.train_x.device,
                                dtype=self.train_x.dtype)
+            start = time.perf_counter()
             q, t = lanczos(self.op.matmul, init, min(self.solver.root_rank, n))
             self._root = lanczos_root_inverse(q, t)
+            self.diagnostics["root_seconds"] = seconds_since(start, self.train_x.device)
         return self._root
 
     # ----- posterior at test points ------------------------------------------------------

@@ -326,7 +326,7 @@ def test_diagnostics_cholesky():
 
 def test_diagnostics_cg():
     x, y, x_test = data(n=300, seed=25)
-    model = rbf_model(x, y, solver=fg.CG(tol=0.01, precond=fg.PivotedCholesky(20)))
+    model = rbf_model(x, y, solver=fg.CG(tol=0.01, precond=fg.PivotedCholesky(20), exact_var_max=0))
     model.mll()
     d = model.diagnostics
     assert DIAGNOSTIC_KEYS <= set(d)
@@ -343,6 +343,11 @@ def test_diagnostics_cg():
     d = model.diagnostics
     assert DIAGNOSTIC_KEYS <= set(d) and d["path"] == "cg" and d["cg_iterations"] >= 1
     assert d["residual"] < 1e-3  # eval_tol
+    # the first prediction's parts: preconditioner, mean solve and (exact_var_max=0) the
+    # Lanczos root, each within the whole call's seconds
+    assert d["variance_method"] == "lanczos"
+    parts = [d["precond_seconds"], d["mean_solve_seconds"], d["root_seconds"]]
+    assert all(p > 0 for p in parts) and sum(parts) < d["seconds"]
 
 
 def test_diagnostics_cg_stopped_early():
