@@ -175,7 +175,8 @@ def main(argv=None) -> None:
           f"{seconds:.2f} s; test RMSE {rmse:.4f} (noise std 0.1, "
           f"learned {math.sqrt(noise):.3f}); 95% coverage {coverage:.3f}, predictive std "
           f"{float(std.min()):.3g} / {float(std.median()):.3g} / {float(std.max()):.3g} (min / "
-          f"median / max), NLL {nll:.4f}")
+          f"median / max), NLL {nll:.4f}"
+          + (f", root change {d['variance_root_change']:.3g}" if "variance_root_change" in d else ""))
     synchronize(device)
     start = time.perf_counter()
     pred = model.predict(x_test)  # the solve and the Lanczos root are cached now

@@ -120,8 +120,35 @@ def lanczos_root_inverse(q: Tensor, t: Tensor) -> Tensor:
     R = Q V diag(e^{-1/2}) of shape (*batch, n, k). Eigenvalues below eps * max|e| are clamped
     (NumericalWarning with the count and the minimum).
     """
+    _check_tridiagonal(q, t)
+    return q @ _inverse_root_mix(t)[0]
+
+
+def _check_tridiagonal(q: Tensor, t: Tensor) -> None:
     if q.shape[-1] != t.shape[-1] or t.shape[-1] != t.shape[-2]:
         raise ValueError(f"t: expected shape (*batch, {q.shape[-1]}, {q.shape[-1]}) to match q, got {tuple(t.shape)}")
+
+
+def _inverse_root_mix(t: Tensor) -> tuple[Tensor, Tensor]:
+    """(V diag(e^{-1/2}), e) for T = V diag(e) V^T (*batch, k, k), e floored as documented above."""
     evals, evecs = small_eigh(t)
     evals = floor_eigenvalues(evals, "lanczos_root_inverse")
-    return q @ (evecs * evals.rsqrt().unsqueeze(-2))
+    return evecs * evals.rsqrt().unsqueeze(-2), evals
+
+
+def lanczos_root_with_half(q: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(R, back, half): R = ``lanczos_root_inverse(q, t)`` and what turns C R into the root of
+    the first h = k // 2 Lanczos vectors, to see whether the root has converged.
+
+    back (*batch, k, k) = diag(e^{1/2}) V^T, so (C R) back = C Q for any C (*batch, m, n);
+    half (*batch, h, h) = V_h diag(e_h^{-1/2}) for T[:h, :h] = V_h diag(e_h) V_h^T, so
+    (C Q)[..., :h] half = C R_h with R_h R_h^T = Q_h T_h^{-1} Q_h^T. The quadratic form
+    c^T Q T^{-1} Q^T c does not decrease with the Krylov dimension; how much it still grows from
+    h to k (m x k work per row of C, no further products with the operator) tells how far it
+    is from c^T A^{-1} c.
+    """
+    _check_tridiagonal(q, t)
+    mix, evals = _inverse_root_mix(t)
+    back = (mix * evals.unsqueeze(-2)).transpose(-1, -2)  # V e^{-1/2} e = V e^{1/2}, transposed
+    h = t.shape[-1] // 2
+    return q @ mix, back, _inverse_root_mix(t[..., :h, :h])[0]

@@ -48,6 +48,9 @@ class ExactGP(nn.Module):
     path gives precond_rank (0: no preconditioner) for the mll and the posterior mean solve;
     the first prediction on it also precond_seconds and mean_solve_seconds (the posterior mean
     solve) and, with Lanczos variances, root_seconds (the cached root). Seconds wait for CUDA.
+    Lanczos variances also give variance_root_change: how much the second half of the root's
+    vectors lowered the median variance of y*, relative to it (it warns above 10%: the
+    variances are then still too large; raise ``CG(root_rank=...)``).
     """
 
     def __init__(self, x, y, kernel: Kernel, likelihood: Likelihood | None = None,

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import torch
 
 from ..distributions import Downdated, Posterior
-from ..linalg import lanczos, lanczos_root_inverse
+from ..errors import NumericalWarning
+from ..linalg import lanczos
+from ..linalg.lanczos import lanczos_root_with_half
 from ..linalg.inv_quad_logdet import cg_solve
 from ..operators import KernelOperator
 from ..solvers import Cholesky
 from .inference import cg_operator, cholesky_factor, seconds_since
 
 LANCZOS_SEED = 0
+# warn when the second half of the Lanczos root lowers the median predictive variance of y* by
+# more than this fraction (PredictionCache.root_change)
+ROOT_CHANGE_WARN = 0.1
 
 
 class PredictionCache:
@@ -26,6 +32,7 @@ class PredictionCache:
         n = model.num_train
         resid = model.train_y - model.mean(self.train_x)
         noise = model.likelihood.noise_diag(n)
+        self.noise_level = noise.detach().mean(-1)  # (*batch,), the scale of root_change
         self.diagnostics: dict = {"n": n}
         if isinstance(solver, Cholesky):
             self.chol = cholesky_factor(self.kernel, self.train_x, noise, solver, self.diagnostics)
@@ -70,9 +77,27 @@ class PredictionCache:
                                dtype=self.train_x.dtype)
             start = time.perf_counter()
             q, t = lanczos(self.op.matmul, init, min(self.solver.root_rank, n))
-            self._root = lanczos_root_inverse(q, t)
+            self._root = lanczos_root_with_half(q, t)
             self.diagnostics["root_seconds"] = seconds_since(start, self.train_x.device)
-        return self._root
+        return self._root[0]
+
+    def root_change(self, x: torch.Tensor, left: torch.Tensor) -> float:
+        """How far the Lanczos root's variances may still be from converged, at test inputs x.
+
+        left: K(x, X) R (*batch, m, k). The downdate k*^T R R^T k* only grows with the Lanczos
+        dimension; this is the median over test points of its growth from the first k // 2
+        vectors to all k, relative to the predictive variance of y* at rank k (with the mean
+        training noise). A large value says the variances are still too large.
+        """
+        _, back, half = self._root
+        h = half.shape[-1]
+        if h == 0:
+            return 0.0
+        with torch.no_grad():
+            full = left.square().sum(-1)
+            part = ((left @ back[..., :h]) @ half).square().sum(-1)
+            y_var = (self.kernel.diag(x) - full).clamp_min(0) + self.noise_level.unsqueeze(-1)
+            return float(((full - part).clamp_min(0) / y_var).median())
 
     # ----- posterior at test points ------------------------------------------------------
     def posterior(self, x: torch.Tensor) -> Posterior:
@@ -103,6 +128,17 @@ class PredictionCache:
         mean = self.mean_fn(x) + cross.matmul(self.alpha).squeeze(-1)
         if x.shape[-2] > self.solver.exact_var_max:
             left = cross.matmul(self.lanczos_root())
+            change = self.root_change(x, left)
+            self.diagnostics["variance_root_change"] = change
+            if change > ROOT_CHANGE_WARN:
+                k = self._root[0].shape[-1]
+                warnings.warn(
+                    f"Lanczos (LOVE) predictive variances have not converged: the last {k - k // 2} "
+                    f"of the {k} Lanczos vectors lowered the median variance of y* by {change:.1%} "
+                    f"(warning above {ROOT_CHANGE_WARN:.0%}), so the variances are probably still "
+                    "too large. To fix: raise CG(root_rank=...) (memory: n x root_rank), or get "
+                    "exact variances by CG solves for small test sets (CG(exact_var_max=...))",
+                    NumericalWarning, stacklevel=4)
             return mean, left, left, "lanczos"
         left = cross.to_dense()
         info = {}
