@@ -49,16 +49,16 @@ class PivotedCholesky:
             minimum (``CG.lanczos_iters``, counted as at least 10), the preconditioner is too
             weak for the current hyperparameters (small noise, many points per lengthscale):
             the next build doubles the rank, up to max_rank, and chooses new pivots. The rank
-            never shrinks during a fit. Memory: the factor is n x rank in the data's dtype, and
-            the solve keeps one n x rank float64 matrix. At the hyperparameters the n = 1M fit
+            never shrinks during a fit. Memory: the factor is n x rank in the data's dtype (the
+            float64 Woodbury solve converts it in blocks of rows). At the hyperparameters the n = 1M fit
             reached, a CPU stand-in needed 79 / 36 / 20 CG iterations at rank 100 / 200 / 400
             (benchmarks/results/session7/README.md).
         eval_rank: the rank of the preconditioner of the posterior mean solve (None: the rank
             training ended with, grown or not). The prediction solve runs to ``CG.eval_tol``, far
             below training's tolerance, so it profits most from a larger rank. At the
             hyperparameters of the n = 1M fit on an H200 it took 868 CG iterations and 351 s at
-            rank 400, 198 iterations and 98 s at rank 1600, at the cost of n x 1600 float32
-            and float64 matrices (benchmarks/results/session9/README.md).
+            rank 400, 198 iterations and 98 s at rank 1600, at the cost of an n x 1600 float32
+            factor (benchmarks/results/session9/README.md).
     """
 
     rank: int = 100

@@ -76,8 +76,11 @@ class PredictionCache:
             init = torch.randn(*self.op.shape[:-1], generator=gen, device=self.train_x.device,
                                dtype=self.train_x.dtype)
             start = time.perf_counter()
-            q, t = lanczos(self.op.matmul, init, min(self.solver.root_rank, n))
+            steps = min(self.solver.root_rank, n)
+            q, t = lanczos(self.op.matmul, init, steps)
             self._root = lanczos_root_with_half(q, t)
+            # n vectors, or fewer than asked (every element broke down: an invariant subspace)
+            self._root_complete = q.shape[-1] == n or q.shape[-1] < steps
             self.diagnostics["root_seconds"] = seconds_since(start, self.train_x.device)
         return self._root[0]
 
@@ -87,11 +90,12 @@ class PredictionCache:
         left: K(x, X) R (*batch, m, k). The downdate k*^T R R^T k* only grows with the Lanczos
         dimension; this is the median over test points of its growth from the first k // 2
         vectors to all k, relative to the predictive variance of y* at rank k (with the mean
-        training noise). A large value says the variances are still too large.
+        training noise). A large value says the variances are still too large. 0 when the
+        Lanczos run covered all n dimensions or stopped at an invariant subspace (nothing left).
         """
         _, back, half = self._root
         h = half.shape[-1]
-        if h == 0:
+        if h == 0 or self._root_complete:
             return 0.0
         with torch.no_grad():
             full = left.square().sum(-1)

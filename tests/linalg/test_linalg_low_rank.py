@@ -16,11 +16,11 @@ def make(batch=(), n=40, k=6, seed=0):
     return LowRankPlusDiag(factor, diag), dense
 
 
-@pytest.mark.parametrize("gram_chunk", [None, 7])
+@pytest.mark.parametrize("row_chunk", [None, 7])
 @pytest.mark.parametrize("batch", [(), (2, 3)])
-def test_low_rank_plus_diag_matches_dense(batch, gram_chunk, monkeypatch):
-    if gram_chunk is not None:  # the capacitance matrix summed over chunks of rows not dividing n
-        monkeypatch.setattr("flashgp.operators.low_rank.GRAM_CHUNK", gram_chunk)
+def test_low_rank_plus_diag_matches_dense(batch, row_chunk, monkeypatch):
+    if row_chunk is not None:  # the capacitance matrix and the solve over chunks of rows not dividing n
+        monkeypatch.setattr("flashgp.operators.low_rank.ROW_CHUNK", row_chunk)
     op, dense = make(batch)
     assert op.shape == dense.shape and op.dtype == F64
     rhs = torch.randn(*batch, 40, 4, dtype=F64)

@@ -358,6 +358,18 @@ def test_love_root_change_tracks_the_variance_error():
         model.posterior(x_test)
 
 
+def test_love_root_of_all_n_dimensions_is_complete():
+    # root_rank >= n: the Lanczos root spans everything, its variances are exact, nothing warns
+    model, x_test = gp_model("matern", n=60, d=2, seed=5, solver=fg.Cholesky())
+    ref = dense_reference(model, x_test)
+    model.solver = fg.CG(tol=0.01, eval_tol=1e-8, exact_var_max=0, root_rank=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fg.NumericalWarning)
+        post = model.posterior(x_test)
+    assert model.diagnostics["variance_root_change"] == 0.0
+    assert rel(post.variance, ref["var"]) < 1e-4
+
+
 def test_cg_float32_against_float64_cholesky():
     # float32 data (the GPU setting) on the CG path vs the float64 Cholesky reference
     model64, x_test = gp_model("rbf", seed=5, solver=fg.Cholesky())
