@@ -17,8 +17,8 @@ from ..solvers import Cholesky
 from .inference import cg_operator, cholesky_factor, seconds_since
 
 LANCZOS_SEED = 0
-# warn when the second half of the Lanczos root lowers the median predictive variance of y* by
-# more than this fraction (PredictionCache.root_change)
+# warn when the second half of the Lanczos root lowers the predictive variances of y* by more
+# than this fraction (median over the test points, PredictionCache.root_change)
 ROOT_CHANGE_WARN = 0.1
 
 
@@ -138,8 +138,8 @@ class PredictionCache:
                 k = self._root[0].shape[-1]
                 warnings.warn(
                     f"Lanczos (LOVE) predictive variances have not converged: the last {k - k // 2} "
-                    f"of the {k} Lanczos vectors lowered the median variance of y* by {change:.1%} "
-                    f"(warning above {ROOT_CHANGE_WARN:.0%}), so the variances are probably still "
+                    f"of the {k} Lanczos vectors lowered the variances of y* by {change:.1%} (median "
+                    f"over the test points; warning above {ROOT_CHANGE_WARN:.0%}), so the variances are probably still "
                     "too large. To fix: raise CG(root_rank=...) (memory: n x root_rank), or get "
                     "exact variances by CG solves for small test sets (CG(exact_var_max=...))",
                     NumericalWarning, stacklevel=4)
