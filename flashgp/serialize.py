@@ -65,7 +65,7 @@ KERNELS: dict[str, KernelEntry] = {
 SOLVERS = {cls.__name__: cls for cls in (Cholesky, CG, Auto, PivotedCholesky)}
 # solver fields added after files were first written: files without them get the defaults
 LATER_SOLVER_FIELDS = {"PivotedCholesky": {"refresh_every", "max_rank", "eval_rank"},
-                       "CG": {"memory_budget", "reorthogonalize"}}
+                       "CG": {"memory_budget", "reorthogonalize", "local_neighbors"}}
 
 
 def _registered_name(obj, table: dict, what: str) -> str:

@@ -114,6 +114,11 @@ class CG:
         precond: preconditioner configuration (None: no preconditioner).
         root_rank: Lanczos iterations for the cached root of K_hat^{-1} (fast variances, LOVE).
         exact_var_max: test sets up to this size get variances by CG solves (more exact).
+        local_neighbors: 0 (default): larger test sets get LOVE variances from the Lanczos root.
+            k > 0: they get local ones instead, var(f* | the k training points nearest to x*)
+            (``models.local_variance``): an upper bound on the exact variance, close to it when
+            near points screen off the rest (stationary kernels, dense data), and without the
+            root rank that LOVE needs there. Marginal variances only (no covariances).
         backend: kernel operator backend, "auto", "dense", "blocked" or "triton".
         precision: arithmetic of the fused GPU kernels (backend "triton"): "tf32x3" (default:
             3xTF32 tensor-core products; on an H200 its K @ V was within 5e-7 of float64, closer
@@ -140,6 +145,7 @@ class CG:
     precond: PivotedCholesky | None = field(default_factory=PivotedCholesky)
     root_rank: int = 200
     exact_var_max: int = 1024
+    local_neighbors: int = 0
     backend: str = "auto"
     precision: str = "tf32x3"
     memory_budget: int | None = None
@@ -154,7 +160,7 @@ class CG:
         _check_positive(self, "eval_tol")
         for name in ("max_iters", "probes", "root_rank"):
             _check_positive(self, name, integer=True)
-        for name in ("lanczos_iters", "exact_var_max"):
+        for name in ("lanczos_iters", "exact_var_max", "local_neighbors"):
             _check_positive(self, name, integer=True, allow_zero=True)
         if self.precond is not None and not isinstance(self.precond, PivotedCholesky):
             raise TypeError(f"precond: expected PivotedCholesky or None, got {type(self.precond).__name__}")

@@ -40,6 +40,26 @@ class Downdated(Operator):
         return self.prior.rows(index) - down @ self.right.transpose(-1, -2)
 
 
+class MarginalOnly(Operator):
+    """A covariance (*batch, m, m) known only by its diagonal ``variances`` (*batch, m): local
+    variances (``CG(local_neighbors=...)``) come without covariances between test points."""
+
+    def __init__(self, variances: torch.Tensor):
+        self.variances = variances
+        self.shape = torch.Size((*variances.shape, variances.shape[-1]))
+        self.dtype, self.device = variances.dtype, variances.device
+
+    def _unknown(self, *args):
+        raise ValueError("covariance: only marginal variances are known (local variances, "
+                         "CG(local_neighbors=k)); for covariances or joint samples predict with "
+                         "local_neighbors=0 (LOVE) or within CG(exact_var_max=...)")
+
+    _matmul = rows = _unknown
+
+    def diagonal(self):
+        return self.variances
+
+
 class Posterior:
     """A multivariate normal over test points.
 

@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from ..distributions import Downdated, Posterior
+from ..distributions import Downdated, MarginalOnly, Posterior
 from ..errors import NumericalWarning
 from ..linalg import lanczos
 from ..linalg.lanczos import lanczos_root_with_half
@@ -15,6 +15,7 @@ from ..linalg.inv_quad_logdet import cg_solve
 from ..operators import KernelOperator
 from ..solvers import Cholesky
 from .inference import cg_operator, cholesky_factor, seconds_since
+from .local_variance import local_variances
 
 LANCZOS_SEED = 0
 # warn when the second half of the Lanczos root lowers the predictive variances of y* by more
@@ -32,6 +33,7 @@ class PredictionCache:
         n = model.num_train
         resid = model.train_y - model.mean(self.train_x)
         noise = model.likelihood.noise_diag(n)
+        self.noise = noise.detach()  # (*batch, n)
         self.noise_level = noise.detach().mean(-1)  # (*batch,), the scale of root_change
         self.diagnostics: dict = {"n": n}
         if isinstance(solver, Cholesky):
@@ -106,13 +108,16 @@ class PredictionCache:
     # ----- posterior at test points ------------------------------------------------------
     def posterior(self, x: torch.Tensor) -> Posterior:
         """The posterior at test inputs x (*batch, m, d) (no gradients)."""
-        for key in ("variance_cg_iterations", "variance_residual", "variance_converged", "variance_cg_breakdowns"):
-            self.diagnostics.pop(key, None)  # set again when this call solves by CG
+        for key in ("variance_cg_iterations", "variance_residual", "variance_converged",
+                    "variance_cg_breakdowns", "local_neighbors", "local_jitter_points"):
+            self.diagnostics.pop(key, None)  # set again when this call solves by CG / locally
         if isinstance(self.solver, Cholesky):
             mean, left, right, method = self._cholesky_parts(x)
         else:
             mean, left, right, method = self._iterative_parts(x)
         self.diagnostics["variance_method"] = method
+        if method == "local":  # left holds the variances of f*
+            return Posterior(mean, MarginalOnly(left), diagnostics=self.diagnostics)
         return Posterior(mean, Downdated(KernelOperator(self.kernel, x), left, right), diagnostics=self.diagnostics)
 
     def _cholesky_parts(self, x: torch.Tensor):
@@ -126,10 +131,20 @@ class PredictionCache:
         return mean, left, left, "cholesky"
 
     def _iterative_parts(self, x: torch.Tensor):
-        """(mean, left, right, method): variances by CG solves (m <= exact_var_max) or LOVE."""
+        """(mean, left, right, method): variances by CG solves (m <= exact_var_max), local ones
+        (solver.local_neighbors > 0: left = the variances (*b, m), right None) or LOVE."""
         cross = KernelOperator(self.kernel, x, self.train_x, backend=self.backend,
                                precision=self.solver.precision)
         mean = self.mean_fn(x) + cross.matmul(self.alpha).squeeze(-1)
+        if x.shape[-2] > self.solver.exact_var_max and self.solver.local_neighbors:
+            if x.dim() != 2:
+                raise ValueError(f"x: local variances (CG(local_neighbors=...)) need an unbatched "
+                                 f"model and test inputs (m, d), got shape {tuple(x.shape)}")
+            start = time.perf_counter()
+            variances, info = local_variances(self.kernel, self.train_x, self.noise, x,
+                                              self.solver.local_neighbors)
+            self.diagnostics.update(info, local_seconds=seconds_since(start, x.device))
+            return mean, variances, None, "local"
         if x.shape[-2] > self.solver.exact_var_max:
             left = cross.matmul(self.lanczos_root())
             change = self.root_change(x, left)
