@@ -80,6 +80,9 @@ def main(argv=None) -> None:
                         help="relative residual of the prediction solves (default 1e-3)")
     parser.add_argument("--root-rank", type=int, default=200,
                         help="Lanczos iterations of the cached root for fast variances (default 200)")
+    parser.add_argument("--local-neighbors", type=int, default=0,
+                        help="variances from this many nearest training points per test point "
+                             "(fg.CG(local_neighbors=...)) instead of the Lanczos root (default 0: LOVE)")
     parser.add_argument("--precision", choices=fg.backends.PRECISIONS, default="tf32x3",
                         help="arithmetic of the fused GPU kernels (default tf32x3)")
     parser.add_argument("--exact-var", action="store_true",
@@ -110,7 +113,8 @@ def main(argv=None) -> None:
                                  eval_rank=args.eval_precond_rank)
     solver = fg.CG(tol=1.0, precond=precond, backend=args.backend,
                    exact_var_max=args.test if args.exact_var else 0, precision=args.precision,
-                   root_rank=args.root_rank, eval_tol=args.eval_tol)
+                   root_rank=args.root_rank, eval_tol=args.eval_tol,
+                   local_neighbors=args.local_neighbors)
     model = fg.ExactGP(x_train, y_train, kernel, solver=solver)
     if args.raw_parameters:
         load_raw_parameters(model, args.raw_parameters)
@@ -176,7 +180,9 @@ def main(argv=None) -> None:
           f"learned {math.sqrt(noise):.3f}); 95% coverage {coverage:.3f}, predictive std "
           f"{float(std.min()):.3g} / {float(std.median()):.3g} / {float(std.max()):.3g} (min / "
           f"median / max), NLL {nll:.4f}"
-          + (f", root change {d['variance_root_change']:.3g}" if "variance_root_change" in d else ""))
+          + (f", root change {d['variance_root_change']:.3g}" if "variance_root_change" in d else "")
+          + (f", local change {d['variance_local_change']:.3g} ({d['local_seconds']:.2f} s for the "
+             f"local variances)" if "variance_local_change" in d else ""))
     synchronize(device)
     start = time.perf_counter()
     pred = model.predict(x_test)  # the solve and the Lanczos root are cached now

@@ -18,8 +18,9 @@ from .inference import cg_operator, cholesky_factor, seconds_since
 from .local_variance import local_variances
 
 LANCZOS_SEED = 0
-# warn when the second half of the Lanczos root lowers the predictive variances of y* by more
-# than this fraction (median over the test points, PredictionCache.root_change)
+# warn when the second half of the Lanczos root (or of the local neighbours) lowers the predictive
+# variances of y* by more than this fraction (median over the test points, PredictionCache.root_change,
+# local_variance.local_variances)
 ROOT_CHANGE_WARN = 0.1
 
 
@@ -109,7 +110,8 @@ class PredictionCache:
     def posterior(self, x: torch.Tensor) -> Posterior:
         """The posterior at test inputs x (*batch, m, d) (no gradients)."""
         for key in ("variance_cg_iterations", "variance_residual", "variance_converged",
-                    "variance_cg_breakdowns", "local_neighbors", "local_jitter_points"):
+                    "variance_cg_breakdowns", "local_neighbors", "local_jitter_points",
+                    "variance_local_change", "variance_root_change"):
             self.diagnostics.pop(key, None)  # set again when this call solves by CG / locally
         if isinstance(self.solver, Cholesky):
             mean, left, right, method = self._cholesky_parts(x)
@@ -144,6 +146,13 @@ class PredictionCache:
             variances, info = local_variances(self.kernel, self.train_x, self.noise, x,
                                               self.solver.local_neighbors)
             self.diagnostics.update(info, local_seconds=seconds_since(start, x.device))
+            if info["variance_local_change"] > ROOT_CHANGE_WARN:
+                warnings.warn(
+                    f"local predictive variances have not converged: the farther half of the "
+                    f"{info['local_neighbors']} neighbours lowered the variances of y* by "
+                    f"{info['variance_local_change']:.1%} (median over the test points; warning "
+                    f"above {ROOT_CHANGE_WARN:.0%}). To fix: raise CG(local_neighbors=...)",
+                    NumericalWarning, stacklevel=4)
             return mean, variances, None, "local"
         if x.shape[-2] > self.solver.exact_var_max:
             left = cross.matmul(self.lanczos_root())

@@ -77,6 +77,15 @@ def test_fewer_neighbours_bound_the_exact_variance_from_above_and_converge():
     assert float(excess.median()) < 0.02 and float(excess.median()) > 0  # close, yet not exact
 
 
+def test_local_change_is_what_the_farther_half_of_the_neighbours_removed():
+    x, _, x_test, kernel, noise = problem()
+    full, info = lv.local_variances(kernel, x, noise, x_test, neighbors=40)
+    half, _ = lv.local_variances(kernel, x, noise, x_test, neighbors=20)
+    want = float(((half - full) / (full + noise[0])).median())
+    assert want > 0.005
+    assert info["variance_local_change"] == pytest.approx(want, rel=1e-8)
+
+
 def test_cg_local_neighbors_predicts_local_marginals():
     x, y, x_test, kernel, noise = problem()
     model = fg.ExactGP(x, y, kernel, solver=fg.CG(local_neighbors=64, exact_var_max=0, eval_tol=1e-8))
