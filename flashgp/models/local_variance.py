@@ -53,10 +53,10 @@ def nearest_neighbors(points: torch.Tensor, queries: torch.Tensor, k: int) -> to
         q_sq = q.square().sum(-1, keepdim=True)
         best_d = torch.empty(q.shape[0], 0, device=points.device)
         best_i = torch.empty(q.shape[0], 0, dtype=torch.long, device=points.device)
-        for c in range(0, n, SEARCH_COLS):
+        for c in range(0, n, SEARCH_COLS):  # the block's k nearest, merged with the best so far
             d2 = torch.addmm(q_sq + p_sq[c:c + SEARCH_COLS], q, points[c:c + SEARCH_COLS].T, alpha=-2.0)
-            idx = torch.arange(c, c + d2.shape[1], device=points.device).expand_as(d2)
-            cand_d, cand_i = torch.cat([best_d, d2], 1), torch.cat([best_i, idx], 1)
+            block_d, block_i = d2.topk(min(k, d2.shape[1]), dim=1, largest=False)
+            cand_d, cand_i = torch.cat([best_d, block_d], 1), torch.cat([best_i, block_i + c], 1)
             best_d, pos = cand_d.topk(min(k, cand_d.shape[1]), dim=1, largest=False, sorted=True)
             best_i = cand_i.gather(1, pos)
         out[r:r + SEARCH_ROWS] = best_i
