@@ -48,7 +48,10 @@ GRAD_CONFIGS = {
                                              # illegal memory access in tf32x3 at d = 20, t = 1)
     ("dot", "wide"): (32, 16, 4, 2),
 }
-PRESPLIT_MAX_T = 16  # tf32x3 K @ V with 2..this many columns: V split on the host, two products per tile
+# tf32x3 K @ V with 2..PRESPLIT_MAX_T columns by default in two products per tile, V split on the
+# host (``presplit``). Off (0): on one H200 it was slower than three products at d = 3, t = 2 and 11
+# (RBF 9.73 against 8.87 ms at n = 100k, t = 11; benchmarks/results/session10/); presplit=True asks for it.
+PRESPLIT_MAX_T = 0
 KV_MAX_T, GRAD_MAX_T = 64, 32   # columns of V (of u, v) per launch; wider runs as several launches
 DIRECT_MAX_D = 8         # up to this many input columns r2 is summed elementwise (no dot, no padding)
 MIN_DOT = 16             # tl.dot needs every dimension >= 16: D and t are zero-padded up to it
