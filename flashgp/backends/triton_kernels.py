@@ -32,13 +32,17 @@ from .triton_entry import (INTERPRETED, PRESCALE, PROFILES, _RQ, _add_rows,  # n
 # fastest of a sweep on one H200 (benchmarks/tune_kernels.py, n = 100k, RBF, d = 3 and 20,
 # benchmarks/results/gpu_kernels_h200.md; direct ones re-swept for the kernels of session 4,
 # benchmarks/results/session4/, t1 again in session 5, session5/tune_h200.txt); the wide-D
-# entries (padded D >= 64) come from ptxas register reports (no spills) and were not timed.
+# entries (padded D >= 64) come from ptxas register reports (no spills) and were not timed. The
+# dot "narrow" entry was re-swept in session 10 (Matern 5/2, tf32x3, t = 11; session10/): one
+# stage instead of three, 32 columns instead of 64, 1.88x faster at d = 9 (n = 41,157) and 1.28x
+# at d = 20 (n = 100k) than (128, 64, 4, 3); (64, 32, 4, 1) was 9% faster still at d = 9 but 8%
+# slower at d = 20.
 KV_CONFIGS = {  # (geometry, product) -> config
     ("direct", "t1"): (64, 32, 4, 3),       # one column: elementwise sum, no dot
     ("direct", "fp32"): (64, 64, 4, 1),
     ("direct", "tf32x3"): (128, 32, 4, 1),
     ("direct", "tensor"): (128, 64, 4, 3),   # tf32, bf16
-    ("dot", "narrow"): (128, 64, 4, 3),      # padded D <= 32
+    ("dot", "narrow"): (128, 32, 4, 1),      # padded D <= 32
     ("dot", "wide"): (64, 32, 8, 2),
 }
 GRAD_CONFIGS = {
