@@ -48,8 +48,9 @@ KV_CONFIGS = {  # (geometry, product) -> config
 GRAD_CONFIGS = {
     ("direct", "fp32"): (128, 64, 4, 3),
     ("direct", "tensor"): (128, 32, 4, 1),   # tf32x3, tf32, bf16
-    ("dot", "narrow"): (64, 32, 4, 2),       # padded D + 1 <= 32 (64 rows with 8 warps hit an
-                                             # illegal memory access in tf32x3 at d = 20, t = 1)
+    ("dot", "narrow"): (64, 32, 4, 1),       # padded D + 1 <= 32; session 10: 1.76x faster at d = 9
+                                             # and 1.51x at d = 20 than (64, 32, 4, 2); with 8 warps
+                                             # d = 20 hits an illegal memory access (t = 1 and 11)
     ("dot", "wide"): (32, 16, 4, 2),
 }
 # tf32x3 K @ V with 2..PRESPLIT_MAX_T columns by default in two products per tile, V split on the
