@@ -150,5 +150,6 @@ def lanczos_root_with_half(q: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor
     _check_tridiagonal(q, t)
     mix, evals = _inverse_root_mix(t)
     back = (mix * evals.unsqueeze(-2)).transpose(-1, -2)  # V e^{-1/2} e = V e^{1/2}, transposed
-    h = t.shape[-1] // 2
-    return q @ mix, back, _inverse_root_mix(t[..., :h, :h])[0]
+    h = t.shape[-1] // 2  # 0 for a one-vector root: nothing to compare it with
+    half = _inverse_root_mix(t[..., :h, :h])[0] if h else t[..., :0, :0]
+    return q @ mix, back, half

@@ -94,15 +94,17 @@ class PredictionCache:
         dimension; this is the median over test points of its growth from the first k // 2
         vectors to all k, relative to the predictive variance of y* at rank k (with the mean
         training noise). A large value says the variances are still too large. 0 when the
-        Lanczos run covered all n dimensions or stopped at an invariant subspace (nothing left).
+        Lanczos run covered all n dimensions or stopped at an invariant subspace (nothing left);
+        for a one-vector root (h = 0) the whole downdate.
         """
         _, back, half = self._root
         h = half.shape[-1]
-        if h == 0 or self._root_complete:
+        if self._root_complete:
             return 0.0
         with torch.no_grad():
             full = left.square().sum(-1)
-            part = ((left @ back[..., :h]) @ half).square().sum(-1)
+            # a one-vector root: its first half is empty and removes nothing
+            part = ((left @ back[..., :h]) @ half).square().sum(-1) if h else torch.zeros_like(full)
             y_var = (self.kernel.diag(x) - full).clamp_min(0) + self.noise_level.unsqueeze(-1)
             return float(((full - part).clamp_min(0) / y_var).median())
 

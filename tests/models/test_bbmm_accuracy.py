@@ -358,6 +358,22 @@ def test_love_root_change_tracks_the_variance_error():
         model.posterior(x_test)
 
 
+def test_love_root_of_one_vector_bounds_the_variance():
+    # root_rank = 1 (no first half to compare with): the variances are upper bounds, and the
+    # root change is the whole downdate of the one vector
+    model, x_test = gp_model("matern", seed=4, solver=fg.Cholesky())
+    ref = dense_reference(model, x_test)
+    model.solver = fg.CG(tol=0.01, exact_var_max=0, root_rank=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fg.NumericalWarning)
+        post = model.posterior(x_test)
+    assert bool((post.variance >= ref["var"] - 1e-9).all())
+    left = post.covariance.left
+    y_var = (model.kernel.diag(x_test).detach() - left.square().sum(-1)) + model.likelihood.noise.detach()
+    assert model.diagnostics["variance_root_change"] == pytest.approx(
+        float((left.square().sum(-1) / y_var).median()), rel=1e-6)
+
+
 def test_love_root_of_all_n_dimensions_is_complete():
     # root_rank >= n: the Lanczos root spans everything, its variances are exact, nothing warns
     model, x_test = gp_model("matern", n=60, d=2, seed=5, solver=fg.Cholesky())
