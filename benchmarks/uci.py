@@ -256,7 +256,8 @@ def run_flashgp(ds, args, device, sync) -> dict:
     solver = fg.CG(tol=SOLVER["cg_tol_train"], eval_tol=SOLVER["cg_tol_eval"],
                    max_iters=SOLVER["max_cg_iters"], probes=SOLVER["probes"],
                    precond=fg.PivotedCholesky(SOLVER["precond_rank"]),
-                   root_rank=SOLVER["root_rank"], exact_var_max=0,  # LOVE variances, as GPyTorch
+                   root_rank=SOLVER["root_rank"], exact_var_max=0,  # LOVE variances, as GPyTorch,
+                   local_neighbors=args.local_neighbors,  # unless --local-neighbors k > 0
                    backend=args.backend, precision=args.precision)
     model = fg.ExactGP(ds.x_train, ds.y_train, kernel, likelihood=fg.likelihoods.Gaussian(),
                        mean=fg.means.Constant(), solver=solver)
@@ -354,7 +355,7 @@ def worker_command(args, lib: str, dataset: str, result: str) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--lib", lib,
            "--dataset", dataset, "--result", result]
     for name in ("data", "device", "dtype", "iters", "lr", "split", "max_train", "seed", "threads",
-                 "backend", "precision"):
+                 "backend", "precision", "local_neighbors"):
         if getattr(args, name) is not None:
             cmd += ["--" + name.replace("_", "-"), str(getattr(args, name))]
     return cmd
@@ -407,6 +408,7 @@ def parent(args) -> int:
             "seed": args.seed, "lr": args.lr, "iters": args.iters, "solver": SOLVER,
             "warmup_steps": WARMUP_STEPS,
             "flashgp_backend": args.backend, "flashgp_precision": args.precision,
+            "flashgp_local_neighbors": args.local_neighbors,
             "init": INIT, "libs": args.libs, "datasets": args.datasets}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -448,6 +450,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backend", default="auto", help="flashgp kernel backend (default auto)")
     p.add_argument("--precision", default="tf32x3",
                    help="flashgp fused-kernel precision: tf32x3, fp32 or tf32 (default tf32x3)")
+    p.add_argument("--local-neighbors", type=int, default=0,
+                   help="flashgp variances from this many nearest training points "
+                        "(fg.CG(local_neighbors=...)) instead of LOVE (default 0: LOVE, as GPyTorch)")
     p.add_argument("--out", default="results/uci",
                    help="output prefix: writes OUT.md and OUT.json (default results/uci)")
     for hidden in ("--lib", "--dataset", "--result"):
