@@ -5,9 +5,10 @@
     python benchmarks/local_variance_speed.py --n 1000000 --test 100000 --neighbors 64 128 256
     python benchmarks/local_variance_speed.py --device cpu --n 20000 --test 2000 --neighbors 64
 
-For each k: the neighbour search alone (``nearest_neighbors``), then the whole
-``local_variances`` (search included), each timed twice after one warm-up call at the smallest
-k; and the median relative change of the variances from the previous k (nested neighbour sets:
+For each k: the neighbour search alone (``nearest_neighbors``, which takes the grid search for
+d = 3 from 20,000 points on, and, unless --no-blocked, the blocked search over all points beside
+it), then the whole ``local_variances`` (search included), each timed twice after one warm-up
+call at the smallest k; and the median relative change of the variances from the previous k (nested neighbour sets:
 the variances only fall with k). Kernel: Matern 5/2 with the 1M fit's final hyperparameters.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ for path in (REPO, REPO / "examples"):
 
 import flashgp as fg  # noqa: E402
 from flashgp.models import local_variance as lv  # noqa: E402
+from flashgp.models import neighbors as nb  # noqa: E402
 from large_gpu_fit import synthetic  # noqa: E402
 
 
@@ -47,6 +49,7 @@ def main(argv=None) -> None:
     parser.add_argument("--neighbors", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-blocked", action="store_true", help="skip timing the blocked search")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     dtype = torch.float32 if device.type == "cuda" else torch.float64
@@ -63,12 +66,16 @@ def main(argv=None) -> None:
     previous = None
     for k in args.neighbors:
         z_train, z_test = lv.search_inputs(kernel, x_train), lv.search_inputs(kernel, x_test)
-        search = [timed(lambda: lv.nearest_neighbors(z_train, z_test, k), device)[1] for _ in range(2)]
+        search = [timed(lambda: nb.nearest_neighbors(z_train, z_test, k), device)[1] for _ in range(2)]
+        blocked = [] if args.no_blocked else \
+            [timed(lambda: nb.blocked_neighbors(z_train, z_test, k), device)[1] for _ in range(2)]
         runs = [timed(lambda: lv.local_variances(kernel, x_train, noise, x_test, k), device) for _ in range(2)]
         (var, info), _ = runs[-1]
         change = "" if previous is None else \
             f", median change from the previous k {float(((previous - var) / (var + 0.008908)).median()):.3g}"
-        print(f"  k={k}: search {search[0]:.3f} / {search[1]:.3f} s, local_variances "
+        print(f"  k={k}: search {search[0]:.3f} / {search[1]:.3f} s"
+              + (f" (blocked over all points {blocked[0]:.3f} / {blocked[1]:.3f} s)" if blocked else "")
+              + ", local_variances "
               f"{runs[0][1]:.3f} / {runs[1][1]:.3f} s, variance_local_change "
               f"{info['variance_local_change']:.3g}{change}", flush=True)
         previous = var

@@ -10,7 +10,7 @@ where a low-rank Lanczos root (LOVE) cannot: LOVE needs a root rank that grows w
 of lengthscale-sized cells the data fill, local conditioning a neighbour count that grows with
 the points per cell. The cost is O(m k (n + k^2)) for m test points, no n x n matrix and no root.
 
-Neighbours come from an exact blocked search (``nearest_neighbors``); each test point then
+Neighbours come from an exact search (``neighbors.nearest_neighbors``); each test point then
 gets a float64 Cholesky of its k x k K_NN + noise (in batches of ``LOCAL_BATCH`` points).
 Only marginal variances come out (no covariances between test points).
 """
@@ -21,9 +21,8 @@ import torch
 from ..backends.stationary import StationaryParts
 from ..kernels.scale import Scale
 from ..kernels.stationary import Stationary
+from .neighbors import nearest_neighbors
 
-SEARCH_ROWS = 2048      # test points per block of the neighbour search
-SEARCH_COLS = 65536     # training points per block (SEARCH_ROWS x SEARCH_COLS distances at a time)
 LOCAL_BATCH = 1024      # test points per batch of k x k float64 Cholesky factorizations
 
 
@@ -35,32 +34,6 @@ def search_inputs(kernel, x: torch.Tensor) -> torch.Tensor:
         z = StationaryParts(scale, base).scaled_inputs(x)
         return z.reshape(z.shape[-2:]) if z.dim() > 2 else z
     return x
-
-
-@torch.no_grad()
-def nearest_neighbors(points: torch.Tensor, queries: torch.Tensor, k: int) -> torch.Tensor:
-    """(m, k) long: for each query, the indices of its k nearest points (Euclidean), nearest
-    first. points (n, D), queries (m, D), 1 <= k <= n. Exact up to float32 rounding of the
-    squared distances (computed as |q|^2 + |p|^2 - 2 q.p in blocks); ties go either way."""
-    n, m = points.shape[0], queries.shape[0]
-    if not 1 <= k <= n:
-        raise ValueError(f"k: expected 1 <= k <= {n} (the number of points), got {k}")
-    points, queries = points.float(), queries.float()
-    p_sq = points.square().sum(-1)
-    out = torch.empty(m, k, dtype=torch.long, device=points.device)
-    for r in range(0, m, SEARCH_ROWS):
-        q = queries[r:r + SEARCH_ROWS]
-        q_sq = q.square().sum(-1, keepdim=True)
-        best_d = torch.empty(q.shape[0], 0, device=points.device)
-        best_i = torch.empty(q.shape[0], 0, dtype=torch.long, device=points.device)
-        for c in range(0, n, SEARCH_COLS):  # the block's k nearest, merged with the best so far
-            d2 = torch.addmm(q_sq + p_sq[c:c + SEARCH_COLS], q, points[c:c + SEARCH_COLS].T, alpha=-2.0)
-            block_d, block_i = d2.topk(min(k, d2.shape[1]), dim=1, largest=False)
-            cand_d, cand_i = torch.cat([best_d, block_d], 1), torch.cat([best_i, block_i + c], 1)
-            best_d, pos = cand_d.topk(min(k, cand_d.shape[1]), dim=1, largest=False, sorted=True)
-            best_i = cand_i.gather(1, pos)
-        out[r:r + SEARCH_ROWS] = best_i
-    return out
 
 
 @torch.no_grad()

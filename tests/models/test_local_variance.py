@@ -1,5 +1,5 @@
-# Tests for local (nearest-neighbour) predictive variances: the blocked neighbour search against
-# a full sort, the variances against float64 Cholesky ones, and their use through CG(local_neighbors).
+# Tests for local (nearest-neighbour) predictive variances: the variances against float64 Cholesky
+# ones, and their use through CG(local_neighbors). The neighbour search: test_neighbors.py.
 import math
 import warnings
 
@@ -33,20 +33,6 @@ def exact_variances(kernel, x, noise, x_test):
     k = kernel(x, x) + torch.diag(noise)
     cross = kernel(x, x_test)
     return kernel.diag(x_test) - (cross * torch.linalg.solve(k, cross)).sum(0)
-
-
-@pytest.mark.parametrize("k", [1, 7, 40])
-def test_nearest_neighbors_match_a_full_sort_over_blocks(monkeypatch, k):
-    monkeypatch.setattr(lv, "SEARCH_ROWS", 13)  # several partial row and column blocks
-    monkeypatch.setattr(lv, "SEARCH_COLS", 37)
-    p, q = points(300, 4, 3), points(50, 4, 4)
-    got = lv.nearest_neighbors(p, q, k)
-    d2 = torch.cdist(q, p).square()
-    want = d2.argsort(1)[:, :k]
-    # the same sets, nearest first (random inputs: no ties)
-    assert got.shape == (50, k) and torch.equal(got, want)
-    with pytest.raises(ValueError, match="k: expected 1 <= k <= 300"):
-        lv.nearest_neighbors(p, q, 301)
 
 
 def test_search_inputs_are_lengthscale_scaled_and_raw_otherwise():
