@@ -239,29 +239,6 @@ def _add_rows(acc, k, V, cols, col_ok, cols_t, t_ok, s_vn, s_vt, PRODUCT: tl.con
 
 
 @triton.jit
-def _add_rows_presplit(acc, k, V, cols, col_ok, s_vn, BLOCK_T: tl.constexpr):
-    """acc + the tf32x3 product k @ V[cols] in two tensor-core products instead of three, from V
-    split beforehand (``split_columns``): V holds 2 BLOCK_T columns, column 2c the tf32 part of
-    V's column c and 2c + 1 the rest. ``acc`` (BLOCK_M, 2 BLOCK_T) keeps the pairs side by side:
-    k_hi [v_hi, v_lo] + k_lo [v_hi, 0], summed in a fresh accumulator per tile as ``_dot`` does;
-    ``_presplit_sum`` adds each pair. Both products have the same shape, so the tile k needs one
-    register layout (with two shapes Triton 3.6 computed the tile, exp included, twice)."""
-    cols2 = tl.arange(0, 2 * BLOCK_T)
-    v_cat = tl.load(V + cols[:, None] * s_vn + cols2[None, :], mask=col_ok[:, None], other=0.0)
-    v_hi = tl.where((cols2 % 2 == 0)[None, :], v_cat, 0.0)
-    k_hi, k_lo = _tf32_split(k)
-    tile = tl.dot(k_lo, v_hi, tl.zeros(acc.shape, tl.float32), input_precision="tf32")
-    return acc + tl.dot(k_hi, v_cat, tile, input_precision="tf32")
-
-
-@triton.jit
-def _presplit_sum(acc, BLOCK_M: tl.constexpr, BLOCK_T: tl.constexpr):
-    """(BLOCK_M, BLOCK_T) k @ V from the paired accumulator of ``_add_rows_presplit``."""
-    hi, lo = tl.split(tl.reshape(acc, (BLOCK_M, BLOCK_T, 2)))
-    return hi + lo
-
-
-@triton.jit
 def _tf32_split(x):
     """(hi, lo) with hi = x rounded to tf32 (10-bit mantissa, to nearest, ties away) and lo =
     x - hi (exact): two integer ops per element (cvt.rna.tf32.f32 costs four on sm_90, with an

@@ -23,8 +23,8 @@ import triton.language as tl
 
 # the per-entry math; INTERPRETED, PROFILES and _tf32_split are re-exported for callers and tests
 from .triton_entry import (INTERPRETED, PRESCALE, PROFILES, _RQ, _add_rows,  # noqa: F401
-                           _add_rows_presplit, _dot, _presplit_sum, _product, _profile, _row_side,
-                           _sq_dist, _sq_dist_cols, _tf32_split, _tile_terms)
+                           _dot, _product, _profile, _row_side, _sq_dist, _sq_dist_cols,
+                           _tf32_split, _tile_terms)
 
 # ----- named parameters: block sizes and precision -------------------------------------------
 # Launch configurations (BLOCK_M rows of z1 per program, BLOCK_N columns of z2 per step of the
@@ -33,10 +33,12 @@ from .triton_entry import (INTERPRETED, PRESCALE, PROFILES, _RQ, _add_rows,  # n
 # benchmarks/results/gpu_kernels_h200.md; direct ones re-swept for the kernels of session 4,
 # benchmarks/results/session4/, t1 again in session 5, session5/tune_h200.txt); the wide-D
 # entries (padded D >= 64) come from ptxas register reports (no spills) and were not timed. The
-# dot "narrow" entry was re-swept in session 10 (Matern 5/2, tf32x3, t = 11; session10/): one
-# stage instead of three, 32 columns instead of 64, 1.88x faster at d = 9 (n = 41,157) and 1.28x
-# at d = 20 (n = 100k) than (128, 64, 4, 3); (64, 32, 4, 1) was 9% faster still at d = 9 but 8%
-# slower at d = 20.
+# dot "narrow" entries were re-swept in session 10 (Matern 5/2, tf32x3, t = 11, session10/): one
+# stage, 32 columns. K @ V: 1.87x faster at d = 9 (n = 41,157) and 1.30x at d = 20 (n = 100k)
+# than (128, 64, 4, 3); (64, 32, 4, 1) was 9% faster still at d = 9 but 8% slower at d = 20.
+# Gradients: 1.90x and 1.51x faster than (64, 32, 4, 2). A tf32x3 K @ V in two tensor-core
+# products per tile (V split into tf32 parts on the host) was slower at d = 3 (RBF 9.73 against
+# 8.87 ms at n = 100k, t = 11) and is not kept (session10/README.md).
 KV_CONFIGS = {  # (geometry, product) -> config
     ("direct", "t1"): (64, 32, 4, 3),       # one column: elementwise sum, no dot
     ("direct", "fp32"): (64, 64, 4, 1),
@@ -48,15 +50,10 @@ KV_CONFIGS = {  # (geometry, product) -> config
 GRAD_CONFIGS = {
     ("direct", "fp32"): (128, 64, 4, 3),
     ("direct", "tensor"): (128, 32, 4, 1),   # tf32x3, tf32, bf16
-    ("dot", "narrow"): (64, 32, 4, 1),       # padded D + 1 <= 32; session 10: 1.76x faster at d = 9
-                                             # and 1.51x at d = 20 than (64, 32, 4, 2); with 8 warps
-                                             # d = 20 hits an illegal memory access (t = 1 and 11)
+    ("dot", "narrow"): (64, 32, 4, 1),       # padded D + 1 <= 32 (64 rows with 8 warps hit an
+                                             # illegal memory access in tf32x3 at d = 20, t = 1, 11)
     ("dot", "wide"): (32, 16, 4, 2),
 }
-# tf32x3 K @ V with 2..PRESPLIT_MAX_T columns by default in two products per tile, V split on the
-# host (``presplit``). Off (0): on one H200 it was slower than three products at d = 3, t = 2 and 11
-# (RBF 9.73 against 8.87 ms at n = 100k, t = 11; benchmarks/results/session10/); presplit=True asks for it.
-PRESPLIT_MAX_T = 0
 KV_MAX_T, GRAD_MAX_T = 64, 32   # columns of V (of u, v) per launch; wider runs as several launches
 DIRECT_MAX_D = 8         # up to this many input columns r2 is summed elementwise (no dot, no padding)
 MIN_DOT = 16             # tl.dot needs every dimension >= 16: D and t are zero-padded up to it
@@ -85,7 +82,7 @@ def _kv_matmul_kernel(Z1, Z2, N1, N2, V, OUT, ALPHA, KD, n1, n2, d, t,
                       PROFILE: tl.constexpr, GEOMETRY: tl.constexpr, PRODUCT: tl.constexpr,
                       OPERAND: tl.constexpr, D_DIRECT: tl.constexpr, BLOCK_M: tl.constexpr,
                       BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr,
-                      DENSE: tl.constexpr = False, PRESPLIT: tl.constexpr = False):
+                      DENSE: tl.constexpr = False):
     """OUT[b, rows] = sum over column tiles of k(r2(z1 rows, z2 cols)) @ V[b, cols].
 
     z1, z2 come multiplied by the profile's prescale (``_prepared``; k by ``_profile_prescaled``).
@@ -94,8 +91,6 @@ def _kv_matmul_kernel(Z1, Z2, N1, N2, V, OUT, ALPHA, KD, n1, n2, d, t,
 
     D_DIRECT > 0: r2 summed elementwise over that many columns (else one geometry dot per tile).
     BLOCK_T == 1: a single column of V, summed elementwise (no dot).
-    PRESPLIT: tf32x3 in two tensor-core products per tile, V given split into its tf32 parts
-    (2 BLOCK_T columns, ``split_columns``; ``_add_rows_presplit``).
     """
     pid_m, pid_b = tl.program_id(0), tl.program_id(1).to(tl.int64)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -112,8 +107,6 @@ def _kv_matmul_kernel(Z1, Z2, N1, N2, V, OUT, ALPHA, KD, n1, n2, d, t,
     t_ok = cols_t < t
     if BLOCK_T == 1:  # per-entry sums, reduced over the columns once at the end
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    elif PRESPLIT:
-        acc = tl.zeros((BLOCK_M, 2 * BLOCK_T), dtype=tl.float32)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_T), dtype=tl.float32)
     n_main = n2
@@ -126,23 +119,13 @@ def _kv_matmul_kernel(Z1, Z2, N1, N2, V, OUT, ALPHA, KD, n1, n2, d, t,
         else:
             k = _tile_terms(side, Z2, N2 + pid_b * s_n2b, cols, cols < n2, dims, d, s_z2n, s_z2d,
                             alpha, PROFILE, GEOMETRY, D_DIRECT, True)
-        if PRESPLIT:
-            acc = _add_rows_presplit(acc, k, V, cols, cols < n2, s_vn, BLOCK_T)
-        else:
-            acc = _add_rows(acc, k, V, cols, cols < n2, cols_t, t_ok, s_vn, s_vt, PRODUCT, OPERAND)
+        acc = _add_rows(acc, k, V, cols, cols < n2, cols_t, t_ok, s_vn, s_vt, PRODUCT, OPERAND)
     if DENSE:
         if n_main < n2:  # the last, partial column tile
             cols = n_main + tl.arange(0, BLOCK_N)
             k = tl.load(side + cols[None, :], mask=row_ok[:, None] & (cols < n2)[None, :], other=0.0)
-            if PRESPLIT:
-                acc = _add_rows_presplit(acc, k, V, cols, cols < n2, s_vn, BLOCK_T)
-            else:
-                acc = _add_rows(acc, k, V, cols, cols < n2, cols_t, t_ok, s_vn, s_vt, PRODUCT,
-                                OPERAND)
-    if PRESPLIT:
-        tl.store(OUT + pid_b * s_ob + rows[:, None] * s_on + cols_t[None, :] * s_ot,
-                 _presplit_sum(acc, BLOCK_M, BLOCK_T), mask=row_ok[:, None] & t_ok[None, :])
-    elif BLOCK_T == 1:
+            acc = _add_rows(acc, k, V, cols, cols < n2, cols_t, t_ok, s_vn, s_vt, PRODUCT, OPERAND)
+    if BLOCK_T == 1:
         tl.store(OUT + pid_b * s_ob + rows * s_on, tl.sum(acc, axis=1), mask=row_ok)
     else:
         tl.store(OUT + pid_b * s_ob + rows[:, None] * s_on + cols_t[None, :] * s_ot, acc,
@@ -276,29 +259,6 @@ def _operand(v: torch.Tensor, operand: str) -> torch.Tensor:
     return v.to(torch.bfloat16).float() if operand == "bfloat16" else v.float()
 
 
-def split_columns(v: torch.Tensor, width: int) -> torch.Tensor:
-    """v (B, n, t), t <= width, as (B, n, 2 width) float32: column 2c holds v[..., c] rounded to
-    tf32 (``_tf32_split``: to nearest, ties away), column 2c + 1 the rest v - hi (exact), columns
-    of c >= t zero. The operand of ``_add_rows_presplit``."""
-    v = v.float()
-    bits = v.contiguous().view(torch.int32)
-    hi = ((bits + 0x1000) & -0x2000).view(torch.float32)  # 0xFFFFE000 as an int32
-    out = torch.zeros(*v.shape[:-1], width, 2, device=v.device, dtype=torch.float32)
-    out[..., :v.shape[-1], 0] = hi
-    out[..., :v.shape[-1], 1] = v - hi
-    return out.flatten(-2)
-
-
-def _use_presplit(presplit: bool | None, precision: str, t: int) -> bool:
-    """Whether a launch of t columns takes the two-product tf32x3 path (None: where it applies,
-    tf32x3 with 2 <= t <= PRESPLIT_MAX_T)."""
-    fits = precision == "tf32x3" and 2 <= t <= max(PRESPLIT_MAX_T, 1)
-    if presplit and not (precision == "tf32x3" and 2 <= t <= MIN_DOT):
-        raise ValueError(f"presplit: needs precision 'tf32x3' and 2 to {MIN_DOT} columns, got "
-                         f"{precision!r} and {t}")
-    return fits if presplit is None else bool(presplit)
-
-
 def _prepared(z1, z2, alpha, precision="tf32x3", prescale: str | None = None):
     """Float32 inputs laid out for ``precision`` (``_laid_out``; offsets within a batch element
     fit in int32), their squared norms (B, n) and alpha (B,) (a dummy for the other profiles).
@@ -320,13 +280,12 @@ def _prepared(z1, z2, alpha, precision="tf32x3", prescale: str | None = None):
 def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
               alpha: torch.Tensor | None = None, precision: str = "tf32x3", block_m: int | None = None,
               block_n: int | None = None, num_warps: int | None = None,
-              num_stages: int | None = None, presplit: bool | None = None) -> torch.Tensor:
+              num_stages: int | None = None) -> torch.Tensor:
     """K(z1, z2) @ v for the unit-scale ``profile``.
 
     z1 (B, n1, D), z2 (B, n2, D), v (B, n2, t), alpha (B,) for "rq". Returns (B, n1, t) float32.
     Launch settings default to KV_CONFIGS (see ``_config``); t > KV_MAX_T runs as several launches of
-    KV_MAX_T columns. ``presplit``: the two-product tf32x3 path (``_use_presplit``; None: where
-    it applies).
+    KV_MAX_T columns.
     """
     block_m, block_n, num_warps, num_stages = _config(
         "matmul", z1.shape[-1], v.shape[-1], precision, (block_m, block_n, num_warps, num_stages))
@@ -335,13 +294,12 @@ def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
         raise ValueError(f"v: expected (B, n2, t) = ({z2.shape[0]}, {z2.shape[1]}, t), got {tuple(v.shape)}")
     z1, z2, n1sq, n2sq, alpha = _prepared(z1, z2, alpha, precision, prescale=profile)
     return _launch_kv(v, z1.shape[1], (block_m, block_n, num_warps, num_stages), precision,
-                      inputs=(z1, z2, n1sq, n2sq, alpha, profile), presplit=presplit)
+                      inputs=(z1, z2, n1sq, n2sq, alpha, profile))
 
 
 def dense_kv_matmul(k: torch.Tensor, v: torch.Tensor, precision: str = "tf32x3",
                     block_m: int | None = None, block_n: int | None = None,
-                    num_warps: int | None = None, num_stages: int | None = None,
-                    presplit: bool | None = None) -> torch.Tensor:
+                    num_warps: int | None = None, num_stages: int | None = None) -> torch.Tensor:
     """k @ v for stored matrices k (B, n1, n2) float32 by ``_kv_matmul_kernel`` with its tiles
     read instead of computed (DENSE): the dense backend's products, bound by reading k. v (B,
     n2, t); returns (B, n1, t) float32. ``precision``: "fp32", "tf32x3", "tf32" or "bf16" (the
@@ -362,10 +320,10 @@ def dense_kv_matmul(k: torch.Tensor, v: torch.Tensor, precision: str = "tf32x3",
                          f"got {got}")
     config = _config("matmul", 1, v.shape[-1], precision, (block_m, block_n, num_warps, num_stages))
     k = k if k.stride(2) == 1 else k.contiguous()
-    return _launch_kv(v, k.shape[1], config, precision, dense=k, presplit=presplit)
+    return _launch_kv(v, k.shape[1], config, precision, dense=k)
 
 
-def _launch_kv(v, n1, config, precision, inputs=None, dense=None, presplit=None):
+def _launch_kv(v, n1, config, precision, inputs=None, dense=None):
     """out (B, n1, t) = K @ v by ``_kv_matmul_kernel``, KV_MAX_T columns per launch, with K
     computed from ``inputs`` = (prepared z1, z2, their squared norms, alpha, profile) or read
     from ``dense`` (B, n1, n2); v as given (``_operand`` casts it for ``precision``)."""
@@ -388,18 +346,14 @@ def _launch_kv(v, n1, config, precision, inputs=None, dense=None, presplit=None)
     outs = []
     for c in range(0, t, KV_MAX_T):
         vc = v[..., c:c + KV_MAX_T].contiguous()
-        tc, block_t = vc.shape[2], _padded_t(vc.shape[2])
-        split = _use_presplit(presplit, precision, tc)
-        if split:
-            vc = split_columns(vc, block_t)
-        oc = torch.empty(bsz, n1, tc, device=v.device, dtype=torch.float32)
+        oc = torch.empty(bsz, n1, vc.shape[2], device=v.device, dtype=torch.float32)
         outs.append(oc)
         _kv_matmul_kernel[grid](
-            z1, z2, n1sq, n2sq, vc, oc, alpha, kd, n1, n2, d, tc, *strides,
+            z1, z2, n1sq, n2sq, vc, oc, alpha, kd, n1, n2, d, vc.shape[2], *strides,
             *vc.stride(), *oc.stride(), *other, PROFILE=PROFILES[profile], GEOMETRY=geometry,
             PRODUCT=product, OPERAND=operand, D_DIRECT=_direct(d), BLOCK_M=block_m,
-            BLOCK_N=block_n, BLOCK_D=_padded(d), BLOCK_T=block_t, DENSE=dense is not None,
-            PRESPLIT=split, num_warps=num_warps, num_stages=num_stages)
+            BLOCK_N=block_n, BLOCK_D=_padded(d), BLOCK_T=_padded_t(vc.shape[2]),
+            DENSE=dense is not None, num_warps=num_warps, num_stages=num_stages)
     return outs[0] if len(outs) == 1 else torch.cat(outs, -1)
 
 

@@ -98,35 +98,6 @@ def test_kv_matmul_over_many_column_tiles_stays_float32_accurate(precision):
     assert rel_err(out, k @ v) < 1e-5
 
 
-@pytest.mark.parametrize("t", [2, 11, 16])
-@pytest.mark.parametrize("profile", ["rbf", "matern52", "rq"])
-def test_presplit_tf32x3_matches_three_products(profile, t):
-    """The two-product tf32x3 path (V split on the host) against float64 and against the
-    three-product path, for computed tiles over many column tiles and for stored tiles."""
-    z1, z2, r2 = scaled_points(2, 70, 2053, 3, seed=14)
-    alpha = ALPHA.to(DEVICE) if profile == "rq" else None
-    v = rand(2, 2053, t, seed=15)
-    k, _, _ = reference_terms(profile, r2, alpha)
-    two = tk.kv_matmul(z1, z2, v, profile, alpha, "tf32x3", presplit=True, block_m=64, block_n=32)
-    three = tk.kv_matmul(z1, z2, v, profile, alpha, "tf32x3", presplit=False, block_m=64, block_n=32)
-    assert rel_err(two, k @ v) < 1e-5 and rel_err(three, k @ v) < 1e-5
-    stored = tk.dense_kv_matmul(k[0:1].float(), v[0:1], presplit=True, **SMALL)
-    assert rel_err(stored, k[0:1] @ v[0:1]) < 1e-5
-
-
-def test_split_columns_and_presplit_errors():
-    v = (rand(1, 500, 5, seed=16) * torch.logspace(-20, 20, 500, dtype=F64, device=DEVICE)[:, None]).float()
-    parts = tk.split_columns(v, 16)
-    assert parts.shape == (1, 500, 32) and not parts[..., 10:].any()
-    hi, lo = parts[..., 0:10:2], parts[..., 1:10:2]
-    assert torch.equal(hi.double() + lo.double(), v.double())
-    assert not (hi.view(torch.int32) & 0x1FFF).any() and (lo.abs() <= v.abs() * 2.0 ** -11).all()
-    z = rand(1, 20, 3, seed=17)
-    for precision, t in (("fp32", 4), ("tf32x3", 1), ("tf32x3", 17)):
-        with pytest.raises(ValueError, match="presplit: needs precision"):
-            tk.kv_matmul(z, z, rand(1, 20, t, seed=18), "rbf", precision=precision, presplit=True)
-
-
 @triton.jit
 def _split_kernel(X, HI, LO, n, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
