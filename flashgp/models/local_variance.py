@@ -21,6 +21,7 @@ import torch
 from ..backends.stationary import StationaryParts
 from ..kernels.scale import Scale
 from ..kernels.stationary import Stationary
+from ..linalg.cholesky import safe_cholesky
 from .neighbors import nearest_neighbors
 
 LOCAL_BATCH = 1024      # test points per batch of k x k float64 Cholesky factorizations
@@ -41,9 +42,10 @@ def local_variances(kernel, train_x: torch.Tensor, noise: torch.Tensor, x: torch
                     neighbors: int) -> tuple[torch.Tensor, dict]:
     """var(f* | y_N) (m,) for test inputs x (m, d), N the ``neighbors`` training points nearest
     to each x* (``search_inputs``), with the observation noise ``noise`` (n,) of the training
-    points; and diagnostics {"local_neighbors": k, "local_jitter_points": count of test points
-    whose K_NN + noise needed jitter, "variance_local_change": how far the variances may still
-    be from converged}. train_x (n, d); an unbatched model only.
+    points; and diagnostics {"local_neighbors": k, "local_jitter_points": how many test points
+    were in batches of LOCAL_BATCH whose K_NN + noise needed jitter (one jitter per batch,
+    ``safe_cholesky``), "variance_local_change": how far the variances may still be from
+    converged}. train_x (n, d); an unbatched model only.
 
     variance_local_change: the median over test points of the variance of f* that the farther
     half of the neighbours removed, relative to the variance of y* (with the mean noise). The
@@ -53,8 +55,6 @@ def local_variances(kernel, train_x: torch.Tensor, noise: torch.Tensor, x: torch
     Computed in float64: k** - |L^{-1} k_N*|^2 with L the Cholesky factor of K_NN + diag(noise_N).
     With neighbors = n this is the exact posterior variance.
     """
-    from ..linalg.cholesky import safe_cholesky  # local import: linalg imports models' helpers
-
     n = train_x.shape[-2]
     if train_x.dim() != 2 or x.dim() != 2 or noise.numel() != n:
         raise ValueError(f"local_variances: expected train_x (n, d), x (m, d) and noise of n = {n} "

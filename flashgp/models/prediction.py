@@ -35,7 +35,7 @@ class PredictionCache:
         resid = model.train_y - model.mean(self.train_x)
         noise = model.likelihood.noise_diag(n)
         self.noise = noise.detach()  # (*batch, n)
-        self.noise_level = noise.detach().mean(-1)  # (*batch,), the scale of root_change
+        self.noise_level = self.noise.mean(-1)  # (*batch,), the scale of root_change
         self.diagnostics: dict = {"n": n}
         if isinstance(solver, Cholesky):
             self.chol = cholesky_factor(self.kernel, self.train_x, noise, solver, self.diagnostics)
