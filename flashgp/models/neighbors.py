@@ -102,7 +102,7 @@ def grid_neighbors(points: torch.Tensor, queries: torch.Tensor, k: int) -> torch
     starts = counts.cumsum(0) - counts
     width = int(counts.max())  # the fullest cell
     offsets = torch.tensor(list(itertools.product((-1, 0, 1), repeat=dim)), device=points.device)
-    if 3**dim * width > n // 2:  # the grid saves little here
+    if 3**dim * width > n // 2 or 3**dim * width < k:  # the grid saves little, or holds too few
         return blocked_neighbors(points, queries, k)
     sorted_points = points[order]
     out = torch.empty(queries.shape[0], k, dtype=torch.long, device=points.device)
