@@ -12,6 +12,9 @@ from ..operators.low_rank import LowRankPlusDiag
 LIVE_CHECK_EVERY = 8  # pivoted Cholesky steps between host checks for early termination
 NYSTROM_JITTER_ULPS = 1.0  # nystrom_factor's jitter: k * this * eps(dtype) * max diag of K[P, P]
 NYSTROM_CHUNK = 1 << 17  # points per float64 block of nystrom_factor's whitening product
+NYSTROM_ROWS = 64  # pivots per op.rows call of nystrom_factor (bounds the temporaries of a kernel
+                   # row evaluation to a few of these x n, not k x n: at n = 1M, k = 800 each
+                   # full-size temporary is 3.2 GB)
 
 
 def _check_rank(rank: int) -> None:
@@ -147,10 +150,12 @@ def nystrom_factor(op: Operator, pivots: Tensor, counts: Tensor | None = None) -
     batch, n, k = op.batch_shape, op.shape[-1], pivots.shape[-1]
     if k == 0:
         return torch.zeros(*batch, n, 0, dtype=op.dtype, device=op.device)
-    rows = op.rows(pivots)  # (*batch, k, n), op's dtype
+    rows = torch.empty(*batch, k, n, dtype=op.dtype, device=op.device)  # K[P, :]
+    for start in range(0, k, NYSTROM_ROWS):
+        rows[..., start:start + NYSTROM_ROWS, :] = op.rows(pivots[..., start:start + NYSTROM_ROWS])
     if counts is not None:
         unused = torch.arange(k, device=op.device) >= counts.unsqueeze(-1)  # (*batch, k)
-        rows = rows.masked_fill(unused.unsqueeze(-1), 0.0)
+        rows.masked_fill_(unused.unsqueeze(-1), 0.0)  # in place: no second k x n copy
     inner = rows.gather(-1, pivots.unsqueeze(-2).expand(*batch, k, k)).to(torch.float64)  # K[P, P]
     if counts is not None:  # the rows of unused pivots are zero already; now their columns
         inner = inner.masked_fill(unused.unsqueeze(-2), 0.0)

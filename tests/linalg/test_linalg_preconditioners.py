@@ -221,7 +221,8 @@ def test_nystrom_of_ill_conditioned_pivots_jitters_or_gives_up_without_nan(dtype
 
 
 def test_nystrom_in_chunks_of_points_matches_one_chunk(monkeypatch):
-    # the whitening product runs over NYSTROM_CHUNK points at a time: chunks that do not divide
+    # the whitening product runs over NYSTROM_CHUNK points at a time and the rows come in blocks
+    # of NYSTROM_ROWS pivots: chunks and blocks that do not divide
     # n, batched pivots and early-stopped counts must give the one-chunk factor, and a NaN in
     # any chunk must still be caught
     import flashgp.linalg.preconditioners as preconditioners
@@ -230,6 +231,7 @@ def test_nystrom_in_chunks_of_points_matches_one_chunk(monkeypatch):
     factor, pivots, counts = pivoted_cholesky_with_pivots(Dense(a), 12)
     whole = nystrom_factor(Dense(a), pivots, counts)
     monkeypatch.setattr(preconditioners, "NYSTROM_CHUNK", 16)
+    monkeypatch.setattr(preconditioners, "NYSTROM_ROWS", 5)  # rows in blocks of 5 pivots too
     chunked = nystrom_factor(Dense(a), pivots, counts)
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-13)
     assert relative_gap(factor, chunked) < 1e-10
