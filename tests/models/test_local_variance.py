@@ -103,3 +103,11 @@ def test_local_neighbors_must_be_a_non_negative_int():
     for bad in (-1, 2.5, True):
         with pytest.raises((ValueError, TypeError), match="local_neighbors"):
             fg.CG(local_neighbors=bad)
+
+
+def test_local_neighbors_survive_a_solver_round_trip():
+    from flashgp.serialize import solver_from_config, solver_to_config
+    config = solver_to_config(fg.CG(local_neighbors=96))
+    assert solver_from_config(config).local_neighbors == 96
+    del config["args"]["local_neighbors"]  # a file written before the field existed
+    assert solver_from_config(config).local_neighbors == 0
