@@ -115,5 +115,6 @@ def main(argv=None) -> None:
               + ("" if change is None else f"; root change {change:.3g}")
               + f"; {time.perf_counter() - start:.1f} s", flush=True)
 
+
 if __name__ == "__main__":
     main()
