@@ -166,8 +166,9 @@ class PredictionCache:
                     f"Lanczos (LOVE) predictive variances have not converged: the last {k - k // 2} "
                     f"of the {k} Lanczos vectors lowered the variances of y* by {change:.1%} (median "
                     f"over the test points; warning above {ROOT_CHANGE_WARN:.0%}), so the variances are probably still "
-                    "too large. To fix: raise CG(root_rank=...) (memory: n x root_rank), or get "
-                    "exact variances by CG solves for small test sets (CG(exact_var_max=...))",
+                    "too large. To fix: raise CG(root_rank=...) (memory: n x root_rank), take "
+                    "local variances from the nearest training points (CG(local_neighbors=256)), "
+                    "or get exact variances by CG solves for small test sets (CG(exact_var_max=...))",
                     NumericalWarning, stacklevel=4)
             return mean, left, left, "lanczos"
         left = cross.to_dense()
