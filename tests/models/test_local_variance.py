@@ -111,3 +111,17 @@ def test_local_neighbors_survive_a_solver_round_trip():
     assert solver_from_config(config).local_neighbors == 96
     del config["args"]["local_neighbors"]  # a file written before the field existed
     assert solver_from_config(config).local_neighbors == 0
+
+
+def test_any_kernel_and_per_point_noise_with_all_neighbours_are_exact():
+    # a sum with a non-stationary part (neighbours searched in raw inputs) and heteroscedastic
+    # FixedNoise: every training point as a neighbour still gives the exact variances
+    x, y, x_test, _, _ = problem(n=300, m=40)
+    kernel = Scale(Matern(nu=1.5, ard_dims=3)) + Linear()
+    noise = 0.005 + 0.02 * points(300, 1, 11).squeeze(-1)
+    model = fg.ExactGP(x, y, kernel, likelihood=fg.likelihoods.FixedNoise(noise),
+                       solver=fg.CG(local_neighbors=300, exact_var_max=0, eval_tol=1e-10))
+    got = model.posterior(x_test).variance
+    torch.testing.assert_close(got, exact_variances(kernel, x, noise, x_test), rtol=1e-7, atol=1e-9)
+    fewer, _ = lv.local_variances(kernel, x, noise, x_test, neighbors=30)
+    assert (fewer >= got - 1e-9).all() and (fewer > got + 1e-6).any()
