@@ -116,27 +116,30 @@ class PredictionCache:
                     "variance_local_change", "variance_root_change"):
             self.diagnostics.pop(key, None)  # set again when this call solves by CG / locally
         if isinstance(self.solver, Cholesky):
-            mean, left, right, method = self._cholesky_parts(x)
+            mean, covariance, method = self._cholesky_parts(x)
         else:
-            mean, left, right, method = self._iterative_parts(x)
+            mean, covariance, method = self._iterative_parts(x)
         self.diagnostics["variance_method"] = method
-        if method == "local":  # left holds the variances of f*
-            return Posterior(mean, MarginalOnly(left), diagnostics=self.diagnostics)
-        return Posterior(mean, Downdated(KernelOperator(self.kernel, x), left, right), diagnostics=self.diagnostics)
+        return Posterior(mean, covariance, diagnostics=self.diagnostics)
+
+    def _downdated(self, x, left, right) -> Downdated:
+        """The posterior covariance k(x, x) - left right^T."""
+        return Downdated(KernelOperator(self.kernel, x), left, right)
 
     def _cholesky_parts(self, x: torch.Tensor):
-        """(mean (*b, m), left, right (*b, m, n), "cholesky"). The cross covariance, the mean and the
-        whitened cross covariance are computed in float64 and cast to the dtype of x at the end: with
-        a small noise alpha = K_hat^{-1} r is large and K_*X alpha cancels in float32."""
+        """(mean (*b, m), covariance (Downdated by the whitened cross covariance (*b, m, n)),
+        "cholesky"). The cross covariance, the mean and the whitened cross covariance are computed
+        in float64 and cast to the dtype of x at the end: with a small noise alpha = K_hat^{-1} r
+        is large and K_*X alpha cancels in float32."""
         cross = self.kernel(x.double(), self.train_x.double())
         mean = self.mean_fn(x) + (cross @ self.alpha).squeeze(-1).to(x.dtype)
         white = torch.linalg.solve_triangular(self.chol, cross.transpose(-1, -2), upper=False)
         left = white.transpose(-1, -2).to(x.dtype)
-        return mean, left, left, "cholesky"
+        return mean, self._downdated(x, left, left), "cholesky"
 
     def _iterative_parts(self, x: torch.Tensor):
-        """(mean, left, right, method): variances by CG solves (m <= exact_var_max), local ones
-        (solver.local_neighbors > 0: left = the variances (*b, m), right None) or LOVE."""
+        """(mean, covariance, method): variances by CG solves (m <= exact_var_max), local ones
+        (solver.local_neighbors > 0: a MarginalOnly covariance) or LOVE."""
         cross = KernelOperator(self.kernel, x, self.train_x, backend=self.backend,
                                precision=self.solver.precision)
         mean = self.mean_fn(x) + cross.matmul(self.alpha).squeeze(-1)
@@ -155,7 +158,7 @@ class PredictionCache:
                     f"{info['variance_local_change']:.1%} (median over the test points; warning "
                     f"above {ROOT_CHANGE_WARN:.0%}). To fix: raise CG(local_neighbors=...)",
                     NumericalWarning, stacklevel=4)
-            return mean, variances, None, "local"
+            return mean, MarginalOnly(variances), "local"
         if x.shape[-2] > self.solver.exact_var_max:
             left = cross.matmul(self.lanczos_root())
             change = self.root_change(x, left)
@@ -170,11 +173,11 @@ class PredictionCache:
                     "local variances from the nearest training points (CG(local_neighbors=256)), "
                     "or get exact variances by CG solves for small test sets (CG(exact_var_max=...))",
                     NumericalWarning, stacklevel=4)
-            return mean, left, left, "lanczos"
+            return mean, self._downdated(x, left, left), "lanczos"
         left = cross.to_dense()
         info = {}
         right = cg_solve(self.op, left.transpose(-1, -2), self.precond, self.solver.eval_tol,
                          self.solver.max_iters, info, what="posterior variance solves").transpose(-1, -2)
         self.diagnostics.update(variance_cg_iterations=info["iterations"], variance_residual=info["residual"],
                                 variance_converged=info["converged"], variance_cg_breakdowns=info["breakdowns"])
-        return mean, left, right, "cg"
+        return mean, self._downdated(x, left, right), "cg"
