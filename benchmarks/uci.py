@@ -255,7 +255,8 @@ def run_flashgp(ds, args, device, sync) -> dict:
     kernel = fg.kernels.Scale(fg.kernels.Matern(nu=2.5, ard_dims=ds.x_train.shape[-1]))
     solver = fg.CG(tol=SOLVER["cg_tol_train"], eval_tol=SOLVER["cg_tol_eval"],
                    max_iters=SOLVER["max_cg_iters"], probes=SOLVER["probes"],
-                   precond=fg.PivotedCholesky(SOLVER["precond_rank"]),
+                   precond=fg.PivotedCholesky(SOLVER["precond_rank"],
+                                              max_rank=args.max_precond_rank),
                    root_rank=SOLVER["root_rank"], exact_var_max=0,  # LOVE variances, as GPyTorch,
                    local_neighbors=args.local_neighbors,  # unless --local-neighbors k > 0
                    backend=args.backend, precision=args.precision)
@@ -355,7 +356,7 @@ def worker_command(args, lib: str, dataset: str, result: str) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--lib", lib,
            "--dataset", dataset, "--result", result]
     for name in ("data", "device", "dtype", "iters", "lr", "split", "max_train", "seed", "threads",
-                 "backend", "precision", "local_neighbors"):
+                 "backend", "precision", "local_neighbors", "max_precond_rank"):
         if getattr(args, name) is not None:
             cmd += ["--" + name.replace("_", "-"), str(getattr(args, name))]
     return cmd
@@ -409,6 +410,7 @@ def parent(args) -> int:
             "warmup_steps": WARMUP_STEPS,
             "flashgp_backend": args.backend, "flashgp_precision": args.precision,
             "flashgp_local_neighbors": args.local_neighbors,
+            "flashgp_max_precond_rank": args.max_precond_rank,
             "init": INIT, "libs": args.libs, "datasets": args.datasets}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -453,6 +455,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--local-neighbors", type=int, default=0,
                    help="flashgp variances from this many nearest training points "
                         "(fg.CG(local_neighbors=...)) instead of LOVE (default 0: LOVE, as GPyTorch)")
+    p.add_argument("--max-precond-rank", type=int, default=None,
+                   help="flashgp only: let training double the pivoted-Cholesky rank up to this "
+                        "when CG needs clearly more than its minimum (fg.PivotedCholesky(100, "
+                        "max_rank=...)); default: rank 100 throughout, as GPyTorch")
     p.add_argument("--out", default="results/uci",
                    help="output prefix: writes OUT.md and OUT.json (default results/uci)")
     for hidden in ("--lib", "--dataset", "--result"):
