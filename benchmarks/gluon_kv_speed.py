@@ -20,24 +20,20 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from flashgp.kernels import RBF, RQ, Matern  # noqa: E402
 
 PROFILES = ("rbf", "matern12", "matern32", "matern52", "rq")
 
 
 def reference(z1, z2, v, profile, alpha):
-    """float64 K(z1, z2) @ v, unit scale."""
-    z1, z2, v = z1.double(), z2.double(), v.double()
-    r2 = torch.cdist(z1, z2).pow(2)
-    if profile == "rbf":
-        k = torch.exp(-0.5 * r2)
-    elif profile == "rq":
-        k = (1 + r2 / (2 * alpha.double()[:, None, None])).pow(-alpha.double()[:, None, None])
-    else:
-        nu = {"matern12": 0.5, "matern32": 1.5, "matern52": 2.5}[profile]
-        s = (2 * nu * r2).sqrt()
-        poly = {0.5: 1.0, 1.5: 1 + s, 2.5: 1 + s + s * s / 3}[nu]
-        k = poly * torch.exp(-s)
-    return k @ v
+    """float64 K(z1, z2) @ v with the library's own unit-lengthscale kernel modules."""
+    kernel = {"rbf": RBF(), "matern12": Matern(nu=0.5), "matern32": Matern(nu=1.5),
+              "matern52": Matern(nu=2.5), "rq": RQ(batch_shape=(z1.shape[0],))}[profile]
+    if profile == "rq":
+        kernel.alpha = alpha.detach().cpu().double()
+    kernel = kernel.to(device=z1.device, dtype=torch.float64)
+    with torch.no_grad():
+        return kernel(z1.double(), z2.double()) @ v.double()
 
 
 def accuracy(gk, device, seed=0) -> list:
