@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     p.add_argument("--d", type=int, default=3)
     p.add_argument("--t", type=int, default=11)
     p.add_argument("--profiles", nargs="+", default=["rbf", "matern52"])
-    p.add_argument("--configs", nargs="+", default=["128,32,4,1", "128,32,4,0", "64,32,4,1",
+    p.add_argument("--configs", nargs="+", default=["128,32,4,1", "128,32,4,0", "64,32,4,1", "256,16,4,1",
                                                     "128,16,4,1", "64,64,4,1", "64,16,4,1"],
                    help="BLOCK_M,BLOCK_N,num_warps,keep_live")
     p.add_argument("--skip-accuracy", action="store_true")

@@ -122,6 +122,7 @@ def _tile_step(acc, part, prev_hi, prev_lo, side, Z2, V, start, n2, s_z2n, s_z2d
         _keep_live(prev_hi, never)
         if SPLIT:
             _keep_live(prev_lo, never)
+    if SPLIT:
         k_hi, k_lo = _tf32_split(kt)
         v_hi, v_lo = _tf32_split(v)
         v_hi_smem.store(v_hi)
@@ -131,12 +132,15 @@ def _tile_step(acc, part, prev_hi, prev_lo, side, Z2, V, start, n2, s_z2n, s_z2d
         v_hi_smem.store(v)
     fence_async_shared()
     gl.thread_barrier()
+    # a fresh accumulator (not the registers of the sum just added to acc: ptxas serializes the
+    # products when an accumulator of an in-flight wgmma is read by another instruction)
+    fresh = gl.zeros_like(part)
     if SPLIT:
-        part = warpgroup_mma(k_lo, v_hi_smem, part, use_acc=False, is_async=True)
+        part = warpgroup_mma(k_lo, v_hi_smem, fresh, use_acc=False, is_async=True)
         part = warpgroup_mma(k_hi, v_lo_smem, part, is_async=True)
         part = warpgroup_mma(k_hi, v_hi_smem, part, is_async=True)
     else:
-        part = warpgroup_mma(k_hi, v_hi_smem, part, use_acc=False, is_async=True)
+        part = warpgroup_mma(k_hi, v_hi_smem, fresh, use_acc=False, is_async=True)
     return acc, part, k_hi, k_lo
 
 
