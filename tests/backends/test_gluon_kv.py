@@ -48,7 +48,7 @@ def test_matches_float64(profile, d, t, precision):
 
 @gpu
 @pytest.mark.parametrize("config", [(128, 32, 4, True), (128, 32, 4, False), (64, 32, 4, True),
-                                    (128, 16, 4, True), (64, 64, 4, True)])
+                                    (128, 16, 4, True), (64, 64, 4, True), (256, 16, 4, True)])
 def test_launch_settings(config):
     """Every launch setting the benchmark times gives the same product; output fully written."""
     gen = torch.Generator().manual_seed(7)
