@@ -73,18 +73,6 @@ def _symmetric():
     return importlib.import_module("flashgp.backends.triton_symmetric")
 
 
-def _gluon_for(z1: torch.Tensor, t: int, precision: str):
-    """The Gluon K @ V module (``gluon_kv``) where it applies to these inputs (a Hopper GPU, D <=
-    8, t >= 2, tf32x3 or tf32, a Triton with Gluon), else None: the Triton kernel runs."""
-    if not z1.is_cuda or _kernels().INTERPRETED:
-        return None
-    try:
-        module = importlib.import_module("flashgp.backends.gluon_kv")
-    except (ImportError, AttributeError):
-        return None
-    return module if module.supported(z1, t, precision) else None
-
-
 def fused_available(device: torch.device | str) -> bool:
     """Whether fused kernels can run on ``device``: triton imports, and the device is CUDA or the
     kernels were loaded under TRITON_INTERPRET=1 (Triton's CPU interpreter, for tests)."""
@@ -149,8 +137,7 @@ def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.T
     tile once (``triton_symmetric``; block_m must then be a multiple of block_n). With more
     columns its transposed tile product made it slower than the rectangular kernel on an H200
     (12.3 ms against 9.2 ms at n = 100k, t = 11, benchmarks/results/session5/), so those use
-    ``kv_matmul``, or on a Hopper GPU the Gluon kernel ``gluon_kv.gluon_kv_matmul`` (tf32x3 and
-    tf32, d <= 8), whose tensor-core products run under the next tile's entries.
+    ``kv_matmul``.
     """
     _check_precision(precision)
     parts = fused_parts(kernel)
@@ -166,9 +153,6 @@ def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.T
         if x2 is None and rhs.shape[-1] == 1:  # K(x1, x1) v: off-diagonal entries computed once
             out = _symmetric().sym_kv_matmul(a, _flat(rhs, batch), parts.profile,
                                              _per_batch(alpha, batch), precision, block_m, block_n)
-        elif (gluon := _gluon_for(a, rhs.shape[-1], precision)) is not None:
-            out = gluon.gluon_kv_matmul(a, b, _flat(rhs, batch), parts.profile,
-                                        _per_batch(alpha, batch), precision)
         else:
             out = _kernels().kv_matmul(a, b, _flat(rhs, batch), parts.profile, _per_batch(alpha, batch),
                                        precision, block_m, block_n)
