@@ -410,7 +410,7 @@ def parent(args) -> int:
             "warmup_steps": WARMUP_STEPS,
             "flashgp_backend": args.backend, "flashgp_precision": args.precision,
             "flashgp_local_neighbors": args.local_neighbors,
-            "flashgp_precond_rank": args.precond_rank,
+            "precond_rank": args.precond_rank,
             "flashgp_max_precond_rank": args.max_precond_rank,
             "init": INIT, "libs": args.libs, "datasets": args.datasets}
     out = Path(args.out)

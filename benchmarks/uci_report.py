@@ -17,7 +17,10 @@ def markdown(meta: dict, records: list[dict]) -> str:
              "(again: a second call, with the caches)",
              f"- solver: CG tol {s['cg_tol_train']} (train) / {s['cg_tol_eval']} (test), max "
              f"{s['max_cg_iters']} iterations, {s['probes']} probes, pivoted Cholesky rank "
-             f"{s['precond_rank']}; GPyTorch max_cholesky_size 0, fast_pred_var; flashgp variances: "
+             f"{meta.get('precond_rank') or s['precond_rank']}"
+             + (f" (flashgp: up to {meta['flashgp_max_precond_rank']} as training grows it)"
+                if meta.get("flashgp_max_precond_rank") else "")
+             + "; GPyTorch max_cholesky_size 0, fast_pred_var; flashgp variances: "
              + (f"local, {meta['flashgp_local_neighbors']} nearest training points"
                 if meta.get("flashgp_local_neighbors") else f"LOVE, root rank {s['root_rank']}"),
              f"- memory: {meta['memory_kind']}", "",
