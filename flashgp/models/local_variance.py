@@ -11,7 +11,7 @@ of lengthscale-sized cells the data fill, local conditioning a neighbour count t
 the points per cell. The cost is O(m k (n + k^2)) for m test points, no n x n matrix and no root.
 
 Neighbours come from an exact search (``neighbors.nearest_neighbors``); each test point then
-gets a float64 Cholesky of its k x k K_NN + noise (in batches of ``LOCAL_BATCH`` points).
+gets a float64 Cholesky of its k x k K_NN + noise (in batches of ``batch_points`` points).
 Only marginal variances come out (no covariances between test points).
 """
 from __future__ import annotations
@@ -24,7 +24,21 @@ from ..kernels.stationary import Stationary
 from ..linalg.cholesky import safe_cholesky
 from .neighbors import nearest_neighbors
 
-LOCAL_BATCH = 1024      # test points per batch of k x k float64 Cholesky factorizations
+LOCAL_BATCH = 1024      # test points per batch of k x k float64 Cholesky factorizations (CUDA)
+# Off CUDA a batch's K_NN is held to about this many bytes: the k x k blocks and their
+# temporaries then stay in cache and in memory the process already has. On 2 CPU cores (n =
+# 20,000, 2,000 test points, Matern 5/2) k = 256 took 11.8 s in batches of 1024 and 2.2 s in
+# batches of 4 (2 MiB), k = 128 0.72 s at 16 (2 MiB); larger batches lost to page faults on
+# fresh 100-500 MB temporaries.
+CPU_BATCH_BYTES = 2 * 1024**2
+
+
+def batch_points(k: int, device: torch.device) -> int:
+    """Test points per batch of k x k factorizations: LOCAL_BATCH on CUDA, else as many as fit
+    CPU_BATCH_BYTES of float64 K_NN (at least 1)."""
+    if torch.device(device).type == "cuda":
+        return LOCAL_BATCH
+    return max(1, min(LOCAL_BATCH, CPU_BATCH_BYTES // (8 * k * k)))
 
 
 def search_inputs(kernel, x: torch.Tensor) -> torch.Tensor:
@@ -43,7 +57,7 @@ def local_variances(kernel, train_x: torch.Tensor, noise: torch.Tensor, x: torch
     """var(f* | y_N) (m,) for test inputs x (m, d), N the ``neighbors`` training points nearest
     to each x* (``search_inputs``), with the observation noise ``noise`` (n,) of the training
     points; and diagnostics {"local_neighbors": k, "local_jitter_points": how many test points
-    were in batches of LOCAL_BATCH whose K_NN + noise needed jitter (one jitter per batch,
+    were in batches (``batch_points``) whose K_NN + noise needed jitter (one jitter per batch,
     ``safe_cholesky``), "variance_local_change": how far the variances may still be from
     converged}. train_x (n, d); an unbatched model only.
 
@@ -65,18 +79,18 @@ def local_variances(kernel, train_x: torch.Tensor, noise: torch.Tensor, x: torch
     index = nearest_neighbors(search_inputs(kernel, train_x), search_inputs(kernel, x), k)
     variances = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
     tails = torch.empty_like(variances)  # the downdate of the farther half of the neighbours
-    jittered = 0
-    for r in range(0, x.shape[0], LOCAL_BATCH):
-        near = index[r:r + LOCAL_BATCH]                             # (b, k)
+    jittered, batch = 0, batch_points(k, x.device)
+    for r in range(0, x.shape[0], batch):
+        near = index[r:r + batch]                                   # (b, k)
         xn = train_x[near].double()                                 # (b, k, d)
-        xs = x[r:r + LOCAL_BATCH].double()                          # (b, d)
+        xs = x[r:r + batch].double()                                # (b, d)
         k_nn = kernel(xn, xn) + torch.diag_embed(noise[near].double())
         chol, jitter = safe_cholesky(k_nn)
         jittered += int(bool(jitter)) * near.shape[0]
         white = torch.linalg.solve_triangular(chol, kernel(xn, xs.unsqueeze(-2)), upper=False)
         down = white.squeeze(-1).square()                           # (b, k)
-        variances[r:r + LOCAL_BATCH] = kernel.diag(xs) - down.sum(-1)
-        tails[r:r + LOCAL_BATCH] = down[:, k // 2:].sum(-1)
+        variances[r:r + batch] = kernel.diag(xs) - down.sum(-1)
+        tails[r:r + batch] = down[:, k // 2:].sum(-1)
     change = 0.0 if k == n else float((tails / (variances.clamp_min(0) + noise.mean())).median())
     return variances.to(x.dtype), {"local_neighbors": k, "local_jitter_points": jittered,
                                    "variance_local_change": change}

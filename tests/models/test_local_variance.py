@@ -42,11 +42,27 @@ def test_search_inputs_are_lengthscale_scaled_and_raw_otherwise():
 
 
 def test_all_neighbours_give_the_exact_variances(monkeypatch):
-    monkeypatch.setattr(lv, "LOCAL_BATCH", 64)
+    monkeypatch.setattr(lv, "CPU_BATCH_BYTES", 64 * 8 * 600 * 600)  # batches of 64, 64, 22
+    assert lv.batch_points(600, torch.device("cpu")) == 64
     x, _, x_test, kernel, noise = problem()
     got, info = lv.local_variances(kernel, x, noise, x_test, neighbors=10_000)
     assert info["local_neighbors"] == 600 and info["local_jitter_points"] == 0
     torch.testing.assert_close(got, exact_variances(kernel, x, noise, x_test), rtol=1e-8, atol=1e-10)
+
+
+def test_batches_hold_k_nn_to_a_byte_budget_off_cuda(monkeypatch):
+    """CPU batches: as many k x k float64 blocks as fit CPU_BATCH_BYTES (at least one, at most
+    LOCAL_BATCH); CUDA keeps LOCAL_BATCH. The variances do not depend on the batching."""
+    assert lv.batch_points(256, torch.device("cpu")) == lv.CPU_BATCH_BYTES // (8 * 256 * 256)
+    assert lv.batch_points(4, torch.device("cpu")) == lv.LOCAL_BATCH
+    assert lv.batch_points(10_000, torch.device("cpu")) == 1
+    assert lv.batch_points(256, torch.device("cuda")) == lv.LOCAL_BATCH
+    x, _, x_test, kernel, noise = problem(n=300, m=40)
+    one_batch, _ = lv.local_variances(kernel, x, noise, x_test, neighbors=32)
+    monkeypatch.setattr(lv, "CPU_BATCH_BYTES", 3 * 8 * 32 * 32)  # batches of 3 test points
+    assert lv.batch_points(32, torch.device("cpu")) == 3
+    small_batches, _ = lv.local_variances(kernel, x, noise, x_test, neighbors=32)
+    torch.testing.assert_close(small_batches, one_batch, rtol=1e-12, atol=1e-14)
 
 
 def test_fewer_neighbours_bound_the_exact_variance_from_above_and_converge():
