@@ -29,7 +29,7 @@ LOCAL_BATCH = 1024      # test points per batch of k x k float64 Cholesky factor
 # temporaries then stay in cache and in memory the process already has. On 2 CPU cores (n =
 # 20,000, 2,000 test points, Matern 5/2) k = 256 took 11.8 s in batches of 1024 and 2.2 s in
 # batches of 4 (2 MiB), k = 128 0.72 s at 16 (2 MiB); larger batches lost to page faults on
-# fresh 100-500 MB temporaries.
+# fresh 100-500 MB temporaries (benchmarks/results/session11/README.md).
 CPU_BATCH_BYTES = 2 * 1024**2
 
 
