@@ -460,8 +460,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="pivoted-Cholesky preconditioner rank of both libraries (default SOLVER's 100)")
     p.add_argument("--max-precond-rank", type=int, default=None,
                    help="flashgp only: let training double the pivoted-Cholesky rank up to this "
-                        "when CG needs clearly more than its minimum (fg.PivotedCholesky(100, "
-                        "max_rank=...)); default: rank 100 throughout, as GPyTorch")
+                        "when CG needs clearly more than its minimum (fg.PivotedCholesky(rank, "
+                        "max_rank=...)); default: no growth, as GPyTorch")
     p.add_argument("--out", default="results/uci",
                    help="output prefix: writes OUT.md and OUT.json (default results/uci)")
     for hidden in ("--lib", "--dataset", "--result"):

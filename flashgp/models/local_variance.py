@@ -27,9 +27,9 @@ from .neighbors import nearest_neighbors
 LOCAL_BATCH = 1024      # test points per batch of k x k float64 Cholesky factorizations (CUDA)
 # Off CUDA a batch's K_NN is held to about this many bytes: the k x k blocks and their
 # temporaries then stay in cache and in memory the process already has. On 2 CPU cores (n =
-# 20,000, 2,000 test points, Matern 5/2) k = 256 took 11.8 s in batches of 1024 and 2.2 s in
-# batches of 4 (2 MiB), k = 128 0.72 s at 16 (2 MiB); larger batches lost to page faults on
-# fresh 100-500 MB temporaries (benchmarks/results/session11/README.md).
+# 20,000, 2,000 test points, Matern 5/2, k = 256) this function took 2.56 s in batches of 4
+# (2 MiB) and 15.9-19.3 s in batches of 1024, whose 100-500 MB temporaries were dominated by page
+# faults on first touch (benchmarks/local_variance_speed.py, benchmarks/results/session11/).
 CPU_BATCH_BYTES = 2 * 1024**2
 
 
