@@ -222,7 +222,7 @@ def run_gpytorch(ds, args, device, sync) -> dict:
     contexts = [gs.max_cholesky_size(0), gs.cg_tolerance(SOLVER["cg_tol_train"]),
                 gs.eval_cg_tolerance(SOLVER["cg_tol_eval"]),
                 gs.max_cg_iterations(SOLVER["max_cg_iters"]),
-                gs.max_preconditioner_size(args.precond_rank or SOLVER["precond_rank"]),
+                gs.max_preconditioner_size(args.precond_rank),
                 gs.min_preconditioning_size(0),  # precondition at every n (default: n >= 2000)
                 gs.num_trace_samples(SOLVER["probes"])]
     steps, losses = [], []
@@ -255,7 +255,7 @@ def run_flashgp(ds, args, device, sync) -> dict:
     kernel = fg.kernels.Scale(fg.kernels.Matern(nu=2.5, ard_dims=ds.x_train.shape[-1]))
     solver = fg.CG(tol=SOLVER["cg_tol_train"], eval_tol=SOLVER["cg_tol_eval"],
                    max_iters=SOLVER["max_cg_iters"], probes=SOLVER["probes"],
-                   precond=fg.PivotedCholesky(args.precond_rank or SOLVER["precond_rank"],
+                   precond=fg.PivotedCholesky(args.precond_rank,
                                               max_rank=args.max_precond_rank),
                    root_rank=SOLVER["root_rank"], exact_var_max=0,  # LOVE variances, as GPyTorch,
                    local_neighbors=args.local_neighbors,  # unless --local-neighbors k > 0
@@ -456,8 +456,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--local-neighbors", type=int, default=0,
                    help="flashgp variances from this many nearest training points "
                         "(fg.CG(local_neighbors=...)) instead of LOVE (default 0: LOVE, as GPyTorch)")
-    p.add_argument("--precond-rank", type=int, default=None,
-                   help="pivoted-Cholesky preconditioner rank of both libraries (default SOLVER's 100)")
+    p.add_argument("--precond-rank", type=int, default=SOLVER["precond_rank"],
+                   help="pivoted-Cholesky preconditioner rank of both libraries (default %(default)s)")
     p.add_argument("--max-precond-rank", type=int, default=None,
                    help="flashgp only: let training double the pivoted-Cholesky rank up to this "
                         "when CG needs clearly more than its minimum (fg.PivotedCholesky(rank, "
