@@ -6,8 +6,8 @@ import torch
 
 from ..backends import block_rows_for, blocked_bilinear_grad, blocked_matmul, choose_backend
 from ..backends.choice import DENSE_BUFFERS, DENSE_BUFFERS_STATIONARY
-from ..backends.fused import (PRECISIONS, fused_bilinear_grad, fused_dense, fused_matmul, fused_parts,
-                             fused_ready)
+from ..backends.fused import (PRECISIONS, fused_available, fused_bilinear_grad, fused_dense, fused_matmul,
+                             fused_parts, fused_ready, fused_sym_dense_matmul)
 from ..backends.stationary import profile_block, stationary_bilinear_grad, stationary_parts
 from ..kernels.stationary import roundoff_resolution
 from ..shapes import broadcast_shapes
@@ -117,8 +117,13 @@ class KernelOperator(Operator):
     def _matmul(self, rhs: torch.Tensor) -> torch.Tensor:
         if self.backend == "dense":
             dense = self._dense_matrix().detach()
-            if self.x2 is None and dense.is_cuda:  # K symmetric: K V = (V^T K)^T, which cuBLAS
-                # runs 1.1-1.4x faster for skinny V on an H200 (benchmarks/dense_matmul.py)
+            if self.x2 is None and dense.is_cuda:  # K symmetric: read its upper triangle only
+                if dense.dtype == torch.float32 and fused_available(dense.device):
+                    out = fused_sym_dense_matmul(dense, rhs, self.precision)
+                    if out is not None:
+                        return out
+                # else K V = (V^T K)^T, which cuBLAS runs 1.1-1.4x faster for skinny V on an
+                # H200 than K V (benchmarks/dense_matmul.py)
                 return (rhs.transpose(-1, -2).contiguous() @ dense).transpose(-1, -2)
             return dense @ rhs
         other = self.x1 if self.x2 is None else self.x2
