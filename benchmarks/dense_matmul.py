@@ -1,10 +1,8 @@
 # Which layout makes the dense backend's skinny product K @ V (K n x n stored, V n x t) fastest on a
 # GPU: the bandwidth each variant reaches. Usage: python benchmarks/dense_matmul.py [--n 15000 36000]
 """Times K @ V for a stored symmetric float32 K in several layouts: K @ V, (V^T K)^T (K is
-symmetric), V padded to 16 columns, with TF32 allowed, and the Triton kernel that reads only
-the upper triangle of tiles (``triton_dense.sym_dense_kv_matmul``) on K with padded rows;
-prints ms per product and the effective bandwidth (bytes of the whole K over the time, so a
-kernel that reads half of K can pass the copy bandwidth, printed first)."""
+symmetric), V padded to 16 columns, and with TF32 allowed; prints ms per product and the
+effective bandwidth (bytes of K read per second)."""
 from __future__ import annotations
 
 import argparse
@@ -31,18 +29,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, nargs="+", default=[15000, 36000, 44000])
     p.add_argument("--t", type=int, default=11)
-    p.add_argument("--configs", nargs="*", default=[],
-                   help="extra sym_dense_kv_matmul settings BLOCK_M,BLOCK_N,WARPS,STAGES,CHUNK")
-    p.add_argument("--precisions", nargs="+", default=["tf32x3", "fp32"],
-                   help="sym_dense_kv_matmul precisions (default tf32x3 fp32)")
     args = p.parse_args(argv)
-    from flashgp.backends import triton_dense
     print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}, t = {args.t}")
-    big = torch.empty(2**30, device="cuda")
-    ms = timed(lambda: big.clone())
-    print(f"copy of 4 GiB: {ms:.3f} ms, {2 * big.numel() * 4 / ms / 1e9:.2f} TB/s (read + write)")
-    del big
-    configs = [None] + [tuple(int(x) for x in c.split(",")) for c in args.configs]
     for n in args.n:
         x = torch.randn(n, 4, device="cuda")
         k = torch.exp(-torch.cdist(x, x).square())
@@ -65,26 +53,7 @@ def main(argv=None) -> int:
         err = float(((k @ v).double() - ref).abs().max() / ref.abs().max())
         print(f"n={n:6d} {'K @ V tf32':14s} {ms:8.3f} ms  {k.numel() * 4 / ms / 1e9:7.2f} TB/s  rel err {err:.1e}")
         torch.backends.cuda.matmul.allow_tf32 = False
-        padded = triton_dense._padded_rows(1, n, n, "cuda")[0]
-        padded.copy_(k)
         del k
-        torch.cuda.empty_cache()
-        ms = timed(lambda: (vt @ padded).t())
-        print(f"n={n:6d} {'(V^T K)^T pad':14s} {ms:8.3f} ms  {n * n * 4 / ms / 1e9:7.2f} TB/s")
-        for precision in args.precisions:
-            for config in configs:
-                names = ("block_m", "block_n", "num_warps", "num_stages", "chunk")
-                kw = {} if config is None else dict(zip(names, config))
-                fn = lambda: triton_dense.sym_dense_kv_matmul(padded[None], v[None], precision, **kw)[0]  # noqa: E731
-                try:
-                    ms = timed(fn)
-                    err = float((fn().double() - ref).abs().max() / ref.abs().max())
-                except Exception as exc:  # a launch setting that does not compile or fit
-                    print(f"n={n:6d} sym {precision} {config}: {type(exc).__name__}: {str(exc)[:200]}")
-                    continue
-                label = f"sym {precision} {'default' if config is None else ','.join(map(str, config))}"
-                print(f"n={n:6d} {label:14s} {ms:8.3f} ms  {n * n * 4 / ms / 1e9:7.2f} TB/s  rel err {err:.1e}")
-        del padded
         torch.cuda.empty_cache()
     return 0
 

@@ -182,23 +182,6 @@ def fused_dense(kernel, x1: torch.Tensor, x2: torch.Tensor | None, derivative: b
     return k.reshape(shape), None if dk is None else dk.reshape(shape)
 
 
-def fused_sym_dense_matmul(dense: torch.Tensor, rhs: torch.Tensor, precision: str = "tf32x3") -> torch.Tensor | None:
-    """dense @ rhs for a stored symmetric float32 ``dense`` (*b, n, n) and rhs (*b', n, t), reading
-    only the upper triangle of tiles (``triton_dense.sym_dense_kv_matmul``); the result (*batch,
-    n, t) in rhs's dtype. None when the batch of ``dense`` cannot be passed without a copy (the
-    caller multiplies another way)."""
-    _check_precision(precision)
-    n, t = dense.shape[-1], rhs.shape[-1]
-    batch = broadcast_shapes(dense.shape[:-2], rhs.shape[:-2])
-    try:
-        k = dense.expand(*batch, n, n).view(-1, n, n)
-    except RuntimeError:  # batch strides that do not merge: a view is impossible
-        return None
-    out = importlib.import_module("flashgp.backends.triton_dense").sym_dense_kv_matmul(
-        k, rhs.expand(*batch, n, t).reshape(-1, n, t), precision)
-    return out.reshape(*batch, n, t).to(rhs.dtype)
-
-
 # ----- bilinear gradient ------------------------------------------------------------------------
 def _z_grad(z, h_sum, hz, scale):
     """2 o sum_b H_ab (z_a - z_b) = 2 o (z_a rowsum_h[a] - hz[a]), from d r2_ab / d z_a = 2 (z_a - z_b)."""

@@ -6,8 +6,8 @@ import torch
 
 from ..backends import block_rows_for, blocked_bilinear_grad, blocked_matmul, choose_backend
 from ..backends.choice import DENSE_BUFFERS, DENSE_BUFFERS_STATIONARY
-from ..backends.fused import (PRECISIONS, fused_available, fused_bilinear_grad, fused_dense, fused_matmul,
-                             fused_parts, fused_ready, fused_sym_dense_matmul)
+from ..backends.fused import (PRECISIONS, fused_bilinear_grad, fused_dense, fused_matmul, fused_parts,
+                             fused_ready)
 from ..backends.stationary import profile_block, stationary_bilinear_grad, stationary_parts
 from ..kernels.stationary import roundoff_resolution
 from ..shapes import broadcast_shapes
@@ -44,7 +44,10 @@ class KernelOperator(Operator):
             or below whatever the dtype of x.
 
     The dense backend keeps the matrix and, when gradients are needed, its autograd graph
-    (so ``bilinear_grad`` costs one backward pass); the blocked backend re-evaluates blocks.
+    (so ``bilinear_grad`` costs one backward pass); for Scale(stationary) kernels it keeps
+    outputscale * dk/dr2 instead, or, for float32 data where the fused kernels run, nothing:
+    their gradient pass recomputes the entries (cheaper on a GPU than a dozen passes over two
+    stored matrices). The blocked backend re-evaluates blocks.
     """
 
     def __init__(self, kernel, x1: torch.Tensor, x2: torch.Tensor | None = None, backend: str = "auto",
@@ -63,7 +66,11 @@ class KernelOperator(Operator):
         buffers = DENSE_BUFFERS if self._parts is None else DENSE_BUFFERS_STATIONARY
         self.backend = choose_backend(backend, self.n_rows, self.n_cols, self.dtype, nbatch, memory_budget,
                                       fused, x1.device, buffers)
-        self._fused_parts = fused_parts(kernel) if self.backend == "triton" else None
+        # float32 dense matrices take their gradients from the fused kernels where those run
+        # (one pass that recomputes K instead of a dozen torch passes over the stored K and dK)
+        fused_grad = self.backend == "triton" or (
+            self.backend == "dense" and self.dtype == torch.float32 and fused_ready(kernel, x1, x2))
+        self._fused_parts = fused_parts(kernel) if fused_grad else None
         dense_on_gpu = self.backend == "dense" and x1.is_cuda
         self.block_rows = block_rows or block_rows_for(
             self.n_rows, self.n_cols, nbatch, *([DENSE_TILE_ENTRIES_CUDA] if dense_on_gpu else []))
@@ -72,8 +79,9 @@ class KernelOperator(Operator):
         self._row_inputs = None  # scaled inputs for _stationary_rows, computed on first use
         self._dense_derivative = None
         if self.backend == "dense" and torch.is_grad_enabled() and self._inputs():
-            if self._parts is not None:  # keep K and dK/dr2: gradients need no graph
-                self._dense, self._dense_derivative = self._stationary_dense(derivative=True)
+            if self._parts is not None:  # keep K (and dK/dr2 unless fused): gradients need no graph
+                self._dense, self._dense_derivative = self._stationary_dense(
+                    derivative=self._fused_parts is None)
             else:  # build now, outside the no-grad solver code, so its graph serves bilinear_grad
                 self._dense = kernel(x1, x2)
 
@@ -117,13 +125,8 @@ class KernelOperator(Operator):
     def _matmul(self, rhs: torch.Tensor) -> torch.Tensor:
         if self.backend == "dense":
             dense = self._dense_matrix().detach()
-            if self.x2 is None and dense.is_cuda:  # K symmetric: read its upper triangle only
-                if dense.dtype == torch.float32 and fused_available(dense.device):
-                    out = fused_sym_dense_matmul(dense, rhs, self.precision)
-                    if out is not None:
-                        return out
-                # else K V = (V^T K)^T, which cuBLAS runs 1.1-1.4x faster for skinny V on an
-                # H200 than K V (benchmarks/dense_matmul.py)
+            if self.x2 is None and dense.is_cuda:  # K symmetric: K V = (V^T K)^T, which cuBLAS
+                # runs 1.1-1.4x faster for skinny V on an H200 (benchmarks/dense_matmul.py)
                 return (rhs.transpose(-1, -2).contiguous() @ dense).transpose(-1, -2)
             return dense @ rhs
         other = self.x1 if self.x2 is None else self.x2
@@ -185,7 +188,7 @@ class KernelOperator(Operator):
         inputs = self._inputs()
         if not inputs:
             return ()
-        if self.backend == "triton":
+        if self._fused_parts is not None:
             return fused_bilinear_grad(self._fused_parts, self.x1, self.x2, left, right, inputs,
                                        self.precision)
         if self._parts is not None:

@@ -185,19 +185,23 @@ def test_fused_dense_matches_kernel():
     assert none is None and rel_err(k_sym, kernel(x1).detach()) < 1e-5
 
 
-def test_dense_backend_float32_matches_blocked():
-    """KernelOperator(backend="dense") on float32 data (on CUDA its K and dk/dr2 come from the
-    one-pass Triton build) against the float64 blocked operator: products and gradients."""
+@pytest.mark.parametrize("learned_x", [True, False])
+def test_dense_backend_float32_matches_blocked(learned_x):
+    """KernelOperator(backend="dense") on float32 data (on CUDA its K comes from the one-pass
+    Triton build) against the float64 blocked operator: products and gradients, which come from
+    the fused gradient pass (the row pass with x learned, the symmetric pair pass without), so
+    no dk/dr2 is stored."""
     kernel = randomized(Scale(Matern(nu=2.5, ard_dims=3)), device=DEVICE)
     x = rand(70, 3, seed=43)
-    ref = KernelOperator(kernel, x.requires_grad_(), backend="blocked")
+    ref = KernelOperator(kernel, x.requires_grad_(learned_x), backend="blocked")
     kernel32 = randomized(Scale(Matern(nu=2.5, ard_dims=3)), device=DEVICE).float()
     kernel32.load_state_dict({k: v.float() for k, v in kernel.state_dict().items()})
-    x32 = x.detach().float().requires_grad_()
+    x32 = x.detach().float().requires_grad_(learned_x)
     op = KernelOperator(kernel32, x32, backend="dense")
+    assert op._fused_parts is not None and op._dense_derivative is None
     v, left = rand(70, 11, seed=44), rand(70, 11, seed=45)
     assert rel_err(op.matmul(v.float()), ref.matmul(v)) < 1e-5
-    targets = list(kernel32.parameters()) + [x32]
+    targets = list(kernel32.parameters()) + ([x32] if learned_x else [])
     got = op.bilinear_grad(left.float(), v.float())
     check_grads([g.double() for g in got], ref.bilinear_grad(left, v), 1e-4)
     assert len(got) == len(targets)
@@ -395,63 +399,3 @@ def test_dense_kv_matmul_defaults_strides_and_errors():
         tk.dense_kv_matmul(k, v[:, :30])
     with pytest.raises(ValueError, match="precision"):
         tk.dense_kv_matmul(k, v, "fp16")
-
-
-def symmetric_with_nan_below(bsz, n, block_m, seed):
-    """(K float64 symmetric PD-like (B, n, n), its float32 copy with NaN in every entry left of a
-    row's block_m-row square, which sym_dense_kv_matmul must never read)."""
-    x = rand(bsz, n, 3, seed=seed)
-    k = torch.exp(-0.5 * torch.cdist(x, x).square())
-    stored = k.float()
-    rows, cols = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
-    stored[:, cols < (rows // block_m) * block_m] = float("nan")
-    return k, stored
-
-
-@pytest.mark.parametrize("t", [1, 11, tk.KV_MAX_T + 5])
-@pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("n,chunk", [(37, 1), (130, 2), (200, 32)])
-def test_sym_dense_kv_matmul(n, chunk, precision, t):
-    """Symmetric stored K: only tiles on or right of each row block's square are read (the rest
-    is NaN), partial square and column tiles, one or several tiles per program, batches."""
-    from flashgp.backends import triton_dense
-    k, stored = symmetric_with_nan_below(2, n, 64, seed=74)
-    v = rand(2, n, t, seed=75)
-    out = triton_dense.sym_dense_kv_matmul(stored, v, precision, block_m=64, block_n=32, chunk=chunk)
-    assert out.shape == (2, n, t) and out.dtype == torch.float32
-    assert rel_err(out, k @ v) < TOL[precision]
-
-
-def test_fused_sym_dense_matmul_batches():
-    """The operator-side wrapper: batch broadcasting between K and V, an expanded K read through
-    its zero batch stride, float64 V back in float64, and None where a view is impossible."""
-    k, stored = symmetric_with_nan_below(2, 70, 64, seed=78)
-    v = rand(2, 70, 5, seed=79)
-    out = fused.fused_sym_dense_matmul(stored, v)
-    assert out.shape == (2, 70, 5) and out.dtype == F64
-    assert rel_err(out, k @ v) < TOL["tf32x3"]
-    one = fused.fused_sym_dense_matmul(stored[0], v[:1].expand(4, 70, 5), "fp32")  # K expanded
-    assert one.shape == (4, 70, 5) and rel_err(one[3], k[0] @ v[0]) < TOL["fp32"]
-    both = fused.fused_sym_dense_matmul(stored[0].expand(2, 3, 70, 70), v[0])  # strides 0, 0 merge
-    assert both.shape == (2, 3, 70, 5) and rel_err(both[1, 2], k[0] @ v[0]) < TOL["tf32x3"]
-    assert fused.fused_sym_dense_matmul(stored, rand(3, 1, 70, 5, seed=80)) is None  # 0 and 4900
-
-
-def test_sym_dense_kv_matmul_defaults_strides_and_errors():
-    from flashgp.backends import triton_dense
-    k, stored = symmetric_with_nan_below(1, 300, triton_dense.SYM_DENSE_CONFIG[0], seed=76)
-    v = rand(1, 300, 4, seed=77)
-    assert rel_err(triton_dense.sym_dense_kv_matmul(stored, v), k @ v) < TOL["tf32x3"]
-    padded = triton_dense._padded_rows(1, 300, 300, stored.device)  # rows of 304 floats
-    assert padded.stride(1) == 304
-    padded.copy_(stored)
-    assert rel_err(triton_dense.sym_dense_kv_matmul(padded, v, "fp32"), k @ v) < TOL["fp32"]
-    assert triton_dense.sym_dense_kv_matmul(stored[:, :0, :0], v[:, :0]).shape == (1, 0, 4)
-    with pytest.raises(ValueError, match="k: expected a square float32"):
-        triton_dense.sym_dense_kv_matmul(stored[..., :299], v)
-    with pytest.raises(ValueError, match="v: expected"):
-        triton_dense.sym_dense_kv_matmul(stored, v[:, :30])
-    with pytest.raises(ValueError, match="precision"):
-        triton_dense.sym_dense_kv_matmul(stored, v, "fp16")
-    with pytest.raises(ValueError, match="block_m"):
-        triton_dense.sym_dense_kv_matmul(stored, v, block_m=48, block_n=32)
