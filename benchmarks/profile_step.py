@@ -1,7 +1,7 @@
 # Where one flashgp training step spends its time: torch profiler table of one Adam step on a UCI
 # set (or synthetic data). Usage: python benchmarks/profile_step.py --data .uci --dataset elevators
-"""Profile one training step of the benchmark model (constant mean, Scale(Matern 5/2, ARD), CG as
-in benchmarks/uci.py) after a few warm-up steps. Prints the step's wall time, the number of CUDA
+"""Profile one training step of the benchmark model (constant mean, Scale(Matern 5/2, ARD), CG and
+starting hyperparameters as in benchmarks/uci.py) after a few warm-up steps. Prints the step's wall time, the number of CUDA
 kernel launches and the top operators by self device time and by self CPU time."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import flashgp as fg  # noqa: E402
-from uci import SOLVER, load  # noqa: E402
+from uci import SOLVER, load, set_init  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -36,7 +36,16 @@ def main(argv=None) -> int:
                    precond=fg.PivotedCholesky(SOLVER["precond_rank"]), backend=args.backend,
                    precision=args.precision)
     model = fg.ExactGP(ds.x_train, ds.y_train, kernel, mean=fg.means.Constant(), solver=solver)
+    # the harness's starting hyperparameters, so the profiled step is one of benchmarks/uci.py's
+    set_init([(model.kernel.base, "lengthscale"), (model.kernel, "outputscale"),
+              (model.likelihood, "noise"), (model.mean, "constant")])
     opt = torch.optim.Adam(model.parameters(), lr=0.1)
+
+    on_cuda = torch.device(args.device).type == "cuda"
+
+    def sync():
+        if on_cuda:
+            torch.cuda.synchronize()
 
     def step():
         opt.zero_grad()
@@ -46,20 +55,21 @@ def main(argv=None) -> int:
 
     for _ in range(args.warmup):
         step()
-    torch.cuda.synchronize()
+    sync()
     start = time.perf_counter()
     step()
-    torch.cuda.synchronize()
+    sync()
     wall = time.perf_counter() - start
-    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if on_cuda else [])
     with torch.profiler.profile(activities=activities) as prof:
         step()
-        torch.cuda.synchronize()
+        sync()
     events = prof.key_averages()
     launches = sum(e.count for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
     print(f"{args.dataset}: n={ds.x_train.shape[0]} d={ds.x_train.shape[1]} step {wall:.4f} s "
           f"(unprofiled), diagnostics {dict(model.diagnostics)}; {launches} device kernels")
-    print(events.table(sort_by="self_cuda_time_total", row_limit=args.rows))
+    if on_cuda:
+        print(events.table(sort_by="self_cuda_time_total", row_limit=args.rows))
     print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
     return 0
 
