@@ -40,10 +40,11 @@ SYM_KV_CONFIGS = {
     ("dot", "narrow"): (64, 32, 4, 2),
     ("dot", "wide"): (64, 32, 8, 2),
 }
-# The symmetric gradient pass: triton_kernels.GRAD_CONFIGS, except that its dot "narrow" entry
-# keeps the two stages it ran (and was tested) with on a GPU; the one-stage setting of session
-# 10 was timed for row_grad only.
-SYM_GRAD_CONFIGS = {**GRAD_CONFIGS, ("dot", "narrow"): (64, 32, 4, 2)}
+# The symmetric gradient pass: triton_kernels.GRAD_CONFIGS. Its dot "narrow" entry (64, 32, 4, 1)
+# was 3.4x (d = 9, n = 41,157) and 3.8x (d = 20, n = 43,945) faster than the two-stage (64, 32,
+# 4, 2) the pass ran with until session 12 (Matern 5/2, tf32x3, t = 11, one H200,
+# benchmarks/results/session12/tune_symgrad_*).
+SYM_GRAD_CONFIGS = GRAD_CONFIGS
 
 
 @triton.jit
