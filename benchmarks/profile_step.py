@@ -1,8 +1,9 @@
 # Where one flashgp training step spends its time: torch profiler table of one Adam step on a UCI
 # set (or synthetic data). Usage: python benchmarks/profile_step.py --data .uci --dataset elevators
 """Profile one training step of the benchmark model (constant mean, Scale(Matern 5/2, ARD), CG and
-starting hyperparameters as in benchmarks/uci.py) after a few warm-up steps. Prints the step's wall time, the number of CUDA
-kernel launches and the top operators by self device time and by self CPU time."""
+starting hyperparameters as in benchmarks/uci.py) after a few warm-up steps. Prints the step's
+wall time, the number of CUDA kernel launches and the top operators by self device time (CUDA)
+and by self CPU time."""
 from __future__ import annotations
 
 import argparse
@@ -60,7 +61,9 @@ def main(argv=None) -> int:
     step()
     sync()
     wall = time.perf_counter() - start
-    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if on_cuda else [])
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if on_cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
         step()
         sync()
