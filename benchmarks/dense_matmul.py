@@ -1,13 +1,50 @@
 # Which layout makes the dense backend's skinny product K @ V (K n x n stored, V n x t) fastest on a
 # GPU: the bandwidth each variant reaches. Usage: python benchmarks/dense_matmul.py [--n 15000 36000]
 """Times K @ V for a stored symmetric float32 K in several layouts: K @ V, (V^T K)^T (K is
-symmetric), V padded to 16 columns, and with TF32 allowed; prints ms per product and the
-effective bandwidth (bytes of K read per second)."""
+symmetric), V padded to 16 columns, with TF32 allowed, and cuBLAS's SSYMM (which reads one
+triangle of K; not exposed by torch, called through ctypes on torch's cuBLAS handle; added in
+session 12 and not yet run); prints ms per product and the effective bandwidth (bytes of the
+whole K over the time)."""
 from __future__ import annotations
 
 import argparse
+import ctypes
 
 import torch
+
+CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_LOWER = 1, 0
+_CUBLAS = []
+
+
+def cublas() -> ctypes.CDLL:
+    """The cuBLAS library torch has loaded (opening it by soname returns the loaded copy)."""
+    if not _CUBLAS:
+        for name in ("libcublas.so.13", "libcublas.so.12", "libcublas.so"):
+            try:
+                _CUBLAS.append(ctypes.CDLL(name))
+                break
+            except OSError:
+                continue
+        else:
+            raise OSError("libcublas not found")
+    return _CUBLAS[0]
+
+
+def ssymm(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """k @ v by cublasSsymm for a symmetric float32 k (n, n) (row stride k.stride(0)) and a
+    contiguous v (n, t). In cuBLAS's column-major view v and the result are t x n, so it computes
+    out^T = v^T k (side right); the row-major upper triangle of k is its lower one, the only
+    triangle SSYMM reads."""
+    n, t = v.shape
+    out = torch.empty(n, t, device=v.device, dtype=torch.float32)
+    alpha, beta = ctypes.c_float(1.0), ctypes.c_float(0.0)
+    status = cublas().cublasSsymm_v2(
+        ctypes.c_void_p(torch.cuda.current_blas_handle()), CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_LOWER,
+        t, n, ctypes.byref(alpha), ctypes.c_void_p(k.data_ptr()), k.stride(0),
+        ctypes.c_void_p(v.data_ptr()), t, ctypes.byref(beta), ctypes.c_void_p(out.data_ptr()), t)
+    if status != 0:
+        raise RuntimeError(f"cublasSsymm_v2 returned status {status}")
+    return out
 
 
 def timed(fn, reps: int = 20) -> float:
@@ -38,22 +75,29 @@ def main(argv=None) -> int:
         vt = v.t().contiguous()
         v16 = torch.nn.functional.pad(v, (0, 16 - args.t)) if args.t < 16 else v
         ref = (k.double() @ v.double())
+        upper = torch.triu(k)
+        upper += torch.tril(torch.full_like(k, float("nan")), -1)  # SSYMM must not read below
         variants = {
             "K @ V": lambda: k @ v,
+            "SSYMM": lambda: ssymm(upper, v),
             "(V^T K)^T": lambda: (vt @ k).t(),
             "K @ V16": lambda: k @ v16,
             "mv per column": lambda: torch.stack([k @ v[:, j] for j in range(args.t)], 1),
         }
         for name, fn in variants.items():
-            ms = timed(fn)
-            err = float(((fn()[:, : args.t].double() - ref).abs().max() / ref.abs().max()))
+            try:
+                ms = timed(fn)
+                err = float(((fn()[:, : args.t].double() - ref).abs().max() / ref.abs().max()))
+            except (OSError, RuntimeError, AttributeError) as exc:  # SSYMM: no library or symbol
+                print(f"n={n:6d} {name:14s} failed: {type(exc).__name__}: {exc}")
+                continue
             print(f"n={n:6d} {name:14s} {ms:8.3f} ms  {k.numel() * 4 / ms / 1e9:7.2f} TB/s  rel err {err:.1e}")
         torch.backends.cuda.matmul.allow_tf32 = True
         ms = timed(lambda: k @ v)
         err = float(((k @ v).double() - ref).abs().max() / ref.abs().max())
         print(f"n={n:6d} {'K @ V tf32':14s} {ms:8.3f} ms  {k.numel() * 4 / ms / 1e9:7.2f} TB/s  rel err {err:.1e}")
         torch.backends.cuda.matmul.allow_tf32 = False
-        del k
+        del k, upper
         torch.cuda.empty_cache()
     return 0
 
