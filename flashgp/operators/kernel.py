@@ -62,14 +62,15 @@ class KernelOperator(Operator):
         self.dtype, self.device = x1.dtype, x1.device
         nbatch = int(torch.Size(batch).numel())
         self._parts = stationary_parts(kernel)
-        fused = (backend == "triton" or (backend == "auto" and x1.is_cuda)) and fused_ready(kernel, x1, x2)
+        ready = fused_ready(kernel, x1, x2)  # the fused kernels can evaluate this kernel here
+        fused = (backend == "triton" or (backend == "auto" and x1.is_cuda)) and ready
         buffers = DENSE_BUFFERS if self._parts is None else DENSE_BUFFERS_STATIONARY
         self.backend = choose_backend(backend, self.n_rows, self.n_cols, self.dtype, nbatch, memory_budget,
                                       fused, x1.device, buffers)
         # float32 dense matrices take their gradients from the fused kernels where those run
         # (one pass that recomputes K instead of a dozen torch passes over the stored K and dK)
         fused_grad = self.backend == "triton" or (
-            self.backend == "dense" and self.dtype == torch.float32 and fused_ready(kernel, x1, x2))
+            self.backend == "dense" and self.dtype == torch.float32 and ready)
         self._fused_parts = fused_parts(kernel) if fused_grad else None
         dense_on_gpu = self.backend == "dense" and x1.is_cuda
         self.block_rows = block_rows or block_rows_for(
