@@ -5,9 +5,9 @@
 Ops: matmul (kv_matmul), grad (row_grad on t columns), grad_xx (row_grad on [u v], [v u]: the
 K(x, x) gradient pass that does not use symmetry), sym_matmul and sym_grad (the symmetric
 kernels of ``triton_symmetric``; their entries per second count all n^2 entries served),
-dense_matmul (``triton_kernels.dense_kv_matmul`` on a stored K(z, z), timed beside cuBLAS's
-(v^T K)^T on the same matrix, which the dense backend runs; the matrix, its rows padded to a
-multiple of 16 floats so that the kernel's loads vectorize, takes about 4 n^2 bytes).
+dense_matmul (``triton_dense.stored_kv_matmul`` on a stored K(z, z), which the dense backend
+runs on GPUs with TMA, timed beside cuBLAS's (v^T K)^T on the same matrix, which it runs
+elsewhere; the matrix, its rows padded to a multiple of 16 floats, takes about 4 n^2 bytes).
 
 For every op, d, t and precision given, times each configuration of the grid below with
 ``triton.testing.do_bench`` (median, after warm-up; compilation is excluded) on fresh random
@@ -60,15 +60,14 @@ def run_case(op, n, d, t, precision, grid, seed=0, baseline=None, profile="rbf")
     u = torch.randn(1, n, t, device="cuda", generator=gen)
     alpha = torch.full((1,), 1.5, device="cuda") if profile == "rq" else None
     if op == "dense_matmul":  # a stored K(z, z) (4 n^2 bytes), and cuBLAS on it as the reference
-        from flashgp.backends.triton_dense import dense_profile
-        kd = torch.zeros(1, n, -(-n // 16) * 16, device="cuda")[..., :n]  # rows padded to 16 floats
-        kd.copy_(dense_profile(z, z, profile, alpha=alpha, derivative=False)[0])
+        from flashgp.backends import triton_dense
+        kd = triton_dense.dense_profile(z, z, profile, alpha=alpha, derivative=False)[0]  # padded rows
 
     def call(module=tk, **cfg):
         if op == "dense_matmul":  # module "cublas": what the dense backend runs, (v^T K)^T
             if module == "cublas":
                 return (v.transpose(-1, -2) @ kd).transpose(-1, -2)
-            return module.dense_kv_matmul(kd, v, precision=precision, **cfg)
+            return triton_dense.stored_kv_matmul(kd, v, precision=precision, **cfg)
         if op == "matmul":
             return module.kv_matmul(z, z, v, profile, alpha, precision=precision, **cfg)
         sym = module if hasattr(module, "sym_kv_matmul") else ts  # a triton_symmetric.py baseline

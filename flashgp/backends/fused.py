@@ -73,6 +73,10 @@ def _symmetric():
     return importlib.import_module("flashgp.backends.triton_symmetric")
 
 
+def _dense():
+    return importlib.import_module("flashgp.backends.triton_dense")
+
+
 def fused_available(device: torch.device | str) -> bool:
     """Whether fused kernels can run on ``device``: triton imports, and the device is CUDA or the
     kernels were loaded under TRITON_INTERPRET=1 (Triton's CPU interpreter, for tests)."""
@@ -161,6 +165,35 @@ def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.T
     return out.to(rhs.dtype).reshape(*batch, *out.shape[-2:])
 
 
+# ----- stored matrix @ V ------------------------------------------------------------------------
+def stored_ready(k: torch.Tensor) -> bool:
+    """Whether ``stored_matmul`` can multiply the stored matrix k (*batch, n1, n2) in place
+    (``triton_dense.stored_product_ready``: float32 in aligned rows, on a GPU with TMA or under
+    the CPU interpreter; batch dimensions that flatten without a copy)."""
+    if not fused_available(k.device) or k.dim() < 2:
+        return False
+    try:
+        flat = k.view(-1, *k.shape[-2:])
+    except RuntimeError:
+        return False
+    return _dense().stored_product_ready(flat)
+
+
+def stored_matmul(k: torch.Tensor, rhs: torch.Tensor, precision: str = "tf32x3") -> torch.Tensor:
+    """k @ rhs for a stored k (*batch, n1, n2) that ``stored_ready`` accepts and rhs (*b, n2, t)
+    float32, by ``triton_dense.stored_kv_matmul`` -> (*batch, n1, t) float32 (torch's product
+    where the broadcast batch of k does not flatten without a copy). No graph is built."""
+    _check_precision(precision)
+    batch = broadcast_shapes(k.shape[:-2], rhs.shape[:-2])
+    try:
+        flat = k.expand(*batch, *k.shape[-2:]).view(-1, *k.shape[-2:])
+    except RuntimeError:
+        return k @ rhs
+    with torch.no_grad():
+        out = _dense().stored_kv_matmul(flat, _flat(rhs, batch), precision)
+    return out.reshape(*batch, *out.shape[-2:])
+
+
 # ----- dense matrix ---------------------------------------------------------------------------
 def fused_dense(kernel, x1: torch.Tensor, x2: torch.Tensor | None, derivative: bool = True) -> tuple:
     """(K, outputscale * dk/dr2 or None), each (*batch, n1, n2) float32, written by one Triton
@@ -168,7 +201,7 @@ def fused_dense(kernel, x1: torch.Tensor, x2: torch.Tensor | None, derivative: b
     parts = fused_parts(kernel)
     if parts is None:
         raise ValueError(f"kernel: {type(kernel).__name__} is not supported by the fused backend")
-    dense = importlib.import_module("flashgp.backends.triton_dense")
+    dense = _dense()
     with torch.no_grad():
         z1 = parts.scaled_inputs(x1)
         z2 = z1 if x2 is None else parts.scaled_inputs(x2)

@@ -76,18 +76,16 @@ PRECISIONS = {
 
 # ----- K @ V ------------------------------------------------------------------------------------
 @triton.jit
-def _kv_matmul_kernel(Z1, Z2, N1, N2, V, OUT, ALPHA, KD, n1, n2, d, t,
+def _kv_matmul_kernel(Z1, Z2, N1, N2, V, OUT, ALPHA, n1, n2, d, t,
                       s_z1b, s_z1n, s_z1d, s_z2b, s_z2n, s_z2d, s_n1b, s_n2b,
-                      s_vb, s_vn, s_vt, s_ob, s_on, s_ot, s_ab, s_kdb, s_kdn,
+                      s_vb, s_vn, s_vt, s_ob, s_on, s_ot, s_ab,
                       PROFILE: tl.constexpr, GEOMETRY: tl.constexpr, PRODUCT: tl.constexpr,
                       OPERAND: tl.constexpr, D_DIRECT: tl.constexpr, BLOCK_M: tl.constexpr,
-                      BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr,
-                      DENSE: tl.constexpr = False):
+                      BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr):
     """OUT[b, rows] = sum over column tiles of k(r2(z1 rows, z2 cols)) @ V[b, cols].
 
     z1, z2 come multiplied by the profile's prescale (``_prepared``; k by ``_profile_prescaled``).
-    DENSE: the tiles are read from the stored matrix KD[b] (column stride 1) instead, and Z1,
-    Z2, N1, N2, ALPHA are not used (``dense_kv_matmul``).
+    (Stored matrices: ``triton_dense.stored_kv_matmul``.)
 
     D_DIRECT > 0: r2 summed elementwise over that many columns (else one geometry dot per tile).
     BLOCK_T == 1: a single column of V, summed elementwise (no dot).
@@ -97,10 +95,7 @@ def _kv_matmul_kernel(Z1, Z2, N1, N2, V, OUT, ALPHA, KD, n1, n2, d, t,
     dims, cols_t = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_T)
     row_ok = rows < n1
     Z1, Z2, V = Z1 + pid_b * s_z1b, Z2 + pid_b * s_z2b, V + pid_b * s_vb
-    if DENSE:  # the rows' pointers into KD
-        side = KD + pid_b * s_kdb + rows.to(tl.int64)[:, None] * s_kdn
-    else:
-        side = _row_side(Z1, N1 + pid_b * s_n1b, rows, row_ok, dims, d, s_z1n, s_z1d, D_DIRECT)
+    side = _row_side(Z1, N1 + pid_b * s_n1b, rows, row_ok, dims, d, s_z1n, s_z1d, D_DIRECT)
     alpha = 1.0
     if PROFILE == _RQ:
         alpha = tl.load(ALPHA + pid_b * s_ab)
@@ -109,22 +104,11 @@ def _kv_matmul_kernel(Z1, Z2, N1, N2, V, OUT, ALPHA, KD, n1, n2, d, t,
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_T), dtype=tl.float32)
-    n_main = n2
-    if DENSE:  # whole column tiles first: loads masked by rows alone, so they can be vectorized
-        n_main = (n2 // BLOCK_N) * BLOCK_N
-    for start in range(0, n_main, BLOCK_N):
+    for start in range(0, n2, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
-        if DENSE:
-            k = tl.load(side + cols[None, :], mask=row_ok[:, None], other=0.0)
-        else:
-            k = _tile_terms(side, Z2, N2 + pid_b * s_n2b, cols, cols < n2, dims, d, s_z2n, s_z2d,
-                            alpha, PROFILE, GEOMETRY, D_DIRECT, True)
+        k = _tile_terms(side, Z2, N2 + pid_b * s_n2b, cols, cols < n2, dims, d, s_z2n, s_z2d,
+                        alpha, PROFILE, GEOMETRY, D_DIRECT, True)
         acc = _add_rows(acc, k, V, cols, cols < n2, cols_t, t_ok, s_vn, s_vt, PRODUCT, OPERAND)
-    if DENSE:
-        if n_main < n2:  # the last, partial column tile
-            cols = n_main + tl.arange(0, BLOCK_N)
-            k = tl.load(side + cols[None, :], mask=row_ok[:, None] & (cols < n2)[None, :], other=0.0)
-            acc = _add_rows(acc, k, V, cols, cols < n2, cols_t, t_ok, s_vn, s_vt, PRODUCT, OPERAND)
     if BLOCK_T == 1:
         tl.store(OUT + pid_b * s_ob + rows * s_on, tl.sum(acc, axis=1), mask=row_ok)
     else:
@@ -297,51 +281,18 @@ def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
                       inputs=(z1, z2, n1sq, n2sq, alpha, profile))
 
 
-def dense_kv_matmul(k: torch.Tensor, v: torch.Tensor, precision: str = "tf32x3",
-                    block_m: int | None = None, block_n: int | None = None,
-                    num_warps: int | None = None, num_stages: int | None = None) -> torch.Tensor:
-    """k @ v for stored matrices k (B, n1, n2) float32 by ``_kv_matmul_kernel`` with its tiles
-    read instead of computed (DENSE): the dense backend's products, bound by reading k. v (B,
-    n2, t); returns (B, n1, t) float32. ``precision``: "fp32", "tf32x3", "tf32" or "bf16" (the
-    product arithmetic, as for ``kv_matmul``). Loads are vectorized where k's row stride is a
-    multiple of 16 floats (rows padded: ``torch.empty(B, n1, n2_padded)[..., :n2]``). Launch
-    settings default to KV_CONFIGS for d = 1 (not tuned for stored tiles). Not yet timed on a
-    GPU and not used by the library (benchmarks/results/session6/README.md).
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {precision!r}")
-    if not isinstance(k, torch.Tensor) or k.dim() != 3 or k.dtype != torch.float32:
-        got = f"{tuple(k.shape)} {k.dtype}" if isinstance(k, torch.Tensor) else type(k).__name__
-        raise ValueError(f"k: expected a float32 tensor (B, n1, n2), got {got}")
-    if not isinstance(v, torch.Tensor) or v.dim() != 3 or v.shape[0] != k.shape[0] \
-            or v.shape[1] != k.shape[2] or v.device != k.device:
-        got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-        raise ValueError(f"v: expected (B, n2, t) = ({k.shape[0]}, {k.shape[2]}, t) on {k.device}, "
-                         f"got {got}")
-    config = _config("matmul", 1, v.shape[-1], precision, (block_m, block_n, num_warps, num_stages))
-    k = k if k.stride(2) == 1 else k.contiguous()
-    return _launch_kv(v, k.shape[1], config, precision, dense=k)
-
-
-def _launch_kv(v, n1, config, precision, inputs=None, dense=None):
+def _launch_kv(v, n1, config, precision, inputs):
     """out (B, n1, t) = K @ v by ``_kv_matmul_kernel``, KV_MAX_T columns per launch, with K
-    computed from ``inputs`` = (prepared z1, z2, their squared norms, alpha, profile) or read
-    from ``dense`` (B, n1, n2); v as given (``_operand`` casts it for ``precision``)."""
+    computed from ``inputs`` = (prepared z1, z2, their squared norms, alpha, profile); v as
+    given (``_operand`` casts it for ``precision``)."""
     block_m, block_n, num_warps, num_stages = config
     geometry, product, operand = PRECISIONS[precision]
     v = _operand(v, operand)
     bsz, n2, t = v.shape
     if n1 == 0 or n2 == 0 or t == 0:
         return torch.zeros(bsz, n1, t, device=v.device, dtype=torch.float32)
-    if dense is None:
-        z1, z2, n1sq, n2sq, alpha, profile = inputs
-        d, pointers = z1.shape[-1], (z1, z2, n1sq, n2sq, alpha, z1)
-        strides = (*z1.stride(), *z2.stride(), n1sq.stride(0), n2sq.stride(0))
-        other = (alpha.stride(0), 0, 0)
-    else:  # K is read: the input pointers are placeholders, never dereferenced
-        d, profile, pointers = 1, "rbf", (dense,) * 6
-        strides, other = (0,) * 8, (0, dense.stride(0), dense.stride(1))
-    z1, z2, n1sq, n2sq, alpha, kd = pointers
+    z1, z2, n1sq, n2sq, alpha, profile = inputs
+    d = z1.shape[-1]
     grid = (triton.cdiv(n1, block_m), bsz)
     outs = []
     for c in range(0, t, KV_MAX_T):
@@ -349,11 +300,11 @@ def _launch_kv(v, n1, config, precision, inputs=None, dense=None):
         oc = torch.empty(bsz, n1, vc.shape[2], device=v.device, dtype=torch.float32)
         outs.append(oc)
         _kv_matmul_kernel[grid](
-            z1, z2, n1sq, n2sq, vc, oc, alpha, kd, n1, n2, d, vc.shape[2], *strides,
-            *vc.stride(), *oc.stride(), *other, PROFILE=PROFILES[profile], GEOMETRY=geometry,
-            PRODUCT=product, OPERAND=operand, D_DIRECT=_direct(d), BLOCK_M=block_m,
-            BLOCK_N=block_n, BLOCK_D=_padded(d), BLOCK_T=_padded_t(vc.shape[2]),
-            DENSE=dense is not None, num_warps=num_warps, num_stages=num_stages)
+            z1, z2, n1sq, n2sq, vc, oc, alpha, n1, n2, d, vc.shape[2], *z1.stride(), *z2.stride(),
+            n1sq.stride(0), n2sq.stride(0), *vc.stride(), *oc.stride(), alpha.stride(0),
+            PROFILE=PROFILES[profile], GEOMETRY=geometry, PRODUCT=product, OPERAND=operand,
+            D_DIRECT=_direct(d), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=_padded(d),
+            BLOCK_T=_padded_t(vc.shape[2]), num_warps=num_warps, num_stages=num_stages)
     return outs[0] if len(outs) == 1 else torch.cat(outs, -1)
 
 

@@ -12,6 +12,10 @@ from torch import Tensor
 from ..errors import NumericalWarning
 
 MatFn = Callable[[Tensor], Tensor]
+# Before min_iters only a freeze of every column can end a run, and the host asks for that every
+# this many iterations (each ask waits for the GPU; in between the host queues work ahead). Frozen
+# columns take zero steps, so iterations run past a freeze change nothing but the count.
+FREEZE_CHECK_EVERY = 8
 
 
 @dataclass
@@ -151,7 +155,8 @@ def mbcg(
     ``.solve``); None means P = I. Starts from x0 = 0.
     Stops once at least ``min_iters`` iterations ran and the mean relative residual over all
     columns and batch elements is below ``tol``, or after ``max_iters`` (NumericalWarning), or
-    when every column has frozen: a column freezes (alpha = beta = 0, no NaN) once r^T P^{-1} r
+    when every column has frozen (noticed within FREEZE_CHECK_EVERY iterations before
+    ``min_iters``, at once after): a column freezes (alpha = beta = 0, no NaN) once r^T P^{-1} r
     falls to (4 eps)^2 times its initial value, or when rhs^T P^{-1} rhs or p^T A p is not
     positive (a breakdown). The Lanczos tridiagonals of the last ``n_tridiag`` columns are
     recorded for the first ``max_tridiag_iters`` (default ``max_iters``) iterations; with a
@@ -190,8 +195,9 @@ def mbcg(
     stop = not bool(live.any())
 
     # few, fused tensor operations per iteration (on a GPU each is a kernel launch, and at
-    # moderate n the launches, not the arithmetic, set the pace); one host synchronization: the
-    # stopping test. Out-of-place updates: p may alias r when there is no preconditioner.
+    # moderate n the launches, not the arithmetic, set the pace); at most one host
+    # synchronization: the stopping test (before min_iters, every FREEZE_CHECK_EVERY iterations).
+    # Out-of-place updates: p may alias r when there is no preconditioner.
     while iterations < max_iters and not stop:
         ap = matmul(p)
         pap = _dot(p, ap)
@@ -216,10 +222,10 @@ def mbcg(
             alphas.append(alpha[..., -n_tridiag:])
             betas.append(beta[..., -n_tridiag:])
             active.append(stepping[..., -n_tridiag:])
-        finished = ~live.any()
         if iterations >= min_iters:
-            finished = finished | (residual.mean() < tol)
-        stop = bool(finished)
+            stop = bool(~live.any() | (residual.mean() < tol))
+        elif iterations % FREEZE_CHECK_EVERY == 0:  # only frozen columns can stop it here
+            stop = bool(~live.any())
 
     breakdowns = breakdowns + broken.sum()
     breakdowns = int(breakdowns)

@@ -7,7 +7,8 @@ import torch
 from ..backends import block_rows_for, blocked_bilinear_grad, blocked_matmul, choose_backend
 from ..backends.choice import DENSE_BUFFERS, DENSE_BUFFERS_STATIONARY
 from ..backends.fused import (PRECISIONS, fused_bilinear_grad, fused_dense, fused_matmul, fused_parts,
-                             fused_ready)
+                             fused_ready, stored_matmul, stored_ready)
+from ..backends.layout import padded_rows
 from ..backends.stationary import profile_block, stationary_bilinear_grad, stationary_parts
 from ..kernels.stationary import roundoff_resolution
 from ..shapes import broadcast_shapes
@@ -17,6 +18,9 @@ from .dense import Dense
 # entries of one row block when a dense matrix is built or its gradient summed on CUDA (larger
 # blocks, fewer launches; the blocks' temporaries are the third buffer of DENSE_BUFFERS_STATIONARY)
 DENSE_TILE_ENTRIES_CUDA = 1 << 26
+# stored matrices with fewer entries keep torch's (cuBLAS's) product: the Triton one saves GPU
+# time but costs more host time per call, and at small n the host sets the pace of CG
+STORED_PRODUCT_MIN_ENTRIES = 0
 
 
 def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -79,6 +83,7 @@ class KernelOperator(Operator):
         self._dense = None
         self._row_inputs = None  # scaled inputs for _stationary_rows, computed on first use
         self._dense_derivative = None
+        self._stored_ready = None  # whether the stored matrix takes the Triton product
         if self.backend == "dense" and torch.is_grad_enabled() and self._inputs():
             if self._parts is not None:  # keep K (and dK/dr2 unless fused): gradients need no graph
                 self._dense, self._dense_derivative = self._stationary_dense(
@@ -112,8 +117,8 @@ class KernelOperator(Operator):
         z1 = z2 if self.x2 is None else parts.scaled_inputs(self.x1.detach())
         o = parts.outputscale()
         o = None if o is None else o.detach()
-        k = torch.empty(self.shape, dtype=self.dtype, device=self.device)
-        dk = torch.empty_like(k) if derivative else None
+        k = padded_rows(self.shape, self.device, self.dtype)  # aligned rows: see stored_ready
+        dk = padded_rows(self.shape, self.device, self.dtype) if derivative else None
         for start in range(0, self.n_rows, self.block_rows):
             stop = min(self.n_rows, start + self.block_rows)
             k_block, dk_block = profile_block(parts, z1[..., start:stop, :], z2, o, derivative)
@@ -126,6 +131,8 @@ class KernelOperator(Operator):
     def _matmul(self, rhs: torch.Tensor) -> torch.Tensor:
         if self.backend == "dense":
             dense = self._dense_matrix().detach()
+            if rhs.dtype == torch.float32 and self._stored_product(dense):
+                return stored_matmul(dense, rhs, self.precision)
             if self.x2 is None and dense.is_cuda:  # K symmetric: K V = (V^T K)^T, which cuBLAS
                 # runs 1.1-1.4x faster for skinny V on an H200 (benchmarks/dense_matmul.py)
                 return (rhs.transpose(-1, -2).contiguous() @ dense).transpose(-1, -2)
@@ -135,6 +142,13 @@ class KernelOperator(Operator):
             x2 = None if self.x2 is None else self.x2.detach()
             return fused_matmul(self.kernel, self.x1.detach(), x2, rhs, self.precision)
         return blocked_matmul(self.kernel, self.x1.detach(), other.detach(), rhs, self.block_rows)
+
+    def _stored_product(self, dense: torch.Tensor) -> bool:
+        """Whether products with the stored matrix go through ``triton_dense.stored_kv_matmul``
+        (1.6x cuBLAS's speed on an H200): float32 K in aligned rows, where it can run. Asked once."""
+        if self._stored_ready is None:
+            self._stored_ready = dense.shape[-2:].numel() >= STORED_PRODUCT_MIN_ENTRIES and stored_ready(dense)
+        return self._stored_ready
 
     def diagonal(self) -> torch.Tensor:
         if self.x2 is not None and self.x2 is not self.x1:

@@ -19,6 +19,7 @@ if not fused.fused_available("cuda" if torch.cuda.is_available() else "cpu"):
     pytest.skip("fused kernels cannot run here: no CUDA and TRITON_INTERPRET is not 1",
                 allow_module_level=True)
 
+from flashgp.backends import triton_dense as td  # noqa: E402
 from flashgp.backends import triton_kernels as tk  # noqa: E402
 from kernel_helpers import randomized  # noqa: E402
 
@@ -188,7 +189,8 @@ def test_fused_dense_matches_kernel():
 @pytest.mark.parametrize("learned_x", [True, False])
 def test_dense_backend_float32_matches_blocked(learned_x):
     """KernelOperator(backend="dense") on float32 data (on CUDA its K comes from the one-pass
-    Triton build) against the float64 blocked operator: products and gradients, which come from
+    Triton build; products by the stored-matrix kernel) against the float64 blocked operator:
+    products and gradients, which come from
     the fused gradient pass (the row pass with x learned, the symmetric pair pass without), so
     no dk/dr2 is stored."""
     kernel = randomized(Scale(Matern(nu=2.5, ard_dims=3)), device=DEVICE)
@@ -201,6 +203,7 @@ def test_dense_backend_float32_matches_blocked(learned_x):
     assert op._fused_parts is not None and op._dense_derivative is None
     v, left = rand(70, 11, seed=44), rand(70, 11, seed=45)
     assert rel_err(op.matmul(v.float()), ref.matmul(v)) < 1e-5
+    assert op._stored_ready  # the product read the stored K by the Triton kernel
     targets = list(kernel32.parameters()) + ([x32] if learned_x else [])
     got = op.bilinear_grad(left.float(), v.float())
     check_grads([g.double() for g in got], ref.bilinear_grad(left, v), 1e-4)
@@ -371,31 +374,55 @@ def test_coarse_precision_in_training_warns(precision, warns):
     assert bool(coarse) is warns
 
 
-@pytest.mark.parametrize("t", [1, 11, tk.KV_MAX_T + 5])
+def stored(k):
+    """k (B, n1, n2) copied into aligned rows whose padding holds NaN (a read of it would show)."""
+    from flashgp.backends.layout import ROW_ALIGN
+    width = -(-k.shape[-1] // ROW_ALIGN) * ROW_ALIGN
+    out = torch.full((*k.shape[:-1], width), float("nan"), device=k.device)[..., :k.shape[-1]]
+    out.copy_(k)
+    return out
+
+
+@pytest.mark.parametrize("t", [1, 11, 40, td.STORED_MAX_T + 5])
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_dense_kv_matmul(precision, t):
-    """Stored tiles: partial row blocks and column tiles (70 x 45 in 32 x 32 tiles), batches."""
-    k = rand(2, 70, 45, seed=70).float()
+def test_stored_kv_matmul(precision, t):
+    """Stored tiles read by tensor descriptors: partial row blocks and column tiles (70 x 45 in
+    32 x 32 tiles, the edges zero-filled), NaN in the row padding, batches, V padded to 16, 64
+    columns and wider V in two passes."""
+    k = stored(rand(2, 70, 45, seed=70).float())
     v = rand(2, 45, t, seed=71)
-    out = tk.dense_kv_matmul(k, v, precision, **SMALL)
+    out = td.stored_kv_matmul(k, v, precision, **SMALL)
     assert out.shape == (2, 70, t) and out.dtype == torch.float32
     assert rel_err(out, k.double() @ v) < TOL[precision]
 
 
-def test_dense_kv_matmul_defaults_strides_and_errors():
+def test_stored_kv_matmul_defaults_layout_and_errors():
     k = rand(1, 300, 300, seed=72).float()
     v = rand(1, 300, 4, seed=73)
     ref = k.double() @ v
-    assert rel_err(tk.dense_kv_matmul(k, v), ref) < TOL["tf32x3"]
-    kt = k.transpose(1, 2).contiguous().transpose(1, 2)  # the same matrix, column stride 300
-    assert rel_err(tk.dense_kv_matmul(kt, v, "fp32"), ref) < TOL["fp32"]
-    padded = torch.full((1, 300, 304), float("nan"), device=k.device)  # rows padded to 16 floats
-    padded[..., :300] = k
-    assert rel_err(tk.dense_kv_matmul(padded[..., :300], v, "fp32"), ref) < TOL["fp32"]
-    assert tk.dense_kv_matmul(k[:, :0], v).shape == (1, 0, 4)
+    assert td.stored_product_ready(k)  # 300 floats a row: 16-byte aligned as it is
+    assert rel_err(td.stored_kv_matmul(k, v), ref) < TOL["tf32x3"]
+    assert rel_err(td.stored_kv_matmul(stored(k), v, "fp32", num_stages=2), ref) < TOL["fp32"]
+    assert td.stored_kv_matmul(k[:, :0], v).shape == (1, 0, 4)
+    assert td.stored_product_ready(k[..., :299])  # a view: rows still 300 floats apart
+    assert not td.stored_product_ready(k[..., :299].contiguous())  # 299 apart: not 16-byte aligned
+    assert not td.stored_product_ready(k.double()) and not td.stored_product_ready(k[..., 1:])
     with pytest.raises(ValueError, match="k: expected a float32"):
-        tk.dense_kv_matmul(k.double(), v)
+        td.stored_kv_matmul(k.double(), v)
+    with pytest.raises(ValueError, match="k: expected a float32"):
+        td.stored_kv_matmul(k.transpose(1, 2), v)
     with pytest.raises(ValueError, match="v: expected"):
-        tk.dense_kv_matmul(k, v[:, :30])
+        td.stored_kv_matmul(k, v[:, :30])
     with pytest.raises(ValueError, match="precision"):
-        tk.dense_kv_matmul(k, v, "fp16")
+        td.stored_kv_matmul(k, v, "fp16")
+
+
+def test_stored_matmul_broadcasts_batches():
+    """fused.stored_matmul: a shared k against batched rhs, and batched k against one rhs."""
+    k = stored(rand(2, 40, 40, seed=74).float())
+    v = rand(3, 1, 40, 5, seed=75).float()
+    assert fused.stored_ready(k) and fused.stored_ready(k[0])
+    assert rel_err(fused.stored_matmul(k[0], v[:, 0]), k[0].double() @ v[:, 0].double()) < 1e-5
+    out = fused.stored_matmul(k, v)  # (2, 40, 40) x (3, 1, 40, 5) -> (3, 2, 40, 5)
+    assert out.shape == (3, 2, 40, 5)
+    assert rel_err(out, k.double() @ v.double()) < 1e-5

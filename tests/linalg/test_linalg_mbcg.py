@@ -77,6 +77,18 @@ def test_zero_rhs_column_and_exact_convergence_do_not_nan():
     assert torch.allclose(res.solution[:, [0, 2]], torch.linalg.solve(a, rhs[:, [0, 2]]), atol=1e-10)
 
 
+def test_freeze_before_min_iters_is_noticed_at_the_next_check():
+    """Before min_iters the host asks whether every column froze only every FREEZE_CHECK_EVERY
+    iterations; the steps past the freeze change nothing (frozen columns take zero steps)."""
+    from flashgp.linalg.mbcg import FREEZE_CHECK_EVERY
+    rhs = torch.randn(15, 2, dtype=F64, generator=torch.Generator().manual_seed(8))
+    res = mbcg(lambda v: 3.0 * v, rhs, tol=1e-3, min_iters=50, n_tridiag=2)  # frozen after one step
+    assert res.iterations == FREEZE_CHECK_EVERY and res.converged
+    assert torch.allclose(res.solution, rhs / 3.0, atol=1e-14)
+    eye = torch.eye(FREEZE_CHECK_EVERY - 1, dtype=F64)
+    assert torch.allclose(res.tridiag[:, 1:, 1:], eye.expand(2, -1, -1))  # identity after the freeze
+
+
 def test_all_zero_rhs():
     rhs = torch.zeros(2, 10, 2)
     res = mbcg(lambda v: v, rhs, n_tridiag=1)

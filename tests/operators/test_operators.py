@@ -123,6 +123,17 @@ def test_dense_and_blocked_agree_float32():
         assert float((got.double() - reference).norm() / reference.norm()) < 1e-5
 
 
+def test_padded_rows_layout():
+    """Stored matrices keep rows on ROW_ALIGN-element boundaries (what the Triton stored-matrix
+    product reads); the dense backend's stationary K is built into that layout."""
+    from flashgp.backends.layout import ROW_ALIGN, padded_rows
+    k = padded_rows((2, 5, 37), dtype=torch.float64)
+    assert k.shape == (2, 5, 37) and k.stride() == (5 * 48, 48, 1) and k.dtype == torch.float64
+    assert padded_rows((3, 3)).stride() == (ROW_ALIGN, 1) and padded_rows((4, 32)).stride() == (32, 1)
+    op = make_op(Scale(RBF()), torch.randn(37, 2), backend="dense")
+    assert op.to_dense().stride(-2) == 48
+
+
 # ----- bilinear gradients -----------------------------------------------------------------------
 
 def autograd_bilinear(kernel, x1, x2, left, right, inputs):
