@@ -293,6 +293,8 @@ def run_flashgp(ds, args, device, sync) -> dict:
            "noise": torch.as_tensor(model.likelihood.noise).detach().reshape(-1)[0].item()}
     with contextlib.suppress(Exception):
         out["diagnostics"] = json.loads(json.dumps(model.diagnostics, default=str))
+    # CG iterations of each training step: steps of two runs compare only at equal counts
+    out["step_cg_iterations"] = [d.get("cg_iterations") for d in getattr(history, "diagnostics", [])]
     return out
 
 

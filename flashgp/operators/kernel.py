@@ -19,8 +19,10 @@ from .dense import Dense
 # blocks, fewer launches; the blocks' temporaries are the third buffer of DENSE_BUFFERS_STATIONARY)
 DENSE_TILE_ENTRIES_CUDA = 1 << 26
 # stored matrices with fewer entries keep torch's (cuBLAS's) product: the Triton one saves GPU
-# time but costs more host time per call, and at small n the host sets the pace of CG
-STORED_PRODUCT_MIN_ENTRIES = 0
+# time but costs more host time per call (about 0.25 ms), and at small n the host sets the pace
+# of CG. One H200, profiled training steps (session 13): elevators (n = 14,940) 21.4 ms with
+# cuBLAS, 32.9 with Triton; kin40k (36,000) 59.1 against 48.0; protein (41,157) 87.2 against 54.7.
+STORED_PRODUCT_MIN_ENTRIES = 1 << 29  # n ~ 23,000
 
 
 def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -45,7 +47,8 @@ class KernelOperator(Operator):
         block_rows: rows per block for the blocked backend (default from a tile budget).
         precision: arithmetic of the fused kernels, "tf32x3" (default), "fp32", "tf32" or
             "bf16" (see ``flashgp.backends.triton_kernels.PRECISIONS``); they compute in float32
-            or below whatever the dtype of x.
+            or below whatever the dtype of x. The dense backend's Triton product of a stored
+            float32 K keeps float32 accuracy in every mode (3xTF32; IEEE float32 for "fp32").
 
     The dense backend keeps the matrix and, when gradients are needed, its autograd graph
     (so ``bilinear_grad`` costs one backward pass); for Scale(stationary) kernels it keeps
@@ -131,8 +134,8 @@ class KernelOperator(Operator):
     def _matmul(self, rhs: torch.Tensor) -> torch.Tensor:
         if self.backend == "dense":
             dense = self._dense_matrix().detach()
-            if rhs.dtype == torch.float32 and self._stored_product(dense):
-                return stored_matmul(dense, rhs, self.precision)
+            if rhs.dtype == torch.float32 and self._stored_product(dense):  # float32 accuracy
+                return stored_matmul(dense, rhs, "fp32" if self.precision == "fp32" else "tf32x3")
             if self.x2 is None and dense.is_cuda:  # K symmetric: K V = (V^T K)^T, which cuBLAS
                 # runs 1.1-1.4x faster for skinny V on an H200 (benchmarks/dense_matmul.py)
                 return (rhs.transpose(-1, -2).contiguous() @ dense).transpose(-1, -2)

@@ -187,7 +187,7 @@ def test_fused_dense_matches_kernel():
 
 
 @pytest.mark.parametrize("learned_x", [True, False])
-def test_dense_backend_float32_matches_blocked(learned_x):
+def test_dense_backend_float32_matches_blocked(learned_x, monkeypatch):
     """KernelOperator(backend="dense") on float32 data (on CUDA its K comes from the one-pass
     Triton build; products by the stored-matrix kernel) against the float64 blocked operator:
     products and gradients, which come from
@@ -199,9 +199,13 @@ def test_dense_backend_float32_matches_blocked(learned_x):
     kernel32 = randomized(Scale(Matern(nu=2.5, ard_dims=3)), device=DEVICE).float()
     kernel32.load_state_dict({k: v.float() for k, v in kernel.state_dict().items()})
     x32 = x.detach().float().requires_grad_(learned_x)
+    small = KernelOperator(kernel32, x32, backend="dense")
+    v, left = rand(70, 11, seed=44), rand(70, 11, seed=45)
+    assert rel_err(small.matmul(v.float()), ref.matmul(v)) < 1e-5
+    assert not small._stored_ready  # below STORED_PRODUCT_MIN_ENTRIES: torch's product
+    monkeypatch.setattr("flashgp.operators.kernel.STORED_PRODUCT_MIN_ENTRIES", 0)
     op = KernelOperator(kernel32, x32, backend="dense")
     assert op._fused_parts is not None and op._dense_derivative is None
-    v, left = rand(70, 11, seed=44), rand(70, 11, seed=45)
     assert rel_err(op.matmul(v.float()), ref.matmul(v)) < 1e-5
     assert op._stored_ready  # the product read the stored K by the Triton kernel
     targets = list(kernel32.parameters()) + ([x32] if learned_x else [])
