@@ -217,16 +217,18 @@ def mbcg(
         p = torch.addcmul(z, beta.unsqueeze(-2), p)
         rz = torch.where(live, rz_new, rz)
         iterations += 1
-        residual = r.norm(dim=-2) / safe_b
         if n_tridiag and iterations <= max_tridiag_iters:
             alphas.append(alpha[..., -n_tridiag:])
             betas.append(beta[..., -n_tridiag:])
             active.append(stepping[..., -n_tridiag:])
         if iterations >= min_iters:
+            residual = r.norm(dim=-2) / safe_b
             stop = bool(~live.any() | (residual.mean() < tol))
         elif iterations % FREEZE_CHECK_EVERY == 0:  # only frozen columns can stop it here
             stop = bool(~live.any())
 
+    if 0 < iterations < min_iters:  # stopped by a freeze before the residual was next needed
+        residual = r.norm(dim=-2) / safe_b
     breakdowns = breakdowns + broken.sum()
     breakdowns = int(breakdowns)
     converged = float(residual.mean()) < tol

@@ -10,6 +10,12 @@ from .base import Operator
 
 # rows of L per float64 block of LowRankPlusDiag's capacitance matrix L^T D^-1 L and solves
 ROW_CHUNK = 1 << 17
+# LowRankPlusDiag keeps D^-1 L and D^-1 L C^-1 in float64 (2 n k doubles) for its solves while
+# they take at most this many bytes: a solve is then six tensor operations, where the blocked
+# form (no such copies, for n = 1M and rank 800: 13 GB) takes about twice as many. CG solves with
+# the preconditioner once per iteration, and at moderate n on a GPU the host's per-operation
+# cost, not the arithmetic, sets the pace of an iteration.
+SOLVE_CACHE_BYTES = 1 << 29
 
 
 def _expand_index(index: Tensor, batch_shape: torch.Size) -> Tensor:
@@ -83,7 +89,8 @@ class LowRankPlusDiag(Operator):
         self.dtype = factor.dtype
         self.device = factor.device
         self._chol: Tensor | None = None
-        self._solve: tuple[Tensor, Tensor, Tensor] | None = None
+        self._solve: tuple[Tensor, Tensor] | None = None
+        self._woodbury: tuple[Tensor, Tensor] | None = None  # (D^-1 L, D^-1 L C^-1), float64
 
     @property
     def rank(self) -> int:
@@ -127,9 +134,10 @@ class LowRankPlusDiag(Operator):
         Float64 whatever the dtype: in the directions of L the two terms cancel down to
         1 / (lambda + d) from 1 / d, so float32 would lose eps32 * (1 + lambda / d) of relative
         accuracy there (5% at n = 50,000, noise 0.0086, seen to make CG stall) and A^{-1} could
-        turn indefinite. L itself stays in its dtype: ``solve`` converts it to float64 in
-        blocks of ROW_CHUNK rows, so no n x k float64 matrix is kept (3.2 GB at n = 1M, k = 400;
-        at the cost of re-reading L, small next to a kernel product)."""
+        turn indefinite. L itself stays in its dtype: unless D^-1 L and D^-1 L C^-1 fit
+        SOLVE_CACHE_BYTES as float64, ``solve`` converts it to float64 in blocks of ROW_CHUNK
+        rows, so no n x k float64 matrix is kept (3.2 GB at n = 1M, k = 400; at the cost of
+        re-reading L, small next to a kernel product)."""
         if self._solve is None:
             inv_diag = self.diag.double().reciprocal().unsqueeze(-1)
             self._solve = (inv_diag, torch.cholesky_inverse(self._capacitance_cholesky()))
@@ -141,7 +149,15 @@ class LowRankPlusDiag(Operator):
             shape = tuple(rhs.shape) if isinstance(rhs, Tensor) else type(rhs).__name__
             raise ValueError(f"rhs: expected shape (*batch, {self.n_rows}, t), got {shape}")
         inv_diag, c_inv = self._solve_parts()
-        scaled = inv_diag * rhs.double()  # D^-1 rhs
+        rhs64 = rhs.double()
+        scaled = inv_diag * rhs64  # D^-1 rhs
+        no_graph = not (self.factor.requires_grad or self.diag.requires_grad)  # cached parts hold none
+        if self._woodbury is None and no_graph and 16 * self.factor.numel() <= SOLVE_CACHE_BYTES:
+            left = self.factor.double() * inv_diag  # D^-1 L
+            self._woodbury = (left, left @ c_inv)
+        if self._woodbury is not None:  # D^-1 rhs - (D^-1 L C^-1) ((D^-1 L)^T rhs)
+            left, right = self._woodbury
+            return (scaled - right @ (left.transpose(-1, -2) @ rhs64)).to(rhs.dtype)
         chunks = self._row_chunks()
         projected = sum(self.factor[..., rows, :].double().transpose(-1, -2) @ scaled[..., rows, :]
                         for rows in chunks)  # L^T D^-1 rhs (*batch, k, t)

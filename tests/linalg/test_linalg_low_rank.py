@@ -21,6 +21,7 @@ def make(batch=(), n=40, k=6, seed=0):
 def test_low_rank_plus_diag_matches_dense(batch, row_chunk, monkeypatch):
     if row_chunk is not None:  # the capacitance matrix and the solve over chunks of rows not dividing n
         monkeypatch.setattr("flashgp.operators.low_rank.ROW_CHUNK", row_chunk)
+        monkeypatch.setattr("flashgp.operators.low_rank.SOLVE_CACHE_BYTES", 0)  # no float64 copies of L
     op, dense = make(batch)
     assert op.shape == dense.shape and op.dtype == F64
     rhs = torch.randn(*batch, 40, 4, dtype=F64)
@@ -31,6 +32,8 @@ def test_low_rank_plus_diag_matches_dense(batch, row_chunk, monkeypatch):
     assert torch.allclose(op.rows(index), expected)
     assert torch.allclose(op.rows(torch.tensor([3, 7])), dense[..., [3, 7], :])
     assert torch.allclose(op.solve(rhs), torch.linalg.solve(dense, rhs))
+    assert (op._woodbury is None) == (row_chunk is not None)
+    assert torch.allclose(op.solve(rhs[..., :1]), torch.linalg.solve(dense, rhs[..., :1]))  # cached parts
     assert torch.allclose(op.logdet(), torch.logdet(dense))
 
 
@@ -79,11 +82,14 @@ def test_argument_errors():
         LowRankPlusDiag(torch.ones(4, 2), torch.ones(4)).solve(torch.ones(3, 1))
 
 
-def test_float32_solve_stays_accurate_when_ill_conditioned():
+@pytest.mark.parametrize("cached", [True, False])
+def test_float32_solve_stays_accurate_when_ill_conditioned(cached, monkeypatch):
     """A kernel-like factor with a tiny noise (cond ~ 1e9 > 1 / eps32): the Woodbury terms
     cancel to 1 / (lambda + d) from 1 / d in the directions of L. Computed in float32 they kept
     only a few digits there (quadratic forms off by percent, possibly of the wrong sign); the
     float64 evaluation keeps float32 round-off. Log det likewise."""
+    if not cached:
+        monkeypatch.setattr("flashgp.operators.low_rank.SOLVE_CACHE_BYTES", 0)
     gen = torch.Generator().manual_seed(3)
     x = torch.rand(3000, 2, generator=gen, dtype=F64)
     k = torch.exp(-torch.cdist(x, x).square() / 0.5)
@@ -95,7 +101,7 @@ def test_float32_solve_stays_accurate_when_ill_conditioned():
                      torch.randn(3000, 2, generator=gen, dtype=F64)], -1).float().double()
     ref = exact.solve(rhs)
     got = single.solve(rhs.float())
-    assert got.dtype == torch.float32
+    assert got.dtype == torch.float32 and (single._woodbury is not None) == cached
     rel = (got.double() - ref).norm(dim=0) / ref.norm(dim=0)
     assert float(rel.max()) < 1e-5
     # the quadratic forms of the float32 solution, summed in float64: a float32 sum of these 3,000
