@@ -178,6 +178,27 @@ def test_deterministic_given_a_generator():
     assert torch.equal(a[1], b[1]) and not torch.equal(a[1], c[1])
 
 
+def test_backward_releases_the_operator():
+    """After its backward pass the result no longer holds the operator (a dense backend's n x n
+    matrix), although the loss tensor lives on, as in a training loop that keeps the last loss
+    while the next step builds its operator; a second backward says so."""
+    import gc
+    import weakref
+    x = torch.rand(40, 2, dtype=F64, generator=gen(3))
+    kernel = Scale(RBF()).double()
+    kernel_op = KernelOperator(kernel, x, backend="dense")
+    held = weakref.ref(kernel_op._dense)
+    inv_quad, logdet = inv_quad_logdet(AddedDiag(kernel_op, torch.full((40,), 0.1, dtype=F64)),
+                                       torch.randn(40, dtype=F64, generator=gen(4)), probes=4)
+    del kernel_op
+    loss = inv_quad + logdet
+    loss.backward(retain_graph=True)
+    gc.collect()
+    assert held() is None and all(p.grad is not None for p in kernel.parameters())
+    with pytest.raises(RuntimeError, match="second backward"):
+        loss.backward()
+
+
 def test_no_convergence_warns_and_reports():
     x, kernel, noise, rhs = core_problem("matern15", seed=7)
     info = {}
