@@ -8,7 +8,7 @@ in rows padded to ``layout.ROW_ALIGN`` elements (``layout.padded_rows``).
 The stored product reads K through Hopper's tensor memory accelerator (TMA: Triton tensor
 descriptors, tiles copied to shared memory asynchronously, several in flight), which needs
 16-byte aligned rows. On an H200 it read K at 3.9-4.2 TB/s where cuBLAS's (V^T K)^T reached
-2.0-2.5 TB/s (t = 11; 1.58-1.64x faster at n = 15,000 to 44,000,
+2.0-2.5 TB/s (t = 11; 1.57-1.64x faster at n = 15,000 to 44,000,
 benchmarks/results/session13/README.md); the session-7 kernel with plain tile loads matched
 cuBLAS only.
 """
