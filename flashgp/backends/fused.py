@@ -24,7 +24,7 @@ from ..kernels.scale import Scale
 from ..shapes import broadcast_shapes, sum_to_shape
 from .stationary import StationaryParts
 
-PRECISIONS = ("fp32", "tf32x3", "tf32", "bf16")
+PRECISIONS = ("fp32", "tf32x3", "fp16x3", "tf32", "bf16")
 MAX_D = 128  # = triton_kernels.MAX_D, kept here so that support checks need no triton import
 
 

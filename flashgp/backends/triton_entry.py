@@ -249,6 +249,14 @@ def _tf32_split(x):
 
 
 @triton.jit
+def _fp16_split(x):
+    """(hi, lo) float16 parts of float32 x: hi = x rounded to float16, lo = x - hi rounded to
+    float16 (subnormal below 2^-14: absolute error at most 2^-25). For |x| <= 2^15."""
+    hi = x.to(tl.float16)
+    return hi, (x - hi.to(tl.float32)).to(tl.float16)
+
+
+@triton.jit
 def _dot(x, y, acc, PRECISION: tl.constexpr):
     """acc + x @ y for float32 x, y, with tl.dot's input precision ("ieee", "tf32") or "tf32x3":
     x_hi y_hi + x_hi y_lo + x_lo y_hi in three tf32 tensor-core products (the dropped x_lo y_lo
@@ -257,7 +265,13 @@ def _dot(x, y, acc, PRECISION: tl.constexpr):
     product on one accumulator left errors of 1.2e-4 to 1.7e-4 (H200, against float64), most
     of what the operand splitting gains, so each tile's sum is taken out once. Triton's own tf32x3 does that
     too but waits after each of its products and adds a NaN check per tile."""
-    if PRECISION == "tf32x3":
+    if PRECISION == "fp16x3":
+        x_hi, x_lo = _fp16_split(x)
+        y_hi, y_lo = _fp16_split(y)
+        tile = tl.dot(x_lo, y_hi, tl.zeros(acc.shape, tl.float32), out_dtype=tl.float32)
+        tile = tl.dot(x_hi, y_lo, tile, out_dtype=tl.float32)
+        out = acc + tl.dot(x_hi, y_hi, tile, out_dtype=tl.float32)
+    elif PRECISION == "tf32x3":
         x_hi, x_lo = _tf32_split(x)
         y_hi, y_lo = _tf32_split(y)
         tile = tl.dot(x_lo, y_hi, tl.zeros(acc.shape, tl.float32), input_precision="tf32")

@@ -21,10 +21,10 @@ import torch
 import triton
 import triton.language as tl
 
-# the per-entry math; INTERPRETED, PROFILES and _tf32_split are re-exported for callers and tests
+# the per-entry math; INTERPRETED, PROFILES and the operand splits are re-exported for callers and tests
 from .triton_entry import (INTERPRETED, PRESCALE, PROFILES, _RQ, _add_rows,  # noqa: F401
-                           _dot, _product, _profile, _row_side, _sq_dist, _sq_dist_cols,
-                           _tf32_split, _tile_terms)
+                           _dot, _fp16_split, _product, _profile, _row_side, _sq_dist,
+                           _sq_dist_cols, _tf32_split, _tile_terms)
 
 # ----- named parameters: block sizes and precision -------------------------------------------
 # Launch configurations (BLOCK_M rows of z1 per program, BLOCK_N columns of z2 per step of the
@@ -43,6 +43,7 @@ KV_CONFIGS = {  # (geometry, product) -> config
     ("direct", "t1"): (64, 32, 4, 3),       # one column: elementwise sum, no dot
     ("direct", "fp32"): (64, 64, 4, 1),
     ("direct", "tf32x3"): (128, 32, 4, 1),
+    ("direct", "fp16x3"): (128, 32, 4, 1),
     ("direct", "tensor"): (128, 64, 4, 3),   # tf32, bf16
     ("dot", "narrow"): (128, 32, 4, 1),      # padded D <= 32
     ("dot", "wide"): (64, 32, 8, 2),
@@ -69,9 +70,14 @@ MAX_D = 128              # widest scaled input handled in one tile (wider: the b
 PRECISIONS = {
     "fp32": ("ieee", "ieee", "float32"),
     "tf32x3": ("tf32x3", "tf32x3", "float32"),
+    "fp16x3": ("tf32x3", "fp16x3", "float32"),
     "tf32": ("tf32x3", "tf32", "float32"),
     "bf16": ("tf32x3", None, "bfloat16"),   # bf16 operands, float32 accumulation (Maddox et al. 2022)
 }
+
+# The gradient kernels' product W = U V^T takes its vectors as they come (no per-column ranging
+# into float16's span): for "fp16x3" they run in "tf32x3", the same float32-level accuracy.
+GRAD_PRECISION = {"fp16x3": "tf32x3"}
 
 
 # ----- K @ V ------------------------------------------------------------------------------------
@@ -199,7 +205,7 @@ def _config(op: str, d: int, t: int, precision: str, given: tuple, table: dict |
         key = ("dot", "narrow" if width <= 32 else "wide")
     elif op == "matmul" and t == 1:
         key = ("direct", "t1")
-    elif precision == "fp32" or (op == "matmul" and precision == "tf32x3"):
+    elif precision == "fp32" or (op == "matmul" and precision in ("tf32x3", "fp16x3")):
         key = ("direct", precision)
     else:
         key = ("direct", "tensor")
@@ -291,6 +297,29 @@ def _launch_kv(v, n1, config, precision, inputs):
     bsz, n2, t = v.shape
     if n1 == 0 or n2 == 0 or t == 0:
         return torch.zeros(bsz, n1, t, device=v.device, dtype=torch.float32)
+    modes = (geometry, product, operand)
+    if product == "fp16x3" and t > 1:  # (one column is summed elementwise, in float32)
+        v, unscale = _fp16_ranged(v)
+        return _launch_kv_columns(v, n1, config, modes, inputs) * unscale
+    return _launch_kv_columns(v, n1, config, modes, inputs)
+
+
+def _fp16_ranged(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(v scaled per column by a power of two so that its largest magnitude lies in [2^13, 2^14),
+    the factor (B, 1, t) that undoes it). The fp16x3 product splits v into float16 parts; in
+    this range they keep float32's relative accuracy down to 2^-27 of the column's largest
+    entry. Powers of two make both scalings exact; all-zero columns are left as they are."""
+    colmax = v.abs().amax(-2, keepdim=True)
+    _, exponent = torch.frexp(colmax)            # colmax < 2^exponent
+    exponent = torch.where(colmax > 0, exponent, 14)
+    return torch.ldexp(v, 14 - exponent), torch.ldexp(torch.ones_like(colmax), exponent - 14)
+
+
+def _launch_kv_columns(v, n1, config, modes, inputs):
+    """``_launch_kv``'s launches on v as the kernel reads it; modes = PRECISIONS[precision]."""
+    block_m, block_n, num_warps, num_stages = config
+    geometry, product, operand = modes
+    bsz, n2, t = v.shape
     z1, z2, n1sq, n2sq, alpha, profile = inputs
     d = z1.shape[-1]
     grid = (triton.cdiv(n1, block_m), bsz)
@@ -321,6 +350,7 @@ def row_grad(z1: torch.Tensor, z2: torch.Tensor, u: torch.Tensor, v: torch.Tenso
     Launch settings default to GRAD_CONFIGS; t > GRAD_MAX_T runs as several launches
     (W = u v^T is a sum over columns, so their results add up).
     """
+    precision = GRAD_PRECISION.get(precision, precision)
     block_m, block_n, num_warps, num_stages = _config(
         "grad", z1.shape[-1], u.shape[-1], precision, (block_m, block_n, num_warps, num_stages))
     _check(z1, z2, profile, alpha, precision, block_m, block_n, num_warps)

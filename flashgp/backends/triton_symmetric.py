@@ -21,8 +21,9 @@ import triton
 import triton.language as tl
 
 from .triton_entry import _RQ, _add_rows, _dot, _product, _row_side, _tile_terms
-from .triton_kernels import (GRAD_CONFIGS, GRAD_MAX_T, KV_MAX_T, PRECISIONS, PROFILES, _check,
-                             _config, _direct, _operand, _padded, _padded_t, _prepared)
+from .triton_kernels import (GRAD_CONFIGS, GRAD_MAX_T, GRAD_PRECISION, KV_MAX_T, PRECISIONS,
+                             PROFILES, _check, _config, _direct, _fp16_ranged, _operand, _padded,
+                             _padded_t, _prepared)
 
 CHUNK = 32  # column tiles per program right of the diagonal square (load balance vs atomics)
 # Launch configurations of the symmetric product, keyed like triton_kernels.KV_CONFIGS; BLOCK_M
@@ -36,6 +37,7 @@ SYM_KV_CONFIGS = {
     ("direct", "t1"): (64, 32, 4, 1),
     ("direct", "fp32"): (64, 32, 4, 1),
     ("direct", "tf32x3"): (64, 64, 4, 1),
+    ("direct", "fp16x3"): (64, 64, 4, 1),
     ("direct", "tensor"): (64, 32, 4, 1),
     ("dot", "narrow"): (64, 32, 4, 2),
     ("dot", "wide"): (64, 32, 8, 2),
@@ -240,6 +242,9 @@ def sym_kv_matmul(z: torch.Tensor, v: torch.Tensor, profile: str, alpha: torch.T
     out = torch.zeros(bsz, n, t, device=z.device, dtype=torch.float32)
     if n == 0 or t == 0:
         return out
+    unscale = None
+    if product == "fp16x3" and t > 1:
+        v, unscale = _fp16_ranged(v)
     grid = _grid(n, bsz, block_m, block_n, chunk)
     for c in range(0, t, KV_MAX_T):
         vc, oc = v[..., c:c + KV_MAX_T].contiguous(), out[..., c:c + KV_MAX_T]
@@ -249,7 +254,7 @@ def sym_kv_matmul(z: torch.Tensor, v: torch.Tensor, profile: str, alpha: torch.T
             PRODUCT=product, OPERAND=operand, D_DIRECT=_direct(d), BLOCK_M=block_m,
             BLOCK_N=block_n, BLOCK_D=_padded(d), BLOCK_T=_padded_t(vc.shape[2]), CHUNK=chunk,
             num_warps=num_warps, num_stages=num_stages)
-    return out
+    return out if unscale is None else out * unscale
 
 
 def sym_param_grad(z: torch.Tensor, u: torch.Tensor, v: torch.Tensor, profile: str,
@@ -265,6 +270,7 @@ def sym_param_grad(z: torch.Tensor, u: torch.Tensor, v: torch.Tensor, profile: s
     respect to log z_k (a log-lengthscale with the sign flipped) is 2 o s_k. Each launch takes up
     to GRAD_MAX_T / 2 columns of u and v (P = [u v] and Q = [v u] have twice as many).
     """
+    precision = GRAD_PRECISION.get(precision, precision)
     block_m, block_n, num_warps, num_stages = _sym_config(
         "grad", z.shape[-1], 2 * u.shape[-1], precision, (block_m, block_n, num_warps, num_stages), chunk)
     _check(z, z, profile, alpha, precision, block_m, block_n, num_warps)

@@ -25,9 +25,9 @@ from kernel_helpers import randomized  # noqa: E402
 
 F64 = torch.float64
 DEVICE = "cuda" if torch.cuda.is_available() and not tk.INTERPRETED else "cpu"
-PRECISIONS = ["fp32", "tf32x3", "tf32", "bf16"]
-TOL = {"fp32": 1e-5, "tf32x3": 1e-5, "tf32": 1e-2, "bf16": 2e-2}        # products and row sums
-GRAD_TOL = {"fp32": 2e-5, "tf32x3": 2e-5, "tf32": 1e-2, "bf16": 3e-2}   # parameter / input gradients
+PRECISIONS = ["fp32", "tf32x3", "fp16x3", "tf32", "bf16"]
+TOL = {"fp32": 1e-5, "tf32x3": 1e-5, "fp16x3": 1e-5, "tf32": 1e-2, "bf16": 2e-2}  # products, row sums
+GRAD_TOL = {"fp32": 2e-5, "tf32x3": 2e-5, "fp16x3": 2e-5, "tf32": 1e-2, "bf16": 3e-2}  # gradients
 SMALL = dict(block_m=32, block_n=32)  # several (partial) row blocks and column tiles at n = 37, 70
 # Triton 3.6's interpreter converts loop bounds with a NumPy call deprecated in NumPy 1.25
 pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")
@@ -97,6 +97,41 @@ def test_kv_matmul_over_many_column_tiles_stays_float32_accurate(precision):
     out = tk.kv_matmul(z1 * 0.3, z2 * 0.3, v, "rbf", precision=precision, block_m=64, block_n=32)
     k, _, _ = reference_terms("rbf", r2 * 0.09, None)
     assert rel_err(out, k @ v) < 1e-5
+
+
+@pytest.mark.parametrize("n2", [70, 3000])
+def test_fp16x3_keeps_each_column_float32_accurate(n2):
+    """fp16x3 ranges V per column into float16's span: columns 1e-30 to 1e30 apart, a zero
+    column and tiny entries inside a column all keep float32-level relative accuracy."""
+    z1, z2, r2 = scaled_points(1, 37, n2, 3, seed=14)
+    v = rand(1, n2, 9, seed=15) * torch.logspace(-30, 30, 9, dtype=F64, device=DEVICE)
+    v[..., 4] = 0.0
+    v[:, ::2, 6] *= 1e-6
+    out = tk.kv_matmul(z1, z2, v, "matern52", precision="fp16x3", **SMALL)
+    ref = reference_terms("matern52", r2, None)[0] @ v
+    col_err = (out.double() - ref).abs().amax(-2) / ref.abs().amax(-2).clamp_min(1e-300)
+    assert (out[..., 4] == 0).all() and float(col_err.max()) < 1e-5
+
+
+@triton.jit
+def _fp16_split_kernel(X, HI, LO, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    hi, lo = tk._fp16_split(tl.load(X + offs, mask=offs < n))
+    tl.store(HI + offs, hi.to(tl.float32), mask=offs < n)
+    tl.store(LO + offs, lo.to(tl.float32), mask=offs < n)
+
+
+def test_fp16_split_error_is_float32_level():
+    """hi + lo = x within 2^-22 |x| (both parts normal) and 2^-25 absolute (lo subnormal),
+    for kernel entries in [0, 1] and ranged vectors up to 2^14."""
+    x = torch.cat([torch.rand(2048, dtype=F64, device=DEVICE),
+                   torch.rand(2048, dtype=F64, device=DEVICE).pow(20),
+                   rand(2048, seed=16) * 2.0 ** 13]).float()
+    hi, lo = torch.empty_like(x), torch.empty_like(x)
+    _fp16_split_kernel[(6,)](x, hi, lo, x.numel(), BLOCK=1024)
+    assert torch.equal(hi, x.half().float())                            # hi: x to nearest float16
+    err = (hi.double() + lo.double() - x.double()).abs()
+    assert (err <= torch.maximum(x.double().abs() * 2.0 ** -22, torch.tensor(2.0 ** -25))).all()
 
 
 @triton.jit
