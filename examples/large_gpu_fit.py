@@ -88,6 +88,9 @@ def main(argv=None) -> None:
     parser.add_argument("--exact-var", action="store_true",
                         help="variances by CG solves against every test point (slow at large n) "
                              "instead of the cached Lanczos root (LOVE, rank 200)")
+    parser.add_argument("--lanczos-iters", type=int, default=20,
+                        help="minimum CG iterations of a training step, for the log det (fg.CG("
+                             "lanczos_iters=...); default 20, GPyTorch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--raw-parameters", default=None,
                         help="JSON file of raw parameter values to start from (a name -> value map, "
@@ -114,7 +117,7 @@ def main(argv=None) -> None:
     solver = fg.CG(tol=1.0, precond=precond, backend=args.backend,
                    exact_var_max=args.test if args.exact_var else 0, precision=args.precision,
                    root_rank=args.root_rank, eval_tol=args.eval_tol,
-                   local_neighbors=args.local_neighbors)
+                   local_neighbors=args.local_neighbors, lanczos_iters=args.lanczos_iters)
     model = fg.ExactGP(x_train, y_train, kernel, solver=solver)
     if args.raw_parameters:
         load_raw_parameters(model, args.raw_parameters)
