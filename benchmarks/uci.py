@@ -453,8 +453,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=cores, help=f"torch threads (default {cores})")
     p.add_argument("--timeout", type=float, help="seconds allowed per worker (default: none)")
     p.add_argument("--backend", default="auto", help="flashgp kernel backend (default auto)")
-    p.add_argument("--precision", default="tf32x3",
-                   help="flashgp fused-kernel precision: tf32x3, fp32 or tf32 (default tf32x3)")
+    p.add_argument("--precision", default="fp16x3",
+                   help="flashgp fused-kernel precision: fp16x3, tf32x3, fp32 or tf32 (default fp16x3)")
     p.add_argument("--local-neighbors", type=int, default=0,
                    help="flashgp variances from this many nearest training points "
                         "(fg.CG(local_neighbors=...)) instead of LOVE (default 0: LOVE, as GPyTorch)")

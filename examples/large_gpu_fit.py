@@ -83,8 +83,8 @@ def main(argv=None) -> None:
     parser.add_argument("--local-neighbors", type=int, default=0,
                         help="variances from this many nearest training points per test point "
                              "(fg.CG(local_neighbors=...)) instead of the Lanczos root (default 0: LOVE)")
-    parser.add_argument("--precision", choices=fg.backends.PRECISIONS, default="tf32x3",
-                        help="arithmetic of the fused GPU kernels (default tf32x3)")
+    parser.add_argument("--precision", choices=fg.backends.PRECISIONS, default="fp16x3",
+                        help="arithmetic of the fused GPU kernels (default fp16x3)")
     parser.add_argument("--exact-var", action="store_true",
                         help="variances by CG solves against every test point (slow at large n) "
                              "instead of the cached Lanczos root (LOVE, rank 200)")

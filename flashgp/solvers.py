@@ -7,7 +7,7 @@ import numbers
 from dataclasses import dataclass, field
 
 from .backends import BACKENDS
-from .backends.fused import PRECISIONS
+from .backends.fused import DEFAULT_PRECISION, PRECISIONS
 
 
 def _check_positive(config, name: str, integer: bool = False, allow_zero: bool = False) -> None:
@@ -120,9 +120,12 @@ class CG:
             near points screen off the rest (stationary kernels, dense data), and without the
             root rank that LOVE needs there. Marginal variances only (no covariances).
         backend: kernel operator backend, "auto", "dense", "blocked" or "triton".
-        precision: arithmetic of the fused GPU kernels (backend "triton"): "tf32x3" (default:
-            3xTF32 tensor-core products; on an H200 its K @ V was within 5e-7 of float64, closer
-            than "fp32"'s 2.5e-6, and twice as fast, benchmarks/results/session4/), "fp32"
+        precision: arithmetic of the fused GPU kernels (backend "triton"): "fp16x3" (default:
+            K @ V in three float16 tensor-core products of split operands, gradients as
+            "tf32x3"; as accurate as "tf32x3" on an H200 and 1.13-1.27x faster at n = 1M,
+            benchmarks/results/session14/), "tf32x3" (3xTF32 tensor-core products; on an H200
+            its K @ V was within 5e-7 of float64, closer than "fp32"'s 2.5e-6, and twice as
+            fast, benchmarks/results/session4/), "fp32"
             (IEEE float32 on the CUDA cores), "tf32" (10-bit mantissa products, fastest; not for
             training: it warns there, see benchmarks/results/precision_accuracy_h200.md). The
             dense and blocked backends compute in the data's dtype whatever this says (on GPUs
@@ -149,7 +152,7 @@ class CG:
     exact_var_max: int = 1024
     local_neighbors: int = 0
     backend: str = "auto"
-    precision: str = "tf32x3"
+    precision: str = DEFAULT_PRECISION
     memory_budget: int | None = None
     reorthogonalize: bool = False
 

@@ -25,6 +25,7 @@ from ..shapes import broadcast_shapes, sum_to_shape
 from .stationary import StationaryParts
 
 PRECISIONS = ("fp32", "tf32x3", "fp16x3", "tf32", "bf16")
+DEFAULT_PRECISION = "fp16x3"  # float32-level accuracy, the fastest such K @ V (triton_kernels.PRECISIONS)
 MAX_D = 128  # = triton_kernels.MAX_D, kept here so that support checks need no triton import
 
 

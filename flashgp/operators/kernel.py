@@ -6,8 +6,8 @@ import torch
 
 from ..backends import block_rows_for, blocked_bilinear_grad, blocked_matmul, choose_backend
 from ..backends.choice import DENSE_BUFFERS, DENSE_BUFFERS_STATIONARY
-from ..backends.fused import (PRECISIONS, fused_bilinear_grad, fused_dense, fused_matmul, fused_parts,
-                             fused_ready, stored_matmul, stored_ready)
+from ..backends.fused import (DEFAULT_PRECISION, PRECISIONS, fused_bilinear_grad, fused_dense,
+                             fused_matmul, fused_parts, fused_ready, stored_matmul, stored_ready)
 from ..backends.layout import padded_rows
 from ..backends.stationary import profile_block, stationary_bilinear_grad, stationary_parts
 from ..kernels.stationary import roundoff_resolution
@@ -45,8 +45,8 @@ class KernelOperator(Operator):
             TRITON_INTERPRET=1; other kernels or devices fall back to blocked). The resolved
             choice is ``self.backend``.
         block_rows: rows per block for the blocked backend (default from a tile budget).
-        precision: arithmetic of the fused kernels, "tf32x3" (default), "fp32", "tf32" or
-            "bf16" (see ``flashgp.backends.triton_kernels.PRECISIONS``); they compute in float32
+        precision: arithmetic of the fused kernels, "fp16x3" (default), "tf32x3", "fp32",
+            "tf32" or "bf16" (see ``flashgp.backends.triton_kernels.PRECISIONS``); they compute in float32
             or below whatever the dtype of x. The dense backend's Triton product of a stored
             float32 K keeps float32 accuracy in every mode (3xTF32; IEEE float32 for "fp32").
 
@@ -59,7 +59,7 @@ class KernelOperator(Operator):
 
     def __init__(self, kernel, x1: torch.Tensor, x2: torch.Tensor | None = None, backend: str = "auto",
                  memory_budget: int | None = None, block_rows: int | None = None,
-                 precision: str = "tf32x3"):
+                 precision: str = DEFAULT_PRECISION):
         if precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
         self.kernel, self.x1, self.x2, self.precision = kernel, x1, x2, precision

@@ -348,7 +348,7 @@ def test_kernel_operator_triton_backend():
     x = rand(70, 3, seed=30).requires_grad_()
     op = KernelOperator(kernel, x, backend="triton")
     ref = KernelOperator(kernel, x, backend="blocked")
-    assert op.backend == "triton" and op.precision == "tf32x3"
+    assert op.backend == "triton" and op.precision == "fp16x3"
     v = rand(70, 4, seed=31)
     assert rel_err(op.matmul(v), ref.matmul(v)) < 1e-5
     assert rel_err(op.matmul(v[:, 0]), ref.matmul(v[:, 0])) < 1e-5
@@ -396,7 +396,7 @@ def test_exact_gp_cg_triton_matches_cholesky_and_blocked():
     assert rel_err(results["triton"][2], results["cholesky"][2].double()) < 1e-2
 
 
-@pytest.mark.parametrize("precision,warns", [("fp32", False), ("tf32x3", False), ("tf32", True)])
+@pytest.mark.parametrize("precision,warns", [("fp32", False), ("tf32x3", False), ("fp16x3", False), ("tf32", True)])
 def test_coarse_precision_in_training_warns(precision, warns):
     """Training solves with tf32 (or bf16) products warn: their rounding of K can exceed the noise
     and make the mll wrong without CG noticing (measured on an H200, precision_accuracy_h200.md)."""
