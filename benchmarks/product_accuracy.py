@@ -65,8 +65,10 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--d", type=int, nargs="+", default=[3, 8, 20])
     parser.add_argument("--t", type=int, default=11)
-    parser.add_argument("--profiles", nargs="+", default=["rbf", "matern52"])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "tf32x3", "tf32"])
+    parser.add_argument("--profiles", nargs="+", default=["rbf", "matern52"],
+                        choices=["rbf", "matern12", "matern32", "matern52"],
+                        help="unit-scale profiles with a float64 reference here (rq: the tests)")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "tf32x3", "fp16x3", "tf32"])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default="product_accuracy.json")
     args = parser.parse_args(argv)
