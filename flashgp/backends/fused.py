@@ -132,7 +132,7 @@ def _centred(z1: torch.Tensor, z2: torch.Tensor):
 
 # ----- K @ V ------------------------------------------------------------------------------------
 def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.Tensor,
-                 precision: str = "tf32x3", block_m: int | None = None,
+                 precision: str = DEFAULT_PRECISION, block_m: int | None = None,
                  block_n: int | None = None) -> torch.Tensor:
     """kernel(x1, x2) @ rhs by the fused Triton kernel, without forming the kernel matrix.
 
@@ -223,8 +223,9 @@ def _z_grad(z, h_sum, hz, scale):
 
 
 def fused_bilinear_grad(parts: FusedParts, x1: torch.Tensor, x2: torch.Tensor | None,
-                        left: torch.Tensor, right: torch.Tensor, targets, precision: str = "tf32x3",
-                        block_m: int | None = None, block_n: int | None = None) -> tuple:
+                        left: torch.Tensor, right: torch.Tensor, targets,
+                        precision: str = DEFAULT_PRECISION, block_m: int | None = None,
+                        block_n: int | None = None) -> tuple:
     """Gradients of sum_i left_i^T K right_i with respect to ``targets`` (kernel params, inputs).
 
     The fused counterpart of ``stationary.stationary_bilinear_grad``: x1 (*b, n1, d), x2
