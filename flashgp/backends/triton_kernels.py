@@ -70,8 +70,9 @@ MAX_D = 128              # widest scaled input handled in one tile (wider: the b
 # two): three float16 products, each twice a tf32 product's rate, and half the registers for the
 # kernel tile's parts. On an H200 (session 14) it was as accurate as tf32x3 (K @ V within 1.2e-6
 # of float64, n = 20,000) and 1.13x (Matern 5/2) to 1.27x (RBF) faster at n = 1M, d = 3, t = 11;
-# its gradient passes run in tf32x3 (GRAD_PRECISION). "fp32" computes every dot on the CUDA cores (IEEE float32; a
-# 3xTF32 geometry dot was tried for it at d = 20 and was not faster: 52.9 ms vs 48.1 ms at n = 100k).
+# its gradient passes run in tf32x3 (GRAD_PRECISION). "fp32" computes every dot on the CUDA
+# cores (IEEE float32; a 3xTF32 geometry dot was tried for it at d = 20 and was not faster:
+# 52.9 ms vs 48.1 ms at n = 100k).
 PRECISIONS = {
     "fp32": ("ieee", "ieee", "float32"),
     "tf32x3": ("tf32x3", "tf32x3", "float32"),
