@@ -23,7 +23,8 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .layout import padded_rows
 from .triton_entry import INTERPRETED, PROFILES, _RQ, _columns, _product, _profile, _sq_dist, _sq_dist_cols
-from .triton_kernels import MIN_DOT, PRECISIONS, _check, _direct, _operand, _padded, _prepared
+from .triton_kernels import (MIN_DOT, PRECISIONS, UNRANGED_PRECISION, _check, _direct, _operand,
+                             _padded, _prepared)
 
 DENSE_CONFIG = (64, 64, 4)  # BLOCK_M, BLOCK_N, num_warps (not tuned: a store-bound kernel)
 # BLOCK_M, BLOCK_N, num_warps, tiles in flight of the stored product: the best setting common to
@@ -135,9 +136,10 @@ def stored_kv_matmul(k: torch.Tensor, v: torch.Tensor, precision: str = "tf32x3"
                      num_warps: int | None = None, num_stages: int | None = None) -> torch.Tensor:
     """k @ v for a stored k (B, n1, n2) float32 laid out as ``stored_product_ready`` asks (e.g.
     from ``padded_rows``), v (B, n2, t); returns (B, n1, t) float32. ``precision``: the product
-    arithmetic, as for ``triton_kernels.kv_matmul`` ("tf32x3" about float32 accuracy). Launch
-    settings default to STORED_CONFIG; V passes through a zero-padded copy of 16, 32 or 64
-    columns, and wider V takes one pass over k per STORED_MAX_T columns."""
+    arithmetic, as for ``triton_kernels.kv_matmul`` ("tf32x3" about float32 accuracy; "fp16x3"
+    runs as "tf32x3", as K is not ranged into float16's span). Launch settings default to
+    STORED_CONFIG; V passes through a zero-padded copy of 16, 32 or 64 columns, and wider V
+    takes one pass over k per STORED_MAX_T columns."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {precision!r}")
     if not isinstance(k, torch.Tensor) or k.dim() != 3 or not stored_product_ready(k):
@@ -152,7 +154,7 @@ def stored_kv_matmul(k: torch.Tensor, v: torch.Tensor, precision: str = "tf32x3"
                          f"got {got}")
     block_m, block_n, num_warps, num_stages = (g if g is not None else default for g, default in
                                                zip((block_m, block_n, num_warps, num_stages), STORED_CONFIG))
-    _, product, operand = PRECISIONS[precision]
+    _, product, operand = PRECISIONS[UNRANGED_PRECISION.get(precision, precision)]
     (bsz, n1, n2), t = k.shape, v.shape[2]
     out = torch.empty(bsz, n1, t, device=k.device, dtype=torch.float32)
     if n1 == 0 or n2 == 0 or t == 0:

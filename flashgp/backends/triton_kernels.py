@@ -70,7 +70,7 @@ MAX_D = 128              # widest scaled input handled in one tile (wider: the b
 # two): three float16 products, each twice a tf32 product's rate, and half the registers for the
 # kernel tile's parts. On an H200 (session 14) it was as accurate as tf32x3 (K @ V within 1.2e-6
 # of float64, n = 20,000) and 1.13x (Matern 5/2) to 1.27x (RBF) faster at n = 1M, d = 3, t = 11;
-# its gradient passes run in tf32x3 (GRAD_PRECISION). "fp32" computes every dot on the CUDA
+# its gradient passes run in tf32x3 (UNRANGED_PRECISION). "fp32" computes every dot on the CUDA
 # cores (IEEE float32; a 3xTF32 geometry dot was tried for it at d = 20 and was not faster:
 # 52.9 ms vs 48.1 ms at n = 100k).
 PRECISIONS = {
@@ -81,9 +81,10 @@ PRECISIONS = {
     "bf16": ("tf32x3", None, "bfloat16"),   # bf16 operands, float32 accumulation (Maddox et al. 2022)
 }
 
-# The gradient kernels' product W = U V^T takes its vectors as they come (no per-column ranging
-# into float16's span): for "fp16x3" they run in "tf32x3", the same float32-level accuracy.
-GRAD_PRECISION = {"fp16x3": "tf32x3"}
+# Products whose operands are not ranged into float16's span (the gradient kernels' W = U V^T,
+# whose columns sum together; a stored K of any scale) run "fp16x3" as "tf32x3", the same
+# float32-level accuracy.
+UNRANGED_PRECISION = {"fp16x3": "tf32x3"}
 
 
 # ----- K @ V ------------------------------------------------------------------------------------
@@ -356,7 +357,7 @@ def row_grad(z1: torch.Tensor, z2: torch.Tensor, u: torch.Tensor, v: torch.Tenso
     Launch settings default to GRAD_CONFIGS; t > GRAD_MAX_T runs as several launches
     (W = u v^T is a sum over columns, so their results add up).
     """
-    precision = GRAD_PRECISION.get(precision, precision)
+    precision = UNRANGED_PRECISION.get(precision, precision)
     block_m, block_n, num_warps, num_stages = _config(
         "grad", z1.shape[-1], u.shape[-1], precision, (block_m, block_n, num_warps, num_stages))
     _check(z1, z2, profile, alpha, precision, block_m, block_n, num_warps)

@@ -21,9 +21,9 @@ import triton
 import triton.language as tl
 
 from .triton_entry import _RQ, _add_rows, _dot, _product, _row_side, _tile_terms
-from .triton_kernels import (GRAD_CONFIGS, GRAD_MAX_T, GRAD_PRECISION, KV_MAX_T, PRECISIONS,
-                             PROFILES, _check, _config, _direct, _fp16_ranged, _operand, _padded,
-                             _padded_t, _prepared)
+from .triton_kernels import (GRAD_CONFIGS, GRAD_MAX_T, KV_MAX_T, PRECISIONS, PROFILES,
+                             UNRANGED_PRECISION, _check, _config, _direct, _fp16_ranged, _operand,
+                             _padded, _padded_t, _prepared)
 
 CHUNK = 32  # column tiles per program right of the diagonal square (load balance vs atomics)
 # Launch configurations of the symmetric product, keyed like triton_kernels.KV_CONFIGS; BLOCK_M
@@ -270,7 +270,7 @@ def sym_param_grad(z: torch.Tensor, u: torch.Tensor, v: torch.Tensor, profile: s
     respect to log z_k (a log-lengthscale with the sign flipped) is 2 o s_k. Each launch takes up
     to GRAD_MAX_T / 2 columns of u and v (P = [u v] and Q = [v u] have twice as many).
     """
-    precision = GRAD_PRECISION.get(precision, precision)
+    precision = UNRANGED_PRECISION.get(precision, precision)
     block_m, block_n, num_warps, num_stages = _sym_config(
         "grad", z.shape[-1], 2 * u.shape[-1], precision, (block_m, block_n, num_warps, num_stages), chunk)
     _check(z, z, profile, alpha, precision, block_m, block_n, num_warps)

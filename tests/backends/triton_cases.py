@@ -435,6 +435,13 @@ def test_stored_kv_matmul(precision, t):
     assert rel_err(out, k.double() @ v) < TOL[precision]
 
 
+def test_stored_kv_matmul_fp16x3_runs_as_tf32x3_on_any_scale():
+    """A stored K is not ranged into float16's span: entries of 1e6 stay float32-accurate."""
+    k = stored(rand(1, 70, 45, seed=74).float() * 1e6)
+    v = rand(1, 45, 11, seed=75) * 1e5
+    assert rel_err(td.stored_kv_matmul(k, v, "fp16x3", **SMALL), k.double() @ v) < TOL["tf32x3"]
+
+
 def test_stored_kv_matmul_defaults_layout_and_errors():
     k = rand(1, 300, 300, seed=72).float()
     v = rand(1, 300, 4, seed=73)
