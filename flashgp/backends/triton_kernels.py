@@ -304,18 +304,20 @@ def _launch_kv(v, n1, config, precision, inputs):
     bsz, n2, t = v.shape
     if n1 == 0 or n2 == 0 or t == 0:
         return torch.zeros(bsz, n1, t, device=v.device, dtype=torch.float32)
-    modes = (geometry, product, operand)
-    if product == "fp16x3" and t > 1:  # (one column is summed elementwise, in float32)
-        v, unscale = _fp16_ranged(v)
-        return _launch_kv_columns(v, n1, config, modes, inputs) * unscale
-    return _launch_kv_columns(v, n1, config, modes, inputs)
+    v, unscale = _fp16_ranged(v, product)
+    out = _launch_kv_columns(v, n1, config, (geometry, product, operand), inputs)
+    return out if unscale is None else out * unscale
 
 
-def _fp16_ranged(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(v scaled per column by a power of two so that its largest magnitude lies in [2^13, 2^14),
-    the factor (B, 1, t) that undoes it). The fp16x3 product splits v into float16 parts; in
-    this range they keep float32's relative accuracy down to 2^-27 of the column's largest
-    entry. Powers of two make both scalings exact; all-zero columns are left as they are."""
+def _fp16_ranged(v: torch.Tensor, product: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """For the "fp16x3" product of more than one column: (v scaled per column by a power of two
+    so that its largest magnitude lies in [2^13, 2^14), the factor (B, 1, t) that undoes it on
+    the result). The product splits v into float16 parts; in this range they keep float32's
+    relative accuracy down to 2^-27 of the column's largest entry. Powers of two make both
+    scalings exact; all-zero columns are left as they are. Otherwise (v, None): other products,
+    and one column, which is summed elementwise in float32, take v as it is."""
+    if product != "fp16x3" or v.shape[-1] == 1:
+        return v, None
     colmax = v.abs().amax(-2, keepdim=True)
     _, exponent = torch.frexp(colmax)            # colmax < 2^exponent
     exponent = torch.where(colmax > 0, exponent, 14)

@@ -242,9 +242,7 @@ def sym_kv_matmul(z: torch.Tensor, v: torch.Tensor, profile: str, alpha: torch.T
     out = torch.zeros(bsz, n, t, device=z.device, dtype=torch.float32)
     if n == 0 or t == 0:
         return out
-    unscale = None
-    if product == "fp16x3" and t > 1:
-        v, unscale = _fp16_ranged(v)
+    v, unscale = _fp16_ranged(v, product)
     grid = _grid(n, bsz, block_m, block_n, chunk)
     for c in range(0, t, KV_MAX_T):
         vc, oc = v[..., c:c + KV_MAX_T].contiguous(), out[..., c:c + KV_MAX_T]

@@ -46,8 +46,8 @@ class KernelOperator(Operator):
             choice is ``self.backend``.
         block_rows: rows per block for the blocked backend (default from a tile budget).
         precision: arithmetic of the fused kernels, "fp16x3" (default), "tf32x3", "fp32",
-            "tf32" or "bf16" (see ``flashgp.backends.triton_kernels.PRECISIONS``); they compute in float32
-            or below whatever the dtype of x. The dense backend's Triton product of a stored
+            "tf32" or "bf16" (see ``flashgp.backends.triton_kernels.PRECISIONS``); they compute
+            in float32 or below whatever the dtype of x. The dense backend's Triton product of a stored
             float32 K keeps float32 accuracy in every mode (3xTF32; IEEE float32 for "fp32").
 
     The dense backend keeps the matrix and, when gradients are needed, its autograd graph
