@@ -297,7 +297,7 @@ def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
 def _launch_kv(v, n1, config, precision, inputs):
     """out (B, n1, t) = K @ v by ``_kv_matmul_kernel``, KV_MAX_T columns per launch, with K
     computed from ``inputs`` = (prepared z1, z2, their squared norms, alpha, profile); v as
-    given (``_operand`` casts it for ``precision``)."""
+    given (``_operand`` casts it for ``precision``, ``_fp16_ranged`` scales it for fp16x3)."""
     block_m, block_n, num_warps, num_stages = config
     geometry, product, operand = PRECISIONS[precision]
     v = _operand(v, operand)
@@ -305,7 +305,21 @@ def _launch_kv(v, n1, config, precision, inputs):
     if n1 == 0 or n2 == 0 or t == 0:
         return torch.zeros(bsz, n1, t, device=v.device, dtype=torch.float32)
     v, unscale = _fp16_ranged(v, product)
-    out = _launch_kv_columns(v, n1, config, (geometry, product, operand), inputs)
+    z1, z2, n1sq, n2sq, alpha, profile = inputs
+    d = z1.shape[-1]
+    grid = (triton.cdiv(n1, block_m), bsz)
+    outs = []
+    for c in range(0, t, KV_MAX_T):
+        vc = v[..., c:c + KV_MAX_T].contiguous()
+        oc = torch.empty(bsz, n1, vc.shape[2], device=v.device, dtype=torch.float32)
+        outs.append(oc)
+        _kv_matmul_kernel[grid](
+            z1, z2, n1sq, n2sq, vc, oc, alpha, n1, n2, d, vc.shape[2], *z1.stride(), *z2.stride(),
+            n1sq.stride(0), n2sq.stride(0), *vc.stride(), *oc.stride(), alpha.stride(0),
+            PROFILE=PROFILES[profile], GEOMETRY=geometry, PRODUCT=product, OPERAND=operand,
+            D_DIRECT=_direct(d), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=_padded(d),
+            BLOCK_T=_padded_t(vc.shape[2]), num_warps=num_warps, num_stages=num_stages)
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, -1)
     return out if unscale is None else out * unscale
 
 
@@ -322,28 +336,6 @@ def _fp16_ranged(v: torch.Tensor, product: str) -> tuple[torch.Tensor, torch.Ten
     _, exponent = torch.frexp(colmax)            # colmax < 2^exponent
     exponent = torch.where(colmax > 0, exponent, 14)
     return torch.ldexp(v, 14 - exponent), torch.ldexp(torch.ones_like(colmax), exponent - 14)
-
-
-def _launch_kv_columns(v, n1, config, modes, inputs):
-    """``_launch_kv``'s launches on v as the kernel reads it; modes = PRECISIONS[precision]."""
-    block_m, block_n, num_warps, num_stages = config
-    geometry, product, operand = modes
-    bsz, n2, t = v.shape
-    z1, z2, n1sq, n2sq, alpha, profile = inputs
-    d = z1.shape[-1]
-    grid = (triton.cdiv(n1, block_m), bsz)
-    outs = []
-    for c in range(0, t, KV_MAX_T):
-        vc = v[..., c:c + KV_MAX_T].contiguous()
-        oc = torch.empty(bsz, n1, vc.shape[2], device=v.device, dtype=torch.float32)
-        outs.append(oc)
-        _kv_matmul_kernel[grid](
-            z1, z2, n1sq, n2sq, vc, oc, alpha, n1, n2, d, vc.shape[2], *z1.stride(), *z2.stride(),
-            n1sq.stride(0), n2sq.stride(0), *vc.stride(), *oc.stride(), alpha.stride(0),
-            PROFILE=PROFILES[profile], GEOMETRY=geometry, PRODUCT=product, OPERAND=operand,
-            D_DIRECT=_direct(d), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=_padded(d),
-            BLOCK_T=_padded_t(vc.shape[2]), num_warps=num_warps, num_stages=num_stages)
-    return outs[0] if len(outs) == 1 else torch.cat(outs, -1)
 
 
 def row_grad(z1: torch.Tensor, z2: torch.Tensor, u: torch.Tensor, v: torch.Tensor, profile: str,
