@@ -55,7 +55,13 @@ def _columns(Z, idx, ok, s_n, s_d, D: tl.constexpr):
 def _sq_dist_cols(a_cols, Z2, cols, col_ok, s_z2n, s_z2d, D: tl.constexpr):
     """r2 (M, N) = sum over the D input columns of (a_k - b_k)^2, elementwise in float32, from the
     row columns ``a_cols`` (a tuple from ``_columns``) and the coordinates of ``cols`` of Z2."""
-    b_cols = _columns(Z2, cols, col_ok, s_z2n, s_z2d, D)
+    return _sq_dist_tuples(a_cols, _columns(Z2, cols, col_ok, s_z2n, s_z2d, D), D)
+
+
+@triton.jit
+def _sq_dist_tuples(a_cols, b_cols, D: tl.constexpr):
+    """r2 (M, N) = sum over the first D coordinates of (a_k - b_k)^2, elementwise in float32,
+    from tuples of coordinate vectors a_cols (M,) and b_cols (N,)."""
     diff = a_cols[0][:, None] - b_cols[0][None, :]
     r2 = diff * diff
     for k in tl.static_range(1, D):
@@ -257,6 +263,16 @@ def _fp16_split(x):
 
 
 @triton.jit
+def _dot_fp16_parts(x, y_hi, y_lo, acc):
+    """acc + x @ y in the "fp16x3" way (see ``_dot``), y given as its float16 parts (y_hi, y_lo):
+    x_lo y_hi + x_hi y_lo + x_hi y_hi in three float16 tensor-core products with float32 sums."""
+    x_hi, x_lo = _fp16_split(x)
+    tile = tl.dot(x_lo, y_hi, tl.zeros(acc.shape, tl.float32), out_dtype=tl.float32)
+    tile = tl.dot(x_hi, y_lo, tile, out_dtype=tl.float32)
+    return acc + tl.dot(x_hi, y_hi, tile, out_dtype=tl.float32)
+
+
+@triton.jit
 def _dot(x, y, acc, PRECISION: tl.constexpr):
     """acc + x @ y for float32 x, y, with tl.dot's input precision ("ieee", "tf32") or "tf32x3":
     x_hi y_hi + x_hi y_lo + x_lo y_hi in three tf32 tensor-core products (the dropped x_lo y_lo
@@ -266,11 +282,8 @@ def _dot(x, y, acc, PRECISION: tl.constexpr):
     of what the operand splitting gains, so each tile's sum is taken out once. Triton's own tf32x3 does that
     too but waits after each of its products and adds a NaN check per tile."""
     if PRECISION == "fp16x3":
-        x_hi, x_lo = _fp16_split(x)
         y_hi, y_lo = _fp16_split(y)
-        tile = tl.dot(x_lo, y_hi, tl.zeros(acc.shape, tl.float32), out_dtype=tl.float32)
-        tile = tl.dot(x_hi, y_lo, tile, out_dtype=tl.float32)
-        out = acc + tl.dot(x_hi, y_hi, tile, out_dtype=tl.float32)
+        out = _dot_fp16_parts(x, y_hi, y_lo, acc)
     elif PRECISION == "tf32x3":
         x_hi, x_lo = _tf32_split(x)
         y_hi, y_lo = _tf32_split(y)

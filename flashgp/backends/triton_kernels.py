@@ -25,6 +25,7 @@ import triton.language as tl
 from .triton_entry import (INTERPRETED, PRESCALE, PROFILES, _RQ, _add_rows,  # noqa: F401
                            _dot, _fp16_split, _product, _profile, _row_side, _sq_dist,
                            _sq_dist_cols, _tf32_split, _tile_terms)
+from .triton_records import records_kv
 
 # ----- named parameters: block sizes and precision -------------------------------------------
 # Launch configurations (BLOCK_M rows of z1 per program, BLOCK_N columns of z2 per step of the
@@ -295,7 +296,8 @@ def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
 
 
 def _launch_kv(v, n1, config, precision, inputs):
-    """out (B, n1, t) = K @ v by ``_kv_matmul_kernel``, KV_MAX_T columns per launch, with K
+    """out (B, n1, t) = K @ v by ``_kv_matmul_kernel`` (one column, or d > DIRECT_MAX_D) or
+    ``triton_records.records_kv`` (the rest), KV_MAX_T columns per launch, with K
     computed from ``inputs`` = (prepared z1, z2, their squared norms, alpha, profile); v as
     given (``_operand`` casts it for ``precision``, ``_fp16_ranged`` scales it for fp16x3)."""
     block_m, block_n, num_warps, num_stages = config
@@ -310,6 +312,11 @@ def _launch_kv(v, n1, config, precision, inputs):
     grid = (triton.cdiv(n1, block_m), bsz)
     outs = []
     for c in range(0, t, KV_MAX_T):
+        if _direct(d) and t > 1:  # point records, no masks (triton_records)
+            vc = v[..., c:c + KV_MAX_T]
+            outs.append(records_kv(z1, z2, vc, alpha, PROFILES[profile], (product, operand), config,
+                                   _padded(vc.shape[2])))
+            continue
         vc = v[..., c:c + KV_MAX_T].contiguous()
         oc = torch.empty(bsz, n1, vc.shape[2], device=v.device, dtype=torch.float32)
         outs.append(oc)

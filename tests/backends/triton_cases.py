@@ -99,6 +99,19 @@ def test_kv_matmul_over_many_column_tiles_stays_float32_accurate(precision):
     assert rel_err(out, k @ v) < 1e-5
 
 
+@pytest.mark.parametrize("d", [1, 4, 6, tk.DIRECT_MAX_D])
+@pytest.mark.parametrize("precision", ["fp32", "tf32x3", "fp16x3", "bf16"])
+def test_kv_matmul_point_records_of_each_width(d, precision):
+    """Inputs of 1 to DIRECT_MAX_D columns (records of 4 and of 8 floats), 65 columns of V (the
+    last launch takes one), 70 columns of K padded to three tiles of 32."""
+    z1, z2, r2 = scaled_points(1, 37, 70, d, seed=21)
+    v = rand(1, 70, 65, seed=22)
+    out = tk.kv_matmul(z1 * 0.5, z2 * 0.5, v, "matern32", precision=precision, **SMALL)
+    k = reference_terms("matern32", r2 * 0.25, None)[0]
+    assert out.shape == (1, 37, 65)
+    assert rel_err(out, k @ v) < TOL[precision]
+
+
 @pytest.mark.parametrize("n2", [70, 3000])
 def test_fp16x3_keeps_each_column_float32_accurate(n2):
     """fp16x3 ranges V per column into float16's span: columns 1e-30 to 1e30 apart, a zero
