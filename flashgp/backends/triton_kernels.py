@@ -25,7 +25,7 @@ import triton.language as tl
 from .triton_entry import (INTERPRETED, PRESCALE, PROFILES, _RQ, _add_rows,  # noqa: F401
                            _dot, _fp16_split, _product, _profile, _row_side, _sq_dist,
                            _sq_dist_cols, _tf32_split, _tile_terms)
-from .triton_records import records_kv
+from .triton_records import fp16x3_config, records_kv
 
 # ----- named parameters: block sizes and precision -------------------------------------------
 # Launch configurations (BLOCK_M rows of z1 per program, BLOCK_N columns of z2 per step of the
@@ -44,7 +44,7 @@ KV_CONFIGS = {  # (geometry, product) -> config
     ("direct", "t1"): (64, 32, 4, 3),       # one column: elementwise sum, no dot
     ("direct", "fp32"): (64, 64, 4, 1),
     ("direct", "tf32x3"): (128, 32, 4, 1),
-    ("direct", "fp16x3"): (128, 32, 4, 1),
+    ("direct", "fp16x3"): (128, 32, 4, 1),   # kv_matmul with t > 1: triton_records.FP16X3_CONFIGS
     ("direct", "tensor"): (128, 64, 4, 3),   # tf32, bf16
     ("dot", "narrow"): (128, 32, 4, 1),      # padded D <= 32
     ("dot", "wide"): (64, 32, 8, 2),
@@ -282,11 +282,16 @@ def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
     """K(z1, z2) @ v for the unit-scale ``profile``.
 
     z1 (B, n1, D), z2 (B, n2, D), v (B, n2, t), alpha (B,) for "rq". Returns (B, n1, t) float32.
-    Launch settings default to KV_CONFIGS (see ``_config``); t > KV_MAX_T runs as several launches of
-    KV_MAX_T columns.
+    Launch settings default to KV_CONFIGS (see ``_config``), for fp16x3 at d <= DIRECT_MAX_D and
+    t > 1 to ``triton_records.fp16x3_config``; t > KV_MAX_T runs as several launches of KV_MAX_T
+    columns.
     """
-    block_m, block_n, num_warps, num_stages = _config(
-        "matmul", z1.shape[-1], v.shape[-1], precision, (block_m, block_n, num_warps, num_stages))
+    given = (block_m, block_n, num_warps, num_stages)
+    if precision == "fp16x3" and _direct(z1.shape[-1]) and v.shape[-1] > 1 and profile in PROFILES:
+        block_m, block_n, num_warps, num_stages = (
+            g if g is not None else dflt for g, dflt in zip(given, fp16x3_config(profile)))
+    else:
+        block_m, block_n, num_warps, num_stages = _config("matmul", z1.shape[-1], v.shape[-1], precision, given)
     _check(z1, z2, profile, alpha, precision, block_m, block_n, num_warps)
     if v.dim() != 3 or v.shape[:2] != z2.shape[:2]:
         raise ValueError(f"v: expected (B, n2, t) = ({z2.shape[0]}, {z2.shape[1]}, t), got {tuple(v.shape)}")

@@ -112,6 +112,16 @@ def test_kv_matmul_point_records_of_each_width(d, precision):
     assert rel_err(out, k @ v) < TOL[precision]
 
 
+@pytest.mark.parametrize("profile", ["rbf", "matern52"])
+def test_kv_matmul_fp16x3_default_launch_settings(profile):
+    """The per-profile defaults of the record product (triton_records.FP16X3_CONFIGS), with
+    partial row blocks and column tiles at n1 = 150, n2 = 170."""
+    z1, z2, r2 = scaled_points(1, 150, 170, 3, seed=23)
+    v = rand(1, 170, 11, seed=24)
+    out = tk.kv_matmul(z1, z2, v, profile, precision="fp16x3")
+    assert rel_err(out, reference_terms(profile, r2, None)[0] @ v) < TOL["fp16x3"]
+
+
 @pytest.mark.parametrize("n2", [70, 3000])
 def test_fp16x3_keeps_each_column_float32_accurate(n2):
     """fp16x3 ranges V per column into float16's span: columns 1e-30 to 1e30 apart, a zero
