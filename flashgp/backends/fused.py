@@ -4,9 +4,9 @@
 
 Triton itself is imported lazily (``triton_kernels``) so that ``import flashgp`` never needs it,
 and so that TRITON_INTERPRET=1 (CPU testing) can be set by a caller before the first fused call.
-Kernel entries are computed in float32 whatever the input dtype (``precision`` picks tf32x3, the
-default, fp32, tf32 or bf16 arithmetic, see ``triton_kernels.PRECISIONS``); results come back in
-the input dtype.
+Kernel entries are computed in float32 whatever the input dtype (``precision`` picks fp16x3, the
+default, tf32x3, fp32, tf32 or bf16 arithmetic, see ``triton_kernels.PRECISIONS``); results come
+back in the input dtype.
 """
 from __future__ import annotations
 
