@@ -291,7 +291,8 @@ def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
         block_m, block_n, num_warps, num_stages = (
             g if g is not None else dflt for g, dflt in zip(given, fp16x3_config(profile)))
     else:
-        block_m, block_n, num_warps, num_stages = _config("matmul", z1.shape[-1], v.shape[-1], precision, given)
+        block_m, block_n, num_warps, num_stages = _config("matmul", z1.shape[-1], v.shape[-1],
+                                                          precision, given)
     _check(z1, z2, profile, alpha, precision, block_m, block_n, num_warps)
     if v.dim() != 3 or v.shape[:2] != z2.shape[:2]:
         raise ValueError(f"v: expected (B, n2, t) = ({z2.shape[0]}, {z2.shape[1]}, t), got {tuple(v.shape)}")
