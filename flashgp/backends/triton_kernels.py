@@ -315,14 +315,13 @@ def _launch_kv(v, n1, config, precision, inputs):
     v, unscale = _fp16_ranged(v, product)
     z1, z2, n1sq, n2sq, alpha, profile = inputs
     d = z1.shape[-1]
+    if _direct(d) and t > 1:  # point records, no masks (triton_records)
+        out = records_kv(z1, z2, v, alpha, PROFILES[profile], (product, operand), config,
+                         KV_MAX_T, _padded)
+        return out if unscale is None else out * unscale
     grid = (triton.cdiv(n1, block_m), bsz)
     outs = []
     for c in range(0, t, KV_MAX_T):
-        if _direct(d) and t > 1:  # point records, no masks (triton_records)
-            vc = v[..., c:c + KV_MAX_T]
-            outs.append(records_kv(z1, z2, vc, alpha, PROFILES[profile], (product, operand), config,
-                                   _padded(vc.shape[2])))
-            continue
         vc = v[..., c:c + KV_MAX_T].contiguous()
         oc = torch.empty(bsz, n1, vc.shape[2], device=v.device, dtype=torch.float32)
         outs.append(oc)

@@ -17,6 +17,8 @@ Matern 5/2 17.3 and 105 registers, against 21.1 and 127.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import triton
 import triton.language as tl
@@ -99,17 +101,11 @@ def record_size(d: int) -> int:
     return 4 if d <= 4 else 8
 
 
-def _records(z: torch.Tensor, rows: int) -> torch.Tensor:
-    """z (B, n, d) as (B, rows >= n, record_size(d)) float32 records, zero beyond."""
-    out = torch.zeros(z.shape[0], rows, record_size(z.shape[-1]), device=z.device, dtype=torch.float32)
-    out[:, :z.shape[1], :z.shape[2]] = z
-    return out
-
-
-def _padded_operand(v: torch.Tensor, rows: int, width: int) -> torch.Tensor:
-    """v (B, n, t) float32 zero-padded to (B, rows, width)."""
-    out = torch.zeros(v.shape[0], rows, width, device=v.device, dtype=torch.float32)
-    out[:, :v.shape[1], :v.shape[2]] = v
+def _zero_padded(x: torch.Tensor, rows: int, width: int) -> torch.Tensor:
+    """x (B, n, c) as float32 (B, rows >= n, width >= c), zero beyond: point records (width
+    ``record_size(d)``) and padded operands alike."""
+    out = torch.zeros(x.shape[0], rows, width, device=x.device, dtype=torch.float32)
+    out[:, :x.shape[1], :x.shape[2]] = x
     return out
 
 
@@ -121,23 +117,30 @@ def _fp16_parts(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def records_kv(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor,
-               profile: int, modes: tuple, config: tuple, block_t: int) -> torch.Tensor:
-    """(B, n1, t) = K @ v by ``_records_kv_kernel`` for at most block_t columns of v.
+               profile: int, modes: tuple, config: tuple, chunk: int,
+               block_t: Callable[[int], int]) -> torch.Tensor:
+    """(B, n1, t) = K @ v by ``_records_kv_kernel``, ``chunk`` columns of v per launch.
 
-    z1 (B, n1, d), z2 (B, n2, d) prescaled float32 points (d <= 8); v (B, n2, t) float32, ranged
-    for "fp16x3"; alpha (B,); profile: the PROFILES code; modes (product, operand) as in
-    ``triton_kernels.PRECISIONS``; config (block_m, block_n, num_warps, num_stages).
+    z1 (B, n1, d), z2 (B, n2, d) prescaled float32 points (d <= 8), put into records once for
+    all launches; v (B, n2, t) float32, ranged for "fp16x3"; alpha (B,); profile: the PROFILES
+    code; modes (product, operand) as in ``triton_kernels.PRECISIONS``; config (block_m,
+    block_n, num_warps, num_stages); block_t(w): the BLOCK_T of a launch of w columns.
     """
     product, operand = modes
     block_m, block_n, num_warps, num_stages = config
     (bsz, n1, d), (n2, t) = z1.shape, v.shape[1:]
     rows2 = triton.cdiv(n2, block_n) * block_n
-    r1, r2 = _records(z1, n1), _records(z2, rows2)
-    v = _padded_operand(v, rows2, block_t)
-    v, vl = _fp16_parts(v) if product == "fp16x3" else (v, v)
-    out = torch.empty(bsz, n1, block_t, device=v.device, dtype=torch.float32)
-    _records_kv_kernel[(triton.cdiv(n1, block_m), bsz)](
-        r1, r2, v, vl, out, alpha, n1, rows2, r1.stride(0), r2.stride(0), v.stride(0), out.stride(0),
-        alpha.stride(0), PROFILE=profile, PRODUCT=product, OPERAND=operand, D=d, RECORD=r1.shape[2],
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_T=block_t, num_warps=num_warps, num_stages=num_stages)
-    return out[..., :t]
+    r1, r2 = _zero_padded(z1, n1, record_size(d)), _zero_padded(z2, rows2, record_size(d))
+    outs = []
+    for c in range(0, t, chunk):
+        width = min(chunk, t - c)
+        vc = _zero_padded(v[..., c:c + chunk], rows2, block_t(width))
+        vc, vl = _fp16_parts(vc) if product == "fp16x3" else (vc, vc)
+        out = torch.empty(bsz, n1, vc.shape[2], device=v.device, dtype=torch.float32)
+        _records_kv_kernel[(triton.cdiv(n1, block_m), bsz)](
+            r1, r2, vc, vl, out, alpha, n1, rows2, r1.stride(0), r2.stride(0), vc.stride(0),
+            out.stride(0), alpha.stride(0), PROFILE=profile, PRODUCT=product, OPERAND=operand, D=d,
+            RECORD=r1.shape[2], BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_T=vc.shape[2],
+            num_warps=num_warps, num_stages=num_stages)
+        outs.append(out[..., :width])
+    return outs[0] if len(outs) == 1 else torch.cat(outs, -1)
