@@ -5,6 +5,7 @@
     python benchmarks/precond_rank.py --n 20000 --ranks 100 200 400
     python benchmarks/precond_rank.py --n 20000 --ranks 100 --grow-to 400   # max_rank at work
     python benchmarks/precond_rank.py --n 8000 --ranks 100 400 --lanczos-iters 10 20 --reference
+    python benchmarks/precond_rank.py --n 8000 --ranks 100 400 --blocks 0 128 --reference
 
 The data are those of examples/large_gpu_fit.py: uniform on [0, 1]^d, a sum of sines plus noise.
 The kernel is Scale(Matern 5/2, ARD), with the hyperparameters given. The conditioning of
@@ -120,6 +121,8 @@ def main(argv=None) -> None:
                         help="CG's minimum iterations for the log det (CG(lanczos_iters=...))")
     parser.add_argument("--tols", type=float, nargs="+", default=[1.0],
                         help="CG stopping tolerances of training (--reference; default 1.0)")
+    parser.add_argument("--blocks", type=int, nargs="+", default=[0],
+                        help="preconditioner block sizes (PivotedCholesky(block_size=...); 0: none)")
     parser.add_argument("--reference", action="store_true",
                         help="compare the mll and its gradient with a float64 Cholesky's")
     parser.add_argument("--repeats", type=int, default=4, help="probe draws per setting (--reference)")
@@ -145,11 +148,12 @@ def main(argv=None) -> None:
         print(f"  Cholesky: mll {exact[0]:.6f}, gradient {[round(g, 4) for g in exact[1].tolist()]} "
               f"({time.perf_counter() - start:.1f} s)", flush=True)
         for rank in args.ranks:
-            print(f"  rank {rank}:")
-            for iters in args.lanczos_iters:
-                for tol in args.tols:
-                    compare(x, y, lambda: fg.PivotedCholesky(rank), settings, iters, tol, args.repeats,
-                            exact)
+            for block in args.blocks:
+                print(f"  rank {rank}, blocks of {block}:")
+                for iters in args.lanczos_iters:
+                    for tol in args.tols:
+                        compare(x, y, lambda: fg.PivotedCholesky(rank, block_size=block), settings,
+                                iters, tol, args.repeats, exact)
         return
     if args.grow_to is not None:
         precond = fg.PivotedCholesky(args.ranks[0], max_rank=args.grow_to)
@@ -162,9 +166,11 @@ def main(argv=None) -> None:
             rank = d["precond_rank"]
         return
     for rank in args.ranks:
-        for iters in args.lanczos_iters:
-            report(timed_mll(stand_in(x, y, fg.PivotedCholesky(rank), *settings, lanczos_iters=iters)),
-                   f"rank {rank}, lanczos_iters {iters}")
+        for block in args.blocks:
+            for iters in args.lanczos_iters:
+                precond = fg.PivotedCholesky(rank, block_size=block)
+                report(timed_mll(stand_in(x, y, precond, *settings, lanczos_iters=iters)),
+                       f"rank {rank}, blocks of {block}, lanczos_iters {iters}")
 
 
 if __name__ == "__main__":

@@ -76,6 +76,9 @@ def main(argv=None) -> None:
     parser.add_argument("--eval-precond-rank", type=int, default=None,
                         help="preconditioner rank of the prediction solve (fg.PivotedCholesky("
                              "eval_rank=...); default: the training's rank)")
+    parser.add_argument("--precond-blocks", type=int, default=0,
+                        help="add the preconditioner's diagonal blocks of this many near points "
+                             "(fg.PivotedCholesky(block_size=...); default 0: none)")
     parser.add_argument("--eval-tol", type=float, default=1e-3,
                         help="relative residual of the prediction solves (default 1e-3)")
     parser.add_argument("--root-rank", type=int, default=200,
@@ -113,7 +116,7 @@ def main(argv=None) -> None:
 
     kernel = fg.kernels.Scale(fg.kernels.Matern(nu=2.5, ard_dims=args.d, lengthscale=0.3))
     precond = fg.PivotedCholesky(args.precond_rank, max_rank=args.max_precond_rank,
-                                 eval_rank=args.eval_precond_rank)
+                                 eval_rank=args.eval_precond_rank, block_size=args.precond_blocks)
     solver = fg.CG(tol=1.0, precond=precond, backend=args.backend,
                    exact_var_max=args.test if args.exact_var else 0, precision=args.precision,
                    root_rank=args.root_rank, eval_tol=args.eval_tol,

@@ -64,7 +64,7 @@ KERNELS: dict[str, KernelEntry] = {
 
 SOLVERS = {cls.__name__: cls for cls in (Cholesky, CG, Auto, PivotedCholesky)}
 # solver fields added after files were first written: files without them get the defaults
-LATER_SOLVER_FIELDS = {"PivotedCholesky": {"refresh_every", "max_rank", "eval_rank"},
+LATER_SOLVER_FIELDS = {"PivotedCholesky": {"refresh_every", "max_rank", "eval_rank", "block_size"},
                        "CG": {"memory_budget", "reorthogonalize", "local_neighbors"}}
 
 

@@ -59,12 +59,21 @@ class PivotedCholesky:
             hyperparameters of the n = 1M fit on an H200 it took 868 CG iterations and 351 s at
             rank 400, 198 iterations and 98 s at rank 1600, at the cost of an n x 1600 float32
             factor (benchmarks/results/session9/README.md).
+        block_size: 0 (default) for P = L L^T + noise. b > 0 adds the part of K_hat that L
+            misses at short range: P = L L^T + blockdiag(K_hat - L L^T) over blocks of b
+            points that lie near each other (a k-d ordering of the lengthscale-scaled inputs,
+            ``linalg.spatial``). Each block is factored exactly (float64), so solves, log det
+            and probe samples stay exact for P, and P is SPD for any L. Memory: n x b numbers
+            more, as much as b more columns of L; build cost: n b kernel entries and n b k
+            multiply-adds. It helps where the noise is small against the kernel's local
+            variation (many points per lengthscale), which a low rank cannot capture.
     """
 
     rank: int = 100
     refresh_every: int = 10
     max_rank: int | None = None
     eval_rank: int | None = None
+    block_size: int = 0
 
     def __post_init__(self):
         _check_positive(self, "rank", integer=True, allow_zero=True)
@@ -76,6 +85,7 @@ class PivotedCholesky:
                                  f"got {self.max_rank}")
         if self.eval_rank is not None:
             _check_positive(self, "eval_rank", integer=True, allow_zero=True)
+        _check_positive(self, "block_size", integer=True, allow_zero=True)
 
 
 @dataclass(frozen=True)

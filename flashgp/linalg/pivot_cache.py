@@ -6,7 +6,6 @@ import torch
 from torch import Tensor
 
 from ..operators.base import Operator
-from ..operators.low_rank import LowRankPlusDiag
 from .preconditioners import nystrom_factor, pivoted_cholesky_preconditioner, pivoted_cholesky_with_pivots
 
 # the pivots have gone stale once a step needs more CG iterations than this many times (plus
@@ -71,8 +70,9 @@ class PivotCache:
             return config.rank
         return min(max(self.grown_rank, config.rank), config.max_rank)
 
-    def preconditioner(self, kernel_op: Operator, noise: Tensor, config) -> LowRankPlusDiag:
-        """P = L L^T + diag(noise) for ``kernel_op`` (*batch, n, n), noise (*batch, n).
+    def preconditioner(self, kernel_op: Operator, noise: Tensor, config):
+        """P = L L^T + diag(noise) for ``kernel_op`` (*batch, n, n), noise (*batch, n), or L L^T
+        plus diagonal blocks when ``config.block_size`` > 0 (``pivoted_cholesky_preconditioner``).
 
         config: a ``flashgp.PivotedCholesky``. L is rebuilt from the cached pivots while fewer
         than ``config.refresh_every`` builds used them, they are not stale and the operator's
@@ -84,7 +84,7 @@ class PivotCache:
             self.remaining_error = None
             if config.rank == 0:
                 self.source = None
-                return pivoted_cholesky_preconditioner(kernel_op, noise, 0)
+                return pivoted_cholesky_preconditioner(kernel_op, noise, 0, config.block_size)
             rank = self.rank(config)
             key = self._key(kernel_op, rank)
             factor = None
@@ -102,7 +102,7 @@ class PivotCache:
                 full = bool((counts == pivots.shape[-1]).all())
                 self.pivots, self.counts = pivots, None if full else counts
                 self.key, self.builds, self.source = key, 1, "greedy"
-            return LowRankPlusDiag(factor, noise)
+            return pivoted_cholesky_preconditioner(kernel_op, noise, rank, config.block_size, factor)
 
     def record_iterations(self, iterations: int, floor: int = 0, max_rank: int | None = None) -> None:
         """Note the CG iterations of the solve with the last-built preconditioner. ``floor``: the

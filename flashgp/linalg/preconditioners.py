@@ -7,6 +7,7 @@ from torch import Tensor
 
 from ..operators.base import Operator
 from ..operators.low_rank import LowRankPlusDiag
+from .block_preconditioner import block_preconditioner
 
 
 LIVE_CHECK_EVERY = 8  # pivoted Cholesky steps between host checks for early termination
@@ -192,20 +193,28 @@ def _whitened_columns(rows: Tensor, chol: Tensor, dtype: torch.dtype) -> Tensor 
     return out if bool(finite) else None
 
 
-def pivoted_cholesky_preconditioner(kernel_op: Operator, noise: Tensor, rank: int) -> LowRankPlusDiag:
-    """P = L L^T + diag(noise) with L the rank-``rank`` pivoted Cholesky of ``kernel_op``.
+def pivoted_cholesky_preconditioner(kernel_op: Operator, noise: Tensor, rank: int,
+                                    block_size: int = 0, factor: Tensor | None = None):
+    """P = L L^T + diag(noise) with L the rank-``rank`` pivoted Cholesky of ``kernel_op``, or,
+    with ``block_size`` > 0, P = L L^T + blockdiag(K + diag(noise) - L L^T) over spatial blocks
+    of that many points (``block_preconditioner``; kernel_op must be a KernelOperator).
 
     kernel_op: (*batch, n, n) PSD Operator; noise: (*batch, n) positive (broadcastable);
-    rank is capped at n, and 0 gives the diagonal preconditioner diag(noise).
-    Returns a LowRankPlusDiag of shape (*batch, n, n) (use ``.solve`` as mbcg's precond).
+    rank is capped at n, and 0 gives the diagonal preconditioner diag(noise) (block Jacobi with
+    blocks). ``factor``: a ready L (*batch, n, k) to use instead of a greedy run of ``rank``.
+    Returns a LowRankPlusDiag or LowRankPlusBlockDiag of shape (*batch, n, n) (``.solve`` is
+    mbcg's precond; ``.logdet()`` and ``.sample()`` serve the log-det estimate).
     """
     _check_rank(rank)
+    _check_rank(block_size)
     if not isinstance(noise, Tensor):
         raise TypeError(f"noise: expected a torch.Tensor, got {type(noise).__name__}")
     n = kernel_op.shape[-1]
     noise = noise.detach()
-    if rank == 0:
+    if factor is None and rank == 0:
         factor = torch.zeros(*kernel_op.batch_shape, n, 0, dtype=kernel_op.dtype, device=kernel_op.device)
-    else:
+    elif factor is None:
         factor = pivoted_cholesky(kernel_op, rank)
+    if block_size:
+        return block_preconditioner(kernel_op, noise, factor, block_size)
     return LowRankPlusDiag(factor, noise)

@@ -63,7 +63,8 @@ def cg_operator(kernel, x, noise, solver: CG, pivots: PivotCache | None = None,
         with torch.no_grad():
             if pivots is None:
                 rank = solver.precond.rank if rank is None else rank
-                precond = pivoted_cholesky_preconditioner(kernel_op, noise.detach(), rank)
+                precond = pivoted_cholesky_preconditioner(kernel_op, noise.detach(), rank,
+                                                          solver.precond.block_size)
             else:
                 precond = pivots.preconditioner(kernel_op, noise, solver.precond)
     return AddedDiag(kernel_op, noise), kernel_op, precond
@@ -105,6 +106,7 @@ def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=N
                        residual=info["residual"], mean_residual=info["mean_residual"],
                        converged=info["converged"], cg_breakdowns=info["breakdowns"],
                        precond_rank=0 if precond is None else precond.rank,
+                       precond_block_size=getattr(precond, "block_size", 0),
                        precond_pivots=None if precond is None else pivots.source,
                        precond_seconds=precond_seconds,
                        precond_remaining_error=remaining[0], precond_stop_threshold=remaining[1],

@@ -62,6 +62,7 @@ class PredictionCache:
                                     cg_iterations=info["iterations"], residual=info["residual"],
                                     converged=info["converged"], cg_breakdowns=info["breakdowns"],
                                     precond_rank=0 if self.precond is None else self.precond.rank,
+                                    precond_block_size=getattr(self.precond, "block_size", 0),
                                     precond_seconds=precond_seconds,
                                     mean_solve_seconds=seconds_since(start, self.train_x.device))
         self._root = None

@@ -191,8 +191,41 @@ class KernelOperator(Operator):
         out = out if outputscale is None else out * outputscale
         return out.expand(*self.batch_shape, *out.shape[-2:]) if index.dim() == 1 else out
 
+    @torch.no_grad()
+    def diagonal_blocks(self, index: torch.Tensor) -> torch.Tensor:
+        """Diagonal blocks K[I_j, I_j] of the symmetric K(x1, x1), in float64.
+
+        index: (*batch, m, b) long (a batch shape broadcastable to the operator's), the points
+        of m blocks of b. Returns (*batch, m, b, b) float64. Scale(stationary) kernels get their
+        squared distances in float64 from the scaled inputs; other kernels are evaluated in the
+        data's dtype on the gathered points and converted.
+        """
+        if self.x2 is not None and self.x2 is not self.x1:
+            raise ValueError("diagonal_blocks: only defined for the symmetric operator K(x1, x1)")
+        index = index.expand(*self.batch_shape, *index.shape[-2:])
+        m, b = index.shape[-2:]
+        flat = index.flatten(-2)  # (*batch, m b)
+        if self._parts is not None:
+            z = self._parts.scaled_inputs(self.x1.detach())
+            zb = _gather_rows(z, flat).double().unflatten(-2, (m, b))  # (*batch, m, b, D)
+            zb = zb - zb.mean(-2, keepdim=True)
+            norms = zb.pow(2).sum(-1)
+            r2 = (norms.unsqueeze(-1) + norms.unsqueeze(-2) - 2 * zb @ zb.transpose(-1, -2)).clamp_min_(0)
+            r2.diagonal(dim1=-2, dim2=-1).zero_()
+            out = self._parts.base.profile(r2)
+            o = self._parts.outputscale()
+            return out if o is None else out * o.detach().double().reshape(*o.shape, 1, 1, 1)
+        xb = _gather_rows(self.x1.detach(), flat).unflatten(-2, (m, b)).movedim(-3, 0)
+        return self.kernel(xb, xb).double().movedim(0, -3)
+
     def to_dense(self) -> torch.Tensor:
         return self._dense_matrix() if self.backend == "dense" else self.kernel(self.x1, self.x2)
+
+    def locality_inputs(self) -> torch.Tensor:
+        """The points whose nearness makes entries of K large, (*batch, n, D): the scaled inputs
+        of a Scale(stationary) kernel (lengthscales applied), else x1. For spatial blocks."""
+        x = self.x1.detach()
+        return x if self._parts is None else self._parts.scaled_inputs(x).detach()
 
     # ----- gradients ----------------------------------------------------------------
     def _inputs(self) -> list[torch.Tensor]:
