@@ -10,11 +10,12 @@ after 46 Adam steps of the n = 1M fit, and the noise variance scaled by n / targ
 largest eigenvalues of K over the noise stand where those of the 1M problem do. L is the greedy
 rank-k pivoted Cholesky factor of K (``flashgp.linalg.pivoted_cholesky``).
 
-Blocks: the points are put in a spatial order (recursive halving along the widest scaled
-coordinate, every run of b consecutive points a box of its own), and the preconditioner adds
+Blocks: the points are put in a spatial order (``flashgp.linalg.spatial.spatial_order``: every
+run of b consecutive points a box of its own), and the preconditioner adds
 the b x b diagonal blocks of K_hat - L L^T, the part of K that the low-rank factor misses at
 short range. P stays SPD (K_hat - L L^T is PSD). It costs n b numbers more than L: as many as
-b more columns of L. Here P is formed densely and factored once (a study, not a solver), and
+b more columns of L. Here P is formed densely and factored once (the dense form of
+``fg.PivotedCholesky(block_size=b)``, which came out of this study), and
 CG (``flashgp.linalg.mbcg``) runs on [y, 10 probes ~ N(0, P)] as in training. Reported: the
 iterations to the training tolerance (mean relative residual 1, no minimum), the relative
 residual of the y column there (``--min-iters 20``: after at least the 20 iterations of a
@@ -38,6 +39,7 @@ for path in (REPO, REPO / "examples"):
         sys.path.insert(0, str(path))
 
 from flashgp.linalg import mbcg, pivoted_cholesky  # noqa: E402
+from flashgp.linalg.spatial import spatial_order  # noqa: E402
 from flashgp.operators import Dense  # noqa: E402
 from large_gpu_fit import synthetic  # noqa: E402
 
@@ -47,27 +49,6 @@ def matern52(x: torch.Tensor, lengthscale: torch.Tensor, outputscale: float) -> 
     z = x / lengthscale
     s = math.sqrt(5.0) * torch.cdist(z, z)
     return outputscale * (1 + s + s * s / 3) * torch.exp(-s)
-
-
-def spatial_order(z: torch.Tensor, leaf: int) -> torch.Tensor:
-    """A permutation of the points z (n, d) in which every aligned run of ``leaf`` points is a
-    box of its own: segments are sorted along their widest coordinate and cut at a multiple of
-    ``leaf`` near their middle, until each holds at most ``leaf`` points."""
-    order = torch.arange(z.shape[0])
-    segments = [(0, z.shape[0])]
-    while any(e - s > leaf for s, e in segments):
-        nxt = []
-        for s, e in segments:
-            if e - s <= leaf:
-                nxt.append((s, e))
-                continue
-            pts = z[order[s:e]]
-            dim = int((pts.amax(0) - pts.amin(0)).argmax())
-            order[s:e] = order[s:e][torch.argsort(pts[:, dim], stable=True)]
-            cut = s + max(1, round((e - s) / (2 * leaf))) * leaf
-            nxt += [(s, cut), (cut, e)]
-        segments = nxt
-    return order
 
 
 def preconditioner(k_hat: torch.Tensor, factor: torch.Tensor, noise: float, block: int,

@@ -12,11 +12,12 @@ from .spatial import block_index
 # block entries built at a time (float64 temporaries: the kernel block, L_j L_j^T, the Cholesky
 # factor and its inverse, each this many doubles: 256 MB)
 BUILD_CHUNK_ENTRIES = 1 << 25
-# a block whose Cholesky fails (K_j - L_j L_j^T rounded below zero: L comes from float32 rows)
-# gets this much of the largest diagonal entry of K_j added, times 10 per retry, at most
-# BLOCK_RETRIES times
+# a block whose Cholesky fails (K_j - L_j L_j^T rounded below zero: L comes from float32 kernel
+# rows, which can be coarse far from the data's centre) gets this much of the largest diagonal
+# entry of K_j added, times 10 per retry, at most BLOCK_RETRIES times (up to 1e-3 of it); a block
+# that still fails keeps only its diagonal (never below the noise), which is SPD
 BLOCK_JITTER = 1e-7
-BLOCK_RETRIES = 8
+BLOCK_RETRIES = 5
 
 
 def _gather_rows(x: Tensor, index: Tensor) -> Tensor:
@@ -24,24 +25,36 @@ def _gather_rows(x: Tensor, index: Tensor) -> Tensor:
     return x.gather(-2, index.unsqueeze(-1).expand(*index.shape, x.shape[-1]))
 
 
-def _block_cholesky(blocks: Tensor, scale: Tensor, info: dict) -> Tensor:
-    """Lower Cholesky factors of the SPD float64 blocks (*, b, b); blocks that fail get jitter,
-    in units of ``scale`` (*,), the largest diagonal entry of their kernel blocks."""
+def _block_cholesky(blocks: Tensor, scale: Tensor, floor: Tensor, info: dict) -> Tensor:
+    """Lower Cholesky factors of the SPD float64 blocks (*, b, b).
+
+    Blocks that fail get jitter in units of ``scale`` (*,), the largest diagonal entry of their
+    kernel blocks; those that fail BLOCK_RETRIES times are replaced by their diagonal, at least
+    ``floor`` (*, b) (the noise). ``info`` counts jittered_blocks (max_jitter: the largest jitter
+    that sufficed or was tried) and diagonal_blocks (the replaced ones).
+    """
+    if not bool(torch.isfinite(blocks).all()):
+        raise ValueError("block preconditioner: the diagonal blocks of K_hat - L L^T hold non-finite "
+                         "values (non-finite inputs, hyperparameters or preconditioner factor?)")
     chol, failed = torch.linalg.cholesky_ex(blocks)
     jitter = BLOCK_JITTER * scale
     eye = torch.eye(blocks.shape[-1], dtype=blocks.dtype, device=blocks.device)
+    bad = failed != 0
+    if bool(bad.any()):
+        info["jittered_blocks"] = info.get("jittered_blocks", 0) + int(bad.sum())
     for _ in range(BLOCK_RETRIES):
-        bad = failed != 0
         if not bool(bad.any()):
             return chol
-        info["jittered_blocks"] = info.get("jittered_blocks", 0) + int(bad.sum())
         info["max_jitter"] = max(info.get("max_jitter", 0.0), float(jitter[bad].max()))
         retry, retry_failed = torch.linalg.cholesky_ex(blocks[bad] + jitter[bad][:, None, None] * eye)
         chol[bad], failed[bad] = retry, retry_failed
+        bad = failed != 0
         jitter = jitter * 10
-    raise torch.linalg.LinAlgError(
-        f"block preconditioner: {int((failed != 0).sum())} diagonal blocks of K_hat - L L^T are not "
-        f"positive definite even with jitter {float(jitter.max() / 10):.3g} (non-finite kernel values?)")
+    if bool(bad.any()):
+        info["diagonal_blocks"] = info.get("diagonal_blocks", 0) + int(bad.sum())
+        diag = torch.maximum(blocks[bad].diagonal(dim1=-2, dim2=-1), floor[bad])
+        chol[bad] = torch.diag_embed(diag.sqrt())
+    return chol
 
 
 @torch.no_grad()
@@ -54,7 +67,8 @@ def block_preconditioner(kernel_op: Operator, noise: Tensor, factor: Tensor, blo
     L L^T <= K (a pivoted-Cholesky factor; k may be 0: block Jacobi). K - L L^T is PSD, so each
     block is at least diag(noise) and P is SPD. The blocks are factored in float64; the whiteners
     and W L are stored in the factor's dtype (n (b + k) numbers, as many as b more columns of L).
-    ``info`` receives jittered_blocks and max_jitter if any block needed jitter.
+    ``info`` (also kept as the result's ``build_info``) receives jittered_blocks and max_jitter
+    if any block needed jitter, and diagonal_blocks if any kept only its diagonal.
     """
     if not hasattr(kernel_op, "diagonal_blocks") or not hasattr(kernel_op, "locality_inputs"):
         raise TypeError(f"kernel_op: the block preconditioner needs a KernelOperator, got "
@@ -87,7 +101,9 @@ def block_preconditioner(kernel_op: Operator, noise: Tensor, factor: Tensor, blo
         pair = ok.unsqueeze(-1) & ok.unsqueeze(-2)
         resid = torch.where(pair, resid, eye)  # padding: identity rows and columns
         resid = 0.5 * (resid + resid.transpose(-1, -2))
-        w = torch.linalg.solve_triangular(_block_cholesky(resid, scale, info), eye.expand_as(resid), upper=False)
+        w = torch.linalg.solve_triangular(_block_cholesky(resid, scale, torch.where(ok, diag, 1.0), info), eye.expand_as(resid), upper=False)
         whitener[..., blocks, :, :] = w
         whitened[..., start * b:(start + idx.shape[-2]) * b, :] = (w @ low).flatten(-3, -2)
-    return LowRankPlusBlockDiag(index, whitener, whitened, n)
+    out = LowRankPlusBlockDiag(index, whitener, whitened, n)
+    out.build_info = info
+    return out

@@ -107,11 +107,22 @@ def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=N
                        converged=info["converged"], cg_breakdowns=info["breakdowns"],
                        precond_rank=0 if precond is None else precond.rank,
                        precond_block_size=getattr(precond, "block_size", 0),
+                       precond_block_repairs=block_repairs(precond),
                        precond_pivots=None if precond is None else pivots.source,
                        precond_seconds=precond_seconds,
                        precond_remaining_error=remaining[0], precond_stop_threshold=remaining[1],
                        logdet_tail_change=info["logdet_tail_change"])
     return inv_quad, logdet
+
+
+def block_repairs(precond) -> dict | None:
+    """How many diagonal blocks of a block preconditioner needed jitter or kept only their
+    diagonal ({"jittered_blocks", "max_jitter", "diagonal_blocks"}; None: no blocks)."""
+    info = getattr(precond, "build_info", None)
+    if info is None:
+        return None
+    return {"jittered_blocks": info.get("jittered_blocks", 0), "max_jitter": info.get("max_jitter", 0.0),
+            "diagonal_blocks": info.get("diagonal_blocks", 0)}
 
 
 def marginal_log_likelihood(inv_quad, logdet, n: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ from ..linalg.lanczos import lanczos_root_with_half
 from ..linalg.inv_quad_logdet import cg_solve
 from ..operators import KernelOperator
 from ..solvers import Cholesky
-from .inference import cg_operator, cholesky_factor, seconds_since
+from .inference import block_repairs, cg_operator, cholesky_factor, seconds_since
 from .local_variance import local_variances
 
 LANCZOS_SEED = 0
@@ -63,6 +63,7 @@ class PredictionCache:
                                     converged=info["converged"], cg_breakdowns=info["breakdowns"],
                                     precond_rank=0 if self.precond is None else self.precond.rank,
                                     precond_block_size=getattr(self.precond, "block_size", 0),
+                                    precond_block_repairs=block_repairs(self.precond),
                                     precond_seconds=precond_seconds,
                                     mean_solve_seconds=seconds_since(start, self.train_x.device))
         self._root = None

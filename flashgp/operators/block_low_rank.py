@@ -43,6 +43,7 @@ class LowRankPlusBlockDiag(Operator):
             m * b, dtype=whitened_factor.dtype, device=whitened_factor.device))
         self.shape = torch.Size((*batch, n, n))
         self.dtype, self.device = whitened_factor.dtype, whitened_factor.device
+        self.build_info: dict = {}  # how the blocks were factored (see block_preconditioner)
 
     @property
     def rank(self) -> int:

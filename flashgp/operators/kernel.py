@@ -10,7 +10,7 @@ from ..backends.fused import (DEFAULT_PRECISION, PRECISIONS, fused_bilinear_grad
                              fused_matmul, fused_parts, fused_ready, stored_matmul, stored_ready)
 from ..backends.layout import padded_rows
 from ..backends.stationary import profile_block, stationary_bilinear_grad, stationary_parts
-from ..kernels.stationary import roundoff_resolution
+from ..kernels.stationary import LOW_PRECISION_RESOLUTION, roundoff_resolution
 from ..shapes import broadcast_shapes
 from .base import Operator
 from .dense import Dense
@@ -180,15 +180,21 @@ class KernelOperator(Operator):
             z1 = z2 if self.x2 is None else self._parts.scaled_inputs(self.x1.detach())
             shift = z2.mean(-2, keepdim=True)
             z1, z2 = z1 - shift, z2 - shift
+            b2 = z2.pow(2).sum(-1).unsqueeze(-2)
+            if self.dtype != torch.float64 and float(roundoff_resolution(
+                    self.dtype, b2.amax(-1, keepdim=True), b2).max()) > LOW_PRECISION_RESOLUTION:
+                # points many lengthscales from the centre (outliers): float32 rows would be off by
+                # up to a sixth of the outputscale (seen on protein), so evaluate them in float64
+                z1, z2 = z1.double(), z2.double()
+                b2 = z2.pow(2).sum(-1).unsqueeze(-2)
             o = self._parts.outputscale()
-            self._row_inputs = (z1, z2, z2.pow(2).sum(-1).unsqueeze(-2),
-                                None if o is None else o.detach().reshape(*o.shape, 1, 1))
+            self._row_inputs = (z1, z2, b2, None if o is None else o.detach().reshape(*o.shape, 1, 1))
         z1, z2, b2, outputscale = self._row_inputs
         a = _gather_rows(z1, index)
         a2 = a.pow(2).sum(-1, keepdim=True)
         r2 = torch.clamp_min(a2 + b2 - 2 * a @ z2.transpose(-1, -2), 0.0)
         out = self._parts.base.profile(r2.masked_fill_(r2 <= roundoff_resolution(r2.dtype, a2, b2), 0.0))
-        out = out if outputscale is None else out * outputscale
+        out = (out if outputscale is None else out * outputscale).to(self.dtype)
         return out.expand(*self.batch_shape, *out.shape[-2:]) if index.dim() == 1 else out
 
     @torch.no_grad()

@@ -137,11 +137,32 @@ def test_blocks_that_fail_cholesky_get_jitter():
     n = 80
     x = points(n, 2, seed=9)
     op = kernel_op(x)
-    factor = 1.001 * pivoted_cholesky(op, 10)  # L L^T > K along L: K - L L^T is indefinite
+    factor = 1.00001 * pivoted_cholesky(op, 10)  # L L^T > K along L: K - L L^T is indefinite
     info = {}
     p = block_preconditioner(op, torch.full((n,), 1e-6, dtype=F64), factor, 20, info=info)
-    assert info["jittered_blocks"] > 0 and info["max_jitter"] > 0
+    assert info["jittered_blocks"] > 0 and info["max_jitter"] > 0 and "diagonal_blocks" not in info
+    assert p.build_info is info
     assert float(torch.linalg.eigvalsh(p.to_dense()).min()) > 0
+
+
+def test_blocks_beyond_jitter_keep_their_diagonal():
+    """A factor far from K's (L L^T = 4 K along L): jitter up to 1e-3 of the kernel's scale does
+    not help, so those blocks keep only their diagonal; P stays SPD and exact for its solves."""
+    n = 80
+    x = points(n, 2, seed=9)
+    op = kernel_op(x)
+    factor = 2.0 * pivoted_cholesky(op, 10)
+    noise = torch.full((n,), 1e-3, dtype=F64)
+    info = {}
+    p = block_preconditioner(op, noise, factor, 20, info=info)
+    assert info["diagonal_blocks"] > 0
+    dense = p.to_dense()
+    assert float(torch.linalg.eigvalsh(dense).min()) > 0
+    rhs = torch.randn(n, 2, dtype=F64, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(dense @ p.solve(rhs), rhs, atol=1e-8)
+    assert torch.allclose(p.logdet(), torch.linalg.slogdet(dense)[1], rtol=1e-10)
+    with pytest.raises(ValueError, match="non-finite"):
+        block_preconditioner(op, noise, factor * float("nan"), 20)
 
 
 def test_block_preconditioner_needs_a_kernel_operator():
@@ -197,6 +218,7 @@ def test_exact_gp_with_blocks_matches_cholesky():
         values.append(float(value.detach()))
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
         assert m.diagnostics["precond_block_size"] == 100
+        assert m.diagnostics["precond_block_repairs"]["diagonal_blocks"] == 0
     assert abs(sum(values) / 4 - float(reference)) < 5e-3
     grad = torch.stack(grads).mean(0)
     assert float((grad - ref_grad).norm() / ref_grad.norm()) < 0.05

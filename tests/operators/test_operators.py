@@ -416,3 +416,18 @@ def test_cg_memory_budget_reaches_the_backend_choice():
                            solver=fg.CG(memory_budget=budget, probes=4))
         model.mll()
         assert model.diagnostics["backend"] == expected
+
+
+def test_float32_rows_stay_accurate_with_outlying_points():
+    """Inputs far from the rest (protein's standardized data reach 54): float32 rows by
+    |a|^2 + |b|^2 - 2 a.b lost ~0.13 of an outputscale of 0.75; they now switch to float64."""
+    g = torch.Generator().manual_seed(60)
+    x = torch.rand(400, 3, generator=g) * 4 - 2
+    x[:20] = torch.tensor([0.0, 0.0, 54.0]) + 0.1 * torch.rand(20, 3, generator=g)  # a far cluster
+    kernel = Scale(Matern(nu=2.5, lengthscale=0.1), outputscale=0.75)
+    op = KernelOperator(kernel, x, backend="blocked")
+    index = torch.tensor([0, 7, 123])
+    rows = op.rows(index)
+    assert rows.dtype == torch.float32
+    exact = kernel.double()(x[index].double(), x.double())
+    assert float((rows.double() - exact).abs().max()) < 1e-4
