@@ -225,3 +225,29 @@ def test_exact_gp_with_blocks_matches_cholesky():
     mean = m.posterior(x[:20]).mean
     assert torch.allclose(mean, exact.posterior(x[:20]).mean, atol=1e-5)
     assert m.diagnostics["precond_block_size"] == 100
+
+
+def test_training_reuses_pivots_with_blocks_and_saves_the_setting():
+    """Adam steps with PivotedCholesky(block_size=...): the pivots are reused between greedy
+    builds as without blocks, each build has blocks, and the solver config round-trips."""
+    from flashgp.serialize import solver_from_config, solver_to_config
+    g = torch.Generator().manual_seed(13)
+    x = torch.rand(600, 2, dtype=F64, generator=g)
+    y = torch.sin(5 * x).sum(-1) + 0.05 * torch.randn(600, dtype=F64, generator=g)
+    solver = fg.CG(precond=fg.PivotedCholesky(20, refresh_every=3, block_size=64), backend="dense")
+    model = fg.ExactGP(x, y, Scale(Matern(nu=2.5, ard_dims=2)), solver=solver)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    sources = []
+    for _ in range(6):
+        opt.zero_grad()
+        loss = -model.mll(generator=torch.Generator().manual_seed(0))
+        loss.backward()
+        opt.step()
+        sources.append(model.diagnostics["precond_pivots"])
+        assert model.diagnostics["precond_block_size"] == 64
+        assert torch.isfinite(loss)
+    assert sources[:3] == ["greedy", "reused", "reused"] and "greedy" in sources[3:]
+    assert solver_from_config(solver_to_config(solver)) == solver
+    old = solver_to_config(fg.CG())  # written before block_size existed: the default, 0
+    del old["args"]["precond"]["args"]["block_size"]
+    assert solver_from_config(old).precond.block_size == 0
