@@ -26,7 +26,8 @@ def _check_positive(config, name: str, integer: bool = False, allow_zero: bool =
 
 @dataclass(frozen=True)
 class PivotedCholesky:
-    """Preconditioner P = L L^T + noise, L the rank-``rank`` pivoted Cholesky factor of K.
+    """Preconditioner P = L L^T + noise, L the rank-``rank`` pivoted Cholesky factor of K
+    (with ``block_size``: plus diagonal blocks of K_hat - L L^T over near points).
 
     Args:
         rank: the number of columns of L (0: the diagonal preconditioner P = noise).

@@ -45,8 +45,10 @@ class ExactGP(nn.Module):
     precond_remaining_error and precond_stop_threshold after a greedy build (else None): the
     largest diagonal entry of K - L L^T left, and the level under which the greedy run stops
     before its rank. The CG
-    path gives precond_rank (0: no preconditioner) and precond_block_size (0: no diagonal
-    blocks, ``fg.PivotedCholesky.block_size``) for the mll and the posterior mean solve;
+    path gives precond_rank (0: no preconditioner), precond_block_size (0: no diagonal blocks,
+    ``fg.PivotedCholesky.block_size``) and precond_block_repairs (None without blocks, else
+    how many blocks needed jitter, the largest jitter, and how many kept only their diagonal)
+    for the mll and the posterior mean solve;
     the first prediction on it also precond_seconds and mean_solve_seconds (the posterior mean
     solve) and, with Lanczos variances, root_seconds (the cached root). Seconds wait for CUDA.
     Lanczos variances also give variance_root_change: how much the second half of the root's
