@@ -11,6 +11,9 @@ from .low_rank import LowRankPlusDiag
 # blocks of the whitener converted to float64 at a time (bounds the temporaries of a solve:
 # this many b x b float64 matrices, 256 MB at b = 256)
 WHITEN_CHUNK_ENTRIES = 1 << 25
+# whiteners stored below float64 are kept as one float64 copy too while it takes at most this many
+# bytes (n b doubles: n <= 262,144 at b = 256), so a CG iteration's solve converts nothing
+WHITENER_CACHE_BYTES = 1 << 29
 
 
 class LowRankPlusBlockDiag(Operator):
@@ -44,6 +47,8 @@ class LowRankPlusBlockDiag(Operator):
         self.shape = torch.Size((*batch, n, n))
         self.dtype, self.device = whitened_factor.dtype, whitened_factor.device
         self.build_info: dict = {}  # how the blocks were factored (see block_preconditioner)
+        small = 8 * whitener.numel() <= WHITENER_CACHE_BYTES
+        self._whitener64 = whitener.double() if small else None  # whitener itself if float64
 
     @property
     def rank(self) -> int:
@@ -75,11 +80,17 @@ class LowRankPlusBlockDiag(Operator):
         step = max(1, WHITEN_CHUNK_ENTRIES // (b * b))
         return [slice(start, start + step) for start in range(0, m, step)]
 
+    def _whitener_blocks(self, blocks: slice) -> Tensor:
+        """W_j for the blocks j in ``blocks``, float64."""
+        if self._whitener64 is not None:
+            return self._whitener64[..., blocks, :, :]
+        return self.whitener[..., blocks, :, :].double()
+
     def _whiten(self, u: Tensor, transpose: bool = False) -> Tensor:
         """W u (or W^T u) for u (*batch, m, b, t) float64, in chunks of blocks."""
         parts = []
         for blocks in self._chunks():
-            w = self.whitener[..., blocks, :, :].double()
+            w = self._whitener_blocks(blocks)
             parts.append((w.transpose(-1, -2) if transpose else w) @ u[..., blocks, :, :])
         return torch.cat(parts, -3)
 
@@ -87,7 +98,7 @@ class LowRankPlusBlockDiag(Operator):
         """W^{-1} u (or W^{-T} u) for u (*batch, m, b, t) float64 (triangular solves)."""
         parts = []
         for blocks in self._chunks():
-            w = self.whitener[..., blocks, :, :].double()
+            w = self._whitener_blocks(blocks)
             w = w.transpose(-1, -2) if transpose else w
             parts.append(torch.linalg.solve_triangular(w, u[..., blocks, :, :], upper=transpose))
         return torch.cat(parts, -3)
