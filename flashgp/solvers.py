@@ -73,7 +73,8 @@ class PivotedCholesky:
             step, test NLL 0.980 to 0.871) and its posterior mean solve from 204 to 87; at
             n = 1M (d = 3) they cut the residual of y after 95 CG iterations from 1.23 to 0.19.
             They made elevators (d = 18) slower: 0.024 to 0.034-0.063 s per step, 42 to 86
-            iterations for its posterior mean. Hence the default 0.
+            iterations for its posterior mean; at UCI sizes a build takes 9-13 ms and a solve
+            0.4 ms against 0.1 ms. Hence the default 0.
     """
 
     rank: int = 100

@@ -37,6 +37,9 @@ class PivotCache:
         base_iterations: CG iterations of the solve with the greedy factor (None until known).
         stale: a later solve needed more than STALE_GROWTH * base_iterations + STALE_SLACK.
         source: how the last build got its factor: "greedy", "reused", or None (no pivots).
+        blocks: the spatial blocks of the last block preconditioner (*batch, m, b) long, or None;
+            builds from the same pivots reuse them (a greedy build orders the points afresh,
+            at the current lengthscales).
         remaining_error: after a greedy build, the largest remaining diagonal error of
             K - L L^T and the threshold under which the greedy run stops early, as a pair of
             floats (None after other builds).
@@ -58,6 +61,7 @@ class PivotCache:
         self.stale = False
         self.source: str | None = None
         self.remaining_error: tuple[float, float] | None = None
+        self.blocks: Tensor | None = None  # the block preconditioner's spatial blocks, if any
 
     @staticmethod
     def _key(op: Operator, rank: int) -> tuple:
@@ -102,7 +106,10 @@ class PivotCache:
                 full = bool((counts == pivots.shape[-1]).all())
                 self.pivots, self.counts = pivots, None if full else counts
                 self.key, self.builds, self.source = key, 1, "greedy"
-            return pivoted_cholesky_preconditioner(kernel_op, noise, rank, config.block_size, factor)
+            precond = pivoted_cholesky_preconditioner(kernel_op, noise, rank, config.block_size, factor,
+                                                      self.blocks)
+            self.blocks = getattr(precond, "index", None)
+            return precond
 
     def record_iterations(self, iterations: int, floor: int = 0, max_rank: int | None = None) -> None:
         """Note the CG iterations of the solve with the last-built preconditioner. ``floor``: the

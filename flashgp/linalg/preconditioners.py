@@ -194,14 +194,16 @@ def _whitened_columns(rows: Tensor, chol: Tensor, dtype: torch.dtype) -> Tensor 
 
 
 def pivoted_cholesky_preconditioner(kernel_op: Operator, noise: Tensor, rank: int,
-                                    block_size: int = 0, factor: Tensor | None = None):
+                                    block_size: int = 0, factor: Tensor | None = None,
+                                    blocks: Tensor | None = None):
     """P = L L^T + diag(noise) with L the rank-``rank`` pivoted Cholesky of ``kernel_op``, or,
     with ``block_size`` > 0, P = L L^T + blockdiag(K + diag(noise) - L L^T) over spatial blocks
     of that many points (``block_preconditioner``; kernel_op must be a KernelOperator).
 
     kernel_op: (*batch, n, n) PSD Operator; noise: (*batch, n) positive (broadcastable);
     rank is capped at n, and 0 gives the diagonal preconditioner diag(noise) (block Jacobi with
-    blocks). ``factor``: a ready L (*batch, n, k) to use instead of a greedy run of ``rank``.
+    blocks). ``factor``: a ready L (*batch, n, k) to use instead of a greedy run of ``rank``;
+    ``blocks``: the block index of an earlier build on the same points, to reuse.
     Returns a LowRankPlusDiag or LowRankPlusBlockDiag of shape (*batch, n, n) (``.solve`` is
     mbcg's precond; ``.logdet()`` and ``.sample()`` serve the log-det estimate).
     """
@@ -216,5 +218,5 @@ def pivoted_cholesky_preconditioner(kernel_op: Operator, noise: Tensor, rank: in
     elif factor is None:
         factor = pivoted_cholesky(kernel_op, rank)
     if block_size:
-        return block_preconditioner(kernel_op, noise, factor, block_size)
+        return block_preconditioner(kernel_op, noise, factor, block_size, index=blocks)
     return LowRankPlusDiag(factor, noise)

@@ -237,16 +237,20 @@ def test_training_reuses_pivots_with_blocks_and_saves_the_setting():
     solver = fg.CG(precond=fg.PivotedCholesky(20, refresh_every=3, block_size=64), backend="dense")
     model = fg.ExactGP(x, y, Scale(Matern(nu=2.5, ard_dims=2)), solver=solver)
     opt = torch.optim.Adam(model.parameters(), lr=0.1)
-    sources = []
+    sources, orders = [], []
     for _ in range(6):
         opt.zero_grad()
         loss = -model.mll(generator=torch.Generator().manual_seed(0))
         loss.backward()
         opt.step()
         sources.append(model.diagnostics["precond_pivots"])
+        orders.append(model.pivot_cache.blocks)
         assert model.diagnostics["precond_block_size"] == 64
         assert torch.isfinite(loss)
     assert sources[:3] == ["greedy", "reused", "reused"] and "greedy" in sources[3:]
+    same = [o.data_ptr() == orders[0].data_ptr() for o in orders]
+    assert same[:3] == [True, True, True]  # reused builds keep the spatial order (no new one)
+    assert not same[sources.index("greedy", 1)]  # a greedy build orders the points afresh
     assert solver_from_config(solver_to_config(solver)) == solver
     old = solver_to_config(fg.CG())  # written before block_size existed: the default, 0
     del old["args"]["precond"]["args"]["block_size"]

@@ -12,3 +12,6 @@ for b in 0 256; do timeout 100 python benchmarks/uci.py --data .uci --device cud
 export PYTHONPATH=.
 for b in 0 256; do timeout 100 python benchmarks/uci.py --data .uci --device cuda --iters 20 --timeout 45 --datasets elevators,kin40k,protein --libs flashgp --precond-blocks $b --out $OUT/uci_fix_b$b 2>&1 | grep -v "^\[.*running" ; done
 timeout -s INT 290 python .calls/block_1m.py 1000000 "400,256" solve 330 2>&1 | tee $OUT/solve_1m_full.log
+export PYTHONPATH=.
+timeout 90 python .calls/block_parts.py elevators,kin40k,protein 2>&1 | tee $OUT/parts.log
+timeout 110 python benchmarks/uci.py --data .uci --device cuda --iters 20 --timeout 50 --datasets elevators,kin40k --libs flashgp --precond-blocks 256 --out $OUT/uci_cache_b256 2>&1 | grep -v "^\[.*running"
