@@ -7,6 +7,7 @@ from torch import Tensor
 
 from ..operators.base import Operator
 from ..operators.block_low_rank import LowRankPlusBlockDiag
+from ..operators.low_rank import _gather_rows
 from .spatial import block_index
 
 # block entries built at a time (float64 temporaries: the kernel block, L_j L_j^T, the Cholesky
@@ -18,11 +19,6 @@ BUILD_CHUNK_ENTRIES = 1 << 25
 # that still fails keeps only its diagonal (never below the noise), which is SPD
 BLOCK_JITTER = 1e-7
 BLOCK_RETRIES = 5
-
-
-def _gather_rows(x: Tensor, index: Tensor) -> Tensor:
-    """Rows of x (*batch, n, c) at index (*batch, r) -> (*batch, r, c)."""
-    return x.gather(-2, index.unsqueeze(-1).expand(*index.shape, x.shape[-1]))
 
 
 def _block_cholesky(blocks: Tensor, scale: Tensor, floor: Tensor, info: dict) -> Tensor:
@@ -82,8 +78,7 @@ def block_preconditioner(kernel_op: Operator, noise: Tensor, factor: Tensor, blo
     m = -(-n // b)
     if index is None or index.shape[-2:] != (m, b) or index.device != factor.device:
         index = block_index(kernel_op.locality_inputs(), b)
-    index = index.expand(*batch, *index.shape[-2:])
-    m = index.shape[-2]
+    index = index.expand(*batch, m, b)
     real = index < n  # (*batch, m, b)
     safe = index.clamp_max(n - 1)
     noise = noise.detach().expand(*batch, n)
@@ -106,9 +101,8 @@ def block_preconditioner(kernel_op: Operator, noise: Tensor, factor: Tensor, blo
         pair = ok.unsqueeze(-1) & ok.unsqueeze(-2)
         resid = torch.where(pair, resid, eye)  # padding: identity rows and columns
         resid = 0.5 * (resid + resid.transpose(-1, -2))
-        w = torch.linalg.solve_triangular(_block_cholesky(resid, scale, torch.where(ok, diag, 1.0), info), eye.expand_as(resid), upper=False)
+        chol = _block_cholesky(resid, scale, torch.where(ok, diag, 1.0), info)
+        w = torch.linalg.solve_triangular(chol, eye.expand_as(resid), upper=False)
         whitener[..., blocks, :, :] = w
         whitened[..., start * b:(start + idx.shape[-2]) * b, :] = (w @ low).flatten(-3, -2)
-    out = LowRankPlusBlockDiag(index, whitener, whitened, n)
-    out.build_info = info
-    return out
+    return LowRankPlusBlockDiag(index, whitener, whitened, n, build_info=info)

@@ -32,9 +32,12 @@ class LowRankPlusBlockDiag(Operator):
             columns at padding.
         whitened_factor: (*batch, m * b, k), rows in block order, zero at padding.
         n: the number of points.
+        build_info: how the blocks were factored (``block_preconditioner``'s info), kept as
+            ``self.build_info``.
     """
 
-    def __init__(self, index: Tensor, whitener: Tensor, whitened_factor: Tensor, n: int):
+    def __init__(self, index: Tensor, whitener: Tensor, whitened_factor: Tensor, n: int,
+                 build_info: dict | None = None):
         m, b = index.shape[-2:]
         if whitener.shape[-3:] != (m, b, b) or whitened_factor.shape[-2] != m * b:
             raise ValueError(f"whitener / whitened_factor: expected (*batch, {m}, {b}, {b}) and "
@@ -46,7 +49,7 @@ class LowRankPlusBlockDiag(Operator):
             m * b, dtype=whitened_factor.dtype, device=whitened_factor.device))
         self.shape = torch.Size((*batch, n, n))
         self.dtype, self.device = whitened_factor.dtype, whitened_factor.device
-        self.build_info: dict = {}  # how the blocks were factored (see block_preconditioner)
+        self.build_info: dict = {} if build_info is None else build_info
         small = 8 * whitener.numel() <= WHITENER_CACHE_BYTES
         self._whitener64 = whitener.double() if small else None  # whitener itself if float64
 
