@@ -10,7 +10,7 @@ from ..backends.fused import (DEFAULT_PRECISION, PRECISIONS, fused_bilinear_grad
                              fused_matmul, fused_parts, fused_ready, stored_matmul, stored_ready)
 from ..backends.layout import padded_rows
 from ..backends.stationary import profile_block, stationary_bilinear_grad, stationary_parts
-from ..kernels.stationary import LOW_PRECISION_RESOLUTION, roundoff_resolution
+from ..kernels.stationary import LOW_PRECISION_RESOLUTION, roundoff_resolution, scaled_sq_dist
 from ..shapes import broadcast_shapes
 from .base import Operator
 from .dense import Dense
@@ -214,11 +214,7 @@ class KernelOperator(Operator):
         if self._parts is not None:
             z = self._parts.scaled_inputs(self.x1.detach())
             zb = _gather_rows(z, flat).double().unflatten(-2, (m, b))  # (*batch, m, b, D)
-            zb = zb - zb.mean(-2, keepdim=True)
-            norms = zb.pow(2).sum(-1)
-            r2 = (norms.unsqueeze(-1) + norms.unsqueeze(-2) - 2 * zb @ zb.transpose(-1, -2)).clamp_min_(0)
-            r2.diagonal(dim1=-2, dim2=-1).zero_()
-            out = self._parts.base.profile(r2)
+            out = self._parts.base.profile(scaled_sq_dist(zb, zb))
             o = self._parts.outputscale()
             return out if o is None else out * o.detach().double().reshape(*o.shape, 1, 1, 1)
         xb = _gather_rows(self.x1.detach(), flat).unflatten(-2, (m, b)).movedim(-3, 0)
