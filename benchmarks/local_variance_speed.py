@@ -27,7 +27,7 @@ for path in (REPO, REPO / "examples"):
 
 import flashgp as fg  # noqa: E402
 from flashgp.models import local_variance as lv  # noqa: E402
-from flashgp.models import neighbors as nb  # noqa: E402
+from flashgp.linalg import neighbors as nb  # noqa: E402
 from large_gpu_fit import synthetic  # noqa: E402
 
 

@@ -6,6 +6,7 @@
     python benchmarks/precond_rank.py --n 20000 --ranks 100 --grow-to 400   # max_rank at work
     python benchmarks/precond_rank.py --n 8000 --ranks 100 400 --lanczos-iters 10 20 --reference
     python benchmarks/precond_rank.py --n 8000 --ranks 100 400 --blocks 0 128 --reference
+    python benchmarks/precond_rank.py --n 8000 --ranks 400 --vecchia 10 30 --reference
 
 The data are those of examples/large_gpu_fit.py: uniform on [0, 1]^d, a sum of sines plus noise.
 The kernel is Scale(Matern 5/2, ARD), with the hyperparameters given. The conditioning of
@@ -96,7 +97,8 @@ def compare(x, y, precond_for, settings, lanczos_iters, tol, repeats: int, exact
 
 
 def report(d: dict, label: str) -> None:
-    print(f"  {label}: preconditioner rank {d['precond_rank']} ({d['precond_pivots']}), "
+    print(f"  {label}: preconditioner rank {d['precond_rank']}, neighbours {d['precond_neighbors']} "
+          f"({d['precond_pivots']}), "
           f"{d['cg_iterations']} CG iterations, residual {d['residual']:.3g}, {d['seconds']:.1f} s",
           flush=True)
 
@@ -123,6 +125,8 @@ def main(argv=None) -> None:
                         help="CG stopping tolerances of training (--reference; default 1.0)")
     parser.add_argument("--blocks", type=int, nargs="+", default=[0],
                         help="preconditioner block sizes (PivotedCholesky(block_size=...); 0: none)")
+    parser.add_argument("--vecchia", type=int, nargs="*", default=[],
+                        help="also fg.Vecchia(neighbors) with each of these neighbour counts")
     parser.add_argument("--reference", action="store_true",
                         help="compare the mll and its gradient with a float64 Cholesky's")
     parser.add_argument("--repeats", type=int, default=4, help="probe draws per setting (--reference)")
@@ -154,6 +158,11 @@ def main(argv=None) -> None:
                     for tol in args.tols:
                         compare(x, y, lambda: fg.PivotedCholesky(rank, block_size=block), settings,
                                 iters, tol, args.repeats, exact)
+        for neighbors in args.vecchia:
+            print(f"  Vecchia, {neighbors} neighbours:")
+            for iters in args.lanczos_iters:
+                for tol in args.tols:
+                    compare(x, y, lambda: fg.Vecchia(neighbors), settings, iters, tol, args.repeats, exact)
         return
     if args.grow_to is not None:
         precond = fg.PivotedCholesky(args.ranks[0], max_rank=args.grow_to)
@@ -171,6 +180,10 @@ def main(argv=None) -> None:
                 precond = fg.PivotedCholesky(rank, block_size=block)
                 report(timed_mll(stand_in(x, y, precond, *settings, lanczos_iters=iters)),
                        f"rank {rank}, blocks of {block}, lanczos_iters {iters}")
+    for neighbors in args.vecchia:
+        for iters in args.lanczos_iters:
+            report(timed_mll(stand_in(x, y, fg.Vecchia(neighbors), *settings, lanczos_iters=iters)),
+                   f"Vecchia, {neighbors} neighbours, lanczos_iters {iters}")
 
 
 if __name__ == "__main__":

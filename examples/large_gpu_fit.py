@@ -79,6 +79,9 @@ def main(argv=None) -> None:
     parser.add_argument("--precond-blocks", type=int, default=0,
                         help="add the preconditioner's diagonal blocks of this many near points "
                              "(fg.PivotedCholesky(block_size=...); default 0: none)")
+    parser.add_argument("--vecchia", type=int, default=0,
+                        help="use the Vecchia preconditioner with this many neighbours per point "
+                             "(fg.Vecchia(neighbors=...)) instead of the pivoted Cholesky (default 0: not)")
     parser.add_argument("--eval-tol", type=float, default=1e-3,
                         help="relative residual of the prediction solves (default 1e-3)")
     parser.add_argument("--root-rank", type=int, default=200,
@@ -115,8 +118,9 @@ def main(argv=None) -> None:
     x_train, y_train, x_test, y_test = x[:n], y[:n], x[n:], y[n:]
 
     kernel = fg.kernels.Scale(fg.kernels.Matern(nu=2.5, ard_dims=args.d, lengthscale=0.3))
-    precond = fg.PivotedCholesky(args.precond_rank, max_rank=args.max_precond_rank,
-                                 eval_rank=args.eval_precond_rank, block_size=args.precond_blocks)
+    precond = fg.Vecchia(args.vecchia) if args.vecchia else fg.PivotedCholesky(
+        args.precond_rank, max_rank=args.max_precond_rank, eval_rank=args.eval_precond_rank,
+        block_size=args.precond_blocks)
     solver = fg.CG(tol=1.0, precond=precond, backend=args.backend,
                    exact_var_max=args.test if args.exact_var else 0, precision=args.precision,
                    root_rank=args.root_rank, eval_tol=args.eval_tol,
@@ -140,8 +144,12 @@ def main(argv=None) -> None:
         now = time.perf_counter()
         d = model.diagnostics
         remaining = d.get("precond_remaining_error")  # greedy builds: how far L L^T is from K
+        kind = (f"Vecchia, {d.get('precond_neighbors')} neighbours" if d.get("precond_neighbors")
+                else f"rank {d.get('precond_rank')}")
         print(f"  step {step}: loss {float(loss):.5f}, {now - last_time[0]:.2f} s, "
-              f"{d.get('cg_iterations')} CG iterations, preconditioner rank {d.get('precond_rank')} "
+              f"{d.get('cg_iterations')} CG iterations (residual of y {d.get('residual', float('nan')):.3g}, "
+              f"mean {d.get('mean_residual', float('nan')):.3g}, log-det tail change "
+              f"{d.get('logdet_tail_change', float('nan')):.3g}), preconditioner {kind} "
               f"({d.get('precond_pivots')}, {d.get('precond_seconds', float('nan')):.2f} s"
               + ("" if remaining is None else f", remaining diagonal error {remaining:.3g}, "
                  f"early-stop threshold {d['precond_stop_threshold']:.3g}") + ")", flush=True)
@@ -177,7 +185,8 @@ def main(argv=None) -> None:
         noise = float(model.likelihood.noise)
     d = model.diagnostics
     print(f"  prediction solve: {d.get('cg_iterations')} CG iterations, residual "
-          f"{d.get('residual', float('nan')):.3g}, preconditioner rank {d.get('precond_rank')}; "
+          f"{d.get('residual', float('nan')):.3g}, preconditioner rank {d.get('precond_rank')}, "
+          f"neighbours {d.get('precond_neighbors')}; "
           f"seconds: preconditioner {d.get('precond_seconds', float('nan')):.2f}, mean solve "
           f"{d.get('mean_solve_seconds', float('nan')):.2f}, Lanczos root "
           f"{d.get('root_seconds', float('nan')):.2f}")

@@ -4,11 +4,11 @@ from . import kernels, likelihoods, linalg, means, operators
 from .errors import ModelFileError, NotPSDError, NumericalWarning
 from .fit import History, fit
 from .models import ExactGP
-from .solvers import CG, Auto, Cholesky, PivotedCholesky
+from .solvers import CG, Auto, Cholesky, PivotedCholesky, Vecchia
 from .io import load, save
 
 __version__ = "0.1.0"
 
 __all__ = ["kernels", "likelihoods", "means", "operators", "linalg", "ExactGP", "fit", "History",
-           "CG", "Cholesky", "Auto", "PivotedCholesky", "NumericalWarning", "NotPSDError", "ModelFileError",
+           "CG", "Cholesky", "Auto", "PivotedCholesky", "Vecchia", "NumericalWarning", "NotPSDError", "ModelFileError",
            "save", "load", "__version__"]

@@ -11,7 +11,7 @@ import torch
 from . import kernels as K
 from .likelihoods import FixedNoise, Gaussian
 from .means import Constant, Linear as LinearMean, Zero
-from .solvers import CG, Auto, Cholesky, PivotedCholesky
+from .solvers import CG, Auto, Cholesky, PivotedCholesky, Vecchia
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
           "float64": torch.float64}
@@ -62,7 +62,7 @@ KERNELS: dict[str, KernelEntry] = {
     "Product": KernelEntry(K.Product, lambda k: {}, lambda k: list(k.kernels)),
 }
 
-SOLVERS = {cls.__name__: cls for cls in (Cholesky, CG, Auto, PivotedCholesky)}
+SOLVERS = {cls.__name__: cls for cls in (Cholesky, CG, Auto, PivotedCholesky, Vecchia)}
 # solver fields added after files were first written: files without them get the defaults
 LATER_SOLVER_FIELDS = {"PivotedCholesky": {"refresh_every", "max_rank", "eval_rank", "block_size"},
                        "CG": {"memory_budget", "reorthogonalize", "local_neighbors"}}
@@ -207,7 +207,7 @@ def mean_from_config(config: dict):
 # ----- solvers -------------------------------------------------------------------------------
 
 def solver_to_config(solver) -> dict:
-    """A solver configuration (Cholesky, CG, Auto, PivotedCholesky) with all its fields."""
+    """A solver configuration (Cholesky, CG, Auto, PivotedCholesky, Vecchia) with all its fields."""
     name = _registered_name(solver, SOLVERS, "solver")
     args = {}
     for f in dataclasses.fields(solver):

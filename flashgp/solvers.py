@@ -1,5 +1,6 @@
 # Solver configuration objects, passed explicitly to models (no global settings):
-# Cholesky(), CG(...), Auto(...) and the preconditioner configuration PivotedCholesky(rank).
+# Cholesky(), CG(...), Auto(...) and the preconditioner configurations PivotedCholesky(rank) and
+# Vecchia(neighbors).
 from __future__ import annotations
 
 import math
@@ -97,6 +98,39 @@ class PivotedCholesky:
 
 
 @dataclass(frozen=True)
+class Vecchia:
+    """Preconditioner P = (U^T U)^{-1}, U a sparse inverse Cholesky factor of K_hat: each point
+    conditioned on its ``neighbors`` nearest predecessors in a random order of the points, in
+    the lengthscale-scaled inputs (``linalg.vecchia``). For stationary kernels in few dimensions
+    with many points per lengthscale and a small noise, where a low-rank factor is far from
+    K_hat: random orders make the first points sparse, so the conditionals cover long range
+    as well as short.
+
+    CG then runs on U K_hat U^T with N(0, I) probes (the same estimator as preconditioned CG
+    with N(0, P) probes; no triangular solve is needed), so its residuals and ``CG.tol`` are
+    measured in the P^{-1} norm in training. Needs a KernelOperator (any backend).
+
+    Args:
+        neighbors: predecessors per point (m). Memory: n (m + 1) weights and indices; build:
+            n kernel blocks of (m + 1)^2 entries and their float64 Cholesky factors, plus a
+            nearest-neighbour search (grid for up to 4 dimensions, else exhaustive blocks).
+        refresh_every: preconditioner builds of a model's training that share one neighbour
+            search (the weights are rebuilt at every build; the neighbours were chosen at the
+            lengthscales of the search). 1 searches at every build.
+        seed: the random order's seed.
+    """
+
+    neighbors: int = 30
+    refresh_every: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        _check_positive(self, "neighbors", integer=True)
+        _check_positive(self, "refresh_every", integer=True)
+        _check_positive(self, "seed", integer=True, allow_zero=True)
+
+
+@dataclass(frozen=True)
 class Cholesky:
     """Exact inference by a float64 Cholesky factorization (with reported jitter escalation).
 
@@ -129,7 +163,8 @@ class CG:
         probes: random probe vectors for the log determinant and its gradient.
         lanczos_iters: minimum CG iterations when the log determinant is estimated (the size
             of the Lanczos tridiagonals used by quadrature).
-        precond: preconditioner configuration (None: no preconditioner).
+        precond: preconditioner configuration: PivotedCholesky (default), Vecchia, or None (no
+            preconditioner).
         root_rank: Lanczos iterations for the cached root of K_hat^{-1} (fast variances, LOVE).
         exact_var_max: test sets up to this size get variances by CG solves (more exact).
         local_neighbors: 0 (default): larger test sets get LOVE variances from the Lanczos root.
@@ -165,7 +200,7 @@ class CG:
     max_iters: int = 1000
     probes: int = 10
     lanczos_iters: int = 20
-    precond: PivotedCholesky | None = field(default_factory=PivotedCholesky)
+    precond: PivotedCholesky | Vecchia | None = field(default_factory=PivotedCholesky)
     root_rank: int = 200
     exact_var_max: int = 1024
     local_neighbors: int = 0
@@ -185,8 +220,9 @@ class CG:
             _check_positive(self, name, integer=True)
         for name in ("lanczos_iters", "exact_var_max", "local_neighbors"):
             _check_positive(self, name, integer=True, allow_zero=True)
-        if self.precond is not None and not isinstance(self.precond, PivotedCholesky):
-            raise TypeError(f"precond: expected PivotedCholesky or None, got {type(self.precond).__name__}")
+        if self.precond is not None and not isinstance(self.precond, (PivotedCholesky, Vecchia)):
+            raise TypeError(f"precond: expected PivotedCholesky, Vecchia or None, got "
+                            f"{type(self.precond).__name__}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
         if self.precision not in PRECISIONS:

@@ -23,28 +23,45 @@ def probe_vectors(precond, shape: torch.Size, num: int, dtype, device, generator
     return torch.randn(*shape, num, dtype=dtype, device=device, generator=generator)
 
 
+def _split_mbcg(op, precond, rhs: torch.Tensor, settings: dict):
+    """mBCG for a split preconditioner P^{-1} = U^T U (``precond.split``): CG on U K U^T with
+    [U rhs, e], e ~ N(0, I), which is preconditioned CG on K with [rhs, U^{-1} e] and N(0, P)
+    probes in another basis. Returns (CGResult, K^{-1} [rhs, U^{-1} e], P^{-1} U^{-1} e = U^T e)."""
+    probes = torch.randn(*rhs.shape, settings["probes"], dtype=rhs.dtype, device=rhs.device,
+                         generator=settings.get("generator"))
+    result = mbcg(lambda v: precond.mul(op.matmul(precond.mul_t(v))),
+                  torch.cat([precond.mul(rhs.unsqueeze(-1)), probes], -1),
+                  tol=settings["tol"], max_iters=settings["max_iters"],
+                  min_iters=settings["lanczos_iters"], n_tridiag=probes.shape[-1], warn=False,
+                  reorthogonalize=settings["reorthogonalize"])
+    return result, precond.mul_t(result.solution), precond.mul_t(probes)
+
+
 class _InvQuadLogdet(torch.autograd.Function):
     @staticmethod
     def forward(ctx, op, precond, settings, info, rhs, *inputs):
-        probes = probe_vectors(precond, rhs.shape, settings["probes"], rhs.dtype, rhs.device,
-                               settings.get("generator"))
-        solve = precond.solve if precond is not None else None
-        result = mbcg(op.matmul, torch.cat([rhs.unsqueeze(-1), probes], -1), precond=solve,
-                      tol=settings["tol"], max_iters=settings["max_iters"],
-                      min_iters=settings["lanczos_iters"], n_tridiag=probes.shape[-1], warn=False,
-                      reorthogonalize=settings["reorthogonalize"])
-        solution = result.solution
+        if getattr(precond, "split", False):
+            result, solution, whitened = _split_mbcg(op, precond, rhs, settings)
+        else:
+            probes = probe_vectors(precond, rhs.shape, settings["probes"], rhs.dtype, rhs.device,
+                                   settings.get("generator"))
+            solve = precond.solve if precond is not None else None
+            result = mbcg(op.matmul, torch.cat([rhs.unsqueeze(-1), probes], -1), precond=solve,
+                          tol=settings["tol"], max_iters=settings["max_iters"],
+                          min_iters=settings["lanczos_iters"], n_tridiag=probes.shape[-1], warn=False,
+                          reorthogonalize=settings["reorthogonalize"])
+            solution = result.solution
+            whitened = precond.solve(probes) if precond is not None else probes
         weights = result.init_norm_sq[..., 1:]
         logdet = slq_logdet(result.tridiag, weights)
         if precond is not None:
-            logdet = logdet + precond.logdet()
+            logdet = logdet + precond.logdet().to(logdet.dtype)
         inv_quad = (rhs * solution[..., 0]).sum(-1)
         tail = slq_logdet_tail_change(result.tridiag, weights, SLQ_TAIL_STEPS)
         info.update(logdet_tail_change=float(tail.max()), lanczos_steps=result.tridiag.shape[-1])
         info.update(iterations=result.iterations, residual=float(result.residual[..., 0].max()),
                     mean_residual=float(result.residual.mean()), converged=bool(result.converged),
                     breakdowns=result.breakdowns, trouble=result.trouble())
-        whitened = precond.solve(probes) if precond is not None else probes
         ctx.op = op
         ctx.save_for_backward(solution, whitened)
         return inv_quad, logdet
@@ -84,8 +101,9 @@ def inv_quad_logdet(op, rhs: torch.Tensor, precond=None, probes: int = 10, tol: 
         op: the (*batch, n, n) SPD operator K (e.g. AddedDiag(KernelOperator, noise)). Gradients
             flow to ``op.grad_inputs()`` through ``op.bilinear_grad``.
         rhs: (*batch, n), e.g. y - mean; gradients flow to it.
-        precond: a LowRankPlusDiag preconditioner P (its solve, exact log det and N(0, P)
-            samples are used), or None.
+        precond: a preconditioner P (its solve, exact log det and N(0, P) samples are used;
+            a split one, P^{-1} = U^T U, gives U and U^T products instead, see
+            ``_split_mbcg``), or None.
         probes, tol, max_iters, lanczos_iters, reorthogonalize: mBCG settings (see ``flashgp.CG``).
         generator: torch.Generator for the probe vectors (fixed probes -> deterministic loss).
         info: optional dict that receives iterations, residual (of the solve column),

@@ -1,5 +1,6 @@
 # PivotCache: a model's pivots from its last greedy pivoted Cholesky, reused (as a Nystrom factor)
-# by its next preconditioner builds until PivotedCholesky.refresh_every or CG iterations say refresh.
+# by its next preconditioner builds until PivotedCholesky.refresh_every or CG iterations say refresh;
+# likewise the neighbour index of a Vecchia preconditioner (Vecchia.refresh_every).
 from __future__ import annotations
 
 import torch
@@ -7,6 +8,7 @@ from torch import Tensor
 
 from ..operators.base import Operator
 from .preconditioners import nystrom_factor, pivoted_cholesky_preconditioner, pivoted_cholesky_with_pivots
+from .vecchia import vecchia_preconditioner
 
 # the pivots have gone stale once a step needs more CG iterations than this many times (plus
 # STALE_SLACK) the iterations of the step that chose them; the next build then chooses afresh
@@ -62,6 +64,9 @@ class PivotCache:
         self.source: str | None = None
         self.remaining_error: tuple[float, float] | None = None
         self.blocks: Tensor | None = None  # the block preconditioner's spatial blocks, if any
+        self.neighbors: Tensor | None = None  # the Vecchia preconditioner's neighbour index
+        self.neighbor_key: tuple | None = None
+        self.neighbor_builds = 0
 
     @staticmethod
     def _key(op: Operator, rank: int) -> tuple:
@@ -109,6 +114,24 @@ class PivotCache:
             precond = pivoted_cholesky_preconditioner(kernel_op, noise, rank, config.block_size, factor,
                                                       self.blocks)
             self.blocks = getattr(precond, "index", None)
+            return precond
+
+    def vecchia(self, kernel_op: Operator, noise: Tensor, config):
+        """The Vecchia preconditioner of ``kernel_op`` plus diag(noise) for ``config`` (a
+        ``flashgp.Vecchia``), with the neighbour index of the last search while fewer than
+        ``config.refresh_every`` builds used it and the operator's batch shape, n and device
+        are those it ran on (else a new search). Sets ``source``: "searched" or "reused"."""
+        with torch.no_grad():
+            key = (tuple(kernel_op.batch_shape), kernel_op.shape[-1], kernel_op.device,
+                   config.neighbors, config.seed)
+            reuse = (self.neighbors is not None and self.neighbor_key == key
+                     and self.neighbor_builds < config.refresh_every)
+            precond = vecchia_preconditioner(kernel_op, noise, config.neighbors, config.seed,
+                                             self.neighbors if reuse else None)
+            self.neighbors, self.neighbor_key = precond.index, key
+            self.neighbor_builds = self.neighbor_builds + 1 if reuse else 1
+            self.source = "reused" if reuse else "searched"
+            self.remaining_error = None
             return precond
 
     def record_iterations(self, iterations: int, floor: int = 0, max_rank: int | None = None) -> None:

@@ -38,7 +38,9 @@ class ExactGP(nn.Module):
     (and variance_converged, variance_residual, variance_cg_iterations, variance_cg_breakdowns
     for CG variance solves); after predictions variance_method and variance_clamped. The mll on
     the CG path also gives precond_pivots: "greedy" (fresh pivoted-Cholesky pivots), "reused"
-    (those of an earlier step, see ``fg.PivotedCholesky.refresh_every``) or None (no pivots),
+    (those of an earlier step, see ``fg.PivotedCholesky.refresh_every``) or None (no pivots);
+    with ``fg.Vecchia`` "searched" (a new neighbour search) or "reused" (the last one's;
+    residuals are then those of the whitened system, in the P^{-1} norm),
     and mean_residual: residual is the relative residual of the solve against y, while CG stops
     (and converged says) on the mean over y and the probe vectors, which can be below tol while
     residual is above it; precond_seconds, the preconditioner build's share of seconds;
@@ -47,8 +49,9 @@ class ExactGP(nn.Module):
     before its rank. The CG
     path gives precond_rank (0: no preconditioner), precond_block_size (0: no diagonal blocks,
     ``fg.PivotedCholesky.block_size``) and precond_block_repairs (None without blocks, else
-    how many blocks needed jitter, the largest jitter, and how many kept only their diagonal)
-    for the mll and the posterior mean solve;
+    how many blocks needed jitter, the largest jitter, and how many kept only their diagonal;
+    for ``fg.Vecchia`` those of its neighbour blocks) and precond_neighbors (``fg.Vecchia``'s
+    predecessors per point, else 0) for the mll and the posterior mean solve;
     the first prediction on it also precond_seconds and mean_solve_seconds (the posterior mean
     solve) and, with Lanczos variances, root_seconds (the cached root). Seconds wait for CUDA.
     Lanczos variances also give variance_root_change: how much the second half of the root's

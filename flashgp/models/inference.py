@@ -12,7 +12,7 @@ from ..errors import NotPSDError, NumericalWarning
 from ..linalg import PivotCache, pivoted_cholesky_preconditioner, safe_cholesky
 from ..linalg.inv_quad_logdet import inv_quad_logdet
 from ..operators import AddedDiag, KernelOperator
-from ..solvers import CG, Cholesky
+from ..solvers import CG, Cholesky, Vecchia
 
 
 def seconds_since(start: float, device: torch.device) -> float:
@@ -59,7 +59,9 @@ def cg_operator(kernel, x, noise, solver: CG, pivots: PivotCache | None = None,
     kernel_op = KernelOperator(kernel, x, backend=solver.backend, precision=solver.precision,
                                memory_budget=solver.memory_budget)
     precond = None
-    if solver.precond is not None:
+    if isinstance(solver.precond, Vecchia):
+        precond = (pivots if pivots is not None else PivotCache()).vecchia(kernel_op, noise, solver.precond)
+    elif solver.precond is not None:
         with torch.no_grad():
             if pivots is None:
                 rank = solver.precond.rank if rank is None else rank
@@ -97,7 +99,7 @@ def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=N
                                        max_iters=solver.max_iters, lanczos_iters=solver.lanczos_iters,
                                        generator=generator, info=info,
                                        reorthogonalize=solver.reorthogonalize)
-    if precond is not None:
+    if precond is not None and not isinstance(solver.precond, Vecchia):
         pivots.record_iterations(info["iterations"], floor=solver.lanczos_iters,
                                  max_rank=solver.precond.max_rank)
     remaining = pivots.remaining_error if precond is not None and pivots.remaining_error else (None, None)
@@ -107,12 +109,18 @@ def cg_terms(kernel, x, noise, resid, solver: CG, diagnostics: dict, generator=N
                        converged=info["converged"], cg_breakdowns=info["breakdowns"],
                        precond_rank=0 if precond is None else precond.rank,
                        precond_block_size=getattr(precond, "block_size", 0),
+                       precond_neighbors=precond_neighbors(precond),
                        precond_block_repairs=block_repairs(precond),
                        precond_pivots=None if precond is None else pivots.source,
                        precond_seconds=precond_seconds,
                        precond_remaining_error=remaining[0], precond_stop_threshold=remaining[1],
                        logdet_tail_change=info["logdet_tail_change"])
     return inv_quad, logdet
+
+
+def precond_neighbors(precond) -> int:
+    """The predecessors per point of a Vecchia preconditioner (0 for other preconditioners)."""
+    return getattr(precond, "build_info", {}).get("neighbors", 0) if precond is not None else 0
 
 
 def block_repairs(precond) -> dict | None:

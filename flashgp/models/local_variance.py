@@ -22,7 +22,7 @@ from ..backends.stationary import StationaryParts
 from ..kernels.scale import Scale
 from ..kernels.stationary import Stationary
 from ..linalg.cholesky import safe_cholesky
-from .neighbors import nearest_neighbors
+from ..linalg.neighbors import nearest_neighbors
 
 LOCAL_BATCH = 1024      # test points per batch of k x k float64 Cholesky factorizations (CUDA)
 # Off CUDA a batch's K_NN is held to about this many bytes: the k x k blocks and their

@@ -13,8 +13,8 @@ from ..linalg import lanczos
 from ..linalg.lanczos import lanczos_root_with_half
 from ..linalg.inv_quad_logdet import cg_solve
 from ..operators import KernelOperator
-from ..solvers import Cholesky
-from .inference import block_repairs, cg_operator, cholesky_factor, seconds_since
+from ..solvers import Cholesky, PivotedCholesky, Vecchia
+from .inference import block_repairs, cg_operator, cholesky_factor, precond_neighbors, seconds_since
 from .local_variance import local_variances
 
 LANCZOS_SEED = 0
@@ -44,12 +44,14 @@ class PredictionCache:
         else:
             # PivotedCholesky.eval_rank, else the rank training grew the preconditioner to
             # (max_rank), if it did: the posterior mean solve has the same K_hat, at a tighter tolerance
-            rank = None if solver.precond is None else (
-                model.pivot_cache.rank(solver.precond) if solver.precond.eval_rank is None
-                else solver.precond.eval_rank)
+            # Vecchia: the model's neighbour index, if it has a current one
+            rank, cache = None, model.pivot_cache if isinstance(solver.precond, Vecchia) else None
+            if isinstance(solver.precond, PivotedCholesky):
+                rank = (model.pivot_cache.rank(solver.precond) if solver.precond.eval_rank is None
+                        else solver.precond.eval_rank)
             start = time.perf_counter()
             self.op, kernel_op, self.precond = cg_operator(self.kernel, self.train_x, noise, solver,
-                                                           rank=rank)
+                                                           pivots=cache, rank=rank)
             precond_seconds = seconds_since(start, self.train_x.device)
             self.backend = kernel_op.backend
             info = {}
@@ -63,6 +65,7 @@ class PredictionCache:
                                     converged=info["converged"], cg_breakdowns=info["breakdowns"],
                                     precond_rank=0 if self.precond is None else self.precond.rank,
                                     precond_block_size=getattr(self.precond, "block_size", 0),
+                                    precond_neighbors=precond_neighbors(self.precond),
                                     precond_block_repairs=block_repairs(self.precond),
                                     precond_seconds=precond_seconds,
                                     mean_solve_seconds=seconds_since(start, self.train_x.device))

@@ -1,8 +1,8 @@
-# Tests for the exact k-nearest-neighbour searches (models/neighbors.py) against a full sort.
+# Tests for the exact k-nearest-neighbour searches (linalg/neighbors.py) against a full sort.
 import pytest
 import torch
 
-from flashgp.models import neighbors as nb
+from flashgp.linalg import neighbors as nb
 
 
 def uniform(n, d, seed):
