@@ -109,7 +109,8 @@ def main(argv=None) -> None:
     parser.add_argument("--n", type=int, default=20000, help="points used (default 20000)")
     parser.add_argument("--target-n", type=int, default=1_000_000,
                         help="the problem size to mimic (default 1000000)")
-    parser.add_argument("--ranks", type=int, nargs="+", default=[100, 200, 400])
+    parser.add_argument("--ranks", type=int, nargs="*", default=[100, 200, 400],
+                        help="pivoted-Cholesky ranks (none: only --vecchia)")
     parser.add_argument("--lengthscale", type=float, nargs="+", default=[0.1818, 0.1615, 0.1794],
                         help="one per dimension (their number sets d)")
     parser.add_argument("--outputscale", type=float, default=1.6409)

@@ -255,9 +255,8 @@ def run_flashgp(ds, args, device, sync) -> dict:
     kernel = fg.kernels.Scale(fg.kernels.Matern(nu=2.5, ard_dims=ds.x_train.shape[-1]))
     solver = fg.CG(tol=SOLVER["cg_tol_train"], eval_tol=SOLVER["cg_tol_eval"],
                    max_iters=SOLVER["max_cg_iters"], probes=SOLVER["probes"],
-                   precond=fg.PivotedCholesky(args.precond_rank,
-                                              max_rank=args.max_precond_rank,
-                                              block_size=args.precond_blocks),
+                   precond=fg.Vecchia(args.vecchia) if args.vecchia else fg.PivotedCholesky(
+                       args.precond_rank, max_rank=args.max_precond_rank, block_size=args.precond_blocks),
                    root_rank=SOLVER["root_rank"], exact_var_max=0,  # LOVE variances, as GPyTorch,
                    local_neighbors=args.local_neighbors,  # unless --local-neighbors k > 0
                    backend=args.backend, precision=args.precision)
@@ -360,7 +359,7 @@ def worker_command(args, lib: str, dataset: str, result: str) -> list[str]:
            "--dataset", dataset, "--result", result]
     for name in ("data", "device", "dtype", "iters", "lr", "split", "max_train", "seed", "threads",
                  "backend", "precision", "local_neighbors", "precond_rank", "max_precond_rank",
-                 "precond_blocks"):
+                 "precond_blocks", "vecchia"):
         if getattr(args, name) is not None:
             cmd += ["--" + name.replace("_", "-"), str(getattr(args, name))]
     return cmd
@@ -416,7 +415,7 @@ def parent(args) -> int:
             "flashgp_local_neighbors": args.local_neighbors,
             "precond_rank": args.precond_rank,
             "flashgp_max_precond_rank": args.max_precond_rank,
-            "flashgp_precond_blocks": args.precond_blocks,
+            "flashgp_precond_blocks": args.precond_blocks, "flashgp_vecchia": args.vecchia,
             "init": INIT, "libs": args.libs, "datasets": args.datasets}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -470,6 +469,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precond-blocks", type=int, default=0,
                    help="flashgp only: add the preconditioner's diagonal blocks of this many near "
                         "points (fg.PivotedCholesky(block_size=...)); default 0: none, as GPyTorch")
+    p.add_argument("--vecchia", type=int, default=0,
+                   help="flashgp only: the Vecchia preconditioner with this many neighbours "
+                        "(fg.Vecchia(neighbors)) instead of the pivoted Cholesky; default 0: not")
     p.add_argument("--out", default="results/uci",
                    help="output prefix: writes OUT.md and OUT.json (default results/uci)")
     for hidden in ("--lib", "--dataset", "--result"):

@@ -13,8 +13,10 @@ factor C of Theta that is C^{-T} e_last, and U_ii = 1 / C_last,last.
 Nearness is measured in the kernel's lengthscale-scaled inputs (``locality_inputs``). The
 order is a random permutation (seeded: the same points get the same order on every device).
 Predecessors: the first FIRST_BLOCK points of the order search among all earlier ones; after
-them, the points of positions [s, 2 s) search the m nearest among positions [0, s) (one
-``nearest_neighbors`` call per doubling), a predecessor set of half the density at most.
+them, the points of positions [s, 2 s) take the CANDIDATES m nearest among positions [0, 2 s)
+(one ``nearest_neighbors`` call per doubling) and keep the first m of those before them: the m
+nearest predecessors, or, where fewer than m of the candidates come before (points early in
+their doubling, whose predecessors are at least half of [0, 2 s)), the nearest ones found.
 Random orders make early points sparse, so their neighbours reach far and later ones near:
 the conditionals cover long and short range alike, where a low-rank factor covers only long.
 """
@@ -29,6 +31,7 @@ from ..operators.sparse_inverse import SparseInverseCholesky
 from .block_preconditioner import BUILD_CHUNK_ENTRIES, _block_cholesky
 
 FIRST_BLOCK = 1024  # leading points of the order whose predecessors are searched exhaustively
+CANDIDATES = 2      # later points: the m nearest earlier ones among this many times m nearest
 
 
 def _check_count(value, name: str) -> None:
@@ -44,9 +47,9 @@ def random_order(n: int, seed: int, device) -> Tensor:
 
 @torch.no_grad()
 def predecessor_neighbors(z: Tensor, m: int, order: Tensor) -> Tensor:
-    """(n, m) long: for each point (by its index in z), up to m near points that come before it
-    in ``order``, nearest first where searched together; n marks 'none' (the first points have
-    fewer predecessors than m). z (n, D) scaled inputs; order (n,) a permutation."""
+    """(n, m) long: for each point (by its index in z), its nearest points among those before it
+    in ``order``, nearest first, up to m (the module docstring says when fewer); n marks 'none'.
+    z (n, D) scaled inputs; order (n,) a permutation."""
     _check_count(m, "m")
     n = z.shape[0]
     zp = z[order].float()
@@ -61,10 +64,15 @@ def predecessor_neighbors(z: Tensor, m: int, order: Tensor) -> Tensor:
         dist, near = d2.topk(k, dim=1, largest=False)
         pos[:first, :k] = torch.where(torch.isfinite(dist), near, n)
     start = first
-    while start < n:
+    while start < n:  # the points at positions [start, stop) against those at [0, stop)
         stop = min(n, 2 * start)
-        k = min(m, start)
-        pos[start:stop, :k] = nearest_neighbors(zp[:start], zp[start:stop], k)
+        cand = nearest_neighbors(zp[:stop], zp[start:stop], min(CANDIDATES * m, stop))
+        earlier = cand < torch.arange(start, stop, device=z.device).unsqueeze(-1)
+        rank = earlier.cumsum(-1) - 1  # the first m earlier candidates, nearest first
+        keep = earlier & (rank < m)
+        level = torch.full((stop - start, m + 1), n, dtype=torch.long, device=z.device)
+        level.scatter_(-1, torch.where(keep, rank, m), torch.where(keep, cand, n))
+        pos[start:stop] = level[:, :m]
         start = stop
     # positions -> point indices, rows re-indexed by point
     out = torch.full((n, m), n, dtype=torch.long, device=z.device)
