@@ -57,34 +57,34 @@ class SparseInverseCholesky:
             shape = tuple(rhs.shape) if isinstance(rhs, Tensor) else type(rhs).__name__
             raise ValueError(f"rhs: expected shape (*batch, {self.n}, t), got {shape}")
 
-    def mul(self, rhs: Tensor) -> Tensor:
-        """U rhs: rhs (*batch, n, t) -> (*batch, n, t), out_i = sum_j w_ij rhs[index_ij]."""
+    def _row_chunks(self, rhs: Tensor):
+        """rhs broadcast to the common batch shape, and per chunk of rows of U: (rows, the
+        flat gather/scatter index (*batch, c s, t), the weights (*batch, c, s, 1) in rhs's dtype)."""
         self._check(rhs)
         batch = torch.broadcast_shapes(rhs.shape[:-2], self.index.shape[:-2])
         rhs = rhs.expand(*batch, *rhs.shape[-2:])
         t, s = rhs.shape[-1], self.index.shape[-1]
-        out = torch.empty(*batch, self.n, t, dtype=rhs.dtype, device=rhs.device)
+        chunks = []
         for rows in self._chunks(t):
-            idx = self.safe_index[..., rows, :].expand(*batch, -1, s)
-            c = idx.shape[-2]
-            picked = rhs.gather(-2, idx.flatten(-2).unsqueeze(-1).expand(*batch, c * s, t))
+            idx = self.safe_index[..., rows, :].expand(*batch, -1, s).flatten(-2)
             w = self.weights[..., rows, :].to(rhs.dtype).unsqueeze(-1)
-            out[..., rows, :] = (picked.unflatten(-2, (c, s)) * w).sum(-2)
+            chunks.append((rows, idx.unsqueeze(-1).expand(*batch, idx.shape[-1], t), w))
+        return rhs, chunks
+
+    def mul(self, rhs: Tensor) -> Tensor:
+        """U rhs: rhs (*batch, n, t) -> (*batch, n, t), out_i = sum_j w_ij rhs[index_ij]."""
+        rhs, chunks = self._row_chunks(rhs)
+        out = torch.empty_like(rhs)
+        for rows, idx, w in chunks:
+            out[..., rows, :] = (rhs.gather(-2, idx).unflatten(-2, w.shape[-3:-1]) * w).sum(-2)
         return out
 
     def mul_t(self, rhs: Tensor) -> Tensor:
         """U^T rhs: rhs (*batch, n, t) -> (*batch, n, t), scattering w_ij rhs_i to index_ij."""
-        self._check(rhs)
-        batch = torch.broadcast_shapes(rhs.shape[:-2], self.index.shape[:-2])
-        rhs = rhs.expand(*batch, *rhs.shape[-2:])
-        t, s = rhs.shape[-1], self.index.shape[-1]
-        out = torch.zeros(*batch, self.n, t, dtype=rhs.dtype, device=rhs.device)
-        for rows in self._chunks(t):
-            idx = self.safe_index[..., rows, :].expand(*batch, -1, s)
-            c = idx.shape[-2]
-            w = self.weights[..., rows, :].to(rhs.dtype).unsqueeze(-1)
-            parts = (w * rhs[..., rows, :].unsqueeze(-2)).flatten(-3, -2)  # (*batch, c s, t)
-            out.scatter_add_(-2, idx.flatten(-2).unsqueeze(-1).expand(*batch, c * s, t), parts)
+        rhs, chunks = self._row_chunks(rhs)
+        out = torch.zeros_like(rhs)
+        for rows, idx, w in chunks:
+            out.scatter_add_(-2, idx, (w * rhs[..., rows, :].unsqueeze(-2)).flatten(-3, -2))
         return out
 
     def solve(self, rhs: Tensor) -> Tensor:
