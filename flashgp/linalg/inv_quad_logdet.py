@@ -126,14 +126,16 @@ def inv_quad_logdet(op, rhs: torch.Tensor, precond=None, probes: int = 10, tol: 
                       f"{info['lanczos_steps']} Lanczos steps moved it by "
                       f"{info['logdet_tail_change']:.3g} nats ({info['logdet_tail_change'] / n:.3g} per "
                       f"point, warning above {SLQ_TAIL_WARN_PER_POINT}). To fix: raise "
-                      f"CG(lanczos_iters=...) or the preconditioner rank", NumericalWarning, stacklevel=2)
+                      f"CG(lanczos_iters=...) or strengthen the preconditioner (a larger PivotedCholesky rank, "
+                      f"or Vecchia(neighbors) for dense data in few dimensions)", NumericalWarning, stacklevel=2)
     return inv_quad, logdet
 
 
 def warn_cg_trouble(what: str, trouble: str, dtype: torch.dtype, stacklevel: int = 3) -> None:
     """The one NumericalWarning for a CG run that did not converge or broke down: what was being
     solved, the residual reached (``trouble``, from ``CGResult.trouble``) and what to change."""
-    remedies = ["raise CG(max_iters=...)", "use a larger preconditioner rank (CG(precond=PivotedCholesky(rank)))"]
+    remedies = ["raise CG(max_iters=...)", "use a larger preconditioner rank (CG(precond=PivotedCholesky(rank))) "
+                "or, for dense data in few dimensions, CG(precond=Vecchia(neighbors))"]
     if dtype != torch.float64:
         remedies.append("use float64 inputs")
     remedies.append("or use fg.Cholesky() for small n; a tiny noise variance makes K_hat ill-conditioned")
