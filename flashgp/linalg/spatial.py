@@ -6,9 +6,10 @@ import torch
 from torch import Tensor
 
 
-def _check_block(block: int) -> None:
-    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-        raise ValueError(f"block: expected a positive integer, got {block!r}")
+def check_count(value, name: str) -> None:
+    """``value`` (the argument ``name``) must be a positive python int (ValueError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
 
 
 @torch.no_grad()
@@ -22,7 +23,7 @@ def spatial_order(z: Tensor, block: int) -> Tensor:
     of ``block``, so all runs are full but the last. About log2(n / block) levels of two stable
     sorts of n keys each; no per-segment Python loop.
     """
-    _check_block(block)
+    check_count(block, "block")
     if not isinstance(z, Tensor) or z.dim() != 2:
         raise ValueError(f"z: expected a tensor of shape (n, d), got {getattr(z, 'shape', type(z))}")
     n, d = z.shape
@@ -58,7 +59,7 @@ def block_index(z: Tensor, block: int) -> Tensor:
     """Indices of spatial blocks for points z (*batch, n, d): (*batch, ceil(n / block), block)
     long, each batch element ordered by ``spatial_order`` on its own. The last block is padded
     with the index n (no point) when block does not divide n."""
-    _check_block(block)
+    check_count(block, "block")
     if not isinstance(z, Tensor) or z.dim() < 2:
         raise ValueError(f"z: expected a tensor of shape (*batch, n, d), got {getattr(z, 'shape', type(z))}")
     n = z.shape[-2]

@@ -29,14 +29,10 @@ from .neighbors import nearest_neighbors
 from ..operators.base import Operator
 from ..operators.sparse_inverse import SparseInverseCholesky
 from .block_preconditioner import BUILD_CHUNK_ENTRIES, _block_cholesky
+from .spatial import check_count
 
 FIRST_BLOCK = 1024  # leading points of the order whose predecessors are searched exhaustively
 CANDIDATES = 2      # later points: the m nearest earlier ones among this many times m nearest
-
-
-def _check_count(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
 
 
 def random_order(n: int, seed: int, device) -> Tensor:
@@ -50,7 +46,7 @@ def predecessor_neighbors(z: Tensor, m: int, order: Tensor) -> Tensor:
     """(n, m) long: for each point (by its index in z), its nearest points among those before it
     in ``order``, nearest first, up to m (the module docstring says when fewer); n marks 'none'.
     z (n, D) scaled inputs; order (n,) a permutation."""
-    _check_count(m, "m")
+    check_count(m, "m")
     n = z.shape[0]
     zp = z[order].float()
     pos = torch.full((n, m), n, dtype=torch.long, device=z.device)  # by position in the order
@@ -106,7 +102,7 @@ def vecchia_preconditioner(kernel_op: Operator, noise: Tensor, neighbors: int, s
     diagonal, counted in ``build_info``); U is stored in the operator's dtype, n (m + 1)
     weights and indices. Returns a SparseInverseCholesky.
     """
-    _check_count(neighbors, "neighbors")
+    check_count(neighbors, "neighbors")
     if not hasattr(kernel_op, "diagonal_blocks") or not hasattr(kernel_op, "locality_inputs"):
         raise TypeError(f"kernel_op: the Vecchia preconditioner needs a KernelOperator, got "
                         f"{type(kernel_op).__name__}")
