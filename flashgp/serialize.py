@@ -65,7 +65,7 @@ KERNELS: dict[str, KernelEntry] = {
 SOLVERS = {cls.__name__: cls for cls in (Cholesky, CG, Auto, PivotedCholesky, Vecchia)}
 # solver fields added after files were first written: files without them get the defaults
 LATER_SOLVER_FIELDS = {"PivotedCholesky": {"refresh_every", "max_rank", "eval_rank", "block_size"},
-                       "CG": {"memory_budget", "reorthogonalize", "local_neighbors"}}
+                       "CG": {"memory_budget", "reorthogonalize", "local_neighbors", "variance_tol"}}
 
 
 def _registered_name(obj, table: dict, what: str) -> str:

@@ -169,8 +169,22 @@ class CG:
 
     Args:
         tol: relative residual (mean over columns) at which CG stops during training.
-        eval_tol: tolerance for the prediction solves. The default 1e-3 (below the 0.01 the
-            accuracy literature asks for) keeps posterior means within ~1e-3 of Cholesky.
+        eval_tol: relative residual of the posterior mean solve. The default 1e-3 (below the 0.01
+            the accuracy literature asks for) keeps posterior means within ~1e-3 of Cholesky. (With
+            ``variance_tol=None`` also that of the variance solves, whose residual does not bound
+            the variance: at 1e-3 the README's quickstart variances were 1.05-3x the exact ones.)
+        variance_tol: the relative error certified for every posterior variance on the CG path
+            (default 0.01; None: no certificate, the behaviour before it existed). Each test
+            point's solve runs until a Gauss-Radau bound on the error of k*^T K_hat^{-1} k* is
+            below variance_tol times the smallest variance the bound allows
+            (``models.certified``); the variances returned are upper bounds of the exact ones.
+            Points the solves cannot certify (max_iters, float32 resolution) give one
+            NumericalWarning with the bound; ``model.diagnostics``: variance_error_bound (the
+            largest relative bound), variance_uncertified, variance_spectrum ("bound", or
+            "estimate" for the block and Vecchia preconditioners, whose spectrum floor is
+            estimated). Test sets above ``exact_var_max`` are certified in chunks of that many
+            points, each solve started from the Lanczos root's (LOVE) solution; local variances
+            (``local_neighbors``) are not certified.
         max_iters: CG iteration cap; not converging warns with the residual reached.
         probes: random probe vectors for the log determinant and its gradient.
         lanczos_iters: minimum CG iterations when the log determinant is estimated (the size
@@ -209,6 +223,7 @@ class CG:
 
     tol: float = 1.0
     eval_tol: float = 1e-3
+    variance_tol: float | None = 0.01
     max_iters: int = 1000
     probes: int = 10
     lanczos_iters: int = 20
@@ -228,6 +243,8 @@ class CG:
         if not isinstance(self.reorthogonalize, bool):
             raise TypeError(f"reorthogonalize: expected True or False, got {self.reorthogonalize!r}")
         _check_positive(self, "eval_tol")
+        if self.variance_tol is not None:
+            _check_positive(self, "variance_tol")
         for name in ("max_iters", "probes", "root_rank"):
             _check_positive(self, name, integer=True)
         for name in ("lanczos_iters", "exact_var_max", "local_neighbors"):

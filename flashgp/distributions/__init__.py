@@ -1,5 +1,5 @@
 # Posterior (and predictive) distributions over test points: mean, variance, covariance
 # operator, samples and confidence regions.
-from .posterior import Downdated, MarginalOnly, Posterior
+from .posterior import DenseDowndated, Downdated, MarginalOnly, Posterior
 
-__all__ = ["Posterior", "Downdated", "MarginalOnly"]
+__all__ = ["Posterior", "Downdated", "DenseDowndated", "MarginalOnly"]

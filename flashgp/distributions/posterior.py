@@ -21,23 +21,60 @@ class Downdated(Operator):
 
     prior: Operator (*batch, m, m) (the kernel at the test points); left, right: (*batch, m, k).
     With left == right == K_*X R (R R^T ~ K_hat^{-1}) this is the posterior covariance.
+    ``variances`` (*batch, m): more accurate marginal variances (certified CG solves) that
+    replace the diagonal of prior - left right^T (its off-diagonal entries are kept).
     """
 
-    def __init__(self, prior: Operator, left: torch.Tensor, right: torch.Tensor):
+    def __init__(self, prior: Operator, left: torch.Tensor, right: torch.Tensor,
+                 variances: torch.Tensor | None = None):
         self.prior, self.left, self.right = prior, left, right
         self.shape = torch.Size((*broadcast_shapes(prior.batch_shape, left.shape[:-2]), *prior.shape[-2:]))
         self.dtype, self.device = prior.dtype, prior.device
+        self.shift = None if variances is None else variances - self._low_rank_diagonal()
+
+    def _low_rank_diagonal(self):
+        return self.prior.diagonal() - (self.left * self.right).sum(-1)
 
     def _matmul(self, rhs):
-        return self.prior.matmul(rhs) - self.left @ (self.right.transpose(-1, -2) @ rhs)
+        out = self.prior.matmul(rhs) - self.left @ (self.right.transpose(-1, -2) @ rhs)
+        return out if self.shift is None else out + self.shift.unsqueeze(-1) * rhs
 
     def diagonal(self):
-        return self.prior.diagonal() - (self.left * self.right).sum(-1)
+        diag = self._low_rank_diagonal()
+        return diag if self.shift is None else diag + self.shift
 
     def rows(self, index):
         down = self.left[..., index, :] if index.dim() == 1 else self.left.gather(
             -2, index.unsqueeze(-1).expand(*index.shape, self.left.shape[-1]))
-        return self.prior.rows(index) - down @ self.right.transpose(-1, -2)
+        out = self.prior.rows(index) - down @ self.right.transpose(-1, -2)
+        if self.shift is not None:
+            shift = self.shift[..., index] if index.dim() == 1 else self.shift.gather(-1, index)
+            slots = index.unsqueeze(-1).expand(*out.shape[:-1], 1)
+            out = out.scatter_add(-1, slots, shift.unsqueeze(-1).expand(*out.shape[:-1], 1))
+        return out
+
+
+class DenseDowndated(Operator):
+    """prior - D with D (*batch, m, m) a dense symmetric downdate (certified CG solves:
+    D = K_*X X + X^T R for solutions X and residuals R = K_*X^T - K_hat X, which is
+    K_*X K_hat^{-1} K_X* minus a PSD error term, so prior - D is PSD whenever the exact
+    posterior covariance is)."""
+
+    def __init__(self, prior: Operator, downdate: torch.Tensor):
+        self.prior, self.downdate = prior, 0.5 * (downdate + downdate.transpose(-1, -2))
+        self.shape = torch.Size((*broadcast_shapes(prior.batch_shape, downdate.shape[:-2]), *prior.shape[-2:]))
+        self.dtype, self.device = prior.dtype, prior.device
+
+    def _matmul(self, rhs):
+        return self.prior.matmul(rhs) - self.downdate @ rhs
+
+    def diagonal(self):
+        return self.prior.diagonal() - self.downdate.diagonal(dim1=-2, dim2=-1)
+
+    def rows(self, index):
+        down = self.downdate[..., index, :] if index.dim() == 1 else self.downdate.gather(
+            -2, index.unsqueeze(-1).expand(*index.shape, self.downdate.shape[-1]))
+        return self.prior.rows(index) - down
 
 
 class MarginalOnly(Operator):

@@ -205,7 +205,10 @@ def pivoted_cholesky_preconditioner(kernel_op: Operator, noise: Tensor, rank: in
     blocks). ``factor``: a ready L (*batch, n, k) to use instead of a greedy run of ``rank``;
     ``blocks``: the block index of an earlier build on the same points, to reuse.
     Returns a LowRankPlusDiag or LowRankPlusBlockDiag of shape (*batch, n, n) (``.solve`` is
-    mbcg's precond; ``.logdet()`` and ``.sample()`` serve the log-det estimate).
+    mbcg's precond; ``.logdet()`` and ``.sample()`` serve the log-det estimate). Without blocks,
+    K - L L^T is PSD for a pivoted Cholesky or Nystrom factor (a Schur complement), so K_hat - P
+    is too and every eigenvalue of P^{-1} K_hat is >= 1 (in exact arithmetic): its
+    ``spectrum_floor`` is 1. With blocks K_hat - P is indefinite (None).
     """
     _check_rank(rank)
     _check_rank(block_size)
@@ -219,4 +222,4 @@ def pivoted_cholesky_preconditioner(kernel_op: Operator, noise: Tensor, rank: in
         factor = pivoted_cholesky(kernel_op, rank)
     if block_size:
         return block_preconditioner(kernel_op, noise, factor, block_size, index=blocks)
-    return LowRankPlusDiag(factor, noise)
+    return LowRankPlusDiag(factor, noise, spectrum_floor=1.0)

@@ -7,13 +7,14 @@ import warnings
 
 import torch
 
-from ..distributions import Downdated, MarginalOnly, Posterior
+from ..distributions import DenseDowndated, Downdated, MarginalOnly, Posterior
 from ..errors import NumericalWarning
 from ..linalg import lanczos
 from ..linalg.lanczos import lanczos_root_with_half
 from ..linalg.inv_quad_logdet import cg_solve
 from ..operators import KernelOperator
 from ..solvers import Cholesky, PivotedCholesky, Vecchia
+from . import certified
 from .inference import block_repairs, cg_operator, cholesky_factor, precond_neighbors, seconds_since
 from .local_variance import local_variances
 
@@ -70,6 +71,7 @@ class PredictionCache:
                                     precond_seconds=precond_seconds,
                                     mean_solve_seconds=seconds_since(start, self.train_x.device))
         self._root = None
+        self._spectrum = None  # (mu, "bound" or "estimate") of the certified variance solves
 
     # ----- roots of K_hat^{-1} ---------------------------------------------------------
     def lanczos_root(self) -> torch.Tensor:
@@ -118,7 +120,8 @@ class PredictionCache:
         """The posterior at test inputs x (*batch, m, d) (no gradients)."""
         for key in ("variance_cg_iterations", "variance_residual", "variance_converged",
                     "variance_cg_breakdowns", "local_neighbors", "local_jitter_points",
-                    "variance_local_change", "variance_root_change"):
+                    "variance_local_change", "variance_root_change", "variance_error_bound",
+                    "variance_uncertified", "variance_spectrum"):
             self.diagnostics.pop(key, None)  # set again when this call solves by CG / locally
         if isinstance(self.solver, Cholesky):
             mean, covariance, method = self._cholesky_parts(x)
@@ -127,9 +130,9 @@ class PredictionCache:
         self.diagnostics["variance_method"] = method
         return Posterior(mean, covariance, diagnostics=self.diagnostics)
 
-    def _downdated(self, x, left, right) -> Downdated:
-        """The posterior covariance k(x, x) - left right^T."""
-        return Downdated(KernelOperator(self.kernel, x), left, right)
+    def _downdated(self, x, left, right, variances=None) -> Downdated:
+        """The posterior covariance k(x, x) - left right^T (with ``variances`` on its diagonal)."""
+        return Downdated(KernelOperator(self.kernel, x), left, right, variances)
 
     def _cholesky_parts(self, x: torch.Tensor):
         """(mean (*b, m), covariance (Downdated by the whitened cross covariance (*b, m, n)),
@@ -164,10 +167,14 @@ class PredictionCache:
                     f"above {ROOT_CHANGE_WARN:.0%}). To fix: raise CG(local_neighbors=...)",
                     NumericalWarning, stacklevel=4)
             return mean, MarginalOnly(variances), "local"
+        tol = self.solver.variance_tol
         if x.shape[-2] > self.solver.exact_var_max:
             left = cross.matmul(self.lanczos_root())
             change = self.root_change(x, left)
             self.diagnostics["variance_root_change"] = change
+            if tol is not None:
+                variances = self._certified_from_root(x, left, tol)
+                return mean, self._downdated(x, left, left, variances), "lanczos+cg"
             if change > ROOT_CHANGE_WARN:
                 k = self._root[0].shape[-1]
                 warnings.warn(
@@ -176,13 +183,50 @@ class PredictionCache:
                     f"over the test points; warning above {ROOT_CHANGE_WARN:.0%}), so the variances are probably still "
                     "too large. To fix: raise CG(root_rank=...) (memory: n x root_rank), take "
                     "local variances from the nearest training points (CG(local_neighbors=256)), "
-                    "or get exact variances by CG solves for small test sets (CG(exact_var_max=...))",
+                    "or get exact variances by CG solves for small test sets (CG(exact_var_max=...)), "
+                    "or certify them (CG(variance_tol=0.01))",
                     NumericalWarning, stacklevel=4)
             return mean, self._downdated(x, left, left), "lanczos"
         left = cross.to_dense()
+        if tol is not None:
+            prior = self.kernel.diag(x).expand(left.shape[:-1])
+            result = certified.certified_solves(self.op, self.precond, self._spectrum_floor(), left, prior,
+                                                tol, self.solver.max_iters)
+            certified.report(self.diagnostics, [result], certified.relative_bounds(result, prior), tol,
+                             self._spectrum[1], x.dtype, self.solver.max_iters)
+            downdate = left @ result.solution + result.solution.transpose(-1, -2) @ result.residual
+            return mean, DenseDowndated(KernelOperator(self.kernel, x), downdate), "cg"
         info = {}
         right = cg_solve(self.op, left.transpose(-1, -2), self.precond, self.solver.eval_tol,
                          self.solver.max_iters, info, what="posterior variance solves").transpose(-1, -2)
         self.diagnostics.update(variance_cg_iterations=info["iterations"], variance_residual=info["residual"],
                                 variance_converged=info["converged"], variance_cg_breakdowns=info["breakdowns"])
         return mean, self._downdated(x, left, right), "cg"
+
+    def _spectrum_floor(self) -> torch.Tensor:
+        """mu (*batch,) <= the eigenvalues of P^{-1} K_hat (``certified.spectrum_floor``), cached."""
+        if self._spectrum is None:
+            self._spectrum = certified.spectrum_floor(self.op, self.precond, self.noise)
+        return self._spectrum[0]
+
+    def _certified_from_root(self, x: torch.Tensor, left: torch.Tensor, tol: float) -> torch.Tensor:
+        """Certified variances (*batch, m) at x (*batch, m, d) in chunks of ``exact_var_max``
+        (at least 1) test points, each solve started from the Lanczos root's solution
+        R R^T k* (``left`` = K(x, X) R, (*batch, m, k))."""
+        root, chunk = self._root[0], max(1, self.solver.exact_var_max)
+        prior = self.kernel.diag(x).expand(left.shape[:-1])
+        mu = self._spectrum_floor()
+        results, bounds, variances = [], [], []
+        for start in range(0, x.shape[-2], chunk):
+            part = slice(start, start + chunk)
+            cross = KernelOperator(self.kernel, x[..., part, :], self.train_x, backend=self.backend,
+                                   precision=self.solver.precision).to_dense()
+            x0 = root @ left[..., part, :].transpose(-1, -2)
+            result = certified.certified_solves(self.op, self.precond, mu, cross, prior[..., part], tol,
+                                                self.solver.max_iters, x0=x0)
+            results.append(result)
+            bounds.append(certified.relative_bounds(result, prior[..., part]))
+            variances.append(prior[..., part] - result.quad)
+        certified.report(self.diagnostics, results, torch.cat(bounds, -1), tol, self._spectrum[1], x.dtype,
+                         self.solver.max_iters)
+        return torch.cat(variances, -1)

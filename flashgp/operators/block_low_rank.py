@@ -36,6 +36,10 @@ class LowRankPlusBlockDiag(Operator):
             ``self.build_info``.
     """
 
+    # K_hat - P = (K_hat - L L^T) minus its diagonal blocks: indefinite, so no known lower
+    # bound of the spectrum of P^{-1} K_hat (see LowRankPlusDiag.spectrum_floor)
+    spectrum_floor = None
+
     def __init__(self, index: Tensor, whitener: Tensor, whitened_factor: Tensor, n: int,
                  build_info: dict | None = None):
         m, b = index.shape[-2:]

@@ -71,9 +71,13 @@ class LowRankPlusDiag(Operator):
 
     Solves use the Woodbury identity through a k x k Cholesky of C = I + L^T D^{-1} L
     (computed once, on first use); log det is exact.
+
+    ``spectrum_floor``: as a preconditioner of some K_hat, a known mu <= lambda_min(P^{-1} K_hat)
+    or None (unknown); the builder that knows K_hat - P sets it (``pivoted_cholesky_preconditioner``:
+    1). Certified CG variances (``linalg.quad_form``) need it.
     """
 
-    def __init__(self, factor: Tensor, diag: Tensor):
+    def __init__(self, factor: Tensor, diag: Tensor, spectrum_floor: float | None = None):
         _check_factor(factor, "factor")
         if not isinstance(diag, Tensor):
             raise TypeError(f"diag: expected a torch.Tensor, got {type(diag).__name__}")
@@ -88,6 +92,7 @@ class LowRankPlusDiag(Operator):
         self.shape = torch.Size((*batch, n, n))
         self.dtype = factor.dtype
         self.device = factor.device
+        self.spectrum_floor = spectrum_floor
         self._chol: Tensor | None = None
         self._solve: tuple[Tensor, Tensor] | None = None
         self._woodbury: tuple[Tensor, Tensor] | None = None  # (D^-1 L, D^-1 L C^-1), float64

@@ -31,12 +31,14 @@ class SparseInverseCholesky:
             neighbors: the predecessors per point, s - 1).
 
     Attributes used by the solvers: ``split`` (True: CG runs on U K_hat U^T), ``rank`` (0: no
-    low-rank part), ``block_size`` (0).
+    low-rank part), ``block_size`` (0), ``spectrum_floor`` (None: unknown, see
+    ``LowRankPlusDiag``).
     """
 
     split = True
     rank = 0
     block_size = 0
+    spectrum_floor = None  # no known lower bound of the spectrum of P^{-1} K_hat
 
     def __init__(self, index: Tensor, weights: Tensor, build_info: dict | None = None):
         if index.shape != weights.shape or index.dim() < 2:
