@@ -180,9 +180,9 @@ class CG:
             (``models.certified``); the variances returned are upper bounds of the exact ones.
             Points the solves cannot certify (max_iters, float32 resolution) give one
             NumericalWarning with the bound; ``model.diagnostics``: variance_error_bound (the
-            largest relative bound), variance_uncertified, variance_spectrum ("bound", or
-            "estimate" for the block and Vecchia preconditioners, whose spectrum floor is
-            estimated). Test sets above ``exact_var_max`` are certified in chunks of that many
+            largest relative bound), variance_uncertified, variance_bound ("gauss-radau", or
+            "residual" for the block and Vecchia preconditioners, whose spectrum is not bounded:
+            ||r||^2 / noise, more iterations). Test sets above ``exact_var_max`` are certified in chunks of that many
             points, each solve started from the Lanczos root's (LOVE) solution; local variances
             (``local_neighbors``) are not certified.
         max_iters: CG iteration cap; not converging warns with the residual reached.

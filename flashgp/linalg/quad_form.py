@@ -55,8 +55,28 @@ def _radau_update(radau: Tensor, gamma: Tensor, delta: Tensor, mu: Tensor) -> Te
     return torch.where(den > 0, gap / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(gap))
 
 
+def _per_column(value, rhs: Tensor) -> Tensor | None:
+    """A float or (*batch,) tensor as (*batch, 1) (or a 0-d tensor), broadcasting over columns."""
+    if value is None:
+        return None
+    value = torch.as_tensor(value, dtype=rhs.dtype, device=rhs.device)
+    return value.reshape(*value.shape, 1) if value.dim() else value
+
+
+def _bound(radau: Tensor, rz: Tensor, r: Tensor, mu: Tensor | None, floor: Tensor | None) -> Tensor:
+    """The error bound (*batch, t): Gauss-Radau radau * r^T P^{-1} r (with mu) and/or
+    ||r||^2 / floor, the smaller of those available."""
+    bounds = []
+    if mu is not None:
+        bounds.append((radau * rz).clamp_min(0))
+    if floor is not None:
+        bounds.append(r.square().sum(-2) / floor)
+    return bounds[0] if len(bounds) == 1 else torch.minimum(*bounds)
+
+
 def quad_form_cg(matmul: MatFn, rhs: Tensor, mu, accept: Callable[[Tensor, Tensor], Tensor],
-                 precond=None, x0: Tensor | None = None, max_iters: int = 1000) -> QuadFormResult:
+                 precond=None, x0: Tensor | None = None, max_iters: int = 1000,
+                 floor=None) -> QuadFormResult:
     """b_i^T A^{-1} b_i for the columns b_i of ``rhs`` (*batch, n, t), each column iterating until
     ``accept`` certifies its error bound.
 
@@ -65,23 +85,27 @@ def quad_form_cg(matmul: MatFn, rhs: Tensor, mu, accept: Callable[[Tensor, Tenso
     or a (*batch,) tensor): with it, ||x_k - A^{-1} b||_A^2 <= radau_k r_k^T P^{-1} r_k at every
     iteration (Gauss-Radau quadrature, Meurant and Tichy); the error of the quadratic form 2 b^T x
     - x^T A x is that A-norm error, so the bound holds for what is returned, not for a residual.
+    floor: a lower bound of the eigenvalues of A itself, for preconditioners whose mu is unknown
+    (mu None): the error r^T A^{-1} r is then bounded by ||r_k||^2 / floor (looser: more
+    iterations, but a bound for any preconditioner). With both, the smaller bound is used.
     accept: (quad (*batch, t), error_bound (*batch, t)) -> bool (*batch, t): which columns may
     stop. x0: a starting guess (*batch, n, t) (e.g. from a Lanczos root or nearby points); its
     error is bounded by r0^T P^{-1} r0 / mu before any iteration. A column stops when accepted,
     when its residual reaches round-off (r^T P^{-1} r below (4 eps)^2 of its start) or breaks
     down (p^T A p <= 0), or after ``max_iters``; one host synchronization per iteration.
     """
+    if mu is None and floor is None:
+        raise ValueError("mu, floor: expected at least one lower bound of the spectrum, got None for both")
     precond = _precond_fn(precond)
-    mu = torch.as_tensor(mu, dtype=rhs.dtype, device=rhs.device)
-    mu = mu.reshape(*mu.shape, 1) if mu.dim() else mu  # (*batch, 1): broadcast over columns
+    mu, floor = _per_column(mu, rhs), _per_column(floor, rhs)
     freeze = (4 * torch.finfo(rhs.dtype).eps) ** 2
     x = torch.zeros_like(rhs) if x0 is None else x0.clone()
     r = rhs.clone() if x0 is None else rhs - matmul(x)
     z = precond(r)
     rz = (r * z).sum(-2)
     quad = (rhs * x).sum(-2) + (x * r).sum(-2)  # 2 b^T x - x^T A x
-    radau = torch.ones_like(rz) / mu
-    bound = (radau * rz).clamp_min(0)
+    radau = torch.ones_like(rz) / (mu if mu is not None else 1.0)
+    bound = _bound(radau, rz, r, mu, floor)
     live = (rz > 0) & ~accept(quad, bound)
     threshold = rz * freeze
     counts = torch.zeros_like(rz, dtype=torch.long)
@@ -98,8 +122,9 @@ def quad_form_cg(matmul: MatFn, rhs: Tensor, mu, accept: Callable[[Tensor, Tenso
         z = precond(r)
         rz_new = (r * z).sum(-2)
         delta = torch.where(stepping, rz_new / torch.where(rz > 0, rz, torch.ones_like(rz)), 0.0)
-        radau = torch.where(stepping, _radau_update(radau, gamma, delta, mu), radau)
-        bound = torch.where(stepping, (radau * rz_new).clamp_min(0), bound)
+        if mu is not None:
+            radau = torch.where(stepping, _radau_update(radau, gamma, delta, mu), radau)
+        bound = torch.where(stepping, _bound(radau, rz_new, r, mu, floor), bound)
         counts = counts + stepping.long()
         live = stepping & (rz_new > threshold) & ~accept(quad, bound)
         p = torch.addcmul(z, torch.where(live, delta, 0.0).unsqueeze(-2), p)

@@ -71,7 +71,7 @@ class PredictionCache:
                                     precond_seconds=precond_seconds,
                                     mean_solve_seconds=seconds_since(start, self.train_x.device))
         self._root = None
-        self._spectrum = None  # (mu, "bound" or "estimate") of the certified variance solves
+        self._spectrum = None  # certified.spectrum_floor's (mu, floor, kind), on first use
 
     # ----- roots of K_hat^{-1} ---------------------------------------------------------
     def lanczos_root(self) -> torch.Tensor:
@@ -121,7 +121,7 @@ class PredictionCache:
         for key in ("variance_cg_iterations", "variance_residual", "variance_converged",
                     "variance_cg_breakdowns", "local_neighbors", "local_jitter_points",
                     "variance_local_change", "variance_root_change", "variance_error_bound",
-                    "variance_uncertified", "variance_spectrum"):
+                    "variance_uncertified", "variance_bound"):
             self.diagnostics.pop(key, None)  # set again when this call solves by CG / locally
         if isinstance(self.solver, Cholesky):
             mean, covariance, method = self._cholesky_parts(x)
@@ -193,7 +193,7 @@ class PredictionCache:
             result = certified.certified_solves(self.op, self.precond, self._spectrum_floor(), left, prior,
                                                 tol, self.solver.max_iters)
             certified.report(self.diagnostics, [result], certified.relative_bounds(result, prior), tol,
-                             self._spectrum[1], x.dtype, self.solver.max_iters)
+                             self._spectrum[2], x.dtype, self.solver.max_iters)
             downdate = left @ result.solution + result.solution.transpose(-1, -2) @ result.residual
             return mean, DenseDowndated(KernelOperator(self.kernel, x), downdate), "cg"
         info = {}
@@ -203,11 +203,11 @@ class PredictionCache:
                                 variance_converged=info["converged"], variance_cg_breakdowns=info["breakdowns"])
         return mean, self._downdated(x, left, right), "cg"
 
-    def _spectrum_floor(self) -> torch.Tensor:
-        """mu (*batch,) <= the eigenvalues of P^{-1} K_hat (``certified.spectrum_floor``), cached."""
+    def _spectrum_floor(self) -> tuple:
+        """``certified.spectrum_floor``'s (mu, floor, kind) for this cache's K_hat and P."""
         if self._spectrum is None:
             self._spectrum = certified.spectrum_floor(self.op, self.precond, self.noise)
-        return self._spectrum[0]
+        return self._spectrum
 
     def _certified_from_root(self, x: torch.Tensor, left: torch.Tensor, tol: float) -> torch.Tensor:
         """Certified variances (*batch, m) at x (*batch, m, d) in chunks of ``exact_var_max``
@@ -227,6 +227,6 @@ class PredictionCache:
             results.append(result)
             bounds.append(certified.relative_bounds(result, prior[..., part]))
             variances.append(prior[..., part] - result.quad)
-        certified.report(self.diagnostics, results, torch.cat(bounds, -1), tol, self._spectrum[1], x.dtype,
+        certified.report(self.diagnostics, results, torch.cat(bounds, -1), tol, self._spectrum[2], x.dtype,
                          self.solver.max_iters)
         return torch.cat(variances, -1)
