@@ -67,7 +67,7 @@ def relative_bounds(result: QuadFormResult, prior: torch.Tensor) -> torch.Tensor
 
 
 def report(diagnostics: dict, results: list[QuadFormResult], bounds: torch.Tensor, tol: float,
-           kind: str, dtype: torch.dtype, max_iters: int) -> None:
+           kind: str, dtype: torch.dtype, max_iters: int, stacklevel: int = 6) -> None:
     """Record the certificate in ``diagnostics`` and warn once (with the numbers) when some
     variances are not within ``tol``: variance_error_bound (largest relative bound),
     variance_uncertified (how many points miss tol), variance_cg_iterations (largest per point),
@@ -89,4 +89,4 @@ def report(diagnostics: dict, results: list[QuadFormResult], bounds: torch.Tenso
     warnings.warn(f"{uncertified} of {bounds.numel()} posterior variances could not be certified to "
                   f"CG(variance_tol={tol:g}): their relative error bound reaches {largest:.3g} (median over "
                   f"those points {float(bounds[missed].median()):.3g}); the variances returned are upper "
-                  f"bounds of the exact ones. To fix: {', '.join(remedies)}", NumericalWarning, stacklevel=5)
+                  f"bounds of the exact ones. To fix: {', '.join(remedies)}", NumericalWarning, stacklevel=stacklevel)

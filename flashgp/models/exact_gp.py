@@ -8,11 +8,13 @@ import torch
 from torch import nn
 
 from ..distributions import Posterior
+from ..initial_values import init_from_data
 from ..kernels import Kernel
 from ..linalg import PivotCache
 from ..likelihoods import FixedNoise, Gaussian, Likelihood
 from ..means import Constant, Mean
 from ..solvers import Auto, Cholesky, resolve_solver
+from .batched_inputs import posterior_per_test_set
 from .inference import cg_terms, cholesky_terms, marginal_log_likelihood
 from .prediction import PredictionCache
 from .validation import (check_batch_shapes, check_columns, check_test_batch, check_test_inputs,
@@ -23,7 +25,8 @@ class ExactGP(nn.Module):
     """Exact Gaussian-process regression.
 
     Args:
-        x: training inputs (n, d), or (b, n, d) for a batch of b independent GPs.
+        x: training inputs (n, d), or (b, n, d) for a batch of b independent GPs; (n,) is read
+            as (n, 1).
         y: training targets (n,) or (b, n).
         kernel: a ``flashgp.kernels.Kernel`` (e.g. ``Scale(RBF(ard_dims=d))``).
         likelihood: ``Gaussian()`` (default) or ``FixedNoise(noise)``.
@@ -32,7 +35,11 @@ class ExactGP(nn.Module):
             ``fg.CG(...)``.
 
     The model's parameters take the dtype and device of x (ints and bools become the default
-    dtype, float16/bfloat16 become float32); test inputs are cast to that dtype.
+    dtype, float16/bfloat16 become float32); test inputs are cast to that dtype. Values that
+    the kernel, likelihood and mean were not given (constructor arguments left at None) are
+    chosen from the data by ``fg.init_from_data`` (lengthscales from the inputs' spread, output
+    scale and noise from var(y), the constant mean from mean(y), the Gaussian noise floor from
+    the dtype); given values are kept as they are.
     ``diagnostics`` describes the last solve: path ("cholesky" or "cg"), backend,
     cg_iterations, residual, jitter, seconds; on the CG path also converged and cg_breakdowns
     (and variance_converged, variance_residual, variance_cg_iterations, variance_cg_breakdowns
@@ -77,9 +84,10 @@ class ExactGP(nn.Module):
         self.to(dtype=x.dtype, device=x.device)
         self.set_train_data(x, y)
         self.diagnostics: dict = {}
+        init_from_data(self)  # the values the kernel, likelihood and mean were not given
 
     def set_train_data(self, x, y) -> None:
-        """Replace the training data: x (n, d) or (*b, n, d), y (n,) or (*b, n).
+        """Replace the training data: x (n, d), (*b, n, d) or (n,) (d = 1), y (n,) or (*b, n).
 
         New data is cast to the model's dtype (the dtype of the data it was built with) and must
         be on its device; its batch shape must broadcast with the kernel's, likelihood's and mean's.
@@ -143,8 +151,11 @@ class ExactGP(nn.Module):
         return tuple((id(t), t._version) for t in tensors)
 
     def posterior(self, x) -> Posterior:
-        """The latent posterior p(f(x*) | data) at test inputs x (m, d) or (b, m, d).
+        """The latent posterior p(f(x*) | data) at test inputs x (m, d) or (b, m, d) (batch models:
+        batch dimensions that broadcast with the model's).
 
+        A model without batch dimensions also takes x (*b, m, d): b separate test sets, each
+        predicted as on its own (mean (*b, m), covariance (*b, m, m), none between the sets).
         Returns a ``Posterior`` (mean, variance, covariance operator, sample, confidence_region).
         Predictions are not differentiable.
         """
@@ -152,8 +163,11 @@ class ExactGP(nn.Module):
         start = time.perf_counter()
         with torch.no_grad():
             cache = self._prediction_cache()
-            check_test_batch(x, cache.alpha.shape[:-2])
-            post = cache.posterior(x)
+            if x.dim() > 2 and cache.alpha.dim() == 2:  # test sets for a model without batches
+                post = posterior_per_test_set(cache.posterior, x)
+            else:
+                check_test_batch(x, cache.alpha.shape[:-2])
+                post = cache.posterior(x)
         self.diagnostics = {**cache.diagnostics, "seconds": time.perf_counter() - start}
         post.diagnostics = self.diagnostics
         return post

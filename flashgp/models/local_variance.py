@@ -53,7 +53,7 @@ def search_inputs(kernel, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def local_variances(kernel, train_x: torch.Tensor, noise: torch.Tensor, x: torch.Tensor,
-                    neighbors: int) -> tuple[torch.Tensor, dict]:
+                    neighbors: int, solutions: bool = False) -> tuple:
     """var(f* | y_N) (m,) for test inputs x (m, d), N the ``neighbors`` training points nearest
     to each x* (``search_inputs``), with the observation noise ``noise`` (n,) of the training
     points; and diagnostics {"local_neighbors": k, "local_jitter_points": how many test points
@@ -68,6 +68,10 @@ def local_variances(kernel, train_x: torch.Tensor, noise: torch.Tensor, x: torch
 
     Computed in float64: k** - |L^{-1} k_N*|^2 with L the Cholesky factor of K_NN + diag(noise_N).
     With neighbors = n this is the exact posterior variance.
+
+    ``solutions``: also return (index (m, k) long, weights (m, k) in the dtype of x): the local
+    solves (K_NN + diag(noise_N))^{-1} k_N* on each test point's neighbours, a starting guess
+    for certified CG variances (``models.certified``).
     """
     n = train_x.shape[-2]
     if train_x.dim() != 2 or x.dim() != 2 or noise.numel() != n:
@@ -79,6 +83,7 @@ def local_variances(kernel, train_x: torch.Tensor, noise: torch.Tensor, x: torch
     index = nearest_neighbors(search_inputs(kernel, train_x), search_inputs(kernel, x), k)
     variances = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
     tails = torch.empty_like(variances)  # the downdate of the farther half of the neighbours
+    weights = torch.empty(x.shape[0], k, dtype=x.dtype, device=x.device) if solutions else None
     jittered, batch = 0, batch_points(k, x.device)
     for r in range(0, x.shape[0], batch):
         near = index[r:r + batch]                                   # (b, k)
@@ -91,6 +96,11 @@ def local_variances(kernel, train_x: torch.Tensor, noise: torch.Tensor, x: torch
         down = white.squeeze(-1).square()                           # (b, k)
         variances[r:r + batch] = kernel.diag(xs) - down.sum(-1)
         tails[r:r + batch] = down[:, k // 2:].sum(-1)
+        if solutions:
+            weights[r:r + batch] = torch.linalg.solve_triangular(chol.transpose(-1, -2), white,
+                                                                 upper=True).squeeze(-1).to(x.dtype)
     change = 0.0 if k == n else float((tails / (variances.clamp_min(0) + noise.mean())).median())
-    return variances.to(x.dtype), {"local_neighbors": k, "local_jitter_points": jittered,
-                                   "variance_local_change": change}
+    info = {"local_neighbors": k, "local_jitter_points": jittered, "variance_local_change": change}
+    if solutions:
+        return variances.to(x.dtype), info, (index, weights)
+    return variances.to(x.dtype), info

@@ -147,47 +147,21 @@ class PredictionCache:
 
     def _iterative_parts(self, x: torch.Tensor):
         """(mean, covariance, method): variances by CG solves (m <= exact_var_max), local ones
-        (solver.local_neighbors > 0: a MarginalOnly covariance) or LOVE."""
+        (solver.local_neighbors > 0: a MarginalOnly covariance) or LOVE; with
+        ``CG.variance_tol`` every variance is certified, larger test sets by CG solves started
+        from the local or LOVE solutions (methods "local+cg", "lanczos+cg")."""
         cross = KernelOperator(self.kernel, x, self.train_x, backend=self.backend,
                                precision=self.solver.precision)
         mean = self.mean_fn(x) + cross.matmul(self.alpha).squeeze(-1)
-        if x.shape[-2] > self.solver.exact_var_max and self.solver.local_neighbors:
-            if x.dim() != 2:
-                raise ValueError(f"x: local variances (CG(local_neighbors=...)) need an unbatched "
-                                 f"model and test inputs (m, d), got shape {tuple(x.shape)}")
-            start = time.perf_counter()
-            variances, info = local_variances(self.kernel, self.train_x, self.noise, x,
-                                              self.solver.local_neighbors)
-            self.diagnostics.update(info, local_seconds=seconds_since(start, x.device))
-            if info["variance_local_change"] > ROOT_CHANGE_WARN:
-                warnings.warn(
-                    f"local predictive variances have not converged: the farther half of the "
-                    f"{info['local_neighbors']} neighbours lowered the variances of y* by "
-                    f"{info['variance_local_change']:.1%} (median over the test points; warning "
-                    f"above {ROOT_CHANGE_WARN:.0%}). To fix: raise CG(local_neighbors=...)",
-                    NumericalWarning, stacklevel=4)
-            return mean, MarginalOnly(variances), "local"
+        if x.shape[-2] <= self.solver.exact_var_max:
+            return (mean, *self._cg_covariance(x, cross.to_dense()))
+        if self.solver.local_neighbors:
+            return (mean, *self._local_covariance(x))
+        return (mean, *self._lanczos_covariance(x, cross))
+
+    def _cg_covariance(self, x: torch.Tensor, left: torch.Tensor):
+        """(covariance, "cg") from CG solves against the rows of left = K(x, X) (*batch, m, n)."""
         tol = self.solver.variance_tol
-        if x.shape[-2] > self.solver.exact_var_max:
-            left = cross.matmul(self.lanczos_root())
-            change = self.root_change(x, left)
-            self.diagnostics["variance_root_change"] = change
-            if tol is not None:
-                variances = self._certified_from_root(x, left, tol)
-                return mean, self._downdated(x, left, left, variances), "lanczos+cg"
-            if change > ROOT_CHANGE_WARN:
-                k = self._root[0].shape[-1]
-                warnings.warn(
-                    f"Lanczos (LOVE) predictive variances have not converged: the last {k - k // 2} "
-                    f"of the {k} Lanczos vectors lowered the variances of y* by {change:.1%} (median "
-                    f"over the test points; warning above {ROOT_CHANGE_WARN:.0%}), so the variances are probably still "
-                    "too large. To fix: raise CG(root_rank=...) (memory: n x root_rank), take "
-                    "local variances from the nearest training points (CG(local_neighbors=256)), "
-                    "or get exact variances by CG solves for small test sets (CG(exact_var_max=...)), "
-                    "or certify them (CG(variance_tol=0.01))",
-                    NumericalWarning, stacklevel=4)
-            return mean, self._downdated(x, left, left), "lanczos"
-        left = cross.to_dense()
         if tol is not None:
             prior = self.kernel.diag(x).expand(left.shape[:-1])
             result = certified.certified_solves(self.op, self.precond, self._spectrum_floor(), left, prior,
@@ -195,13 +169,61 @@ class PredictionCache:
             certified.report(self.diagnostics, [result], certified.relative_bounds(result, prior), tol,
                              self._spectrum[2], x.dtype, self.solver.max_iters)
             downdate = left @ result.solution + result.solution.transpose(-1, -2) @ result.residual
-            return mean, DenseDowndated(KernelOperator(self.kernel, x), downdate), "cg"
+            return DenseDowndated(KernelOperator(self.kernel, x), downdate), "cg"
         info = {}
         right = cg_solve(self.op, left.transpose(-1, -2), self.precond, self.solver.eval_tol,
                          self.solver.max_iters, info, what="posterior variance solves").transpose(-1, -2)
         self.diagnostics.update(variance_cg_iterations=info["iterations"], variance_residual=info["residual"],
                                 variance_converged=info["converged"], variance_cg_breakdowns=info["breakdowns"])
-        return mean, self._downdated(x, left, right), "cg"
+        return self._downdated(x, left, right), "cg"
+
+    def _local_covariance(self, x: torch.Tensor):
+        """(MarginalOnly covariance, "local" or "local+cg") from each test point's nearest
+        training points (``local_variance``), certified by CG solves started from them."""
+        if x.dim() != 2:
+            raise ValueError(f"x: local variances (CG(local_neighbors=...)) need an unbatched "
+                             f"model and test inputs (m, d), got shape {tuple(x.shape)}")
+        start = time.perf_counter()
+        variances, info, (index, weights) = local_variances(self.kernel, self.train_x, self.noise, x,
+                                                            self.solver.local_neighbors, solutions=True)
+        self.diagnostics.update(info, local_seconds=seconds_since(start, x.device))
+        if self.solver.variance_tol is not None:
+            def scattered(part):  # the local solves of x[part] as (n, c)
+                guess = torch.zeros(self.train_x.shape[-2], weights[part].shape[0], dtype=x.dtype,
+                                    device=x.device)
+                return guess.scatter_(0, index[part].T, weights[part].T)
+            return MarginalOnly(self._certified_chunks(x, scattered)), "local+cg"
+        if info["variance_local_change"] > ROOT_CHANGE_WARN:
+            warnings.warn(
+                f"local predictive variances have not converged: the farther half of the "
+                f"{info['local_neighbors']} neighbours lowered the variances of y* by "
+                f"{info['variance_local_change']:.1%} (median over the test points; warning "
+                f"above {ROOT_CHANGE_WARN:.0%}). To fix: raise CG(local_neighbors=...)",
+                NumericalWarning, stacklevel=5)
+        return MarginalOnly(variances), "local"
+
+    def _lanczos_covariance(self, x: torch.Tensor, cross: KernelOperator):
+        """(covariance, "lanczos" or "lanczos+cg") from the cached Lanczos root (LOVE), its
+        variances certified by CG solves started from R R^T k*."""
+        left = cross.matmul(self.lanczos_root())
+        change = self.root_change(x, left)
+        self.diagnostics["variance_root_change"] = change
+        if self.solver.variance_tol is not None:
+            root = self._root[0]
+            variances = self._certified_chunks(x, lambda part: root @ left[..., part, :].transpose(-1, -2))
+            return self._downdated(x, left, left, variances), "lanczos+cg"
+        if change > ROOT_CHANGE_WARN:
+            k = self._root[0].shape[-1]
+            warnings.warn(
+                f"Lanczos (LOVE) predictive variances have not converged: the last {k - k // 2} "
+                f"of the {k} Lanczos vectors lowered the variances of y* by {change:.1%} (median "
+                f"over the test points; warning above {ROOT_CHANGE_WARN:.0%}), so the variances are probably still "
+                "too large. To fix: raise CG(root_rank=...) (memory: n x root_rank), take "
+                "local variances from the nearest training points (CG(local_neighbors=256)), "
+                "get exact variances by CG solves for small test sets (CG(exact_var_max=...)), "
+                "or certify them (CG(variance_tol=0.01))",
+                NumericalWarning, stacklevel=5)
+        return self._downdated(x, left, left), "lanczos"
 
     def _spectrum_floor(self) -> tuple:
         """``certified.spectrum_floor``'s (mu, floor, kind) for this cache's K_hat and P."""
@@ -209,24 +231,22 @@ class PredictionCache:
             self._spectrum = certified.spectrum_floor(self.op, self.precond, self.noise)
         return self._spectrum
 
-    def _certified_from_root(self, x: torch.Tensor, left: torch.Tensor, tol: float) -> torch.Tensor:
-        """Certified variances (*batch, m) at x (*batch, m, d) in chunks of ``exact_var_max``
-        (at least 1) test points, each solve started from the Lanczos root's solution
-        R R^T k* (``left`` = K(x, X) R, (*batch, m, k))."""
-        root, chunk = self._root[0], max(1, self.solver.exact_var_max)
-        prior = self.kernel.diag(x).expand(left.shape[:-1])
-        mu = self._spectrum_floor()
+    def _certified_chunks(self, x: torch.Tensor, start) -> torch.Tensor:
+        """Certified variances (*batch, m) at x (*batch, m, d), in chunks of ``exact_var_max`` (at
+        least 1) test points; start(part) gives the chunk's starting solutions (*batch, n, c)
+        (the Lanczos root's R R^T k*, or the local solves) for the test points x[..., part, :]."""
+        chunk, tol = max(1, self.solver.exact_var_max), self.solver.variance_tol
+        prior = self.kernel.diag(x).expand(*self.op.batch_shape, x.shape[-2])
         results, bounds, variances = [], [], []
-        for start in range(0, x.shape[-2], chunk):
-            part = slice(start, start + chunk)
+        for begin in range(0, x.shape[-2], chunk):
+            part = slice(begin, begin + chunk)
             cross = KernelOperator(self.kernel, x[..., part, :], self.train_x, backend=self.backend,
                                    precision=self.solver.precision).to_dense()
-            x0 = root @ left[..., part, :].transpose(-1, -2)
-            result = certified.certified_solves(self.op, self.precond, mu, cross, prior[..., part], tol,
-                                                self.solver.max_iters, x0=x0)
+            result = certified.certified_solves(self.op, self.precond, self._spectrum_floor(), cross,
+                                                prior[..., part], tol, self.solver.max_iters, x0=start(part))
             results.append(result)
             bounds.append(certified.relative_bounds(result, prior[..., part]))
             variances.append(prior[..., part] - result.quad)
         certified.report(self.diagnostics, results, torch.cat(bounds, -1), tol, self._spectrum[2], x.dtype,
-                         self.solver.max_iters)
+                         self.solver.max_iters, stacklevel=7)
         return torch.cat(variances, -1)

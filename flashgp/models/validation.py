@@ -80,14 +80,18 @@ def _check_magnitude(tensor: torch.Tensor, name: str, bound: float, what: str) -
 
 
 def check_train_data(x, y, like: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate training inputs x (n, d) or (*b, n, d) and targets y (n,) or (*b, n).
+    """Validate training inputs x (n, d), (*b, n, d) or (n,) and targets y (n,) or (*b, n).
 
-    ``like``: the current training inputs of a model, whose dtype and device new data must take.
+    x of shape (n,) is n points of one input dimension, returned as (n, 1) (as test inputs of a
+    model with d = 1 are read). ``like``: the current training inputs of a model, whose dtype
+    and device new data must take (and, for x of shape (n,), its d = 1).
     """
     x = as_float_tensor(x, "x", like=like)
     if x.dim() == 1:
-        raise ValueError(f"x: expected shape (n, d) or (b, n, d), got {tuple(x.shape)}; "
-                         "use x.reshape(-1, 1) for one input dimension")
+        if like is not None and like.shape[-1] != 1:
+            raise ValueError(f"x: shape {tuple(x.shape)} reads as {x.shape[0]} points of one input "
+                             f"dimension, but the model has {like.shape[-1]}; expected (n, {like.shape[-1]})")
+        x = x.unsqueeze(-1)
     if x.dim() < 2 or x.shape[-2] == 0 or x.shape[-1] == 0:
         raise ValueError(f"x: expected shape (n, d) or (b, n, d) with n, d >= 1, got {tuple(x.shape)}")
     y = as_float_tensor(y, "y", like=x)

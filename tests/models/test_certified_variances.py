@@ -89,6 +89,18 @@ def test_large_test_sets_are_certified_from_the_lanczos_root():
     assert (loose / ref.variance - 1).abs().max() > 0.05  # what the certificate fixes here
 
 
+def test_local_variances_are_certified_from_the_local_solves():
+    solver = fg.CG(precond=fg.PivotedCholesky(50), exact_var_max=32, local_neighbors=20)
+    model = model_at(900, 1e-3, 0.3, solver, d=2)
+    xt = torch.rand(80, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    post, ref = both(model, xt, solver)
+    assert (post.variance / ref.variance - 1).abs().max() < 0.01
+    model.solver = solver
+    model.posterior(xt)
+    assert model.diagnostics["variance_method"] == "local+cg"
+    assert model.diagnostics["variance_uncertified"] == 0
+
+
 @pytest.mark.filterwarnings("ignore:CG for the posterior mean solve")
 def test_uncertified_variances_warn_with_the_bound():
     model = model_at(600, 1e-4, 0.3, fg.CG(precond=None, max_iters=3))
