@@ -100,7 +100,7 @@ def main(argv=None) -> None:
     runs = [("root rank", rank, dict(root_rank=rank)) for rank in args.root_ranks]
     runs += [("local neighbours", k, dict(local_neighbors=k)) for k in args.local_neighbors]
     for label, value, option in runs:
-        solver = fg.CG(eval_tol=0.01, exact_var_max=0, backend="dense",
+        solver = fg.CG(eval_tol=0.01, exact_var_max=0, backend="dense", variance_tol=None,
                        precond=fg.PivotedCholesky(args.precond_rank), **option)
         start = time.perf_counter()
         with warnings.catch_warnings():

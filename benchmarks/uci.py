@@ -258,7 +258,8 @@ def run_flashgp(ds, args, device, sync) -> dict:
                    precond=fg.Vecchia(args.vecchia) if args.vecchia else fg.PivotedCholesky(
                        args.precond_rank, max_rank=args.max_precond_rank, block_size=args.precond_blocks),
                    root_rank=SOLVER["root_rank"], exact_var_max=0,  # LOVE variances, as GPyTorch,
-                   local_neighbors=args.local_neighbors,  # unless --local-neighbors k > 0
+                   local_neighbors=args.local_neighbors,  # unless --local-neighbors k > 0;
+                   variance_tol=args.variance_tol,  # uncertified as GPyTorch's unless --variance-tol
                    backend=args.backend, precision=args.precision)
     model = fg.ExactGP(ds.x_train, ds.y_train, kernel, likelihood=fg.likelihoods.Gaussian(),
                        mean=fg.means.Constant(), solver=solver)
@@ -457,6 +458,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backend", default="auto", help="flashgp kernel backend (default auto)")
     p.add_argument("--precision", default="fp16x3",
                    help="flashgp fused-kernel precision: fp16x3, tf32x3, fp32 or tf32 (default fp16x3)")
+    p.add_argument("--variance-tol", type=float, default=None, help="certify flashgp's variances to this "
+                   "relative error (fg.CG(variance_tol=...)); default None: uncertified LOVE, as GPyTorch")
     p.add_argument("--local-neighbors", type=int, default=0,
                    help="flashgp variances from this many nearest training points "
                         "(fg.CG(local_neighbors=...)) instead of LOVE (default 0: LOVE, as GPyTorch)")

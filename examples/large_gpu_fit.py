@@ -86,6 +86,10 @@ def main(argv=None) -> None:
                         help="relative residual of the prediction solves (default 1e-3)")
     parser.add_argument("--root-rank", type=int, default=200,
                         help="Lanczos iterations of the cached root for fast variances (default 200)")
+    parser.add_argument("--variance-tol", type=float, default=None,
+                        help="certify the variances to this relative error by CG solves with every "
+                             "test point (fg.CG(variance_tol=...); each costs products with the n x n "
+                             "kernel matrix); default None: the root's or local ones, uncertified")
     parser.add_argument("--local-neighbors", type=int, default=0,
                         help="variances from this many nearest training points per test point "
                              "(fg.CG(local_neighbors=...)) instead of the Lanczos root (default 0: LOVE)")
@@ -124,7 +128,8 @@ def main(argv=None) -> None:
     solver = fg.CG(tol=1.0, precond=precond, backend=args.backend,
                    exact_var_max=args.test if args.exact_var else 0, precision=args.precision,
                    root_rank=args.root_rank, eval_tol=args.eval_tol,
-                   local_neighbors=args.local_neighbors, lanczos_iters=args.lanczos_iters)
+                   local_neighbors=args.local_neighbors, lanczos_iters=args.lanczos_iters,
+                   variance_tol=args.variance_tol)
     model = fg.ExactGP(x_train, y_train, kernel, solver=solver)
     if args.raw_parameters:
         load_raw_parameters(model, args.raw_parameters)

@@ -170,21 +170,25 @@ class CG:
     Args:
         tol: relative residual (mean over columns) at which CG stops during training.
         eval_tol: relative residual of the posterior mean solve. The default 1e-3 (below the 0.01
-            the accuracy literature asks for) keeps posterior means within ~1e-3 of Cholesky. (With
-            ``variance_tol=None`` also that of the variance solves, whose residual does not bound
-            the variance: at 1e-3 the README's quickstart variances were 1.05-3x the exact ones.)
+            the accuracy literature asks for) keeps posterior means within ~1e-3 of Cholesky
+            relative to y; at noise 1e-4 that was up to 0.17 posterior standard deviations
+            (``benchmarks/variance_accuracy.py``, docs/accuracy.md). With ``variance_tol=None``
+            also that of the variance solves, whose residual does not bound the variance: at
+            1e-3 the README quickstart's variances were 1.05-3x the exact ones.
         variance_tol: the relative error certified for every posterior variance on the CG path
             (default 0.01; None: no certificate, the behaviour before it existed). Each test
-            point's solve runs until a Gauss-Radau bound on the error of k*^T K_hat^{-1} k* is
-            below variance_tol times the smallest variance the bound allows
-            (``models.certified``); the variances returned are upper bounds of the exact ones.
-            Points the solves cannot certify (max_iters, float32 resolution) give one
-            NumericalWarning with the bound; ``model.diagnostics``: variance_error_bound (the
-            largest relative bound), variance_uncertified, variance_bound ("gauss-radau", or
-            "residual" for the block and Vecchia preconditioners, whose spectrum is not bounded:
-            ||r||^2 / noise, more iterations). Test sets above ``exact_var_max`` are certified in chunks of that many
-            points, each solve started from the Lanczos root's (LOVE) solution; local variances
-            (``local_neighbors``) are not certified.
+            point's solve runs until a bound on the error of k*^T K_hat^{-1} k* is below
+            variance_tol times the smallest variance the bound allows (``models.certified``);
+            the variances returned are upper bounds of the exact ones. The bound is Gauss-Radau
+            quadrature where the spectrum of P^{-1} K_hat is bounded below (no preconditioner,
+            PivotedCholesky without blocks), else ||r||^2 / noise (blocks, Vecchia: more
+            iterations). Points the solves cannot certify (max_iters, float32 resolution) give
+            one NumericalWarning with the bound; ``model.diagnostics``: variance_error_bound
+            (the largest relative bound), variance_uncertified, variance_bound ("gauss-radau" or
+            "residual"). Test sets above ``exact_var_max`` get LOVE or local variances, then
+            certified by CG solves started from them, in chunks of 1024 test points
+            (``models.prediction.CERTIFY_CHUNK``): products with K_hat for every test point, so at
+            very large n pass None for the uncertified fast paths.
         max_iters: CG iteration cap; not converging warns with the residual reached.
         probes: random probe vectors for the log determinant and its gradient.
         lanczos_iters: minimum CG iterations when the log determinant is estimated (the size

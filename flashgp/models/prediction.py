@@ -23,6 +23,9 @@ LANCZOS_SEED = 0
 # variances of y* by more than this fraction (median over the test points, PredictionCache.root_change,
 # local_variance.local_variances)
 ROOT_CHANGE_WARN = 0.1
+# test points per chunk of certified variance solves beyond exact_var_max (each chunk's CG holds
+# about 6 (n, chunk) tensors)
+CERTIFY_CHUNK = 1024
 
 
 class PredictionCache:
@@ -232,10 +235,10 @@ class PredictionCache:
         return self._spectrum
 
     def _certified_chunks(self, x: torch.Tensor, start) -> torch.Tensor:
-        """Certified variances (*batch, m) at x (*batch, m, d), in chunks of ``exact_var_max`` (at
-        least 1) test points; start(part) gives the chunk's starting solutions (*batch, n, c)
+        """Certified variances (*batch, m) at x (*batch, m, d), in chunks of CERTIFY_CHUNK test
+        points; start(part) gives the chunk's starting solutions (*batch, n, c)
         (the Lanczos root's R R^T k*, or the local solves) for the test points x[..., part, :]."""
-        chunk, tol = max(1, self.solver.exact_var_max), self.solver.variance_tol
+        chunk, tol = CERTIFY_CHUNK, self.solver.variance_tol
         prior = self.kernel.diag(x).expand(*self.op.batch_shape, x.shape[-2])
         results, bounds, variances = [], [], []
         for begin in range(0, x.shape[-2], chunk):
