@@ -77,10 +77,14 @@ def test_large_test_sets_are_certified_from_the_lanczos_root():
     model.solver = solver
     post = model.posterior(xt)
     assert model.diagnostics["variance_method"] == "lanczos+cg"
-    # the covariance keeps LOVE's off-diagonal entries and the certified diagonal
+    # the covariance: LOVE's correlations with the certified variances
     idx = torch.tensor([3, 70, 149])
     torch.testing.assert_close(post.covariance.rows(idx)[torch.arange(3), idx], post.variance[idx])
-    torch.testing.assert_close(post.covariance.to_dense().diagonal(), post.variance)
+    cov = post.covariance.to_dense()
+    torch.testing.assert_close(cov.diagonal(), post.variance)
+    torch.testing.assert_close(cov, cov.T)
+    eig = torch.linalg.eigvalsh(cov)
+    assert eig.min() > -1e-10 * eig.max()  # PSD: LOVE's correlations, the certified variances
     uncert = fg.CG(precond=fg.PivotedCholesky(50), exact_var_max=64, root_rank=40, variance_tol=None)
     model.solver = uncert
     with warnings.catch_warnings():
