@@ -94,6 +94,17 @@ def measure(model, xt, ref_mean, ref_var, device) -> dict:
     return row
 
 
+def save(args, rows: list[dict]) -> None:
+    """results.json and results.md under --out (rewritten after every problem: a run cut short
+    keeps what it measured)."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+            "argv": sys.argv}
+    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    (out / "results.md").write_text(f"{meta}\n\n" + markdown(rows))
+
+
 def run(args) -> list[dict]:
     device = torch.device(args.device)
     rows = []
@@ -117,6 +128,7 @@ def run(args) -> list[dict]:
                           f"min {row['var_rel_min']:+.2e} mean/sd {row['mean_err_in_sd']:.1e} "
                           f"it {row['variance_iterations']} {row['seconds']:.2f} s"
                           + (f" [{len(row['warnings'])} warning(s)]" if row["warnings"] else ""), flush=True)
+                save(args, rows)
     return rows
 
 
@@ -143,14 +155,7 @@ def main(argv=None):
     p.add_argument("--skip", type=lambda s: s.split(";"), default=[], help="path names to skip, ';'-separated")
     p.add_argument("--out", default="results/variance_accuracy")
     args = p.parse_args(argv)
-    rows = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-            "argv": sys.argv}
-    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    (out / "results.md").write_text(f"{meta}\n\n" + markdown(rows))
-    print(markdown(rows))
+    print(markdown(run(args)))
 
 
 if __name__ == "__main__":
