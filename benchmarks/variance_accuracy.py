@@ -86,6 +86,7 @@ def measure(model, xt, ref_mean, ref_var, device) -> dict:
            "mean_err_in_sd": float(((post.mean.double() - ref_mean).abs() / ref_var.sqrt()).max()),
            "variance_method": d.get("variance_method"), "variance_iterations": d.get("variance_cg_iterations"),
            "variance_error_bound": d.get("variance_error_bound"), "uncertified": d.get("variance_uncertified"),
+           "mean_error_bound_sd": d.get("mean_error_bound"),
            "seconds": seconds, "warnings": [str(w.message)[:120] for w in caught]}
     if d.get("variance_method") in ("cg", "lanczos", "lanczos+cg"):
         cov = post.covariance.to_dense().double()

@@ -18,6 +18,11 @@ that spectrum is known (a Ritz estimate from a short Lanczos run was tried: it o
 lambda_min, and a "certified" variance was 27% off at noise 1e-4 with blocks); their solves are
 certified by ||r||^2 / (smallest noise) instead, the error bound of the residual in the plain
 K_hat norm, and diagnostics say variance_bound "residual".
+
+The solves x ~ K_hat^{-1} k* also correct the posterior mean: k*^T alpha + x^T (r - K_hat alpha)
+is off the exact mean by (k* - K_hat x)^T (K_hat^{-1} r - alpha) only, the product of two small
+errors (``PredictionCache._mean_correction``). At noise 1e-4 the mean solve at eval_tol 1e-3
+left the mean 0.53 posterior standard deviations off; corrected it was 8e-4 off.
 """
 from __future__ import annotations
 
@@ -31,6 +36,9 @@ from ..linalg.quad_form import QuadFormResult, quad_form_cg, variance_acceptance
 # mu used = SPECTRUM_SAFETY times the floor known in exact arithmetic (float32 K and P move the
 # spectrum of P^{-1} K_hat by a few eps * ||K|| / noise)
 SPECTRUM_SAFETY = 0.5
+# warn when the bound of a corrected posterior mean's error exceeds this many posterior standard
+# deviations (the bound is loose: 0.19 where the error was 8e-4, benchmarks/variance_accuracy.py)
+MEAN_WARN_SD = 1.0
 
 
 def spectrum_floor(op, precond, noise: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, str]:
@@ -60,6 +68,17 @@ def certified_solves(op, precond, spectrum: tuple, cross: torch.Tensor, prior: t
                         precond, x0=x0, max_iters=max_iters, floor=floor)
 
 
+def energy_bound(resid: torch.Tensor, precond, spectrum: tuple) -> torch.Tensor:
+    """A bound (*batch,) of r^T K_hat^{-1} r, the squared K_hat-norm error of a solve with
+    residual r (*batch, n, 1): r^T P^{-1} r / mu where mu is known, else ||r||^2 / floor."""
+    mu, floor, _ = spectrum
+    plain = resid.square().sum((-2, -1)) / floor
+    if mu is None:
+        return plain
+    whitened = resid if precond is None else precond.solve(resid)
+    return torch.minimum(plain, (resid * whitened).sum((-2, -1)) / mu)
+
+
 def relative_bounds(result: QuadFormResult, prior: torch.Tensor) -> torch.Tensor:
     """error bound / (smallest variance it allows), per test point (*batch, m) (inf at 0)."""
     low = (prior - result.quad - result.error_bound).clamp_min(0)
@@ -67,18 +86,28 @@ def relative_bounds(result: QuadFormResult, prior: torch.Tensor) -> torch.Tensor
 
 
 def report(diagnostics: dict, results: list[QuadFormResult], bounds: torch.Tensor, tol: float,
-           kind: str, dtype: torch.dtype, max_iters: int, stacklevel: int = 6) -> None:
+           kind: str, dtype: torch.dtype, max_iters: int, mean_bound: torch.Tensor | None = None,
+           stacklevel: int = 6) -> None:
     """Record the certificate in ``diagnostics`` and warn once (with the numbers) when some
     variances are not within ``tol``: variance_error_bound (largest relative bound),
     variance_uncertified (how many points miss tol), variance_cg_iterations (largest per point),
-    variance_bound ("gauss-radau" or "residual", see ``spectrum_floor``)."""
+    variance_bound ("gauss-radau" or "residual", see ``spectrum_floor``), mean_error_bound (the
+    largest bound of the corrected posterior mean's error, in posterior standard deviations)."""
     iterations = max(r.iterations for r in results)
     missed = bounds > tol
     uncertified = int(missed.sum())
     largest = float(bounds.max()) if bounds.numel() else 0.0
     diagnostics.update(variance_cg_iterations=iterations, variance_error_bound=largest,
                        variance_uncertified=uncertified, variance_bound=kind,
-                       variance_converged=uncertified == 0)
+                       variance_converged=uncertified == 0,
+                       mean_error_bound=float(mean_bound.max()) if mean_bound is not None and mean_bound.numel() else None)
+    worst_mean = diagnostics["mean_error_bound"]
+    if worst_mean is not None and worst_mean > MEAN_WARN_SD:
+        warnings.warn(f"the posterior mean may be off by up to {worst_mean:.3g} posterior standard deviations "
+                      f"(a bound from the mean solve's and the variance solves' errors; warning above "
+                      f"{MEAN_WARN_SD:g}). To fix: lower CG(eval_tol=...)"
+                      + ("" if dtype == torch.float64 else " or use float64 inputs"),
+                      NumericalWarning, stacklevel=stacklevel)
     if not uncertified:
         return
     remedies = [f"raise CG(max_iters=...) (now {max_iters}; the longest solve ran {iterations})",

@@ -60,6 +60,7 @@ class PredictionCache:
             self.backend = kernel_op.backend
             info = {}
             resid = resid.expand(*self.op.batch_shape, n)
+            self.resid = resid
             start = time.perf_counter()
             self.alpha = cg_solve(self.op, resid.unsqueeze(-1), self.precond, solver.eval_tol,
                                   solver.max_iters, info, what="posterior mean solve",
@@ -75,6 +76,7 @@ class PredictionCache:
                                     mean_solve_seconds=seconds_since(start, self.train_x.device))
         self._root = None
         self._spectrum = None  # certified.spectrum_floor's (mu, floor, kind), on first use
+        self._mean_residual = None  # (r - K_hat alpha, a bound of its K_hat^{-1} norm), on first use
 
     # ----- roots of K_hat^{-1} ---------------------------------------------------------
     def lanczos_root(self) -> torch.Tensor:
@@ -156,11 +158,14 @@ class PredictionCache:
         cross = KernelOperator(self.kernel, x, self.train_x, backend=self.backend,
                                precision=self.solver.precision)
         mean = self.mean_fn(x) + cross.matmul(self.alpha).squeeze(-1)
+        self._shift = None  # the certified solves' correction of the mean, when they ran
         if x.shape[-2] <= self.solver.exact_var_max:
-            return (mean, *self._cg_covariance(x, cross.to_dense()))
-        if self.solver.local_neighbors:
-            return (mean, *self._local_covariance(x))
-        return (mean, *self._lanczos_covariance(x, cross))
+            covariance, method = self._cg_covariance(x, cross.to_dense())
+        elif self.solver.local_neighbors:
+            covariance, method = self._local_covariance(x)
+        else:
+            covariance, method = self._lanczos_covariance(x, cross)
+        return (mean if self._shift is None else mean + self._shift), covariance, method
 
     def _cg_covariance(self, x: torch.Tensor, left: torch.Tensor):
         """(covariance, "cg") from CG solves against the rows of left = K(x, X) (*batch, m, n)."""
@@ -169,8 +174,9 @@ class PredictionCache:
             prior = self.kernel.diag(x).expand(left.shape[:-1])
             result = certified.certified_solves(self.op, self.precond, self._spectrum_floor(), left, prior,
                                                 tol, self.solver.max_iters)
+            self._shift, mean_bound = self._mean_correction(result, prior)
             certified.report(self.diagnostics, [result], certified.relative_bounds(result, prior), tol,
-                             self._spectrum[2], x.dtype, self.solver.max_iters)
+                             self._spectrum[2], x.dtype, self.solver.max_iters, mean_bound=mean_bound)
             downdate = left @ result.solution + result.solution.transpose(-1, -2) @ result.residual
             return DenseDowndated(KernelOperator(self.kernel, x), downdate), "cg"
         info = {}
@@ -236,11 +242,12 @@ class PredictionCache:
 
     def _certified_chunks(self, x: torch.Tensor, start) -> torch.Tensor:
         """Certified variances (*batch, m) at x (*batch, m, d), in chunks of CERTIFY_CHUNK test
-        points; start(part) gives the chunk's starting solutions (*batch, n, c)
-        (the Lanczos root's R R^T k*, or the local solves) for the test points x[..., part, :]."""
+        points; start(part) gives the chunk's starting solutions (*batch, n, c) (the Lanczos
+        root's R R^T k*, or the local solves) for the test points x[..., part, :]. Sets the
+        mean's correction (``_mean_correction``)."""
         chunk, tol = CERTIFY_CHUNK, self.solver.variance_tol
         prior = self.kernel.diag(x).expand(*self.op.batch_shape, x.shape[-2])
-        results, bounds, variances = [], [], []
+        results, bounds, variances, shifts, mean_bounds = [], [], [], [], []
         for begin in range(0, x.shape[-2], chunk):
             part = slice(begin, begin + chunk)
             cross = KernelOperator(self.kernel, x[..., part, :], self.train_x, backend=self.backend,
@@ -250,6 +257,26 @@ class PredictionCache:
             results.append(result)
             bounds.append(certified.relative_bounds(result, prior[..., part]))
             variances.append(prior[..., part] - result.quad)
+            shift, mean_bound = self._mean_correction(result, prior[..., part])
+            shifts.append(shift)
+            mean_bounds.append(mean_bound)
+        self._shift = torch.cat(shifts, -1)
         certified.report(self.diagnostics, results, torch.cat(bounds, -1), tol, self._spectrum[2], x.dtype,
-                         self.solver.max_iters, stacklevel=7)
+                         self.solver.max_iters, mean_bound=torch.cat(mean_bounds, -1), stacklevel=7)
         return torch.cat(variances, -1)
+
+    def _mean_correction(self, result, prior: torch.Tensor):
+        """(shift, bound), each (*batch, c), for the test points of one certified solve ``result``:
+        the posterior mean k*^T alpha plus shift = x^T (r - K_hat alpha) is off the exact one by
+        (k* - K_hat x)^T (K_hat^{-1} r - alpha), at most ||x - K_hat^{-1} k*|| ||alpha -
+        K_hat^{-1} r|| in the K_hat norm (Cauchy-Schwarz): the product of the certified solve's
+        error and the mean solve's. bound: that, in posterior standard deviations."""
+        if self._mean_residual is None:
+            mean_resid = self.resid.unsqueeze(-1) - self.op.matmul(self.alpha)  # (*batch, n, 1)
+            self._mean_residual = (mean_resid, certified.energy_bound(mean_resid, self.precond,
+                                                                      self._spectrum_floor()))
+        mean_resid, energy = self._mean_residual
+        shift = (result.solution * mean_resid).sum(-2)
+        low = (prior - result.quad - result.error_bound).clamp_min(0)
+        error = (result.error_bound * energy.unsqueeze(-1)).sqrt()
+        return shift, torch.where(low > 0, error / torch.where(low > 0, low, 1.0).sqrt(), torch.inf)

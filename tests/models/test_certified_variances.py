@@ -123,3 +123,21 @@ def test_variance_tol_is_validated_and_saved(tmp_path):
     model = model_at(300, 1e-2, 0.3, fg.CG(variance_tol=1e-4))
     fg.save(model, tmp_path / "m.fgp")
     assert fg.load(tmp_path / "m.fgp").solver.variance_tol == 1e-4
+
+
+def test_certified_solves_correct_the_posterior_mean():
+    """k*^T alpha + x^T (r - K_hat alpha): the mean error becomes a product of two small errors."""
+    model = model_at(1000, 1e-4, 0.7, None)
+    xt = torch.rand(60, 3, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    post, ref = both(model, xt, fg.CG(precond=fg.PivotedCholesky(50)))
+    sd = ref.variance.sqrt()
+    assert ((post.mean - ref.mean).abs() / sd).max() < 0.01
+    model.solver = fg.CG(precond=fg.PivotedCholesky(50))
+    model.posterior(xt)
+    bound = model.diagnostics["mean_error_bound"]
+    assert ((post.mean - ref.mean).abs() / sd).max() <= bound
+    model.solver = fg.CG(precond=fg.PivotedCholesky(50), variance_tol=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumericalWarning)
+        plain = model.posterior(xt).mean
+    assert ((plain - ref.mean).abs() / sd).max() > 0.05  # the uncorrected mean at eval_tol 1e-3
