@@ -103,7 +103,7 @@ def save(args, rows: list[dict]) -> None:
     meta = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
             "argv": sys.argv}
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    (out / "results.md").write_text(f"{meta}\n\n" + markdown(rows))
+    (out / "results.md").write_text(f"{meta}\n\n" + summary(rows) + "\n" + markdown(rows))
 
 
 def run(args) -> list[dict]:
@@ -145,6 +145,26 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(rows: list[dict]) -> str:
+    """One line per (n, path) over the noise / lengthscale grid: the median of the per-problem median
+    relative variance errors, the largest relative error, the smallest (signed), the largest mean
+    error in posterior sds, the smallest covariance eigenvalue ratio, the most variance CG iterations,
+    and how many problems warned."""
+    lines = ["| n | path | var rel err (median of medians) | max | min | mean err / sd (max) | "
+             "cov min eig / max | variance CG its (max) | problems that warned |", "|" + "---|" * 9]
+    keys = sorted({(r["n"], r["path"]) for r in rows}, key=lambda k: (k[0], list(r["path"] for r in rows).index(k[1])))
+    for n, path in keys:
+        group = [r for r in rows if r["n"] == n and r["path"] == path]
+        meds = sorted(r["var_rel_median"] for r in group)
+        eigs = [r["cov_min_eig_rel"] for r in group if "cov_min_eig_rel" in r]
+        its = [r["variance_iterations"] for r in group if r["variance_iterations"] is not None]
+        lines.append(f"| {n} | {path} | {meds[len(meds) // 2]:.1e} | {max(r['var_rel_max'] for r in group):.1e} | "
+                     f"{min(r['var_rel_min'] for r in group):+.1e} | {max(r['mean_err_in_sd'] for r in group):.1e} | "
+                     f"{f'{min(eigs):+.1e}' if eigs else ''} | {max(its) if its else ''} | "
+                     f"{sum(bool(r['warnings']) for r in group)} of {len(group)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=lambda s: [int(v) for v in s.split(",")], default=[2000])
@@ -156,7 +176,7 @@ def main(argv=None):
     p.add_argument("--skip", type=lambda s: s.split(";"), default=[], help="path names to skip, ';'-separated")
     p.add_argument("--out", default="results/variance_accuracy")
     args = p.parse_args(argv)
-    print(markdown(run(args)))
+    print(summary(run(args)))
 
 
 if __name__ == "__main__":

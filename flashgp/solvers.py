@@ -178,7 +178,8 @@ class CG:
         variance_tol: the relative error certified for every posterior variance on the CG path
             (default 0.01; None: no certificate, the behaviour before it existed). Each test
             point's solve runs until a bound on the error of k*^T K_hat^{-1} k* is below
-            variance_tol times the smallest variance the bound allows (``models.certified``);
+            variance_tol times the smallest variance the bound allows, plus 100 eps k(x*, x*)
+            (the resolution of k** - k*^T K_hat^{-1} k* in the data's dtype; ``models.certified``);
             the variances returned are upper bounds of the exact ones. The bound is Gauss-Radau
             quadrature where the spectrum of P^{-1} K_hat is bounded below (no preconditioner,
             PivotedCholesky without blocks), else ||r||^2 / noise (blocks, Vecchia: more

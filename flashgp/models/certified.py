@@ -89,12 +89,14 @@ def report(diagnostics: dict, results: list[QuadFormResult], bounds: torch.Tenso
            kind: str, dtype: torch.dtype, max_iters: int, mean_bound: torch.Tensor | None = None,
            stacklevel: int = 6) -> None:
     """Record the certificate in ``diagnostics`` and warn once (with the numbers) when some
-    variances are not within ``tol``: variance_error_bound (largest relative bound),
-    variance_uncertified (how many points miss tol), variance_cg_iterations (largest per point),
+    variances were not accepted (``quad_form.variance_acceptance``: within ``tol``, or within
+    the dtype's resolution): variance_error_bound (largest relative bound),
+    variance_uncertified (how many points were not accepted), variance_cg_iterations (largest per point),
     variance_bound ("gauss-radau" or "residual", see ``spectrum_floor``), mean_error_bound (the
     largest bound of the corrected posterior mean's error, in posterior standard deviations)."""
     iterations = max(r.iterations for r in results)
-    missed = bounds > tol
+    # what the stopping test accepted (the relative bound, or the dtype's resolution of k** - q)
+    missed = ~torch.cat([r.certified for r in results], -1).expand(bounds.shape)
     uncertified = int(missed.sum())
     largest = float(bounds.max()) if bounds.numel() else 0.0
     diagnostics.update(variance_cg_iterations=iterations, variance_error_bound=largest,
