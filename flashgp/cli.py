@@ -68,6 +68,7 @@ def _checked(convert, ok, expected: str):
 _fraction = _checked(float, lambda v: 0 < v < 1, "a fraction in (0, 1)")
 _positive_float = _checked(float, lambda v: 0 < v < math.inf, "a number > 0")
 _count = _checked(int, lambda v: v >= 0, "an integer >= 0")
+_nonnegative_float = _checked(float, lambda v: 0 <= v < math.inf, "a number >= 0")
 _positive_count = _checked(int, lambda v: v >= 1, "an integer >= 1")
 
 
@@ -95,7 +96,8 @@ def hyperparameters(model, features: list[str]) -> dict:
     kernel = model.kernel
     out = {"outputscale": float(kernel.outputscale.detach()),
            "lengthscale": dict(zip(features, kernel.base.lengthscale.detach().flatten().tolist())),
-           "noise": float(model.likelihood.noise.detach()), "mean": float(model.mean.constant.detach())}
+           "noise": float(model.likelihood.noise.detach()), "noise_floor": model.likelihood.noise_floor,
+           "mean": float(model.mean.constant.detach())}
     if hasattr(kernel.base, "alpha"):
         out["alpha"] = float(kernel.base.alpha.detach())
     return out
@@ -157,8 +159,8 @@ def cmd_fit(args, say) -> dict:
     train_x = scaled_inputs(x_train, stats, dtype, device)
     train_y = torch.as_tensor((y_train - stats["y_mean"]) / stats["y_std"], dtype=dtype, device=device)
     d = train_x.shape[-1]
-    model = ExactGP(train_x, train_y, make_kernel(args.kernel, d), likelihood=likelihoods.Gaussian(),
-                    mean=means.Constant())
+    model = ExactGP(train_x, train_y, make_kernel(args.kernel, d), mean=means.Constant(),
+                    likelihood=likelihoods.Gaussian(noise_floor=args.noise_floor))
     start = time.perf_counter()
     history = _fit_with_checkpoint(model, args)
     seconds = time.perf_counter() - start
@@ -218,7 +220,7 @@ def _fit_report(r: dict) -> str:
              f"{r['train_seconds']:.2f} s "
              f"on {r['device']} (solver path: {r['solver_path']})",
              f"  hyperparameters (standardized units): outputscale {hp['outputscale']:.4g}  "
-             f"noise {hp['noise']:.4g}  mean {hp['mean']:.4g}"
+             f"noise {hp['noise']:.4g} (floor {hp['noise_floor']:.3g})  mean {hp['mean']:.4g}"
              + (f"  alpha {hp['alpha']:.4g}" if "alpha" in hp else ""),
              "  lengthscales: " + "  ".join(f"{k} {v:.4g}" for k, v in hp["lengthscale"].items()),
              f"  log marginal likelihood {r['log_marginal_likelihood']:.4f} (standardized target; "
@@ -392,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--iters", type=_count, default=100, help="Adam steps (default 100)")
     fit.add_argument("--lr", type=_positive_float, default=0.1, help="Adam learning rate (default 0.1)")
     fit.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    fit.add_argument("--noise-floor", type=_nonnegative_float, metavar="F", help="lower bound of the "
+                     "noise variance in standardized units (default 1e-10 in float64 on the CPU, "
+                     "1e-4 in float32 on CUDA)")
     held = fit.add_mutually_exclusive_group()
     held.add_argument("--test-size", type=_fraction, help="fraction of rows held out at random")
     held.add_argument("--test", metavar="TEST.csv", help="held-out rows with the same columns")

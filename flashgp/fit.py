@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Checkpointer
 from .errors import FitInterrupted, NotPSDError, NumericalWarning
-from .fit_warnings import WarningDigest
+from .fit_warnings import WarningDigest, noise_floor_message
 from .models import ExactGP
 
 OPTIMIZERS = ("adam", "lbfgs")
@@ -98,7 +98,9 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
 
     Numerical warnings (``flashgp.errors.NumericalWarning``, e.g. CG not converged) are shown
     the first time each kind appears; repeats are counted, listed in ``History.warnings`` and
-    summarized in one warning per kind when the fit ends.
+    summarized in one warning per kind when the fit ends. When a run that took steps ends with
+    a learned Gaussian noise within 5% of its floor, one more says so, with both numbers and how
+    to lower the floor (nearly noise-free data: the floor keeps the mean from interpolating).
 
     Returns:
         History with ``loss`` (negative mll per point), ``step_seconds`` and ``diagnostics`` for
@@ -182,7 +184,19 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
         raise
     bar.close()
     digest.summarize(len(history.loss) - history.start_step)
+    _warn_noise_floor(model, history)
     return history
+
+
+def _warn_noise_floor(model, history: History) -> None:
+    """One NumericalWarning (also kept in ``history.warnings``) when this run took steps and the
+    model's learned Gaussian noise ended on its floor (``fit_warnings.noise_floor_message``)."""
+    if len(history.loss) <= history.start_step:
+        return
+    message = noise_floor_message(getattr(model, "likelihood", None))
+    if message is not None:
+        history.warnings.append((len(history.loss) - 1, message))
+        warnings.warn(message, NumericalWarning, stacklevel=3)
 
 
 def _check_checkpoint_args(model, checkpoint, checkpoint_every, resume) -> tuple[Path | None, int]:

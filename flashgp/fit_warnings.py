@@ -6,6 +6,12 @@ import contextlib
 import warnings
 
 from .errors import NumericalWarning
+from .likelihoods import Gaussian
+
+NOISE_FLOOR_KIND = "noise at its floor"
+FLOOR_MARGIN = 0.05  # a learned noise within 5% of its floor counts as on it
+FLOOR_FIX = ("fg.likelihoods.Gaussian(noise_floor=...), GPRegressor(noise_floor=...) or "
+             "'flashgp fit --noise-floor F'")
 
 
 def warning_kind(message: str) -> str:
@@ -65,3 +71,26 @@ class WarningDigest:
                 warnings.warn(f"{kind}: raised {count} times in {steps} steps of this fit (shown once, "
                               f"at step {self._first_step[kind]}; all in History.warnings). The last: "
                               f"{self._last[kind]}", NumericalWarning, stacklevel=stacklevel)
+
+
+def noise_floor_message(likelihood, scale: float = 1.0, units: str = "", fix: str = FLOOR_FIX) -> str | None:
+    """The warning that a learned Gaussian noise ended on its floor, or None where it did not.
+
+    ``likelihood``: a model's likelihood (only a ``Gaussian`` with a trainable noise and a floor
+    above 0 can warn). A noise within ``FLOOR_MARGIN`` (5%) of the floor counts as on it.
+    ``scale``: multiplies the reported noise and floor (e.g. y_scale**2 for data units, named by
+    ``units``); ``fix``: the settings that lower the floor, named in the message.
+    """
+    if not isinstance(likelihood, Gaussian) or not likelihood.raw_noise.requires_grad:
+        return None
+    floor = likelihood.noise_floor
+    noise = likelihood.noise.detach().reshape(-1)
+    on_floor = noise <= floor * (1 + FLOOR_MARGIN)
+    if floor <= 0 or not bool(on_floor.any()):
+        return None
+    where = f" in {int(on_floor.sum())} of {noise.numel()} batch elements" if noise.numel() > 1 else ""
+    return (f"{NOISE_FLOOR_KIND}: the learned noise variance {float(noise[on_floor].min()) * scale:.3g} "
+            f"ended within {FLOOR_MARGIN:.0%} of its floor {floor * scale:.3g}{units}{where}. The data "
+            "may be (nearly) noise-free: the floor then keeps the mean from interpolating them and "
+            f"widens the predictive intervals. To fix: lower the floor with {fix} (a floor too low "
+            "for the data shows as jitter or CG warnings)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import warnings
 
 import numpy as np
 import torch
@@ -13,7 +14,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import kernels as fk
+from .errors import NumericalWarning
 from .fit import OPTIMIZERS, fit as fit_model
+from .fit_warnings import NOISE_FLOOR_KIND, noise_floor_message, warning_kind
 from .likelihoods import FixedNoise, Gaussian
 from .log_space import log_space
 from .means import Constant
@@ -81,8 +84,12 @@ class GPRegressor(RegressorMixin, BaseEstimator):
     Args:
         kernel: "rbf", "matern12", "matern32", "matern52" or "rq" (each with one lengthscale per
             feature, times a learned output scale), or a ``flashgp.kernels.Kernel`` object, which
-            is deep-copied at fit and used as given (no output scale is added).
-        iters: optimizer steps on the negative log marginal likelihood.
+            is deep-copied at fit and used as given (no output scale is added; values it was not
+            given start from the standardized data, see ``fg.init_from_data``).
+        iters: optimizer steps on the negative log marginal likelihood. 0: no optimization at
+            all (no polish either), as scikit-learn's ``optimizer=None``: the hyperparameters keep
+            their initial values (those of a kernel object as given; else chosen from the data,
+            see ``fg.init_from_data``).
         lr: learning rate (Adam) or initial step length (L-BFGS). Positive hyperparameters
             (lengthscales, output scale, noise) are optimized in log space, as scikit-learn does,
             so an Adam step changes each by a factor of up to about exp(lr).
@@ -95,24 +102,33 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         dtype: "float64" (default) or "float32" for the model's tensors.
         normalize_x: standardize each input column with its training mean and standard deviation
             before the kernel sees it (constant columns are only centred). Named kernels start at
-            lengthscale 1 in those units; ``lengthscale_`` is reported in the data's units.
+            lengthscale 0.5 in those units (``fg.init_from_data``); ``lengthscale_`` is reported
+            in the data's units.
         normalize_y: standardize the targets likewise; predictions are mapped back.
         noise: None to learn a Gaussian noise variance; else a fixed noise variance (float) or one
             per training point (array (n_samples,)), in the squared units of y.
+        noise_floor: lower bound of the learned noise variance, in the squared units of y (like
+            ``noise``; only with ``noise=None``). None (default): the default of
+            ``fg.likelihoods.Gaussian``, a fraction of the prior variance of the (standardized)
+            targets: 1e-10 var(y) in float64, 1e-4 var(y) in float32. A learned noise that
+            ends on its floor is reported by a NumericalWarning (the data may be noise-free; a
+            lower floor lets the mean interpolate them).
         random_state: seeds the CG probe vectors during fit (int, RandomState or None).
         verbose: show the training progress bar.
         polish: finish the fit with up to 5 L-BFGS steps (strong Wolfe line search, fixed probes),
-            kept only if they raise the marginal likelihood: "lbfgs" always, None never, "auto"
-            (default) when the solver is exact (Cholesky; e.g. "auto" up to 2,000 points). Adam
-            finds the region of the optimum and the polish converges there, so the defaults
-            reach the optimum of scikit-learn's L-BFGS-B fit (test RMSE at most 2% above its in
-            23 of 24 small-data fits; ``benchmarks/sklearn_compare.py``). On the CG path the
-            objective is noisy and each step costs several solves, hence "auto" leaves it out.
+            kept only if they raise the marginal likelihood: "lbfgs" always (with iters > 0),
+            None never, "auto" (default) when the solver is exact (Cholesky; e.g. "auto" up to
+            2,000 points). Adam finds the region of the optimum and the polish converges there,
+            so the defaults reach the optimum of scikit-learn's L-BFGS-B fit (test RMSE at most
+            2% above its in 23 of 24 small-data fits; ``benchmarks/sklearn_compare.py``). On the
+            CG path the objective is noisy and each step costs several solves, hence "auto"
+            leaves it out.
 
     Fitted attributes: ``model_`` (the ``ExactGP``, on standardized data), ``lengthscale_``
-    (n_features,), ``outputscale_``, ``noise_``, ``constant_`` (data units; None where the kernel
-    does not have them at the usual place), ``log_marginal_likelihood_`` (total over the training
-    points, of the standardized targets, as scikit-learn's ``log_marginal_likelihood_value_``),
+    (n_features,), ``outputscale_``, ``noise_``, ``noise_floor_`` (None for a fixed noise),
+    ``constant_`` (data units; None where the kernel does not have them at the usual place),
+    ``log_marginal_likelihood_`` (total over the training points, of the standardized targets,
+    as scikit-learn's ``log_marginal_likelihood_value_``),
     ``n_iter_`` and ``history_`` (of ``optimizer``), ``polish_history_`` (None if no polish ran),
     ``x_mean_``, ``x_scale_``, ``y_mean_``, ``y_scale_``,
     ``n_features_in_`` and ``feature_names_in_`` (pandas input).
@@ -120,7 +136,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
 
     def __init__(self, kernel="matern52", iters=100, lr=0.1, optimizer="adam", solver="auto",
                  device="auto", dtype="float64", normalize_x=True, normalize_y=True, noise=None,
-                 random_state=None, verbose=False, polish="auto"):
+                 random_state=None, verbose=False, polish="auto", noise_floor=None):
         self.kernel = kernel
         self.iters = iters
         self.lr = lr
@@ -134,6 +150,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.polish = polish
+        self.noise_floor = noise_floor
 
     # ----- parameter checks (at fit, as scikit-learn asks) -----------------------------------
     def _make_kernel(self, n_features: int) -> fk.Kernel:
@@ -185,6 +202,19 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"{name}: expected a bool, got {getattr(self, name)!r}")
 
+    def _noise_floor(self, y_scale: float):
+        """The floor of the learned noise in the model's (standardized) units, or None (default)."""
+        floor = self.noise_floor
+        if floor is None:
+            return None
+        if (isinstance(floor, (bool, np.bool_)) or not isinstance(floor, numbers.Real)
+                or not 0 <= floor < math.inf):
+            raise ValueError(f"noise_floor: expected None or a finite number >= 0, got {floor!r}")
+        if self.noise is not None:
+            raise ValueError("noise_floor: applies to a learned noise; with a fixed noise "
+                             f"(noise={self.noise!r:.40}) leave noise_floor=None")
+        return float(floor) / y_scale**2
+
     def _fixed_noise(self, n: int):
         """The fixed noise variances (n,) in data units, or None to learn the noise."""
         if self.noise is None:
@@ -217,15 +247,21 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         y_scale = float(_scale_of(y[:, None])[0]) if self.normalize_y else 1.0
         x_t = self._to_tensor((X - x_mean) / x_scale, dtype, device)
         y_t = self._to_tensor((y - y_mean) / y_scale, dtype, device)
-        likelihood = Gaussian() if fixed is None else FixedNoise(
+        floor = self._noise_floor(y_scale)
+        likelihood = Gaussian(noise_floor=floor) if fixed is None else FixedNoise(
             self._to_tensor(fixed / y_scale**2, dtype, device))
-        model = ExactGP(x_t, y_t, kernel, likelihood=likelihood, mean=Constant(), solver=solver)
-        with log_space(model):
-            history = fit_model(model, optimizer=self.optimizer, lr=float(self.lr),
-                                iters=int(self.iters), progress=bool(self.verbose), seed=seed)
-            polished = None
-            if self._polishes(solver, X.shape[0]):
-                polished = polish_lbfgs(model, POLISH_STEPS, seed, progress=bool(self.verbose))
+        # the constant mean starts at 0 (the targets' mean with normalize_y), so that iters=0 gives
+        # scikit-learn's prior mean; the other values not given start from the (scaled) data
+        model = ExactGP(x_t, y_t, kernel, likelihood=likelihood, mean=Constant(0.0), solver=solver)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with log_space(model):
+                history = fit_model(model, optimizer=self.optimizer, lr=float(self.lr),
+                                    iters=int(self.iters), progress=bool(self.verbose), seed=seed)
+                polished = None
+                if self._polishes(solver, X.shape[0]):
+                    polished = polish_lbfgs(model, POLISH_STEPS, seed, progress=bool(self.verbose))
+        self._reemit(caught, model, y_scale)
         with torch.no_grad():
             generator = torch.Generator(device=device).manual_seed(seed)
             lml = float(model.mll(generator=generator)) * X.shape[0]
@@ -237,8 +273,26 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         self._set_hyperparameters(fixed)
         return self
 
+    @staticmethod
+    def _reemit(caught: list, model, y_scale: float) -> None:
+        """Pass on the fit's warnings, but for the noise-floor ones of its Adam run and polish:
+        one for the end state instead, in the squared units of y."""
+        for item in caught:
+            if not (issubclass(item.category, NumericalWarning)
+                    and warning_kind(str(item.message)) == NOISE_FLOOR_KIND):
+                warnings.warn_explicit(item.message, item.category, item.filename, item.lineno,
+                                       source=item.source)
+        if any(warning_kind(str(item.message)) == NOISE_FLOOR_KIND for item in caught):
+            message = noise_floor_message(model.likelihood, scale=y_scale**2,
+                                          units=" (squared units of y)", fix="GPRegressor(noise_floor=...)")
+            if message is not None:
+                warnings.warn(message, NumericalWarning, stacklevel=3)
+
     def _polishes(self, solver, n: int) -> bool:
-        """Whether the fit ends with L-BFGS steps (``polish``; "auto": on the Cholesky path)."""
+        """Whether the fit ends with L-BFGS steps (``polish``; "auto": on the Cholesky path;
+        never with iters=0, which optimizes nothing)."""
+        if self.iters == 0:
+            return False
         if self.polish != "auto":
             return self.polish == "lbfgs"
         return isinstance(resolve_solver(solver, n), Cholesky)
@@ -258,8 +312,10 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         if isinstance(base, fk.Stationary) and base.active_dims is None:
             ls = base.lengthscale.detach().cpu().double().numpy().reshape(-1)
             self.lengthscale_ = np.broadcast_to(ls, self.x_scale_.shape) * self.x_scale_
+        self.noise_floor_ = None
         if fixed is None:
             self.noise_ = float(self.model_.likelihood.noise.detach()) * self.y_scale_**2
+            self.noise_floor_ = self.model_.likelihood.noise_floor * self.y_scale_**2
         else:
             self.noise_ = float(fixed[0]) if np.ndim(self.noise) == 0 else np.array(fixed)
         self.constant_ = float(self.model_.mean.constant.detach()) * self.y_scale_ + self.y_mean_

@@ -218,3 +218,19 @@ def test_exit_status_through_python_m_flashgp(files, name):
     proc = run_cli(*argv)
     assert proc.returncode == code and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and text in proc.stderr
+
+
+# ----- issue 25: --noise-floor and --iters 0 -------------------------------------------------------
+
+def test_noise_floor_option_and_iters_zero(files, capsys):
+    argv = ["fit", str(files["train"]), "--target", "y", "--features", "a,b", "--device", "cpu", "--json"]
+    assert main([*argv, "--iters", "0", "--noise-floor", "1e-3"]) == 0
+    still = json.loads(capsys.readouterr().out)["hyperparameters"]
+    # nothing optimized: the values chosen from the standardized data (variance 1, mean 0)
+    assert still["noise_floor"] == 1e-3 and still["noise"] == pytest.approx(1e-3 + 0.1, rel=1e-12)
+    assert still["outputscale"] == pytest.approx(1.0, rel=1e-12) and abs(still["mean"]) < 1e-12
+    assert all(v == pytest.approx(0.5, rel=1e-12) for v in still["lengthscale"].values())
+    assert main([*argv, "--iters", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["hyperparameters"]["noise_floor"] == pytest.approx(1e-10, rel=1e-6)
+    assert main([*argv, "--noise-floor", "-1"]) == 2
+    assert "--noise-floor: expected a number >= 0" in capsys.readouterr().err

@@ -278,3 +278,49 @@ def test_chunked_prediction_uses_one_variance_method(monkeypatch):
     est.predict(XT, return_std=True, include_noise=False)  # 25 rows: chunks of 7, 7 and 11
     assert [m for m, _ in calls] == [7, 7, 11]
     assert {method for _, method in calls} == {"lanczos"}
+
+
+# ----- issue 25: iters=0 and the noise floor ------------------------------------------------------
+
+def test_iters_zero_optimizes_nothing():
+    # as scikit-learn's optimizer=None: no Adam step and no L-BFGS polish (polish="auto" or "lbfgs")
+    for polish in ("auto", "lbfgs"):
+        kernel = fg.kernels.Scale(fg.kernels.RBF(lengthscale=[0.7, 1.6, 2.2], ard_dims=3), outputscale=1.3)
+        est = GPRegressor(kernel=kernel, iters=0, polish=polish, normalize_x=False, normalize_y=False).fit(X, Y)
+        assert est.n_iter_ == 0 and est.polish_history_ is None
+        np.testing.assert_allclose(est.lengthscale_, [0.7, 1.6, 2.2], rtol=1e-15)
+        np.testing.assert_allclose(est.outputscale_, 1.3, rtol=1e-15)
+    named = GPRegressor(iters=0).fit(X, Y)  # named kernels start from the (standardized) data
+    np.testing.assert_allclose(named.lengthscale_, 0.5 * named.x_scale_, rtol=1e-12)
+    np.testing.assert_allclose(named.outputscale_, named.y_scale_**2, rtol=1e-12)
+    np.testing.assert_allclose(named.constant_, Y.mean(), rtol=1e-12)
+
+
+def test_noise_floor_in_data_units_and_its_warning():
+    x = np.linspace(0, 4, 25)[:, None]
+    y = 100 * np.sin(2 * x[:, 0])  # noise-free, var(y) ~ 5000
+    with pytest.warns(fg.NumericalWarning, match=r"noise at its floor: .*squared units of y.*GPRegressor\(noise_floor"):
+        high = GPRegressor(kernel="rbf", iters=40, noise_floor=1e-2).fit(x, y)
+    assert high.noise_floor_ == pytest.approx(1e-2, rel=1e-12) and high.noise_ < 1.05e-2
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        low = GPRegressor(kernel="rbf", iters=40, noise_floor=1e-6).fit(x, y)
+    on_floor = [w for w in caught if "noise at its floor" in str(w.message)]
+    assert len(on_floor) <= 1  # one for the whole fit (Adam and polish), not one per run
+    assert low.noise_ < high.noise_
+    _, std_high = high.predict(x, return_std=True, include_noise=False)
+    _, std_low = low.predict(x, return_std=True, include_noise=False)
+    assert std_low.max() < std_high.max()
+    default = GPRegressor(kernel="rbf", iters=5).fit(X, Y)
+    assert default.noise_floor_ == pytest.approx(1e-10 * default.y_scale_**2, rel=1e-6)
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"noise_floor": -1.0}, "noise_floor: expected None or a finite number >= 0"),
+    ({"noise_floor": "low"}, "noise_floor"),
+    ({"noise_floor": 1e-6, "noise": 0.01}, "noise_floor: applies to a learned noise"),
+])
+def test_bad_noise_floor(params, match):
+    with pytest.raises(ValueError, match=match):
+        GPRegressor(iters=1, **params).fit(X, Y)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..shapes import as_batch_shape
+from .constraints import ExactValues
 
 
 def _check_inputs(x: torch.Tensor, name: str) -> None:
@@ -20,7 +21,7 @@ def _check_inputs(x: torch.Tensor, name: str) -> None:
         raise TypeError(f"{name}: expected a floating point tensor, got {x.dtype}")
 
 
-class Kernel(nn.Module):
+class Kernel(ExactValues):
     """A covariance function k(x, x').
 
     Subclasses implement ``evaluate(x1, x2, diag)``: with ``diag=False`` it returns the matrix

@@ -36,11 +36,22 @@ class Positive:
         return inverse_softplus(value - self.lower)
 
 
-def register_positive(module: nn.Module, name: str, initial, shape, lower: float = 0.0):
+def register_positive(module: nn.Module, name: str, initial, shape, lower: float = 0.0,
+                      placeholder: float | None = None):
     """Create ``raw_<name>`` on ``module`` as an nn.Parameter of ``shape`` holding ``initial``.
 
-    Read the natural value with ``positive_value(module, name)``.
+    ``initial=None`` (with a ``placeholder``) means "not given": the parameter holds the
+    placeholder and ``name`` is listed in ``module._unset``, so ``fg.init_from_data`` may choose
+    it from the training data. The parameter has the default dtype; a module derived from
+    ``ExactValues`` keeps the given value at float64 precision, so that a later cast to float64
+    (``ExactGP`` casts to the data's dtype) holds it exactly. Read the natural value with
+    ``positive_value(module, name)``.
     """
+    unset = initial is None
+    if unset:
+        if placeholder is None:
+            raise TypeError(f"{name}: expected a positive number or a tensor of them, got None")
+        initial = placeholder
     constraint = Positive(lower)
     value = _as_values(initial, name, torch.get_default_dtype())
     if not torch.all(torch.isfinite(value)) or torch.any(value <= lower):
@@ -48,6 +59,10 @@ def register_positive(module: nn.Module, name: str, initial, shape, lower: float
     raw = constraint.inverse(_expand_to(value, shape, name).clone())
     module.register_parameter("raw_" + name, nn.Parameter(raw))
     module._constraints = {**getattr(module, "_constraints", {}), name: constraint}
+    if unset:
+        module._unset = getattr(module, "_unset", set()) | {name}
+    if isinstance(module, ExactValues):
+        module.remember_exact(name, _expand_to(_as_values(initial, name, torch.float64), shape, name))
 
 
 def _as_values(value, name: str, dtype: torch.dtype) -> torch.Tensor:
@@ -77,9 +92,14 @@ def positive_value(module: nn.Module, name: str) -> torch.Tensor:
 
 
 def set_positive(module: nn.Module, name: str, value) -> None:
-    """Set the positive hyperparameter ``name`` (broadcast to its shape) in natural units."""
+    """Set the positive hyperparameter ``name`` (broadcast to its shape) in natural units.
+
+    The value counts as given (``name`` leaves ``module._unset``) and, on an ``ExactValues``
+    module, is kept at float64 precision for a later cast (see ``register_positive``).
+    """
     raw = getattr(module, "raw_" + name)
-    value = _expand_to(_as_values(value, name, raw.dtype).to(raw.device), raw.shape, name)
+    exact = _as_values(value, name, torch.float64)
+    value = _expand_to(exact.to(raw.dtype).to(raw.device), raw.shape, name)
     if not torch.all(torch.isfinite(value)):
         raise ValueError(f"{name}: expected finite values, got {value.tolist()}")
     lower = module._constraints[name].lower
@@ -87,6 +107,9 @@ def set_positive(module: nn.Module, name: str, value) -> None:
         raise ValueError(f"{name}: expected every entry > {lower}, got min {float(value.min()):.3g}")
     with torch.no_grad():
         raw.copy_(module._constraints[name].inverse(value))
+    getattr(module, "_unset", set()).discard(name)
+    if isinstance(module, ExactValues):
+        module.remember_exact(name, _expand_to(exact, raw.shape, name))
 
 
 class PositiveProperty:
@@ -107,6 +130,73 @@ class PositiveProperty:
 
     def __set__(self, obj, value) -> None:
         set_positive(obj, self.name, value)
+
+
+class ExactValues(nn.Module):
+    """Base of modules with hyperparameters (kernels, likelihoods, means) that keeps values given
+    as Python numbers or float64 tensors exact through dtype casts.
+
+    A module's tensors start in the default dtype (float32), so a value such as 0.05 is rounded
+    to 0.049999998 before ``ExactGP`` casts the model to float64. ``remember_exact`` keeps the
+    given value in float64 beside the stored tensor; when the module is cast (``.to``,
+    ``.double()``, ...) while that tensor still holds what was stored, it is recomputed from
+    the exact value in the new dtype. Once the tensor changed (a training step, a loaded state
+    dict), the record is dropped. ``_unset``: names of hyperparameters whose value was not given
+    (``None`` in the constructor), which ``fg.init_from_data`` may choose from the data.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._exact_values: dict = {}
+        self._unset: set = set()
+
+    def remember_exact(self, name: str, exact: torch.Tensor, kind: str = "positive") -> None:
+        """Keep ``exact`` (float64, the stored tensor's shape) as the value of ``name``: a positive
+        hyperparameter (stored as ``raw_<name>``, kind "positive") or a tensor stored as the
+        attribute ``name`` itself (kind "plain"). Nothing is kept for a float64 tensor, which
+        holds the value as given."""
+        stored = self._exact_target(name, kind)
+        records = self.__dict__.setdefault("_exact_values", {})
+        records.pop(name, None)
+        if stored is None or not stored.is_floating_point() or stored.dtype == torch.float64:
+            return
+        exact = exact.detach().to(device=stored.device, dtype=torch.float64)
+        records[name] = (kind, exact, stored.detach().clone())
+
+    def exact_value(self, name: str) -> torch.Tensor | None:
+        """The float64 value kept for ``name`` while its stored tensor still holds it, else None."""
+        record = (self.__dict__.get("_exact_values") or {}).get(name)
+        if record is None:
+            return None
+        kind, exact, snapshot = record
+        stored = self._exact_target(name, kind)
+        if (stored is None or stored.dtype != snapshot.dtype or stored.device != snapshot.device
+                or stored.shape != snapshot.shape or not torch.equal(stored.detach(), snapshot)):
+            return None
+        return exact
+
+    def _exact_target(self, name: str, kind: str):
+        attr = "raw_" + name if kind == "positive" else name
+        return self._parameters.get(attr, self._buffers.get(attr))
+
+    def _from_exact(self, name: str, kind: str, exact: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        value = exact.to(dtype)
+        return self._constraints[name].inverse(value) if kind == "positive" else value
+
+    def _apply(self, fn, recurse=True):
+        records = self.__dict__.get("_exact_values") or {}
+        holding = {name: (record[0], self.exact_value(name)) for name, record in records.items()}
+        out = super()._apply(fn, recurse)
+        self._exact_values = {}
+        for name, (kind, exact) in holding.items():
+            stored = self._exact_target(name, kind)
+            if exact is None or stored is None or not stored.is_floating_point():
+                continue
+            exact = exact.to(stored.device)
+            with torch.no_grad():
+                stored.copy_(self._from_exact(name, kind, exact, stored.dtype))
+            self.remember_exact(name, exact, kind)
+        return out
 
 
 def check_ard_dims(ard_dims) -> int | None:

@@ -6,14 +6,19 @@ from .linear import _expand
 
 
 class Scale(Kernel):
-    """k(x, x') = outputscale * base(x, x'); ``outputscale`` has shape (*batch,)."""
+    """k(x, x') = outputscale * base(x, x'); ``outputscale`` has shape (*batch,).
 
-    def __init__(self, base: Kernel, outputscale: float = 1.0):
+    ``outputscale``: the initial value. None (default): not given; ``ExactGP`` then starts it at
+    the variance of the training targets (``fg.init_from_data``); it is 1.0 where the kernel is
+    used without a model.
+    """
+
+    def __init__(self, base: Kernel, outputscale: float | None = None):
         if not isinstance(base, Kernel):
             raise TypeError(f"base: expected a Kernel, got {type(base).__name__}")
         super().__init__(batch_shape=base.batch_shape)
         self.base = base
-        register_positive(self, "outputscale", outputscale, self.batch_shape)
+        register_positive(self, "outputscale", outputscale, self.batch_shape, placeholder=1.0)
 
     outputscale = PositiveProperty("Output scale (signal variance), shape (*batch,).")
 

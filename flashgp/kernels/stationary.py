@@ -54,16 +54,19 @@ class Stationary(Kernel):
 
     Args:
         ard_dims: number of input dimensions with their own lengthscale (None: one shared).
-        lengthscale: initial lengthscale (default 1.0, a sensible value for standardized inputs).
+        lengthscale: initial lengthscale(s). None (default): not given; ``ExactGP`` then starts
+            each at half the standard deviation of its input column in the training data
+            (``fg.init_from_data``); it is 1.0 where the kernel is used without a model.
         active_dims, batch_shape: see ``Kernel``.
     """
 
-    def __init__(self, ard_dims: int | None = None, lengthscale: float = 1.0,
+    def __init__(self, ard_dims: int | None = None, lengthscale: float | None = None,
                  active_dims: Sequence[int] | None = None, batch_shape: Sequence[int] = ()):
         super().__init__(active_dims=active_dims, batch_shape=batch_shape)
         ard_dims = check_ard_dims(ard_dims)
         self.ard_dims = ard_dims
-        register_positive(self, "lengthscale", lengthscale, (*self.batch_shape, 1, ard_dims or 1))
+        register_positive(self, "lengthscale", lengthscale, (*self.batch_shape, 1, ard_dims or 1),
+                          placeholder=1.0)
 
     lengthscale = PositiveProperty("Lengthscales, shape (*batch, 1, ard_dims or 1).")
 

@@ -8,10 +8,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..kernels.constraints import ExactValues
 from ..shapes import as_batch_shape, broadcast_shapes
 
 
-class Mean(nn.Module):
+class Mean(ExactValues):
     """Base class of mean functions: ``forward(x)`` maps (*batch, n, d) to (*batch, n)."""
 
     @property
@@ -48,13 +49,23 @@ class Zero(Mean):
 
 
 class Constant(Mean):
-    """m(x) = constant (learned), shape (*batch,)."""
+    """m(x) = constant (learned), shape (*batch,).
 
-    def __init__(self, constant: float = 0.0, batch_shape: Sequence[int] = ()):
+    Args:
+        constant: the initial value; None (default): not given, so ``ExactGP`` starts it at the
+            mean of the training targets (``fg.init_from_data``); 0 where the mean is used alone.
+        batch_shape: leading shape for batches of independent GPs.
+    """
+
+    def __init__(self, constant: float | None = None, batch_shape: Sequence[int] = ()):
         super().__init__()
         shape = as_batch_shape(batch_shape)
-        self.raw_constant = nn.Parameter(_finite_values(constant, "constant", shape,
+        if constant is None:
+            self._unset.add("constant")
+        value = 0.0 if constant is None else constant
+        self.raw_constant = nn.Parameter(_finite_values(value, "constant", shape,
                                                         torch.get_default_dtype()).clone())
+        self.remember_exact("raw_constant", _finite_values(value, "constant", shape, torch.float64), "plain")
 
     @property
     def batch_shape(self) -> torch.Size:
@@ -66,9 +77,12 @@ class Constant(Mean):
 
     @constant.setter
     def constant(self, value) -> None:
+        exact = _finite_values(value, "constant", self.raw_constant.shape, torch.float64)
         value = _finite_values(value, "constant", self.raw_constant.shape, self.raw_constant.dtype)
         with torch.no_grad():
             self.raw_constant.copy_(value)
+        self._unset.discard("constant")
+        self.remember_exact("raw_constant", exact, "plain")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.raw_constant.unsqueeze(-1).expand(*broadcast_shapes(x.shape[:-2], self.raw_constant.shape), x.shape[-2])
