@@ -323,10 +323,8 @@ def check_matches(checkpoint: Checkpoint, model: ExactGP, settings: dict, names:
     except (ConfigError, TypeError):
         pass  # compared as written, and found to differ
     given = {k: v for k, v in model_config(model).items() if k != "flashgp_version"}
-    differ = sorted(k for k in given if saved.get(k) != given[k])
-    if differ:
-        raise ValueError(f"model: {where} was written for a different model ({', '.join(differ)} "
-                         f"differ); pass that model, or start afresh with resume=False")
+    # the training data first: a default noise floor follows the data, so other data would
+    # otherwise be reported as a different likelihood
     params = {name for name, _ in model.named_parameters()}
     stored = checkpoint.tensors["model"]
     for name, tensor in model.state_dict().items():
@@ -335,6 +333,10 @@ def check_matches(checkpoint: Checkpoint, model: ExactGP, settings: dict, names:
         if name not in stored or not torch.equal(stored[name], tensor.detach().cpu()):
             raise ValueError(f"model: {where} was written for different training data "
                              f"({name} differs); pass the same data, or start afresh with resume=False")
+    differ = sorted(k for k in given if saved.get(k) != given[k])
+    if differ:
+        raise ValueError(f"model: {where} was written for a different model ({', '.join(differ)} "
+                         f"differ); pass that model, or start afresh with resume=False")
     for key in SETTINGS:
         if checkpoint.settings[key] != settings[key]:
             raise ValueError(f"{key}: {where} was written by a fit with {key}={checkpoint.settings[key]!r}, "

@@ -34,7 +34,6 @@ X, Y = xy()
 # ----- ExactGP ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args,kwargs,exc,match", [
-    ((X[:, 0], Y, Scale(RBF())), {}, ValueError, "x"),                  # x 1-D
     ((X, Y[:-1], Scale(RBF())), {}, ValueError, "y"),                   # y wrong length
     ((X, Y.reshape(-1, 1), Scale(RBF())), {}, ValueError, "y"),         # y 2-D for unbatched x
     ((X, with_nan(Y), Scale(RBF())), {}, ValueError, "y"),              # NaN in y
@@ -96,7 +95,6 @@ def test_mismatched_columns_surface_at_first_use():
     (torch.randn(0, 2, dtype=F64), ValueError, "x"),         # no points
     (torch.full((3, 2), float("nan"), dtype=F64), ValueError, "x"),
     ("abc", TypeError, "x"),
-    (torch.randn(4, 5, 2, dtype=F64), ValueError, "x"),      # a batch the (unbatched) model lacks
 ])
 def test_posterior_bad_inputs(x_test, exc, match):
     m = model()

@@ -277,7 +277,7 @@ def test_chunked_prediction_uses_one_variance_method(monkeypatch):
     monkeypatch.setattr(est.model_, "posterior", spy)
     est.predict(XT, return_std=True, include_noise=False)  # 25 rows: chunks of 7, 7 and 11
     assert [m for m, _ in calls] == [7, 7, 11]
-    assert {method for _, method in calls} == {"lanczos"}
+    assert {method for _, method in calls} == {"lanczos+cg"}
 
 
 # ----- issue 25: iters=0 and the noise floor ------------------------------------------------------

@@ -73,7 +73,6 @@ def test_interpolates_training_data(kernel):
     np.testing.assert_allclose(gp.predict(X), Y, rtol=0, atol=1e-7)  # mean only: a plain array
 
 
-@pytest.mark.xfail(reason="issue 25: (a) GPRegressor has no noise_floor; a learned noise stops at 1e-4", strict=False)
 def test_interpolates_with_learned_noise_at_a_low_floor():
     gp = GPRegressor(kernel="rbf", normalize_x=False, noise_floor=1e-10).fit(X, Y)
     mean, std = gp.predict(X, return_std=True, include_noise=False)
@@ -132,8 +131,6 @@ def test_matches_sklearn_at_fixed_hyperparameters(kind, normalize_y):
     np.testing.assert_allclose(cov, ref_cov, rtol=1e-10, atol=1e-10 * np.abs(ref_cov).max())
 
 
-@pytest.mark.xfail(reason="issue 25: (c) constructor values are stored in float32 (0.7 -> 0.699999988)",
-                   strict=False)
 def test_constructor_values_keep_float64_precision():
     x, y, xt = cross_data(seed=1)
     ref = GaussianProcessRegressor(sk.ConstantKernel(1.7) * sk.RBF(0.7) + sk.WhiteKernel(0.05),
@@ -144,7 +141,6 @@ def test_constructor_values_keep_float64_precision():
     np.testing.assert_allclose(ours.predict(xt), ref.predict(xt), rtol=1e-12, atol=1e-13)
 
 
-@pytest.mark.xfail(reason="issue 25: (b) GPRegressor(iters=0) still runs the L-BFGS polish", strict=False)
 def test_iters_zero_leaves_hyperparameters_alone():
     # scikit-learn: optimizer=None keeps the kernel's hyperparameters
     x, y, xt = cross_data(seed=2)

@@ -41,7 +41,7 @@ def test_mll_gradients_match_autograd_of_hand_written():
     raw = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
     ls = torch.nn.functional.softplus(raw["kernel.base.raw_lengthscale"])
     out = torch.nn.functional.softplus(raw["kernel.raw_outputscale"])
-    noise = 1e-4 + torch.nn.functional.softplus(raw["likelihood.raw_noise"])  # the noise floor
+    noise = model.likelihood.noise_floor + torch.nn.functional.softplus(raw["likelihood.raw_noise"])
     k = rbf_matrix(x, x, ls, out)
     ref, _, _ = reference(k, k[:1], k[:1, :1], y, raw["mean.raw_constant"].expand(200), None, noise.expand(200))
     ref_grads = torch.autograd.grad(ref, list(raw.values()))
@@ -52,7 +52,8 @@ def test_mll_gradients_match_autograd_of_hand_written():
 def test_mll_float32_data_uses_float64_cholesky():
     x, y, _ = data(seed=2)
     model64 = rbf_model(x, y)
-    model32 = fg.ExactGP(x.float(), y.float(), Scale(RBF(ard_dims=2)), solver=fg.Cholesky())
+    model32 = fg.ExactGP(x.float(), y.float(), Scale(RBF(ard_dims=2)), solver=fg.Cholesky(),
+                         likelihood=fg.likelihoods.Gaussian(noise_floor=model64.likelihood.noise_floor))
     model32.load_state_dict(model64.state_dict())
     assert next(model32.parameters()).dtype == torch.float32
     mll32 = model32.mll()
@@ -345,7 +346,7 @@ def test_diagnostics_cg():
     assert d["residual"] < 1e-3  # eval_tol
     # the first prediction's parts: preconditioner, mean solve and (exact_var_max=0) the
     # Lanczos root, each within the whole call's seconds
-    assert d["variance_method"] == "lanczos"
+    assert d["variance_method"] == "lanczos+cg"  # LOVE, then certified (CG.variance_tol)
     parts = [d["precond_seconds"], d["mean_solve_seconds"], d["root_seconds"]]
     assert all(p > 0 for p in parts) and sum(parts) < d["seconds"]
 

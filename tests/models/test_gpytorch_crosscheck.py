@@ -95,7 +95,8 @@ def pair(kind):
 def build(kind, seed=0):
     x, y, x_test = data(seed)
     f_kernel, g_kernel, setup = pair(kind)
-    model = fg.ExactGP(x, y, f_kernel, solver=fg.Cholesky())
+    model = fg.ExactGP(x, y, f_kernel, solver=fg.Cholesky(),
+                       likelihood=fg.likelihoods.Gaussian(noise_floor=1e-4))  # GPyTorch's floor
     likelihood = gpytorch.likelihoods.GaussianLikelihood().double()
     g_model = GPyTorchModel(x, y, g_kernel, likelihood).double()
     setup()

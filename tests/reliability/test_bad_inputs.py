@@ -169,7 +169,6 @@ CASES = [
 
     # ----- kernels, likelihoods, means: constructor and setter arguments ----------------------------
     C("kernel/lengthscale-string", lambda t: RBF(lengthscale="1"), Raises(T, r"^lengthscale: expected a positive")),
-    C("kernel/lengthscale-None", lambda t: Matern(lengthscale=None), Raises(T, r"^lengthscale: ")),
     C("kernel/lengthscale-two-values-no-ard", lambda t: RBF(lengthscale=[1.0, 2.0]),
       Raises(V, r"^lengthscale: .*broadcastable to shape \(1, 1\)")),
     C("kernel/lengthscale-count-vs-ard", lambda t: RQ(ard_dims=3, lengthscale=[1.0, 2.0]),
