@@ -54,7 +54,7 @@ ROUNDOFF = 1e-8  # relative allowance for float64 round-off (observed: below 1e-
 
 
 def tight_cg(n: int, **changes) -> fg.CG:
-    options = dict(tol=TOL, eval_tol=TOL, max_iters=20 * n, probes=PROBES, lanczos_iters=n,
+    options = dict(tol=TOL, eval_tol=TOL, variance_tol=None, max_iters=20 * n, probes=PROBES, lanczos_iters=n,
                    precond=fg.PivotedCholesky(RANK))
     return fg.CG(**{**options, **changes})
 

@@ -46,8 +46,9 @@ def test_unconverged_cg_warns_once_per_solve_with_residual_and_remedies(dtype):
     post, messages = numerical_warnings(lambda: model.posterior(model.train_x[:4]))
     _, more = numerical_warnings(lambda: post.variance)
     messages += more
-    assert [m.split(":")[0] for m in messages] == ["CG for the posterior mean solve",
-                                                   "CG for the posterior variance solves"]
+    assert [m.split(":")[0].split(" of ")[-1] for m in messages] == [
+        "CG for the posterior mean solve", "4 posterior variances could not be certified to CG(variance_tol=0.01)"]
+    assert "raise CG(max_iters=...) (now 3" in messages[1] and "upper bounds" in messages[1]
     assert model.diagnostics["converged"] is False and model.diagnostics["variance_converged"] is False
 
 
