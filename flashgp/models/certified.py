@@ -79,9 +79,14 @@ def energy_bound(resid: torch.Tensor, precond, spectrum: tuple) -> torch.Tensor:
     return torch.minimum(plain, (resid * whitened).sum((-2, -1)) / mu)
 
 
+def lowest_variance(result: QuadFormResult, prior: torch.Tensor) -> torch.Tensor:
+    """The smallest variance the error bound allows, prior - quad - bound, clamped at 0 (*batch, m)."""
+    return (prior - result.quad - result.error_bound).clamp_min(0)
+
+
 def relative_bounds(result: QuadFormResult, prior: torch.Tensor) -> torch.Tensor:
-    """error bound / (smallest variance it allows), per test point (*batch, m) (inf at 0)."""
-    low = (prior - result.quad - result.error_bound).clamp_min(0)
+    """error bound / ``lowest_variance``, per test point (*batch, m) (inf where that is 0)."""
+    low = lowest_variance(result, prior)
     return torch.where(low > 0, result.error_bound / torch.where(low > 0, low, 1.0), torch.inf)
 
 

@@ -277,6 +277,6 @@ class PredictionCache:
                                                                       self._spectrum_floor()))
         mean_resid, energy = self._mean_residual
         shift = (result.solution * mean_resid).sum(-2)
-        low = (prior - result.quad - result.error_bound).clamp_min(0)
+        low = certified.lowest_variance(result, prior)
         error = (result.error_bound * energy.unsqueeze(-1)).sqrt()
         return shift, torch.where(low > 0, error / torch.where(low > 0, low, 1.0).sqrt(), torch.inf)
