@@ -126,7 +126,7 @@ class PredictionCache:
         for key in ("variance_cg_iterations", "variance_residual", "variance_converged",
                     "variance_cg_breakdowns", "local_neighbors", "local_jitter_points",
                     "variance_local_change", "variance_root_change", "variance_error_bound",
-                    "variance_uncertified", "variance_bound"):
+                    "variance_uncertified", "variance_bound", "mean_error_bound"):
             self.diagnostics.pop(key, None)  # set again when this call solves by CG / locally
         if isinstance(self.solver, Cholesky):
             mean, covariance, method = self._cholesky_parts(x)
@@ -158,37 +158,34 @@ class PredictionCache:
         cross = KernelOperator(self.kernel, x, self.train_x, backend=self.backend,
                                precision=self.solver.precision)
         mean = self.mean_fn(x) + cross.matmul(self.alpha).squeeze(-1)
-        self._shift = None  # the certified solves' correction of the mean, when they ran
         if x.shape[-2] <= self.solver.exact_var_max:
-            covariance, method = self._cg_covariance(x, cross.to_dense())
+            covariance, method, shift = self._cg_covariance(x, cross.to_dense())
         elif self.solver.local_neighbors:
-            covariance, method = self._local_covariance(x)
+            covariance, method, shift = self._local_covariance(x)
         else:
-            covariance, method = self._lanczos_covariance(x, cross)
-        return (mean if self._shift is None else mean + self._shift), covariance, method
+            covariance, method, shift = self._lanczos_covariance(x, cross)
+        return (mean if shift is None else mean + shift), covariance, method
 
     def _cg_covariance(self, x: torch.Tensor, left: torch.Tensor):
-        """(covariance, "cg") from CG solves against the rows of left = K(x, X) (*batch, m, n)."""
-        tol = self.solver.variance_tol
-        if tol is not None:
+        """(covariance, "cg", the mean's correction or None) from CG solves against the rows of
+        left = K(x, X) (*batch, m, n)."""
+        if self.solver.variance_tol is not None:
             prior = self.kernel.diag(x).expand(left.shape[:-1])
-            result = certified.certified_solves(self.op, self.precond, self._spectrum_floor(), left, prior,
-                                                tol, self.solver.max_iters)
-            self._shift, mean_bound = self._mean_correction(result, prior)
-            certified.report(self.diagnostics, [result], certified.relative_bounds(result, prior), tol,
-                             self._spectrum[2], x.dtype, self.solver.max_iters, mean_bound=mean_bound)
+            result, bounds, shift, mean_bound = self._certify(left, prior)
+            self._report([result], bounds, mean_bound, x.dtype, stacklevel=7)
             downdate = left @ result.solution + result.solution.transpose(-1, -2) @ result.residual
-            return DenseDowndated(KernelOperator(self.kernel, x), downdate), "cg"
+            return DenseDowndated(KernelOperator(self.kernel, x), downdate), "cg", shift
         info = {}
         right = cg_solve(self.op, left.transpose(-1, -2), self.precond, self.solver.eval_tol,
                          self.solver.max_iters, info, what="posterior variance solves").transpose(-1, -2)
         self.diagnostics.update(variance_cg_iterations=info["iterations"], variance_residual=info["residual"],
                                 variance_converged=info["converged"], variance_cg_breakdowns=info["breakdowns"])
-        return self._downdated(x, left, right), "cg"
+        return self._downdated(x, left, right), "cg", None
 
     def _local_covariance(self, x: torch.Tensor):
-        """(MarginalOnly covariance, "local" or "local+cg") from each test point's nearest
-        training points (``local_variance``), certified by CG solves started from them."""
+        """(MarginalOnly covariance, "local" or "local+cg", the mean's correction or None) from each
+        test point's nearest training points (``local_variance``), certified by CG solves started
+        from them."""
         if x.dim() != 2:
             raise ValueError(f"x: local variances (CG(local_neighbors=...)) need an unbatched "
                              f"model and test inputs (m, d), got shape {tuple(x.shape)}")
@@ -201,7 +198,8 @@ class PredictionCache:
                 guess = torch.zeros(self.train_x.shape[-2], weights[part].shape[0], dtype=x.dtype,
                                     device=x.device)
                 return guess.scatter_(0, index[part].T, weights[part].T)
-            return MarginalOnly(self._certified_chunks(x, scattered)), "local+cg"
+            variances, shift = self._certified_chunks(x, scattered)
+            return MarginalOnly(variances), "local+cg", shift
         if info["variance_local_change"] > ROOT_CHANGE_WARN:
             warnings.warn(
                 f"local predictive variances have not converged: the farther half of the "
@@ -209,18 +207,18 @@ class PredictionCache:
                 f"{info['variance_local_change']:.1%} (median over the test points; warning "
                 f"above {ROOT_CHANGE_WARN:.0%}). To fix: raise CG(local_neighbors=...)",
                 NumericalWarning, stacklevel=5)
-        return MarginalOnly(variances), "local"
+        return MarginalOnly(variances), "local", None
 
     def _lanczos_covariance(self, x: torch.Tensor, cross: KernelOperator):
-        """(covariance, "lanczos" or "lanczos+cg") from the cached Lanczos root (LOVE), its
-        variances certified by CG solves started from R R^T k*."""
+        """(covariance, "lanczos" or "lanczos+cg", the mean's correction or None) from the cached
+        Lanczos root (LOVE), its variances certified by CG solves started from R R^T k*."""
         left = cross.matmul(self.lanczos_root())
         change = self.root_change(x, left)
         self.diagnostics["variance_root_change"] = change
         if self.solver.variance_tol is not None:
             root = self._root[0]
-            variances = self._certified_chunks(x, lambda part: root @ left[..., part, :].transpose(-1, -2))
-            return self._downdated(x, left, left, variances), "lanczos+cg"
+            variances, shift = self._certified_chunks(x, lambda part: root @ left[..., part, :].transpose(-1, -2))
+            return self._downdated(x, left, left, variances), "lanczos+cg", shift
         if change > ROOT_CHANGE_WARN:
             k = self._root[0].shape[-1]
             warnings.warn(
@@ -232,7 +230,7 @@ class PredictionCache:
                 "get exact variances by CG solves for small test sets (CG(exact_var_max=...)), "
                 "or certify them (CG(variance_tol=0.01))",
                 NumericalWarning, stacklevel=5)
-        return self._downdated(x, left, left), "lanczos"
+        return self._downdated(x, left, left), "lanczos", None
 
     def _spectrum_floor(self) -> tuple:
         """``certified.spectrum_floor``'s (mu, floor, kind) for this cache's K_hat and P."""
@@ -240,30 +238,32 @@ class PredictionCache:
             self._spectrum = certified.spectrum_floor(self.op, self.precond, self.noise)
         return self._spectrum
 
-    def _certified_chunks(self, x: torch.Tensor, start) -> torch.Tensor:
-        """Certified variances (*batch, m) at x (*batch, m, d), in chunks of CERTIFY_CHUNK test
-        points; start(part) gives the chunk's starting solutions (*batch, n, c) (the Lanczos
-        root's R R^T k*, or the local solves) for the test points x[..., part, :]. Sets the
-        mean's correction (``_mean_correction``)."""
-        chunk, tol = CERTIFY_CHUNK, self.solver.variance_tol
+    def _certify(self, cross: torch.Tensor, prior: torch.Tensor, x0: torch.Tensor | None = None):
+        """(result, relative bounds, the mean's correction, its bound) of the certified solves
+        against the rows of cross = K(x, X) (*batch, c, n) (``certified.certified_solves``)."""
+        result = certified.certified_solves(self.op, self.precond, self._spectrum_floor(), cross, prior,
+                                            self.solver.variance_tol, self.solver.max_iters, x0=x0)
+        return (result, certified.relative_bounds(result, prior), *self._mean_correction(result, prior))
+
+    def _report(self, results: list, bounds: torch.Tensor, mean_bound: torch.Tensor, dtype, stacklevel: int):
+        """``certified.report`` with this cache's solver settings."""
+        certified.report(self.diagnostics, results, bounds, self.solver.variance_tol, self._spectrum[2], dtype,
+                         self.solver.max_iters, mean_bound=mean_bound, stacklevel=stacklevel)
+
+    def _certified_chunks(self, x: torch.Tensor, start) -> tuple[torch.Tensor, torch.Tensor]:
+        """(variances, the mean's correction), each (*batch, m), certified at x (*batch, m, d) in
+        chunks of CERTIFY_CHUNK test points; start(part) gives the chunk's starting solutions
+        (*batch, n, c) (the Lanczos root's R R^T k*, or the local solves) for x[..., part, :]."""
         prior = self.kernel.diag(x).expand(*self.op.batch_shape, x.shape[-2])
-        results, bounds, variances, shifts, mean_bounds = [], [], [], [], []
-        for begin in range(0, x.shape[-2], chunk):
-            part = slice(begin, begin + chunk)
+        parts = []
+        for begin in range(0, x.shape[-2], CERTIFY_CHUNK):
+            part = slice(begin, begin + CERTIFY_CHUNK)
             cross = KernelOperator(self.kernel, x[..., part, :], self.train_x, backend=self.backend,
                                    precision=self.solver.precision).to_dense()
-            result = certified.certified_solves(self.op, self.precond, self._spectrum_floor(), cross,
-                                                prior[..., part], tol, self.solver.max_iters, x0=start(part))
-            results.append(result)
-            bounds.append(certified.relative_bounds(result, prior[..., part]))
-            variances.append(prior[..., part] - result.quad)
-            shift, mean_bound = self._mean_correction(result, prior[..., part])
-            shifts.append(shift)
-            mean_bounds.append(mean_bound)
-        self._shift = torch.cat(shifts, -1)
-        certified.report(self.diagnostics, results, torch.cat(bounds, -1), tol, self._spectrum[2], x.dtype,
-                         self.solver.max_iters, mean_bound=torch.cat(mean_bounds, -1), stacklevel=7)
-        return torch.cat(variances, -1)
+            parts.append(self._certify(cross, prior[..., part], x0=start(part)))
+        results, bounds, shifts, mean_bounds = zip(*parts)
+        self._report(list(results), torch.cat(bounds, -1), torch.cat(mean_bounds, -1), x.dtype, stacklevel=8)
+        return prior - torch.cat([r.quad for r in results], -1), torch.cat(shifts, -1)
 
     def _mean_correction(self, result, prior: torch.Tensor):
         """(shift, bound), each (*batch, c), for the test points of one certified solve ``result``:
