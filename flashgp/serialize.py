@@ -248,3 +248,36 @@ def dtype_from_name(name) -> torch.dtype:
     if name not in DTYPES:
         raise ConfigError(f"dtype: expected one of {sorted(DTYPES)}, got {name!r:.100}")
     return DTYPES[name]
+
+
+# ----- models --------------------------------------------------------------------------------
+
+# The model registry: name -> class (a ``flashgp.models.GPModel``). Files name their model by
+# this key; only registered classes are rebuilt, matched exactly (subclasses are refused).
+MODELS: dict[str, type] = {}
+
+
+def register_model(name: str):
+    """Class decorator: make a GPModel class savable and loadable under ``name``."""
+    def register(cls):
+        if name in MODELS and MODELS[name] is not cls:
+            raise ValueError(f"name: the model name {name!r} is taken by {MODELS[name].__qualname__}")
+        MODELS[name] = cls
+        return cls
+    return register
+
+
+def model_name(model) -> str:
+    """The registry name of ``model``'s class, or TypeError naming the registered ones."""
+    for name, cls in MODELS.items():
+        if type(model) is cls:
+            return name
+    raise TypeError(f"model: expected a registered flashgp model ({', '.join(sorted(MODELS))}), "
+                    f"got {type(model).__module__}.{type(model).__qualname__}")
+
+
+def model_class(name) -> type:
+    """The registered model class called ``name``, or ConfigError."""
+    if not isinstance(name, str) or name not in MODELS:
+        raise ConfigError(f"model: unknown model type {name!r:.50}; known: {sorted(MODELS)}")
+    return MODELS[name]

@@ -5,15 +5,17 @@ from __future__ import annotations
 import time
 
 import torch
-from torch import nn
-
 from ..distributions import Posterior
 from ..initial_values import init_from_data
 from ..kernels import Kernel
 from ..linalg import PivotCache
 from ..likelihoods import FixedNoise, Gaussian, Likelihood
 from ..means import Constant, Mean
+from ..operators import KernelOperator
+from ..serialize import (kernel_from_config, kernel_to_config, likelihood_from_config, likelihood_to_config,
+                         mean_from_config, mean_to_config, register_model, solver_from_config, solver_to_config)
 from ..solvers import Auto, Cholesky, resolve_solver
+from .base import GPModel, Prior
 from .batched_inputs import posterior_per_test_set
 from .inference import cg_terms, cholesky_terms, marginal_log_likelihood
 from .prediction import PredictionCache
@@ -21,8 +23,10 @@ from .validation import (check_batch_shapes, check_columns, check_test_batch, ch
                          check_train_data)
 
 
-class ExactGP(nn.Module):
-    """Exact Gaussian-process regression.
+@register_model("ExactGP")
+class ExactGP(GPModel):
+    """Exact Gaussian-process regression (a ``GPModel``: its objective is the exact log marginal
+    likelihood, ``mll()``; ``loss()`` is its negation).
 
     Args:
         x: training inputs (n, d), or (b, n, d) for a batch of b independent GPs; (n,) is read
@@ -66,6 +70,8 @@ class ExactGP(nn.Module):
     variances are then still too large; raise ``CG(root_rank=...)``).
     """
 
+    config_keys = frozenset({"kernel", "likelihood", "mean", "solver"})
+
     def __init__(self, x, y, kernel: Kernel, likelihood: Likelihood | None = None,
                  mean: Mean | None = None, solver=None):
         super().__init__()
@@ -83,7 +89,6 @@ class ExactGP(nn.Module):
         self.kernel, self.likelihood, self.mean = kernel, likelihood, mean
         self.to(dtype=x.dtype, device=x.device)
         self.set_train_data(x, y)
-        self.diagnostics: dict = {}
         init_from_data(self)  # the values the kernel, likelihood and mean were not given
 
     def set_train_data(self, x, y) -> None:
@@ -102,10 +107,6 @@ class ExactGP(nn.Module):
         self.register_buffer("train_y", y)
         self._prediction = None
         self._pivot_cache = PivotCache()  # preconditioner pivots of the last mll steps (not saved)
-
-    @property
-    def num_train(self) -> int:
-        return self.train_x.shape[-2]
 
     @property
     def pivot_cache(self) -> PivotCache:
@@ -136,6 +137,36 @@ class ExactGP(nn.Module):
         diagnostics["seconds"] = time.perf_counter() - start
         self.diagnostics = diagnostics
         return marginal_log_likelihood(inv_quad, logdet, n)
+
+    def loss(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """-mll(generator): the negative log marginal likelihood per point, (*batch,)."""
+        return -self.mll(generator)
+
+    def prior(self, x) -> Prior:
+        """The prior mean (*batch, m) and kernel operator (*batch, m, m) at inputs x (m, d) or
+        (*batch, m, d) (the "auto" backend: a dense matrix while it fits the memory budget)."""
+        x = check_test_inputs(x, self.train_x)
+        return Prior(self.mean(x), KernelOperator(self.kernel, x))
+
+    # ----- files and checkpoints ------------------------------------------------------
+    def config(self) -> dict:
+        """The kernel, likelihood, mean and solver as JSON-ready dicts (``flashgp.serialize``)."""
+        return {"kernel": kernel_to_config(self.kernel), "likelihood": likelihood_to_config(self.likelihood),
+                "mean": mean_to_config(self.mean), "solver": solver_to_config(self.solver)}
+
+    @classmethod
+    def from_config(cls, config: dict, tensors: dict) -> ExactGP:
+        """An ExactGP on tensors["train_x"], tensors["train_y"] with the parts ``config`` describes."""
+        return cls(tensors["train_x"], tensors["train_y"], kernel_from_config(config["kernel"]),
+                   likelihood=likelihood_from_config(config["likelihood"]),
+                   mean=mean_from_config(config["mean"]), solver=solver_from_config(config["solver"]))
+
+    def solver_state(self) -> dict:
+        """The preconditioner pivots later mll steps reuse (``PivotCache.state``)."""
+        return self._pivot_cache.state()
+
+    def load_solver_state(self, state: dict) -> None:
+        self._pivot_cache.load_state(state, self.train_x.dtype, self.train_x.device)
 
     # ----- prediction ---------------------------------------------------------------
     def _prediction_cache(self) -> PredictionCache:
@@ -172,12 +203,3 @@ class ExactGP(nn.Module):
         post.diagnostics = self.diagnostics
         return post
 
-    def predict(self, x, noise=None) -> Posterior:
-        """The predictive distribution of new observations y* = f(x*) + noise.
-
-        ``noise``: per-point test noise variances (FixedNoise likelihoods); else the likelihood's.
-        """
-        post = self.posterior(x)
-        with torch.no_grad():
-            post.noise = self.likelihood.noise_diag(post.mean.shape[-1], noise).expand_as(post.mean)
-        return post

@@ -1,0 +1,108 @@
+# GPModel: the interface every flashgp model implements (prior, training objective, posterior,
+# and what files and checkpoints need), so fit, save/load, checkpoints, the estimator and the
+# plots serve any registered model. ExactGP is the first implementation.
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..operators.base import Operator
+
+
+@dataclass(frozen=True)
+class Prior:
+    """The prior at test inputs: mean (*batch, m) and covariance, an Operator (*batch, m, m)."""
+
+    mean: torch.Tensor
+    covariance: Operator
+
+
+class GPModel(nn.Module, abc.ABC):
+    """A Gaussian-process model on the flashgp engine.
+
+    A model holds its training data (``train_x`` (*batch, n, d), ``train_y`` (*batch, n) as
+    buffers), its parts (kernel, likelihood, mean, solver configuration) and any solver state
+    that training reuses between steps (preconditioner pivots, neighbour indices). It
+    implements:
+
+    - ``prior(x)``: the prior mean and covariance operator at inputs x (*batch, m, d).
+    - ``loss(generator=None)``: the training objective, negated and divided by the number of
+      data points, shape (*batch,), differentiable in the parameters; ``fg.fit`` minimizes its
+      sum. ``generator`` fixes any randomness (CG probes) for deterministic optimizers.
+    - ``posterior(x)``: the latent posterior at test inputs, a ``flashgp.distributions.Posterior``;
+      ``predict(x)`` adds the likelihood's observation noise.
+    - ``config()`` / ``from_config(config, tensors)``: the JSON-ready structure of the model
+      (everything but its tensors) and the constructor that rebuilds it; with ``state_dict``
+      they make the model file (``fg.save`` / ``fg.load``). A model class is made loadable by
+      ``flashgp.serialize.register_model``.
+    - ``solver_state()`` / ``load_solver_state(state)``: the solver state a resumed fit needs to
+      continue exactly as an uninterrupted one (CPU tensors by name; {} when there is none).
+
+    ``diagnostics`` (a dict) describes the last solve, for users and ``fg.fit``'s history.
+    """
+
+    #: the keys of ``config()`` (checked when a file is read)
+    config_keys: frozenset = frozenset()
+
+    def __init__(self):
+        super().__init__()
+        self.diagnostics: dict = {}
+
+    # ----- the data --------------------------------------------------------------------------
+    @property
+    def num_train(self) -> int:
+        """The number of training points n."""
+        return self.train_x.shape[-2]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's data and parameters."""
+        return self.train_x.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's data and parameters."""
+        return self.train_x.device
+
+    # ----- what a model implements -------------------------------------------------------------
+    @abc.abstractmethod
+    def prior(self, x: torch.Tensor) -> Prior:
+        """The prior at inputs x (*batch, m, d)."""
+
+    @abc.abstractmethod
+    def loss(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The negated training objective per data point, (*batch,), differentiable."""
+
+    @abc.abstractmethod
+    def posterior(self, x: torch.Tensor):
+        """The latent posterior p(f(x*) | data) at x (*batch, m, d), a ``Posterior``."""
+
+    def predict(self, x: torch.Tensor, noise=None):
+        """The predictive distribution of observations y* at x: the posterior plus the
+        likelihood's noise (``noise``: per-point test noise variances where the likelihood
+        takes them)."""
+        post = self.posterior(x)
+        with torch.no_grad():
+            post.noise = self.likelihood.noise_diag(post.mean.shape[-1], noise).expand_as(post.mean)
+        return post
+
+    @abc.abstractmethod
+    def config(self) -> dict:
+        """The model's structure as a JSON-ready dict with the keys ``config_keys``."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, config: dict, tensors: dict) -> GPModel:
+        """A model with the structure ``config`` (a ``config()`` dict) and training data from
+        ``tensors`` (a ``state_dict``); the caller loads the tensors into it afterwards."""
+
+    def solver_state(self) -> dict:
+        """CPU tensors (by name) of the solver state training reuses; {} when there is none."""
+        return {}
+
+    def load_solver_state(self, state: dict) -> None:
+        """Take ``solver_state()`` of an identical model; anything unusable is ignored (the
+        next solve then starts afresh)."""
