@@ -162,6 +162,11 @@ class Cholesky:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
 
+    def engine(self):
+        """The inference engine of this configuration (``flashgp.engines.CholeskyEngine``)."""
+        from .engines import CholeskyEngine  # late: the engines import the solver configurations
+        return CholeskyEngine(self)
+
 
 @dataclass(frozen=True)
 class CG:
@@ -261,6 +266,11 @@ class CG:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
+
+    def engine(self):
+        """The inference engine of this configuration (``flashgp.engines.CGEngine``)."""
+        from .engines import CGEngine  # late: the engines import the solver configurations
+        return CGEngine(self)
 
 
 @dataclass(frozen=True)

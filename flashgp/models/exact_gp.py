@@ -14,11 +14,11 @@ from ..means import Constant, Mean
 from ..operators import KernelOperator
 from ..serialize import (kernel_from_config, kernel_to_config, likelihood_from_config, likelihood_to_config,
                          mean_from_config, mean_to_config, register_model, solver_from_config, solver_to_config)
-from ..solvers import Auto, Cholesky, resolve_solver
+from ..objectives import exact_mll
+from ..solvers import Auto, resolve_solver
 from .base import GPModel, Prior
 from .batched_inputs import posterior_per_test_set
-from .inference import cg_terms, cholesky_terms, marginal_log_likelihood
-from .prediction import PredictionCache
+from .prediction import PredictionCache, prediction_cache
 from .validation import (check_batch_shapes, check_columns, check_test_batch, check_test_inputs,
                          check_train_data)
 
@@ -124,19 +124,10 @@ class ExactGP(GPModel):
         ``generator`` fixes the CG probe vectors (a deterministic objective, e.g. for L-BFGS).
         """
         start = time.perf_counter()
-        x, n = self.train_x, self.num_train
-        solver = self._active_solver()
-        resid = self.train_y - self.mean(x)
-        noise = self.likelihood.noise_diag(n)
-        diagnostics = {"n": n}
-        if isinstance(solver, Cholesky):
-            inv_quad, logdet = cholesky_terms(self.kernel, x, noise, resid, solver, diagnostics)
-        else:
-            inv_quad, logdet = cg_terms(self.kernel, x, noise, resid, solver, diagnostics, generator,
-                                        pivots=self._pivot_cache)
-        diagnostics["seconds"] = time.perf_counter() - start
-        self.diagnostics = diagnostics
-        return marginal_log_likelihood(inv_quad, logdet, n)
+        value, info = exact_mll(self._active_solver().engine(), self.kernel, self.mean, self.likelihood,
+                                self.train_x, self.train_y, state=self._pivot_cache, generator=generator)
+        self.diagnostics = {"n": self.num_train, **info.as_dict(), "seconds": time.perf_counter() - start}
+        return value
 
     def loss(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """-mll(generator): the negative log marginal likelihood per point, (*batch,)."""
@@ -173,7 +164,7 @@ class ExactGP(GPModel):
         key, solver = self._state_key(), self._active_solver()
         stale = self._prediction is None or self._prediction.key != key
         if stale or self._prediction.solver != solver:  # a new model.solver needs a new cache too
-            self._prediction = PredictionCache(self, solver, key)
+            self._prediction = prediction_cache(self, solver, key)
         return self._prediction
 
     def _state_key(self) -> tuple:

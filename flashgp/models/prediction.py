@@ -11,11 +11,9 @@ from ..distributions import DenseDowndated, Downdated, MarginalOnly, Posterior
 from ..errors import NumericalWarning
 from ..linalg import lanczos
 from ..linalg.lanczos import lanczos_root_with_half
-from ..linalg.inv_quad_logdet import cg_solve
+from ..engines import CGMeanSolveInfo, seconds_since
 from ..operators import KernelOperator
-from ..solvers import Cholesky, PivotedCholesky, Vecchia
 from . import certified
-from .inference import block_repairs, cg_operator, cholesky_factor, precond_neighbors, seconds_since
 from .local_variance import local_variances
 
 LANCZOS_SEED = 0
@@ -26,54 +24,83 @@ ROOT_CHANGE_WARN = 0.1
 # test points per chunk of certified variance solves beyond exact_var_max (each chunk's CG holds
 # about 6 (n, chunk) tensors)
 CERTIFY_CHUNK = 1024
+# the variance diagnostics one posterior call sets (cleared at the next)
+VARIANCE_KEYS = ("variance_cg_iterations", "variance_residual", "variance_converged", "variance_cg_breakdowns",
+                 "local_neighbors", "local_jitter_points", "variance_local_change", "variance_root_change",
+                 "variance_error_bound", "variance_uncertified", "variance_bound", "mean_error_bound")
 
 
 class PredictionCache:
-    """Everything test-independent for predictions of ``model`` at one parameter state ``key``."""
+    """Everything test-independent for predictions of ``model`` at one parameter state ``key``,
+    for one solver's engine: the solve a = K_hat^{-1}(y - m) and what variances need.
+    ``prediction_cache`` picks the subclass for the engine (``PREDICTIONS``)."""
 
     def __init__(self, model, solver, key):
-        self.key, self.solver = key, solver
+        self.key, self.solver, self.engine = key, solver, solver.engine()
         self.kernel, self.mean_fn = model.kernel, model.mean
         self.train_x = model.train_x
         n = model.num_train
-        resid = model.train_y - model.mean(self.train_x)
-        noise = model.likelihood.noise_diag(n)
-        self.noise = noise.detach()  # (*batch, n)
-        self.noise_level = self.noise.mean(-1)  # (*batch,), the scale of root_change
+        self.resid = model.train_y - model.mean(self.train_x)
+        self.noise = model.likelihood.noise_diag(n).detach()  # (*batch, n)
         self.diagnostics: dict = {"n": n}
-        if isinstance(solver, Cholesky):
-            self.chol = cholesky_factor(self.kernel, self.train_x, noise, solver, self.diagnostics)
-            self.alpha = torch.cholesky_solve(resid.double().unsqueeze(-1), self.chol)  # kept in float64
-            self.backend = "dense"
-        else:
-            # PivotedCholesky.eval_rank, else the rank training grew the preconditioner to
-            # (max_rank), if it did: the posterior mean solve has the same K_hat, at a tighter tolerance
-            # Vecchia: the model's neighbour index, if it has a current one
-            rank, cache = None, model.pivot_cache if isinstance(solver.precond, Vecchia) else None
-            if isinstance(solver.precond, PivotedCholesky):
-                rank = (model.pivot_cache.rank(solver.precond) if solver.precond.eval_rank is None
-                        else solver.precond.eval_rank)
-            start = time.perf_counter()
-            self.op, kernel_op, self.precond = cg_operator(self.kernel, self.train_x, noise, solver,
-                                                           pivots=cache, rank=rank)
-            precond_seconds = seconds_since(start, self.train_x.device)
-            self.backend = kernel_op.backend
-            info = {}
-            resid = resid.expand(*self.op.batch_shape, n)
-            self.resid = resid
-            start = time.perf_counter()
-            self.alpha = cg_solve(self.op, resid.unsqueeze(-1), self.precond, solver.eval_tol,
-                                  solver.max_iters, info, what="posterior mean solve",
-                                  reorthogonalize=solver.reorthogonalize)
-            self.diagnostics.update(path="cg", backend=self.backend, jitter=0.0,
-                                    cg_iterations=info["iterations"], residual=info["residual"],
-                                    converged=info["converged"], cg_breakdowns=info["breakdowns"],
-                                    precond_rank=0 if self.precond is None else self.precond.rank,
-                                    precond_block_size=getattr(self.precond, "block_size", 0),
-                                    precond_neighbors=precond_neighbors(self.precond),
-                                    precond_block_repairs=block_repairs(self.precond),
-                                    precond_seconds=precond_seconds,
-                                    mean_solve_seconds=seconds_since(start, self.train_x.device))
+
+    def posterior(self, x: torch.Tensor) -> Posterior:
+        """The posterior at test inputs x (*batch, m, d) (no gradients)."""
+        for key in VARIANCE_KEYS:
+            self.diagnostics.pop(key, None)  # set again when this call solves by CG / locally
+        mean, covariance, method = self._parts(x)
+        self.diagnostics["variance_method"] = method
+        return Posterior(mean, covariance, diagnostics=self.diagnostics)
+
+    def _parts(self, x: torch.Tensor):
+        """(mean (*b, m), covariance operator (*b, m, m), variance method name)."""
+        raise NotImplementedError
+
+    def _downdated(self, x, left, right, variances=None) -> Downdated:
+        """The posterior covariance k(x, x) - left right^T (with ``variances`` on its diagonal)."""
+        return Downdated(KernelOperator(self.kernel, x), left, right, variances)
+
+
+class CholeskyPrediction(PredictionCache):
+    """Predictions from a float64 Cholesky factor of K_hat."""
+
+    def __init__(self, model, solver, key):
+        super().__init__(model, solver, key)
+        system = self.engine.system(self.kernel, self.train_x, self.noise)
+        self.chol = system.chol
+        self.alpha = system.solve(self.resid.unsqueeze(-1))  # kept in float64
+        self.diagnostics.update(system.info.as_dict())
+
+    def _parts(self, x: torch.Tensor):
+        """(mean (*b, m), covariance (Downdated by the whitened cross covariance (*b, m, n)),
+        "cholesky"). The cross covariance, the mean and the whitened cross covariance are computed
+        in float64 and cast to the dtype of x at the end: with a small noise alpha = K_hat^{-1} r
+        is large and K_*X alpha cancels in float32."""
+        cross = self.kernel(x.double(), self.train_x.double())
+        mean = self.mean_fn(x) + (cross @ self.alpha).squeeze(-1).to(x.dtype)
+        white = torch.linalg.solve_triangular(self.chol, cross.transpose(-1, -2), upper=False)
+        left = white.transpose(-1, -2).to(x.dtype)
+        return mean, self._downdated(x, left, left), "cholesky"
+
+
+class CGPrediction(PredictionCache):
+    """Predictions by preconditioned CG: the mean solve, then variances by (certified) CG solves,
+    local solves or a Lanczos root (LOVE), see ``fg.CG``."""
+
+    def __init__(self, model, solver, key):
+        super().__init__(model, solver, key)
+        self.noise_level = self.noise.mean(-1)  # (*batch,), the scale of root_change
+        # the model's preconditioner state: PivotedCholesky.eval_rank or the rank training grew to;
+        # Vecchia: its neighbour index, if current
+        system = self.engine.system(self.kernel, self.train_x, self.noise, model.pivot_cache)
+        self.system, self.op, self.precond = system, system.op, system.precond
+        self.backend = system.kernel_op.backend
+        self.resid = self.resid.expand(*self.op.batch_shape, self.resid.shape[-1])
+        start = time.perf_counter()
+        self.alpha, solve = self.engine.solve(system, self.resid.unsqueeze(-1), solver.eval_tol,
+                                              "posterior mean solve", solver.reorthogonalize)
+        record = CGMeanSolveInfo(self.backend, solve, system.build, seconds_since(start, self.train_x.device))
+        self.diagnostics.update(record.as_dict())
         self._root = None
         self._spectrum = None  # certified.spectrum_floor's (mu, floor, kind), on first use
         self._mean_residual = None  # (r - K_hat alpha, a bound of its K_hat^{-1} norm), on first use
@@ -121,36 +148,7 @@ class PredictionCache:
             return float(((full - part).clamp_min(0) / y_var).median())
 
     # ----- posterior at test points ------------------------------------------------------
-    def posterior(self, x: torch.Tensor) -> Posterior:
-        """The posterior at test inputs x (*batch, m, d) (no gradients)."""
-        for key in ("variance_cg_iterations", "variance_residual", "variance_converged",
-                    "variance_cg_breakdowns", "local_neighbors", "local_jitter_points",
-                    "variance_local_change", "variance_root_change", "variance_error_bound",
-                    "variance_uncertified", "variance_bound", "mean_error_bound"):
-            self.diagnostics.pop(key, None)  # set again when this call solves by CG / locally
-        if isinstance(self.solver, Cholesky):
-            mean, covariance, method = self._cholesky_parts(x)
-        else:
-            mean, covariance, method = self._iterative_parts(x)
-        self.diagnostics["variance_method"] = method
-        return Posterior(mean, covariance, diagnostics=self.diagnostics)
-
-    def _downdated(self, x, left, right, variances=None) -> Downdated:
-        """The posterior covariance k(x, x) - left right^T (with ``variances`` on its diagonal)."""
-        return Downdated(KernelOperator(self.kernel, x), left, right, variances)
-
-    def _cholesky_parts(self, x: torch.Tensor):
-        """(mean (*b, m), covariance (Downdated by the whitened cross covariance (*b, m, n)),
-        "cholesky"). The cross covariance, the mean and the whitened cross covariance are computed
-        in float64 and cast to the dtype of x at the end: with a small noise alpha = K_hat^{-1} r
-        is large and K_*X alpha cancels in float32."""
-        cross = self.kernel(x.double(), self.train_x.double())
-        mean = self.mean_fn(x) + (cross @ self.alpha).squeeze(-1).to(x.dtype)
-        white = torch.linalg.solve_triangular(self.chol, cross.transpose(-1, -2), upper=False)
-        left = white.transpose(-1, -2).to(x.dtype)
-        return mean, self._downdated(x, left, left), "cholesky"
-
-    def _iterative_parts(self, x: torch.Tensor):
+    def _parts(self, x: torch.Tensor):
         """(mean, covariance, method): variances by CG solves (m <= exact_var_max), local ones
         (solver.local_neighbors > 0: a MarginalOnly covariance) or LOVE; with
         ``CG.variance_tol`` every variance is certified, larger test sets by CG solves started
@@ -175,11 +173,10 @@ class PredictionCache:
             self._report([result], bounds, mean_bound, x.dtype, stacklevel=7)
             downdate = left @ result.solution + result.solution.transpose(-1, -2) @ result.residual
             return DenseDowndated(KernelOperator(self.kernel, x), downdate), "cg", shift
-        info = {}
-        right = cg_solve(self.op, left.transpose(-1, -2), self.precond, self.solver.eval_tol,
-                         self.solver.max_iters, info, what="posterior variance solves").transpose(-1, -2)
-        self.diagnostics.update(variance_cg_iterations=info["iterations"], variance_residual=info["residual"],
-                                variance_converged=info["converged"], variance_cg_breakdowns=info["breakdowns"])
+        right, solve = self.engine.solve(self.system, left.transpose(-1, -2), self.solver.eval_tol,
+                                         "posterior variance solves")
+        self.diagnostics.update({f"variance_{key}": value for key, value in solve.as_dict().items()})
+        right = right.transpose(-1, -2)
         return self._downdated(x, left, right), "cg", None
 
     def _local_covariance(self, x: torch.Tensor):
@@ -280,3 +277,12 @@ class PredictionCache:
         low = certified.lowest_variance(result, prior)
         error = (result.error_bound * energy.unsqueeze(-1)).sqrt()
         return shift, torch.where(low > 0, error / torch.where(low > 0, low, 1.0).sqrt(), torch.inf)
+
+
+# how each engine predicts, by its name (``Engine.name``)
+PREDICTIONS = {"cholesky": CholeskyPrediction, "cg": CGPrediction}
+
+
+def prediction_cache(model, solver, key) -> PredictionCache:
+    """The prediction cache of ``model`` at parameter state ``key`` for ``solver``'s engine."""
+    return PREDICTIONS[solver.engine().name](model, solver, key)

@@ -4,7 +4,6 @@ import json, sys, time, warnings, torch
 sys.path.insert(0, "examples")
 import flashgp as fg
 from flashgp.linalg import cg_solve
-from flashgp.models.inference import cg_operator
 from large_gpu_fit import synthetic, load_raw_parameters
 warnings.simplefilter("ignore")
 n = int(sys.argv[1]); settings = [tuple(int(v) for v in s.split(",")) for s in sys.argv[2].split(";")]
@@ -27,7 +26,10 @@ for rank, block in settings:
                    precond_seconds=d["precond_seconds"], grad=[float(p.grad.flatten()[0]) for p in m.parameters()])
     else:
         with torch.no_grad():
-            op, _, pre = cg_operator(m.kernel, x, m.likelihood.noise_diag(n), solver, rank=rank)
+            # (session 19: the engine's "predict" build; PivotedCholesky.eval_rank stands in for the
+            # rank argument cg_operator took in session 16)
+            system = solver.engine().system(m.kernel, x, m.likelihood.noise_diag(n))
+            op, pre = system.op, system.precond
             resid = (y - m.mean(x)).unsqueeze(-1)
             info = {}
             sync(); t = time.perf_counter()

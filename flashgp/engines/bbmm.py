@@ -1,0 +1,89 @@
+# The BBMM engine: modified batched preconditioned CG with stochastic Lanczos quadrature for the
+# training objective, preconditioned CG for prediction solves; K_hat is touched only through
+# products with a KernelOperator (dense, blocked or fused Triton backends).
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import NumericalWarning
+from ..linalg import PivotCache
+from ..linalg.inv_quad_logdet import cg_solve, inv_quad_logdet
+from ..operators import AddedDiag, KernelOperator
+from .base import Engine, seconds_since
+from .preconditioning import build_preconditioner, record_iterations
+from .records import CGSolveInfo, CGTrainingInfo, PreconditionerBuild
+
+# fused-kernel precisions whose rounding of K is too coarse for the training solves
+COARSE_PRECISIONS = ("tf32", "bf16")
+
+
+@dataclass
+class CGSystem:
+    """K_hat as an operator for CG: ``op`` = AddedDiag(kernel_op, noise) (*batch, n, n), the
+    ``kernel_op`` inside it, the preconditioner (or None) and the record of its build."""
+
+    op: AddedDiag
+    kernel_op: KernelOperator
+    precond: object
+    build: PreconditionerBuild
+
+
+class CGEngine(Engine):
+    """BBMM inference for ``fg.CG`` configurations (see its fields for every setting)."""
+
+    name = "cg"
+
+    def operator(self, kernel, x, noise, state=None, purpose: str = "train") -> CGSystem:
+        """K_hat's operator and its preconditioner, built for ``purpose`` ("train": the mll
+        solve; "predict": the posterior mean solve, which may use another rank) from the
+        model's preconditioner ``state`` (None: a fresh one)."""
+        config = self.config
+        start = time.perf_counter()
+        kernel_op = KernelOperator(kernel, x, backend=config.backend, precision=config.precision,
+                                   memory_budget=config.memory_budget)
+        state = PivotCache() if state is None else state
+        precond, build = build_preconditioner(config.precond, kernel_op, noise, state, purpose)
+        seconds = seconds_since(start, x.device)
+        build = PreconditionerBuild(**{**build.__dict__, "seconds": seconds})
+        return CGSystem(AddedDiag(kernel_op, noise), kernel_op, precond, build)
+
+    def inv_quad_logdet(self, kernel, x, noise, resid, state=None, generator=None):
+        """(inv_quad, logdet, CGTrainingInfo) by mBCG + SLQ; the preconditioner state is told
+        the iterations (pivot staleness, rank growth)."""
+        config = self.config
+        state = PivotCache() if state is None else state  # a fresh one chooses greedy pivots
+        system = self.operator(kernel, x, noise, state, "train")
+        if system.kernel_op.backend == "triton" and system.kernel_op.precision in COARSE_PRECISIONS:
+            warnings.warn(f"CG(precision={system.kernel_op.precision!r}) in training: products with a 10-bit "
+                          "(or narrower) mantissa perturb K_hat by more than a small noise variance, and the "
+                          "log marginal likelihood and its gradient can be wrong without CG noticing "
+                          "(relative mll errors of 0.03-12 measured at n = 5,000-20,000, noise 0.01; "
+                          "benchmarks/results/precision_accuracy_h200.md). Use precision='tf32x3' or 'fp32'",
+                          NumericalWarning, stacklevel=4)
+        resid = resid.expand(*system.op.batch_shape, resid.shape[-1])  # batched through kernel/likelihood only
+        info = {}
+        inv_quad, logdet = inv_quad_logdet(system.op, resid, system.precond, probes=config.probes,
+                                           tol=config.tol, max_iters=config.max_iters,
+                                           lanczos_iters=config.lanczos_iters, generator=generator,
+                                           info=info, reorthogonalize=config.reorthogonalize)
+        record_iterations(config.precond, system.precond, state, info["iterations"], config.lanczos_iters)
+        record = CGTrainingInfo(system.kernel_op.backend, system.kernel_op.precision, CGSolveInfo.from_dict(info),
+                                info["mean_residual"], info["logdet_tail_change"], system.build)
+        return inv_quad, logdet, record
+
+    def system(self, kernel, x, noise, state=None) -> CGSystem:
+        with torch.no_grad():
+            return self.operator(kernel, x, noise, state, "predict")
+
+    def solve(self, system: CGSystem, rhs: torch.Tensor, tol: float, what: str,
+              reorthogonalize: bool = False) -> tuple[torch.Tensor, CGSolveInfo]:
+        """(K_hat^{-1} rhs, CGSolveInfo) by preconditioned CG to relative residual ``tol``; rhs
+        (*batch, n, t). Not converging warns, naming ``what`` was solved."""
+        info = {}
+        solution = cg_solve(system.op, rhs, system.precond, tol, self.config.max_iters, info, what=what,
+                            reorthogonalize=reorthogonalize)
+        return solution, CGSolveInfo.from_dict(info)
