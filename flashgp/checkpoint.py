@@ -1,5 +1,6 @@
-# Checkpoints of a running fit: model, optimizer state, step, loss history and random states in
-# the zip format of flashgp.io (JSON + weights-only tensors, no pickled objects), written atomically.
+# Checkpoints of a running fit: model, optimizer state, step, loss history, random states and the
+# model's solver state in the zip format of flashgp.io (JSON + weights-only tensors, no pickled
+# objects), written atomically. Any registered model (flashgp.serialize.register_model).
 from __future__ import annotations
 
 import io
@@ -12,21 +13,22 @@ from pathlib import Path
 import torch
 
 from .errors import ModelFileError
-from .io import (CONFIG_NAME, TENSORS_NAME, _atomic_write, _build, _check_device, _check_path,
-                 _first_line, _read_archive, _version, check_model_config, load_plain_tensors,
-                 model_config)
-from .models import ExactGP
+from .io import (CONFIG_NAME, TENSORS_NAME, build_model, check_device, check_model_config, check_path,
+                 first_line, flashgp_version, load_plain_tensors, model_config, parse_json, read_archive,
+                 write_archive)
+from .models import GPModel
 from .serialize import ConfigError, solver_from_config, solver_to_config
 
 FORMAT = "flashgp.checkpoint"
-FORMAT_VERSION = 2  # 2: the preconditioner pivots ("precond" tensors); 1 lacks them
+FORMAT_VERSION = 2  # 2: the model's solver state ("precond" tensors); 1 lacks them
 KIND = "flashgp checkpoint file"
 MAX_CONFIG_BYTES = 1 << 28  # the loss history and diagnostics grow with the steps
 SETTINGS = ("optimizer", "lr", "seed")  # fit arguments a resumed run must repeat
 HISTORY_FIELDS = ("loss", "step_seconds", "diagnostics")
 _KEYS = {"format", "format_version", "flashgp_version", "model", "fit", "step", "optimizer_state",
          "history"}
-_TENSOR_GROUPS = {"model", "optimizer", "rng", "precond"}  # "precond" since format version 2
+# "precond": the model's solver_state() (an ExactGP's preconditioner pivots), since format version 2
+_TENSOR_GROUPS = {"model", "optimizer", "rng", "precond"}
 _FLOAT_TAG = "__float__"  # JSON stand-in for a non-finite float: {"__float__": "inf"}
 
 
@@ -39,15 +41,20 @@ class Snapshot:
     optimizer_state: trainable parameter name -> that parameter's torch.optim state
         ({key: tensor, list of tensors or None, number, bool or None}).
     rng: "torch" (CPU RNG), "generator" (the probe generator of fit) and "cuda.<i>" -> uint8 states.
-    pivots: the model's preconditioner pivot cache (``PivotCache.state()``: name -> long tensor;
-        empty when none), so that a resumed run builds the preconditioners an uninterrupted one does.
+    solver_state: the model's ``solver_state()`` (name -> CPU tensor; empty when none; an
+        ExactGP's preconditioner pivots), so that a resumed run solves as an uninterrupted one does.
     """
 
     step: int
     parameters: dict
     optimizer_state: dict
     rng: dict
-    pivots: dict = field(default_factory=dict)
+    solver_state: dict = field(default_factory=dict)
+
+    @property
+    def pivots(self) -> dict:
+        """``solver_state`` by its earlier name (an ExactGP's solver state is its pivots)."""
+        return self.solver_state
 
 
 def _copy(value):
@@ -74,9 +81,8 @@ def take_snapshot(step: int, model, optimizer, generator, names: list[str]) -> S
     params = {name: _copy(p) for name, p in model.named_parameters()}
     state = {names[i]: {key: _copy(v) for key, v in entries.items()}
              for i, entries in optimizer.state_dict()["state"].items()}
-    cache = getattr(model, "pivot_cache", None)
-    pivots = {} if cache is None else {name: _copy(t) for name, t in cache.state().items()}
-    return Snapshot(step, params, state, random_states(generator), pivots)
+    solver = {name: _copy(t) for name, t in model.solver_state().items()}
+    return Snapshot(step, params, state, random_states(generator), solver)
 
 
 def restore_parameters(model, snapshot: Snapshot) -> None:
@@ -90,17 +96,15 @@ def restore_parameters(model, snapshot: Snapshot) -> None:
             p.copy_(value)
 
 
-def restore_pivots(model, snapshot: Snapshot) -> None:
-    """Set ``model``'s preconditioner pivot cache to the snapshot's (cleared if it has none)."""
-    cache = getattr(model, "pivot_cache", None)
-    if cache is not None:
-        cache.load_state(snapshot.pivots, model.train_x.dtype, model.train_x.device)
+def restore_solver_state(model: GPModel, snapshot: Snapshot) -> None:
+    """Give ``model`` the snapshot's solver state (``load_solver_state``; an empty one clears it)."""
+    model.load_solver_state({name: t.clone() for name, t in snapshot.solver_state.items()})
 
 
 def restore_training(snapshot: Snapshot, model, optimizer, generator, names: list[str]) -> None:
-    """Restore parameters, pivot cache, optimizer state and random states from ``snapshot``."""
+    """Restore parameters, solver state, optimizer state and random states from ``snapshot``."""
     restore_parameters(model, snapshot)
-    restore_pivots(model, snapshot)
+    restore_solver_state(model, snapshot)
     index = {name: i for i, name in enumerate(names)}
     state = {index[name]: {key: _copy(v) for key, v in entries.items()}
              for name, entries in snapshot.optimizer_state.items()}
@@ -191,18 +195,18 @@ def _rebuild_optimizer_state(path: Path, described: dict, tensors: dict) -> dict
 
 # ----- writing -----------------------------------------------------------------------------------
 
-def write_checkpoint(path, model: ExactGP, snapshot: Snapshot, settings: dict, history) -> None:
+def write_checkpoint(path, model: GPModel, snapshot: Snapshot, settings: dict, history) -> None:
     """Write ``snapshot`` of a fit of ``model`` to ``path`` (atomically: temp file + rename).
 
     settings: {"optimizer", "lr", "seed"} of the fit. history: an object with the lists
     ``loss``, ``step_seconds`` and ``diagnostics``; their first ``snapshot.step`` entries are kept.
     """
-    path = _check_path(path)
+    path = check_path(path)
     model_tensors = {name: t.detach().cpu() for name, t in model.state_dict().items()}
     model_tensors.update(snapshot.parameters)
     tensors = {"model": model_tensors, "optimizer": {}, "rng": dict(snapshot.rng),
-               "precond": dict(snapshot.pivots)}
-    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "flashgp_version": _version(),
+               "precond": dict(snapshot.solver_state)}
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "flashgp_version": flashgp_version(),
               "model": model_config(model), "fit": {key: settings[key] for key in SETTINGS},
               "step": snapshot.step,
               "optimizer_state": _describe_optimizer_state(snapshot.optimizer_state, tensors["optimizer"]),
@@ -210,7 +214,7 @@ def write_checkpoint(path, model: ExactGP, snapshot: Snapshot, settings: dict, h
     buffer = io.BytesIO()
     torch.save(tensors, buffer)
     raw = json.dumps(config, separators=(",", ":"), allow_nan=False).encode()
-    _atomic_write(path, {CONFIG_NAME: raw, TENSORS_NAME: buffer.getvalue()})
+    write_archive(path, {CONFIG_NAME: raw, TENSORS_NAME: buffer.getvalue()})
 
 
 # ----- reading -----------------------------------------------------------------------------------
@@ -221,7 +225,7 @@ class Checkpoint:
 
     path: the file. config: its JSON part (format, model, fit settings, step, optimizer state
     layout, history). tensors: {"model", "optimizer", "rng", "precond"} -> {name: tensor}
-    ("precond" is empty for format version 1 files, which lack it).
+    ("precond": the model's solver state; empty for format version 1 files, which lack it).
     """
 
     path: Path
@@ -247,10 +251,11 @@ class Checkpoint:
         return Snapshot(self.step, dict(self.tensors["model"]), state, dict(self.tensors["rng"]),
                         dict(self.tensors["precond"]))
 
-    def model(self, device=None) -> ExactGP:
-        """A new ExactGP with the checkpoint's parameters and training data (like ``fg.load``)."""
-        device = _check_device(device)
-        model = _build(self.path, self.config["model"], dict(self.tensors["model"]))
+    def model(self, device=None) -> GPModel:
+        """A new model of the registered class the checkpoint holds, with its parameters and
+        training data (like ``fg.load``); its solver state is the snapshot's, not loaded here."""
+        device = check_device(device)
+        model = build_model(self.path, self.config["model"], dict(self.tensors["model"]))
         return model if device is None else model.to(device)
 
 
@@ -260,11 +265,11 @@ def read_checkpoint(path) -> Checkpoint:
     Raises FileNotFoundError when there is no such file and ModelFileError (a ValueError) naming
     the path for a file that is not a flashgp checkpoint, is damaged, or is from a newer format.
     """
-    path = _check_path(path)
+    path = check_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint: no such file: {path}")
-    raw_config, raw_tensors = _read_archive(path, KIND, MAX_CONFIG_BYTES)
-    config = _parse_config(path, raw_config)
+    raw_config, raw_tensors = read_archive(path, KIND, MAX_CONFIG_BYTES)
+    config = _check_config(path, parse_json(path, raw_config))
     tensors = load_plain_tensors(path, raw_tensors)
     groups = _TENSOR_GROUPS if config["format_version"] >= 2 else _TENSOR_GROUPS - {"precond"}
     if not isinstance(tensors, dict) or set(tensors) != groups or not all(
@@ -279,17 +284,14 @@ def read_checkpoint(path) -> Checkpoint:
     return checkpoint
 
 
-def _parse_config(path: Path, raw: bytes) -> dict:
-    try:
-        config = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise ModelFileError(path, f"{CONFIG_NAME} is not valid JSON ({_first_line(err)})") from None
+def _check_config(path: Path, config) -> dict:
+    """``config`` if it is a checkpoint's JSON part this flashgp reads, else ModelFileError."""
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ModelFileError(path, f"not a {KIND} ({CONFIG_NAME} lacks format '{FORMAT}')")
     version = config.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise ModelFileError(path, f"checkpoint format version {version!r:.50} is not one this flashgp "
-                                   f"({_version()}) reads (1 to {FORMAT_VERSION})")
+                                   f"({flashgp_version()}) reads (1 to {FORMAT_VERSION})")
     if set(config) != _KEYS:
         raise ModelFileError(path, f"{CONFIG_NAME}: expected the keys {sorted(_KEYS)}, got {sorted(config)[:20]}")
     check_model_config(path, config["model"])
@@ -307,21 +309,22 @@ def _parse_config(path: Path, raw: bytes) -> dict:
     return config
 
 
-def load_checkpoint_model(path, device=None) -> ExactGP:
+def load_checkpoint_model(path, device=None) -> GPModel:
     """The model stored in the checkpoint ``path``, as ``fg.load`` would give it from a model file."""
     return read_checkpoint(path).model(device)
 
 
 # ----- resuming ----------------------------------------------------------------------------------
 
-def check_matches(checkpoint: Checkpoint, model: ExactGP, settings: dict, names: list[str]) -> None:
+def check_matches(checkpoint: Checkpoint, model: GPModel, settings: dict, names: list[str]) -> None:
     """ValueError naming the argument when ``checkpoint`` was not written by this fit of ``model``."""
     where = f"the checkpoint {checkpoint.path}"
     saved = {k: v for k, v in checkpoint.config["model"].items() if k != "flashgp_version"}
-    try:  # with the defaults of solver fields that older files lack
-        saved["solver"] = solver_to_config(solver_from_config(saved.get("solver")))
-    except (ConfigError, TypeError):
-        pass  # compared as written, and found to differ
+    if "solver" in saved:
+        try:  # with the defaults of solver fields that older files lack
+            saved["solver"] = solver_to_config(solver_from_config(saved["solver"]))
+        except (ConfigError, TypeError):
+            pass  # compared as written, and found to differ
     given = {k: v for k, v in model_config(model).items() if k != "flashgp_version"}
     # the training data first: a default noise floor follows the data, so other data would
     # otherwise be reported as a different likelihood
@@ -394,13 +397,13 @@ class Checkpointer:
         Returns whether the file now holds that step; a failed write warns instead of raising.
         """
         restore_parameters(self.model, self.latest)
-        restore_pivots(self.model, self.latest)
+        restore_solver_state(self.model, self.latest)
         for name in HISTORY_FIELDS:
             del getattr(history, name)[self.latest.step:]
         try:
             self.save(history)
         except Exception as err:  # keep the exception that stopped the fit
-            warnings.warn(f"checkpoint: could not write {self.path} ({_first_line(err)}); it holds step "
+            warnings.warn(f"checkpoint: could not write {self.path} ({first_line(err)}); it holds step "
                           f"{self.written} or an earlier run", RuntimeWarning, stacklevel=3)
             return False
         return True

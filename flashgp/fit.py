@@ -1,4 +1,4 @@
-# Training loops for GP models: Adam or L-BFGS on the negative log marginal likelihood,
+# Training loops for GP models: Adam or L-BFGS on the model's loss (an ExactGP's: -mll per point),
 # with a tqdm progress bar, callbacks, a returned history and checkpoints (resume after a stop).
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 from .checkpoint import Checkpointer
 from .errors import FitInterrupted, NotPSDError, NumericalWarning
 from .fit_warnings import WarningDigest, noise_floor_message
-from .models import ExactGP
+from .io import registered_name
+from .models import GPModel
 
 OPTIMIZERS = ("adam", "lbfgs")
 DEFAULT_CHECKPOINT_EVERY = 10
@@ -23,7 +24,8 @@ DEFAULT_CHECKPOINT_EVERY = 10
 
 @dataclass
 class History:
-    """What a fit recorded per step: loss (-mll per point), seconds, and the solver diagnostics.
+    """What a fit recorded per step: loss (``model.loss()`` summed over batches; for an ExactGP
+    -mll per point), seconds, and the solver diagnostics.
 
     ``start_step``: 0, or the step a resumed fit went on from (the lists hold the earlier steps too).
     ``warnings``: (step, message) of every NumericalWarning raised during this run's steps (a fit
@@ -42,8 +44,9 @@ class History:
 
 
 def _check_args(model, optimizer, lr, iters, callback=None, seed=None):
-    if not hasattr(model, "mll"):
-        raise TypeError(f"model: expected a flashgp model with .mll(), got {type(model).__name__}")
+    if not isinstance(model, GPModel):
+        raise TypeError(f"model: expected a flashgp model (a flashgp.models.GPModel such as ExactGP), "
+                        f"got {type(model).__name__}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
@@ -68,10 +71,11 @@ def _parameter_summary(model) -> str:
 def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progress: bool = True,
         callback=None, seed: int | None = None, checkpoint=None, checkpoint_every: int | None = None,
         resume: bool = False) -> History:
-    """Maximize ``model.mll()`` over the model's parameters.
+    """Minimize ``model.loss()`` (an ExactGP's: -mll per point) over the model's parameters.
 
     Args:
-        model: a flashgp model (e.g. ``ExactGP``); batches are trained jointly (sum of losses).
+        model: a flashgp model (a ``flashgp.models.GPModel``, e.g. ``ExactGP``); batches are
+            trained jointly (sum of losses).
         optimizer: "adam" (``iters`` steps) or "lbfgs" (``iters`` L-BFGS steps with a strong
             Wolfe line search; the probe vectors are fixed for the run so the objective is
             deterministic).
@@ -80,11 +84,12 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
         progress: show a tqdm bar with the loss and the time per step.
         callback: ``callback(step, loss, model)`` after every step.
         seed: seeds the probe vectors (reproducible runs).
-        checkpoint: a file path (an ``ExactGP`` only). The fit writes the model, the optimizer
-            state (Adam moments and step counts; L-BFGS directions and history), the step, the
-            loss history and the random states there every ``checkpoint_every`` steps and at the
-            end, atomically (the file always holds a whole checkpoint). Without ``resume`` an
-            existing file is overwritten.
+        checkpoint: a file path (a registered model class, ``flashgp.serialize.register_model``,
+            as ``fg.save`` needs). The fit writes the model, the optimizer state (Adam moments and
+            step counts; L-BFGS directions and history), the step, the loss history, the random
+            states and the model's ``solver_state()`` there every ``checkpoint_every`` steps and
+            at the end, atomically (the file always holds a whole checkpoint). Without ``resume``
+            an existing file is overwritten.
         checkpoint_every: steps between checkpoints (default 10); needs ``checkpoint``.
         resume: continue from ``checkpoint`` when that file exists, else start at step 0 (so one
             command can be rerun until the run is done). The checkpoint must come from the same
@@ -103,9 +108,9 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
     to lower the floor (nearly noise-free data: the floor keeps the mean from interpolating).
 
     Returns:
-        History with ``loss`` (negative mll per point), ``step_seconds`` and ``diagnostics`` for
-        every step of the run (restored ones included), ``start_step`` (0, or the resumed step)
-        and ``warnings``.
+        History with ``loss`` (``model.loss()``; negative mll per point for an ExactGP),
+        ``step_seconds`` and ``diagnostics`` for every step of the run (restored ones included),
+        ``start_step`` (0, or the resumed step) and ``warnings``.
     """
     _check_args(model, optimizer, lr, iters, callback, seed)
     path, every = _check_checkpoint_args(model, checkpoint, checkpoint_every, resume)
@@ -118,7 +123,7 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
     else:
         opt = torch.optim.LBFGS(params, lr=lr, max_iter=20, line_search_fn="strong_wolfe")
         seed = 0 if seed is None else seed
-    generator = None if seed is None else torch.Generator(device=model.train_x.device).manual_seed(seed)
+    generator = None if seed is None else torch.Generator(device=model.device).manual_seed(seed)
     saver = None
     if path is not None:
         saver = Checkpointer(path, every, model, opt, generator, [name for name, _ in named],
@@ -138,7 +143,7 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
                     generator.manual_seed(seed)
                 opt.zero_grad()
                 try:
-                    loss = -model.mll(generator=generator).sum()
+                    loss = model.loss(generator=generator).sum()
                 except NotPSDError as err:  # hyperparameters where K_hat cannot be factored
                     if optimizer == "adam":
                         raise
@@ -214,8 +219,10 @@ def _check_checkpoint_args(model, checkpoint, checkpoint_every, resume) -> tuple
         return None, 0
     if not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint: expected a str or os.PathLike, got {type(checkpoint).__name__}")
-    if type(model) is not ExactGP:
-        raise TypeError(f"checkpoint: checkpoints hold a flashgp ExactGP, got {type(model).__name__}")
+    try:
+        registered_name(model)
+    except TypeError as err:
+        raise TypeError(f"checkpoint: needs a model that fg.save can write; {err}") from None
     path = Path(checkpoint)
     folder = path.parent
     if path.is_dir():

@@ -1,5 +1,7 @@
-# Saving and loading ExactGP models: one zip file with config.json (the structure, versioned)
+# Saving and loading flashgp models: one zip file with config.json (the structure, versioned)
 # and tensors.pt (the state dict, read back with torch.load(weights_only=True)); no pickled code.
+# Any model class registered with flashgp.serialize.register_model can be saved and loaded; the
+# archive helpers here are also those of fit checkpoints (flashgp.checkpoint).
 from __future__ import annotations
 
 import io
@@ -13,55 +15,75 @@ from pathlib import Path
 import torch
 
 from .errors import ModelFileError
-from .models import ExactGP
-from .models.validation import check_device
-from .serialize import (ConfigError, dtype_from_name, dtype_name, kernel_from_config, kernel_to_config,
-                        likelihood_from_config, likelihood_to_config, mean_from_config, mean_to_config,
-                        solver_from_config, solver_to_config)
+from .models import GPModel
+from .models.validation import check_device as _check_torch_device
+from .serialize import MODELS, ConfigError, dtype_from_name, dtype_name, model_class, model_name
 
 FORMAT = "flashgp.model"
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 TENSORS_NAME = "tensors.pt"
 MAX_CONFIG_BYTES = 1 << 20
-_MODEL_KEYS = {"format", "format_version", "flashgp_version", "model", "dtype", "kernel", "likelihood",
-               "mean", "solver", "frozen"}
+#: the keys of every model file's config beside the model's own (``config_keys``)
+ENVELOPE_KEYS = frozenset({"format", "format_version", "flashgp_version", "model", "dtype", "frozen"})
+TRAINING_DATA = ("train_x", "train_y")  # the buffers every GPModel holds (tensors.pt must too)
 
 
-def _version() -> str:
+def flashgp_version() -> str:
+    """The version of flashgp that writes files (``flashgp.__version__``)."""
     from . import __version__  # late: flashgp/__init__ imports this module
     return __version__
 
 
-def model_config(model: ExactGP) -> dict:
-    """The JSON-ready description of ``model``'s structure (everything but its tensors)."""
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "flashgp_version": _version(),
-        "model": "ExactGP",
-        "dtype": dtype_name(model.train_x.dtype),
-        "kernel": kernel_to_config(model.kernel),
-        "likelihood": likelihood_to_config(model.likelihood),
-        "mean": mean_to_config(model.mean),
-        "solver": solver_to_config(model.solver),
-        "frozen": sorted(name for name, p in model.named_parameters() if not p.requires_grad),
-    }
+# ----- the model's description ------------------------------------------------------------------
+
+def registered_name(model) -> str:
+    """The registry name of ``model`` (a registered GPModel), else TypeError naming the
+    registered models and how to register one."""
+    try:
+        name = model_name(model)
+    except TypeError:
+        name = None
+    if name is None or not isinstance(model, GPModel):
+        kind = type(model)
+        raise TypeError(f"model: expected a registered flashgp model ({', '.join(sorted(MODELS))}), got "
+                        f"{kind.__module__}.{kind.__qualname__}; files and checkpoints hold only "
+                        "registered classes (a subclass is not its parent): register a GPModel class "
+                        "with @flashgp.serialize.register_model(name)")
+    return name
 
 
-def save(model: ExactGP, path) -> None:
+def model_config(model: GPModel) -> dict:
+    """The JSON-ready description of ``model``'s structure (everything but its tensors): the
+    envelope (format, format_version, flashgp_version, model: the registry name, dtype) and
+    ``model.config()``, then ``frozen`` (the names of the parameters that do not train)."""
+    name = registered_name(model)
+    own = model.config()
+    keys = type(model).config_keys
+    if not isinstance(own, dict) or set(own) != set(keys) or set(own) & ENVELOPE_KEYS:
+        got = sorted(own) if isinstance(own, dict) else type(own).__name__
+        raise TypeError(f"model: {name}.config() gave {got}; expected a dict with the keys "
+                        f"config_keys {sorted(keys)}, none of them {sorted(ENVELOPE_KEYS)}")
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "flashgp_version": flashgp_version(),
+            "model": name, "dtype": dtype_name(model.dtype), **own,
+            "frozen": sorted(key for key, p in model.named_parameters() if not p.requires_grad)}
+
+
+# ----- save and load ----------------------------------------------------------------------------
+
+def save(model: GPModel, path) -> None:
     """Write ``model`` (structure, hyperparameters and training data) to the file ``path``.
 
     Args:
-        model: an ``ExactGP`` built from flashgp kernels, likelihoods, means and solvers.
+        model: a registered ``flashgp.models.GPModel`` (e.g. an ``ExactGP``) built from flashgp
+            kernels, likelihoods, means and solvers.
         path: str or ``os.PathLike``; conventionally ending in ``.fgp``.
 
     The file is a zip archive holding ``config.json`` and ``tensors.pt``. It is written to a
     temporary file in the same folder and moved into place, so ``path`` never holds a partial file.
     """
-    if type(model) is not ExactGP:
-        raise TypeError(f"model: expected a flashgp ExactGP, got {type(model).__name__}")
-    path = _check_path(path)
+    registered_name(model)
+    path = check_path(path)
     broken = [name for name, t in model.state_dict().items()
               if t.is_floating_point() and not torch.isfinite(t).all()]
     if broken:
@@ -71,59 +93,60 @@ def save(model: ExactGP, path) -> None:
     buffer = io.BytesIO()
     tensors = {name: t.detach().cpu().clone() for name, t in model.state_dict().items()}
     torch.save(tensors, buffer)
-    _atomic_write(path, {CONFIG_NAME: config, TENSORS_NAME: buffer.getvalue()})
+    write_archive(path, {CONFIG_NAME: config, TENSORS_NAME: buffer.getvalue()})
 
 
-
-def load_plain_tensors(path, raw: bytes):
-    """torch.load of an archive's tensor entry with weights_only=True (no code runs); anything
-    that is not plain tensors and containers raises ModelFileError naming ``path``."""
-    try:
-        return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, TypeError) as err:
-        raise ModelFileError(path, f"{TENSORS_NAME} is not a plain dict of tensors "
-                                   f"(refusing pickled objects): {_first_line(err)}") from None
-
-def load(path, device=None) -> ExactGP:
+def load(path, device=None) -> GPModel:
     """Read a model written by ``save``. ``device``: where its tensors go (default: CPU).
 
+    Returns a model of the registered class the file names (e.g. an ``ExactGP``).
     Raises ``ModelFileError`` (a ValueError) naming the path for files that are not flashgp
-    models, are damaged or truncated, come from a newer format version, or hold pickled objects
-    other than tensors; ``FileNotFoundError`` when there is no such file.
+    models, are damaged or truncated, come from a newer format version, name a model class that
+    is not registered, or hold pickled objects other than tensors; ``FileNotFoundError`` when
+    there is no such file.
     """
-    path = _check_path(path)
-    device = _check_device(device)
+    path = check_path(path)
+    device = check_device(device)
     if path.is_dir():
         raise ModelFileError(path, "a directory, not a flashgp model file")
     if not path.is_file():
         raise FileNotFoundError(f"path: no such file: {path}")
-    config_bytes, tensor_bytes = _read_archive(path)
-    config = _parse_config(path, config_bytes)
+    config_bytes, tensor_bytes = read_archive(path)
+    config = check_model_config(path, parse_json(path, config_bytes))
     tensors = load_plain_tensors(path, tensor_bytes)
-    model = _build(path, config, tensors)
+    model = build_model(path, config, tensors)
     return model if device is None else model.to(device)
 
 
-# ----- reading ----------------------------------------------------------------------------------
+# ----- arguments and errors ---------------------------------------------------------------------
 
-def _check_path(path) -> Path:
+def check_path(path) -> Path:
+    """``path`` (str or os.PathLike) as a Path, else TypeError."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
     return Path(path)
 
 
-def _check_device(device) -> torch.device | None:
-    return None if device is None else check_device(device, "a torch device or its name")
+def check_device(device) -> torch.device | None:
+    """None, or ``device`` as a torch.device (ValueError/TypeError naming ``device``)."""
+    return None if device is None else _check_torch_device(device, "a torch device or its name")
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (at most 300 characters), or its type's name."""
     text = str(err).strip().splitlines()
     return text[0][:300] if text else type(err).__name__
 
 
-def _read_archive(path: Path, kind: str = "flashgp model file",
-                  max_config_bytes: int = MAX_CONFIG_BYTES) -> tuple[bytes, bytes]:
-    """(config.json bytes, tensors.pt bytes) of the zip at ``path``; ``kind`` names it in errors."""
+# ----- reading ----------------------------------------------------------------------------------
+
+def read_archive(path: Path, kind: str = "flashgp model file",
+                 max_config_bytes: int = MAX_CONFIG_BYTES) -> tuple[bytes, bytes]:
+    """(config.json bytes, tensors.pt bytes) of the zip at ``path``; ``kind`` names it in errors.
+
+    ModelFileError for anything but a zip of exactly those two entries with a config of at most
+    ``max_config_bytes``; FileNotFoundError when there is no file.
+    """
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
@@ -137,19 +160,31 @@ def _read_archive(path: Path, kind: str = "flashgp model file",
         if isinstance(err, FileNotFoundError):
             raise
         raise ModelFileError(path, f"not a {kind}, or a truncated or damaged one "
-                                   f"({_first_line(err)})") from None
+                                   f"({first_line(err)})") from None
 
 
-def _parse_config(path: Path, raw: bytes) -> dict:
+def parse_json(path: Path, raw: bytes):
+    """The JSON value in ``raw`` (an archive's config.json), else ModelFileError naming ``path``."""
     try:
-        config = json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise ModelFileError(path, f"{CONFIG_NAME} is not valid JSON ({_first_line(err)})") from None
-    return check_model_config(path, config)
+        raise ModelFileError(path, f"{CONFIG_NAME} is not valid JSON ({first_line(err)})") from None
+
+
+def load_plain_tensors(path, raw: bytes):
+    """torch.load of an archive's tensor entry with weights_only=True (no code runs); anything
+    that is not plain tensors and containers raises ModelFileError naming ``path``."""
+    try:
+        return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, TypeError) as err:
+        raise ModelFileError(path, f"{TENSORS_NAME} is not a plain dict of tensors "
+                                   f"(refusing pickled objects): {first_line(err)}") from None
 
 
 def check_model_config(path: Path, config) -> dict:
-    """``config`` if it is a model description ``_build`` can read, else ModelFileError."""
+    """``config`` if it is a model description ``build_model`` can read (a format version this
+    flashgp reads, a registered model, the envelope keys and that model's ``config_keys``),
+    else ModelFileError naming ``path``."""
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ModelFileError(path, f"not a flashgp model file ({CONFIG_NAME} lacks format '{FORMAT}')")
     version = config.get("format_version")
@@ -158,24 +193,32 @@ def check_model_config(path: Path, config) -> dict:
     if version > FORMAT_VERSION:
         raise ModelFileError(path, f"format version {version} was written by a newer flashgp "
                                    f"({config.get('flashgp_version')!r:.50}); this flashgp "
-                                   f"({_version()}) reads versions up to {FORMAT_VERSION}")
-    if set(config) != _MODEL_KEYS:
-        raise ModelFileError(path, f"{CONFIG_NAME}: expected the keys {sorted(_MODEL_KEYS)}, "
+                                   f"({flashgp_version()}) reads versions up to {FORMAT_VERSION}")
+    expected = set(ENVELOPE_KEYS)
+    if "model" in config:
+        try:
+            expected |= model_class(config["model"]).config_keys
+        except ConfigError as err:
+            raise ModelFileError(path, first_line(err)) from None
+    if set(config) != expected:
+        raise ModelFileError(path, f"{CONFIG_NAME}: expected the keys {sorted(expected)}, "
                                    f"got {sorted(config)[:20]}")
-    if config["model"] != "ExactGP":
-        raise ModelFileError(path, f"unknown model type {config['model']!r:.50}")
     return config
 
 
-def _build(path: Path, config: dict, tensors) -> ExactGP:
-    """Rebuild the model from its configuration, then load the tensors strictly."""
+def build_model(path: Path, config: dict, tensors) -> GPModel:
+    """The model ``config`` (checked by ``check_model_config``) describes, built by its class's
+    ``from_config`` on ``tensors`` (a state dict: name -> CPU tensor), which are then loaded
+    strictly; the parameters named in config["frozen"] do not train. ModelFileError naming
+    ``path`` when the tensors or the configuration do not make a model."""
     if not isinstance(tensors, dict) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()):
         raise ModelFileError(path, f"{TENSORS_NAME} is not a dict of named tensors")
-    for name in ("train_x", "train_y"):
+    for name in TRAINING_DATA:
         if name not in tensors:
             raise ModelFileError(path, f"{TENSORS_NAME} lacks the training data tensor {name!r}")
     try:
+        cls = model_class(config["model"])
         dtype = dtype_from_name(config["dtype"])
         wrong = [k for k, v in tensors.items() if v.is_floating_point() and v.dtype != dtype]
         if wrong:
@@ -183,24 +226,19 @@ def _build(path: Path, config: dict, tensors) -> ExactGP:
         broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if broken:
             raise ConfigError(f"NaN or infinity in the tensors {broken[:5]}")
-        kernel = kernel_from_config(config["kernel"])
-        likelihood = likelihood_from_config(config["likelihood"])
-        mean = mean_from_config(config["mean"])
-        solver = solver_from_config(config["solver"])
-        model = ExactGP(tensors["train_x"], tensors["train_y"], kernel, likelihood=likelihood, mean=mean,
-                        solver=solver)
+        model = cls.from_config({key: config[key] for key in cls.config_keys}, tensors)
         try:
             model.load_state_dict(tensors, strict=True)
         except RuntimeError as err:  # its first line only names the model; the details follow
             details = str(err).split("\n", 1)[-1]
             raise ConfigError("tensors do not match the model: " + " ".join(details.split())[:300]) from None
         _freeze(model, config["frozen"])
-    except (ConfigError, ValueError, TypeError, RuntimeError, RecursionError) as err:
-        raise ModelFileError(path, f"the stored model cannot be rebuilt: {_first_line(err)}") from None
+    except (ConfigError, ValueError, TypeError, KeyError, RuntimeError, RecursionError) as err:
+        raise ModelFileError(path, f"the stored model cannot be rebuilt: {first_line(err)}") from None
     return model
 
 
-def _freeze(model: ExactGP, names) -> None:
+def _freeze(model: GPModel, names) -> None:
     params = dict(model.named_parameters())
     if not isinstance(names, list) or not all(isinstance(n, str) and n in params for n in names):
         raise ConfigError(f"frozen: expected a list of parameter names, got {names!r:.200}")
@@ -210,8 +248,9 @@ def _freeze(model: ExactGP, names) -> None:
 
 # ----- writing ----------------------------------------------------------------------------------
 
-def _atomic_write(path: Path, entries: dict[str, bytes]) -> None:
-    """Write a zip of ``entries`` to a temporary file next to ``path``, then rename it over ``path``."""
+def write_archive(path: Path, entries: dict[str, bytes]) -> None:
+    """Write a zip of ``entries`` (entry name -> bytes, stored uncompressed) to a temporary file
+    next to ``path``, then rename it over ``path``: ``path`` never holds a partial file."""
     folder = path.parent
     if path.is_dir():
         raise ValueError(f"path: {path} is a directory")

@@ -8,6 +8,8 @@ from statistics import NormalDist
 import numpy as np
 import torch
 
+from .models import GPModel
+
 __all__ = ["interval_coverage", "plot_posterior_1d", "plot_predicted_vs_observed",
            "plot_calibration", "plot_history"]
 
@@ -86,7 +88,8 @@ def plot_posterior_1d(model_or_posterior, x, *, train_x=None, train_y=None, num_
     """Mean, central ``level`` band, joint samples and training points of a GP on one input.
 
     Args:
-        model_or_posterior: an ``ExactGP`` with one input column (evaluated at ``x``), or a
+        model_or_posterior: a flashgp model (a ``flashgp.models.GPModel``, e.g. ``ExactGP``)
+            with one input column and no batch dimensions (evaluated at ``x``), or a
             ``Posterior`` already computed at ``x``.
         x: (m,) or (m, 1) test inputs (need not be sorted).
         train_x, train_y: (n,) training points to draw; default: the model's own.
@@ -104,17 +107,18 @@ def plot_posterior_1d(model_or_posterior, x, *, train_x=None, train_y=None, num_
         raise ValueError(f"num_samples: expected an int >= 0, got {num_samples!r}")
     xs = _vector(x, "x")
     post = model_or_posterior
-    if hasattr(post, "posterior") and hasattr(post, "train_x"):
+    if isinstance(post, GPModel):
         model = post
         if model.train_x.dim() != 2 or model.train_x.shape[-1] != 1:
             raise ValueError(f"model_or_posterior: expected a model with inputs of shape (n, 1), "
                              f"got {tuple(model.train_x.shape)}")
-        xt = torch.as_tensor(xs, dtype=model.train_x.dtype, device=model.train_x.device).unsqueeze(-1)
+        xt = torch.as_tensor(xs, dtype=model.dtype, device=model.device).unsqueeze(-1)
         post = model.predict(xt) if observation_noise else model.posterior(xt)
         train_x = model.train_x[:, 0] if train_x is None else train_x
         train_y = model.train_y if train_y is None else train_y
     elif not (hasattr(post, "mean") and hasattr(post, "stddev")):
-        raise TypeError(f"model_or_posterior: expected an ExactGP or a Posterior, got {type(post).__name__}")
+        raise TypeError(f"model_or_posterior: expected a flashgp model (GPModel) or a Posterior, "
+                        f"got {type(post).__name__}")
     mean, std = _vector(post.mean, "posterior mean"), _vector(post.stddev, "posterior stddev")
     if mean.shape != xs.shape:
         raise ValueError(f"x: expected {mean.shape[0]} points like the posterior, got {xs.shape[0]}")

@@ -1,6 +1,7 @@
 # Finishing a first-order fit with deterministic L-BFGS steps. Adam at a fixed learning rate stops
 # near the optimum of the marginal likelihood but not at it (its steps keep a size of about lr);
 # a few L-BFGS steps with a line search then converge, as scikit-learn's L-BFGS-B fit does.
+# Any GPModel: the objective is -model.loss() (an ExactGP's mll per point).
 from __future__ import annotations
 
 import math
@@ -14,20 +15,21 @@ from .fit import History, fit
 REJECTED_TRIAL = "L-BFGS trial point rejected"  # how fit() words a line-search trial it backed off from
 
 
-def _mll(model, seed: int) -> float:
-    """The summed mll at the current parameters, with probes seeded by ``seed`` (CG path);
-    -inf where the kernel matrix cannot be factored."""
-    generator = torch.Generator(device=model.train_x.device).manual_seed(seed)
+def _objective(model, seed: int) -> float:
+    """-model.loss() summed over batches (an ExactGP's mll per point) at the current parameters,
+    with probes seeded by ``seed`` (CG path); -inf where the kernel matrix cannot be factored."""
+    generator = torch.Generator(device=model.device).manual_seed(seed)
     try:
         with torch.no_grad():
-            return float(model.mll(generator=generator).sum())
+            return -float(model.loss(generator=generator).sum())
     except NotPSDError:
         return -math.inf
 
 
 def polish_lbfgs(model, steps: int = 5, seed: int = 0, progress: bool = False) -> History:
     """Run ``steps`` L-BFGS steps (each up to 20 iterations, strong Wolfe line search, lr 1.0) on
-    ``model.mll()``, keeping them only if they raised the mll.
+    ``model.loss()`` of a ``flashgp.models.GPModel``, keeping them only if they raised the
+    objective -loss (the mll per point for an ExactGP; "mll" below).
 
     The probe vectors are fixed by ``seed``, so on the CG path the objective is deterministic too.
     Line-search trial points where the kernel matrix cannot be factored are backed off from
@@ -41,14 +43,14 @@ def polish_lbfgs(model, steps: int = 5, seed: int = 0, progress: bool = False) -
     """
     params = [p for p in model.parameters() if p.requires_grad]
     saved = [p.detach().clone() for p in params]
-    before = _mll(model, seed)
+    before = _objective(model, seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         history = fit(model, optimizer="lbfgs", lr=1.0, iters=steps, progress=progress, seed=seed)
     for warning in caught:  # trial points the line search backed off from are part of its work
         if not str(warning.message).startswith(REJECTED_TRIAL):
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    after = _mll(model, seed)
+    after = _objective(model, seed)
     if not (math.isfinite(after) and after >= before):  # NaN fails both tests
         with torch.no_grad():
             for p, value in zip(params, saved):

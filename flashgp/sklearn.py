@@ -323,8 +323,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
     # ----- predictions -------------------------------------------------------------------------
     def _posterior(self, X, include_noise: bool):
         x = (X - self.x_mean_) / self.x_scale_
-        ref = self.model_.train_x
-        x_t = self._to_tensor(x, ref.dtype, ref.device)
+        x_t = self._to_tensor(x, self.model_.dtype, self.model_.device)
         return self.model_.predict(x_t) if include_noise else self.model_.posterior(x_t)
 
     def _validated(self, X) -> np.ndarray:
@@ -377,6 +376,6 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         X = self._validated(X)
         seed = _seed(random_state, "random_state")
         post = self._posterior(X, include_noise)
-        generator = torch.Generator(device=self.model_.train_x.device).manual_seed(seed)
+        generator = torch.Generator(device=self.model_.device).manual_seed(seed)
         draws = post.sample(int(n_samples), generator=generator)  # (n_samples, n_samples_X)
         return self._to_y(draws).T

@@ -117,11 +117,11 @@ def scaled_inputs(x: np.ndarray, stats: dict, dtype: torch.dtype, device=None) -
 
 
 def predict_original_units(model, x: np.ndarray, stats: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Predictive mean and std (m,) at raw inputs x (m, d), noise included, in target units."""
-    like = model.train_x
+    """Predictive mean and std (m,) of ``model`` (a GPModel) at raw inputs x (m, d), noise
+    included, in target units."""
     means, stds = [], []
     for start in range(0, x.shape[0], PREDICT_CHUNK):
-        pred = model.predict(scaled_inputs(x[start:start + PREDICT_CHUNK], stats, like.dtype, like.device))
+        pred = model.predict(scaled_inputs(x[start:start + PREDICT_CHUNK], stats, model.dtype, model.device))
         means.append(pred.mean.detach().double().cpu().numpy())
         stds.append(pred.stddev.detach().double().cpu().numpy())
     mean, std = np.concatenate(means), np.concatenate(stds)
