@@ -2,7 +2,6 @@
 # mapping (the keys users and fg.fit's history have always seen) by ``as_dict``.
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 
@@ -99,6 +98,35 @@ class CGMeanSolveInfo:
                 **self.precond.as_dict(with_source=False), "mean_solve_seconds": self.seconds}
 
 
-def record_fields(record) -> list[str]:
-    """The field names of a record class or instance (for documentation and tests)."""
-    return [f.name for f in dataclasses.fields(record)]
+@dataclass(frozen=True)
+class VarianceCertificate:
+    """Certified posterior variances (``fg.CG(variance_tol=...)``): the longest per-point CG
+    solve, the largest relative error bound, how many points were not certified, the kind of
+    bound ("gauss-radau" or "residual"), and the largest bound of the corrected posterior mean's
+    error in posterior standard deviations (None: no test points)."""
+
+    iterations: int
+    error_bound: float
+    uncertified: int
+    bound: str
+    mean_error_bound: float | None
+
+    def as_dict(self) -> dict:
+        return {"variance_cg_iterations": self.iterations, "variance_error_bound": self.error_bound,
+                "variance_uncertified": self.uncertified, "variance_bound": self.bound,
+                "variance_converged": self.uncertified == 0, "mean_error_bound": self.mean_error_bound}
+
+
+@dataclass(frozen=True)
+class LocalVarianceInfo:
+    """Local variances (``fg.CG(local_neighbors=k)``): k, how many test points' neighbour
+    systems needed jitter, and how much the farther half of the neighbours lowered the
+    variances of y* (median, relative)."""
+
+    neighbors: int
+    jitter_points: int
+    change: float
+
+    def as_dict(self) -> dict:
+        return {"local_neighbors": self.neighbors, "local_jitter_points": self.jitter_points,
+                "variance_local_change": self.change}

@@ -31,6 +31,7 @@ import warnings
 import torch
 
 from ..errors import NumericalWarning
+from ..engines.records import VarianceCertificate
 from ..linalg.quad_form import QuadFormResult, quad_form_cg, variance_acceptance
 
 # mu used = SPECTRUM_SAFETY times the floor known in exact arithmetic (float32 K and P move the
@@ -104,11 +105,8 @@ def report(diagnostics: dict, results: list[QuadFormResult], bounds: torch.Tenso
     missed = ~torch.cat([r.certified for r in results], -1).expand(bounds.shape)
     uncertified = int(missed.sum())
     largest = float(bounds.max()) if bounds.numel() else 0.0
-    diagnostics.update(variance_cg_iterations=iterations, variance_error_bound=largest,
-                       variance_uncertified=uncertified, variance_bound=kind,
-                       variance_converged=uncertified == 0,
-                       mean_error_bound=float(mean_bound.max()) if mean_bound is not None and mean_bound.numel() else None)
-    worst_mean = diagnostics["mean_error_bound"]
+    worst_mean = float(mean_bound.max()) if mean_bound is not None and mean_bound.numel() else None
+    diagnostics.update(VarianceCertificate(iterations, largest, uncertified, kind, worst_mean).as_dict())
     # (uncertified variances bound nothing about the mean either: their warning says so)
     if uncertified == 0 and worst_mean is not None and worst_mean > MEAN_WARN_SD:
         warnings.warn(f"the posterior mean may be off by up to {worst_mean:.3g} posterior standard deviations "

@@ -23,6 +23,7 @@ from ..kernels.scale import Scale
 from ..kernels.stationary import Stationary
 from ..linalg.cholesky import safe_cholesky
 from ..linalg.neighbors import nearest_neighbors
+from ..engines.records import LocalVarianceInfo
 
 LOCAL_BATCH = 1024      # test points per batch of k x k float64 Cholesky factorizations (CUDA)
 # Off CUDA a batch's K_NN is held to about this many bytes: the k x k blocks and their
@@ -56,12 +57,12 @@ def local_variances(kernel, train_x: torch.Tensor, noise: torch.Tensor, x: torch
                     neighbors: int, solutions: bool = False) -> tuple:
     """var(f* | y_N) (m,) for test inputs x (m, d), N the ``neighbors`` training points nearest
     to each x* (``search_inputs``), with the observation noise ``noise`` (n,) of the training
-    points; and diagnostics {"local_neighbors": k, "local_jitter_points": how many test points
+    points; and a ``LocalVarianceInfo`` record (neighbors: k; jitter_points: how many test points
     were in batches (``batch_points``) whose K_NN + noise needed jitter (one jitter per batch,
-    ``safe_cholesky``), "variance_local_change": how far the variances may still be from
-    converged}. train_x (n, d); an unbatched model only.
+    ``safe_cholesky``); change: how far the variances may still be from converged, which
+    ``model.diagnostics`` calls variance_local_change). train_x (n, d); an unbatched model only.
 
-    variance_local_change: the median over test points of the variance of f* that the farther
+    change: the median over test points of the variance of f* that the farther
     half of the neighbours removed, relative to the variance of y* (with the mean noise). The
     Cholesky factor of the nearest k // 2 is the leading block of L, so the variance from those
     alone comes with no extra work. 0 when the neighbours are all n training points.
@@ -100,7 +101,7 @@ def local_variances(kernel, train_x: torch.Tensor, noise: torch.Tensor, x: torch
             weights[r:r + batch] = torch.linalg.solve_triangular(chol.transpose(-1, -2), white,
                                                                  upper=True).squeeze(-1).to(x.dtype)
     change = 0.0 if k == n else float((tails / (variances.clamp_min(0) + noise.mean())).median())
-    info = {"local_neighbors": k, "local_jitter_points": jittered, "variance_local_change": change}
+    info = LocalVarianceInfo(k, int(jittered), change)
     if solutions:
         return variances.to(x.dtype), info, (index, weights)
     return variances.to(x.dtype), info

@@ -189,7 +189,7 @@ class CGPrediction(PredictionCache):
         start = time.perf_counter()
         variances, info, (index, weights) = local_variances(self.kernel, self.train_x, self.noise, x,
                                                             self.solver.local_neighbors, solutions=True)
-        self.diagnostics.update(info, local_seconds=seconds_since(start, x.device))
+        self.diagnostics.update(info.as_dict(), local_seconds=seconds_since(start, x.device))
         if self.solver.variance_tol is not None:
             def scattered(part):  # the local solves of x[part] as (n, c)
                 guess = torch.zeros(self.train_x.shape[-2], weights[part].shape[0], dtype=x.dtype,
@@ -197,11 +197,11 @@ class CGPrediction(PredictionCache):
                 return guess.scatter_(0, index[part].T, weights[part].T)
             variances, shift = self._certified_chunks(x, scattered)
             return MarginalOnly(variances), "local+cg", shift
-        if info["variance_local_change"] > ROOT_CHANGE_WARN:
+        if info.change > ROOT_CHANGE_WARN:
             warnings.warn(
                 f"local predictive variances have not converged: the farther half of the "
-                f"{info['local_neighbors']} neighbours lowered the variances of y* by "
-                f"{info['variance_local_change']:.1%} (median over the test points; warning "
+                f"{info.neighbors} neighbours lowered the variances of y* by "
+                f"{info.change:.1%} (median over the test points; warning "
                 f"above {ROOT_CHANGE_WARN:.0%}). To fix: raise CG(local_neighbors=...)",
                 NumericalWarning, stacklevel=5)
         return MarginalOnly(variances), "local", None

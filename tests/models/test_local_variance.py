@@ -46,7 +46,7 @@ def test_all_neighbours_give_the_exact_variances(monkeypatch):
     assert lv.batch_points(600, torch.device("cpu")) == 64
     x, _, x_test, kernel, noise = problem()
     got, info = lv.local_variances(kernel, x, noise, x_test, neighbors=10_000)
-    assert info["local_neighbors"] == 600 and info["local_jitter_points"] == 0
+    assert info.neighbors == 600 and info.jitter_points == 0
     torch.testing.assert_close(got, exact_variances(kernel, x, noise, x_test), rtol=1e-8, atol=1e-10)
 
 
@@ -85,7 +85,7 @@ def test_local_change_is_what_the_farther_half_of_the_neighbours_removed():
     half, _ = lv.local_variances(kernel, x, noise, x_test, neighbors=20)
     want = float(((half - full) / (full + noise[0])).median())
     assert want > 0.005
-    assert info["variance_local_change"] == pytest.approx(want, rel=1e-8)
+    assert info.change == pytest.approx(want, rel=1e-8)
 
 
 def test_cg_local_neighbors_predicts_local_marginals():
