@@ -9,9 +9,9 @@ from typing import Callable
 import torch
 
 from . import kernels as K
-from .likelihoods import FixedNoise, Gaussian
+from .likelihoods import Bernoulli, FixedNoise, Gaussian, StudentT
 from .means import Constant, Linear as LinearMean, Zero
-from .solvers import CG, Auto, Cholesky, PivotedCholesky, Vecchia
+from .solvers import CG, Auto, Cholesky, Nystrom, PivotedCholesky, RPCholesky, Vecchia
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
           "float64": torch.float64}
@@ -62,7 +62,7 @@ KERNELS: dict[str, KernelEntry] = {
     "Product": KernelEntry(K.Product, lambda k: {}, lambda k: list(k.kernels)),
 }
 
-SOLVERS = {cls.__name__: cls for cls in (Cholesky, CG, Auto, PivotedCholesky, Vecchia)}
+SOLVERS = {cls.__name__: cls for cls in (Cholesky, CG, Auto, PivotedCholesky, RPCholesky, Nystrom, Vecchia)}
 # solver fields added after files were first written: files without them get the defaults
 LATER_SOLVER_FIELDS = {"PivotedCholesky": {"refresh_every", "max_rank", "eval_rank", "block_size"},
                        "CG": {"memory_budget", "reorthogonalize", "local_neighbors", "variance_tol"}}
@@ -147,20 +147,29 @@ def _shape(value, what: str) -> tuple:
 
 # ----- likelihoods and means -----------------------------------------------------------------
 
+LIKELIHOODS = {"Gaussian": Gaussian, "FixedNoise": FixedNoise, "Bernoulli": Bernoulli, "StudentT": StudentT}
+
+
 def likelihood_to_config(likelihood) -> dict:
-    """Gaussian: noise floor and batch shape; FixedNoise: the shape of its noise buffer."""
+    """Gaussian: noise floor and batch shape; FixedNoise: the shape of its noise buffer;
+    Bernoulli: quadrature points; StudentT: df, batch shape and quadrature points."""
     if type(likelihood) is Gaussian:
         return {"type": "Gaussian", "args": {"noise_floor": likelihood._constraints["noise"].lower,
                                              "batch_shape": list(likelihood.batch_shape)}}
     if type(likelihood) is FixedNoise:
         return {"type": "FixedNoise", "args": {"shape": list(likelihood.noise.shape)}}
+    if type(likelihood) is Bernoulli:
+        return {"type": "Bernoulli", "args": {"points": likelihood.points}}
+    if type(likelihood) is StudentT:
+        return {"type": "StudentT", "args": {"df": likelihood.df, "batch_shape": list(likelihood.batch_shape),
+                                             "points": likelihood.points}}
     raise TypeError(f"likelihood: cannot serialize {type(likelihood).__name__}; "
-                    "supported: Gaussian, FixedNoise")
+                    f"supported: {', '.join(LIKELIHOODS)}")
 
 
 def likelihood_from_config(config: dict):
     """Rebuild a likelihood (noise values come back with the state dict)."""
-    name, args, _ = _split(config, "likelihood", {"Gaussian": 0, "FixedNoise": 0})
+    name, args, _ = _split(config, "likelihood", LIKELIHOODS)
     if name == "Gaussian":
         _check_keys(args, {"noise_floor", "batch_shape"}, "likelihood")
         floor = args["noise_floor"]
@@ -168,9 +177,25 @@ def likelihood_from_config(config: dict):
             raise ConfigError(f"likelihood.noise_floor: expected a number, got {floor!r:.100}")
         return _construct(Gaussian, "likelihood", noise=floor + 1.0, noise_floor=floor,
                           batch_shape=_shape(args["batch_shape"], "likelihood.batch_shape"))
+    if name == "Bernoulli":
+        _check_keys(args, {"points"}, "likelihood")
+        return _construct(Bernoulli, "likelihood", points=_points(args["points"]))
+    if name == "StudentT":
+        _check_keys(args, {"df", "batch_shape", "points"}, "likelihood")
+        df = args["df"]
+        if isinstance(df, bool) or not isinstance(df, (int, float)):
+            raise ConfigError(f"likelihood.df: expected a number, got {df!r:.100}")
+        return _construct(StudentT, "likelihood", df=df, scale=1.0, points=_points(args["points"]),
+                          batch_shape=_shape(args["batch_shape"], "likelihood.batch_shape"))
     _check_keys(args, {"shape"}, "likelihood")
     shape = _shape(args["shape"], "likelihood.shape")
     return _construct(FixedNoise, "likelihood", torch.ones(shape))
+
+
+def _points(value) -> int:
+    if not _is_int(value):
+        raise ConfigError(f"likelihood.points: expected an int, got {value!r:.100}")
+    return value
 
 
 def mean_to_config(mean) -> dict:
@@ -207,7 +232,7 @@ def mean_from_config(config: dict):
 # ----- solvers -------------------------------------------------------------------------------
 
 def solver_to_config(solver) -> dict:
-    """A solver configuration (Cholesky, CG, Auto, PivotedCholesky, Vecchia) with all its fields."""
+    """A solver configuration (Cholesky, CG, Auto, or a preconditioner configuration) with all its fields."""
     name = _registered_name(solver, SOLVERS, "solver")
     args = {}
     for f in dataclasses.fields(solver):

@@ -1,5 +1,14 @@
-# Likelihoods: Gaussian (learned noise with a floor) and FixedNoise (known per-point variances).
-# Each gives the noise diagonal added to the kernel matrix.
-from .gaussian import FixedNoise, Gaussian, Likelihood
+# Likelihoods p(y | f) behind one interface (base.Likelihood): log_prob, expected_log_prob,
+# marginal_log_prob, predictive. Conjugate (Gaussian-noise) ones also give the noise diagonal
+# exact inference adds to K: Gaussian (learned noise with a floor), FixedNoise (known per-point
+# variances). Non-conjugate ones, for approximate inference: Bernoulli (probit), StudentT.
+from .base import (Likelihood, PredictiveMoments, quadrature_expected_log_prob, quadrature_marginal_log_prob,
+                   quadrature_predictive)
+from .bernoulli import Bernoulli
+from .gaussian import FixedNoise, Gaussian, GaussianNoise
+from .quadrature import QUADRATURE_POINTS
+from .student_t import StudentT
 
-__all__ = ["Likelihood", "Gaussian", "FixedNoise"]
+__all__ = ["Likelihood", "PredictiveMoments", "GaussianNoise", "Gaussian", "FixedNoise", "Bernoulli",
+           "StudentT", "QUADRATURE_POINTS", "quadrature_expected_log_prob", "quadrature_marginal_log_prob",
+           "quadrature_predictive"]

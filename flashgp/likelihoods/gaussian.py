@@ -1,5 +1,6 @@
 # Gaussian observation models: y = f(x) + eps, eps ~ N(0, noise) with learned or fixed noise.
-# `noise_diag(n)` gives the (*batch, n) diagonal that inference adds to K.
+# `noise_diag(n)` gives the (*batch, n) diagonal that inference adds to K; the likelihood
+# interface (see base.py) has closed forms here.
 from __future__ import annotations
 
 import math
@@ -8,17 +9,68 @@ from typing import Sequence
 
 import torch
 
-from ..kernels.constraints import ExactValues, Positive, PositiveProperty, register_positive, set_positive
+from ..kernels.constraints import Positive, PositiveProperty, register_positive, set_positive
 from ..shapes import as_batch_shape
+from .base import Likelihood, PredictiveMoments
+
+LOG_2PI = math.log(2 * math.pi)
 
 
-class Likelihood(ExactValues):
-    """Base class: ``noise_diag(n, noise=None)`` -> (*batch, n) observation noise variances."""
+class GaussianNoise(Likelihood):
+    """Base of the conjugate likelihoods y = f + eps, eps ~ N(0, s), s = ``noise_diag(n, noise)``.
 
-    batch_shape = torch.Size()
+    Closed forms (elementwise, shapes broadcast; s (*batch, n)):
 
-    def noise_diag(self, n: int, noise: torch.Tensor | None = None) -> torch.Tensor:
-        raise NotImplementedError
+    * ``log_prob(y, f)`` = -0.5 log(2 pi s) - (y - f)^2 / (2 s)
+    * ``expected_log_prob(y, mean, var)`` = -0.5 log(2 pi s) - ((y - mean)^2 + var) / (2 s)
+    * ``marginal_log_prob(y, mean, var)`` = log N(y; mean, var + s)
+    * ``predictive(mean, var)`` = ``PredictiveMoments(mean, var + s)``, the Gaussian of y*.
+
+    Each also takes ``noise``: per-point variances passed on to ``noise_diag`` (``FixedNoise``
+    at new points); ``points`` is accepted for the common signature and unused.
+    """
+
+    conjugate = True
+
+    def log_prob(self, y, f, *, noise=None) -> torch.Tensor:
+        y, f = self._check_log_prob(y, f)
+        return _normal_log_pdf(y - f, self._noise_for(noise, y, f))
+
+    def expected_log_prob(self, y, mean, var, *, points: int | None = None, noise=None) -> torch.Tensor:
+        y, mean, var = self._check_marginals(y, mean, var)
+        self._points_for(points)  # checked, unused
+        s = self._noise_for(noise, y, mean, var)
+        return -0.5 * (LOG_2PI + s.log() + ((y - mean).square() + var) / s)
+
+    def marginal_log_prob(self, y, mean, var, *, points: int | None = None, noise=None) -> torch.Tensor:
+        y, mean, var = self._check_marginals(y, mean, var)
+        self._points_for(points)
+        return _normal_log_pdf(y - mean, var + self._noise_for(noise, y, mean, var))
+
+    def predictive(self, mean, var, *, points: int | None = None, noise=None) -> PredictiveMoments:
+        mean, var = self._check_moments(mean, var)
+        self._check_shapes(mean=mean, var=var)
+        self._points_for(points)
+        variance = var + self._noise_for(noise, mean, var)
+        return PredictiveMoments(mean.expand_as(variance), variance)
+
+    # hooks of the quadrature defaults (``quadrature_expected_log_prob`` etc. check against these)
+    def _log_prob(self, y, f):
+        return _normal_log_pdf(y - f, self._noise_for(None, y, f))
+
+    def _conditional_moments(self, f):
+        s = self._noise_for(None, f)
+        return f.expand(torch.broadcast_shapes(f.shape, s.shape)), s
+
+    def _noise_for(self, noise, *tensors: torch.Tensor) -> torch.Tensor:
+        """noise_diag(n) for the n points of ``tensors`` (their broadcast's last size), in their dtype."""
+        shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+        s = self.noise_diag(shape[-1] if len(shape) else 1, noise)
+        return s.to(tensors[0].dtype)
+
+
+def _normal_log_pdf(diff: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (LOG_2PI + variance.log() + diff.square() / variance)
 
 
 # The default noise floor, as a fraction of the prior variance, per model dtype (see
@@ -55,7 +107,7 @@ def default_noise_floor(prior_variance: float, dtype: torch.dtype) -> float:
     return RELATIVE_FLOOR.get(dtype, RELATIVE_FLOOR[torch.float32]) * float(prior_variance)
 
 
-class Gaussian(Likelihood):
+class Gaussian(GaussianNoise):
     """Homoscedastic Gaussian noise, learned, kept above a floor.
 
     Args:
@@ -119,7 +171,7 @@ def _check_floor(floor) -> None:
         raise ValueError(f"noise_floor: expected a finite number >= 0 or None, got {floor!r}")
 
 
-class FixedNoise(Likelihood):
+class FixedNoise(GaussianNoise):
     """Known per-point noise variances ``noise`` of shape (*batch, n) for the training points.
 
     At prediction time pass the test points' variances to ``model.predict(x, noise=...)``;
