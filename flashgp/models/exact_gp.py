@@ -81,6 +81,10 @@ class ExactGP(GPModel):
         likelihood = Gaussian() if likelihood is None else likelihood
         if not isinstance(likelihood, Likelihood):
             raise TypeError(f"likelihood: expected a flashgp likelihood, got {type(likelihood).__name__}")
+        if not likelihood.conjugate:
+            raise TypeError(f"likelihood: ExactGP needs a Gaussian-noise (conjugate) likelihood, Gaussian() "
+                            f"or FixedNoise(noise); {type(likelihood).__name__} is not conjugate (its "
+                            "posterior is not Gaussian; approximate models will take it)")
         mean = Constant() if mean is None else mean
         if not isinstance(mean, Mean):
             raise TypeError(f"mean: expected a flashgp mean, got {type(mean).__name__}")
