@@ -10,6 +10,11 @@
 - ``check_model(make_model, ...)``: a ``flashgp.models.GPModel``'s loss, posterior, prior,
   config, files, checkpointed fits and solver state against dense float64 references.
 """
+from .models import (check_config, check_loss, check_model, check_posterior, check_prior, check_resume,
+                     check_save_load, check_solver_state, exact_gp_loss_reference, exact_gp_posterior_reference)
 from .operators import check_operator
+from .preconditioners import check_preconditioner
 
-__all__ = ["check_operator"]
+__all__ = ["check_operator", "check_preconditioner", "check_model", "check_loss", "check_posterior",
+           "check_prior", "check_config", "check_save_load", "check_resume", "check_solver_state",
+           "exact_gp_loss_reference", "exact_gp_posterior_reference"]

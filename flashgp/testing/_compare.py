@@ -34,12 +34,14 @@ def assert_shape(actual: Tensor, shape, what: str) -> None:
         fail(what, f"shape {tuple(actual.shape)}, expected {tuple(shape)}")
 
 
-def assert_close(actual, expected, *, rtol: float, atol: float = 0.0, what: str) -> None:
+def assert_close(actual, expected, *, rtol: float, atol: float = 0.0, what: str,
+                 elementwise: bool = False) -> None:
     """max |actual - expected| <= atol + rtol * max |expected| (both of one shape; compared in float64).
 
     The relative part is measured against the largest reference entry, not entry by entry, so
-    entries that should be near zero do not need their own absolute tolerance. Non-finite values
-    in ``actual`` always fail.
+    entries that should be near zero do not need their own absolute tolerance; ``elementwise``:
+    against each entry's own |expected| instead (|a_i - e_i| <= atol + rtol |e_i| for every i, for
+    quantities with a per-entry accuracy such as variances). Non-finite values always fail.
     """
     a, e = as_float64(actual), as_float64(expected)
     if a.shape != e.shape:
@@ -52,17 +54,23 @@ def assert_close(actual, expected, *, rtol: float, atol: float = 0.0, what: str)
     if not bool(torch.isfinite(e).all()):
         fail(what, f"the reference holds {int((~torch.isfinite(e)).sum())} non-finite entries")
     diff = (a - e).abs()
-    flat = int(diff.argmax())
+    if elementwise:
+        excess = diff / (atol + rtol * e.abs()).clamp_min(1e-300)
+        flat = int(excess.argmax())
+        scale = float(e.abs().flatten()[flat])
+    else:
+        flat = int(diff.argmax())
+        scale = float(e.abs().max())
     err = float(diff.flatten()[flat])
-    scale = float(e.abs().max())
     allowed = atol + rtol * scale
     if not err <= allowed:
         index = list(torch.unravel_index(torch.tensor(flat), a.shape)) if a.dim() else []
         index = [int(i) for i in index]
-        fail(what, f"max |difference| {err:.3g} at index {index} (got {float(a.flatten()[flat]):.10g}, "
-                   f"expected {float(e.flatten()[flat]):.10g}); {err / max(scale, 1e-300):.3g} of the "
-                   f"largest expected entry {scale:.3g}; allowed {allowed:.3g} = atol {atol:g} + "
-                   f"rtol {rtol:g} x {scale:.3g}")
+        of = "its expected value" if elementwise else "the largest expected entry"
+        fail(what, f"{'worst' if elementwise else 'max'} |difference| {err:.3g} at index {index} (got "
+                   f"{float(a.flatten()[flat]):.10g}, expected {float(e.flatten()[flat]):.10g}); "
+                   f"{err / max(scale, 1e-300):.3g} of {of} {scale:.3g}; allowed {allowed:.3g} = "
+                   f"atol {atol:g} + rtol {rtol:g} x {scale:.3g}")
 
 
 def random_tensor(*shape, dtype, device, generator: torch.Generator) -> Tensor:
