@@ -1,145 +1,18 @@
 # Solver configuration objects, passed explicitly to models (no global settings):
-# Cholesky(), CG(...), Auto(...) and the preconditioner configurations PivotedCholesky(rank) and
-# Vecchia(neighbors).
+# Cholesky(), CG(...), Auto(...); the preconditioner configurations (PivotedCholesky, RPCholesky,
+# Nystrom, Vecchia) live in flashgp.preconditioners and are re-exported here.
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass, field
 
 from .backends import BACKENDS
 from .backends.fused import DEFAULT_PRECISION, PRECISIONS
-
-
-def _check_positive(config, name: str, integer: bool = False, allow_zero: bool = False) -> None:
-    """Check the field ``name`` of the frozen dataclass ``config``: a finite number > 0 (>= 0 with
-    ``allow_zero``), an int if ``integer``; numpy scalars are stored as Python int/float."""
-    value = getattr(config, name)
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"{name}: expected {'an int' if integer else 'a number'}, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number, got {value}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name}: expected {'>= 0' if allow_zero else '> 0'}, got {value}")
-    object.__setattr__(config, name, int(value) if integer else float(value))
-
-
-@dataclass(frozen=True)
-class PivotedCholesky:
-    """Preconditioner P = L L^T + noise, L the rank-``rank`` pivoted Cholesky factor of K
-    (with ``block_size``: plus diagonal blocks of K_hat - L L^T over near points).
-
-    Args:
-        rank: the number of columns of L (0: the diagonal preconditioner P = noise).
-        refresh_every: how many preconditioner builds of a model's training (``model.mll()``
-            calls on the CG path) may share the pivots of one greedy pivoted Cholesky. The
-            greedy run takes ``rank`` sequential steps; with its pivots P kept, the next builds
-            get L = K[:, P] chol(K[P, P])^{-T} at the new hyperparameters from one row
-            evaluation, one small Cholesky and a product with its inverse. 1 chooses fresh pivots at
-            every build. Fresh pivots are also chosen early when a step's CG iterations exceed
-            1.5 times (plus 2) those of the step that chose the pivots (the preconditioner has
-            gone stale), when the training data or its shape, dtype or device change, and when
-            the rebuild fails. Any such P is SPD, so the mll estimate stays unbiased; only the
-            CG iterations and the variance of the log-det estimate depend on how good it is.
-            ``model.diagnostics["precond_pivots"]`` says "greedy" or "reused" per step. With
-            fixed probes (L-BFGS, ``polish_lbfgs``) the estimate at given hyperparameters then
-            also depends on where the pivots were chosen (between refreshes it is smooth in
-            the hyperparameters); refresh_every=1 makes it a function of them alone.
-        max_rank: let a model's training grow the rank up to this (None: the rank stays fixed).
-            When the solve with freshly chosen pivots needs more than 1.5 times (plus 2) the CG
-            minimum (``CG.lanczos_iters``, counted as at least 10), the preconditioner is too
-            weak for the current hyperparameters (small noise, many points per lengthscale):
-            the next build doubles the rank, up to max_rank, and chooses new pivots. The rank
-            never shrinks during a fit. Memory: the factor is n x rank in the data's dtype (the
-            float64 Woodbury solve converts it in blocks of rows). At the hyperparameters the n = 1M fit
-            reached, a CPU stand-in needed 79 / 36 / 20 CG iterations at rank 100 / 200 / 400
-            (benchmarks/results/session7/README.md).
-        eval_rank: the rank of the preconditioner of the posterior mean solve (None: the rank
-            training ended with, grown or not). The prediction solve runs to ``CG.eval_tol``, far
-            below training's tolerance, so it profits most from a larger rank. At the
-            hyperparameters of the n = 1M fit on an H200 it took 868 CG iterations and 351 s at
-            rank 400, 198 iterations and 98 s at rank 1600, at the cost of an n x 1600 float32
-            factor (benchmarks/results/session9/README.md).
-        block_size: 0 (default) for P = L L^T + noise. b > 0 adds the part of K_hat that L
-            misses at short range: P = L L^T + blockdiag(K_hat - L L^T) over blocks of b
-            points that lie near each other (a k-d ordering of the lengthscale-scaled inputs,
-            ``linalg.spatial``). Each block is factored exactly (float64), so solves, log det
-            and probe samples stay exact for P, and P is SPD for any L. Memory: n x b numbers
-            more, as much as b more columns of L; build cost: n b kernel entries and n b k
-            multiply-adds. It helps where the noise is small against the kernel's local
-            variation (many points per lengthscale) in few dimensions, which a low rank cannot
-            capture. On an H200 (benchmarks/results/session16/), blocks of 256 took protein
-            (d = 9) from 20-54 to 20-22 CG iterations per training step (0.105 to 0.076 s per
-            step, test NLL 0.980 to 0.871) and its posterior mean solve from 204 to 87; at
-            n = 1M (d = 3) they cut the residual of y after 95 CG iterations from 1.23 to 0.19.
-            They made elevators (d = 18) slower: 0.024 to 0.034-0.063 s per step, 42 to 86
-            iterations for its posterior mean; at UCI sizes a build takes 9-13 ms and a solve
-            0.4 ms against 0.1 ms. Hence the default 0.
-    """
-
-    rank: int = 100
-    refresh_every: int = 10
-    max_rank: int | None = None
-    eval_rank: int | None = None
-    block_size: int = 0
-
-    def __post_init__(self):
-        _check_positive(self, "rank", integer=True, allow_zero=True)
-        _check_positive(self, "refresh_every", integer=True)
-        if self.max_rank is not None:
-            _check_positive(self, "max_rank", integer=True, allow_zero=True)
-            if self.max_rank < self.rank:
-                raise ValueError(f"max_rank: expected None or an int >= rank ({self.rank}), "
-                                 f"got {self.max_rank}")
-        if self.eval_rank is not None:
-            _check_positive(self, "eval_rank", integer=True, allow_zero=True)
-        _check_positive(self, "block_size", integer=True, allow_zero=True)
-
-
-@dataclass(frozen=True)
-class Vecchia:
-    """Preconditioner P = (U^T U)^{-1}, U a sparse inverse Cholesky factor of K_hat: each point
-    conditioned on its ``neighbors`` nearest predecessors in a random order of the points, in
-    the lengthscale-scaled inputs (``linalg.vecchia``). For stationary kernels in few dimensions
-    with many points per lengthscale and a small noise, where a low-rank factor is far from
-    K_hat: random orders make the first points sparse, so the conditionals cover long range
-    as well as short.
-
-    CG then runs on U K_hat U^T with N(0, I) probes (the same estimator as preconditioned CG
-    with N(0, P) probes; no triangular solve is needed), so its residuals and ``CG.tol`` are
-    measured in the P^{-1} norm in training. Needs a KernelOperator (any backend).
-
-    Args:
-        neighbors: predecessors per point (m). Memory: n (m + 1) weights and indices; build:
-            n kernel blocks of (m + 1)^2 entries and their float64 Cholesky factors, plus a
-            nearest-neighbour search (grid for up to 4 dimensions, else exhaustive blocks).
-        refresh_every: preconditioner builds of a model's training that share one neighbour
-            search (the weights are rebuilt at every build; the neighbours were chosen at the
-            lengthscales of the search). 1 searches at every build.
-        seed: the random order's seed.
-
-    Measured (benchmarks/results/session17/): at n = 1M (d = 3, Matern 5/2, the session-8 fit's
-    final hyperparameters, one H200) a training step with Vecchia(30) and ``lanczos_iters=10``
-    took 9.88 s (10 CG iterations), against 18.45 s for rank 800 with 20 iterations; a build
-    takes 0.16-0.17 s with the neighbours reused and 0.35-0.40 s with a new search; U and U^T
-    products with 11 columns take 3.3 ms. On a CPU stand-in of that state (n = 12,000) its
-    10-iteration mll was 1.8e-4 nats per point off float64 Cholesky and its gradient 0.3%,
-    where rank 400 with 25 iterations was 0.77 nats off with a gradient pointing the wrong way.
-    On UCI sets (H200, 20 Adam steps) it made protein's step 1.55x faster (20 CG iterations a
-    step instead of 20-61; test NLL 0.864 against 0.983) and elevators' and kin40k's 1.12-1.14x
-    slower, with their RMSE and NLL unchanged. Not the default: high-dimensional inputs make
-    nearest neighbours a weak guide, and the search there is exhaustive (O(n^2)).
-    """
-
-    neighbors: int = 30
-    refresh_every: int = 10
-    seed: int = 0
-
-    def __post_init__(self):
-        _check_positive(self, "neighbors", integer=True)
-        _check_positive(self, "refresh_every", integer=True)
-        _check_positive(self, "seed", integer=True, allow_zero=True)
+from .preconditioners.base import PreconditionerConfig
+from .preconditioners.base import check_number as _check_positive
+from .preconditioners.nystrom import Nystrom
+from .preconditioners.pivot_config import PivotedCholesky
+from .preconditioners.rpcholesky import RPCholesky
+from .preconditioners.vecchia_config import Vecchia
 
 
 @dataclass(frozen=True)
@@ -199,8 +72,8 @@ class CG:
         probes: random probe vectors for the log determinant and its gradient.
         lanczos_iters: minimum CG iterations when the log determinant is estimated (the size
             of the Lanczos tridiagonals used by quadrature).
-        precond: preconditioner configuration: PivotedCholesky (default), Vecchia, or None (no
-            preconditioner).
+        precond: preconditioner configuration (a ``flashgp.preconditioners.PreconditionerConfig``):
+            PivotedCholesky (default), RPCholesky, Nystrom, Vecchia, or None (no preconditioner).
         root_rank: Lanczos iterations for the cached root of K_hat^{-1} (fast variances, LOVE).
         exact_var_max: test sets up to this size get variances by CG solves (more exact).
         local_neighbors: 0 (default): larger test sets get LOVE variances from the Lanczos root.
@@ -237,7 +110,7 @@ class CG:
     max_iters: int = 1000
     probes: int = 10
     lanczos_iters: int = 20
-    precond: PivotedCholesky | Vecchia | None = field(default_factory=PivotedCholesky)
+    precond: PreconditionerConfig | None = field(default_factory=PivotedCholesky)
     root_rank: int = 200
     exact_var_max: int = 1024
     local_neighbors: int = 0
@@ -259,9 +132,9 @@ class CG:
             _check_positive(self, name, integer=True)
         for name in ("lanczos_iters", "exact_var_max", "local_neighbors"):
             _check_positive(self, name, integer=True, allow_zero=True)
-        if self.precond is not None and not isinstance(self.precond, (PivotedCholesky, Vecchia)):
-            raise TypeError(f"precond: expected PivotedCholesky, Vecchia or None, got "
-                            f"{type(self.precond).__name__}")
+        if self.precond is not None and not isinstance(self.precond, PreconditionerConfig):
+            raise TypeError(f"precond: expected a preconditioner configuration (PivotedCholesky, "
+                            f"RPCholesky, Nystrom, Vecchia) or None, got {type(self.precond).__name__}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
         if self.precision not in PRECISIONS:

@@ -40,7 +40,7 @@ def _split_mbcg(op, precond, rhs: torch.Tensor, settings: dict):
 class _InvQuadLogdet(torch.autograd.Function):
     @staticmethod
     def forward(ctx, op, precond, settings, info, rhs, *inputs):
-        if getattr(precond, "split", False):
+        if precond is not None and precond.split:
             result, solution, whitened = _split_mbcg(op, precond, rhs, settings)
         else:
             probes = probe_vectors(precond, rhs.shape, settings["probes"], rhs.dtype, rhs.device,

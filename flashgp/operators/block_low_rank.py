@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..preconditioners.base import Preconditioner
 from .base import Operator
 from .low_rank import LowRankPlusDiag
 
@@ -16,7 +17,7 @@ WHITEN_CHUNK_ENTRIES = 1 << 25
 WHITENER_CACHE_BYTES = 1 << 29
 
 
-class LowRankPlusBlockDiag(Operator):
+class LowRankPlusBlockDiag(Operator, Preconditioner):
     """A = L L^T + B, B = blockdiag(B_1, ..., B_m) over blocks of points, stored as the lower
     triangular whiteners W_j = chol(B_j)^{-1} and the whitened factor M = W L.
 
@@ -39,6 +40,7 @@ class LowRankPlusBlockDiag(Operator):
     # K_hat - P = (K_hat - L L^T) minus its diagonal blocks: indefinite, so no known lower
     # bound of the spectrum of P^{-1} K_hat (see LowRankPlusDiag.spectrum_floor)
     spectrum_floor = None
+    kind = "low_rank_blocks"
 
     def __init__(self, index: Tensor, whitener: Tensor, whitened_factor: Tensor, n: int,
                  build_info: dict | None = None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..preconditioners.base import Preconditioner
 from ..shapes import broadcast_shapes
 from .base import Operator
 
@@ -66,8 +67,11 @@ class LowRank(Operator):
         return self.scale * (_gather_rows(self.factor, index) @ self.factor.transpose(-1, -2))
 
 
-class LowRankPlusDiag(Operator):
+class LowRankPlusDiag(Operator, Preconditioner):
     """A = L L^T + diag(d) with L (*batch, n, k) and d (*batch, n) positive.
+
+    A ``Preconditioner`` too (of the pivoted-Cholesky, randomly pivoted Cholesky and Nystrom
+    kinds): solve, exact log det, exact N(0, A) samples.
 
     Solves use the Woodbury identity through a k x k Cholesky of C = I + L^T D^{-1} L
     (computed once, on first use); log det is exact.
@@ -76,6 +80,8 @@ class LowRankPlusDiag(Operator):
     or None (unknown); the builder that knows K_hat - P sets it (``pivoted_cholesky_preconditioner``:
     1). Certified CG variances (``linalg.quad_form``) need it.
     """
+
+    kind = "low_rank"
 
     def __init__(self, factor: Tensor, diag: Tensor, spectrum_floor: float | None = None):
         _check_factor(factor, "factor")

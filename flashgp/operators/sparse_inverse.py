@@ -17,11 +17,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..preconditioners.base import Preconditioner
+
 # gathered (point, neighbour, column) entries per chunk of rows of U r and U^T r (float32: 256 MB)
 APPLY_CHUNK_ENTRIES = 1 << 26
 
 
-class SparseInverseCholesky:
+class SparseInverseCholesky(Preconditioner):
     """P^{-1} = U^T U for a row-sparse U; see the module docstring.
 
     Args:
@@ -30,15 +32,17 @@ class SparseInverseCholesky:
         build_info: what the build reports (jittered_blocks, max_jitter, diagonal_blocks, and
             neighbors: the predecessors per point, s - 1).
 
-    Attributes used by the solvers: ``split`` (True: CG runs on U K_hat U^T), ``rank`` (0: no
-    low-rank part), ``block_size`` (0), ``spectrum_floor`` (None: unknown, see
-    ``LowRankPlusDiag``).
+    A ``Preconditioner`` with ``split`` True (CG runs on U K_hat U^T), ``rank`` 0 (no low-rank
+    part), ``block_size`` 0 and ``spectrum_floor`` None (unknown, see ``LowRankPlusDiag``).
+    Its ``sample`` draws U^{-1} e, e ~ N(0, I), by a dense solve (tests and small n only: CG
+    with a split preconditioner needs only ``mul`` and ``mul_t``).
     """
 
     split = True
     rank = 0
     block_size = 0
     spectrum_floor = None  # no known lower bound of the spectrum of P^{-1} K_hat
+    kind = "sparse_inverse"
 
     def __init__(self, index: Tensor, weights: Tensor, build_info: dict | None = None):
         if index.shape != weights.shape or index.dim() < 2:
@@ -49,6 +53,7 @@ class SparseInverseCholesky:
         self.safe_index = index.clamp_max(self.n - 1)
         self.build_info = {} if build_info is None else build_info
         self.dtype, self.device = weights.dtype, weights.device
+        self.shape = torch.Size((*index.shape[:-2], self.n, self.n))
 
     def _chunks(self, t: int) -> list[slice]:
         step = max(1, APPLY_CHUNK_ENTRIES // (self.index.shape[-1] * max(t, 1)))
@@ -96,6 +101,16 @@ class SparseInverseCholesky:
     def logdet(self) -> Tensor:
         """log det P = -2 sum_i log U_ii (*batch,), in float64 from the stored entries."""
         return -2.0 * self.weights[..., -1].double().log().sum(-1)
+
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draws z = U^{-1} e ~ N(0, P), e ~ N(0, I), shape (*batch, n, num_samples) (a dense
+        solve: small n only)."""
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples: expected a positive integer, got {num_samples!r}")
+        e = torch.randn(*self.shape[:-1], num_samples, dtype=self.dtype, device=self.device,
+                        generator=generator)
+        dense = self.to_dense().double()
+        return torch.linalg.solve(dense, e.double()).to(self.dtype)
 
     def to_dense(self) -> Tensor:
         """U as a dense (*batch, n, n) matrix (tests and small problems)."""
