@@ -2,6 +2,8 @@
 # an AssertionError that says what differs, where, by how much and what the tolerance was.
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
@@ -24,6 +26,18 @@ def as_float64(value) -> Tensor:
 def fail(what: str, message: str) -> None:
     """Raise the AssertionError of a failed check: '<what>: <message>'."""
     raise AssertionError(f"{what}: {message}")
+
+
+@contextmanager
+def calling(what: str):
+    """Turn an exception raised inside (by the extension under test) into the AssertionError of
+    the check ``what``, naming the exception; AssertionErrors pass through."""
+    try:
+        yield
+    except AssertionError:
+        raise
+    except Exception as err:
+        raise AssertionError(f"{what}: raised {type(err).__name__}: {err}") from err
 
 
 def assert_shape(actual: Tensor, shape, what: str) -> None:

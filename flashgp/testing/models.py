@@ -22,6 +22,7 @@
 - ``solver_state``: ``solver_state()`` is a dict of CPU tensors by name, and
   ``load_solver_state`` of it gives it back.
 
+An exception raised by the model becomes an AssertionError naming the check and the exception.
 The references get a float64 deep copy of the model (so they work for float32 models too):
 ``exact_gp_loss_reference`` and ``exact_gp_posterior_reference`` are those of an ExactGP (dense
 Cholesky; any model with ``kernel``, ``mean``, a Gaussian ``likelihood`` and training data).
@@ -39,7 +40,7 @@ import torch
 from torch import Tensor
 
 from ..operators.base import Operator
-from ._compare import as_float64, assert_close, assert_shape, fail
+from ._compare import as_float64, assert_close, assert_shape, calling, fail
 from .operators import check_operator
 
 CHECKS = ("loss", "posterior", "predict", "prior", "config", "save_load", "resume", "solver_state")
@@ -107,7 +108,7 @@ def check_model(make_model: Callable, test_x: Tensor, *, loss_reference: Callabl
         checkpoint_every: the fit's checkpoint period (the crash resumes from its first file).
         tmp_dir: where model and checkpoint files go (default: a temporary directory).
         seed: seeds the generators of the loss comparisons and the global RNG of the fits.
-        skip: names from ``CHECKS`` not to run.
+        skip: names from ``CHECKS`` not to run ("posterior" skips "predict" too).
         name: how messages name the model (default: its class name).
 
     Raises:
@@ -117,28 +118,34 @@ def check_model(make_model: Callable, test_x: Tensor, *, loss_reference: Callabl
     if unknown:
         raise ValueError(f"skip: unknown checks {sorted(unknown)}; known: {CHECKS}")
     label = name or type(make_model()).__name__
-    if "loss" not in skip:
-        check_loss(make_model(), loss_reference, atol=loss_atol, grad_rtol=grad_rtol, seed=seed, label=label)
-    if {"posterior", "predict"} - set(skip):
-        check_posterior(make_model(), test_x, posterior_reference, mean_atol=mean_atol, var_rtol=var_rtol,
-                        var_atol=var_atol, label=label, predict="predict" not in skip)
-    if "prior" not in skip:
-        check_prior(make_model(), test_x, prior_reference, label=label)
-    if "config" not in skip:
-        check_config(make_model(), label=label)
     fit_kwargs = {**DEFAULT_FIT, **(fit_kwargs or {})}
     with tempfile.TemporaryDirectory() as default_dir:
         folder = Path(tmp_dir if tmp_dir is not None else default_dir)
-        trained = None
-        if "resume" not in skip:
-            trained = check_resume(make_model, fit_kwargs, folder, interrupt_after=interrupt_after,
-                                   checkpoint_every=checkpoint_every, seed=seed, label=label)
-        if trained is None and {"save_load", "solver_state"} - set(skip):
-            trained = _fit(make_model(), fit_kwargs, seed)
-        if "solver_state" not in skip:
-            check_solver_state(trained, label=label)
-        if "save_load" not in skip:
-            check_save_load(trained, test_x, folder / "model.fgp", seed=seed, label=label)
+        trained = []  # the model of the resume check's uninterrupted fit, or of a plain fit
+
+        def fitted():
+            if not trained:
+                trained.append(_fit(make_model(), fit_kwargs, seed))
+            return trained[0]
+
+        checks = {
+            "loss": lambda: check_loss(make_model(), loss_reference, atol=loss_atol, grad_rtol=grad_rtol,
+                                       seed=seed, label=label),
+            "posterior": lambda: check_posterior(make_model(), test_x, posterior_reference, mean_atol=mean_atol,
+                                                 var_rtol=var_rtol, var_atol=var_atol, label=label,
+                                                 predict="predict" not in skip),
+            "prior": lambda: check_prior(make_model(), test_x, prior_reference, label=label),
+            "config": lambda: check_config(make_model(), label=label),
+            "resume": lambda: trained.append(check_resume(
+                make_model, fit_kwargs, folder, interrupt_after=interrupt_after,
+                checkpoint_every=checkpoint_every, seed=seed, label=label)),
+            "solver_state": lambda: check_solver_state(fitted(), label=label),
+            "save_load": lambda: check_save_load(fitted(), test_x, folder / "model.fgp", seed=seed, label=label),
+        }
+        for check, run in checks.items():
+            if check not in skip:
+                with calling(f"{label}: {check}"):
+                    run()
 
 
 def _roundoff(dtype: torch.dtype) -> float:

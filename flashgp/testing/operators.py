@@ -12,7 +12,8 @@
   sum_i left_i^T A right_i, against autograd through the dense reference, for one and for
   several columns, called twice on one operator (a first call may consume a cached graph).
 
-Each check raises AssertionError naming the check, what differs, by how much and the tolerance.
+Each check raises AssertionError naming the check, what differs, by how much and the tolerance;
+an exception raised by the operator becomes an AssertionError naming the check and the exception.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..operators.base import Operator
-from ._compare import assert_close, assert_shape, default_rtol, fail, random_tensor
+from ._compare import assert_close, assert_shape, calling, default_rtol, fail, random_tensor
 
 CHECKS = ("attributes", "matmul", "broadcast_vector", "to_dense", "diagonal", "rows", "bilinear_grad")
 
@@ -58,29 +59,31 @@ def check_operator(make_op: Callable[[], Operator], dense_reference: Callable[[O
     unknown = set(skip) - set(CHECKS)
     if unknown:
         raise ValueError(f"skip: unknown checks {sorted(unknown)}; known: {CHECKS}")
-    op = make_op()
+    with calling(f"{name or 'make_op'}: make_op()"):
+        op = make_op()
     if not isinstance(op, Operator):
         fail("make_op", f"expected a flashgp Operator, got {type(op).__name__}")
     label = name or repr(op)
     rtol = default_rtol(op.dtype) if rtol is None else rtol
     grad_rtol = 10 * rtol if grad_rtol is None else grad_rtol
-    with torch.no_grad():
+    with torch.no_grad(), calling(f"{label}: dense_reference(op)"):
         dense = dense_reference(op).detach().to(torch.float64)
     gen = torch.Generator().manual_seed(seed)
     tol = dict(rtol=rtol, atol=atol)
-    if "attributes" not in skip:
-        check_attributes(op, dense.shape, label)
-    if "matmul" not in skip:
-        check_matmul(op, dense, label, columns, gen, **tol, broadcast="broadcast_vector" not in skip)
-    if "to_dense" not in skip:
-        check_to_dense(op, dense, label, **tol)
-    if "diagonal" not in skip:
-        check_diagonal(op, dense, label, **tol)
-    if "rows" not in skip:
-        check_rows(op, dense, label, gen, **tol)
-    if "bilinear_grad" not in skip:
-        for t in (1, columns):
-            check_bilinear_grad(make_op(), dense_reference, label, t, gen, rtol=grad_rtol, atol=atol)
+    checks = {
+        "attributes": lambda: check_attributes(op, dense.shape, label),
+        "matmul": lambda: check_matmul(op, dense, label, columns, gen, **tol,
+                                       broadcast="broadcast_vector" not in skip),
+        "to_dense": lambda: check_to_dense(op, dense, label, **tol),
+        "diagonal": lambda: check_diagonal(op, dense, label, **tol),
+        "rows": lambda: check_rows(op, dense, label, gen, **tol),
+        "bilinear_grad": lambda: [check_bilinear_grad(make_op(), dense_reference, label, t, gen, rtol=grad_rtol,
+                                                      atol=atol) for t in (1, columns)],
+    }
+    for check, run in checks.items():
+        if check not in skip:
+            with calling(f"{label}: {check}"):
+                run()
 
 
 def check_attributes(op: Operator, shape: torch.Size, label: str) -> None:

@@ -21,4 +21,5 @@ def test_triton_kernel_operator_contract():
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), str(HERE), env.get("PYTHONPATH")]))
     cmd = [sys.executable, str(HERE / "triton_operator_cases.py")]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed (rc {proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}"
+    output = (proc.stdout + proc.stderr)[-6000:]
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed (rc {proc.returncode}):\n{output}"
