@@ -40,6 +40,12 @@ class Engine(abc.ABC):
         preconditioner state a model keeps between training steps (None: a fresh one);
         ``generator``: fixes random probes where the engine uses them."""
 
+    def state_for(self, state):
+        """The solver state this engine's solves use and update: ``state`` (a model's, or None)
+        when it serves the engine's configuration, else a fresh one. The exact engine keeps none
+        and returns ``state`` unchanged."""
+        return state
+
     @abc.abstractmethod
     def system(self, kernel, x, noise, state=None):
         """The factorized or operator form of K_hat that predictions solve with (no gradients)."""

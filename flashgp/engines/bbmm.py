@@ -10,11 +10,10 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import NumericalWarning
-from ..linalg import PivotCache
 from ..linalg.inv_quad_logdet import cg_solve, inv_quad_logdet
 from ..operators import AddedDiag, KernelOperator
 from .base import Engine, seconds_since
-from .preconditioning import build_preconditioner, record_iterations
+from .preconditioning import build_preconditioner, record_iterations, state_for
 from .records import CGSolveInfo, CGTrainingInfo, PreconditionerBuild
 
 # fused-kernel precisions whose rounding of K is too coarse for the training solves
@@ -37,6 +36,11 @@ class CGEngine(Engine):
 
     name = "cg"
 
+    def state_for(self, state):
+        """The preconditioner state to use: ``state`` if it serves ``config.precond``, else a
+        fresh one (``state`` itself when there is no preconditioner)."""
+        return state_for(self.config.precond, state)
+
     def operator(self, kernel, x, noise, state=None, purpose: str = "train") -> CGSystem:
         """K_hat's operator and its preconditioner, built for ``purpose`` ("train": the mll
         solve; "predict": the posterior mean solve, which may use another rank) from the
@@ -45,7 +49,7 @@ class CGEngine(Engine):
         start = time.perf_counter()
         kernel_op = KernelOperator(kernel, x, backend=config.backend, precision=config.precision,
                                    memory_budget=config.memory_budget)
-        state = PivotCache() if state is None else state
+        state = self.state_for(state)
         precond, build = build_preconditioner(config.precond, kernel_op, noise, state, purpose)
         seconds = seconds_since(start, x.device)
         build = PreconditionerBuild(**{**build.__dict__, "seconds": seconds})
@@ -55,7 +59,7 @@ class CGEngine(Engine):
         """(inv_quad, logdet, CGTrainingInfo) by mBCG + SLQ; the preconditioner state is told
         the iterations (pivot staleness, rank growth)."""
         config = self.config
-        state = PivotCache() if state is None else state  # a fresh one chooses greedy pivots
+        state = self.state_for(state)  # a fresh one chooses new pivots / neighbours
         system = self.operator(kernel, x, noise, state, "train")
         if system.kernel_op.backend == "triton" and system.kernel_op.precision in COARSE_PRECISIONS:
             warnings.warn(f"CG(precision={system.kernel_op.precision!r}) in training: products with a 10-bit "
@@ -70,7 +74,7 @@ class CGEngine(Engine):
                                            tol=config.tol, max_iters=config.max_iters,
                                            lanczos_iters=config.lanczos_iters, generator=generator,
                                            info=info, reorthogonalize=config.reorthogonalize)
-        record_iterations(config.precond, system.precond, state, info["iterations"], config.lanczos_iters)
+        record_iterations(config.precond, state, info["iterations"], config.lanczos_iters)
         record = CGTrainingInfo(system.kernel_op.backend, system.kernel_op.precision, CGSolveInfo.from_dict(info),
                                 info["mean_residual"], info["logdet_tail_change"], system.build)
         return inv_quad, logdet, record

@@ -110,13 +110,22 @@ class ExactGP(GPModel):
         self.register_buffer("train_x", x)
         self.register_buffer("train_y", y)
         self._prediction = None
-        self._pivot_cache = PivotCache()  # preconditioner pivots of the last mll steps (not saved)
+        self._precond_state = PivotCache()  # preconditioner state of the last mll steps (not saved)
 
     @property
-    def pivot_cache(self) -> PivotCache:
-        """The pivots of the CG preconditioner that later mll steps may reuse (see
-        ``fg.PivotedCholesky.refresh_every``); replaced by ``set_train_data``, never saved."""
-        return self._pivot_cache
+    def pivot_cache(self):
+        """The preconditioner state later mll steps reuse: a ``PivotCache`` (pivots, see
+        ``fg.PivotedCholesky.refresh_every``), a ``VecchiaState`` (neighbour index), ... whichever
+        serves the solver's preconditioner; replaced by ``set_train_data``, never saved in model
+        files (fit checkpoints carry it, ``solver_state``)."""
+        return self._precond_state
+
+    def preconditioner_state(self, solver=None):
+        """The preconditioner state serving ``solver`` (default: the active one), made fresh
+        (and kept) when the current one serves another kind of preconditioner."""
+        engine = (self._active_solver() if solver is None else solver).engine()
+        self._precond_state = engine.state_for(self._precond_state)
+        return self._precond_state
 
     def _active_solver(self):
         return resolve_solver(self.solver, self.num_train)
@@ -129,7 +138,7 @@ class ExactGP(GPModel):
         """
         start = time.perf_counter()
         value, info = exact_mll(self._active_solver().engine(), self.kernel, self.mean, self.likelihood,
-                                self.train_x, self.train_y, state=self._pivot_cache, generator=generator)
+                                self.train_x, self.train_y, state=self.preconditioner_state(), generator=generator)
         self.diagnostics = {"n": self.num_train, **info.as_dict(), "seconds": time.perf_counter() - start}
         return value
 
@@ -157,11 +166,16 @@ class ExactGP(GPModel):
                    mean=mean_from_config(config["mean"]), solver=solver_from_config(config["solver"]))
 
     def solver_state(self) -> dict:
-        """The preconditioner pivots later mll steps reuse (``PivotCache.state``)."""
-        return self._pivot_cache.state()
+        """The preconditioner state later mll steps reuse (pivots, a neighbour index), as CPU
+        tensors (``PreconditionerState.state_dict``)."""
+        state = self.preconditioner_state()
+        return {} if state is None else state.state_dict()
 
     def load_solver_state(self, state: dict) -> None:
-        self._pivot_cache.load_state(state, self.train_x.dtype, self.train_x.device)
+        """Take ``solver_state()`` of a model with the same solver (unusable states are ignored)."""
+        target = self.preconditioner_state()
+        if target is not None:
+            target.load_state_dict(state, self.train_x.dtype, self.train_x.device)
 
     # ----- prediction ---------------------------------------------------------------
     def _prediction_cache(self) -> PredictionCache:

@@ -92,7 +92,7 @@ class CGPrediction(PredictionCache):
         self.noise_level = self.noise.mean(-1)  # (*batch,), the scale of root_change
         # the model's preconditioner state: PivotedCholesky.eval_rank or the rank training grew to;
         # Vecchia: its neighbour index, if current
-        system = self.engine.system(self.kernel, self.train_x, self.noise, model.pivot_cache)
+        system = self.engine.system(self.kernel, self.train_x, self.noise, model.preconditioner_state(solver))
         self.system, self.op, self.precond = system, system.op, system.precond
         self.backend = system.kernel_op.backend
         self.resid = self.resid.expand(*self.op.batch_shape, self.resid.shape[-1])

@@ -5,7 +5,7 @@ import torch
 
 import flashgp as fg
 from flashgp.kernels import Matern, Scale
-from flashgp.testing import check_model, check_resume, exact_gp_loss_reference, exact_gp_posterior_reference
+from flashgp.testing import check_model, exact_gp_loss_reference, exact_gp_posterior_reference
 from flashgp.testing.models import DEFAULT_FIT
 
 from references import F64, generator
@@ -33,11 +33,6 @@ CASES = {  # name -> (solver, batch, tolerances and the data's dtype)
     "float32_cholesky": (lambda: fg.Cholesky(), (), FLOAT32),
 }
 
-KNOWN_RESUME_BUGS = {
-    "cg_vecchia": "bug: ExactGP.solver_state() is {} with fg.Vecchia, so checkpoints lose the neighbour "
-                  "index that later steps reuse (refresh_every); a resumed fit searches afresh and ends "
-                  "elsewhere (outputscale 1.8e-4 relative off after 8 Adam steps at lr 0.2)",
-}
 
 
 def data(batch, seed=0):
@@ -60,18 +55,6 @@ def test_exact_gp(case, tmp_path):
     tol = dict(tol)
     dtype = tol.pop("dtype", F64)
     test_x = (torch.rand(*batch, 9, D, generator=generator(1), dtype=F64) * 4 - 2).to(dtype)
-    skip = ("resume",) if case in KNOWN_RESUME_BUGS else ()  # test_known_resume_bugs
     check_model(make_model(solver, batch, dtype), test_x, loss_reference=exact_gp_loss_reference,
                 posterior_reference=exact_gp_posterior_reference, tmp_dir=tmp_path, name=f"ExactGP({case})",
-                skip=skip, **tol)
-
-
-@pytest.mark.parametrize("case", [pytest.param(case, marks=pytest.mark.xfail(strict=True, raises=AssertionError,
-                                                                            reason=reason))
-                                  for case, reason in KNOWN_RESUME_BUGS.items()])
-def test_known_resume_bugs(case, tmp_path):
-    """Resume failures kept visible (strict xfail: a fix makes this fail; then drop the entry)."""
-    solver, batch, tol = CASES[case]
-    fit_kwargs = {**DEFAULT_FIT, **tol["fit_kwargs"]}
-    check_resume(make_model(solver, batch), fit_kwargs, tmp_path, interrupt_after=tol["interrupt_after"],
-                 checkpoint_every=tol["checkpoint_every"], label=f"ExactGP({case})")
+                **tol)
