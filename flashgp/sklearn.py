@@ -295,7 +295,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             return False
         if self.polish != "auto":
             return self.polish == "lbfgs"
-        return isinstance(resolve_solver(solver, n), Cholesky)
+        return resolve_solver(solver, n).engine().exact
 
     @staticmethod
     def _to_tensor(values: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

@@ -29,6 +29,8 @@ class Engine(abc.ABC):
     """
 
     name: str = ""
+    #: whether ``inv_quad_logdet`` is exact and deterministic (then L-BFGS may polish a fit)
+    exact: bool = False
 
     def __init__(self, config):
         self.config = config

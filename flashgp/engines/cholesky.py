@@ -27,6 +27,7 @@ class CholeskyEngine(Engine):
     """Exact inference for ``fg.Cholesky`` configurations: O(n^3) time, n^2 float64 memory."""
 
     name = "cholesky"
+    exact = True
 
     def factor(self, kernel, x, noise) -> CholeskySystem:
         """The Cholesky factor of K(x, x) + diag(noise), differentiable.

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..operators.base import Operator
+from ..preconditioners.base import Preconditioner
 from ._compare import as_float64, assert_close, assert_shape, calling, default_rtol, fail, random_tensor
 
 CHECKS = ("solve", "logdet", "sample", "split", "spectrum_floor")
@@ -65,16 +66,19 @@ def check_preconditioner(precond, k_hat_dense: Tensor, *, p_dense: Tensor | None
     if unknown:
         raise ValueError(f"skip: unknown checks {sorted(unknown)}; known: {CHECKS}")
     label = name or type(precond).__name__
+    if not isinstance(precond, Preconditioner):
+        fail(f"{label}: type", "expected a flashgp.preconditioners.Preconditioner (solve, logdet, sample, "
+                               "split, spectrum_floor, info)")
     k_hat = as_float64(k_hat_dense)
     batch, n = k_hat.shape[:-2], k_hat.shape[-1]
-    dtype = getattr(precond, "dtype", torch.float64)
-    device = getattr(precond, "device", torch.device("cpu"))
+    dtype = precond.dtype
+    device = precond.device
     rtol = default_rtol(dtype) if rtol is None else rtol
     floor_rtol = FLOOR_RTOL.get(dtype, 1e-3) if floor_rtol is None else floor_rtol
-    shape = getattr(precond, "shape", None)
-    if shape is not None and tuple(torch.broadcast_shapes(shape, k_hat.shape)) != tuple(k_hat.shape):
+    shape = precond.shape
+    if tuple(torch.broadcast_shapes(shape, k_hat.shape)) != tuple(k_hat.shape):
         fail(f"{label}: shape", f"{tuple(shape)} does not fit K_hat's {tuple(k_hat.shape)}")
-    split = bool(getattr(precond, "split", False))
+    split = bool(precond.split)
     with calling(f"{label}: building P densely"):
         p, source = _dense_p(precond, p_dense, batch, n, dtype, device, split)
     label_p = f"{label} (P from {source})"
@@ -130,8 +134,8 @@ def check_solve(precond, p: Tensor, label: str, columns: int, gen: torch.Generat
     """precond.solve(b) for b (*batch, n, t) and (*batch, n, 1): ||P x - b|| <= rtol ||P||_2 ||x||
     per batch element (Frobenius norms over the columns)."""
     batch, n = p.shape[:-2], p.shape[-1]
-    dtype = getattr(precond, "dtype", torch.float64)
-    device = getattr(precond, "device", torch.device("cpu"))
+    dtype = precond.dtype
+    device = precond.device
     norm_p = torch.linalg.matrix_norm(p, ord=2)
     for t in (1, columns):
         rhs = random_tensor(*batch, n, t, dtype=dtype, device=device, generator=gen)
@@ -175,7 +179,7 @@ def check_sample(precond, p: Tensor, label: str, num_samples: int, sigmas: float
     i <= j (about chi-square with N = n (n + 1) / 2 degrees) below N + sigmas sqrt(2 N).
     """
     batch, n = p.shape[:-2], p.shape[-1]
-    device = getattr(precond, "device", torch.device("cpu"))
+    device = precond.device
     gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         z = precond.sample(num_samples, generator=gen)
@@ -214,8 +218,8 @@ def check_split(precond, p: Tensor, label: str, *, rtol: float, independent: boo
     """A split preconditioner (P^{-1} = U^T U): mul_t(I) = mul(I)^T and U^T U = solve(I), both in
     float64 within rtol of their largest entry; with an independent P also U^T U P = I."""
     batch, n = p.shape[:-2], p.shape[-1]
-    dtype = getattr(precond, "dtype", torch.float64)
-    device = getattr(precond, "device", torch.device("cpu"))
+    dtype = precond.dtype
+    device = precond.device
     eye = _identity(batch, n, dtype, device)
     with torch.no_grad():
         u, ut, p_inv = precond.mul(eye), precond.mul_t(eye), precond.solve(eye)
@@ -232,7 +236,7 @@ def check_split(precond, p: Tensor, label: str, *, rtol: float, independent: boo
 
 def check_spectrum_floor(precond, p: Tensor, k_hat: Tensor, label: str, floor_rtol: float) -> None:
     """If precond.spectrum_floor is a number mu: lambda_min(P^{-1} K_hat) >= mu (1 - floor_rtol)."""
-    floor = getattr(precond, "spectrum_floor", None)
+    floor = precond.spectrum_floor
     if floor is None:
         return
     what = f"{label}: spectrum_floor"

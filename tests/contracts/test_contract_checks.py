@@ -11,6 +11,7 @@ import torch
 import flashgp as fg
 from flashgp.kernels import Matern, Scale
 from flashgp.operators import Dense
+from flashgp.preconditioners import Preconditioner
 from flashgp.testing import (check_loss, check_operator, check_posterior, check_preconditioner,
                              check_solver_state, exact_gp_loss_reference, exact_gp_posterior_reference)
 
@@ -66,7 +67,7 @@ def re_escape(text):
 
 # ----- preconditioners ---------------------------------------------------------------------------
 
-class DensePreconditioner:
+class DensePreconditioner(Preconditioner):
     """P = C C^T (C lower Cholesky factor) with one planted bug: "sample_x2" (draws of covariance
     2 P), "sample_10pct" (1.1 P), "sample_transposed" (C^T e: covariance C^T C), "logdet"
     (off by log 2), "solve" (P^-1 with a 1e-6 error in one entry), "mul_t" (U instead of U^T),
