@@ -8,7 +8,7 @@ import torch
 
 from ..kernels.scale import Scale
 from ..kernels.stationary import Stationary, scaled_sq_dist
-from ..shapes import sum_to_shape
+from ..shapes import broadcast_shapes, sum_to_shape
 
 
 @dataclass
@@ -69,8 +69,11 @@ def stationary_bilinear_grad(parts: StationaryParts, x1, x2, left, right, target
                              cached=None) -> tuple:
     """Gradients of sum_i left_i^T K right_i w.r.t. ``targets`` (kernel params and inputs).
 
-    x2=None means K(x1, x1). ``cached`` = (K, outputscale * dk/dr2) for the whole matrix
-    (dense backend) skips re-evaluation. Only n x D tensors carry an autograd graph.
+    x1 (*b, n1, d), x2 (*b, n2, d) or None for K(x1, x1); left (*b, n1, t), right (*b, n2, t).
+    The batch shapes need only broadcast: left and right may carry batch dimensions that K
+    lacks (AddedDiag with a batched diagonal), and the gradients are summed over them.
+    ``cached`` = (K, outputscale * dk/dr2) for the whole matrix (dense backend) skips
+    re-evaluation. Only n x D tensors carry an autograd graph.
     """
     with torch.enable_grad():
         z1 = parts.scaled_inputs(x1)
@@ -78,8 +81,11 @@ def stationary_bilinear_grad(parts: StationaryParts, x1, x2, left, right, target
         o = parts.outputscale()
     z1d, z2d = z1.detach(), z2.detach()
     o_d = None if o is None else o.detach()
-    g_z1 = torch.zeros_like(z1d)
-    g_z2 = torch.zeros_like(z2d)
+    # the accumulators take the batch of the blocks' gradients (that of z, the outputscale, left
+    # and right together); sum_to_shape below sums it back to the inputs' shapes
+    batch = broadcast_shapes(left.shape[:-2], right.shape[:-2], () if o is None else o.shape)
+    g_z1 = z1d.new_zeros(*broadcast_shapes(z1d.shape[:-2], batch), *z1d.shape[-2:])
+    g_z2 = z2d.new_zeros(*broadcast_shapes(z2d.shape[:-2], batch), *z2d.shape[-2:])
     g_o = 0.0
     right_t = right.transpose(-1, -2)
     n1 = z1d.shape[-2]

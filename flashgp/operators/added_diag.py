@@ -22,16 +22,24 @@ class AddedDiag(Operator):
         self.dtype, self.device = base.dtype, base.device
 
     def _matmul(self, rhs: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.base.matmul(rhs), self.diag.detach().unsqueeze(-1), rhs)
+        """rhs (*b, n, t), b broadcastable with the batch -> (*broadcast batch, n, t). The base gets the
+        matrix rhs through its ``_matmul``: its public ``matmul`` would read an (n, 1) column of a
+        1-D rhs as batched vectors when the base has a batch of one dimension."""
+        return torch.addcmul(self.base._matmul(rhs), self.diag.detach().unsqueeze(-1), rhs)
 
     def diagonal(self) -> torch.Tensor:
         return self.base.diagonal() + self.diag.detach()
 
     def rows(self, index: torch.Tensor) -> torch.Tensor:
-        out = self.base.rows(index)
-        d = self.diag.detach().expand(*out.shape[:-2], out.shape[-1])
-        idx = index if index.dim() > 1 else index.expand(*out.shape[:-2], index.shape[-1])
-        eye_part = torch.zeros_like(out).scatter_(-1, idx.unsqueeze(-1), d.gather(-1, idx).unsqueeze(-1))
+        """index (k,) or (*batch, k) long -> (*batch, k, n): the base's rows plus diag[i] at (i, i).
+        The batch is that of the base's rows and the diagonal together (a batched diagonal on
+        an unbatched base gives batched rows)."""
+        out = self.base.rows(index)  # (*b, k, n)
+        batch = broadcast_shapes(out.shape[:-2], self.diag.shape[:-1])
+        d = self.diag.detach().expand(*batch, out.shape[-1])
+        idx = index.expand(*batch, index.shape[-1])
+        eye_part = out.new_zeros(*batch, *out.shape[-2:]).scatter_(
+            -1, idx.unsqueeze(-1), d.gather(-1, idx).unsqueeze(-1))
         return out + eye_part
 
     def to_dense(self) -> torch.Tensor:

@@ -11,7 +11,7 @@ from ..backends.fused import (DEFAULT_PRECISION, PRECISIONS, fused_bilinear_grad
 from ..backends.layout import padded_rows
 from ..backends.stationary import profile_block, stationary_bilinear_grad, stationary_parts
 from ..kernels.stationary import LOW_PRECISION_RESOLUTION, roundoff_resolution, scaled_sq_dist
-from ..shapes import broadcast_shapes
+from ..shapes import broadcast_shapes, sum_to_shape
 from .base import Operator
 from .dense import Dense
 
@@ -238,6 +238,9 @@ class KernelOperator(Operator):
         return tuple(self._inputs())
 
     def bilinear_grad(self, left: torch.Tensor, right: torch.Tensor) -> tuple:
+        """Gradients of sum_i left_i^T K right_i for ``grad_inputs()``. left (*b, n1, t), right
+        (*b, n2, t), b broadcastable with the batch; over batch dimensions that K lacks (AddedDiag
+        with a batched diagonal) the gradients are summed."""
         inputs = self._inputs()
         if not inputs:
             return ()
@@ -254,6 +257,8 @@ class KernelOperator(Operator):
             dense = self._dense_matrix()
             if dense.requires_grad:
                 weights = left @ right.transpose(-1, -2)
+                if weights.shape != dense.shape:  # left, right batched beyond K: sum that batch
+                    weights = sum_to_shape(weights, dense.shape)
                 self._dense = dense.detach()  # the graph is consumed by this call
                 return torch.autograd.grad(dense, inputs, weights, allow_unused=True)
         grads = blocked_bilinear_grad(self.kernel, self.x1, self.x2, left, right, self.params,

@@ -22,7 +22,10 @@ class SumOperator(Operator):
         self.dtype, self.device = operators[0].dtype, operators[0].device
 
     def _matmul(self, rhs):
-        return sum(o.matmul(rhs) for o in self.operators)
+        """rhs (*b, n_cols, t) -> (*batch, n_rows, t). Members get the matrix rhs through their
+        ``_matmul``: their public ``matmul`` would read an (n, 1) column of a 1-D rhs as batched
+        vectors when a member has a batch of one dimension."""
+        return sum(o._matmul(rhs) for o in self.operators)
 
     def diagonal(self):
         return sum(o.diagonal() for o in self.operators)

@@ -90,51 +90,33 @@ def test_float32_kernel_operator(name, backend):
                    name=f"KernelOperator({name}, float32, {backend})")
 
 
-BROADCAST_BUG = ("bug: AddedDiag and SumOperator pass their own (n, 1) column to the members' public "
-                 "matmul, which reads a 2-D rhs of a batch-1 operator as batched vectors, so a 1-D "
-                 "rhs (n,) (accepted by Operator.matmul) fails on a batch operator")
-
-
-def added_diag_case(kernel_batch, noise_batch):
-    kernel = randomized(Scale(RBF(ard_dims=3, batch_shape=kernel_batch)))
+def added_diag_case(kernel_batch, noise_batch, kernel=lambda batch: Scale(RBF(ard_dims=3, batch_shape=batch)),
+                    backend="dense"):
+    kernel = randomized(kernel(kernel_batch))
     x = inputs(N)
     noise = (0.1 + torch.rand(*noise_batch, N, generator=generator(6), dtype=F64)).requires_grad_()
-    return (lambda: AddedDiag(KernelOperator(kernel, x, backend="dense"), noise),
+    return (lambda: AddedDiag(KernelOperator(kernel, x, **BACKENDS[backend]), noise),
             lambda op: dense_kernel(kernel, x) + torch.diag_embed(noise))
 
 
-@pytest.mark.parametrize("kernel_batch,noise_batch", [((), ()), ((2,), (2,)), ((2,), ())],
-                         ids=["single", "batch", "batch_kernel"])
-def test_added_diag(kernel_batch, noise_batch):
-    """Kernel plus a learned noise diagonal: gradients for the hyperparameters and the noise."""
-    make_op, reference = added_diag_case(kernel_batch, noise_batch)
-    skip = ("broadcast_vector",) if kernel_batch else ()  # test_known_bugs
-    check_operator(make_op, reference, skip=skip,
-                   name=f"AddedDiag(kernel batch {kernel_batch}, noise batch {noise_batch})")
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("kernel_batch,noise_batch", [((), ()), ((2,), (2,)), ((2,), ()), ((), (2,))],
+                         ids=["single", "batch", "batch_kernel", "batch_noise"])
+def test_added_diag(kernel_batch, noise_batch, backend):
+    """Kernel plus a learned noise diagonal: gradients for the hyperparameters and the noise. A
+    batched noise on an unbatched kernel gives batched rows, and the kernel's gradients sum over
+    that batch (bilinear_grad gets left and right with a batch the kernel lacks)."""
+    make_op, reference = added_diag_case(kernel_batch, noise_batch, backend=backend)
+    check_operator(make_op, reference, name=f"AddedDiag(kernel batch {kernel_batch}, noise batch {noise_batch}, "
+                                            f"{backend})")
 
 
-def test_added_diag_batched_noise_on_an_unbatched_kernel():
-    make_op, reference = added_diag_case((), (2,))
-    check_operator(make_op, reference, skip=("rows", "bilinear_grad"), name="AddedDiag(noise batch (2,))")
-
-
-@pytest.mark.parametrize("case", [
-    pytest.param("broadcast_vector", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=BROADCAST_BUG)),
-    pytest.param("rows", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-        "bug: AddedDiag.rows expands a batched diagonal (2, n) to the unbatched base's rows (k, n)"))),
-    pytest.param("bilinear_grad", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-        "bug: KernelOperator.bilinear_grad (stationary kernels) fails for left/right with a batch "
-        "its own batch shape broadcasts to, as AddedDiag passes them for a batched diagonal"))),
-])
-def test_known_bugs(case):
-    """Contract failures of existing operators, kept visible (strict xfail: fixing one fails this)."""
-    if case == "broadcast_vector":
-        make_op, reference = added_diag_case((2,), (2,))
-        check_operator(make_op, reference, skip=("rows", "diagonal", "to_dense", "bilinear_grad"))
-    else:
-        make_op, reference = added_diag_case((), (2,))
-        others = {"rows", "bilinear_grad"} - {case}
-        check_operator(make_op, reference, skip=("matmul", "to_dense", "diagonal", *others))
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("name", ["linear", "product"])
+def test_added_diag_batched_noise_other_kernels(name, backend):
+    """Batched noise on an unbatched kernel without the stationary gradient (autograd paths)."""
+    make_op, reference = added_diag_case((), (2,), kernel=lambda batch: KERNELS[name](), backend=backend)
+    check_operator(make_op, reference, name=f"AddedDiag({name}, noise batch (2,), {backend})")
 
 
 def test_sum_operator():
@@ -145,6 +127,19 @@ def test_sum_operator():
                                        KernelOperator(k2, x, backend="dense"), Dense(matrix)),
                    lambda op: dense_kernel(k1, x) + dense_kernel(k2, x) + matrix,
                    name="SumOperator(kernel, kernel, Dense)")
+
+
+def test_batch_sum_operator():
+    """Members with a batch of one dimension (a 1-D rhs reaches them as an (n, 1) column) and an
+    unbatched one."""
+    k1 = randomized(Scale(Matern(nu=1.5, ard_dims=3, batch_shape=(2,))))
+    k2 = randomized(Periodic(), seed=3)
+    x = inputs(N)
+    matrix = torch.randn(2, N, N, generator=generator(7), dtype=F64).requires_grad_()
+    check_operator(lambda: SumOperator(KernelOperator(k1, x, backend="blocked", block_rows=5),
+                                       KernelOperator(k2, x, backend="dense"), Dense(matrix)),
+                   lambda op: dense_kernel(k1, x) + dense_kernel(k2, x) + matrix,
+                   name="SumOperator(batch kernel, kernel, batch Dense)")
 
 
 @pytest.mark.parametrize("shape", [(N, N), (3, N, N), (N, 11)], ids=["square", "batch", "rectangular"])
