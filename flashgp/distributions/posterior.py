@@ -45,7 +45,7 @@ class Downdated(Operator):
     def _matmul(self, rhs):
         if self.scale is not None:
             rhs = self.scale.unsqueeze(-1) * rhs
-        out = self.prior.matmul(rhs) - self.left @ (self.right.transpose(-1, -2) @ rhs)
+        out = self.prior._matmul(rhs) - self.left @ (self.right.transpose(-1, -2) @ rhs)
         return out if self.scale is None else self.scale.unsqueeze(-1) * out
 
     def diagonal(self):
@@ -74,7 +74,7 @@ class DenseDowndated(Operator):
         self.dtype, self.device = prior.dtype, prior.device
 
     def _matmul(self, rhs):
-        return self.prior.matmul(rhs) - self.downdate @ rhs
+        return self.prior._matmul(rhs) - self.downdate @ rhs
 
     def diagonal(self):
         return self.prior.diagonal() - self.downdate.diagonal(dim1=-2, dim2=-1)

@@ -9,14 +9,11 @@ import torch
 
 from ..distributions import DenseDowndated, Downdated, MarginalOnly, Posterior
 from ..errors import NumericalWarning
-from ..linalg import lanczos
-from ..linalg.lanczos import lanczos_root_with_half
 from ..engines import CGMeanSolveInfo, seconds_since
 from ..operators import KernelOperator
 from . import certified
 from .local_variance import local_variances
 
-LANCZOS_SEED = 0
 # warn when the second half of the Lanczos root (or of the local neighbours) lowers the predictive
 # variances of y* by more than this fraction (median over the test points, PredictionCache.root_change,
 # local_variance.local_variances)
@@ -107,24 +104,13 @@ class CGPrediction(PredictionCache):
 
     # ----- roots of K_hat^{-1} ---------------------------------------------------------
     def lanczos_root(self) -> torch.Tensor:
-        """R (*batch, n, k) with R R^T ~ K_hat^{-1}, from Lanczos with full re-orthogonalization.
-
-        (A preconditioned variant, K_hat^{-1} ~ P^{-1} + Z (T^{-1} - I) Z^T, was tried and was
-        less accurate for predictive variances at equal rank; see the issue notes.)
-        """
+        """R (*batch, n, k) with R R^T ~ K_hat^{-1} (``CGEngine.root``, k = ``CG.root_rank``), made on
+        first use."""
         if self._root is None:
-            n = self.train_x.shape[-2]
-            gen = torch.Generator(device=self.train_x.device).manual_seed(LANCZOS_SEED)
-            init = torch.randn(*self.op.shape[:-1], generator=gen, device=self.train_x.device,
-                               dtype=self.train_x.dtype)
             start = time.perf_counter()
-            steps = min(self.solver.root_rank, n)
-            q, t = lanczos(self.op.matmul, init, steps)
-            self._root = lanczos_root_with_half(q, t)
-            # n vectors, or fewer than asked (every element broke down: an invariant subspace)
-            self._root_complete = q.shape[-1] == n or q.shape[-1] < steps
+            self._root = self.engine.root(self.system, self.solver.root_rank)
             self.diagnostics["root_seconds"] = seconds_since(start, self.train_x.device)
-        return self._root[0]
+        return self._root.root
 
     def root_change(self, x: torch.Tensor, left: torch.Tensor) -> float:
         """How far the Lanczos root's variances may still be from converged, at test inputs x.
@@ -136,9 +122,9 @@ class CGPrediction(PredictionCache):
         Lanczos run covered all n dimensions or stopped at an invariant subspace (nothing left);
         for a one-vector root (h = 0) the whole downdate.
         """
-        _, back, half = self._root
+        back, half = self._root.back, self._root.half
         h = half.shape[-1]
-        if self._root_complete:
+        if self._root.complete:
             return 0.0
         with torch.no_grad():
             full = left.square().sum(-1)
@@ -213,11 +199,11 @@ class CGPrediction(PredictionCache):
         change = self.root_change(x, left)
         self.diagnostics["variance_root_change"] = change
         if self.solver.variance_tol is not None:
-            root = self._root[0]
+            root = self._root.root
             variances, shift = self._certified_chunks(x, lambda part: root @ left[..., part, :].transpose(-1, -2))
             return self._downdated(x, left, left, variances), "lanczos+cg", shift
         if change > ROOT_CHANGE_WARN:
-            k = self._root[0].shape[-1]
+            k = self._root.root.shape[-1]
             warnings.warn(
                 f"Lanczos (LOVE) predictive variances have not converged: the last {k - k // 2} "
                 f"of the {k} Lanczos vectors lowered the variances of y* by {change:.1%} (median "

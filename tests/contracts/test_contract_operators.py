@@ -221,3 +221,16 @@ def test_posterior_covariance_operators(certified):
         down = left @ left.mT
         check_operator(lambda: DenseDowndated(KernelOperator(kernel, x), down), lambda op: prior - down,
                        skip=("bilinear_grad", "rows"), name="DenseDowndated")
+
+
+def test_posterior_covariance_operators_on_a_batch_of_one():
+    """A 1-D right-hand side on a batch-1 prior (the members get the column, not a second unsqueeze)."""
+    kernel = randomized(Scale(RBF(ard_dims=3, batch_shape=(1,))))
+    x = inputs(N).unsqueeze(0)
+    left = 0.3 * torch.randn(1, N, 3, generator=generator(13), dtype=F64)
+    prior = dense_kernel(kernel, x).detach()
+    down = left @ left.mT
+    check_operator(lambda: Downdated(KernelOperator(kernel, x), left, left), lambda op: prior - down,
+                   skip=("bilinear_grad",), name="Downdated(batch 1)")
+    check_operator(lambda: DenseDowndated(KernelOperator(kernel, x), down), lambda op: prior - down,
+                   skip=("bilinear_grad", "rows"), name="DenseDowndated(batch 1)")
