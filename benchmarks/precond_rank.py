@@ -7,6 +7,7 @@
     python benchmarks/precond_rank.py --n 8000 --ranks 100 400 --lanczos-iters 10 20 --reference
     python benchmarks/precond_rank.py --n 8000 --ranks 100 400 --blocks 0 128 --reference
     python benchmarks/precond_rank.py --n 8000 --ranks 400 --vecchia 10 30 --reference
+    python benchmarks/precond_rank.py --n 8000 --ranks 64 --rpcholesky 64 --nystrom 64 --reference
 
 The data are those of examples/large_gpu_fit.py: uniform on [0, 1]^d, a sum of sines plus noise.
 The kernel is Scale(Matern 5/2, ARD), with the hyperparameters given. The conditioning of
@@ -110,7 +111,7 @@ def main(argv=None) -> None:
     parser.add_argument("--target-n", type=int, default=1_000_000,
                         help="the problem size to mimic (default 1000000)")
     parser.add_argument("--ranks", type=int, nargs="*", default=[100, 200, 400],
-                        help="pivoted-Cholesky ranks (none: only --vecchia)")
+                        help="pivoted-Cholesky ranks (none: only --vecchia, --rpcholesky, --nystrom)")
     parser.add_argument("--lengthscale", type=float, nargs="+", default=[0.1818, 0.1615, 0.1794],
                         help="one per dimension (their number sets d)")
     parser.add_argument("--outputscale", type=float, default=1.6409)
@@ -128,6 +129,10 @@ def main(argv=None) -> None:
                         help="preconditioner block sizes (PivotedCholesky(block_size=...); 0: none)")
     parser.add_argument("--vecchia", type=int, nargs="*", default=[],
                         help="also fg.Vecchia(neighbors) with each of these neighbour counts")
+    parser.add_argument("--rpcholesky", type=int, nargs="*", default=[],
+                        help="also fg.RPCholesky(rank) with each of these ranks")
+    parser.add_argument("--nystrom", type=int, nargs="*", default=[],
+                        help="also fg.Nystrom(rank) with each of these ranks")
     parser.add_argument("--reference", action="store_true",
                         help="compare the mll and its gradient with a float64 Cholesky's")
     parser.add_argument("--repeats", type=int, default=4, help="probe draws per setting (--reference)")
@@ -159,11 +164,11 @@ def main(argv=None) -> None:
                     for tol in args.tols:
                         compare(x, y, lambda: fg.PivotedCholesky(rank, block_size=block), settings,
                                 iters, tol, args.repeats, exact)
-        for neighbors in args.vecchia:
-            print(f"  Vecchia, {neighbors} neighbours:")
+        for label, make in other_preconditioners(args):
+            print(f"  {label}:")
             for iters in args.lanczos_iters:
                 for tol in args.tols:
-                    compare(x, y, lambda: fg.Vecchia(neighbors), settings, iters, tol, args.repeats, exact)
+                    compare(x, y, make, settings, iters, tol, args.repeats, exact)
         return
     if args.grow_to is not None:
         precond = fg.PivotedCholesky(args.ranks[0], max_rank=args.grow_to)
@@ -181,10 +186,18 @@ def main(argv=None) -> None:
                 precond = fg.PivotedCholesky(rank, block_size=block)
                 report(timed_mll(stand_in(x, y, precond, *settings, lanczos_iters=iters)),
                        f"rank {rank}, blocks of {block}, lanczos_iters {iters}")
-    for neighbors in args.vecchia:
+    for label, make in other_preconditioners(args):
         for iters in args.lanczos_iters:
-            report(timed_mll(stand_in(x, y, fg.Vecchia(neighbors), *settings, lanczos_iters=iters)),
-                   f"Vecchia, {neighbors} neighbours, lanczos_iters {iters}")
+            report(timed_mll(stand_in(x, y, make(), *settings, lanczos_iters=iters)),
+                   f"{label}, lanczos_iters {iters}")
+
+
+def other_preconditioners(args) -> list:
+    """(label, a function giving a fresh configuration) for --vecchia, --rpcholesky and --nystrom."""
+    out = [(f"Vecchia, {m} neighbours", lambda m=m: fg.Vecchia(m)) for m in args.vecchia]
+    out += [(f"RPCholesky, rank {k}", lambda k=k: fg.RPCholesky(k)) for k in args.rpcholesky]
+    out += [(f"Nystrom, rank {k}", lambda k=k: fg.Nystrom(k)) for k in args.nystrom]
+    return out
 
 
 if __name__ == "__main__":

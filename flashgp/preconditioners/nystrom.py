@@ -17,19 +17,24 @@ whatever the rounding of the small eigenproblem.
 The preconditioner is P = F F^T + diag(noise) (a LowRankPlusDiag): exact log det, exact N(0, P)
 samples, noise per point allowed. P <= K_hat + nu I, so every eigenvalue of P^{-1} K_hat is at
 least 1 - nu / min(noise) (``spectrum_floor``; in float64 nu is ~1e-16 ||K||, so about 1).
-Frangella, Tropp and Udell instead precondition with U (Lambda + mu I) U^T + (lambda_k + mu)
-(I - U U^T) for K + mu I: its inverse is cheap and it clusters the spectrum of the whole
-preconditioned matrix near 1, but it needs one scalar noise mu, and its log det and samples
-would be those of a matrix that is not K_nys + noise. BBMM needs log det P and N(0, P) probes
-exactly and allows per-point noise, so the complement keeps the noise alone, as in the
-pivoted-Cholesky preconditioners (eigenvalues of P^{-1} K_hat then lie in [1, ...), not near 1).
+Frangella, Tropp and Udell precondition K + mu I (one scalar noise mu) with
+U (Lambda + mu I) U^T + (lambda_k + mu) (I - U U^T) instead: the complement of range(U) is
+scaled by the smallest kept eigenvalue plus mu, so the preconditioned spectrum clusters around
+1 from both sides, and its inverse, log det and samples follow from its eigendecomposition.
+With per-point noise D there is no such closed form for the complement, while P = K_nys + D
+keeps Woodbury solves, an exact log det and exact N(0, P) samples for any D (BBMM needs all
+three: the log det is log det P plus an SLQ estimate of log det P^{-1} K_hat, with N(0, P)
+probes), and K_hat - P >= -nu I gives the lower bound of the preconditioned spectrum that the
+certified variances use (the Frangella-Tropp-Udell P roughly exceeds K_hat on the complement,
+where K's eigenvalues are below lambda_k, so its floor would be about mu / (lambda_k + mu)). It is also the form of the pivoted-Cholesky
+preconditioners, so the same operator serves all three low-rank kinds.
 
 Cost: 1 + power_iters products ``kernel_op.matmul`` with k columns (with the fused GPU kernels,
 each about k / (probes + 1) CG iterations' worth of products), as many QRs of n x k float64
-matrices, and O(n k^2) float64 work in chunks of rows. Unlike pivoted Cholesky it needs no rows of K, so any operator with a
-product serves, and its range is that of the top eigenvectors of K up to the sketch's error
-(the best rank-k approximation in expectation within a factor depending on the spectral
-decay), not of k columns of K.
+matrices, and O(n k^2) float64 work in chunks of rows. Unlike pivoted Cholesky it needs no rows
+of K, so any operator with a product serves, and its range approximates that of K's top
+eigenvectors (within a factor of the best rank-k approximation that depends on the spectral
+decay and the power iterations), not the span of k columns of K.
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-# The pivoted-Cholesky preconditioner: greedy partial pivoted Cholesky of a kernel operator plus the noise, and
-# its rebuild from stored pivots (Nystrom). Only the diagonal and a few rows are evaluated (O(n k^2)).
+# The pivoted-Cholesky preconditioner: greedy partial pivoted Cholesky of a kernel operator plus
+# the noise, and its rebuild from stored pivots (Nystrom). Only the diagonal and a few rows are
+# evaluated (O(n k^2)).
 from __future__ import annotations
 
 import torch

@@ -95,7 +95,8 @@ def _new_columns(op: Operator, factor: Tensor, m: int, kept: Tensor, ok: Tensor)
 
 @torch.no_grad()
 def randomly_pivoted_cholesky(op: Operator, rank: int, seed: int = 0, tol: float = 1e-8,
-                              info: dict | None = None, candidates: int = ROUND_CANDIDATES) -> tuple[Tensor, Tensor, Tensor]:
+                              info: dict | None = None,
+                              candidates: int = ROUND_CANDIDATES) -> tuple[Tensor, Tensor, Tensor]:
     """Randomly pivoted partial Cholesky of ``op``: (factor, pivots, counts), the contract of
     ``pivoted_cholesky_with_pivots``.
 

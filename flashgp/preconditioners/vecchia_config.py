@@ -43,8 +43,9 @@ class VecchiaState(PreconditionerState):
         if self.index is None:
             return {}
         _, n, _, neighbors, seed = self.key
-        return {"index": self.index.detach().cpu(), "n": torch.tensor(n), "neighbors": torch.tensor(neighbors),
-                "seed": torch.tensor(seed), "builds": torch.tensor(self.builds)}
+        return {"index": self.index.detach().cpu(), "n": torch.tensor(n),
+                "neighbors": torch.tensor(neighbors), "seed": torch.tensor(seed),
+                "builds": torch.tensor(self.builds)}
 
     def load_state_dict(self, state: dict, dtype: torch.dtype, device) -> None:
         self.clear()
