@@ -18,12 +18,13 @@ import torch
 
 from . import __version__, kernels, likelihoods, means
 from .backends.choice import default_memory_budget
+from .cli_files import CLIFileError, load_cli_model, save_cli_model, sidecar_of
 from .errors import FitInterrupted, NotPSDError
 from .fit import fit
-from .io import load as load_model, save as save_model
 from .models import ExactGP
+from .outputs import OutputPathError, atomic_output, check_outputs
 from .tables import (InputError, check_columns, heldout_metrics, numeric_columns,
-                     predict_original_units, read_table, scaled_inputs, select_features,
+                     predict_original_units, read_table, scaled_inputs, select_features, to_model_dtype,
                      standardization, write_predictions)
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2  # success; bad data or environment; bad command line
@@ -32,8 +33,6 @@ KERNELS = ("rbf", "matern12", "matern32", "matern52", "rq")
 SUBCOMMANDS = ("fit", "predict", "demo", "info")
 OPTIONAL_PACKAGES = (("triton", "triton"), ("matplotlib", "matplotlib"), ("sklearn", "scikit-learn"),
                      ("gpytorch", "gpytorch"))
-METADATA_KEYS = ("target", "features", "x_mean", "x_std", "y_mean", "y_std")
-METADATA_FORMAT = "flashgp-cli-standardization/1"
 
 
 class CLIError(Exception):
@@ -125,25 +124,29 @@ def _split(x, y, args, features: list[str]):
     return x[train], y[train], x[test], y[test]
 
 
-def _save(model, path: str, meta: dict) -> str:
-    """Save the model (fg.save) and its standardization ``meta`` in the sidecar ``path + '.json'``.
-
-    fg.save stores the model's structure and tensors only, so the CSV column names and the
-    statistics that map data units to the model's standardized units travel beside it.
-    """
-    sidecar = path + ".json"
+def _save(model, path: str, stats: dict, target: str, features: list[str], kernel: str) -> None:
+    """Save the model with its column names and standardization in one file, atomically
+    (``flashgp.cli_files``: a flashgp.bundle that ``flashgp.bundle.load`` reads)."""
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        save_model(model, path)
-        with open(sidecar, "w", encoding="utf-8") as handle:
-            json.dump(meta, handle, indent=2)
+        save_cli_model(path, model, stats, target, features, kernel)
     except (OSError, ValueError) as err:
-        raise CLIError(f"--out: cannot write {path}: {err}") from None
-    return sidecar
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise CLIError(f"--out: cannot write {path}: {reason}") from None
+
+
+def _check_fit_paths(args) -> None:
+    """Refuse --out / --checkpoint naming DATA, --test or each other, before any work."""
+    try:
+        check_outputs({"--out": args.out, "--checkpoint": args.checkpoint},
+                      {"DATA": args.data, "--test": args.test})
+    except OutputPathError as err:
+        raise CLIError(str(err), EXIT_USAGE) from None
 
 
 def cmd_fit(args, say) -> dict:
     """Read, standardize, fit, evaluate and save; returns the JSON-able result."""
+    _check_fit_paths(args)
     header, rows = read_table(args.data, "DATA")
     features = select_features(header, args.target, args.features, args.data)
     hint = "; choose numeric columns with --features" if args.features is None else ""
@@ -156,8 +159,8 @@ def cmd_fit(args, say) -> dict:
     stats = standardization(x_train, y_train)
     dtype = torch.float64 if device.type == "cpu" else torch.float32
     torch.manual_seed(args.seed)
-    train_x = scaled_inputs(x_train, stats, dtype, device)
-    train_y = torch.as_tensor((y_train - stats["y_mean"]) / stats["y_std"], dtype=dtype, device=device)
+    train_x = scaled_inputs(x_train, stats, dtype, device, "DATA")
+    train_y = to_model_dtype((y_train - stats["y_mean"]) / stats["y_std"], dtype, "--target", device)
     d = train_x.shape[-1]
     model = ExactGP(train_x, train_y, make_kernel(args.kernel, d), mean=means.Constant(),
                     likelihood=likelihoods.Gaussian(noise_floor=args.noise_floor))
@@ -175,14 +178,13 @@ def cmd_fit(args, say) -> dict:
               "hyperparameters": hyperparameters(model, features),
               "log_marginal_likelihood": lml,
               "log_marginal_likelihood_target_units": lml - len(y_train) * math.log(stats["y_std"]),
-              "test": None, "model": args.out, "metadata": None}
+              "test": None, "model": args.out,
+              "scaling": {key: stats[key] for key in ("x_mean", "x_std", "y_mean", "y_std")}}
     if x_test is not None:
         mean, std = predict_original_units(model, x_test, stats)
         result["test"] = heldout_metrics(mean, std, y_test)
     if args.out is not None:
-        meta = {"format": METADATA_FORMAT, "flashgp_version": __version__, "target": args.target,
-                "features": features, "kernel": args.kernel, **stats}
-        result["metadata"] = _save(model, args.out, meta)
+        _save(model, args.out, stats, args.target, features, args.kernel)
     say(_fit_report(result))
     return result
 
@@ -235,38 +237,34 @@ def _fit_report(r: dict) -> str:
         lines.append(f"  held-out ({t['n']} rows, target units): RMSE {t['rmse']:.4g}  NLL {t['nll']:.4f}  "
                      f"95% coverage {t['coverage95']:.3f}")
     if r["model"] is not None:
-        lines.append(f"  saved {r['model']} (standardization in {r['metadata']})")
+        lines.append(f"  saved {r['model']} (the model with its column names and standardization)")
     return "\n".join(lines)
 
 
 # ----- predict ----------------------------------------------------------------------------
-def _load(path: str, device: torch.device):
-    """The model saved at ``path`` (fg.load, onto ``device``) and its sidecar standardization."""
-    if not os.path.isfile(path):
-        raise CLIError(f"MODEL: no such file: {path}")
-    sidecar = path + ".json"
-    if not os.path.isfile(sidecar):
-        raise CLIError(f"MODEL: {sidecar} is missing (written by 'flashgp fit --out' next to the model)")
+def _check_predict_paths(args) -> None:
+    """Refuse --out naming MODEL, DATA or MODEL's sidecar of earlier versions, before any work."""
     try:
-        with open(sidecar, encoding="utf-8") as handle:
-            meta = json.load(handle)
-    except (OSError, ValueError) as err:
-        raise CLIError(f"MODEL: cannot read {sidecar}: {err}") from None
-    if not isinstance(meta, dict) or meta.get("format") != METADATA_FORMAT or any(
-            key not in meta for key in METADATA_KEYS):
-        raise CLIError(f"MODEL: {sidecar} is not flashgp fit metadata ({METADATA_FORMAT} with "
-                       f"{', '.join(METADATA_KEYS)})")
-    try:
-        model = load_model(path, device=device)
-    except (OSError, ValueError) as err:  # ModelFileError is a ValueError
-        raise CLIError(f"MODEL: cannot load {path}: {err}") from None
-    return model, meta
+        check_outputs({"--out": args.out}, {"MODEL": args.model, "DATA": args.data,
+                                            "the sidecar of MODEL": sidecar_of(args.model)})
+    except OutputPathError as err:
+        raise CLIError(str(err), EXIT_USAGE) from None
 
 
-def cmd_predict(args, say) -> dict:
+def cmd_predict(args, say, say_err) -> dict:
     """Predict at every row of DATA and write the rows plus mean, std, lower, upper."""
+    _check_predict_paths(args)
     header, rows = read_table(args.data, "DATA")
-    model, meta = _load(args.model, choose_device(args.device))
+    notes = []
+
+    def warn(text: str) -> None:
+        notes.append(text)
+        say_err(text)
+
+    try:
+        model, meta = load_cli_model(args.model, choose_device(args.device), warn)
+    except CLIFileError as err:
+        raise CLIError(str(err)) from None
     check_columns(header, meta["features"], "DATA", args.data)
     if not rows:
         raise CLIError(f"DATA: {args.data} has no data rows")
@@ -276,7 +274,8 @@ def cmd_predict(args, say) -> dict:
     seconds = time.perf_counter() - start
     names = write_predictions(args.out, header, rows, mean, std)
     result = {"command": "predict", "model": args.model, "data": args.data, "out": args.out,
-              "rows": len(rows), "columns": names, "predict_seconds": seconds, "metrics": None}
+              "rows": len(rows), "columns": names, "predict_seconds": seconds, "metrics": None,
+              "warnings": notes}
     if meta["target"] in header:
         try:
             y = numeric_columns(header, rows, [meta["target"]], "DATA")[:, 0]
@@ -314,9 +313,10 @@ def _demo_plot(fitted, out_dir: str, say_err) -> str | None:
     path = os.path.join(out_dir, "flashgp-demo.png")
     try:
         os.makedirs(out_dir, exist_ok=True)
-        figure.savefig(path, dpi=110)
+        with atomic_output(path, "wb") as handle:  # a failed write leaves the previous plot
+            figure.savefig(handle, dpi=110, format="png")
     except OSError as err:
-        raise CLIError(f"--out: cannot write {path}: {err}") from None
+        raise CLIError(f"--out: cannot write {path}: {err.strerror or err}") from None
     return path
 
 
@@ -401,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     held.add_argument("--test-size", type=_fraction, help="fraction of rows held out at random")
     held.add_argument("--test", metavar="TEST.csv", help="held-out rows with the same columns")
     fit.add_argument("--seed", type=_count, default=0, help="seeds the split, the probes and torch")
-    fit.add_argument("--out", metavar="MODEL", help="save the model here (and MODEL.json)")
+    fit.add_argument("--out", metavar="MODEL", help="save the model, its column names and "
+                     "standardization here (one file; never DATA, --test or --checkpoint)")
     fit.add_argument("--checkpoint", metavar="PATH", help="write the training state here every "
                      "--checkpoint-every steps, at the end and on Ctrl-C")
     fit.add_argument("--checkpoint-every", type=_positive_count, metavar="K",
@@ -463,7 +464,7 @@ def main(argv=None) -> int:
         if args.command == "fit":
             result = cmd_fit(args, say)
         elif args.command == "predict":
-            result = cmd_predict(args, say)
+            result = cmd_predict(args, say, say_err)
         elif args.command == "demo":
             result = cmd_demo(args, say, say_err)
         else:

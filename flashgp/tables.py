@@ -9,6 +9,8 @@ import os
 import numpy as np
 import torch
 
+from .outputs import atomic_output
+
 Z95 = 1.959963984540054  # half-width of the central 95% interval of a normal, in std units
 PREDICT_CHUNK = 2048  # test rows predicted at a time (bounds the n x m cross-covariance)
 PREDICTION_COLUMNS = ("mean", "std", "lower", "upper")
@@ -93,35 +95,55 @@ def select_features(header: list[str], target: str, features: str | None, path: 
 
 
 def standardization(x: np.ndarray, y: np.ndarray) -> dict:
-    """Means and standard deviations of x (n, d) and y (n,), JSON-able; zero spreads become 1.
+    """Means and standard deviations of x (n, d) and y (n,), JSON-able; a (numerically)
+    constant column gets the spread 1 (see ``spread``).
 
     Returns ``{"x_mean": [d], "x_std": [d], "y_mean": float, "y_std": float}``.
     """
-    x_std, y_std = _std(x), float(_std(y))
-    return {"x_mean": x.mean(axis=0).tolist(), "x_std": np.where(x_std > 0, x_std, 1.0).tolist(),
-            "y_mean": float(y.mean()), "y_std": y_std if y_std > 0 else 1.0}
+    return {"x_mean": x.mean(axis=0).tolist(), "x_std": spread(x).tolist(),
+            "y_mean": float(y.mean()), "y_std": float(spread(y[:, None])[0])}
 
 
-def _std(values: np.ndarray) -> np.ndarray:
-    """Standard deviation along axis 0, computed on values divided by their largest magnitude
-    (so that values near the float64 range do not overflow when squared)."""
+def spread(values: np.ndarray) -> np.ndarray:
+    """Standard deviations (d,) of the columns of values (n, d), 1 where a column is constant
+    up to rounding (a spread of at most 10 eps times its mean's magnitude, or 0).
+
+    Computed on the values divided by their largest magnitude, so values near the float64 range
+    do not overflow when squared; the test is relative, so a column in tiny units (1e-200) is
+    scaled like any other instead of being taken for a constant.
+    """
     peak = np.abs(values).max(axis=0)
     peak = np.where(peak > 0, peak, 1.0)
-    return (values / peak).std(axis=0) * peak
+    std = (values / peak).std(axis=0) * peak
+    tiny = 10 * np.finfo(np.float64).eps * np.abs(values.mean(axis=0))
+    return np.where((std > tiny) & (std > 0), std, 1.0)
 
 
-def scaled_inputs(x: np.ndarray, stats: dict, dtype: torch.dtype, device=None) -> torch.Tensor:
-    """Raw inputs (m, d) standardized with ``stats`` as a tensor (m, d)."""
+def to_model_dtype(values: np.ndarray, dtype: torch.dtype, arg: str, device=None,
+                   fix: str = "rescale the column") -> torch.Tensor:
+    """``values`` (float64, finite) as a tensor of ``dtype`` on ``device``; ValueError naming
+    ``arg`` when values overflow that dtype (e.g. 1e39 in float32) instead of turning into inf."""
+    limit = torch.finfo(dtype).max
+    peak = float(np.abs(values).max()) if values.size else 0.0
+    if peak > limit:
+        raise InputError(f"{arg}: values up to {peak:.3g} (after standardization) overflow {str(dtype)[6:]}, "
+                         f"the model's dtype (largest {limit:.3g}); {fix}")
+    return torch.as_tensor(values, dtype=dtype, device=device)
+
+
+def scaled_inputs(x: np.ndarray, stats: dict, dtype: torch.dtype, device=None, arg: str = "DATA") -> torch.Tensor:
+    """Raw inputs (m, d) standardized with ``stats`` as a tensor (m, d) of ``dtype``; InputError
+    naming ``arg`` when a standardized value overflows ``dtype`` (far outside the training range)."""
     z = (x - np.asarray(stats["x_mean"])) / np.asarray(stats["x_std"])
-    return torch.as_tensor(z, dtype=dtype, device=device)
+    return to_model_dtype(z, dtype, arg, device, "these rows lie far outside the training inputs' range")
 
 
-def predict_original_units(model, x: np.ndarray, stats: dict) -> tuple[np.ndarray, np.ndarray]:
+def predict_original_units(model, x: np.ndarray, stats: dict, arg: str = "DATA") -> tuple[np.ndarray, np.ndarray]:
     """Predictive mean and std (m,) of ``model`` (a GPModel) at raw inputs x (m, d), noise
-    included, in target units."""
+    included, in target units; ``arg`` names x's source in errors."""
     means, stds = [], []
     for start in range(0, x.shape[0], PREDICT_CHUNK):
-        pred = model.predict(scaled_inputs(x[start:start + PREDICT_CHUNK], stats, model.dtype, model.device))
+        pred = model.predict(scaled_inputs(x[start:start + PREDICT_CHUNK], stats, model.dtype, model.device, arg))
         means.append(pred.mean.detach().double().cpu().numpy())
         stds.append(pred.stddev.detach().double().cpu().numpy())
     mean, std = np.concatenate(means), np.concatenate(stds)
@@ -129,27 +151,36 @@ def predict_original_units(model, x: np.ndarray, stats: dict) -> tuple[np.ndarra
 
 
 def heldout_metrics(mean: np.ndarray, std: np.ndarray, y: np.ndarray) -> dict:
-    """RMSE, mean negative log predictive density and 95% interval coverage of (m,) predictions."""
-    var = np.maximum(std, 1e-300) ** 2
-    nll = 0.5 * np.log(2 * math.pi * var) + 0.5 * (y - mean) ** 2 / var
-    return {"n": int(y.size), "rmse": float(np.sqrt(np.mean((y - mean) ** 2))),
-            "nll": float(np.mean(nll)), "coverage95": float(np.mean(np.abs(y - mean) <= Z95 * std))}
+    """RMSE, mean negative log predictive density and 95% interval coverage of (m,) predictions.
+
+    Computed without squaring data-unit values, so targets near the float64 range (1e160) or
+    tiny ones (1e-160) give finite metrics.
+    """
+    std = np.maximum(std, np.finfo(np.float64).tiny)
+    resid = y - mean
+    peak = float(np.abs(resid).max()) if resid.size else 0.0
+    rmse = peak * float(np.sqrt(np.mean((resid / peak) ** 2))) if peak > 0 else 0.0
+    nll = 0.5 * math.log(2 * math.pi) + np.log(std) + 0.5 * (resid / std) ** 2
+    return {"n": int(y.size), "rmse": rmse, "nll": float(np.mean(nll)),
+            "coverage95": float(np.mean(np.abs(resid) <= Z95 * std))}
 
 
 def write_predictions(path: str, header: list[str], rows: list[list[str]], mean: np.ndarray,
                       std: np.ndarray) -> list[str]:
-    """Write the input rows plus mean, std, lower, upper (95%) to ``path``; returns the new names.
+    """Write the input rows plus mean, std, lower, upper (95%) to ``path`` atomically (a
+    temporary file in the same folder, fsync, rename); returns the new names.
 
     A new column whose name is already an input column gets the prefix ``predicted_``.
     """
     names = [c if c not in header else f"predicted_{c}" for c in PREDICTION_COLUMNS]
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", newline="", encoding="utf-8") as handle:
+        # a temporary file renamed over ``path``: a full disk leaves the previous file whole
+        with atomic_output(path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(header + names)
             for row, m, s in zip(rows, mean, std):
                 writer.writerow(row + [f"{v:.10g}" for v in (m, s, m - Z95 * s, m + Z95 * s)])
     except OSError as err:
-        raise InputError(f"--out: cannot write {path}: {err}") from None
+        raise InputError(f"--out: cannot write {path}: {err.strerror or err}") from None
     return names

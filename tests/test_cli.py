@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from flashgp import bundle
 from flashgp.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,9 +75,11 @@ def test_fit_json_result_and_saved_files(fitted):
     test = result["test"]
     assert test["n"] == 15 and 0 <= test["coverage95"] <= 1
     assert test["rmse"] < 10  # target std is ~8 data units; a fitted GP does much better
-    assert model.is_file() and Path(result["metadata"]).is_file()
-    meta = json.loads(Path(result["metadata"]).read_text())
-    assert meta["features"] == ["a", "b"] and meta["target"] == "y" and meta["y_std"] > 1
+    assert model.is_file() and not Path(f"{model}.json").exists()  # one file, no sidecar
+    assert result["scaling"]["y_std"] > 1 and len(result["scaling"]["x_mean"]) == 2
+    saved = bundle.load(model)
+    assert saved.kind == "cli" and saved.info["features"] == ["a", "b"] and saved.info["target"] == "y"
+    assert saved.scaling.y_scale == result["scaling"]["y_std"]
     assert "fit (adam)" not in proc.stderr  # --json implies no progress bar
 
 
@@ -183,8 +186,8 @@ def _error_cases(f):
         "predict missing model": (["predict", os.path.join(f["dir"], "none.fgp"), f["test"], "--out", x_csv],
                                   1, "MODEL: no such file"),
         "predict missing data": (["predict", model, x_csv, "--out", x_csv], 1, "DATA: no such file"),
-        "predict model without metadata": (["predict", f["not_model"], f["test"], "--out", x_csv],
-                                           1, "not_model.fgp.json is missing"),
+        "predict model not a model": (["predict", f["not_model"], f["test"], "--out", x_csv],
+                                      1, "not a flashgp model file"),
         "predict missing feature": (["predict", model, f["no_b"], "--out", x_csv], 1,
                                     "DATA: column(s) 'b' not in"),
         "predict non-numeric feature": (["predict", model, f["text_a"], "--out", x_csv], 1,
