@@ -22,8 +22,10 @@ from .log_space import log_space
 from .means import Constant
 from .models import ExactGP
 from .models.validation import check_device
+from .distributions.posterior import MAX_DENSE_SAMPLE
 from .polish import polish_lbfgs
 from .solvers import CG, Auto, Cholesky, resolve_solver
+from .tables import spread, to_model_dtype
 
 KERNELS = {
     "rbf": lambda d: fk.RBF(ard_dims=d),
@@ -37,18 +39,36 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 POLISH = ("auto", "lbfgs", None)
 POLISH_STEPS = 5  # L-BFGS steps (each up to 20 iterations); 2-4 reach the optimum on UCI sets
 PREDICT_CHUNK = 4096  # test rows per posterior call when no joint covariance is needed
+MAX_OUTPUT_BYTES = 1 << 30  # the largest returned covariance or sample array (float64); raise it to allow more
+Y_SCALE_RANGE = (1e-150, 1e150)  # y's scale: its square (variances in y's units) must be a normal float64
 
 
-def _scale_of(values: np.ndarray) -> np.ndarray:
-    """Standard deviations along axis 0, with 1 where a column is (numerically) constant.
+def _check_target_scale(y: np.ndarray, y_scale: float, normalize_y: bool) -> None:
+    """Refuse, before any fitting, targets whose variances cannot be represented in float64:
+    variances in squared units of y (noise_, outputscale_, predictive variances, return_cov)
+    are the model's times ``y_scale**2``, which must stay within Y_SCALE_RANGE squared."""
+    low, high = Y_SCALE_RANGE
+    if low <= y_scale <= high:
+        return
+    peak = float(np.abs(y).max())
+    way = "overflow" if y_scale > high else "underflow to 0 or lose their precision"
+    what = "y's standard deviation" if normalize_y else "y's magnitude (normalize_y=False)"
+    rescale = f"divide y by {y_scale:.0e}" if normalize_y else "use normalize_y=True"
+    raise ValueError(f"y: {what} is {y_scale:.3g} (values up to {peak:.3g}): its square, the unit of "
+                     f"the variances in y's units (noise_, outputscale_, predictive variances), "
+                     f"would {way} in float64 (expected a scale within {low:g} and {high:g}); "
+                     f"{rescale} and scale the results back")
 
-    Computed on the values divided by their largest magnitude, so huge values do not overflow.
-    """
-    peak = np.abs(values).max(axis=0)
-    peak = np.where(peak > 0, peak, 1.0)
-    std = (values / peak).std(axis=0) * peak
-    tiny = 10 * np.finfo(values.dtype).eps * np.maximum(1.0, np.abs(values.mean(axis=0)))
-    return np.where(std > tiny, std, 1.0)
+
+def _check_output_size(what: str, shape: tuple, alternative: str) -> None:
+    """Refuse an output of ``shape`` (float64) above MAX_OUTPUT_BYTES before allocating it."""
+    size = math.prod(shape)
+    if size * 8 > MAX_OUTPUT_BYTES:
+        dims = " x ".join(f"{n:,}" for n in shape)
+        raise ValueError(f"{what}: the result would be {dims} float64 values ({size * 8 / 1e9:.3g} GB, "
+                         f"and several times that while it is computed), above "
+                         f"flashgp.sklearn.MAX_OUTPUT_BYTES ({MAX_OUTPUT_BYTES / 1e9:.3g} GB); "
+                         f"{alternative}")
 
 
 def _check_numeric_columns(X) -> None:
@@ -242,14 +262,17 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         seed = _seed(self.random_state, "random_state")
 
         x_mean = X.mean(axis=0) if self.normalize_x else np.zeros(X.shape[1])
-        x_scale = _scale_of(X) if self.normalize_x else np.ones(X.shape[1])
+        x_scale = spread(X) if self.normalize_x else np.ones(X.shape[1])
         y_mean = float(y.mean()) if self.normalize_y else 0.0
-        y_scale = float(_scale_of(y[:, None])[0]) if self.normalize_y else 1.0
-        x_t = self._to_tensor((X - x_mean) / x_scale, dtype, device)
-        y_t = self._to_tensor((y - y_mean) / y_scale, dtype, device)
+        y_scale = float(spread(y[:, None])[0]) if self.normalize_y else 1.0
+        _check_target_scale(y, y_scale if self.normalize_y else float(np.abs(y).max() or 1.0), self.normalize_y)
+        x_t = self._to_tensor((X - x_mean) / x_scale, dtype, device, "X",
+                              "use normalize_x=True, dtype='float64' or rescale X")
+        y_t = self._to_tensor((y - y_mean) / y_scale, dtype, device, "y",
+                              "use normalize_y=True, dtype='float64' or rescale y")
         floor = self._noise_floor(y_scale)
-        likelihood = Gaussian(noise_floor=floor) if fixed is None else FixedNoise(
-            self._to_tensor(fixed / y_scale**2, dtype, device))
+        likelihood = Gaussian(noise_floor=floor) if fixed is None else FixedNoise(self._to_tensor(
+            fixed / y_scale**2, dtype, device, "noise", "noise / var(y) must fit the model's dtype"))
         # the constant mean starts at 0 (the targets' mean with normalize_y), so that iters=0 gives
         # scikit-learn's prior mean; the other values not given start from the (scaled) data
         model = ExactGP(x_t, y_t, kernel, likelihood=likelihood, mean=Constant(0.0), solver=solver)
@@ -298,8 +321,11 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         return resolve_solver(solver, n).engine().exact
 
     @staticmethod
-    def _to_tensor(values: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        return torch.tensor(np.ascontiguousarray(values), dtype=dtype, device=device)
+    def _to_tensor(values: np.ndarray, dtype: torch.dtype, device: torch.device, name: str,
+                   fix: str) -> torch.Tensor:
+        """float64 ``values`` as a tensor of the model's dtype; ValueError naming ``name`` when
+        they overflow it (a finite 1e39 in a float32 model), with the ``fix``."""
+        return to_model_dtype(np.ascontiguousarray(values), dtype, name, device, fix, ValueError).clone()
 
     def _set_hyperparameters(self, fixed) -> None:
         """The fitted hyperparameters in the data's units (None where not found)."""
@@ -323,7 +349,9 @@ class GPRegressor(RegressorMixin, BaseEstimator):
     # ----- predictions -------------------------------------------------------------------------
     def _posterior(self, X, include_noise: bool):
         x = (X - self.x_mean_) / self.x_scale_
-        x_t = self._to_tensor(x, self.model_.dtype, self.model_.device)
+        fix = "these rows lie far outside the training inputs' range" if self.normalize_x else \
+            "refit with normalize_x=True or dtype='float64'"
+        x_t = self._to_tensor(x, self.model_.dtype, self.model_.device, "X", fix)
         return self.model_.predict(x_t) if include_noise else self.model_.posterior(x_t)
 
     def _validated(self, X) -> np.ndarray:
@@ -344,11 +372,16 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             raise ValueError("return_std, return_cov: at most one of them can be True")
         X = self._validated(X)
         if return_cov:
+            m = X.shape[0]
+            _check_output_size("return_cov", (m, m), f"use return_std=True for the {m:,} marginal "
+                               "standard deviations, or ask for the covariance of fewer points at a time")
             post = self._posterior(X, include_noise)
-            cov = post.covariance.to_dense()
+            # one float64 copy that is ours, edited in place (no m x m temporaries beside it)
+            cov = post.covariance.to_dense().detach().to("cpu", torch.float64, copy=True).numpy()
             if post.noise is not None:
-                cov = cov + torch.diag_embed(post.noise)
-            return self._to_y(post.mean), cov.detach().cpu().double().numpy() * self.y_scale_**2
+                cov[np.diag_indices(m)] += post.noise.detach().cpu().double().numpy()
+            cov *= self.y_scale_**2
+            return self._to_y(post.mean), cov
         means, stds = [], []
         # chunks of PREDICT_CHUNK rows, the remainder joined to the last one: every chunk of a
         # large X is then over CG's exact_var_max, so all get the same (Lanczos) variances
@@ -374,8 +407,45 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         if not isinstance(n_samples, numbers.Integral) or isinstance(n_samples, bool) or n_samples < 1:
             raise ValueError(f"n_samples: expected an int >= 1, got {n_samples!r}")
         X = self._validated(X)
+        m = X.shape[0]
+        if m > MAX_DENSE_SAMPLE:
+            raise ValueError(f"X: joint samples at {m:,} points need a dense {m:,} x {m:,} covariance; "
+                             f"sample at most {MAX_DENSE_SAMPLE:,} points per call (the draws are "
+                             "joint only within a call), or use predict(X, return_std=True)")
+        _check_output_size("sample_y", (m, int(n_samples)), "ask for fewer samples or points per call")
         seed = _seed(random_state, "random_state")
         post = self._posterior(X, include_noise)
         generator = torch.Generator(device=self.model_.device).manual_seed(seed)
         draws = post.sample(int(n_samples), generator=generator)  # (n_samples, n_samples_X)
         return self._to_y(draws).T
+
+    # ----- files -------------------------------------------------------------------------------
+    def save(self, path):
+        """Write the fitted estimator to the file ``path`` (str or os.PathLike; e.g. "gp.fgp").
+
+        One file, written atomically (a failed write leaves the previous file), holding the
+        model (hyperparameters, training data in standardized units, solver state), the input
+        and target scaling, the constructor settings and the fitted attributes, as JSON and
+        weights-only tensors: ``GPRegressor.load`` runs no code (unlike pickle or joblib), and
+        its predictions equal this estimator's, to the bit, on the same device. A symbolic link
+        at ``path`` is followed. Returns the path written (a ``pathlib.Path``).
+
+        Settings are saved as given: names, numbers, arrays, flashgp kernel and solver objects,
+        torch devices and numpy RandomStates. The file is a ``flashgp.bundle`` (kind "estimator");
+        ``fg.load`` refuses it (it is not a bare model), ``flashgp.bundle.load`` reads its parts.
+        """
+        check_is_fitted(self)
+        from .estimator_file import save_estimator
+        return save_estimator(self, path)
+
+    @classmethod
+    def load(cls, path, device=None):
+        """A fitted estimator read from a file of ``GPRegressor.save``.
+
+        device: where the model goes; None (default): the saved ``device`` setting ("auto":
+        CUDA when present, else the CPU). Raises FileNotFoundError, or ``flashgp.ModelFileError``
+        (a ValueError) naming the path for any other file, a damaged one, or one whose settings
+        or scaling are invalid (non-finite, scales <= 0, lengths other than the features).
+        """
+        from .estimator_file import load_estimator
+        return load_estimator(cls, path, device)

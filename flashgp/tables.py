@@ -120,14 +120,15 @@ def spread(values: np.ndarray) -> np.ndarray:
 
 
 def to_model_dtype(values: np.ndarray, dtype: torch.dtype, arg: str, device=None,
-                   fix: str = "rescale the column") -> torch.Tensor:
-    """``values`` (float64, finite) as a tensor of ``dtype`` on ``device``; ValueError naming
-    ``arg`` when values overflow that dtype (e.g. 1e39 in float32) instead of turning into inf."""
+                   fix: str = "rescale the column", error: type = InputError) -> torch.Tensor:
+    """``values`` (float64, finite) as a tensor of ``dtype`` on ``device``; ``error`` (a
+    ValueError class) naming ``arg`` when values overflow that dtype (1e39 in float32) instead of
+    turning into inf (and being reported as "not finite" later)."""
     limit = torch.finfo(dtype).max
     peak = float(np.abs(values).max()) if values.size else 0.0
     if peak > limit:
-        raise InputError(f"{arg}: values up to {peak:.3g} (after standardization) overflow {str(dtype)[6:]}, "
-                         f"the model's dtype (largest {limit:.3g}); {fix}")
+        raise error(f"{arg}: values up to {peak:.3g} (in the model's units) overflow "
+                    f"{str(dtype).replace('torch.', '')}, the model's dtype (largest {limit:.3g}); {fix}")
     return torch.as_tensor(values, dtype=dtype, device=device)
 
 
