@@ -16,6 +16,7 @@ from .errors import ModelFileError
 from .io import (CONFIG_NAME, TENSORS_NAME, build_model, check_device, check_model_config, check_path,
                  first_line, flashgp_version, load_plain_tensors, model_config, parse_json, read_archive,
                  write_archive)
+from .checkpoint_checks import check_file_values, check_resumable
 from .models import GPModel
 from .serialize import ConfigError, solver_from_config, solver_to_config
 
@@ -206,10 +207,13 @@ def write_checkpoint(path, model: GPModel, snapshot: Snapshot, settings: dict, h
     model_tensors.update(snapshot.parameters)
     tensors = {"model": model_tensors, "optimizer": {}, "rng": dict(snapshot.rng),
                "precond": dict(snapshot.solver_state)}
+    optimizer_state = _describe_optimizer_state(snapshot.optimizer_state, tensors["optimizer"])
+    # readers refuse expanded (zero-stride) tensors: write every tensor dense
+    tensors = {group: {name: t.contiguous() for name, t in values.items()} for group, values in tensors.items()}
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "flashgp_version": flashgp_version(),
               "model": model_config(model), "fit": {key: settings[key] for key in SETTINGS},
               "step": snapshot.step,
-              "optimizer_state": _describe_optimizer_state(snapshot.optimizer_state, tensors["optimizer"]),
+              "optimizer_state": optimizer_state,
               "history": {f: _to_json(getattr(history, f)[:snapshot.step]) for f in HISTORY_FIELDS}}
     buffer = io.BytesIO()
     torch.save(tensors, buffer)
@@ -268,18 +272,26 @@ def read_checkpoint(path) -> Checkpoint:
     path = check_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint: no such file: {path}")
+    try:
+        return _read_checkpoint(path)
+    except MemoryError:
+        raise ModelFileError(path, "out of memory while reading it") from None
+
+
+def _read_checkpoint(path: Path) -> Checkpoint:
     raw_config, raw_tensors = read_archive(path, KIND, MAX_CONFIG_BYTES)
     config = _check_config(path, parse_json(path, raw_config))
+    del raw_config
     tensors = load_plain_tensors(path, raw_tensors)
+    del raw_tensors
     groups = _TENSOR_GROUPS if config["format_version"] >= 2 else _TENSOR_GROUPS - {"precond"}
     if not isinstance(tensors, dict) or set(tensors) != groups or not all(
             isinstance(group, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                             for k, v in group.items()) for group in tensors.values()):
         raise ModelFileError(path, f"{TENSORS_NAME} is not {sorted(groups)} -> dicts of named tensors")
     tensors.setdefault("precond", {})
-    if "torch" not in tensors["rng"]:
-        raise ModelFileError(path, "the CPU random state is missing")
     checkpoint = Checkpoint(path, config, tensors)
+    check_file_values(path, tensors, checkpoint.history())
     checkpoint.snapshot()  # every optimizer tensor it refers to is present
     return checkpoint
 
@@ -372,7 +384,10 @@ class Checkpointer:
         if checkpoint.step > iters:
             raise ValueError(f"iters: {self.path} is at step {checkpoint.step}, past iters={iters} "
                              f"(iters counts every step of the run, the resumed ones included)")
-        self.latest = checkpoint.snapshot()
+        snapshot = checkpoint.snapshot()
+        check_resumable(checkpoint, snapshot, self.model, self.settings["optimizer"], self.optimizer,
+                        self.generator, self.names)
+        self.latest = snapshot
         restore_training(self.latest, self.model, self.optimizer, self.generator, self.names)
         for name, values in checkpoint.history().items():
             getattr(history, name)[:] = values

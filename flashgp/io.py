@@ -15,9 +15,12 @@ from pathlib import Path
 import torch
 
 from .errors import ModelFileError
+from .file_limits import (check_entries, check_json_cost, check_loaded_tensors, check_torch_archive,
+                          largest_numel, memory_budget, read_entry)
 from .models import GPModel
 from .models.validation import check_device as _check_torch_device
-from .serialize import MODELS, ConfigError, dtype_from_name, dtype_name, model_class, model_name
+from .serialize import (MODELS, ConfigError, declared_size_limit, dtype_from_name, dtype_name, model_class,
+                        model_name)
 
 FORMAT = "flashgp.model"
 FORMAT_VERSION = 1
@@ -102,8 +105,12 @@ def load(path, device=None) -> GPModel:
     Returns a model of the registered class the file names (e.g. an ``ExactGP``).
     Raises ``ModelFileError`` (a ValueError) naming the path for files that are not flashgp
     models, are damaged or truncated, come from a newer format version, name a model class that
-    is not registered, or hold pickled objects other than tensors; ``FileNotFoundError`` when
-    there is no such file.
+    is not registered, or hold pickled objects other than tensors; also, before anything large
+    is allocated, for files that would need more memory than their size warrants
+    (``flashgp.file_limits``: compressed entries inflating beyond 32x the file, bzip2/lzma
+    entries, repeated entries, configs declaring shapes beyond the stored tensors, zero-stride
+    tensors), and instead of MemoryError or an allocator error. ``FileNotFoundError`` when
+    there is no such file, ``PermissionError`` when it cannot be read.
     """
     path = check_path(path)
     device = check_device(device)
@@ -111,11 +118,24 @@ def load(path, device=None) -> GPModel:
         raise ModelFileError(path, "a directory, not a flashgp model file")
     if not path.is_file():
         raise FileNotFoundError(f"path: no such file: {path}")
-    config_bytes, tensor_bytes = read_archive(path)
-    config = check_model_config(path, parse_json(path, config_bytes))
-    tensors = load_plain_tensors(path, tensor_bytes)
-    model = build_model(path, config, tensors)
-    return model if device is None else model.to(device)
+    try:
+        config_bytes, tensor_bytes = read_archive(path)
+        config = check_model_config(path, parse_json(path, config_bytes))
+        tensors = load_plain_tensors(path, tensor_bytes)
+        del config_bytes, tensor_bytes
+        model = build_model(path, config, tensors)
+    except MemoryError:
+        raise ModelFileError(path, "out of memory while reading it") from None
+    return model if device is None else to_device(path, model, device)
+
+
+def to_device(path: Path, model: GPModel, device: torch.device) -> GPModel:
+    """``model.to(device)``; ModelFileError naming ``path`` when it does not fit there (allocator
+    errors are RuntimeErrors: torch.OutOfMemoryError among them)."""
+    try:
+        return model.to(device)
+    except (MemoryError, RuntimeError) as err:
+        raise ModelFileError(path, f"the model does not fit on {device} ({first_line(err)})") from None
 
 
 # ----- arguments and errors ---------------------------------------------------------------------
@@ -144,41 +164,69 @@ def read_archive(path: Path, kind: str = "flashgp model file",
                  max_config_bytes: int = MAX_CONFIG_BYTES) -> tuple[bytes, bytes]:
     """(config.json bytes, tensors.pt bytes) of the zip at ``path``; ``kind`` names it in errors.
 
-    ModelFileError for anything but a zip of exactly those two entries with a config of at most
-    ``max_config_bytes``; FileNotFoundError when there is no file.
+    ModelFileError for anything but a zip of exactly those two entries, each once, stored or
+    deflated, with a config of at most ``max_config_bytes`` and entries declaring together at
+    most ``file_limits.memory_budget`` of the file's size; a config that would cost more than
+    that to parse; a tensors.pt that is not torch's zip format of plain tensors
+    (``file_limits.check_torch_archive``). All checked before anything large is allocated.
+    FileNotFoundError when there is no file; PermissionError when it cannot be read.
     """
     try:
+        size = path.stat().st_size
         with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            if names != {CONFIG_NAME, TENSORS_NAME}:
-                raise ModelFileError(path, f"not a {kind} (expected the entries "
-                                           f"{CONFIG_NAME} and {TENSORS_NAME}, found {sorted(names)[:5]})")
-            if archive.getinfo(CONFIG_NAME).file_size > max_config_bytes:
-                raise ModelFileError(path, f"{CONFIG_NAME} is larger than {max_config_bytes} bytes")
-            return archive.read(CONFIG_NAME), archive.read(TENSORS_NAME)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError) as err:
-        if isinstance(err, FileNotFoundError):
+            infos = check_entries(path, archive, size, (CONFIG_NAME, TENSORS_NAME), kind,
+                                  {CONFIG_NAME: max_config_bytes})
+            config = read_entry(archive, infos[CONFIG_NAME])
+            check_json_cost(path, config, memory_budget(size), kind, CONFIG_NAME)
+            tensors = read_entry(archive, infos[TENSORS_NAME])
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError,
+            RuntimeError) as err:
+        if isinstance(err, (FileNotFoundError, PermissionError)):
             raise
         raise ModelFileError(path, f"not a {kind}, or a truncated or damaged one "
                                    f"({first_line(err)})") from None
+    check_torch_archive(path, tensors, TENSORS_NAME)
+    return config, tensors
 
 
 def parse_json(path: Path, raw: bytes):
-    """The JSON value in ``raw`` (an archive's config.json), else ModelFileError naming ``path``."""
+    """The JSON value in ``raw`` (an archive's config.json), else ModelFileError naming ``path``
+    (also for NaN or Infinity literals, which flashgp never writes, and an object that repeats a
+    key: readers would disagree on which value counts)."""
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys,
+                          parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError
         raise ModelFileError(path, f"{CONFIG_NAME} is not valid JSON ({first_line(err)})") from None
 
 
-def load_plain_tensors(path, raw: bytes):
+def _unique_keys(pairs: list) -> dict:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        keys = [key for key, _ in pairs]
+        repeated = next(key for key in keys if keys.count(key) > 1)
+        raise ValueError(f"the key {repeated!r:.80} appears more than once in one object")
+    return result
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def load_plain_tensors(path, raw: bytes, budget: int | None = None):
     """torch.load of an archive's tensor entry with weights_only=True (no code runs); anything
-    that is not plain tensors and containers raises ModelFileError naming ``path``."""
+    that is not plain tensors and containers raises ModelFileError naming ``path``, as do
+    tensors that are not plain CPU tensors held by their storage (zero-stride expansions) or
+    that together hold more than ``budget`` bytes (default: ``memory_budget(len(raw))``).
+    ``raw`` must have passed ``file_limits.check_torch_archive`` (``read_archive`` does that)."""
     try:
-        return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, TypeError) as err:
+        tensors = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, TypeError,
+            MemoryError, RecursionError) as err:
         raise ModelFileError(path, f"{TENSORS_NAME} is not a plain dict of tensors "
                                    f"(refusing pickled objects): {first_line(err)}") from None
+    check_loaded_tensors(path, tensors, memory_budget(len(raw)) if budget is None else budget, TENSORS_NAME)
+    return tensors
 
 
 def check_model_config(path: Path, config) -> dict:
@@ -226,14 +274,17 @@ def build_model(path: Path, config: dict, tensors) -> GPModel:
         broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if broken:
             raise ConfigError(f"NaN or infinity in the tensors {broken[:5]}")
-        model = cls.from_config({key: config[key] for key in cls.config_keys}, tensors)
+        with declared_size_limit(largest_numel(tensors)):  # no declared shape beyond the data
+            model = cls.from_config({key: config[key] for key in cls.config_keys}, tensors)
         try:
             model.load_state_dict(tensors, strict=True)
         except RuntimeError as err:  # its first line only names the model; the details follow
             details = str(err).split("\n", 1)[-1]
             raise ConfigError("tensors do not match the model: " + " ".join(details.split())[:300]) from None
         _freeze(model, config["frozen"])
-    except (ConfigError, ValueError, TypeError, KeyError, RuntimeError, RecursionError) as err:
+    except (ConfigError, ValueError, TypeError, KeyError, RuntimeError, RecursionError, MemoryError) as err:
+        if isinstance(err, ModelFileError):
+            raise
         raise ModelFileError(path, f"the stored model cannot be rebuilt: {first_line(err)}") from None
     return model
 

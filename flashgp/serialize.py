@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,6 +22,31 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 
 class ConfigError(ValueError):
     """A configuration dict that does not describe an allowlisted flashgp object."""
+
+
+# ----- declared sizes ------------------------------------------------------------------------
+
+_SIZE_LIMIT: ContextVar = ContextVar("flashgp_declared_size_limit", default=None)
+
+
+@contextmanager
+def declared_size_limit(numel: int):
+    """While active, the readers below refuse (ConfigError) a configuration whose declared shapes
+    (batch shapes, ``ard_dims``, a FixedNoise ``shape``, a Linear mean's ``input_dims``) give a
+    parameter or buffer of more than ``numel`` elements, before allocating it. ``fg.load`` passes
+    the largest tensor its file holds: every such tensor must match one of them."""
+    token = _SIZE_LIMIT.set(int(numel))
+    try:
+        yield
+    finally:
+        _SIZE_LIMIT.reset(token)
+
+
+def _check_declared(what: str, numel: int, described: str) -> None:
+    limit = _SIZE_LIMIT.get()
+    if limit is not None and numel > limit:
+        raise ConfigError(f"{what}: {described} declares a tensor of {numel} elements, more than any "
+                          f"stored tensor holds ({limit}); refusing to allocate it")
 
 
 # ----- common argument readers -------------------------------------------------------------
@@ -129,6 +157,10 @@ def kernel_from_config(config: dict, what: str = "kernel") -> K.Kernel:
     args = dict(args)
     if "batch_shape" in args:
         args["batch_shape"] = _shape(args["batch_shape"], f"{what}.batch_shape")
+        ard = args.get("ard_dims")
+        columns = ard if _is_int(ard) and ard > 0 else 1
+        _check_declared(what, math.prod(args["batch_shape"]) * columns,
+                        f"batch_shape {list(args['batch_shape'])} with ard_dims {ard}")
     kernel = _construct(entry.cls, what, *members, **args)
     if entry.args(kernel) != config.get("args", {}):  # e.g. an argument the format does not carry
         raise ConfigError(f"{what}: arguments {config.get('args')} do not round-trip for {name}")
@@ -139,9 +171,13 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _shape(value, what: str) -> tuple:
+def _shape(value, what: str, declares: bool = False) -> tuple:
+    """``value`` (a JSON list of ints >= 0) as a tuple; ``declares``: the shape of a tensor the
+    reader allocates, checked against ``declared_size_limit``."""
     if not isinstance(value, list) or not all(_is_int(v) and v >= 0 for v in value):
         raise ConfigError(f"{what}: expected a list of ints >= 0, got {value!r:.100}")
+    if declares:
+        _check_declared(what, math.prod(value), f"the shape {value!r:.100}")
     return tuple(value)
 
 
@@ -176,7 +212,7 @@ def likelihood_from_config(config: dict):
         if isinstance(floor, bool) or not isinstance(floor, (int, float)):
             raise ConfigError(f"likelihood.noise_floor: expected a number, got {floor!r:.100}")
         return _construct(Gaussian, "likelihood", noise=floor + 1.0, noise_floor=floor,
-                          batch_shape=_shape(args["batch_shape"], "likelihood.batch_shape"))
+                          batch_shape=_shape(args["batch_shape"], "likelihood.batch_shape", True))
     if name == "Bernoulli":
         _check_keys(args, {"points"}, "likelihood")
         return _construct(Bernoulli, "likelihood", points=_points(args["points"]))
@@ -186,9 +222,9 @@ def likelihood_from_config(config: dict):
         if isinstance(df, bool) or not isinstance(df, (int, float)):
             raise ConfigError(f"likelihood.df: expected a number, got {df!r:.100}")
         return _construct(StudentT, "likelihood", df=df, scale=1.0, points=_points(args["points"]),
-                          batch_shape=_shape(args["batch_shape"], "likelihood.batch_shape"))
+                          batch_shape=_shape(args["batch_shape"], "likelihood.batch_shape", True))
     _check_keys(args, {"shape"}, "likelihood")
-    shape = _shape(args["shape"], "likelihood.shape")
+    shape = _shape(args["shape"], "likelihood.shape", True)
     return _construct(FixedNoise, "likelihood", torch.ones(shape))
 
 
@@ -219,14 +255,16 @@ def mean_from_config(config: dict):
         return Zero()
     if name == "Constant":
         _check_keys(args, {"batch_shape"}, "mean")
-        return Constant(batch_shape=_shape(args["batch_shape"], "mean.batch_shape"))
+        return Constant(batch_shape=_shape(args["batch_shape"], "mean.batch_shape", True))
     _check_keys(args, {"input_dims", "bias", "batch_shape"}, "mean")
     if not _is_int(args["input_dims"]):
         raise ConfigError(f"mean.input_dims: expected an int, got {args['input_dims']!r:.100}")
     if not isinstance(args["bias"], bool):
         raise ConfigError(f"mean.bias: expected a bool, got {args['bias']!r:.100}")
-    return _construct(LinearMean, "mean", args["input_dims"], bias=args["bias"],
-                      batch_shape=_shape(args["batch_shape"], "mean.batch_shape"))
+    batch = _shape(args["batch_shape"], "mean.batch_shape")
+    _check_declared("mean", math.prod(batch) * max(args["input_dims"], 1),
+                    f"input_dims {args['input_dims']} with batch_shape {list(batch)}")
+    return _construct(LinearMean, "mean", args["input_dims"], bias=args["bias"], batch_shape=batch)
 
 
 # ----- solvers -------------------------------------------------------------------------------
