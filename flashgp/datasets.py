@@ -177,11 +177,22 @@ def _check_args(split, n_splits: int, max_train, dtype) -> None:
 
 
 def _mean_std(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and (population) standard deviations; zero deviations become 1."""
-    mean = a.mean(axis=0)
-    std = a.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
-    return mean, std
+    """Column means (d,) and (population) standard deviations (d,) of a (n, d); a column that
+    is constant up to rounding gets 1 (``flashgp.tables.spread``: no overflow for values near
+    the float64 range, no tiny-unit column taken for a constant)."""
+    from .tables import spread
+    return a.mean(axis=0), spread(a)
+
+
+def _tensor(a: np.ndarray, dtype: torch.dtype, what: str, folder: Path) -> Tensor:
+    """``a`` as a tensor of ``dtype``; ValueError when its values overflow that dtype (they would
+    turn into inf silently: 1e5 in float16, 1e39 in float32)."""
+    limit = torch.finfo(dtype).max
+    peak = float(np.abs(a).max()) if a.size else 0.0
+    if peak > limit:
+        raise ValueError(f"dtype: {what} of {folder} reach {peak:.3g}, beyond {dtype}'s largest value "
+                         f"{limit:.3g}; use standardize=True or a wider dtype")
+    return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
 
 
 def load_uci(name_or_path, split: int = 0, root=None, standardize: bool = True,
@@ -225,8 +236,8 @@ def load_uci(name_or_path, split: int = 0, root=None, standardize: bool = True,
         x_train, x_test = (x_train - x_mean) / x_std, (x_test - x_mean) / x_std
         y_train, y_test = (y_train - y_mean) / y_std, (y_test - y_mean) / y_std
 
-    def tensor(a):
-        return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
-
-    return Dataset(tensor(x_train), tensor(y_train), tensor(x_test), tensor(y_test),
-                   y_mean, y_std, folder.name, tensor(x_mean), tensor(x_std))
+    parts = {"training inputs": x_train, "training targets": y_train, "test inputs": x_test,
+             "test targets": y_test, "input means": x_mean, "input scales": x_std}
+    t = {what: _tensor(a, dtype, f"the {what}", folder) for what, a in parts.items()}
+    return Dataset(t["training inputs"], t["training targets"], t["test inputs"], t["test targets"],
+                   y_mean, y_std, folder.name, t["input means"], t["input scales"])
