@@ -32,7 +32,8 @@ class Dataset:
         y_mean, y_std: the statistics used to standardize the target (0 and 1 when
             ``standardize=False``); original units are ``y * y_std + y_mean``.
         name: the data set's name (its folder name).
-        x_mean, x_std: (d,) the statistics used to standardize the inputs.
+        x_mean, x_std: (d,) the statistics used to standardize the inputs, float64 whatever the
+            dtype of the data (like y_mean and y_std: float16 could not hold them).
     """
 
     x_train: Tensor
@@ -69,8 +70,11 @@ class Dataset:
         def move(t):
             return None if t is None else t.to(device=device, dtype=dtype)
 
+        def stats(t):  # the statistics stay float64
+            return None if t is None else t.to(device=device)
+
         return Dataset(move(self.x_train), move(self.y_train), move(self.x_test), move(self.y_test),
-                       self.y_mean, self.y_std, self.name, move(self.x_mean), move(self.x_std))
+                       self.y_mean, self.y_std, self.name, stats(self.x_mean), stats(self.x_std))
 
 
 def _is_dataset_dir(path: Path) -> bool:
@@ -237,7 +241,7 @@ def load_uci(name_or_path, split: int = 0, root=None, standardize: bool = True,
         y_train, y_test = (y_train - y_mean) / y_std, (y_test - y_mean) / y_std
 
     parts = {"training inputs": x_train, "training targets": y_train, "test inputs": x_test,
-             "test targets": y_test, "input means": x_mean, "input scales": x_std}
+             "test targets": y_test}
     t = {what: _tensor(a, dtype, f"the {what}", folder) for what, a in parts.items()}
     return Dataset(t["training inputs"], t["training targets"], t["test inputs"], t["test targets"],
-                   y_mean, y_std, folder.name, t["input means"], t["input scales"])
+                   y_mean, y_std, folder.name, torch.as_tensor(x_mean), torch.as_tensor(x_std))

@@ -39,4 +39,6 @@ def test_values_that_overflow_the_dtype_are_refused(tmp_path, xy, dtype, factor)
     x, y = xy
     with pytest.raises(ValueError, match=rf"^dtype: the training inputs of .*set reach .* beyond {dtype}"):
         load_uci(uci_folder(tmp_path, x * factor, y), standardize=False, dtype=dtype)
-    assert load_uci(tmp_path / "set", dtype=dtype).x_train.isfinite().all()  # standardized: fine
+    data = load_uci(tmp_path / "set", dtype=dtype)  # standardized: fine, statistics kept in float64
+    assert data.x_train.dtype == dtype and data.x_train.isfinite().all()
+    assert data.x_mean.dtype == torch.float64 and data.x_mean.min() > 1e4
