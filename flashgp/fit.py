@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import Checkpointer
 from .errors import FitInterrupted, NotPSDError, NumericalWarning
+from .fit_signals import TerminationHandler
 from .fit_warnings import WarningDigest, noise_floor_message
 from .io import registered_name
 from .models import GPModel
@@ -43,21 +46,30 @@ class History:
         return len(self.loss)
 
 
-def _check_args(model, optimizer, lr, iters, callback=None, seed=None):
+def _is_integer(value) -> bool:
+    """An int or a numpy/other integral scalar (``numbers.Integral``), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_args(model, optimizer, lr, iters, callback=None, seed=None) -> tuple[str, float, int, int | None]:
+    """(optimizer, lr, iters, seed) as plain Python values (numpy scalars accepted, as the
+    estimator accepts them), else ValueError/TypeError naming the argument."""
     if not isinstance(model, GPModel):
         raise TypeError(f"model: expected a flashgp model (a flashgp.models.GPModel such as ExactGP), "
                         f"got {type(model).__name__}")
-    if optimizer not in OPTIMIZERS:
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
+    if (isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real) or not lr > 0
+            or not math.isfinite(lr)):
         raise ValueError(f"lr: expected a finite number > 0, got {lr!r}")
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+    if not _is_integer(iters) or iters < 0:
         raise ValueError(f"iters: expected an int >= 0, got {iters!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a function callback(step, loss, model) or None, "
                         f"got {type(callback).__name__}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+    if seed is not None and not _is_integer(seed):
         raise TypeError(f"seed: expected an int or None, got {seed!r}")
+    return str(optimizer), float(lr), int(iters), None if seed is None else int(seed)
 
 
 def _parameter_summary(model) -> str:
@@ -112,7 +124,7 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
         ``step_seconds`` and ``diagnostics`` for every step of the run (restored ones included),
         ``start_step`` (0, or the resumed step) and ``warnings``.
     """
-    _check_args(model, optimizer, lr, iters, callback, seed)
+    optimizer, lr, iters, seed = _check_args(model, optimizer, lr, iters, callback, seed)
     path, every = _check_checkpoint_args(model, checkpoint, checkpoint_every, resume)
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
@@ -130,6 +142,21 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
                              {"optimizer": optimizer, "lr": lr, "seed": seed})
         if resume and path.exists():
             history.start_step = saver.resume(history, iters)
+    terminate = TerminationHandler(active=saver is not None)
+    try:
+        with terminate:
+            _run(model, opt, optimizer, seed, generator, iters, history, saver, path, progress, callback)
+    except FitInterrupted:
+        terminate.forward()  # SIGTERM: a previous Python handler gets it too, once the file is written
+        raise
+    _warn_noise_floor(model, history)
+    return history
+
+
+def _run(model, opt, optimizer: str, seed, generator, iters: int, history: History, saver, path,
+         progress: bool, callback) -> None:
+    """The steps of ``fit`` from ``history.start_step`` to ``iters`` (see there), with the
+    checkpoint writes of ``saver`` and the rescue of the last completed step on any exception."""
     bar = tqdm(range(history.start_step, iters), disable=not progress, desc=f"fit ({optimizer})",
                leave=True, initial=history.start_step, total=iters)
     digest = WarningDigest()
@@ -180,7 +207,7 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
             saver.save(history)  # the end, or an early stop: the last completed step
     except BaseException as err:
         bar.close()
-        digest.summarize(len(history.loss) - history.start_step)
+        digest.summarize(len(history.loss) - history.start_step, stacklevel=4)
         if saver is None or isinstance(err, FitInterrupted):
             raise
         saved = saver.rescue(history)
@@ -188,9 +215,7 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
             raise FitInterrupted(saver.latest.step, str(path), history) from err
         raise
     bar.close()
-    digest.summarize(len(history.loss) - history.start_step)
-    _warn_noise_floor(model, history)
-    return history
+    digest.summarize(len(history.loss) - history.start_step, stacklevel=4)
 
 
 def _warn_noise_floor(model, history: History) -> None:
@@ -206,11 +231,12 @@ def _warn_noise_floor(model, history: History) -> None:
 
 def _check_checkpoint_args(model, checkpoint, checkpoint_every, resume) -> tuple[Path | None, int]:
     """(checkpoint as a Path or None, steps between checkpoints), or ValueError/TypeError."""
-    if not isinstance(resume, bool):
+    if not isinstance(resume, (bool, np.bool_)):
         raise ValueError(f"resume: expected True or False, got {resume!r}")
-    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(
-            checkpoint_every, int) or checkpoint_every < 1):
+    resume = bool(resume)
+    if checkpoint_every is not None and (not _is_integer(checkpoint_every) or checkpoint_every < 1):
         raise ValueError(f"checkpoint_every: expected an int >= 1, got {checkpoint_every!r}")
+    checkpoint_every = None if checkpoint_every is None else int(checkpoint_every)
     if checkpoint is None:
         if resume:
             raise ValueError("resume: resume=True needs checkpoint=PATH (the file to resume from)")
@@ -236,6 +262,6 @@ def _stop(history: History, step: int, model, value: float, reason: str | None =
     cause = reason or f"the loss is {value} (not finite)"
     message = (f"fit stopped at step {step}: {cause}; the step was not applied. "
                f"Parameters: {_parameter_summary(model)}")
-    warnings.warn(message, NumericalWarning, stacklevel=3)
+    warnings.warn(message, NumericalWarning, stacklevel=4)  # _stop, _run, fit, the caller
     history.stopped_early = message
     return history

@@ -301,14 +301,21 @@ def _freeze(model: GPModel, names) -> None:
 
 def write_archive(path: Path, entries: dict[str, bytes]) -> None:
     """Write a zip of ``entries`` (entry name -> bytes, stored uncompressed) to a temporary file
-    next to ``path``, then rename it over ``path``: ``path`` never holds a partial file."""
+    next to ``path``, then rename it over ``path``: ``path`` never holds a partial file.
+
+    An OSError (PermissionError when the folder is read-only, no space left, ...) names ``path``,
+    not the hidden temporary file (``err.filename == str(path)``); the temporary file is removed.
+    """
     folder = path.parent
     if path.is_dir():
         raise ValueError(f"path: {path} is a directory")
     if not folder.is_dir():
         raise FileNotFoundError(f"path: the folder {folder} does not exist")
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _naming(err, path) from None
     try:
         os.chmod(tmp, mode)  # mkstemp makes 0600 files; keep the mode of an existing file
         with os.fdopen(fd, "wb") as handle:
@@ -318,9 +325,20 @@ def write_archive(path: Path, entries: dict[str, bytes]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(err, OSError) and err.errno is not None:
+            raise _naming(err, path) from None
         raise
+
+
+def _naming(err: OSError, path: Path) -> OSError:
+    """``err`` (same class and errno) about ``path``: "[Errno 13] Permission denied (writing
+    via a temporary file in its folder): '/folder/m.fgp'"."""
+    if err.errno is None:
+        return err
+    reason = err.strerror or os.strerror(err.errno)
+    return type(err)(err.errno, f"{reason} (writing via a temporary file in its folder)", str(path))
