@@ -193,6 +193,9 @@ def _error_cases(f):
         "predict non-numeric feature": (["predict", model, f["text_a"], "--out", x_csv], 1,
                                         "'a' (line 3: 'oops')"),
         "demo unknown dataset": (["demo", "--dataset", "nosuchset", "--iters", "1"], 1, "--dataset"),
+        "fit out is the data": ([*fit, *ab, "--out", f["train"]], 2, "--out: " + f["train"] + " is the same file as DATA"),
+        "predict out is the model": (["predict", model, f["test"], "--out", model], 2,
+                                     "--out: " + model + " is the same file as MODEL"),
     }
     if not torch.cuda.is_available():
         cases["cuda unavailable"] = ([*fit, *ab, "--device", "cuda"], 1, "--device: cuda requested")
@@ -214,7 +217,7 @@ def test_error_is_one_line_with_exit_status(files, fitted, capsys, name):
     assert text in lines[0] and captured.out == ""
 
 
-@pytest.mark.parametrize("name", ["missing file", "test size above 1"])
+@pytest.mark.parametrize("name", ["missing file", "test size above 1", "fit out is the data"])
 def test_exit_status_through_python_m_flashgp(files, name):
     """The process exit status and the single stderr line, for an input error and a usage error."""
     argv, code, text = _error_cases(files)[name]

@@ -70,6 +70,22 @@ def test_a_sidecar_digest_is_checked(tmp_path):
     assert code == 1 and "belongs to another model file" in err and not (tmp_path / "q.csv").exists()
 
 
+@pytest.mark.parametrize("units", [1e160, 1e-160])
+def test_targets_near_the_float64_range_give_finite_metrics(tmp_path, units):
+    rng = np.random.default_rng(0)
+    ab = rng.uniform(-2, 2, (30, 2))
+    text = "a,b,y\n" + "".join(f"{a},{b},{(np.sin(a) + b) * units}\n" for a, b in ab)
+    (tmp_path / "d.csv").write_text(text)
+    code, out, err = run_main(["fit", tmp_path / "d.csv", "--target", "y", "--iters", 5, "--test-size", 0.2,
+                               "--out", tmp_path / "m.fgp", "--json"])
+    assert code == 0, err
+    test = json.loads(out)["test"]
+    assert 0 < test["rmse"] < 2 * units and np.isfinite(test["nll"])
+    code, out, err = run_main(["predict", tmp_path / "m.fgp", tmp_path / "d.csv", "--out", tmp_path / "p.csv", "--json"])
+    assert code == 0 and np.isfinite(json.loads(out)["metrics"]["nll"])
+    assert 0 < read_column(tmp_path / "p.csv", "std").max() < 2 * units
+
+
 def test_predict_reads_a_bundle_written_before_as_fg_load_reads_models(tmp_path):
     """The bundle's model is the one fit trained (same tensors as the bare model of a pair)."""
     old = legacy_pair(tmp_path)
