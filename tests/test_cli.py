@@ -193,7 +193,8 @@ def _error_cases(f):
         "predict non-numeric feature": (["predict", model, f["text_a"], "--out", x_csv], 1,
                                         "'a' (line 3: 'oops')"),
         "demo unknown dataset": (["demo", "--dataset", "nosuchset", "--iters", "1"], 1, "--dataset"),
-        "fit out is the data": ([*fit, *ab, "--out", f["train"]], 2, "--out: " + f["train"] + " is the same file as DATA"),
+        "fit out is the data": ([*fit, *ab, "--out", f["train"]], 2,
+                                "--out: " + f["train"] + " is the same file as DATA"),
         "predict out is the model": (["predict", model, f["test"], "--out", model], 2,
                                      "--out: " + model + " is the same file as MODEL"),
     }

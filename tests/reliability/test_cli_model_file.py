@@ -81,7 +81,8 @@ def test_targets_near_the_float64_range_give_finite_metrics(tmp_path, units):
     assert code == 0, err
     test = json.loads(out)["test"]
     assert 0 < test["rmse"] < 2 * units and np.isfinite(test["nll"])
-    code, out, err = run_main(["predict", tmp_path / "m.fgp", tmp_path / "d.csv", "--out", tmp_path / "p.csv", "--json"])
+    code, out, err = run_main(["predict", tmp_path / "m.fgp", tmp_path / "d.csv", "--out", tmp_path / "p.csv",
+                               "--json"])
     assert code == 0 and np.isfinite(json.loads(out)["metrics"]["nll"])
     assert 0 < read_column(tmp_path / "p.csv", "std").max() < 2 * units
 
@@ -115,7 +116,8 @@ def bad_number(value):
 
 
 CASES = [
-    Case("sidecar/negative-y-std", sidecar_case(bad_number(-2.0)), Exits(1, r"y_std: expected a finite number > 0, got -2.0")),
+    Case("sidecar/negative-y-std", sidecar_case(bad_number(-2.0)),
+         Exits(1, r"y_std: expected a finite number > 0, got -2.0")),
     Case("sidecar/zero-x-std", sidecar_case(lambda m: m["x_std"].__setitem__(1, 0)),
          Exits(1, r"x_std: expected a finite number > 0 at entry 1, got 0")),
     Case("sidecar/nan-x-mean", sidecar_case(lambda m: m["x_mean"].__setitem__(0, float("nan"))),

@@ -167,7 +167,8 @@ CASES = [
          Raises(M, r"a bare model file \(fg.save\) without the data scaling")),
     Case("estimator-file/not-a-zip", lambda t: ((t / "x.fgp").write_bytes(b"junk"), GPRegressor.load(t / "x.fgp"))[-1],
          Raises(M, r"not a flashgp model file")),
-    Case("estimator-file/missing", lambda t: GPRegressor.load(t / "none.fgp"), Raises(FileNotFoundError, r"no such file")),
+    Case("estimator-file/missing", lambda t: GPRegressor.load(t / "none.fgp"),
+         Raises(FileNotFoundError, r"no such file")),
 ]
 
 
