@@ -184,6 +184,17 @@ def test_the_command_line_refuses_an_estimator_file(tmp_path):
     assert code == 1 and "written by GPRegressor.save" in err and "GPRegressor.load" in err
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+def test_bundles_get_the_model_files_limits(tmp_path):
+    """Bundles are read by flashgp.io's archive reader: a second config.json is refused, as in
+    model files (the resource limits of flashgp.io apply to estimator and CLI files alike)."""
+    path = fitted_regressor().save(tmp_path / "gp.fgp")
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("config.json", "{}")
+    with pytest.raises(fg.ModelFileError):
+        GPRegressor.load(path)
+
+
 def test_tensors_are_plain(tmp_path):
     path = fitted_regressor().save(tmp_path / "gp.fgp")
     with zipfile.ZipFile(path) as archive:
