@@ -1,5 +1,6 @@
 # Posterior (and predictive) distributions over test points: mean, variance, covariance
 # operator, samples and confidence regions.
-from .posterior import DenseDowndated, Downdated, MarginalOnly, Posterior
+from .covariances import DenseDowndated, Downdated, FactorDowndated, MarginalOnly, PosteriorCovariance
+from .posterior import Posterior
 
-__all__ = ["Posterior", "Downdated", "DenseDowndated", "MarginalOnly"]
+__all__ = ["Posterior", "PosteriorCovariance", "Downdated", "FactorDowndated", "DenseDowndated", "MarginalOnly"]

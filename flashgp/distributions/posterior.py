@@ -1,5 +1,5 @@
 # A Gaussian over m test points given by its mean and a covariance operator
-# prior(x*, x*) - A B^T (the downdate by the training data), plus optional noise.
+# prior(x*, x*) - A B^T (the downdate by the training data, covariances.py), plus optional noise.
 from __future__ import annotations
 
 import math
@@ -11,98 +11,15 @@ import torch
 from ..errors import NotPSDError, NumericalWarning
 from ..linalg.cholesky import safe_cholesky
 from ..operators.base import Operator
-from ..shapes import broadcast_shapes
+from .covariances import (MAX_DENSE_BYTES, DenseDowndated, Downdated, FactorDowndated, MarginalOnly,  # noqa: F401
+                          PosteriorCovariance, _size)
 
+# joint samples need a dense m x m covariance and its Cholesky factor: at most this many points
 MAX_DENSE_SAMPLE = 8192
-
-
-class Downdated(Operator):
-    """prior - left @ right^T, shape (*batch, m, m), never formed densely.
-
-    prior: Operator (*batch, m, m) (the kernel at the test points); left, right: (*batch, m, k).
-    With left == right == K_*X R (R R^T ~ K_hat^{-1}) this is the posterior covariance.
-    ``variances`` (*batch, m): more accurate marginal variances (certified CG solves). The
-    operator is then S (prior - left right^T) S with S = diag(sqrt(variances / its diagonal)):
-    the correlations of the low-rank form with these variances, PSD whenever it is (a congruence;
-    replacing the diagonal alone made LOVE covariances indefinite, down to -0.19 of the largest
-    eigenvalue in benchmarks/variance_accuracy.py).
-    """
-
-    def __init__(self, prior: Operator, left: torch.Tensor, right: torch.Tensor,
-                 variances: torch.Tensor | None = None):
-        self.prior, self.left, self.right = prior, left, right
-        self.shape = torch.Size((*broadcast_shapes(prior.batch_shape, left.shape[:-2]), *prior.shape[-2:]))
-        self.dtype, self.device = prior.dtype, prior.device
-        self.scale = None
-        if variances is not None:
-            base = self._low_rank_diagonal()
-            ok = (base > 0) & (variances > 0)
-            self.scale = torch.where(ok, (variances.clamp_min(0) / torch.where(ok, base, 1.0)).sqrt(), 0.0)
-
-    def _low_rank_diagonal(self):
-        return self.prior.diagonal() - (self.left * self.right).sum(-1)
-
-    def _matmul(self, rhs):
-        if self.scale is not None:
-            rhs = self.scale.unsqueeze(-1) * rhs
-        out = self.prior._matmul(rhs) - self.left @ (self.right.transpose(-1, -2) @ rhs)
-        return out if self.scale is None else self.scale.unsqueeze(-1) * out
-
-    def diagonal(self):
-        diag = self._low_rank_diagonal()
-        return diag if self.scale is None else diag * self.scale.square()
-
-    def rows(self, index):
-        down = self.left[..., index, :] if index.dim() == 1 else self.left.gather(
-            -2, index.unsqueeze(-1).expand(*index.shape, self.left.shape[-1]))
-        out = self.prior.rows(index) - down @ self.right.transpose(-1, -2)
-        if self.scale is None:
-            return out
-        picked = self.scale[..., index] if index.dim() == 1 else self.scale.gather(-1, index)
-        return picked.unsqueeze(-1) * out * self.scale.unsqueeze(-2)
-
-
-class DenseDowndated(Operator):
-    """prior - D with D (*batch, m, m) a dense symmetric downdate (certified CG solves:
-    D = K_*X X + X^T R for solutions X and residuals R = K_*X^T - K_hat X, which is
-    K_*X K_hat^{-1} K_X* minus a PSD error term, so prior - D is PSD whenever the exact
-    posterior covariance is)."""
-
-    def __init__(self, prior: Operator, downdate: torch.Tensor):
-        self.prior, self.downdate = prior, 0.5 * (downdate + downdate.transpose(-1, -2))
-        self.shape = torch.Size((*broadcast_shapes(prior.batch_shape, downdate.shape[:-2]), *prior.shape[-2:]))
-        self.dtype, self.device = prior.dtype, prior.device
-
-    def _matmul(self, rhs):
-        return self.prior._matmul(rhs) - self.downdate @ rhs
-
-    def diagonal(self):
-        return self.prior.diagonal() - self.downdate.diagonal(dim1=-2, dim2=-1)
-
-    def rows(self, index):
-        down = self.downdate[..., index, :] if index.dim() == 1 else self.downdate.gather(
-            -2, index.unsqueeze(-1).expand(*index.shape, self.downdate.shape[-1]))
-        return self.prior.rows(index) - down
-
-
-class MarginalOnly(Operator):
-    """A covariance (*batch, m, m) known only by its diagonal ``variances`` (*batch, m): local
-    variances (``CG(local_neighbors=...)``) come without covariances between test points."""
-
-    def __init__(self, variances: torch.Tensor):
-        self.variances = variances
-        self.shape = torch.Size((*variances.shape, variances.shape[-1]))
-        self.dtype, self.device = variances.dtype, variances.device
-
-    def _unknown(self, *args):
-        raise ValueError("covariance: only marginal variances are known (local variances, "
-                         "CG(local_neighbors=k)); for covariances or joint samples predict with "
-                         "local_neighbors=0 (LOVE) or within CG(exact_var_max=...)")
-
-    _matmul = rows = _unknown
-
-    def diagonal(self):
-        return self.variances
+# ``sample`` refuses to return more values than this (num_samples * batch * m; 2**27 values are
+# 1 GiB in float64), and draws SAMPLE_CHUNK_VALUES at a time (its float64 temporaries)
+MAX_SAMPLE_VALUES = 2**27
+SAMPLE_CHUNK_VALUES = 2**22
 
 
 class Posterior:
@@ -113,30 +30,57 @@ class Posterior:
         covariance: an Operator (*batch, m, m) (use ``.to_dense()`` for small m).
         noise: (*batch, m) observation noise added to the variance (predictive), or None.
         diagnostics: dict shared with the model (variance clamps are recorded there).
+
+    Variances are never negative (``latent_variance`` clamps round-off below 0 and counts it in
+    diagnostics) and never silently NaN (a NaN or infinite variance raises ValueError).
     """
 
     def __init__(self, mean: torch.Tensor, covariance: Operator, noise: torch.Tensor | None = None,
                  diagnostics: dict | None = None):
         self.mean = mean
         self.covariance = covariance
-        self.noise = noise
         self.diagnostics = {} if diagnostics is None else diagnostics
+        self._latent = None
+        self.noise = noise
+
+    @property
+    def noise(self) -> torch.Tensor | None:
+        """Observation noise variances (*batch, m) added to ``variance``, or None (latent)."""
+        return self._noise
+
+    @noise.setter
+    def noise(self, value: torch.Tensor | None) -> None:
+        if value is not None and not bool((torch.isfinite(value) & (value >= 0)).all()):
+            raise ValueError(f"noise: expected finite non-negative noise variances, got min {float(value.min()):.3g}")
+        self._noise = value
         self._variance = None
 
     @property
-    def variance(self) -> torch.Tensor:
-        """Marginal variances (*batch, m), never negative: clamps are counted in diagnostics."""
-        if self._variance is None:
+    def latent_variance(self) -> torch.Tensor:
+        """Marginal variances of f (*batch, m), without noise; computed once. Negative values
+        (round-off) are clamped to 0 and counted in diagnostics (variance_clamped,
+        variance_min_before_clamp); NaN or infinity raises ValueError."""
+        if self._latent is None:
             var = self.covariance.diagonal()
-            floor = 0.0
-            negative = int((var < floor).sum())
+            negative, bad = torch.stack([(var < 0).sum(), (~torch.isfinite(var)).sum()]).tolist()  # one sync
+            if bad:
+                raise ValueError(f"variance: {bad} of {var.numel()} posterior variances are NaN or "
+                                 "infinite (non-finite parameters, or kernel values overflowing "
+                                 f"{str(var.dtype).replace('torch.', '')}); check the model's parameters and "
+                                 "scale the inputs")
             self.diagnostics["variance_clamped"] = negative
             if negative:
                 self.diagnostics["variance_min_before_clamp"] = float(var.min())
-            var = var.clamp_min(floor)
-            if self.noise is not None:
-                var = var + self.noise
-            self._variance = var
+            self._latent = var.clamp_min(0.0)
+        return self._latent
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """Marginal variances (*batch, m): ``latent_variance`` plus ``noise`` (if any); never
+        negative or NaN."""
+        if self._variance is None:
+            var = self.latent_variance
+            self._variance = var if self.noise is None else var + self.noise
         return self._variance
 
     @property
@@ -162,15 +106,29 @@ class Posterior:
         if m > MAX_DENSE_SAMPLE:
             raise ValueError(f"sample: joint samples need a dense {m} x {m} covariance; "
                              f"sample at most {MAX_DENSE_SAMPLE} points at a time")
+        per_sample = self.mean.numel()
+        total = num_samples * per_sample
+        if total > MAX_SAMPLE_VALUES:
+            itemsize = self.mean.dtype.itemsize
+            raise ValueError(
+                f"num_samples: {num_samples:,} samples of {per_sample:,} values make {total:,} values "
+                f"({_size(total * itemsize)} in {str(self.mean.dtype).replace('torch.', '')}), above the limit of "
+                f"{MAX_SAMPLE_VALUES:,} (distributions.posterior.MAX_SAMPLE_VALUES); draw at most "
+                f"{max(1, MAX_SAMPLE_VALUES // per_sample):,} at a time (a loop of sample(k, generator=g)) "
+                "or sample fewer test points")
         cov = self.covariance.to_dense().detach().double()
         cov = 0.5 * (cov + cov.transpose(-1, -2))  # iterative solves leave it slightly asymmetric
         if self.noise is not None:
             cov = cov + torch.diag_embed(self.noise.detach().double())
         chol = self._sampling_root(cov)
-        eps = torch.randn(num_samples, *chol.shape[:-1], 1, dtype=torch.float64, device=chol.device,
-                          generator=generator)
-        draws = (chol @ eps).squeeze(-1).to(self.mean.dtype)
-        return self.mean.detach() + draws
+        mean = self.mean.detach()
+        step = max(1, SAMPLE_CHUNK_VALUES // per_sample)  # samples per draw: bounded temporaries
+        draws = []
+        for begin in range(0, num_samples, step):
+            eps = torch.randn(min(step, num_samples - begin), *chol.shape[:-1], 1, dtype=torch.float64,
+                              device=chol.device, generator=generator)
+            draws.append(mean + (chol @ eps).squeeze(-1).to(mean.dtype))
+        return draws[0] if len(draws) == 1 else torch.cat(draws)
 
     def _sampling_root(self, cov: torch.Tensor) -> torch.Tensor:
         """A root R (R R^T = cov) by Cholesky with jitter; if the covariance is indefinite

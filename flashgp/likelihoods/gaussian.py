@@ -176,28 +176,59 @@ class FixedNoise(GaussianNoise):
 
     At prediction time pass the test points' variances to ``model.predict(x, noise=...)``;
     without them the mean training noise is used.
+
+    The variances must be finite and positive wherever they enter: the constructor, assignment
+    (``likelihood.noise = values``: cast to the likelihood's dtype and device) and
+    ``load_state_dict`` (a model file; the bad tensor is then not loaded and torch's RuntimeError
+    names it). Edits in place are checked when the variances are next used (``noise_diag``,
+    at each change of the tensor's version counter; edits through ``.data`` by the model's
+    prediction cache, which checks the values it is built from).
     """
 
     def __init__(self, noise: torch.Tensor):
         super().__init__()
-        exact, given = None, noise
-        try:
-            noise = torch.as_tensor(noise)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(f"noise: expected a tensor of variances, got {type(noise).__name__}") from err
-        if noise.is_complex() or noise.dtype == torch.bool:
-            raise TypeError(f"noise: expected real variances, got {noise.dtype}")
-        if not isinstance(given, torch.Tensor) and not hasattr(given, "dtype"):
-            # Python numbers: kept at float64 precision for a float64 model (see ExactValues)
-            exact = torch.as_tensor(given, dtype=torch.float64)
-            noise = exact.to(torch.get_default_dtype())
-        if not noise.is_floating_point():
-            noise = noise.to(torch.get_default_dtype())
-        if noise.dim() < 1 or not torch.all(torch.isfinite(noise)) or torch.any(noise <= 0):
-            raise ValueError("noise: expected a (*batch, n) tensor of finite positive variances")
+        noise, exact = _noise_values(noise, "noise")
         self.register_buffer("noise", noise)
         if exact is not None:
             self.remember_exact("noise", exact, "plain")
+
+    def __setattr__(self, name, value):
+        buffers = self.__dict__.get("_buffers")
+        if name == "noise" and buffers is not None and "noise" in buffers:
+            current = buffers["noise"]
+            value, exact = _noise_values(value, "noise", like=current)
+            super().__setattr__(name, value)
+            self._checked = None
+            if exact is not None:
+                self.remember_exact("noise", exact, "plain")
+            return
+        super().__setattr__(name, value)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        key = prefix + "noise"
+        value = state_dict.get(key)
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            problem = _noise_problem(value)
+            if problem is not None:
+                error_msgs.append(f"{key}: expected finite positive noise variances, got {problem}")
+                state_dict = {**state_dict, key: self.noise}  # keep the current variances
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        self._checked = None
+
+    def _checked_noise(self) -> torch.Tensor:
+        """The training variances, checked (finite, > 0) once per version of the tensor."""
+        noise = self.noise
+        key = (noise._version, noise.untyped_storage().data_ptr())
+        if self.__dict__.get("_checked") != key:
+            problem = _noise_problem(noise)
+            if problem is not None:
+                raise ValueError(f"noise: expected finite positive noise variances in the FixedNoise "
+                                 f"likelihood, got {problem} (changed in place after it was set); assign "
+                                 "valid ones (likelihood.noise = values)")
+            self._checked = key
+        return noise
 
     @property
     def batch_shape(self) -> torch.Size:
@@ -205,9 +236,10 @@ class FixedNoise(GaussianNoise):
 
     def noise_diag(self, n: int, noise: torch.Tensor | None = None) -> torch.Tensor:
         if noise is None:
-            if self.noise.shape[-1] == n:
-                return self.noise
-            return self.noise.mean(-1, keepdim=True).expand(*self.noise.shape[:-1], n)
+            train = self._checked_noise()
+            if train.shape[-1] == n:
+                return train
+            return train.mean(-1, keepdim=True).expand(*train.shape[:-1], n)
         try:
             noise = torch.as_tensor(noise, device=self.noise.device)
         except (TypeError, ValueError, RuntimeError):
@@ -219,3 +251,43 @@ class FixedNoise(GaussianNoise):
             raise ValueError(f"noise: expected {n} finite non-negative variances, got shape "
                              f"{tuple(noise.shape)} (min {float(noise.min()) if noise.numel() else 'n/a'})")
         return noise
+
+
+def _noise_problem(noise: torch.Tensor) -> str | None:
+    """What is wrong with variances ``noise`` (non-finite or <= 0 entries), or None."""
+    bad = ~torch.isfinite(noise) | (noise <= 0)
+    if noise.dim() < 1:
+        return f"a scalar of shape {tuple(noise.shape)}; expected shape (*batch, n)"
+    if not bool(bad.any()):
+        return None
+    finite = noise[torch.isfinite(noise)]
+    low = f"min {float(finite.min()):.3g}" if finite.numel() else "none finite"
+    return f"{int(bad.sum())} of {noise.numel()} not finite and positive ({low})"
+
+
+def _noise_values(noise, name: str, like: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(variances as a real tensor, their float64 values when given as Python numbers, else None);
+    ValueError/TypeError naming ``name`` for anything but a (*batch, n) tensor of finite positive
+    variances. ``like``: the current variances, whose dtype and device the result takes."""
+    exact, given = None, noise
+    if noise is None or isinstance(noise, (str, bytes, bool)):
+        raise TypeError(f"{name}: expected a tensor of variances, got {type(noise).__name__}")
+    try:
+        noise = torch.as_tensor(noise)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name}: expected a tensor of variances, got {type(noise).__name__}") from err
+    if noise.is_complex() or noise.dtype == torch.bool:
+        raise TypeError(f"{name}: expected real variances, got {noise.dtype}")
+    if not isinstance(given, torch.Tensor) and not hasattr(given, "dtype"):
+        # Python numbers: kept at float64 precision for a float64 model (see ExactValues)
+        exact = torch.as_tensor(given, dtype=torch.float64)
+        noise = exact.to(torch.get_default_dtype())
+    if not noise.is_floating_point():
+        noise = noise.to(torch.get_default_dtype())
+    if like is not None:
+        noise = noise.to(dtype=like.dtype, device=like.device)
+    noise = noise.clone()  # the likelihood's own: later edits of the caller's array do not reach it
+    if noise.dim() < 1 or _noise_problem(noise) is not None:
+        problem = _noise_problem(noise) or f"shape {tuple(noise.shape)}"
+        raise ValueError(f"{name}: expected a (*batch, n) tensor of finite positive variances, got {problem}")
+    return noise, exact

@@ -6,11 +6,10 @@ import math
 
 import torch
 
-from ..distributions import Posterior
-from ..operators.base import Operator
+from ..distributions import Posterior, PosteriorCovariance
 
 
-class StackedOperator(Operator):
+class StackedOperator(PosteriorCovariance):
     """Square operators A_i (m, m), one per element of ``batch_shape`` (in row-major order), as
     one (*batch_shape, m, m) operator: the covariances of independent test sets."""
 
@@ -28,10 +27,10 @@ class StackedOperator(Operator):
         out = torch.stack([a.matmul(r) for a, r in zip(self.parts, self._per_part(rhs, 2))])
         return out.reshape(*self.batch_shape, *out.shape[-2:])
 
-    def diagonal(self) -> torch.Tensor:
+    def _diagonal(self) -> torch.Tensor:
         return torch.stack([a.diagonal() for a in self.parts]).reshape(*self.batch_shape, self.shape[-1])
 
-    def rows(self, index: torch.Tensor) -> torch.Tensor:
+    def _rows(self, index: torch.Tensor) -> torch.Tensor:
         out = torch.stack([a.rows(i) for a, i in zip(self.parts, self._per_part(index, 1))])
         return out.reshape(*self.batch_shape, *out.shape[-2:])
 

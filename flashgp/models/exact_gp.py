@@ -18,7 +18,9 @@ from ..objectives import exact_mll
 from ..solvers import Auto, resolve_solver
 from .base import GPModel, Prior
 from .batched_inputs import posterior_per_test_set
+from .finite import NonFiniteError, check_kernel_values, diagnose
 from .prediction import PredictionCache, prediction_cache
+from .state import StateSnapshot
 from .validation import (check_batch_shapes, check_columns, check_test_batch, check_test_inputs,
                          check_train_data)
 
@@ -100,17 +102,40 @@ class ExactGP(GPModel):
 
         New data is cast to the model's dtype (the dtype of the data it was built with) and must
         be on its device; its batch shape must broadcast with the kernel's, likelihood's and mean's.
+        The model keeps its own copy of x and y (the cost: one copy of each, unless the cast
+        already made one), so later edits of the caller's arrays never reach it; the kernel must
+        stay finite at the inputs (k(x_i, x_i), else ``NonFiniteError`` naming the kernel and dtype).
         """
         x, y = check_train_data(x, y, like=getattr(self, "train_x", None))
         check_batch_shapes(x, {"kernel": self.kernel, "likelihood": self.likelihood, "mean": self.mean})
         check_columns(x, {"kernel": self.kernel.diag, "mean": self.mean})
-        if isinstance(self.likelihood, FixedNoise) and self.likelihood.noise.shape[-1] != x.shape[-2]:
-            raise ValueError(f"noise: the FixedNoise likelihood holds {self.likelihood.noise.shape[-1]} "
-                             f"variances, expected one per training point ({x.shape[-2]})")
+        self._check_noise_count(x.shape[-2])
+        check_kernel_values(self.kernel, x)
         self.register_buffer("train_x", x)
         self.register_buffer("train_y", y)
         self._prediction = None
         self._precond_state = PivotCache()  # preconditioner state of the last mll steps (not saved)
+
+    def _check_noise_count(self, n: int) -> None:
+        """A FixedNoise likelihood must hold one variance per training point (it can be reassigned)."""
+        if isinstance(self.likelihood, FixedNoise) and self.likelihood.noise.shape[-1] != n:
+            raise ValueError(f"noise: the FixedNoise likelihood holds {self.likelihood.noise.shape[-1]} "
+                             f"variances, expected one per training point ({n})")
+
+    def train(self, mode: bool = True):
+        """Training mode (``mode=True``) also drops the prediction cache, as GPyTorch's ``train()``
+        does (predictions detect parameter changes themselves; this covers what they cannot see,
+        see ``models.state``). ``eval()`` keeps it."""
+        if mode:
+            self._prediction = None
+        return super().train(mode)
+
+    def _nonfinite(self, err: Exception | None, x: torch.Tensor | None = None) -> None:
+        """Raise ``NonFiniteError`` with the diagnosed cause of a failed or non-finite solve (``err``:
+        the engine's error, kept as the cause) when one is found (``finite.diagnose``)."""
+        problem = diagnose(self, x)
+        if problem is not None:
+            raise NonFiniteError(problem) from err
 
     @property
     def pivot_cache(self):
@@ -137,8 +162,16 @@ class ExactGP(GPModel):
         ``generator`` fixes the CG probe vectors (a deterministic objective, e.g. for L-BFGS).
         """
         start = time.perf_counter()
-        value, info = exact_mll(self._active_solver().engine(), self.kernel, self.mean, self.likelihood,
-                                self.train_x, self.train_y, state=self.preconditioner_state(), generator=generator)
+        self._check_noise_count(self.num_train)
+        try:
+            value, info = exact_mll(self._active_solver().engine(), self.kernel, self.mean, self.likelihood,
+                                    self.train_x, self.train_y, state=self.preconditioner_state(),
+                                    generator=generator)
+        except ValueError as err:  # NotPSDError, a preconditioner's check of its diagonal
+            self._nonfinite(err)
+            raise
+        if not bool(torch.isfinite(value).all()):
+            self._nonfinite(None)  # else the caller sees the non-finite value (fg.fit stops on it)
         self.diagnostics = {"n": self.num_train, **info.as_dict(), "seconds": time.perf_counter() - start}
         return value
 
@@ -179,16 +212,45 @@ class ExactGP(GPModel):
 
     # ----- prediction ---------------------------------------------------------------
     def _prediction_cache(self) -> PredictionCache:
-        key, solver = self._state_key(), self._active_solver()
-        stale = self._prediction is None or self._prediction.key != key
-        if stale or self._prediction.solver != solver:  # a new model.solver needs a new cache too
-            self._prediction = prediction_cache(self, solver, key)
-        return self._prediction
+        """The prediction cache at the current state, rebuilt when anything it was computed from
+        changed (``models.state.StateSnapshot``) or another solver is active."""
+        solver, cache = self._active_solver(), self._prediction
+        if cache is None or cache.solver != solver or not cache.snapshot.matches(self):
+            self._prediction = None
+            self._check_noise_count(self.num_train)
+            snapshot = StateSnapshot(self)
+            try:
+                cache = prediction_cache(self, solver, snapshot)
+            except ValueError as err:  # NotPSDError, invalid noise, a preconditioner's checks
+                self._nonfinite(err)
+                raise
+            self._prediction = cache
+        return cache
 
-    def _state_key(self) -> tuple:
-        """Changes whenever a parameter or the training data is modified (in place or replaced)."""
-        tensors = list(self.parameters()) + list(self.buffers())
-        return tuple((id(t), t._version) for t in tensors)
+    def _stale_guard(self, snapshot: StateSnapshot):
+        """The guard of a posterior's lazy covariance: it raises once the model has left ``snapshot``."""
+        def guard():
+            if not snapshot.matches(self):
+                raise ValueError("covariance: the model changed after this posterior was computed (its "
+                                 "parameters, parts or training data were edited); its mean and variance "
+                                 "are those of the earlier state, and the covariance cannot be evaluated "
+                                 "consistently. Call model.posterior(x) again")
+        return guard
+
+    def _check_posterior(self, post: Posterior, x: torch.Tensor) -> None:
+        """NonFiniteError (the cause diagnosed, else the numbers) unless the mean and the variances
+        are finite; computes the variances (they are cached in ``post``)."""
+        try:
+            _ = post.variance  # computed and cached; Posterior refuses NaN or infinite variances
+        except ValueError as err:
+            self._nonfinite(err, x)
+            raise NonFiniteError(f"posterior: {err} (at finite parameters and kernel values; diagnostics: "
+                                 f"{self.diagnostics}); try float64 data or the Cholesky solver") from err
+        if not bool(torch.isfinite(post.mean).all()):
+            self._nonfinite(None, x)
+            raise NonFiniteError(f"posterior: the mean is not finite at {int((~torch.isfinite(post.mean)).sum())} "
+                                 f"of {post.mean.numel()} test points, at finite parameters and kernel values "
+                                 f"(diagnostics: {self.diagnostics}); try float64 data or the Cholesky solver")
 
     def posterior(self, x) -> Posterior:
         """The latent posterior p(f(x*) | data) at test inputs x (m, d) or (b, m, d) (batch models:
@@ -208,7 +270,10 @@ class ExactGP(GPModel):
             else:
                 check_test_batch(x, cache.alpha.shape[:-2])
                 post = cache.posterior(x)
-        self.diagnostics = {**cache.diagnostics, "seconds": time.perf_counter() - start}
-        post.diagnostics = self.diagnostics
+            self.diagnostics = {**cache.diagnostics}
+            post.diagnostics = self.diagnostics
+            self._check_posterior(post, x)
+        post.covariance.guard = self._stale_guard(cache.snapshot)
+        self.diagnostics["seconds"] = time.perf_counter() - start
         return post
 

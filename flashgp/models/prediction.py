@@ -7,11 +7,12 @@ import warnings
 
 import torch
 
-from ..distributions import DenseDowndated, Downdated, MarginalOnly, Posterior
+from ..distributions import DenseDowndated, Downdated, FactorDowndated, MarginalOnly, Posterior
 from ..errors import NumericalWarning
 from ..engines import CGMeanSolveInfo, seconds_since
 from ..operators import KernelOperator
 from . import certified
+from .finite import check_noise_values
 from .local_variance import local_variances
 
 # warn when the second half of the Lanczos root (or of the local neighbours) lowers the predictive
@@ -21,24 +22,46 @@ ROOT_CHANGE_WARN = 0.1
 # test points per chunk of certified variance solves beyond exact_var_max (each chunk's CG holds
 # about 6 (n, chunk) tensors)
 CERTIFY_CHUNK = 1024
+# Cholesky predictions take the test points in chunks whose float64 cross covariance K(x*, X)
+# (chunk, n) (and its whitened copy) take at most this many bytes each: memory stays bounded for
+# any number of test points (100,000 points of a 2,000-point model: 25 chunks of 4,194)
+PREDICT_CHUNK_BYTES = 64 * 1024**2
+# a posterior covariance keeps its low-rank factor (m, k) (Cholesky: k = n) when it takes at most
+# this many bytes; beyond, the factor's rows are recomputed chunk by chunk when the covariance is
+# used (FactorDowndated), so predicting many points never holds an m x n matrix
+KEEP_FACTOR_BYTES = 256 * 1024**2
 # the variance diagnostics one posterior call sets (cleared at the next)
 VARIANCE_KEYS = ("variance_cg_iterations", "variance_residual", "variance_converged", "variance_cg_breakdowns",
                  "local_neighbors", "local_jitter_points", "variance_local_change", "variance_root_change",
                  "variance_error_bound", "variance_uncertified", "variance_bound", "mean_error_bound")
 
 
-class PredictionCache:
-    """Everything test-independent for predictions of ``model`` at one parameter state ``key``,
-    for one solver's engine: the solve a = K_hat^{-1}(y - m) and what variances need.
-    ``prediction_cache`` picks the subclass for the engine (``PREDICTIONS``)."""
+def chunk_points(n: int, batch: int = 1) -> int:
+    """Test points per chunk of a Cholesky prediction: as many as keep a float64 (batch, chunk, n)
+    block within PREDICT_CHUNK_BYTES (at least 1)."""
+    return max(1, PREDICT_CHUNK_BYTES // (8 * max(1, n) * max(1, batch)))
 
-    def __init__(self, model, solver, key):
-        self.key, self.solver, self.engine = key, solver, solver.engine()
+
+def keeps_factor(m: int, k: int, batch: int, dtype: torch.dtype) -> bool:
+    """Whether a posterior covariance keeps its (batch, m, k) factor (``KEEP_FACTOR_BYTES``)."""
+    return max(1, batch) * m * k * dtype.itemsize <= KEEP_FACTOR_BYTES
+
+
+class PredictionCache:
+    """Everything test-independent for predictions of ``model`` at one state ``snapshot`` (a
+    ``models.state.StateSnapshot``, which tells when the cache is stale), for one solver's
+    engine: the solve a = K_hat^{-1}(y - m) and what variances need. ``prediction_cache`` picks
+    the subclass for the engine (``PREDICTIONS``). The training noise is checked (finite, > 0)
+    once per cache: edits through ``.data`` escape the likelihood's own checks."""
+
+    def __init__(self, model, solver, snapshot):
+        self.snapshot, self.solver, self.engine = snapshot, solver, solver.engine()
         self.kernel, self.mean_fn = model.kernel, model.mean
         self.train_x = model.train_x
         n = model.num_train
         self.resid = model.train_y - model.mean(self.train_x)
         self.noise = model.likelihood.noise_diag(n).detach()  # (*batch, n)
+        check_noise_values(self.noise)
         self.diagnostics: dict = {"n": n}
 
     def posterior(self, x: torch.Tensor) -> Posterior:
@@ -61,31 +84,59 @@ class PredictionCache:
 class CholeskyPrediction(PredictionCache):
     """Predictions from a float64 Cholesky factor of K_hat."""
 
-    def __init__(self, model, solver, key):
-        super().__init__(model, solver, key)
+    def __init__(self, model, solver, snapshot):
+        super().__init__(model, solver, snapshot)
         system = self.engine.system(self.kernel, self.train_x, self.noise)
         self.chol = system.chol
         self.alpha = system.solve(self.resid.unsqueeze(-1))  # kept in float64
         self.diagnostics.update(system.info.as_dict())
 
     def _parts(self, x: torch.Tensor):
-        """(mean (*b, m), covariance (Downdated by the whitened cross covariance (*b, m, n)),
-        "cholesky"). The cross covariance, the mean and the whitened cross covariance are computed
-        in float64 and cast to the dtype of x at the end: with a small noise alpha = K_hat^{-1} r
-        is large and K_*X alpha cancels in float32."""
+        """(mean (*b, m), covariance (prior - W W^T with W = K_*X L^{-T} (*b, m, n)), "cholesky").
+
+        The test points are taken ``chunk_points(n)`` at a time (PREDICT_CHUNK_BYTES): memory
+        stays bounded however many there are. The covariance keeps W (``Downdated``) while it
+        fits KEEP_FACTOR_BYTES; beyond, its rows are recomputed when the covariance is used
+        (``FactorDowndated``, with the variances computed here). Chunked and unchunked results
+        agree to round-off (each test point's values come from the same operations)."""
+        m, n = x.shape[-2], self.train_x.shape[-2]
+        batch = self.chol.shape[:-2].numel()
+        chunk = chunk_points(n, batch)
+        keep = keeps_factor(m, n, batch, x.dtype)
+        means, factors, variances = [], [], []
+        for begin in range(0, m, chunk):
+            part = x[..., begin:begin + chunk, :]
+            mean, left = self._mean_and_factor(part)
+            means.append(mean)
+            if keep:
+                factors.append(left)
+            else:  # as Downdated's diagonal computes it
+                variances.append(KernelOperator(self.kernel, part).diagonal() - (left * left).sum(-1))
+        mean = means[0] if len(means) == 1 else torch.cat(means, -1)
+        if keep:
+            left = factors[0] if len(factors) == 1 else torch.cat(factors, -2)
+            return mean, self._downdated(x, left, left), "cholesky"
+        covariance = FactorDowndated(KernelOperator(self.kernel, x), x, lambda part: self._mean_and_factor(part, mean=False)[1],
+                                     torch.cat(variances, -1), chunk)
+        return mean, covariance, "cholesky"
+
+    def _mean_and_factor(self, x: torch.Tensor, mean: bool = True):
+        """(posterior mean (*b, c) or None, W = K_*X L^{-T} (*b, c, n)) at test inputs x (*b, c, d).
+        The cross covariance, the mean and W are computed in float64 and cast to the dtype of x
+        at the end: with a small noise alpha = K_hat^{-1} r is large and K_*X alpha cancels in
+        float32."""
         cross = self.kernel(x.double(), self.train_x.double())
-        mean = self.mean_fn(x) + (cross @ self.alpha).squeeze(-1).to(x.dtype)
+        out = self.mean_fn(x) + (cross @ self.alpha).squeeze(-1).to(x.dtype) if mean else None
         white = torch.linalg.solve_triangular(self.chol, cross.transpose(-1, -2), upper=False)
-        left = white.transpose(-1, -2).to(x.dtype)
-        return mean, self._downdated(x, left, left), "cholesky"
+        return out, white.transpose(-1, -2).to(x.dtype)
 
 
 class CGPrediction(PredictionCache):
     """Predictions by preconditioned CG: the mean solve, then variances by (certified) CG solves,
     local solves or a Lanczos root (LOVE), see ``fg.CG``."""
 
-    def __init__(self, model, solver, key):
-        super().__init__(model, solver, key)
+    def __init__(self, model, solver, snapshot):
+        super().__init__(model, solver, snapshot)
         self.noise_level = self.noise.mean(-1)  # (*batch,), the scale of root_change
         # the model's preconditioner state: PivotedCholesky.eval_rank or the rank training grew to;
         # Vecchia: its neighbour index, if current
@@ -269,6 +320,7 @@ class CGPrediction(PredictionCache):
 PREDICTIONS = {"cholesky": CholeskyPrediction, "cg": CGPrediction}
 
 
-def prediction_cache(model, solver, key) -> PredictionCache:
-    """The prediction cache of ``model`` at parameter state ``key`` for ``solver``'s engine."""
-    return PREDICTIONS[solver.engine().name](model, solver, key)
+def prediction_cache(model, solver, snapshot) -> PredictionCache:
+    """The prediction cache of ``model`` at state ``snapshot`` (a ``StateSnapshot``) for
+    ``solver``'s engine."""
+    return PREDICTIONS[solver.engine().name](model, solver, snapshot)

@@ -56,17 +56,47 @@ def as_float_tensor(value, name: str, like: torch.Tensor | None = None) -> torch
         raise TypeError(f"{name}: expected real values, got {tensor.dtype}")
     if tensor.device.type == "meta":
         raise ValueError(f"{name}: expected a tensor holding data, got one on the 'meta' device")
+    if like is not None and tensor.device != like.device:
+        raise ValueError(f"{name}: expected a tensor on {like.device}, got one on {tensor.device}")
+    if not torch.all(torch.isfinite(tensor)):
+        raise ValueError(f"{name}: expected finite values, found NaN or infinity")
     if like is not None:
-        if tensor.device != like.device:
-            raise ValueError(f"{name}: expected a tensor on {like.device}, got one on {tensor.device}")
-        tensor = tensor.to(like.dtype)
+        tensor = _cast(tensor, like.dtype, name)
     elif not tensor.is_floating_point():
         tensor = tensor.to(torch.get_default_dtype())
     elif tensor.dtype in HALF_DTYPES:  # too coarse for kernel matrices; float32 holds them exactly
         tensor = tensor.to(torch.float32)
-    if not torch.all(torch.isfinite(tensor)):
-        raise ValueError(f"{name}: expected finite values, found NaN or infinity")
     return tensor
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
+    """Finite ``tensor`` in the model's ``dtype``; ValueError when a value overflows it (a finite
+    float64 input beyond what a float32 model holds), naming the largest value and the dtype."""
+    out = tensor.to(dtype)
+    if out.dtype != tensor.dtype and out.is_floating_point() and not torch.all(torch.isfinite(out)):
+        largest = float(tensor.abs().max())
+        raise ValueError(f"{name}: values up to {largest:.3g} overflow the model's "
+                         f"{str(dtype).replace('torch.', '')} (largest {torch.finfo(dtype).max:.3g}); "
+                         "rescale them (e.g. standardize the columns) or build the model from float64 data")
+    return out
+
+
+def owned(tensor: torch.Tensor, given) -> torch.Tensor:
+    """``tensor`` (converted from the caller's ``given``), copied when it may share memory with
+    ``given``: a model keeps its own training data, so later edits of the caller's arrays (in
+    place, or through a numpy view of a tensor) cannot change it. The cost is one copy of the
+    data when the conversion did not already make one."""
+    if isinstance(given, torch.Tensor):
+        shared = (tensor.device == given.device
+                  and tensor.untyped_storage().data_ptr() == given.untyped_storage().data_ptr())
+    elif isinstance(given, (list, tuple)) or tensor.device.type != "cpu":
+        shared = False  # numpy made a new array from the sequence; numpy data is never on a GPU
+    else:  # numpy arrays, pandas objects and anything else numpy can view
+        try:
+            shared = bool(np.may_share_memory(tensor.detach().numpy(), np.asarray(given)))
+        except (TypeError, ValueError, RuntimeError):
+            shared = True
+    return tensor.clone(memory_format=torch.contiguous_format) if shared else tensor
 
 
 def _check_magnitude(tensor: torch.Tensor, name: str, bound: float, what: str) -> None:
@@ -85,7 +115,11 @@ def check_train_data(x, y, like: torch.Tensor | None = None) -> tuple[torch.Tens
     x of shape (n,) is n points of one input dimension, returned as (n, 1) (as test inputs of a
     model with d = 1 are read). ``like``: the current training inputs of a model, whose dtype
     and device new data must take (and, for x of shape (n,), its d = 1).
+
+    The tensors returned never share memory with the caller's x and y (``owned``): a model owns
+    its training data, at the cost of one copy of x and y.
     """
+    given_x, given_y = x, y
     x = as_float_tensor(x, "x", like=like)
     if x.dim() == 1:
         if like is not None and like.shape[-1] != 1:
@@ -100,11 +134,14 @@ def check_train_data(x, y, like: torch.Tensor | None = None) -> tuple[torch.Tens
     fmax = torch.finfo(x.dtype).max
     _check_magnitude(x, "x", (fmax / x.shape[-1]) ** 0.5 / 4, "squared distances")
     _check_magnitude(y, "y", (fmax / x.shape[-2]) ** 0.5, "squared residuals")
-    return x, y
+    return owned(x, given_x), owned(y, given_y)
 
 
 def check_test_inputs(x, train_x: torch.Tensor, name: str = "x") -> torch.Tensor:
-    """Validate test inputs against the training inputs (same d, dtype, device)."""
+    """Validate test inputs against the training inputs (same d, dtype, device). The tensor
+    returned is the model's own (``owned``): lazy covariances built on it cannot change when the
+    caller edits its array later."""
+    given = x
     x = as_float_tensor(x, name, like=train_x)
     if x.dim() == 1 and train_x.shape[-1] == 1:
         x = x.unsqueeze(-1)
@@ -115,7 +152,7 @@ def check_test_inputs(x, train_x: torch.Tensor, name: str = "x") -> torch.Tensor
         raise ValueError(f"{name}: expected at least one point, got shape {tuple(x.shape)}")
     fmax = torch.finfo(x.dtype).max
     _check_magnitude(x, name, (fmax / x.shape[-1]) ** 0.5 / 4, "squared distances")
-    return x
+    return owned(x, given)
 
 
 def check_test_batch(x: torch.Tensor, batch_shape: torch.Size, name: str = "x") -> None:

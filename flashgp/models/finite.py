@@ -1,0 +1,114 @@
+# Non-finite values in a model: which part caused them (a NaN or infinite parameter, FixedNoise
+# variances edited to non-positive values, a kernel overflowing the dtype) and what to do.
+"""Attribution of NaN and infinity.
+
+A NaN noise used to surface as "the kernel matrix has NaN or infinite entries (check for
+overflowing lengthscales or outputscale)" from the Cholesky engine, and a float32
+``Polynomial(power=5)`` on inputs up to 1e4 as NaN posterior variances after a jitter warning.
+The engines and posteriors see only matrices; the model knows its parts, so it diagnoses here:
+only after something failed (no cost on the success path), except ``check_kernel_values``, which
+``ExactGP.set_train_data`` runs once on the training inputs (k(x_i, x_i), O(n)).
+
+For a PSD kernel |k(x, x')| <= sqrt(k(x, x) k(x', x')), so finite diagonal values mean finite
+matrix entries: checking k(x_i, x_i) is enough to rule out overflow of K.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..errors import NotPSDError
+
+FIX_PARAMETERS = ("NaN or infinite hyperparameters come from a diverged optimizer step (lower the "
+                  "learning rate, or fit with optimizer='lbfgs') or a damaged file; set them again "
+                  "(e.g. model.likelihood.noise = 0.1) or rebuild the model")
+
+
+class NonFiniteError(NotPSDError):
+    """Values a model needs finite are not: a NaN or infinite hyperparameter, FixedNoise variances
+    that are not finite and positive, or a kernel whose values overflow the model's dtype. The
+    message names the part, the dtype and the fix. A ``NotPSDError`` (a ValueError), so
+    ``fg.fit`` stops on it (Adam) or backs off from the trial point (L-BFGS), as it does for a
+    K_hat that cannot be factored."""
+
+
+def describe_kernel(kernel) -> str:
+    """A short name of a kernel: ``Scale(Polynomial(power=5))``, ``RBF + Periodic``."""
+    from ..kernels import Product, Scale, Sum
+    if isinstance(kernel, Scale):
+        return f"Scale({describe_kernel(kernel.base)})"
+    if isinstance(kernel, (Sum, Product)):
+        return (" + " if isinstance(kernel, Sum) else " * ").join(describe_kernel(k) for k in kernel.kernels)
+    settings = [f"{key}={getattr(kernel, key)!r}" for key in ("power", "nu") if hasattr(kernel, key)]
+    return f"{type(kernel).__name__}({', '.join(settings)})"
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def nonfinite_parameters(model) -> list[str]:
+    """'name = values' for every parameter and buffer of ``model`` (training data excluded: it is
+    checked where it enters) holding a NaN or infinity; raw_<name> is reported as <name> (raw ...)."""
+    found = []
+    tensors = list(model.named_parameters()) + [(n, b) for n, b in model.named_buffers()
+                                                 if n not in ("train_x", "train_y")]
+    for name, tensor in tensors:
+        if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
+            continue
+        values = tensor.detach().reshape(-1)[:4].tolist()
+        shown = ", ".join(f"{v:.3g}" for v in values) + (", ..." if tensor.numel() > 4 else "")
+        prefix, _, leaf = name.rpartition(".")
+        if leaf.startswith("raw_"):
+            name = f"{prefix + '.' if prefix else ''}{leaf[4:]} (stored as {leaf})"
+        found.append(f"{name} = [{shown}]")
+    return found
+
+
+def check_noise_values(noise: torch.Tensor, name: str = "likelihood.noise") -> None:
+    """NonFiniteError unless every training noise variance (*batch, n) is finite and > 0."""
+    bad = ~torch.isfinite(noise) | (noise <= 0)
+    if bool(bad.any()):
+        raise NonFiniteError(f"{name}: expected finite positive noise variances, found {int(bad.sum())} "
+                             f"of {noise.numel()} that are not (min {float(noise.min()):.3g}); they were "
+                             "changed after the likelihood checked them (in place or through .data). To "
+                             "fix: assign valid variances, e.g. model.likelihood.noise = torch.full((n,), 0.01)")
+
+
+def kernel_overflow(kernel, x: torch.Tensor, where: str) -> str | None:
+    """Why k(x, x) (x (*batch, m, d)) is not finite in the dtype of x, or None where it is."""
+    with torch.no_grad():
+        diag = kernel.diag(x)
+    bad = ~torch.isfinite(diag)
+    if not bool(bad.any()):
+        return None
+    dtype = dtype_name(x.dtype)
+    hint = "" if x.dtype == torch.float64 else ", use float64 data"
+    return (f"the kernel {describe_kernel(kernel)} overflows {dtype} at the {where}: k(x, x) is not finite at "
+            f"{int(bad.sum())} of {bad.numel()} points (the inputs reach |x| = {float(x.abs().max()):.3g}; "
+            f"{dtype} holds values up to {torch.finfo(x.dtype).max:.3g}). To fix: scale the inputs (e.g. "
+            f"standardize the columns){hint}, or use a bounded (stationary) kernel")
+
+
+def check_kernel_values(kernel, x: torch.Tensor, where: str = "training inputs") -> None:
+    """NonFiniteError naming the kernel, the dtype and the fix when k(x_i, x_i) overflows."""
+    problem = kernel_overflow(kernel, x, where)
+    if problem is not None:
+        raise NonFiniteError(f"kernel: {problem}")
+
+
+def diagnose(model, x: torch.Tensor | None = None) -> str | None:
+    """The cause of non-finite values in ``model``'s solves or predictions (test inputs ``x``
+    (*batch, m, d), if any): non-finite parameters, invalid FixedNoise variances, or kernel
+    overflow at the test or training inputs; None when none of these is found."""
+    params = nonfinite_parameters(model)
+    if params:
+        return f"non-finite parameters: {'; '.join(params)}. {FIX_PARAMETERS}"
+    noise = getattr(model.likelihood, "noise", None)
+    if isinstance(noise, torch.Tensor) and bool((noise <= 0).any()):
+        return (f"likelihood.noise: {int((noise <= 0).sum())} noise variance(s) are not positive (min "
+                f"{float(noise.min()):.3g}); assign positive ones")
+    for inputs, where in ((x, "test inputs"), (model.train_x, "training inputs")):
+        problem = None if inputs is None else kernel_overflow(model.kernel, inputs, where)
+        if problem is not None:
+            return problem
+    return None
