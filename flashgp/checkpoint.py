@@ -267,7 +267,10 @@ def read_checkpoint(path) -> Checkpoint:
     """Read and check a file written by ``write_checkpoint`` (tensors with weights_only=True).
 
     Raises FileNotFoundError when there is no such file and ModelFileError (a ValueError) naming
-    the path for a file that is not a flashgp checkpoint, is damaged, or is from a newer format.
+    the path for a file that is not a flashgp checkpoint, is damaged, or is from a newer format;
+    for one that would take more memory than its size warrants (``flashgp.file_limits``, as
+    ``fg.load``); and for NaN or infinite model or optimizer tensors, a missing or invalid CPU
+    random state, or a history of non-finite losses (``checkpoint_checks.check_file_values``).
     """
     path = check_path(path)
     if not path.is_file():

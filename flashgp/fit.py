@@ -108,10 +108,18 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
             model configuration, training data, optimizer, lr and seed (ValueError naming the
             one that differs); a seeded run that is resumed ends where an uninterrupted run would.
 
-    Interruptions with ``checkpoint`` set: on Ctrl-C the model goes back to the last completed
-    step, which is written to ``checkpoint``, and ``flashgp.errors.FitInterrupted`` (a
-    KeyboardInterrupt with ``step``, ``checkpoint`` and ``history``) is raised. Any other
-    exception also saves the last completed step first, then propagates unchanged.
+    Interruptions with ``checkpoint`` set: on Ctrl-C or SIGTERM (what schedulers, ``timeout``
+    and ``docker stop`` send) the model goes back to the last completed step, which is written
+    to ``checkpoint``, and ``flashgp.errors.FitInterrupted`` (a KeyboardInterrupt with ``step``,
+    ``checkpoint`` and ``history``; for SIGTERM its ``__cause__`` is a
+    ``flashgp.fit_signals.Terminated``) is raised. The SIGTERM handler exists only while the fit
+    runs and only in the main thread; an ignored SIGTERM stays ignored, and a previous Python
+    handler is called once the checkpoint is written (``fit_signals.TerminationHandler``). Any
+    other exception also saves the last completed step first, then propagates unchanged. A
+    resume checks the checkpoint's contents before using them (``flashgp.checkpoint_checks``:
+    ModelFileError naming the file and what is wrong).
+
+    ``iters``, ``lr``, ``seed`` and ``checkpoint_every`` may be numpy scalars.
 
     Numerical warnings (``flashgp.errors.NumericalWarning``, e.g. CG not converged) are shown
     the first time each kind appears; repeats are counted, listed in ``History.warnings`` and
