@@ -58,6 +58,7 @@ def attacks(tmp_path_factory) -> dict:
     return files
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux memory accounting")
 def test_crafted_files_are_refused_before_256_mb_are_allocated(attacks, tmp_path):
     fg.save(fa.small_model(), tmp_path / "good.fgp")
     spec = {"good_model": str(tmp_path / "good.fgp"),
@@ -70,7 +71,8 @@ def test_crafted_files_are_refused_before_256_mb_are_allocated(attacks, tmp_path
         outcome = report["results"][str(path)]
         assert outcome.startswith(f"ModelFileError: {path}: "), (name, outcome)
         assert re.search(EXPECTED[name], outcome), (name, outcome)
-    assert report["peak_bytes"] < LIMIT, f"peak {report['peak_bytes'] / 2**20:.0f} MB"
+    peaks = {name: report["peaks"][str(path)] for name, (path, _) in attacks.items()}
+    assert max(peaks.values()) < LIMIT, {name: f"{peak / 2**20:.0f} MB" for name, peak in peaks.items()}
     assert report["control_peak_bytes"] >= LIMIT  # the probe does see a large allocation
 
 
