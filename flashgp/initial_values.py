@@ -36,7 +36,9 @@ def init_from_data(model, overwrite: bool = False) -> dict:
     * the noise floor of a ``Gaussian`` likelihood: ``default_noise_floor(prior, dtype)`` with
       prior = max(mean of k(x_i, x_i) at the values above, var(y)): 1e-10 of it in float64,
       1e-4 in float32;
-    * the noise of a ``Gaussian`` likelihood: floor + 0.1 var(y);
+    * the noise of a ``Gaussian`` likelihood: floor + 0.1 max(var(y), floor) (the max keeps it
+      above the floor where a kernel's prior variance dwarfs var(y): Polynomial(power=5) on
+      inputs up to 1e4 has k(x, x) ~ 1e40, a floor of 1e30, and floor + 0.1 var(y) == floor);
     * a ``Constant`` mean: mean(y).
 
     var(y) = 0 (constant targets, one point) counts as 1. Periodic lengthscales and periods,
@@ -63,8 +65,8 @@ def init_from_data(model, overwrite: bool = False) -> dict:
             if choose_floor:
                 prior = max(float(y_var.max()), float(model.kernel.diag(x).mean(-1).max()))
                 floor = default_noise_floor(prior, x.dtype)
-            if _chosen(likelihood, "noise", overwrite):
-                _set(likelihood, "noise", floor + NOISE_FRACTION * y_var, done, "likelihood")
+            if _chosen(likelihood, "noise", overwrite):  # above the floor even where var(y) << floor
+                _set(likelihood, "noise", floor + NOISE_FRACTION * y_var.clamp_min(floor), done, "likelihood")
             elif choose_floor and bool(torch.any(likelihood.noise <= floor)):
                 raise ValueError(f"noise: the given noise ({float(likelihood.noise.min()):.3g}) is not "
                                  f"above the default noise floor {floor:.3g}; pass "

@@ -129,15 +129,18 @@ class FactorDowndated(PosteriorCovariance):
     rows are recomputed from the test inputs, ``chunk`` points at a time, by ``factor``.
 
     For test sets whose W would be too large to keep (a Cholesky prediction's W = K_*X L^{-T} is
-    m x n). prior: Operator (*batch, m, m); x: the test inputs (*batch, m, d); factor(x_part)
-    gives W's rows (*batch, c, k) for inputs x_part (*batch, c, d); variances (*batch, m): the
-    diagonal, computed with the posterior mean. ``matmul`` evaluates W twice (W^T v, then W (W^T v)),
-    ``rows`` once; memory stays at a chunk of W.
+    m x n; LOVE's K_*X R is m x root_rank). prior: Operator (*batch, m, m); x: the test inputs
+    (*batch, m, d); factor(x_part) gives W's rows (*batch, c, k) for inputs x_part (*batch, c, d);
+    variances (*batch, m): the diagonal, computed with the posterior mean. ``scale`` (*batch, m),
+    optional: the operator is then S (prior - W W^T) S with S = diag(scale) (certified variances,
+    as in ``Downdated``). ``matmul`` evaluates W twice (W^T v, then W (W^T v)), ``rows`` once;
+    memory stays at a chunk of W.
     """
 
     def __init__(self, prior: Operator, x: torch.Tensor, factor: Callable, variances: torch.Tensor,
-                 chunk: int):
+                 chunk: int, scale: torch.Tensor | None = None):
         self.prior, self.x, self.factor, self.variances, self.chunk = prior, x, factor, variances, max(1, chunk)
+        self.scale = scale
         self.shape = torch.Size((*broadcast_shapes(prior.batch_shape, variances.shape[:-1]), *prior.shape[-2:]))
         self.dtype, self.device = prior.dtype, prior.device
 
@@ -146,13 +149,15 @@ class FactorDowndated(PosteriorCovariance):
         return [slice(begin, begin + self.chunk) for begin in range(0, m, self.chunk)]
 
     def _matmul(self, rhs):
+        if self.scale is not None:
+            rhs = self.scale.unsqueeze(-1) * rhs
         out = self.prior._matmul(rhs)
         inner = None
         for part in self._parts():  # W^T rhs, (*batch, k, t)
             step = self.factor(self.x[..., part, :]).transpose(-1, -2) @ rhs[..., part, :]
             inner = step if inner is None else inner + step
-        downs = [self.factor(self.x[..., part, :]) @ inner for part in self._parts()]
-        return out - torch.cat(downs, -2)
+        out = out - torch.cat([self.factor(self.x[..., part, :]) @ inner for part in self._parts()], -2)
+        return out if self.scale is None else self.scale.unsqueeze(-1) * out
 
     def _diagonal(self):
         return self.variances.expand(self.shape[:-1])
@@ -160,7 +165,11 @@ class FactorDowndated(PosteriorCovariance):
     def _rows(self, index):
         picked = self.factor(_gather_rows(self.x, index))  # (*batch, r, k)
         downs = [picked @ self.factor(self.x[..., part, :]).transpose(-1, -2) for part in self._parts()]
-        return self.prior.rows(index) - torch.cat(downs, -1)
+        out = self.prior.rows(index) - torch.cat(downs, -1)
+        if self.scale is None:
+            return out
+        chosen = self.scale[..., index] if index.dim() == 1 else self.scale.gather(-1, index)
+        return chosen.unsqueeze(-1) * out * self.scale.unsqueeze(-2)
 
 
 class DenseDowndated(PosteriorCovariance):

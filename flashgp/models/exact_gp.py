@@ -18,7 +18,8 @@ from ..objectives import exact_mll
 from ..solvers import Auto, resolve_solver
 from .base import GPModel, Prior
 from .batched_inputs import posterior_per_test_set
-from .finite import NonFiniteError, check_kernel_values, diagnose
+from .finite import (FIX_PARAMETERS, NonFiniteError, check_kernel_values, diagnose, nonfinite_parameters,
+                     parameters_finite)
 from .prediction import PredictionCache, prediction_cache
 from .state import StateSnapshot
 from .validation import (check_batch_shapes, check_columns, check_test_batch, check_test_inputs,
@@ -163,8 +164,11 @@ class ExactGP(GPModel):
         """
         start = time.perf_counter()
         self._check_noise_count(self.num_train)
+        engine = self._active_solver().engine()
+        if engine.name == "cg" and not parameters_finite(self):  # refused before CG warns about NaN
+            self._nonfinite(None)  # (the Cholesky path diagnoses only when it fails: no cost)
         try:
-            value, info = exact_mll(self._active_solver().engine(), self.kernel, self.mean, self.likelihood,
+            value, info = exact_mll(engine, self.kernel, self.mean, self.likelihood,
                                     self.train_x, self.train_y, state=self.preconditioner_state(),
                                     generator=generator)
         except ValueError as err:  # NotPSDError, a preconditioner's check of its diagonal
@@ -218,6 +222,9 @@ class ExactGP(GPModel):
         if cache is None or cache.solver != solver or not cache.snapshot.matches(self):
             self._prediction = None
             self._check_noise_count(self.num_train)
+            params = nonfinite_parameters(self)  # once per state: refused before any solve warns
+            if params:
+                raise NonFiniteError(f"non-finite parameters: {'; '.join(params)}. {FIX_PARAMETERS}")
             snapshot = StateSnapshot(self)
             try:
                 cache = prediction_cache(self, solver, snapshot)

@@ -64,6 +64,12 @@ def nonfinite_parameters(model) -> list[str]:
     return found
 
 
+def parameters_finite(model) -> bool:
+    """Whether every floating parameter of ``model`` is finite (one device sync)."""
+    flags = [torch.isfinite(p).all() for p in model.parameters() if p.is_floating_point()]
+    return not flags or bool(torch.stack(flags).all())
+
+
 def check_noise_values(noise: torch.Tensor, name: str = "likelihood.noise") -> None:
     """NonFiniteError unless every training noise variance (*batch, n) is finite and > 0."""
     bad = ~torch.isfinite(noise) | (noise <= 0)
@@ -71,7 +77,7 @@ def check_noise_values(noise: torch.Tensor, name: str = "likelihood.noise") -> N
         raise NonFiniteError(f"{name}: expected finite positive noise variances, found {int(bad.sum())} "
                              f"of {noise.numel()} that are not (min {float(noise.min()):.3g}); they were "
                              "changed after the likelihood checked them (in place or through .data). To "
-                             "fix: assign valid variances, e.g. model.likelihood.noise = torch.full((n,), 0.01)")
+                             "fix: assign valid variances (model.likelihood.noise = values)")
 
 
 def kernel_overflow(kernel, x: torch.Tensor, where: str) -> str | None:
@@ -104,9 +110,11 @@ def diagnose(model, x: torch.Tensor | None = None) -> str | None:
     if params:
         return f"non-finite parameters: {'; '.join(params)}. {FIX_PARAMETERS}"
     noise = getattr(model.likelihood, "noise", None)
-    if isinstance(noise, torch.Tensor) and bool((noise <= 0).any()):
-        return (f"likelihood.noise: {int((noise <= 0).sum())} noise variance(s) are not positive (min "
-                f"{float(noise.min()):.3g}); assign positive ones")
+    if isinstance(noise, torch.Tensor):
+        try:
+            check_noise_values(noise.detach())
+        except NonFiniteError as err:
+            return str(err)
     for inputs, where in ((x, "test inputs"), (model.train_x, "training inputs")):
         problem = None if inputs is None else kernel_overflow(model.kernel, inputs, where)
         if problem is not None:

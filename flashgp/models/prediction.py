@@ -163,26 +163,31 @@ class CGPrediction(PredictionCache):
             self.diagnostics["root_seconds"] = seconds_since(start, self.train_x.device)
         return self._root.root
 
-    def root_change(self, x: torch.Tensor, left: torch.Tensor) -> float:
+    def root_change(self, x: torch.Tensor, rows, parts: list) -> float:
         """How far the Lanczos root's variances may still be from converged, at test inputs x.
 
-        left: K(x, X) R (*batch, m, k). The downdate k*^T R R^T k* only grows with the Lanczos
-        dimension; this is the median over test points of its growth from the first k // 2
-        vectors to all k, relative to the predictive variance of y* at rank k (with the mean
-        training noise). A large value says the variances are still too large. 0 when the
-        Lanczos run covered all n dimensions or stopped at an invariant subspace (nothing left);
-        for a one-vector root (h = 0) the whole downdate.
+        rows(part): K(x[part], X) R (*batch, c, k) for each slice in ``parts`` (which cover the
+        test points). The downdate k*^T R R^T k* only grows with the Lanczos dimension; this is
+        the median over test points of its growth from the first k // 2 vectors to all k,
+        relative to the predictive variance of y* at rank k (with the mean training noise). A
+        large value says the variances are still too large. 0 when the Lanczos run covered all n
+        dimensions or stopped at an invariant subspace (nothing left); for a one-vector root
+        (h = 0) the whole downdate.
         """
         back, half = self._root.back, self._root.half
         h = half.shape[-1]
         if self._root.complete:
             return 0.0
+        ratios = []
         with torch.no_grad():
-            full = left.square().sum(-1)
-            # a one-vector root: its first half is empty and removes nothing
-            part = ((left @ back[..., :h]) @ half).square().sum(-1) if h else torch.zeros_like(full)
-            y_var = (self.kernel.diag(x) - full).clamp_min(0) + self.noise_level.unsqueeze(-1)
-            return float(((full - part).clamp_min(0) / y_var).median())
+            for part in parts:
+                left = rows(part)
+                full = left.square().sum(-1)
+                # a one-vector root: its first half is empty and removes nothing
+                first = ((left @ back[..., :h]) @ half).square().sum(-1) if h else torch.zeros_like(full)
+                y_var = (self.kernel.diag(x[..., part, :]) - full).clamp_min(0) + self.noise_level.unsqueeze(-1)
+                ratios.append((full - first).clamp_min(0) / y_var)
+        return float(torch.cat(ratios, -1).median())
 
     # ----- posterior at test points ------------------------------------------------------
     def _parts(self, x: torch.Tensor):
@@ -245,13 +250,26 @@ class CGPrediction(PredictionCache):
 
     def _lanczos_covariance(self, x: torch.Tensor, cross: KernelOperator):
         """(covariance, "lanczos" or "lanczos+cg", the mean's correction or None) from the cached
-        Lanczos root (LOVE), its variances certified by CG solves started from R R^T k*."""
-        left = cross.matmul(self.lanczos_root())
-        change = self.root_change(x, left)
+        Lanczos root (LOVE), its variances certified by CG solves started from R R^T k*. The
+        factor K(x, X) R (*batch, m, k) is kept while it fits KEEP_FACTOR_BYTES, else recomputed
+        in chunks of test points whenever it is needed (``FactorDowndated``)."""
+        root = self.lanczos_root()
+        m, batch = x.shape[-2], self.op.batch_shape.numel()
+        if keeps_factor(m, root.shape[-1], batch, x.dtype):
+            left, chunk = cross.matmul(root), m
+            def rows(part):
+                return left[..., part, :]
+        else:
+            left, chunk = None, chunk_points(self.train_x.shape[-2], batch)
+            def rows(part):
+                return self._root_factor(x[..., part, :])
+        parts = [slice(begin, begin + chunk) for begin in range(0, m, chunk)]
+        change = self.root_change(x, rows, parts)
         self.diagnostics["variance_root_change"] = change
         if self.solver.variance_tol is not None:
-            root = self._root.root
-            variances, shift = self._certified_chunks(x, lambda part: root @ left[..., part, :].transpose(-1, -2))
+            variances, shift = self._certified_chunks(x, lambda part: root @ rows(part).transpose(-1, -2))
+            if left is None:
+                return self._lazy_root_covariance(x, rows, parts, chunk, variances), "lanczos+cg", shift
             return self._downdated(x, left, left, variances), "lanczos+cg", shift
         if change > ROOT_CHANGE_WARN:
             k = self._root.root.shape[-1]
@@ -264,7 +282,27 @@ class CGPrediction(PredictionCache):
                 "get exact variances by CG solves for small test sets (CG(exact_var_max=...)), "
                 "or certify them (CG(variance_tol=0.01))",
                 NumericalWarning, stacklevel=5)
+        if left is None:
+            return self._lazy_root_covariance(x, rows, parts, chunk), "lanczos", None
         return self._downdated(x, left, left), "lanczos", None
+
+    def _root_factor(self, x: torch.Tensor) -> torch.Tensor:
+        """K(x, X) R (*batch, c, k) for test inputs x (*batch, c, d) and the cached Lanczos root R."""
+        return KernelOperator(self.kernel, x, self.train_x, backend=self.backend,
+                              precision=self.solver.precision).matmul(self._root.root)
+
+    def _lazy_root_covariance(self, x, rows, parts, chunk, variances=None) -> FactorDowndated:
+        """prior - W W^T with W = K(x, X) R recomputed per chunk (``FactorDowndated``); its diagonal
+        computed here as ``Downdated`` computes it, and with certified ``variances`` rescaled to
+        them (S (prior - W W^T) S, S = sqrt(variances / that diagonal), as ``Downdated`` does)."""
+        base = torch.cat([KernelOperator(self.kernel, x[..., part, :]).diagonal() - rows(part).square().sum(-1)
+                          for part in parts], -1)
+        scale = None
+        if variances is not None:
+            ok = (base > 0) & (variances > 0)
+            scale = torch.where(ok, (variances.clamp_min(0) / torch.where(ok, base, 1.0)).sqrt(), 0.0)
+            base = base * scale.square()
+        return FactorDowndated(KernelOperator(self.kernel, x), x, self._root_factor, base, chunk, scale)
 
     def _spectrum_floor(self) -> tuple:
         """``certified.spectrum_floor``'s (mu, floor, kind) for this cache's K_hat and P."""
