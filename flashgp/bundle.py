@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from .errors import ModelFileError
-from .io import (CONFIG_NAME, FORMAT as MODEL_FORMAT, TENSORS_NAME, build_model, check_device,
+from .io import (BUNDLE_FORMAT, CONFIG_NAME, FORMAT as MODEL_FORMAT, TENSORS_NAME, build_model, check_device,
                  check_model_config, check_path, first_line, flashgp_version, load_plain_tensors,
                  model_config, parse_json, read_archive, registered_name, write_archive)
 from .models import GPModel
 from .outputs import output_target, renamed_error
 
-FORMAT = "flashgp.bundle"
+FORMAT = BUNDLE_FORMAT
 FORMAT_VERSION = 1
 KIND = "flashgp model bundle"
 MAX_CONFIG_BYTES = 1 << 24  # the scaling and settings grow with the features (16 MB: 100,000s)

@@ -24,6 +24,7 @@ from .serialize import (MODELS, ConfigError, declared_size_limit, dtype_from_nam
 
 FORMAT = "flashgp.model"
 FORMAT_VERSION = 1
+BUNDLE_FORMAT = "flashgp.bundle"  # flashgp.bundle's files: a model with its data scaling
 CONFIG_NAME = "config.json"
 TENSORS_NAME = "tensors.pt"
 MAX_CONFIG_BYTES = 1 << 20
@@ -233,6 +234,10 @@ def check_model_config(path: Path, config) -> dict:
     """``config`` if it is a model description ``build_model`` can read (a format version this
     flashgp reads, a registered model, the envelope keys and that model's ``config_keys``),
     else ModelFileError naming ``path``."""
+    if isinstance(config, dict) and config.get("format") == BUNDLE_FORMAT:
+        raise ModelFileError(path, "a model bundled with its data scaling (written by the command line or "
+                                   "GPRegressor.save): read it with flashgp.bundle.load(path) or "
+                                   "flashgp.sklearn.GPRegressor.load(path)")
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ModelFileError(path, f"not a flashgp model file ({CONFIG_NAME} lacks format '{FORMAT}')")
     version = config.get("format_version")

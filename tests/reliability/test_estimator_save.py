@@ -125,8 +125,8 @@ def test_the_file_is_a_bundle_of_kind_estimator(tmp_path):
     path = fitted_regressor().save(tmp_path / "gp.fgp")
     found = bundle.load(path)
     assert found.kind == "estimator" and found.scaling.y_scale == fitted_regressor().y_scale_
-    with pytest.raises(fg.ModelFileError, match="not a flashgp model file"):
-        fg.load(path)  # not a bare model: its scaling would be lost
+    with pytest.raises(fg.ModelFileError, match=r"bundled with its data scaling.*GPRegressor.load"):
+        fg.load(path)  # not a bare model: its scaling would be lost; the message says how to read it
 
 
 # ----- bad files: ModelFileError naming the path ---------------------------------------------------
