@@ -11,11 +11,13 @@ Writes a small CSV file (three inputs, one target), then runs, as a user would i
 """
 from __future__ import annotations
 
+import contextlib
 import csv
-import subprocess
-import sys
+import io
 
 import numpy as np
+
+from flashgp.cli import main as flashgp_main
 
 
 def write_csv(path: str, n: int, seed: int, target: bool = True) -> None:
@@ -30,13 +32,17 @@ def write_csv(path: str, n: int, seed: int, target: bool = True) -> None:
 
 
 def flashgp(*args: str) -> None:
-    """Run ``python -m flashgp ARGS`` and show what it printed."""
+    """Run the ``flashgp`` command with ``args`` (in this process: ``flashgp.cli.main`` is what
+    the command calls) and stop on a failure."""
     print(f"$ flashgp {' '.join(args)}", flush=True)
-    proc = subprocess.run([sys.executable, "-m", "flashgp", *args], capture_output=True, text=True)
-    print(proc.stdout.rstrip())
-    if proc.returncode != 0:
-        print(proc.stderr)
-        raise SystemExit(proc.returncode)
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors):  # keep messages and warnings, drop the progress bar
+        status = flashgp_main(list(args))
+    for line in errors.getvalue().replace("\r", "\n").splitlines():
+        if line.strip() and not line.startswith("fit ("):
+            print(line)
+    if status:
+        raise SystemExit(status)
     print(flush=True)
 
 
