@@ -10,6 +10,7 @@ variance to the exact one over the test points.
 from __future__ import annotations
 
 import argparse
+import textwrap
 import time
 import warnings
 
@@ -55,8 +56,11 @@ def main(argv=None) -> None:
         print(f"  {name:<28} min {q[0]:.4f}  median {q[1]:.4f}  max {q[2]:.4f}   "
               f"({gp.diagnostics['variance_method']}, {seconds:.2f} s)")
         for item in caught:
-            print(f"    warning: {str(item.message)[:150]}...")
-    print("certificate of the default:", {k: v for k, v in gp_diagnostics(model(fg.CG()), x_test).items()})
+            print(textwrap.fill(f"warning: {item.message}", width=88, initial_indent="    ",
+                                subsequent_indent="      "))
+    print("the default's certificate (model.diagnostics):")
+    for key, value in gp_diagnostics(model(fg.CG()), x_test).items():
+        print(f"  {key}: {value}")
 
     if args.plot:
         from matplotlib.figure import Figure

@@ -10,6 +10,7 @@ Three small problems, each set up to trigger one kind of ``fg.NumericalWarning``
 """
 from __future__ import annotations
 
+import textwrap
 import warnings
 
 import torch
@@ -24,8 +25,10 @@ def data(n: int, noise: float, seed: int = 0):
 
 
 def show(caught) -> None:
+    """Print caught warnings, wrapped to the width of a page."""
     for item in caught:
-        print(f"  {item.category.__name__}: {item.message}")
+        print(textwrap.fill(f"{item.category.__name__}: {item.message}", width=88,
+                            initial_indent="  ", subsequent_indent="      "))
 
 
 def main() -> None:
@@ -62,7 +65,9 @@ def main() -> None:
     with warnings.catch_warnings(record=True) as caught:
         history = fg.fit(model, iters=4, progress=False, seed=0)
     show(caught)
-    print(f"  history.warnings: {[(step, message.split(':')[0]) for step, message in history.warnings]}")
+    print("  history.warnings (step, kind):")
+    for step, message in history.warnings:
+        print(f"    {step}: {message.split(':')[0]}")
 
 
 if __name__ == "__main__":
