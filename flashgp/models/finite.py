@@ -47,8 +47,8 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def nonfinite_parameters(model) -> list[str]:
-    """'name = values' for every parameter and buffer of ``model`` (training data excluded: it is
-    checked where it enters) holding a NaN or infinity; raw_<name> is reported as <name> (raw ...)."""
+    """'name = [values]' for every parameter and buffer of ``model`` (training data excluded: it is
+    checked where it enters) holding a NaN or infinity; a raw_<name> says which value it stores."""
     found = []
     tensors = list(model.named_parameters()) + [(n, b) for n, b in model.named_buffers()
                                                  if n not in ("train_x", "train_y")]
@@ -58,9 +58,8 @@ def nonfinite_parameters(model) -> list[str]:
         values = tensor.detach().reshape(-1)[:4].tolist()
         shown = ", ".join(f"{v:.3g}" for v in values) + (", ..." if tensor.numel() > 4 else "")
         prefix, _, leaf = name.rpartition(".")
-        if leaf.startswith("raw_"):
-            name = f"{prefix + '.' if prefix else ''}{leaf[4:]} (stored as {leaf})"
-        found.append(f"{name} = [{shown}]")
+        stores = f" (stores {prefix + '.' if prefix else ''}{leaf[4:]})" if leaf.startswith("raw_") else ""
+        found.append(f"{name} = [{shown}]{stores}")
     return found
 
 
@@ -71,13 +70,30 @@ def parameters_finite(model) -> bool:
 
 
 def check_noise_values(noise: torch.Tensor, name: str = "likelihood.noise") -> None:
-    """NonFiniteError unless every training noise variance (*batch, n) is finite and > 0."""
-    bad = ~torch.isfinite(noise) | (noise <= 0)
+    """NonFiniteError unless every training noise variance (*batch, n) is finite and >= 0 (0 is
+    a noise-free ``Gaussian(noise_floor=0)`` whose softplus underflowed: K_hat is then K, which
+    jitter handles; negative ones would make predictive variances negative)."""
+    bad = ~torch.isfinite(noise) | (noise < 0)
     if bool(bad.any()):
-        raise NonFiniteError(f"{name}: expected finite positive noise variances, found {int(bad.sum())} "
-                             f"of {noise.numel()} that are not (min {float(noise.min()):.3g}); they were "
-                             "changed after the likelihood checked them (in place or through .data). To "
-                             "fix: assign valid variances (model.likelihood.noise = values)")
+        raise NonFiniteError(f"{name}: expected finite non-negative noise variances, found {int(bad.sum())} of "
+                             f"{noise.numel()} that are not (min {float(noise.min()):.3g}); FixedNoise variances "
+                             "edited in place or through .data are checked only when used. To fix: assign "
+                             "valid variances (model.likelihood.noise = values)")
+
+
+def zero_parameters(model) -> list[str]:
+    """'name = 0' for every positive hyperparameter whose value underflowed to exactly 0 (softplus
+    of a raw value below about -745 in float64, -104 in float32): a lengthscale of 0 makes
+    k(x, x) = 0 / 0 = NaN."""
+    found = []
+    for prefix, module in model.named_modules():
+        for name, constraint in getattr(module, "_constraints", {}).items():
+            value = getattr(module, name)
+            if constraint.lower == 0 and bool((value == 0).any()) and not name == "noise":
+                raw = getattr(module, "raw_" + name).detach().reshape(-1)
+                full = f"{prefix}.{name}" if prefix else name
+                found.append(f"{full} = 0 (stored as raw_{name} = {float(raw.min()):.3g}, where softplus underflows)")
+    return found
 
 
 def kernel_overflow(kernel, x: torch.Tensor, where: str) -> str | None:
@@ -88,6 +104,10 @@ def kernel_overflow(kernel, x: torch.Tensor, where: str) -> str | None:
     if not bool(bad.any()):
         return None
     dtype = dtype_name(x.dtype)
+    if not bool(torch.isinf(diag).any()):  # NaN without infinity: 0 / 0 or inf - inf inside the kernel
+        return (f"the kernel {describe_kernel(kernel)} gives NaN at the {where} (k(x, x) at {int(bad.sum())} of "
+                f"{bad.numel()} points) at finite parameters; check its parameters for values far from the "
+                "data's scale (a lengthscale or period that underflowed to 0)")
     hint = "" if x.dtype == torch.float64 else ", use float64 data"
     return (f"the kernel {describe_kernel(kernel)} overflows {dtype} at the {where}: k(x, x) is not finite at "
             f"{int(bad.sum())} of {bad.numel()} points (the inputs reach |x| = {float(x.abs().max()):.3g}; "
@@ -109,6 +129,10 @@ def diagnose(model, x: torch.Tensor | None = None) -> str | None:
     params = nonfinite_parameters(model)
     if params:
         return f"non-finite parameters: {'; '.join(params)}. {FIX_PARAMETERS}"
+    zeros = zero_parameters(model)
+    if zeros:
+        return (f"parameters that underflowed to 0: {'; '.join(zeros)}. Set them again (e.g. "
+                "model.kernel.base.lengthscale = 1.0) or lower the learning rate")
     noise = getattr(model.likelihood, "noise", None)
     if isinstance(noise, torch.Tensor):
         try:
