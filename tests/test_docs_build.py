@@ -29,3 +29,5 @@ def test_docs_build_strict(tmp_path):
     example = (site / "examples/preconditioners/index.html").read_text()
     assert "fewest iterations" in example  # the script's output, from its run during the build
     assert list((site / "examples/_generated").glob("*.png")), "the examples' figures are missing"
+    unrun = [str(p.relative_to(site)) for p in site.rglob("*.html") if "{{ run(" in p.read_text()]
+    assert not unrun, f"run(...) lines the hook did not recognize (check their spelling): {unrun}"
