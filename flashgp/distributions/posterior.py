@@ -62,12 +62,14 @@ class Posterior:
         variance_min_before_clamp); NaN or infinity raises ValueError."""
         if self._latent is None:
             var = self.covariance.diagonal()
-            negative, bad = torch.stack([(var < 0).sum(), (~torch.isfinite(var)).sum()]).tolist()  # one sync
-            if bad:
+            low, high = (float(v) for v in torch.aminmax(var.detach())) if var.numel() else (0.0, 0.0)  # NaN propagates
+            if not (math.isfinite(low) and math.isfinite(high)):
+                bad = int((~torch.isfinite(var)).sum())
                 raise ValueError(f"variance: {bad} of {var.numel()} posterior variances are NaN or "
                                  "infinite (non-finite parameters, or kernel values overflowing "
                                  f"{str(var.dtype).replace('torch.', '')}); check the model's parameters and "
                                  "scale the inputs")
+            negative = int((var < 0).sum()) if low < 0 else 0
             self.diagnostics["variance_clamped"] = negative
             if negative:
                 self.diagnostics["variance_min_before_clamp"] = float(var.min())

@@ -2,6 +2,7 @@
 # Cholesky (small n) or BBMM (CG, any n) inference, with cached predictions.
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -253,7 +254,8 @@ class ExactGP(GPModel):
             self._nonfinite(err, x)
             raise NonFiniteError(f"posterior: {err} (at finite parameters and kernel values; diagnostics: "
                                  f"{self.diagnostics}); try float64 data or the Cholesky solver") from err
-        if not bool(torch.isfinite(post.mean).all()):
+        # the sum is finite when every entry is (one reduction; an overflowing sum checks them all)
+        if not math.isfinite(float(post.mean.sum())) and not bool(torch.isfinite(post.mean).all()):
             self._nonfinite(None, x)
             raise NonFiniteError(f"posterior: the mean is not finite at {int((~torch.isfinite(post.mean)).sum())} "
                                  f"of {post.mean.numel()} test points, at finite parameters and kernel values "
@@ -267,6 +269,21 @@ class ExactGP(GPModel):
         predicted as on its own (mean (*b, m), covariance (*b, m, m), none between the sets).
         Returns a ``Posterior`` (mean, variance, covariance operator, sample, confidence_region).
         Predictions are not differentiable.
+
+        What a posterior promises:
+
+        * current: the cached solves are reused only while the model is unchanged (any change
+          of a parameter, part or the training data is seen, ``models.state``); the mean and
+          variances are computed now, and the lazy covariance raises ValueError if the model
+          changes before it is used (call ``posterior`` again);
+        * finite and non-negative: variances below 0 from round-off are clamped (counted in
+          diagnostics["variance_clamped"]); a NaN or infinite mean or variance raises
+          ``NonFiniteError`` naming the cause (a non-finite parameter, invalid FixedNoise
+          variances, a kernel overflowing the dtype at the test or training inputs);
+        * bounded memory: on the Cholesky path test points are taken ``PREDICT_CHUNK_BYTES`` at a
+          time, and a low-rank factor beyond ``KEEP_FACTOR_BYTES`` (Cholesky's m x n, LOVE's
+          m x root_rank) is recomputed in chunks when the covariance is used
+          (``models.prediction``); dense covariances and samples are size-checked first.
         """
         x = check_test_inputs(x, self.train_x)
         start = time.perf_counter()
