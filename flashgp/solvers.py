@@ -85,11 +85,13 @@ class CG:
         precision: arithmetic of the fused GPU kernels (backend "triton"): "fp16x3" (default:
             K @ V in three float16 tensor-core products of split operands, gradients as
             "tf32x3"; as accurate as "tf32x3" on an H200 and 1.13-1.27x faster at n = 1M,
-            benchmarks/results/session14/), "tf32x3" (3xTF32 tensor-core products; on an H200
-            its K @ V was within 5e-7 of float64, closer than "fp32"'s 2.5e-6, and twice as
-            fast, benchmarks/results/session4/), "fp32" (IEEE float32 on the CUDA cores),
-            "tf32" (10-bit mantissa products, fastest; not for training: it warns there, see
-            benchmarks/results/precision_accuracy_h200.md). The dense and blocked backends
+            ``python benchmarks/gpu_kernels.py --n 1000000 --d 3 --t 11 --kernel rbf
+            --skip-blocked --precisions tf32x3 fp16x3 --ops matmul``, and --kernel matern52),
+            "tf32x3" (3xTF32 tensor-core products; on an H200 its K @ V was within 5e-7 of float64, closer than
+            "fp32"'s 2.5e-6, ``python benchmarks/product_accuracy.py --n 20000 --profiles rbf``,
+            and faster), "fp32" (IEEE float32 on the CUDA cores), "tf32" (10-bit mantissa
+            products, fastest; not for training: it warns there, see ``python
+            benchmarks/precision_accuracy.py --n 20000``). The dense and blocked backends
             compute in the data's dtype whatever this says (on GPUs with TMA a large stored
             float32 K is multiplied by a Triton kernel in 3xTF32, IEEE float32 for "fp32":
             float32 accuracy either way).

@@ -10,7 +10,8 @@ BACKENDS = ("auto", "dense", "blocked", "triton")
 # a Scale(stationary) kernel keeps K and dk/dr2 (no graph) plus one block of temporaries. On
 # float32 data where the fused kernels run it keeps K alone (its gradient comes from the fused
 # pass) but is budgeted as 3 all the same: at n = 40,000 dense was still faster per step than
-# the fused kernels (d = 3 and 8, benchmarks/results/session12/README.md); larger n are untimed.
+# the fused kernels (d = 3 and 8; ``python benchmarks/uci.py --device cuda --iters 20 --datasets
+# synth-40000 --libs flashgp --backend dense``, and ``--backend triton``); larger n are untimed.
 DENSE_BUFFERS = 6
 DENSE_BUFFERS_STATIONARY = 3
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes, off CUDA

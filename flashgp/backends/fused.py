@@ -141,8 +141,8 @@ def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.T
     With x2 None and one column the symmetric kernel computes each entry of an off-diagonal
     tile once (``triton_symmetric``; block_m must then be a multiple of block_n). With more
     columns its transposed tile product made it slower than the rectangular kernel on an H200
-    (12.3 ms against 9.2 ms at n = 100k, t = 11, benchmarks/results/session5/), so those use
-    ``kv_matmul``.
+    (n = 100k, t = 11: ``python benchmarks/tune_kernels.py --n 100000 --d 3 --t 11 --ops matmul
+    sym_matmul --precisions tf32x3``), so those use ``kv_matmul``.
     """
     _check_precision(precision)
     parts = fused_parts(kernel)

@@ -7,10 +7,9 @@ in rows padded to ``layout.ROW_ALIGN`` elements (``layout.padded_rows``).
 
 The stored product reads K through Hopper's tensor memory accelerator (TMA: Triton tensor
 descriptors, tiles copied to shared memory asynchronously, several in flight), which needs
-16-byte aligned rows. On an H200 it read K at 3.9-4.2 TB/s where cuBLAS's (V^T K)^T reached
-2.0-2.5 TB/s (t = 11; 1.57-1.64x faster at n = 15,000 to 44,000,
-benchmarks/results/session13/README.md); the session-7 kernel with plain tile loads matched
-cuBLAS only.
+16-byte aligned rows. On an H200 it was faster than cuBLAS's (V^T K)^T (t = 11; 1.41x at
+n = 41,157 and 1.46x at 44,000, ``python benchmarks/dense_matmul.py --n 15000 36000 41157 44000``);
+a Triton kernel with plain tile loads only matched cuBLAS.
 """
 from __future__ import annotations
 
@@ -28,7 +27,7 @@ from .triton_kernels import (MIN_DOT, PRECISIONS, UNRANGED_PRECISION, _check, _d
 
 DENSE_CONFIG = (64, 64, 4)  # BLOCK_M, BLOCK_N, num_warps (not tuned: a store-bound kernel)
 # BLOCK_M, BLOCK_N, num_warps, tiles in flight of the stored product: the best setting common to
-# n = 15,000, 41,157 and 44,000 of a 10-setting sweep (t = 11, tf32x3, one H200; session 13)
+# n = 15,000, 41,157 and 44,000 of a 10-setting sweep (t = 11, tf32x3, one H200)
 STORED_CONFIG = (64, 64, 4, 4)
 STORED_MAX_T = 64   # columns of V per pass over K; wider V takes several passes
 

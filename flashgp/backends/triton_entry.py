@@ -82,8 +82,7 @@ def _mufu(x, OP: tl.constexpr):
         "lg2"      log2(x): lg2.approx (CUDA's __log2f: absolute error 2^-22.6 on [0.5, 2],
                    2 ulp elsewhere; for RQ's q >= 1 a relative error of about 1e-7 alpha
                    log2(2 q) in k = 2^(-alpha log2 q)), where tl.log2 is a libdevice
-                   polynomial of some 30 instructions. Not yet timed or run on a GPU
-                   (benchmarks/results/session5/README.md).
+                   polynomial of some 30 instructions. Not yet timed or run on a GPU.
     """
     if _INTERPRETED:
         if OP == "lg2":
@@ -181,8 +180,8 @@ def _profile_prescaled(r2, alpha, PROFILE: tl.constexpr):
         matern12  2^-s                   matern52  (1 + s (ln2 + s ln2^2 / 3)) 2^-s
         rq        2^(-alpha log2(1 + r2))   (c^2 = 1 / (2 alpha))
 
-    Per entry 1 (RBF) to 4 (Matern 5/2) instructions fewer than ``_profile``, and about 28 for
-    RQ with its log by MUFU.LG2 (sm_90 SASS, benchmarks/results/session5/README.md)."""
+    Per entry fewer sm_90 SASS instructions than ``_profile`` (a few for RBF and the Materns, many
+    for RQ with its log by MUFU.LG2)."""
     if PROFILE == 0:
         k = _exp2_neg(r2)
     elif PROFILE == 1:

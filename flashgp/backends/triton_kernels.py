@@ -30,16 +30,18 @@ from .triton_records import fp16x3_config, records_kv
 # ----- named parameters: block sizes and precision -------------------------------------------
 # Launch configurations (BLOCK_M rows of z1 per program, BLOCK_N columns of z2 per step of the
 # tile loop, num_warps, num_stages). The direct (d <= DIRECT_MAX_D) and d = 20 entries are the
-# fastest of a sweep on one H200 (benchmarks/tune_kernels.py, n = 100k, RBF, d = 3 and 20,
-# benchmarks/results/gpu_kernels_h200.md; direct ones re-swept for the kernels of session 4,
-# benchmarks/results/session4/, t1 again in session 5, session5/tune_h200.txt); the wide-D
-# entries (padded D >= 64) come from ptxas register reports (no spills) and were not timed. The
-# dot "narrow" entries were re-swept in session 10 (Matern 5/2, tf32x3, t = 11, session10/): one
-# stage, 32 columns. K @ V: 1.87x faster at d = 9 (n = 41,157) and 1.30x at d = 20 (n = 100k)
-# than (128, 64, 4, 3); (64, 32, 4, 1) was 9% faster still at d = 9 but 8% slower at d = 20.
-# Gradients: 1.90x and 1.51x faster than (64, 32, 4, 2). A tf32x3 K @ V in two tensor-core
-# products per tile (V split into tf32 parts on the host) was slower at d = 3 (RBF 9.73 against
-# 8.87 ms at n = 100k, t = 11) and is not kept (session10/README.md).
+# fastest of a sweep on one H200 (n = 100k, RBF, d = 3 and 20; the direct ones, e.g.
+# ``python benchmarks/tune_kernels.py --n 100000 --d 3 --t 11 --ops matmul grad_xx --precisions
+# tf32x3 fp32 tf32``, with --t 1 for t1, sweeping --block-m --block-n --num-warps --num-stages);
+# the wide-D entries (padded D >= 64) come from ptxas register reports (no spills) and were not
+# timed. The dot "narrow" entries (one stage, 32 columns) come from a sweep at Matern 5/2, tf32x3,
+# t = 11 (``python benchmarks/tune_kernels.py --ops matmul grad --precisions tf32x3 --profile
+# matern52 --n 41157 --d 9 --t 11``, and --n 100000 --d 20, over --block-m 32 64 128 --block-n
+# 16 32 64 --num-warps 4 8 --num-stages 1 2 3). K @ V: 1.87x faster at d = 9 (n = 41,157) and
+# 1.30x at d = 20 (n = 100k) than (128, 64, 4, 3); (64, 32, 4, 1) was 9% faster still at d = 9
+# but 8% slower at d = 20. Gradients: 1.90x and 1.51x faster than (64, 32, 4, 2). A tf32x3
+# K @ V in two tensor-core products per tile (V split into tf32 parts on the host) was slower at
+# d = 3 and is not kept.
 KV_CONFIGS = {  # (geometry, product) -> config
     ("direct", "t1"): (64, 32, 4, 3),       # one column: elementwise sum, no dot
     ("direct", "fp32"): (64, 64, 4, 1),
@@ -69,11 +71,13 @@ MAX_D = 128              # widest scaled input handled in one tile (wider: the b
 # accuracy at tensor-core speed. "fp16x3" does the same for K @ V with float16 parts (the
 # kernel entry k in [0, 1] and V, ranged per column into float16's span on the host by powers of
 # two): three float16 products, each twice a tf32 product's rate, and half the registers for the
-# kernel tile's parts. On an H200 (session 14) it was as accurate as tf32x3 (K @ V within 1.2e-6
-# of float64, n = 20,000) and 1.13x (Matern 5/2) to 1.27x (RBF) faster at n = 1M, d = 3, t = 11;
+# kernel tile's parts. On an H200 it was as accurate as tf32x3 (K @ V within 1.2e-6 of float64,
+# n = 20,000: ``python benchmarks/product_accuracy.py --n 20000 --d 3 20 --profiles rbf matern52
+# --precisions fp32 tf32x3 fp16x3``) and 1.13x (Matern 5/2) to 1.27x (RBF) faster at n = 1M,
+# d = 3, t = 11 (``python benchmarks/gpu_kernels.py --n 1000000 --d 3 --t 11 --kernel rbf
+# --skip-blocked --repeats 3 --precisions tf32x3 fp16x3 --ops matmul``, and --kernel matern52);
 # its gradient passes run in tf32x3 (UNRANGED_PRECISION). "fp32" computes every dot on the CUDA
-# cores (IEEE float32; a 3xTF32 geometry dot was tried for it at d = 20 and was not faster:
-# 52.9 ms vs 48.1 ms at n = 100k).
+# cores (IEEE float32; a 3xTF32 geometry dot was tried for it at d = 20 and was not faster).
 PRECISIONS = {
     "fp32": ("ieee", "ieee", "float32"),
     "tf32x3": ("tf32x3", "tf32x3", "float32"),
@@ -243,9 +247,8 @@ def _laid_out(z: torch.Tensor, by_column: bool) -> torch.Tensor:
     """z (B, n, D) as contiguous float32, stored by point (strides (n D, D, 1)) or by column
     (strides (n D, 1, n)): then a tile's coordinate k is one contiguous run and the point stride
     1 is specialized by Triton at launch, which removes per-element address arithmetic. On an
-    H200 by column was 1-5% faster for the tensor-core precisions and 15% slower for the fp32
-    gradient (benchmarks/results/session4/tune_layout_h200.json), so ``_prepared`` picks it per
-    precision."""
+    H200 by column was faster for the tensor-core precisions and slower for the fp32 gradient,
+    so ``_prepared`` picks it per precision."""
     if by_column:
         return z.float().transpose(-1, -2).contiguous().transpose(-1, -2)
     return z.float().contiguous()

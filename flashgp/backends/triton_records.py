@@ -26,11 +26,9 @@ import triton.language as tl
 from .triton_entry import _RQ, _columns, _dot_fp16_parts, _product, _profile_prescaled, _sq_dist_tuples
 
 # Launch settings (BLOCK_M, BLOCK_N, num_warps, num_stages) of the fp16x3 product by profile, the
-# fastest or within 2% of it at n = 100k, 200k and 1M (d = 3, t = 11, one H200, session 15:
-# benchmarks/results/session15/call4_sweep_1m_h200.jsonl, call7_sweep_100k_200k_h200.jsonl).
-# RBF with (128, 64, 4, 2): 7.10 / 24.3 / 563 ms, against 8.53 / 25.3 / 580 ms at (128, 32, 4, 1);
-# Matern 5/2 with (128, 32, 4, 3): 10.09 / 35.6 / 831 ms, against 11.65 / 35.9 / 837 ms. The other
-# profiles (not timed) take Matern's, the other precisions triton_kernels.KV_CONFIGS.
+# fastest or within 2% of it at n = 100k, 200k and 1M (d = 3, t = 11, one H200), for RBF and for
+# Matern 5/2 faster than (128, 32, 4, 1) at all three sizes. The other profiles (not timed) take
+# Matern's, the other precisions triton_kernels.KV_CONFIGS.
 FP16X3_CONFIGS = {"rbf": (128, 64, 4, 2), "other": (128, 32, 4, 3)}
 
 

@@ -28,11 +28,12 @@ from .triton_kernels import (GRAD_CONFIGS, GRAD_MAX_T, KV_MAX_T, PRECISIONS, PRO
 CHUNK = 32  # column tiles per program right of the diagonal square (load balance vs atomics)
 # Launch configurations of the symmetric product, keyed like triton_kernels.KV_CONFIGS; BLOCK_M
 # must be a multiple of BLOCK_N. The direct t1 and tf32x3 entries are the fastest of a sweep on
-# one H200 (n = 100k, d = 3, benchmarks/results/session5/tune_h200.txt; direct fp32 and tensor
-# were timed at this configuration only); the dot ones come from ptxas register reports (sm_90:
-# the 128-row tiles of kv_matmul spill here, as the transposed product keeps V's rows split
-# into tf32 halves) and were not timed. The library (``fused``) calls sym_kv_matmul for one
-# column only: with more, it was slower than kv_matmul (session5/README.md).
+# one H200 (``python benchmarks/tune_kernels.py --n 100000 --d 3 --t 11 --ops sym_matmul sym_grad
+# --precisions tf32x3 --block-m 64 128 --block-n 32 64 --num-warps 4 8 --num-stages 1 3``, and
+# --t 1; direct fp32 and tensor were timed at this configuration only); the dot ones come from
+# ptxas register reports (sm_90: the 128-row tiles of kv_matmul spill here, as the transposed
+# product keeps V's rows split into tf32 halves) and were not timed. The library (``fused``)
+# calls sym_kv_matmul for one column only: with more, it was slower than kv_matmul.
 SYM_KV_CONFIGS = {
     ("direct", "t1"): (64, 32, 4, 1),
     ("direct", "fp32"): (64, 32, 4, 1),
@@ -43,9 +44,10 @@ SYM_KV_CONFIGS = {
     ("dot", "wide"): (64, 32, 8, 2),
 }
 # The symmetric gradient pass: triton_kernels.GRAD_CONFIGS. Its dot "narrow" entry (64, 32, 4, 1)
-# was 3.4x (d = 9, n = 41,157) and 3.8x (d = 20, n = 43,945) faster than the two-stage (64, 32,
-# 4, 2) the pass ran with until session 12 (Matern 5/2, tf32x3, t = 11, one H200,
-# benchmarks/results/session12/tune_symgrad_*).
+# was 3.4x (d = 9, n = 41,157) and 3.8x (d = 20, n = 43,945) faster than a two-stage (64, 32, 4, 2)
+# (Matern 5/2, tf32x3, t = 11, one H200: ``python benchmarks/tune_kernels.py --ops sym_grad
+# --precisions tf32x3 --profile matern52 --block-m 64 128 --block-n 32 --num-warps 4
+# --num-stages 1 2 --t 11 --n 41157 --d 9``, and --n 43945 --d 20).
 SYM_GRAD_CONFIGS = GRAD_CONFIGS
 
 
@@ -73,9 +75,8 @@ def _sym_kv_kernel(Z, NSQ, V, OUT, ALPHA, n, d, t, s_zb, s_zn, s_zd, s_nb, s_vb,
     """OUT[b] += this program's share of K(z, z) @ V[b] (OUT starts at zero).
 
     Unlike kv_matmul, k comes from ``_profile`` on unscaled z, not from prescaled inputs: with
-    one column the prescaled form ran 1.18x (RBF) and 1.07x (Matern 5/2) slower on an H200 in
-    the same run, although its loops had up to 22% fewer sm_90 instructions. This form
-    compiles to the SASS of the faster one (benchmarks/results/session7/README.md).
+    one column the prescaled form ran slower on an H200, although its loops had fewer sm_90
+    instructions. This form compiles to the SASS of the faster one.
 
     BLOCK_T == 1: a single column of V, summed elementwise (no dot).
     """

@@ -76,7 +76,7 @@ class _InvQuadLogdet(torch.autograd.Function):
                                "after the first one. Evaluate it again (e.g. model.mll()) instead")
         # release the operator with this pass: a training loop's previous loss (and with it this
         # graph node) often lives on while the next step builds its operator, which kept two
-        # stored kernel matrices alive at once (49 GB peak for a 26 GB K at n = 80,000, session 13)
+        # stored kernel matrices alive at once (a peak of twice K's memory)
         ctx.op = None
         alpha, probe_solves = solution[..., :1], solution[..., 1:]
         batch = solution.shape[:-2]

@@ -20,8 +20,8 @@ from .dense import Dense
 DENSE_TILE_ENTRIES_CUDA = 1 << 26
 # stored matrices with fewer entries keep torch's (cuBLAS's) product: the Triton one saves GPU
 # time but costs more host time per call (about 0.25 ms), and at small n the host sets the pace
-# of CG. One H200, profiled training steps (session 13): elevators (n = 14,940) 21.4 ms with
-# cuBLAS, 32.9 with Triton; kin40k (36,000) 59.1 against 48.0; protein (41,157) 87.2 against 54.7.
+# of CG. On an H200, profiled training steps of elevators (n = 14,940) were slower with the
+# Triton product, those of kin40k (36,000) and protein (41,157) faster.
 STORED_PRODUCT_MIN_ENTRIES = 1 << 29  # n ~ 23,000
 
 

@@ -95,13 +95,15 @@ class PivotedCholesky(PivotConfig):
             never shrinks during a fit. Memory: the factor is n x rank in the data's dtype (the
             float64 Woodbury solve converts it in blocks of rows). At the hyperparameters the n = 1M fit
             reached, a CPU stand-in needed 79 / 36 / 20 CG iterations at rank 100 / 200 / 400
-            (benchmarks/results/session7/README.md).
+            (``python benchmarks/precond_rank.py --n 20000 --ranks 100 200 400``).
         eval_rank: the rank of the preconditioner of the posterior mean solve (None: the rank
             training ended with, grown or not). The prediction solve runs to ``CG.eval_tol``, far
             below training's tolerance, so it profits most from a larger rank. At the
             hyperparameters of the n = 1M fit on an H200 it took 868 CG iterations and 351 s at
             rank 400, 198 iterations and 98 s at rank 1600, at the cost of an n x 1600 float32
-            factor (benchmarks/results/session9/README.md).
+            factor (``python examples/large_gpu_fit.py --n 1000000 --iters 0 --test 100000
+            --backend triton --precision tf32x3 --root-rank 50 --eval-tol 0.01 --precond-rank 400
+            [--eval-precond-rank 1600] --raw-parameters`` with that fit's history).
         block_size: 0 (default) for P = L L^T + noise. b > 0 adds the part of K_hat that L
             misses at short range: P = L L^T + blockdiag(K_hat - L L^T) over blocks of b
             points that lie near each other (a k-d ordering of the lengthscale-scaled inputs,
@@ -110,13 +112,15 @@ class PivotedCholesky(PivotConfig):
             more, as much as b more columns of L; build cost: n b kernel entries and n b k
             multiply-adds. It helps where the noise is small against the kernel's local
             variation (many points per lengthscale) in few dimensions, which a low rank cannot
-            capture. On an H200 (benchmarks/results/session16/), blocks of 256 took protein
-            (d = 9) from 20-54 to 20-22 CG iterations per training step (0.105 to 0.076 s per
-            step, test NLL 0.980 to 0.871) and its posterior mean solve from 204 to 87; at
-            n = 1M (d = 3) they cut the residual of y after 95 CG iterations from 1.23 to 0.19.
-            They made elevators (d = 18) slower: 0.024 to 0.034-0.063 s per step, 42 to 86
-            iterations for its posterior mean; at UCI sizes a build takes 9-13 ms and a solve
-            0.4 ms against 0.1 ms. Hence the default 0.
+            capture. On an H200, blocks of 256 took protein (d = 9) from 20-54 to 20-22 CG
+            iterations per training step (0.105 to 0.076 s per step, test NLL 0.980 to 0.871)
+            and its posterior mean solve from 204 to 87 iterations; they made elevators (d = 18)
+            slower: 0.024 to 0.034-0.063 s per step, 42 to 86 iterations for its posterior mean
+            (``python benchmarks/uci.py --data .uci --device cuda --iters 20 --datasets
+            elevators,kin40k,protein --libs flashgp --precond-blocks 0``, and 256). At n = 1M
+            (d = 3) they cut the residual of y left after a fixed number of CG iterations; at
+            UCI sizes a build and a solve cost more than without blocks. Hence the
+            default 0.
     """
 
     kind = "pivoted_cholesky"

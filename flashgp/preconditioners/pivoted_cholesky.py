@@ -179,7 +179,9 @@ def _whitened_columns(rows: Tensor, chol: Tensor, dtype: torch.dtype) -> Tensor 
     The product with the explicit k x k inverse, in float64 over NYSTROM_CHUNK columns of rows at
     a time, instead of a triangular solve with n right-hand sides: on an H200 (torch 2.11,
     cuBLAS) that solve took 14-17 s for k = 48 and 55 at n = 1M against 0.004-0.009 s for
-    k >= 64, and 0.001 s as a product (benchmarks/results/session9/). The chunks keep the float64
+    k >= 64, and 0.001 s as a product (``python benchmarks/greedy_pivots.py --n 1000000 --rank 100
+    --every 25 --lengthscale 0.1181 0.1075 0.1265 --outputscale 1.9793 --solve-ks 48 55 64 70
+    100``). The chunks keep the float64
     temporaries to k * NYSTROM_CHUNK entries (one n x k float64 copy is 3.2 GB at k = 400).
     """
     n, k = rows.shape[-1], rows.shape[-2]

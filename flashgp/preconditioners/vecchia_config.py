@@ -94,17 +94,21 @@ class Vecchia(PreconditionerConfig):
             lengthscales of the search). 1 searches at every build.
         seed: the random order's seed.
 
-    Measured (benchmarks/results/session17/): at n = 1M (d = 3, Matern 5/2, the session-8 fit's
-    final hyperparameters, one H200) a training step with Vecchia(30) and ``lanczos_iters=10``
-    took 9.88 s (10 CG iterations), against 18.45 s for rank 800 with 20 iterations; a build
-    takes 0.16-0.17 s with the neighbours reused and 0.35-0.40 s with a new search; U and U^T
-    products with 11 columns take 3.3 ms. On a CPU stand-in of that state (n = 12,000) its
-    10-iteration mll was 1.8e-4 nats per point off float64 Cholesky and its gradient 0.3%,
-    where rank 400 with 25 iterations was 0.77 nats off with a gradient pointing the wrong way.
-    On UCI sets (H200, 20 Adam steps) it made protein's step 1.55x faster (20 CG iterations a
-    step instead of 20-61; test NLL 0.864 against 0.983) and elevators' and kin40k's 1.12-1.14x
-    slower, with their RMSE and NLL unchanged. Not the default: high-dimensional inputs make
-    nearest neighbours a weak guide, and the search there is exhaustive (O(n^2)).
+    Measured: at n = 1M (d = 3, Matern 5/2, the final hyperparameters of a 1M fit, one H200) a
+    training step with Vecchia(30) and ``lanczos_iters=10`` took 9.88 s (10 CG iterations),
+    against 18.45 s for rank 800 with 20 iterations (``python examples/large_gpu_fit.py --n
+    1000000 --backend triton --precision fp16x3 --iters 2 --vecchia 30 --lanczos-iters 10
+    --raw-parameters`` with that fit's history, and ``--precond-rank 800 --lanczos-iters 20``);
+    a build with the neighbours reused costs a fraction of one with a new search. On a CPU
+    stand-in of that state (n = 12,000) its 10-iteration mll was 1.8e-4 nats per point off
+    float64 Cholesky and its gradient 0.3%, where rank 400 with 25 iterations was 0.77 nats off
+    with a gradient pointing the wrong way (``python benchmarks/precond_rank.py --n 12000
+    --lengthscale 0.1181 0.1075 0.1265 --outputscale 1.9793 --noise 0.008908 --ranks 400
+    --vecchia 30 --lanczos-iters 10 --reference --repeats 2 --backend dense``). On UCI sets (H200, 20 Adam
+    steps) it made protein's step faster (20 CG iterations a step instead of 20-61, a lower test
+    NLL) and elevators' and kin40k's slightly slower, with their RMSE and NLL unchanged. Not the
+    default: high-dimensional inputs make nearest neighbours a weak guide, and the search there
+    is exhaustive (O(n^2)).
     """
 
     kind = "vecchia"
