@@ -89,7 +89,7 @@ def zero_parameters(model) -> list[str]:
     for prefix, module in model.named_modules():
         for name, constraint in getattr(module, "_constraints", {}).items():
             value = getattr(module, name)
-            if constraint.lower == 0 and bool((value == 0).any()) and not name == "noise":
+            if constraint.lower == 0 and name != "noise" and bool((value == 0).any()):
                 raw = getattr(module, "raw_" + name).detach().reshape(-1)
                 full = f"{prefix}.{name}" if prefix else name
                 found.append(f"{full} = 0 (stored as raw_{name} = {float(raw.min()):.3g}, where softplus underflows)")

@@ -184,6 +184,6 @@ def test_variances_are_finite_and_non_negative_on_every_path(path, dtype):
 def test_posterior_refuses_nan_variances_instead_of_returning_them():
     post = Posterior(torch.zeros(3, dtype=F64), MarginalOnly(torch.tensor([0.1, float("nan"), 0.2], dtype=F64)))
     with pytest.raises(ValueError, match=r"^variance: 1 of 3 posterior variances are NaN or infinite"):
-        post.variance
+        _ = post.variance
     clamped = Posterior(torch.zeros(2, dtype=F64), MarginalOnly(torch.tensor([-1e-12, 0.3], dtype=F64)))
     assert clamped.variance.tolist() == [0.0, 0.3] and clamped.diagnostics["variance_clamped"] == 1

@@ -5,7 +5,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 import flashgp as fg
 from flashgp.kernels import RBF, Scale
