@@ -11,6 +11,14 @@ class NotPSDError(ValueError):
     """A matrix expected to be positive (semi-)definite is not, even after adding jitter."""
 
 
+class NonFiniteError(NotPSDError):
+    """Values a model needs finite are not: a NaN or infinite hyperparameter, FixedNoise variances
+    that are not finite and positive, or a kernel whose values overflow the model's dtype. The
+    message names the part, the dtype and the fix. A ``NotPSDError`` (a ValueError), so
+    ``fg.fit`` stops on it (Adam) or backs off from the trial point (L-BFGS), as it does for a
+    K_hat that cannot be factored."""
+
+
 class ModelFileError(ValueError):
     """A file that cannot be loaded as a flashgp model: foreign, damaged, unsafe or too new.
 

@@ -38,8 +38,9 @@ class CholeskyEngine(Engine):
         """
         k_hat = kernel(x.double()) + torch.diag_embed(noise.double())
         if not bool(torch.isfinite(k_hat).all()):
-            raise NotPSDError("the kernel matrix has NaN or infinite entries at the current "
-                              "hyperparameters (check for overflowing lengthscales or outputscale)")
+            raise NotPSDError("the kernel matrix or the noise has NaN or infinite entries at the current "
+                              "hyperparameters (a parameter that is NaN or infinite, or kernel values "
+                              "that overflow the dtype)")
         chol, jitter = safe_cholesky(k_hat, max_tries=self.config.max_tries, jitter=self.config.jitter)
         return CholeskySystem(chol, CholeskyInfo(jitter))
 

@@ -2,10 +2,9 @@
 # variances edited to non-positive values, a kernel overflowing the dtype) and what to do.
 """Attribution of NaN and infinity.
 
-A NaN noise used to surface as "the kernel matrix has NaN or infinite entries (check for
-overflowing lengthscales or outputscale)" from the Cholesky engine, and a float32
-``Polynomial(power=5)`` on inputs up to 1e4 as NaN posterior variances after a jitter warning.
-The engines and posteriors see only matrices; the model knows its parts, so it diagnoses here:
+The engines and posteriors see only matrices (a NaN noise reaches the Cholesky engine as a
+kernel matrix with NaN entries; a float32 ``Polynomial(power=5)`` on inputs up to 1e4 as NaN
+posterior variances); the model knows its parts, so it diagnoses here:
 only after something failed (no cost on the success path), except ``check_kernel_values``, which
 ``ExactGP.set_train_data`` runs once on the training inputs (k(x_i, x_i), O(n)).
 
@@ -16,19 +15,11 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import NotPSDError
+from ..errors import NonFiniteError  # noqa: F401 (defined with the other errors; re-exported here)
 
 FIX_PARAMETERS = ("NaN or infinite hyperparameters come from a diverged optimizer step (lower the "
                   "learning rate, or fit with optimizer='lbfgs') or a damaged file; set them again "
                   "(e.g. model.likelihood.noise = 0.1) or rebuild the model")
-
-
-class NonFiniteError(NotPSDError):
-    """Values a model needs finite are not: a NaN or infinite hyperparameter, FixedNoise variances
-    that are not finite and positive, or a kernel whose values overflow the model's dtype. The
-    message names the part, the dtype and the fix. A ``NotPSDError`` (a ValueError), so
-    ``fg.fit`` stops on it (Adam) or backs off from the trial point (L-BFGS), as it does for a
-    K_hat that cannot be factored."""
 
 
 def describe_kernel(kernel) -> str:
