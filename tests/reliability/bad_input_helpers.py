@@ -120,6 +120,30 @@ def check_exit(result, expect: Exits) -> None:
     assert out == ""
 
 
+def run_case(case: Case, tmp_path) -> None:
+    """Run one bad-input ``Case`` and check its outcome: ``Raises`` (that exception, its message
+    matching, never one of the OBSCURE kinds), ``Exits`` (a command's status and message) or
+    ``Returns`` (a finite result that passes the case's check)."""
+    import pytest  # late: only the test modules that run cases need it
+
+    expect = case.expect
+    if isinstance(expect, Raises):
+        try:
+            case.trigger(tmp_path)
+        except OBSCURE as err:
+            pytest.fail(f"obscure {type(err).__name__}: {err}")
+        except expect.exc as err:
+            assert re.search(expect.match, str(err)), f"message {str(err)!r} does not match {expect.match!r}"
+        else:
+            pytest.fail(f"no {expect.exc.__name__} raised")
+    elif isinstance(expect, Exits):
+        check_exit(case.trigger(tmp_path), expect)
+    else:
+        result = case.trigger(tmp_path)
+        assert_finite(result)
+        expect.check(result)
+
+
 def write(path, text: str):
     """Write ``text`` to ``path`` and return the path (for CSV files and sidecars)."""
     path.write_text(text)

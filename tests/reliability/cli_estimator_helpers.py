@@ -5,35 +5,14 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import zipfile
 from functools import lru_cache
 
 import numpy as np
 import pytest
-from bad_input_helpers import OBSCURE, Exits, Raises, assert_finite, check_exit, csv_rows, run_main, write
+from bad_input_helpers import Exits, Raises, csv_rows, run_case, run_main, write  # noqa: F401 (run_case: re-exported)
 
 CSV = csv_rows(20)
-
-
-def run_case(case, tmp_path) -> None:
-    """Run one bad-input ``Case`` and check its outcome (Raises, Exits or Returns)."""
-    expect = case.expect
-    if isinstance(expect, Raises):
-        try:
-            case.trigger(tmp_path)
-        except OBSCURE as err:
-            pytest.fail(f"obscure {type(err).__name__}: {err}")
-        except expect.exc as err:
-            assert re.search(expect.match, str(err)), f"message {str(err)!r} does not match {expect.match!r}"
-        else:
-            pytest.fail(f"no {expect.exc.__name__} raised")
-    elif isinstance(expect, Exits):
-        check_exit(case.trigger(tmp_path), expect)
-    else:
-        result = case.trigger(tmp_path)
-        assert_finite(result)
-        expect.check(result)
 
 
 def data_csv(tmp, name="d.csv", text=CSV):
