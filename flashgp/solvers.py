@@ -101,8 +101,8 @@ class CG:
             in training and in the posterior mean solve (not the variance solves, which have a
             column per test point). It keeps 2 (n, t) tensors per iteration (t = probes + 1 in
             training) and, on ill-conditioned float32 problems on a CPU, cut the iterations
-            1.35-2.6x and converged where plain CG stalled (benchmarks/results/
-            reorthogonalization_cpu.md). With bfloat16 products every column still broke down
+            1.35-2.6x and converged where plain CG stalled (``python
+            benchmarks/reorthogonalization.py``). With bfloat16 products every column still broke down
             (K_hat rounded to bfloat16 is indefinite at those noise levels): not a fix for that.
     """
 

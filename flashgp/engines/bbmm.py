@@ -82,8 +82,8 @@ class CGEngine(Engine):
             warnings.warn(f"CG(precision={system.kernel_op.precision!r}) in training: products with a 10-bit "
                           "(or narrower) mantissa perturb K_hat by more than a small noise variance, and the "
                           "log marginal likelihood and its gradient can be wrong without CG noticing "
-                          "(relative mll errors of 0.03-12 measured at n = 5,000-20,000, noise 0.01; "
-                          "benchmarks/results/precision_accuracy_h200.md). Use precision='tf32x3' or 'fp32'",
+                          "(relative mll errors of 0.03-12 measured at n = 5,000-20,000, noise 0.01, by "
+                          "benchmarks/precision_accuracy.py). Use precision='tf32x3' or 'fp32'",
                           NumericalWarning, stacklevel=4)
         resid = resid.expand(*system.op.batch_shape, resid.shape[-1])  # batched through kernel/likelihood only
         info = {}

@@ -39,8 +39,8 @@ def small_eigh(t: Tensor) -> tuple[Tensor, Tensor]:
     (*batch, k, k), e.g. Lanczos tridiagonals, in t's device and dtype. Up to k = SMALL_EIGH_MAX
     they are computed on the CPU in float64: on a GPU, batched eigh of a few dozen small
     matrices launches hundreds of tiny kernels (about 4 ms a call for 11 tridiagonals of size
-    64 on an H200, benchmarks/results/profile_protein_h200.txt), and float64 keeps the small
-    eigenvalues that a log determinant weighs most."""
+    64 on an H200, ``python benchmarks/profile_step.py --data UCI_FOLDER --dataset protein``),
+    and float64 keeps the small eigenvalues that a log determinant weighs most."""
     if t.shape[-1] > SMALL_EIGH_MAX:
         return torch.linalg.eigh(t)
     evals, evecs = torch.linalg.eigh(t.to("cpu", torch.float64))

@@ -30,7 +30,8 @@ LOCAL_BATCH = 1024      # test points per batch of k x k float64 Cholesky factor
 # temporaries then stay in cache and in memory the process already has. On 2 CPU cores (n =
 # 20,000, 2,000 test points, Matern 5/2, k = 256) this function took 2.56 s in batches of 4
 # (2 MiB) and 15.9-19.3 s in batches of 1024, whose 100-500 MB temporaries were dominated by page
-# faults on first touch (benchmarks/local_variance_speed.py, benchmarks/results/session11/).
+# faults on first touch (`python benchmarks/local_variance_speed.py --device cpu --n 20000 --test
+# 2000 --neighbors 64 256 --no-blocked`, against the same run with CPU_BATCH_BYTES = 2**40).
 CPU_BATCH_BYTES = 2 * 1024**2
 
 
