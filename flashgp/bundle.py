@@ -16,6 +16,7 @@ import torch
 
 from .errors import ModelFileError
 from .io import (BUNDLE_FORMAT, CONFIG_NAME, FORMAT as MODEL_FORMAT, TENSORS_NAME, build_model, check_device,
+                 existing_file,
                  check_model_config, check_path, first_line, flashgp_version, load_plain_tensors,
                  model_config, parse_json, read_archive, registered_name, write_archive)
 from .models import GPModel
@@ -171,10 +172,7 @@ def load(path, device=None, kind: str | None = None) -> Bundle:
     """
     path = check_path(path)
     device = check_device(device)
-    if path.is_dir():
-        raise ModelFileError(path, "a directory, not a flashgp model file")
-    if not path.is_file():
-        raise FileNotFoundError(f"path: no such file: {path}")
+    existing_file(path)
     raw_config, raw_tensors = read_archive(path, "flashgp model file", MAX_CONFIG_BYTES)
     config = parse_json(path, raw_config)
     if isinstance(config, dict) and config.get("format") == MODEL_FORMAT:

@@ -115,10 +115,7 @@ def load(path, device=None) -> GPModel:
     """
     path = check_path(path)
     device = check_device(device)
-    if path.is_dir():
-        raise ModelFileError(path, "a directory, not a flashgp model file")
-    if not path.is_file():
-        raise FileNotFoundError(f"path: no such file: {path}")
+    existing_file(path)
     try:
         config_bytes, tensor_bytes = read_archive(path)
         config = check_model_config(path, parse_json(path, config_bytes))
@@ -146,6 +143,14 @@ def check_path(path) -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
     return Path(path)
+
+
+def existing_file(path: Path) -> None:
+    """ModelFileError when ``path`` is a directory, FileNotFoundError when there is no such file."""
+    if path.is_dir():
+        raise ModelFileError(path, "a directory, not a flashgp model file")
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no such file: {path}")
 
 
 def check_device(device) -> torch.device | None:
