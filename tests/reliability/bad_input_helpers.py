@@ -226,9 +226,9 @@ def load_bytes(tmp, content: bytes):
     return fg.load(tmp / "p.fgp")
 
 
-def saved_model(tmp):
-    """(config dict, tensors.pt bytes) of a freshly saved model."""
-    fg.save(model(), tmp / "m.fgp")
+def saved_model(tmp, saved=None):
+    """(config dict, tensors.pt bytes) of a freshly saved model (``saved``, default ``model()``)."""
+    fg.save(model() if saved is None else saved, tmp / "m.fgp")
     with zipfile.ZipFile(tmp / "m.fgp") as archive:
         return json.loads(archive.read("config.json")), archive.read("tensors.pt")
 
@@ -241,9 +241,9 @@ def archive(tmp, entries, name="bad.fgp"):
     return tmp / name
 
 
-def with_tensors(tmp, change):
-    """Load a saved model after ``change(state)`` edited its tensors."""
-    config, raw = saved_model(tmp)
+def with_tensors(tmp, change, saved=None):
+    """Load a saved model (``saved``, default ``model()``) after ``change(state)`` edited its tensors."""
+    config, raw = saved_model(tmp, saved)
     state = torch.load(io.BytesIO(raw), weights_only=True)
     change(state)
     buffer = io.BytesIO()

@@ -2,16 +2,13 @@
 # unbounded outputs and misleading messages, one row per distinct bad input. Each ends in a
 # ValueError/TypeError naming the argument (NonFiniteError, ModelFileError are ValueErrors) or a
 # correct, finite result (the same outcome kinds as test_bad_inputs.py).
-import io
-import json
 import warnings
-import zipfile
 from unittest import mock
 
 import numpy as np
 import pytest
 import torch
-from bad_input_helpers import (F64, X, XT, Y, Case, Raises, Returns, archive, fixed_noise_model, gp, run_case, same)
+from bad_input_helpers import F64, X, XT, Y, Case, Raises, Returns, fixed_noise_model, gp, run_case, same, with_tensors
 
 import flashgp as fg
 from flashgp.kernels import Polynomial
@@ -136,16 +133,13 @@ CASES = [
 ]
 
 
+def negate_noise(state):
+    state["likelihood.noise"] = -state["likelihood.noise"]
+
+
 def with_tensors_fixed(tmp):
     """Load a saved FixedNoise model whose noise tensor was made negative."""
-    fg.save(fixed_noise_model(), tmp / "f.fgp")
-    with zipfile.ZipFile(tmp / "f.fgp") as zipped:
-        config, raw = json.loads(zipped.read("config.json")), zipped.read("tensors.pt")
-    state = torch.load(io.BytesIO(raw), weights_only=True)
-    state["likelihood.noise"] = -state["likelihood.noise"]
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return fg.load(archive(tmp, {"config.json": config, "tensors.pt": buffer.getvalue()}))
+    return with_tensors(tmp, negate_noise, fixed_noise_model())
 
 
 def test_case_ids_are_distinct():

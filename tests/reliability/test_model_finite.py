@@ -1,10 +1,7 @@
 # Never negative variances, never silent NaN: FixedNoise variances validated wherever they enter,
 # kernel overflow refused with the kernel, dtype and fix named, and every prediction path returning
 # finite, non-negative variances or raising.
-import io
-import json
 import warnings
-import zipfile
 
 import numpy as np
 import pytest
@@ -15,6 +12,7 @@ from flashgp.distributions import MarginalOnly, Posterior
 from flashgp.kernels import RBF, Linear, Polynomial, Scale
 from flashgp.likelihoods import FixedNoise
 from flashgp.models.finite import NonFiniteError
+from bad_input_helpers import with_tensors
 
 F64 = torch.float64
 G = torch.Generator().manual_seed(7)
@@ -64,18 +62,10 @@ def test_fixed_noise_state_dict_with_negative_variances_is_refused_and_not_loade
 
 
 def test_model_file_with_negative_fixed_noise_is_a_model_file_error(tmp_path):
-    fg.save(fixed(), tmp_path / "m.fgp")
-    with zipfile.ZipFile(tmp_path / "m.fgp") as archive:
-        config, raw = json.loads(archive.read("config.json")), archive.read("tensors.pt")
-    state = torch.load(io.BytesIO(raw), weights_only=True)
-    state["likelihood.noise"] = -state["likelihood.noise"]
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    with zipfile.ZipFile(tmp_path / "bad.fgp", "w") as archive:
-        archive.writestr("config.json", json.dumps(config))
-        archive.writestr("tensors.pt", buffer.getvalue())
+    def negate(state):
+        state["likelihood.noise"] = -state["likelihood.noise"]
     with pytest.raises(fg.ModelFileError, match="noise"):
-        fg.load(tmp_path / "bad.fgp")
+        with_tensors(tmp_path, negate, fixed())
 
 
 def test_fixed_noise_edited_in_place_is_refused_before_use():
