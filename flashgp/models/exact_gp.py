@@ -2,33 +2,29 @@
 # Cholesky (small n) or BBMM (CG, any n) inference, with cached predictions.
 from __future__ import annotations
 
-import math
 import time
 
 import torch
-from ..distributions import Posterior
+
 from ..initial_values import init_from_data
 from ..kernels import Kernel
 from ..linalg import PivotCache
-from ..likelihoods import FixedNoise, Gaussian, Likelihood
-from ..means import Constant, Mean
+from ..likelihoods import Likelihood
+from ..means import Mean
 from ..operators import KernelOperator
 from ..serialize import (kernel_from_config, kernel_to_config, likelihood_from_config, likelihood_to_config,
                          mean_from_config, mean_to_config, register_model, solver_from_config, solver_to_config)
 from ..objectives import exact_mll
 from ..solvers import Auto, resolve_solver
-from .base import GPModel, Prior
-from .batched_inputs import posterior_per_test_set
-from .finite import (FIX_PARAMETERS, NonFiniteError, check_kernel_values, diagnose, nonfinite_parameters,
-                     parameters_finite)
+from .base import Prior
+from .finite import parameters_finite
 from .prediction import PredictionCache, prediction_cache
-from .state import StateSnapshot
-from .validation import (check_batch_shapes, check_columns, check_test_batch, check_test_inputs,
-                         check_train_data)
+from .regression import RegressionModel
+from .validation import check_test_inputs
 
 
 @register_model("ExactGP")
-class ExactGP(GPModel):
+class ExactGP(RegressionModel):
     """Exact Gaussian-process regression (a ``GPModel``: its objective is the exact log marginal
     likelihood, ``mll()``; ``loss()`` is its negation).
 
@@ -78,66 +74,14 @@ class ExactGP(GPModel):
 
     def __init__(self, x, y, kernel: Kernel, likelihood: Likelihood | None = None,
                  mean: Mean | None = None, solver=None):
-        super().__init__()
-        x, y = check_train_data(x, y)
-        if not isinstance(kernel, Kernel):
-            raise TypeError(f"kernel: expected a flashgp.kernels.Kernel, got {type(kernel).__name__}")
-        likelihood = Gaussian() if likelihood is None else likelihood
-        if not isinstance(likelihood, Likelihood):
-            raise TypeError(f"likelihood: expected a flashgp likelihood, got {type(likelihood).__name__}")
-        if not likelihood.conjugate:
-            raise TypeError(f"likelihood: ExactGP needs a Gaussian-noise (conjugate) likelihood, Gaussian() "
-                            f"or FixedNoise(noise); {type(likelihood).__name__} is not conjugate (its "
-                            "posterior is not Gaussian; approximate models will take it)")
-        mean = Constant() if mean is None else mean
-        if not isinstance(mean, Mean):
-            raise TypeError(f"mean: expected a flashgp mean, got {type(mean).__name__}")
+        super().__init__(x, y, kernel, likelihood, mean)
         self.solver = Auto() if solver is None else solver
-        resolve_solver(self.solver, x.shape[-2])  # type check now, not at the first call
-        self.kernel, self.likelihood, self.mean = kernel, likelihood, mean
-        self.to(dtype=x.dtype, device=x.device)
-        self.set_train_data(x, y)
+        resolve_solver(self.solver, self._checked_data[0].shape[-2])  # type check now, not at the first call
+        self._take_data()
         init_from_data(self)  # the values the kernel, likelihood and mean were not given
 
-    def set_train_data(self, x, y) -> None:
-        """Replace the training data: x (n, d), (*b, n, d) or (n,) (d = 1), y (n,) or (*b, n).
-
-        New data is cast to the model's dtype (the dtype of the data it was built with) and must
-        be on its device; its batch shape must broadcast with the kernel's, likelihood's and mean's.
-        The model keeps its own copy of x and y (the cost: one copy of each, unless the cast
-        already made one), so later edits of the caller's arrays never reach it; the kernel must
-        stay finite at the inputs (k(x_i, x_i), else ``NonFiniteError`` naming the kernel and dtype).
-        """
-        x, y = check_train_data(x, y, like=getattr(self, "train_x", None))
-        check_batch_shapes(x, {"kernel": self.kernel, "likelihood": self.likelihood, "mean": self.mean})
-        check_columns(x, {"kernel": self.kernel.diag, "mean": self.mean})
-        self._check_noise_count(x.shape[-2])
-        check_kernel_values(self.kernel, x)
-        self.register_buffer("train_x", x)
-        self.register_buffer("train_y", y)
-        self._prediction = None
+    def _data_changed(self) -> None:
         self._precond_state = PivotCache()  # preconditioner state of the last mll steps (not saved)
-
-    def _check_noise_count(self, n: int) -> None:
-        """A FixedNoise likelihood must hold one variance per training point (it can be reassigned)."""
-        if isinstance(self.likelihood, FixedNoise) and self.likelihood.noise.shape[-1] != n:
-            raise ValueError(f"noise: the FixedNoise likelihood holds {self.likelihood.noise.shape[-1]} "
-                             f"variances, expected one per training point ({n})")
-
-    def train(self, mode: bool = True):
-        """Training mode (``mode=True``) also drops the prediction cache, as GPyTorch's ``train()``
-        does (predictions detect parameter changes themselves; this covers what they cannot see,
-        see ``models.state``). ``eval()`` keeps it."""
-        if mode:
-            self._prediction = None
-        return super().train(mode)
-
-    def _nonfinite(self, err: Exception | None, x: torch.Tensor | None = None) -> None:
-        """Raise ``NonFiniteError`` with the diagnosed cause of a failed or non-finite solve (``err``:
-        the engine's error, kept as the cause) when one is found (``finite.diagnose``)."""
-        problem = diagnose(self, x)
-        if problem is not None:
-            raise NonFiniteError(problem) from err
 
     @property
     def pivot_cache(self):
@@ -216,88 +160,9 @@ class ExactGP(GPModel):
             target.load_state_dict(state, self.train_x.dtype, self.train_x.device)
 
     # ----- prediction ---------------------------------------------------------------
-    def _prediction_cache(self) -> PredictionCache:
-        """The prediction cache at the current state, rebuilt when anything it was computed from
-        changed (``models.state.StateSnapshot``) or another solver is active."""
-        solver, cache = self._active_solver(), self._prediction
-        if cache is None or cache.solver != solver or not cache.snapshot.matches(self):
-            self._prediction = None
-            self._check_noise_count(self.num_train)
-            params = nonfinite_parameters(self)  # once per state: refused before any solve warns
-            if params:
-                raise NonFiniteError(f"non-finite parameters: {'; '.join(params)}. {FIX_PARAMETERS}")
-            snapshot = StateSnapshot(self)
-            try:
-                cache = prediction_cache(self, solver, snapshot)
-            except ValueError as err:  # NotPSDError, invalid noise, a preconditioner's checks
-                self._nonfinite(err)
-                raise
-            self._prediction = cache
-        return cache
+    def _cache_key(self):
+        return self._active_solver()
 
-    def _stale_guard(self, snapshot: StateSnapshot):
-        """The guard of a posterior's lazy covariance: it raises once the model has left ``snapshot``."""
-        def guard():
-            if not snapshot.matches(self):
-                raise ValueError("covariance: the model changed after this posterior was computed (its "
-                                 "parameters, parts or training data were edited); its mean and variance "
-                                 "are those of the earlier state, and the covariance cannot be evaluated "
-                                 "consistently. Call model.posterior(x) again")
-        return guard
-
-    def _check_posterior(self, post: Posterior, x: torch.Tensor) -> None:
-        """NonFiniteError (the cause diagnosed, else the numbers) unless the mean and the variances
-        are finite; computes the variances (they are cached in ``post``)."""
-        try:
-            _ = post.variance  # computed and cached; Posterior refuses NaN or infinite variances
-        except ValueError as err:
-            self._nonfinite(err, x)
-            raise NonFiniteError(f"posterior: {err} (at finite parameters and kernel values; diagnostics: "
-                                 f"{self.diagnostics}); try float64 data or the Cholesky solver") from err
-        # the sum is finite when every entry is (one reduction; an overflowing sum checks them all)
-        if not math.isfinite(float(post.mean.sum())) and not bool(torch.isfinite(post.mean).all()):
-            self._nonfinite(None, x)
-            raise NonFiniteError(f"posterior: the mean is not finite at {int((~torch.isfinite(post.mean)).sum())} "
-                                 f"of {post.mean.numel()} test points, at finite parameters and kernel values "
-                                 f"(diagnostics: {self.diagnostics}); try float64 data or the Cholesky solver")
-
-    def posterior(self, x) -> Posterior:
-        """The latent posterior p(f(x*) | data) at test inputs x (m, d) or (b, m, d) (batch models:
-        batch dimensions that broadcast with the model's).
-
-        A model without batch dimensions also takes x (*b, m, d): b separate test sets, each
-        predicted as on its own (mean (*b, m), covariance (*b, m, m), none between the sets).
-        Returns a ``Posterior`` (mean, variance, covariance operator, sample, confidence_region).
-        Predictions are not differentiable.
-
-        What a posterior promises:
-
-        * current: the cached solves are reused only while the model is unchanged (any change
-          of a parameter, part or the training data is seen, ``models.state``); the mean and
-          variances are computed now, and the lazy covariance raises ValueError if the model
-          changes before it is used (call ``posterior`` again);
-        * finite and non-negative: variances below 0 from round-off are clamped (counted in
-          diagnostics["variance_clamped"]); a NaN or infinite mean or variance raises
-          ``NonFiniteError`` naming the cause (a non-finite parameter, invalid FixedNoise
-          variances, a kernel overflowing the dtype at the test or training inputs);
-        * bounded memory: on the Cholesky path test points are taken ``PREDICT_CHUNK_BYTES`` at a
-          time, and a low-rank factor beyond ``KEEP_FACTOR_BYTES`` (Cholesky's m x n, LOVE's
-          m x root_rank) is recomputed in chunks when the covariance is used
-          (``models.prediction``); dense covariances and samples are size-checked first.
-        """
-        x = check_test_inputs(x, self.train_x)
-        start = time.perf_counter()
-        with torch.no_grad():
-            cache = self._prediction_cache()
-            if x.dim() > 2 and cache.alpha.dim() == 2:  # test sets for a model without batches
-                post = posterior_per_test_set(cache.posterior, x)
-            else:
-                check_test_batch(x, cache.alpha.shape[:-2])
-                post = cache.posterior(x)
-            self.diagnostics = {**cache.diagnostics}
-            post.diagnostics = self.diagnostics
-            self._check_posterior(post, x)
-        post.covariance.guard = self._stale_guard(cache.snapshot)
-        self.diagnostics["seconds"] = time.perf_counter() - start
-        return post
-
+    def _new_prediction(self, snapshot) -> PredictionCache:
+        """The prediction cache of the active solver's engine (``models.prediction``)."""
+        return prediction_cache(self, self._active_solver(), snapshot)
