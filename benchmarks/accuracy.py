@@ -1,6 +1,6 @@
 # BBMM (CG) against float64 Cholesky on random problems: relative errors of the log marginal
 # likelihood, its gradient, and the posterior mean and variance. Writes a markdown table + JSON.
-"""Usage: python benchmarks/accuracy.py --n 2000,5000 --kernels rbf,matern,rq --seeds 3 --out benchmarks/results/accuracy"""
+"""Usage: python benchmarks/accuracy.py --n 2000,5000 --kernels rbf,matern,rq --seeds 3 --out results/accuracy"""
 from __future__ import annotations
 
 import argparse
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--kernels", default="rbf,matern,rq")
     parser.add_argument("--d", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", default="benchmarks/results/accuracy")
+    parser.add_argument("--out", default="results/accuracy")
     args = parser.parse_args()
     rows = []
     for n in [int(v) for v in args.n.split(",")]:

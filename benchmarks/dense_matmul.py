@@ -3,7 +3,7 @@
 """Times K @ V for a stored symmetric float32 K in several layouts: K @ V, (V^T K)^T (K is
 symmetric), V padded to 16 columns, with TF32 allowed, cuBLAS's SSYMM (which reads one triangle
 of K; not exposed by torch, called through ctypes on torch's cuBLAS handle; on an H200 it ran at
-a seventh of GEMM's speed, 20.5 against 2.7 ms at n = 41,157, session 13) and flashgp's Triton
+a seventh of GEMM's speed, 20.5 against 2.7 ms at n = 41,157) and flashgp's Triton
 stored-matrix product (``triton_dense.stored_kv_matmul``, K read by TMA; what the dense backend
 runs on such GPUs); prints ms per product and the effective bandwidth (bytes of the whole K over
 the time)."""

@@ -171,8 +171,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: n=20000, d=3, t=11, 1 warmup, 3 repeats")
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu with TRITON_INTERPRET=1")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "gpu_kernels"),
-                        help="output path prefix: writes PREFIX.json and PREFIX.md")
+    parser.add_argument("--out", default="results/gpu_kernels",
+                        help="output path prefix: writes PREFIX.json and PREFIX.md (default results/gpu_kernels)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.quick:

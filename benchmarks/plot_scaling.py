@@ -1,5 +1,5 @@
 # Plot of time per training step against n for flashgp and GPyTorch, from benchmarks/uci.py JSON
-# results. Usage: python benchmarks/plot_scaling.py results/gpu_scaling_h200.json --out results/x.png
+# results. Usage: python benchmarks/plot_scaling.py results/uci.json --out results/scaling.png
 """Time per step against the number of training points, one line per library.
 
 Reads one or more JSON files written by ``benchmarks/uci.py`` (any data sets; points are placed

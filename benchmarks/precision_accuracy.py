@@ -1,6 +1,6 @@
 # Accuracy of the fused kernels' precision modes in a whole BBMM evaluation: relative errors of the
 # log marginal likelihood and its gradient against float64 Cholesky, next to the float64 CG baseline.
-"""Usage: python benchmarks/precision_accuracy.py --n 5000,20000 --out benchmarks/results/precision_accuracy
+"""Usage: python benchmarks/precision_accuracy.py --n 5000,20000 --out results/precision_accuracy
 
 Problems as in benchmarks/accuracy.py (x uniform in [-1, 1]^3, lengthscales in [0.4, 1.0],
 outputscale 1, noise 0.01, y a GP draw plus noise). For each one: the float64 Cholesky mll and
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--n", default="5000,20000")
     parser.add_argument("--kernels", default="rbf,matern")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--out", default="benchmarks/results/precision_accuracy")
+    parser.add_argument("--out", default="results/precision_accuracy")
     args = parser.parse_args()
     device = torch.device(args.device)
     rows = []
@@ -76,6 +76,7 @@ def main() -> None:
     lines += [f"| {r['n']} | {r['kernel']} | {r['mode']} | {r['backend']} | {r['mll_rel']:.2e} | "
               f"{r['grad_rel']:.2e} | {r['mll_vs_blocked']:.2e} | {r['grad_vs_blocked']:.2e} | {r['cg_iterations']} |"
               for r in rows]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
     Path(args.out + ".json").write_text(json.dumps(rows, indent=1))
     print("\n".join(lines))

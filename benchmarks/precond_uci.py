@@ -3,7 +3,7 @@
 """Preconditioners at equal memory on UCI data: CG iterations, mll and gradient error, build time.
 
     python benchmarks/precond_uci.py --datasets elevators kin40k protein bike --n 4000 \\
-        --memory 16 64 128 --out benchmarks/results/session19/preconditioners_cpu.json
+        --memory 16 64 128 --repeats 3 --out benchmarks/results/preconditioners/precond_uci_cpu.json
 
 Per data set: a random subsample of ``--n`` points (x and y standardized), hyperparameters of
 Scale(Matern 5/2, ARD) from ``--fit-steps`` Adam steps of a float64 Cholesky fit on its first

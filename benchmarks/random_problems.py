@@ -1,6 +1,6 @@
 # Randomized reliability sweep: many small exact-GP problems, ill-conditioned ones included, each
 # checked for finite results, non-negative variances and reported recoveries. Writes markdown + JSON.
-"""Usage: python benchmarks/random_problems.py --num 1000 --out benchmarks/results/random_problems
+"""Usage: python benchmarks/random_problems.py --num 1000 --out results/random_problems
 
 Every problem is drawn from its seed alone (``sample_problem(seed)``), so a failure is rerun with
 ``--seeds 17,42``. The invariants checked per problem are listed in ``check_problem``.
@@ -412,7 +412,7 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (overrides --num/--start)")
     parser.add_argument("--max-n", type=int, default=300)
-    parser.add_argument("--out", default="benchmarks/results/random_problems")
+    parser.add_argument("--out", default="results/random_problems")
     args = parser.parse_args()
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else range(args.start, args.start + args.num)

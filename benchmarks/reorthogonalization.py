@@ -1,6 +1,6 @@
 # CG with and without full re-orthogonalization on ill-conditioned kernel systems, with float32
 # products and with bfloat16 products (emulated on the CPU): iterations and true residuals.
-"""Usage: python benchmarks/reorthogonalization.py --out benchmarks/results/reorthogonalization_cpu
+"""Usage: python benchmarks/reorthogonalization.py --out benchmarks/results/accuracy/reorthogonalization_cpu
 
 Each problem: x uniform in [0, 1]^2, an RBF kernel matrix K (lengthscale ls) plus noise * I, 11
 right-hand sides (as in training: a solve column and 10 probes), a pivoted-Cholesky
@@ -30,7 +30,8 @@ PROBLEMS = [(2000, 0.2, 1e-2, 30), (2000, 0.1, 1e-3, 30), (3000, 0.1, 1e-2, 0)] 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-iters", type=int, default=400)
-    parser.add_argument("--out", default="benchmarks/results/reorthogonalization_cpu")
+    parser.add_argument("--out", default="results/reorthogonalization_cpu",
+                        help="output prefix: writes OUT.json and OUT.md (default results/reorthogonalization_cpu)")
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = []
@@ -70,6 +71,7 @@ def main() -> None:
     lines += [f"| {r['n']} | {r['lengthscale']} | {r['noise']} | {r['rank']} | {r['product']} | "
               f"{r['reorthogonalize']} | {r['tol']:.0e} | {r['iterations']} | {r['converged']} | "
               f"{r['breakdowns']} | {r['recurrence']:.2e} | {r['true']:.2e} |" for r in rows]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
     Path(args.out + ".json").write_text(json.dumps(rows, indent=1))
     print("\n".join(lines))

@@ -2,7 +2,7 @@
 # + WhiteKernel, normalize_y=True, L-BFGS-B) against flashgp.sklearn.GPRegressor with its DEFAULT
 # arguments, on small real data sets (n_train <= 1000). Reports test RMSE, the ratio, the total
 # log marginal likelihood of the standardized targets and the fit time. Writes markdown + JSON.
-"""Usage: python benchmarks/sklearn_compare.py --splits 3 --out benchmarks/results/sklearn_compare
+"""Usage: python benchmarks/sklearn_compare.py --splits 3 --out benchmarks/results/sklearn/sklearn_compare
 
 --params '{"optimizer": "lbfgs", "lr": 1.0, "iters": 5}' passes non-default arguments to GPRegressor;
 --reuse-sklearn OLD.json takes the sklearn rows of an earlier run (same data sets and splits)
@@ -85,7 +85,8 @@ def main() -> None:
     parser.add_argument("--datasets", default=DEFAULT_SETS)
     parser.add_argument("--splits", type=int, default=3)
     parser.add_argument("--params", default="{}", help="JSON dict of GPRegressor arguments")
-    parser.add_argument("--out", default="benchmarks/results/sklearn_compare")
+    parser.add_argument("--out", default="results/sklearn_compare",
+                        help="output prefix: writes OUT.md and OUT.json (default results/sklearn_compare)")
     parser.add_argument("--reuse-sklearn", default=None, help="JSON of an earlier run")
     args = parser.parse_args()
     params = json.loads(args.params)
