@@ -1,10 +1,13 @@
 # Training objectives, as functions of a model's parts: the model composes an engine, a likelihood
-# and one of these. exact_mll now; the ELBO and the collapsed sparse bound (SGPR) join it.
+# and one of these: exact_mll (ExactGP), sgpr_elbo (SGPR); the variational ELBO joins them.
 from __future__ import annotations
 
 import math
 
 import torch
+
+from .linalg.cholesky import safe_cholesky
+from .linalg.inducing import block_rows, float64_kernel, whitened_terms
 
 
 def gaussian_log_density(inv_quad: torch.Tensor, logdet: torch.Tensor, n: int) -> torch.Tensor:
@@ -28,3 +31,51 @@ def exact_mll(engine, kernel, mean, likelihood, x: torch.Tensor, y: torch.Tensor
     noise = likelihood.noise_diag(n)
     inv_quad, logdet, info = engine.inv_quad_logdet(kernel, x, noise, resid, state=state, generator=generator)
     return gaussian_log_density(inv_quad, logdet, n), info
+
+
+def sgpr_elbo(kernel, mean, likelihood, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
+              jitter: float | None = None, rows: int | None = None):
+    """Titsias' collapsed evidence lower bound per point, (*batch,), and a record of the solve.
+
+    ELBO = log N(y; m(x), Q + S) - tr(S^{-1} (K - Q)) / 2 with Q = K_xz K_zz^{-1} K_zx the
+    Nystrom approximation at the inducing inputs z (*batch, m, d) and S = diag(noise) (a
+    conjugate likelihood; heteroscedastic FixedNoise included). It is <= log p(y) and equals it
+    when Q = K. Computed exactly in float64 by the Woodbury identity (``linalg.inducing``):
+    with B = I + M (m x m) and c = chol(B)^{-1} v,
+
+        log det(Q + S) = log det B + sum log s_i,
+        r^T (Q + S)^{-1} r = r^T S^{-1} r - |c|^2,
+        tr(S^{-1} (K - Q)) = sum k(x_i, x_i) / s_i - tr M.
+
+    x (*batch, n, d), y (*batch, n); jitter: added to K_zz's diagonal relative to its mean
+    (None: only if K_zz does not factor, with a warning, ``linalg.safe_cholesky``); rows: points
+    per block of the cross-covariance (None: ``linalg.inducing.block_rows``). Returns (value,
+    differentiable; dict with jitter (what K_zz got), blocks, inducing). O(n m^2 + m^3).
+    """
+    n, m = x.shape[-2], z.shape[-2]
+    resid = (y - mean(x)).double()
+    noise = likelihood.noise_diag(n).double()
+    chol, added = inducing_cholesky(float64_kernel(kernel, z), jitter, safe_cholesky)
+    batch = int(torch.Size(torch.broadcast_shapes(x.shape[:-2], z.shape[:-2])).numel())
+    rows = block_rows(m, batch) if rows is None else rows
+    gram, v = whitened_terms(kernel, x, z, chol, 1.0 / noise, resid, rows)
+    eye = torch.eye(m, dtype=torch.float64, device=gram.device)
+    chol_b = torch.linalg.cholesky(eye + gram)
+    c = torch.linalg.solve_triangular(chol_b, v.unsqueeze(-1), upper=False).squeeze(-1)
+    logdet = 2 * chol_b.diagonal(dim1=-2, dim2=-1).log().sum(-1) + noise.log().sum(-1)
+    inv_quad = (resid.square() / noise).sum(-1) - c.square().sum(-1)
+    trace = (float64_kernel(kernel, x, diag=True) / noise).sum(-1) - gram.diagonal(dim1=-2, dim2=-1).sum(-1)
+    value = gaussian_log_density(inv_quad, logdet, n) - 0.5 * trace / n
+    return value, {"jitter": added, "blocks": -(-n // rows), "inducing": m}
+
+
+def inducing_cholesky(kzz: torch.Tensor, jitter: float | None, factor) -> tuple[torch.Tensor, float]:
+    """(L, absolute jitter added) with L L^T = K_zz + jitter I: ``jitter`` relative to the mean
+    diagonal when given, else what ``factor`` (``safe_cholesky``) needs (0 when none)."""
+    if jitter is None:
+        return factor(kzz)
+    scale = float(kzz.detach().diagonal(dim1=-2, dim2=-1).mean())
+    eye = torch.eye(kzz.shape[-1], dtype=kzz.dtype, device=kzz.device)
+    added = jitter * scale
+    chol, extra = factor(kzz + added * eye)
+    return chol, added + extra

@@ -1,6 +1,8 @@
 # GP models built on the operator, linear-algebra and kernel layers.
-# GPModel: the interface of every model; ExactGP: exact inference by Cholesky or BBMM.
+# GPModel: the interface of every model; ExactGP: exact inference by Cholesky or BBMM; SGPR: inducing points.
 from .base import GPModel, Prior
 from .exact_gp import ExactGP
+from .regression import RegressionModel
+from .sgpr import SGPR
 
-__all__ = ["ExactGP", "GPModel", "Prior"]
+__all__ = ["ExactGP", "GPModel", "Prior", "RegressionModel", "SGPR"]

@@ -9,7 +9,8 @@
   and spectrum floor of a CG preconditioner against its dense float64 matrix.
 - ``check_model(make_model, ...)``: a ``flashgp.models.GPModel``'s loss, posterior, prior,
   config, files, checkpointed fits and solver state against dense float64 references
-  (``exact_gp_loss_reference`` and ``exact_gp_posterior_reference`` for an ExactGP); its parts
+  (``exact_gp_loss_reference`` and ``exact_gp_posterior_reference`` for an ExactGP,
+  ``sgpr_loss_reference`` and ``sgpr_posterior_reference`` for an SGPR); its parts
   are also public (``check_loss``, ``check_posterior``, ``check_prior``, ``check_config``,
   ``check_save_load``, ``check_resume``, ``check_solver_state``).
 
@@ -26,7 +27,9 @@ from .models import (check_config, check_loss, check_model, check_posterior, che
                      check_save_load, check_solver_state, exact_gp_loss_reference, exact_gp_posterior_reference)
 from .operators import check_operator
 from .preconditioners import check_preconditioner
+from .sgpr_references import sgpr_loss_reference, sgpr_posterior_reference
 
 __all__ = ["check_operator", "check_preconditioner", "check_model", "check_loss", "check_posterior",
            "check_prior", "check_config", "check_save_load", "check_resume", "check_solver_state",
-           "exact_gp_loss_reference", "exact_gp_posterior_reference"]
+           "exact_gp_loss_reference", "exact_gp_posterior_reference", "sgpr_loss_reference",
+           "sgpr_posterior_reference"]
