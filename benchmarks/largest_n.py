@@ -5,17 +5,19 @@
     python benchmarks/largest_n.py --n 1000000 2000000 4000000 8000000 --iters 2
     python benchmarks/largest_n.py --device cpu --n 2000 4000 --iters 2     # a smoke run
 
-A full step at n = 1M takes 20 or more CG iterations (benchmarks/results/session8/), so a full
-step at several million points takes many minutes. This script runs ``--iters`` iterations
+A full step at n = 1M takes 20 or more CG iterations (20-63 a step with pivoted Cholesky in the
+1M fit of benchmarks/million_fit_parameters.json, its "steps"), so a full step at several million
+points takes many minutes. This script runs ``--iters`` iterations
 (``CG(lanczos_iters=iters, max_iters=iters)``: the solves are not converged, which is expected
 and silenced here), then the backward pass. It reports per n the seconds of the mll and of the
 backward, the seconds per CG iteration (mll seconds minus the preconditioner build, over the
 iterations) and the peak memory (``torch.cuda.max_memory_allocated``). Peak memory does not
 depend on the iteration count (CG keeps a fixed number of (n, t) tensors), so it is that of a
 full step. An untimed step at ``--warmup-n`` points comes first (Triton compiles its kernels
-there; in session 9 the first n, without it, took 2.1 s per iteration at 1M against 1.06 s
-after a step at 200,000; a 20,000-point warm-up ran the dense backend and left 1.29 s). Each n runs in the same process after ``torch.cuda.empty_cache()``; the first n
-that raises an out-of-memory error is reported and ends the run.
+there; on an H200 the first n, without it, took 2.1 s per iteration at 1M against 1.06 s after a
+step at 200,000; a 20,000-point warm-up ran the dense backend and left 1.29 s). Each n runs in
+the same process after ``torch.cuda.empty_cache()``; the first n that raises an out-of-memory
+error is reported and ends the run.
 """
 from __future__ import annotations
 

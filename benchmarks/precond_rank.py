@@ -13,8 +13,9 @@ The data are those of examples/large_gpu_fit.py: uniform on [0, 1]^d, a sum of s
 The kernel is Scale(Matern 5/2, ARD), with the hyperparameters given. The conditioning of
 K + noise I is set by n lambda_i / noise, where lambda_i are the kernel operator's eigenvalues.
 So the n points here, with noise * n / target_n, stand in for target_n points with ``noise``,
-at a cost a CPU can pay. The defaults are the hyperparameters after 46 Adam steps of the n = 1M
-fit (benchmarks/results/session7/README.md).
+at a cost a CPU can pay. The defaults are the hyperparameters after 46 Adam steps of an n = 1M
+fit; the final ones of the 50-step fit in benchmarks/million_fit_parameters.json are
+``--lengthscale 0.1181 0.1075 0.1265 --outputscale 1.9793 --noise 0.008908``.
 
 ``--reference`` also computes the mll and its gradient (lengthscales, outputscale, noise) by a
 float64 Cholesky, and reports the CG estimate's error against it, averaged over ``--repeats``

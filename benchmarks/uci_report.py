@@ -1,6 +1,13 @@
 # Markdown report of a benchmarks/uci.py run: settings, then one table row per (data set, library).
-"""``markdown(meta, records)``: the OUT.md document that benchmarks/uci.py writes beside OUT.json."""
+"""``markdown(meta, records)``: the OUT.md document that benchmarks/uci.py writes beside OUT.json.
+
+    python benchmarks/uci_report.py results/uci.json     # print that document again from OUT.json
+"""
 from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
 
 
 def markdown(meta: dict, records: list[dict]) -> str:
@@ -41,3 +48,15 @@ def markdown(meta: dict, records: list[dict]) -> str:
     notes = [f"- {r['library']}/{r['dataset']}: {n}" for r in records
              for n in r.get("notes", []) + r.get("warnings", [])]
     return "\n".join(lines + (["", "Notes and warnings:", ""] + notes if notes else [])) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Print the markdown report of a benchmarks/uci.py "
+                                                 "JSON result (the OUT.md it writes beside OUT.json).")
+    parser.add_argument("result", type=Path, help="OUT.json of benchmarks/uci.py")
+    report = json.loads(parser.parse_args(argv).result.read_text())
+    print(markdown(report["meta"], report["results"]), end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -39,7 +39,8 @@ def synchronize(device: torch.device) -> None:
 
 def load_raw_parameters(model, path: str) -> None:
     """Set the model's raw parameters from a JSON file: {name: number or nested list}, or a dict
-    holding such a map under "raw_parameters_after" (benchmarks/results/session8/...history.json)."""
+    holding such a map under "raw_parameters_after", as benchmarks/million_fit_parameters.json does
+    (``--raw-parameters benchmarks/million_fit_parameters.json``: the final state of a 1M fit)."""
     with open(path) as f:
         values = json.load(f)
     values = values.get("raw_parameters_after", values) if isinstance(values, dict) else values

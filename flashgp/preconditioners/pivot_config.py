@@ -103,7 +103,7 @@ class PivotedCholesky(PivotConfig):
             rank 400, 198 iterations and 98 s at rank 1600, at the cost of an n x 1600 float32
             factor (``python examples/large_gpu_fit.py --n 1000000 --iters 0 --test 100000
             --backend triton --precision tf32x3 --root-rank 50 --eval-tol 0.01 --precond-rank 400
-            [--eval-precond-rank 1600] --raw-parameters`` with that fit's history).
+            [--eval-precond-rank 1600] --raw-parameters benchmarks/million_fit_parameters.json``).
         block_size: 0 (default) for P = L L^T + noise. b > 0 adds the part of K_hat that L
             misses at short range: P = L L^T + blockdiag(K_hat - L L^T) over blocks of b
             points that lie near each other (a k-d ordering of the lengthscale-scaled inputs,

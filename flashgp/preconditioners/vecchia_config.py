@@ -98,7 +98,8 @@ class Vecchia(PreconditionerConfig):
     training step with Vecchia(30) and ``lanczos_iters=10`` took 9.88 s (10 CG iterations),
     against 18.45 s for rank 800 with 20 iterations (``python examples/large_gpu_fit.py --n
     1000000 --backend triton --precision fp16x3 --iters 2 --vecchia 30 --lanczos-iters 10
-    --raw-parameters`` with that fit's history, and ``--precond-rank 800 --lanczos-iters 20``);
+    --raw-parameters benchmarks/million_fit_parameters.json``, and ``--precond-rank 800
+    --lanczos-iters 20`` in place of the Vecchia options);
     a build with the neighbours reused costs a fraction of one with a new search. On a CPU
     stand-in of that state (n = 12,000) its 10-iteration mll was 1.8e-4 nats per point off
     float64 Cholesky and its gradient 0.3%, where rank 400 with 25 iterations was 0.77 nats off
