@@ -73,6 +73,11 @@ def _history_from_json(value, where: str) -> History | None:
 
 # ----- the constructor's settings -----------------------------------------------------------------
 
+# settings that may be arrays (kept as float64 tensors beside the JSON): per-point noise variances,
+# inducing inputs (or a SKI grid size per feature)
+ARRAY_PARAMS = ("noise", "inducing")
+
+
 def _encode_params(params: dict, extra: dict) -> dict:
     """GPRegressor.get_params() as JSON (objects tagged), large or exact values into ``extra``."""
     out = {}
@@ -84,9 +89,9 @@ def _encode_params(params: dict, extra: dict) -> dict:
             out[name] = {"solver": solver_to_config(value)}
         elif name == "device" and isinstance(value, torch.device):
             out[name] = {"torch.device": str(value)}
-        elif name == "noise" and value is not None and np.ndim(value) > 0:
+        elif name in ARRAY_PARAMS and value is not None and np.ndim(value) > 0:
             out[name] = {"array": list(np.shape(value))}
-            extra["param.noise"] = torch.as_tensor(np.asarray(value, dtype=np.float64))
+            extra[f"param.{name}"] = torch.as_tensor(np.asarray(value, dtype=np.float64))
         elif name == "random_state" and isinstance(value, np.random.RandomState):
             kind, keys, pos, has_gauss, gauss = value.get_state(legacy=True)
             out[name] = {"RandomState": [kind, int(pos), int(has_gauss), float(gauss)]}
@@ -122,11 +127,11 @@ def _decode_params(encoded, extra: dict, names: set) -> dict:
             params[name] = solver_from_config(value, "params: solver")
         elif tag == "torch.device" and name == "device" and isinstance(value, str):
             params[name] = torch.device(value)
-        elif tag == "array" and name == "noise":
-            noise = extra.get("param.noise")
-            if noise is None or list(noise.shape) != value or noise.dtype != torch.float64:
-                raise ValueError(f"params: noise: the array of shape {value!r:.40} is missing")
-            params[name] = noise.numpy().copy()
+        elif tag == "array" and name in ARRAY_PARAMS:
+            array = extra.get(f"param.{name}")
+            if array is None or list(array.shape) != value or array.dtype != torch.float64:
+                raise ValueError(f"params: {name}: the array of shape {value!r:.40} is missing")
+            params[name] = array.numpy().copy()
         elif tag == "RandomState" and name == "random_state" and isinstance(value, list) and len(value) == 4:
             keys = extra.get("param.random_state")
             if keys is None or keys.shape != (624,):

@@ -1,4 +1,4 @@
-# scikit-learn estimator around ExactGP: GPRegressor (fit, predict, sample_y, score).
+# scikit-learn estimator around flashgp's regression models: GPRegressor (fit, predict, sample_y, score).
 # Inputs and targets are standardized with training statistics inside; results are in data units.
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ from .fit_warnings import NOISE_FLOOR_KIND, noise_floor_message, warning_kind
 from .likelihoods import FixedNoise, Gaussian
 from .log_space import log_space
 from .means import Constant
-from .models import ExactGP
+from .estimator_methods import build_model, check_inducing
 from .models.validation import check_device
 from .distributions.posterior import MAX_DENSE_SAMPLE
 from .polish import polish_lbfgs
-from .solvers import CG, Auto, Cholesky, resolve_solver
+from .solvers import CG, Auto, Cholesky
 from .tables import spread, to_model_dtype
 
 KERNELS = {
@@ -99,7 +99,9 @@ def _seed(random_state, name: str) -> int:
 
 
 class GPRegressor(RegressorMixin, BaseEstimator):
-    """Exact GP regression (``flashgp.ExactGP``) as a scikit-learn estimator.
+    """GP regression as a scikit-learn estimator: exact (``flashgp.ExactGP``), with inducing points
+    (``flashgp.SGPR``) or with structured kernel interpolation (SKI, an ExactGP with a
+    ``flashgp.kernels.Interpolated`` kernel).
 
     Args:
         kernel: "rbf", "matern12", "matern32", "matern52" or "rq" (each with one lengthscale per
@@ -133,7 +135,16 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             targets: 1e-10 var(y) in float64, 1e-4 var(y) in float32. A learned noise that
             ends on its floor is reported by a NumericalWarning (the data may be noise-free; a
             lower floor lets the mean interpolate them).
-        random_state: seeds the CG probe vectors during fit (int, RandomState or None).
+        random_state: seeds the CG probe vectors and the choice of inducing points during fit
+            (int, RandomState or None).
+        method: "exact" (default), "sgpr" (Titsias' sparse GP: ``inducing`` points learned with
+            the hyperparameters; for n beyond what the exact GP can afford, any dimension) or "ski"
+            (structured kernel interpolation on a regular grid: 1 to 3 features, very large n;
+            trained by CG).
+        inducing: None (default: 500 inducing points for "sgpr", capped at n; for "ski" a grid of
+            1000, 100 or 30 points per feature in 1, 2 or 3 dimensions); for "sgpr" a count or the
+            inducing inputs (m, n_features) in the units of X; for "ski" the grid points per
+            feature (one number, or one per feature).
         verbose: show the training progress bar.
         polish: finish the fit with up to 5 L-BFGS steps (strong Wolfe line search, fixed probes),
             kept only if they raise the marginal likelihood: "lbfgs" always (with iters > 0),
@@ -144,7 +155,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             CG path the objective is noisy and each step costs several solves, hence "auto"
             leaves it out.
 
-    Fitted attributes: ``model_`` (the ``ExactGP``, on standardized data), ``lengthscale_``
+    Fitted attributes: ``model_`` (the ``ExactGP`` or ``SGPR``, on standardized data), ``lengthscale_``
     (n_features,), ``outputscale_``, ``noise_``, ``noise_floor_`` (None for a fixed noise),
     ``constant_`` (data units; None where the kernel does not have them at the usual place),
     ``log_marginal_likelihood_`` (total over the training points, of the standardized targets,
@@ -156,7 +167,8 @@ class GPRegressor(RegressorMixin, BaseEstimator):
 
     def __init__(self, kernel="matern52", iters=100, lr=0.1, optimizer="adam", solver="auto",
                  device="auto", dtype="float64", normalize_x=True, normalize_y=True, noise=None,
-                 random_state=None, verbose=False, polish="auto", noise_floor=None):
+                 random_state=None, verbose=False, polish="auto", noise_floor=None, method="exact",
+                 inducing=None):
         self.kernel = kernel
         self.iters = iters
         self.lr = lr
@@ -171,6 +183,8 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         self.verbose = verbose
         self.polish = polish
         self.noise_floor = noise_floor
+        self.method = method
+        self.inducing = inducing
 
     # ----- parameter checks (at fit, as scikit-learn asks) -----------------------------------
     def _make_kernel(self, n_features: int) -> fk.Kernel:
@@ -260,6 +274,10 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         kernel = self._make_kernel(X.shape[1])
         fixed = self._fixed_noise(X.shape[0])
         seed = _seed(self.random_state, "random_state")
+        inducing = check_inducing(self.method, self.inducing, X.shape[1])
+        if self.method == "sgpr" and not (isinstance(self.solver, str) and self.solver == "auto"):
+            raise ValueError(f"solver: method='sgpr' solves exactly by the Woodbury identity and takes no "
+                             f"solver; leave solver='auto' (got {self.solver!r:.40})")
 
         x_mean = X.mean(axis=0) if self.normalize_x else np.zeros(X.shape[1])
         x_scale = spread(X) if self.normalize_x else np.ones(X.shape[1])
@@ -275,19 +293,21 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             fixed / y_scale**2, dtype, device, "noise", "noise / var(y) must fit the model's dtype"))
         # the constant mean starts at 0 (the targets' mean with normalize_y), so that iters=0 gives
         # scikit-learn's prior mean; the other values not given start from the (scaled) data
-        model = ExactGP(x_t, y_t, kernel, likelihood=likelihood, mean=Constant(0.0), solver=solver)
+        if isinstance(inducing, np.ndarray):  # inducing inputs in the model's (scaled) units
+            inducing = (inducing - x_mean) / x_scale
+        model = build_model(self.method, x_t, y_t, kernel, likelihood, Constant(0.0), solver, inducing, seed)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with log_space(model):
                 history = fit_model(model, optimizer=self.optimizer, lr=float(self.lr),
                                     iters=int(self.iters), progress=bool(self.verbose), seed=seed)
                 polished = None
-                if self._polishes(solver, X.shape[0]):
+                if self._polishes(model):
                     polished = polish_lbfgs(model, POLISH_STEPS, seed, progress=bool(self.verbose))
         self._reemit(caught, model, y_scale)
         with torch.no_grad():
             generator = torch.Generator(device=device).manual_seed(seed)
-            lml = float(model.mll(generator=generator)) * X.shape[0]
+            lml = -float(model.loss(generator=generator).sum()) * X.shape[0]
         # fitted attributes only once everything succeeded
         self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_ = x_mean, x_scale, y_mean, y_scale
         self.model_, self.history_, self.n_iter_ = model.eval(), history, len(history)
@@ -311,14 +331,15 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             if message is not None:
                 warnings.warn(message, NumericalWarning, stacklevel=3)
 
-    def _polishes(self, solver, n: int) -> bool:
-        """Whether the fit ends with L-BFGS steps (``polish``; "auto": on the Cholesky path;
-        never with iters=0, which optimizes nothing)."""
+    def _polishes(self, model) -> bool:
+        """Whether the fit ends with L-BFGS steps (``polish``; "auto": when the model's objective
+        is exact and deterministic, ``model.deterministic``: the Cholesky path, SGPR; never with
+        iters=0, which optimizes nothing)."""
         if self.iters == 0:
             return False
         if self.polish != "auto":
             return self.polish == "lbfgs"
-        return resolve_solver(solver, n).engine().exact
+        return model.deterministic
 
     @staticmethod
     def _to_tensor(values: np.ndarray, dtype: torch.dtype, device: torch.device, name: str,

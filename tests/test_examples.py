@@ -30,6 +30,8 @@ def cases(tmp: Path) -> dict:
                              ["RMSE of the posterior mean", "plot: " if has("matplotlib") else "no plot"]),
         "uci_exact_gp.py": (["--iters", "2", "--max-train", "150", "--solver", "cg"],
                             ["concrete: n_train=150", "95% coverage", "solver path cg"]),
+        "sgpr_uci.py": (["--iters", "3", "--max-train", "150", "--inducing", "20"],
+                        ["concrete: n_train=150", "SGPR", "<= exact mll", "inducing points moved"]),
         "large_gpu_fit.py": (["--n", "300", "--iters", "2", "--test", "50", "--device", "cpu"],
                              ["n=300, d=3", "CG iterations", "test RMSE"]),
         "sklearn_pipeline.py": (["--iters", "2", "--max-train", "120"],

@@ -67,6 +67,12 @@ class GPModel(nn.Module, abc.ABC):
         """The device of the model's data and parameters."""
         return self.train_x.device
 
+    @property
+    def deterministic(self) -> bool:
+        """Whether ``loss()`` is exact and deterministic at fixed parameters (no random probes, no
+        iterative tolerance): then L-BFGS may polish a fit (the estimator's ``polish="auto"``)."""
+        return False
+
     # ----- what a model implements -------------------------------------------------------------
     @abc.abstractmethod
     def prior(self, x: torch.Tensor) -> Prior:

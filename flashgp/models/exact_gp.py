@@ -11,7 +11,7 @@ from ..kernels import Kernel
 from ..linalg import PivotCache
 from ..likelihoods import Likelihood
 from ..means import Mean
-from ..operators import KernelOperator
+from ..operators import kernel_operator
 from ..serialize import (kernel_from_config, kernel_to_config, likelihood_from_config, likelihood_to_config,
                          mean_from_config, mean_to_config, register_model, solver_from_config, solver_to_config)
 from ..objectives import exact_mll
@@ -98,6 +98,11 @@ class ExactGP(RegressionModel):
         self._precond_state = engine.state_for(self._precond_state)
         return self._precond_state
 
+    @property
+    def deterministic(self) -> bool:
+        """True on an exact solver's path (Cholesky at the current n)."""
+        return self._active_solver().engine().exact
+
     def _active_solver(self):
         return resolve_solver(self.solver, self.num_train)
 
@@ -132,7 +137,7 @@ class ExactGP(RegressionModel):
         """The prior mean (*batch, m) and kernel operator (*batch, m, m) at inputs x (m, d) or
         (*batch, m, d) (the "auto" backend: a dense matrix while it fits the memory budget)."""
         x = check_test_inputs(x, self.train_x)
-        return Prior(self.mean(x), KernelOperator(self.kernel, x))
+        return Prior(self.mean(x), kernel_operator(self.kernel, x))
 
     # ----- files and checkpoints ------------------------------------------------------
     def config(self) -> dict:

@@ -119,6 +119,11 @@ class SGPR(RegressionModel):
             self.register_buffer("inducing_points", z)
 
     @property
+    def deterministic(self) -> bool:
+        """Always True: the bound is exact (Woodbury, float64) and uses no random numbers."""
+        return True
+
+    @property
     def num_inducing(self) -> int:
         """The number of inducing points m."""
         return self.inducing_points.shape[-2]

@@ -1,0 +1,63 @@
+# The models the estimator and the command line can build, by name: "exact" (ExactGP), "sgpr"
+# (inducing points), "ski" (structured kernel interpolation). One registry, one builder each.
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+from .models import SGPR, ExactGP
+
+METHODS = ("exact", "sgpr", "ski")
+DEFAULT_GRID = {1: 1000, 2: 100, 3: 30}  # SKI grid points per dimension by input dimension
+
+
+def check_inducing(method: str, inducing, n_features: int):
+    """Validate ``inducing`` for ``method`` (ValueError/TypeError naming it): None (the default),
+    for "sgpr" a count or an array (m, n_features) of inducing inputs in data units, for "ski"
+    a grid size (one per dimension or one for all). Returns it as an int, an int tuple or a
+    float64 array."""
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    if inducing is None:
+        return None
+    if method == "exact":
+        raise ValueError("inducing: only method='sgpr' (inducing points) and method='ski' (grid size) "
+                         f"take it; got inducing={inducing!r:.40} with method='exact'")
+    if isinstance(inducing, numbers.Integral) and not isinstance(inducing, bool):
+        if inducing < (1 if method == "sgpr" else 4):
+            raise ValueError(f"inducing: expected a count >= {1 if method == 'sgpr' else 4}, got {inducing}")
+        return int(inducing)
+    if isinstance(inducing, (str, bytes, bool)):
+        raise TypeError(f"inducing: expected a number or an array, got {inducing!r:.40}")
+    array = np.asarray(inducing, dtype=np.float64)
+    if method == "ski":
+        if array.shape != (n_features,) or np.any(array != np.round(array)) or np.any(array < 4):
+            raise ValueError(f"inducing: for method='ski', expected a grid size >= 4 or one per feature "
+                             f"({n_features}), got {inducing!r:.60}")
+        return tuple(int(v) for v in array)
+    if array.ndim != 2 or array.shape[1] != n_features or array.shape[0] < 1:
+        raise ValueError(f"inducing: expected inducing inputs of shape (m, {n_features}), got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("inducing: the inducing inputs contain NaN or infinite values")
+    return array
+
+
+def build_model(method: str, x: torch.Tensor, y: torch.Tensor, kernel, likelihood, mean, solver,
+                inducing, seed: int = 0):
+    """The model of ``method`` on standardized data x (n, d), y (n,): ``inducing`` as
+    ``check_inducing`` returns it, an array already in the model's input units."""
+    if method == "exact":
+        return ExactGP(x, y, kernel, likelihood=likelihood, mean=mean, solver=solver)
+    if method == "sgpr":
+        if isinstance(inducing, np.ndarray):
+            inducing = torch.as_tensor(inducing, dtype=x.dtype, device=x.device)
+        return SGPR(x, y, kernel, inducing=inducing, likelihood=likelihood, mean=mean, seed=seed)
+    from .kernels import Interpolated
+    d = x.shape[-1]
+    if d not in DEFAULT_GRID:
+        raise ValueError(f"method: 'ski' interpolates on a grid in 1 to 3 dimensions, the data have {d} "
+                         "features; use method='sgpr' (inducing points) for more")
+    grid = DEFAULT_GRID[d] if inducing is None else inducing
+    return ExactGP(x, y, Interpolated(kernel, grid_size=grid), likelihood=likelihood, mean=mean, solver=solver)

@@ -1,0 +1,82 @@
+# The scalable models through the estimator and the command line: GPRegressor(method="sgpr" |
+# "ski", inducing=...) and `flashgp fit --method ... --inducing ...`, with save/load and the
+# checks of the new settings.
+import json
+
+import numpy as np
+import pytest
+
+import flashgp as fg
+from flashgp.cli import main
+from flashgp.sklearn import GPRegressor
+
+
+def data(n=400, d=2, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 2, (n, d))
+    return x, 3 + np.sin(2 * x[:, 0]) + 0.5 * x[:, -1] + 0.1 * rng.standard_normal(n)
+
+
+def test_sgpr_estimator_fits_predicts_and_round_trips(tmp_path):
+    x, y = data()
+    est = GPRegressor(method="sgpr", inducing=30, iters=40).fit(x[:300], y[:300])
+    assert isinstance(est.model_, fg.SGPR) and est.model_.num_inducing == 30
+    assert est.polish_history_ is not None  # the bound is exact: polish="auto" runs L-BFGS
+    exact = GPRegressor(iters=40).fit(x[:300], y[:300])
+    assert est.score(x[300:], y[300:]) > exact.score(x[300:], y[300:]) - 0.02
+    assert est.log_marginal_likelihood_ <= exact.log_marginal_likelihood_ + 1e-6
+    mean, std = est.predict(x[300:], return_std=True)
+    assert std.shape == (100,) and np.all(std > 0)
+    est.save(tmp_path / "e.fgp")
+    back = GPRegressor.load(tmp_path / "e.fgp")
+    assert np.array_equal(back.predict(x[300:]), est.predict(x[300:]))
+
+
+def test_sgpr_estimator_takes_inducing_inputs_in_data_units():
+    x, y = data()
+    z = x[:20] * 1.0
+    est = GPRegressor(method="sgpr", inducing=z, iters=0).fit(x, y)
+    back = est.model_.inducing_points.detach().numpy() * est.x_scale_ + est.x_mean_
+    assert np.allclose(back, z)
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(method="sparse"), ValueError, "method: expected one of"),
+    (dict(method="exact", inducing=10), ValueError, "only method='sgpr'"),
+    (dict(method="sgpr", inducing=0), ValueError, "count >= 1"),
+    (dict(method="sgpr", inducing=np.zeros((5, 3))), ValueError, r"shape \(m, 2\)"),
+    (dict(method="sgpr", solver="cg"), ValueError, "takes no solver"),
+    (dict(method="ski", inducing=[10, 2.5]), ValueError, "grid size"),
+])
+def test_estimator_method_errors(kwargs, error, words):
+    x, y = data(50)
+    with pytest.raises(error, match=words):
+        GPRegressor(iters=1, **kwargs).fit(x, y)
+
+
+def write(path, x, y):
+    lines = ["a,b,y"] + [f"{a},{b},{t}" for (a, b), t in zip(x, y)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_cli_fit_sgpr_and_predict(tmp_path, capsys):
+    x, y = data(200)
+    train = write(tmp_path / "train.csv", x, y)
+    code = main(["fit", str(train), "--target", "y", "--method", "sgpr", "--inducing", "25", "--iters", "20",
+                 "--test-size", "0.2", "--device", "cpu", "--out", str(tmp_path / "m.fgp"), "--json", "-q"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["method"] == "sgpr" and result["solver_path"] == "sgpr"
+    assert result["test"]["rmse"] < 0.5
+    code = main(["predict", str(tmp_path / "m.fgp"), str(train), "--out", str(tmp_path / "p.csv"), "-q",
+                 "--device", "cpu"])
+    assert code == 0 and (tmp_path / "p.csv").read_text().count("\n") == 201
+
+
+def test_cli_method_errors(tmp_path, capsys):
+    x, y = data(50)
+    train = write(tmp_path / "train.csv", x, y)
+    assert main(["fit", str(train), "--target", "y", "--inducing", "10", "-q"]) == 2
+    assert "--inducing: only method='sgpr'" in capsys.readouterr().err
+    assert main(["fit", str(train), "--target", "y", "--method", "nope", "-q"]) == 2
