@@ -88,6 +88,7 @@ KERNELS: dict[str, KernelEntry] = {
     "Scale": KernelEntry(K.Scale, lambda k: {}, lambda k: [k.base]),
     "Sum": KernelEntry(K.Sum, lambda k: {}, lambda k: list(k.kernels)),
     "Product": KernelEntry(K.Product, lambda k: {}, lambda k: list(k.kernels)),
+    "Interpolated": KernelEntry(K.Interpolated, lambda k: k.config_args(), lambda k: [k.base]),
 }
 
 SOLVERS = {cls.__name__: cls for cls in (Cholesky, CG, Auto, PivotedCholesky, RPCholesky, Nystrom, Vecchia)}

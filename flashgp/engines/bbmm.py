@@ -13,7 +13,7 @@ from ..errors import NumericalWarning
 from ..linalg import lanczos
 from ..linalg.inv_quad_logdet import cg_solve, inv_quad_logdet
 from ..linalg.lanczos import lanczos_root_with_half
-from ..operators import AddedDiag, KernelOperator
+from ..operators import AddedDiag, KernelOperator, kernel_operator
 from .base import Engine, seconds_since
 from .preconditioning import build_preconditioner, record_iterations, state_for
 from .records import CGSolveInfo, CGTrainingInfo, PreconditionerBuild
@@ -64,8 +64,8 @@ class CGEngine(Engine):
         model's preconditioner ``state`` (None: a fresh one)."""
         config = self.config
         start = time.perf_counter()
-        kernel_op = KernelOperator(kernel, x, backend=config.backend, precision=config.precision,
-                                   memory_budget=config.memory_budget)
+        kernel_op = kernel_operator(kernel, x, backend=config.backend, precision=config.precision,
+                                    memory_budget=config.memory_budget)
         state = self.state_for(state)
         precond, build = build_preconditioner(config.precond, kernel_op, noise, state, purpose)
         seconds = seconds_since(start, x.device)

@@ -1,6 +1,7 @@
 # Kernel modules: one pairwise formula each, lifted to matrices, diagonals and rows by Kernel.
-# Combine with + and *; wrap in Scale for an output scale.
+# Combine with + and *; wrap in Scale for an output scale; Interpolated for SKI (KISS-GP).
 from .base import Kernel, Product, Sum
+from .interpolated import Interpolated
 from .linear import Linear, Polynomial
 from .matern import Matern
 from .periodic import Periodic
@@ -10,4 +11,4 @@ from .scale import Scale
 from .stationary import Stationary
 
 __all__ = ["Kernel", "Sum", "Product", "Stationary", "RBF", "Matern", "RQ", "Periodic", "Linear",
-           "Polynomial", "Scale"]
+           "Polynomial", "Scale", "Interpolated"]

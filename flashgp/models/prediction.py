@@ -10,7 +10,7 @@ import torch
 from ..distributions import DenseDowndated, Downdated, FactorDowndated, MarginalOnly, Posterior
 from ..errors import NumericalWarning
 from ..engines import CGMeanSolveInfo, seconds_since
-from ..operators import KernelOperator
+from ..operators import KernelOperator, kernel_operator
 from . import certified
 from .finite import check_noise_values
 from .local_variance import local_variances
@@ -78,7 +78,7 @@ class PredictionCache:
 
     def _downdated(self, x, left, right, variances=None) -> Downdated:
         """The posterior covariance k(x, x) - left right^T (with ``variances`` on its diagonal)."""
-        return Downdated(KernelOperator(self.kernel, x), left, right, variances)
+        return Downdated(kernel_operator(self.kernel, x), left, right, variances)
 
 
 class CholeskyPrediction(PredictionCache):
@@ -111,12 +111,12 @@ class CholeskyPrediction(PredictionCache):
             if keep:
                 factors.append(left)
             else:  # as Downdated's diagonal computes it
-                variances.append(KernelOperator(self.kernel, part).diagonal() - (left * left).sum(-1))
+                variances.append(kernel_operator(self.kernel, part).diagonal() - (left * left).sum(-1))
         mean = means[0] if len(means) == 1 else torch.cat(means, -1)
         if keep:
             left = factors[0] if len(factors) == 1 else torch.cat(factors, -2)
             return mean, self._downdated(x, left, left), "cholesky"
-        covariance = FactorDowndated(KernelOperator(self.kernel, x), x, lambda part: self._mean_and_factor(part, mean=False)[1],
+        covariance = FactorDowndated(kernel_operator(self.kernel, x), x, lambda part: self._mean_and_factor(part, mean=False)[1],
                                      torch.cat(variances, -1), chunk)
         return mean, covariance, "cholesky"
 
@@ -195,8 +195,8 @@ class CGPrediction(PredictionCache):
         (solver.local_neighbors > 0: a MarginalOnly covariance) or LOVE; with
         ``CG.variance_tol`` every variance is certified, larger test sets by CG solves started
         from the local or LOVE solutions (methods "local+cg", "lanczos+cg")."""
-        cross = KernelOperator(self.kernel, x, self.train_x, backend=self.backend,
-                               precision=self.solver.precision)
+        cross = kernel_operator(self.kernel, x, self.train_x, backend=self.backend,
+                                precision=self.solver.precision)
         mean = self.mean_fn(x) + cross.matmul(self.alpha).squeeze(-1)
         if x.shape[-2] <= self.solver.exact_var_max:
             covariance, method, shift = self._cg_covariance(x, cross.to_dense())
@@ -214,7 +214,7 @@ class CGPrediction(PredictionCache):
             result, bounds, shift, mean_bound = self._certify(left, prior)
             self._report([result], bounds, mean_bound, x.dtype, stacklevel=7)
             downdate = left @ result.solution + result.solution.transpose(-1, -2) @ result.residual
-            return DenseDowndated(KernelOperator(self.kernel, x), downdate), "cg", shift
+            return DenseDowndated(kernel_operator(self.kernel, x), downdate), "cg", shift
         right, solve = self.engine.solve(self.system, left.transpose(-1, -2), self.solver.eval_tol,
                                          "posterior variance solves")
         self.diagnostics.update({f"variance_{key}": value for key, value in solve.as_dict().items()})
@@ -288,21 +288,21 @@ class CGPrediction(PredictionCache):
 
     def _root_factor(self, x: torch.Tensor) -> torch.Tensor:
         """K(x, X) R (*batch, c, k) for test inputs x (*batch, c, d) and the cached Lanczos root R."""
-        return KernelOperator(self.kernel, x, self.train_x, backend=self.backend,
-                              precision=self.solver.precision).matmul(self._root.root)
+        return kernel_operator(self.kernel, x, self.train_x, backend=self.backend,
+                               precision=self.solver.precision).matmul(self._root.root)
 
     def _lazy_root_covariance(self, x, rows, parts, chunk, variances=None) -> FactorDowndated:
         """prior - W W^T with W = K(x, X) R recomputed per chunk (``FactorDowndated``); its diagonal
         computed here as ``Downdated`` computes it, and with certified ``variances`` rescaled to
         them (S (prior - W W^T) S, S = sqrt(variances / that diagonal), as ``Downdated`` does)."""
-        base = torch.cat([KernelOperator(self.kernel, x[..., part, :]).diagonal() - rows(part).square().sum(-1)
+        base = torch.cat([kernel_operator(self.kernel, x[..., part, :]).diagonal() - rows(part).square().sum(-1)
                           for part in parts], -1)
         scale = None
         if variances is not None:
             ok = (base > 0) & (variances > 0)
             scale = torch.where(ok, (variances.clamp_min(0) / torch.where(ok, base, 1.0)).sqrt(), 0.0)
             base = base * scale.square()
-        return FactorDowndated(KernelOperator(self.kernel, x), x, self._root_factor, base, chunk, scale)
+        return FactorDowndated(kernel_operator(self.kernel, x), x, self._root_factor, base, chunk, scale)
 
     def _spectrum_floor(self) -> tuple:
         """``certified.spectrum_floor``'s (mu, floor, kind) for this cache's K_hat and P."""
@@ -330,8 +330,8 @@ class CGPrediction(PredictionCache):
         parts = []
         for begin in range(0, x.shape[-2], CERTIFY_CHUNK):
             part = slice(begin, begin + CERTIFY_CHUNK)
-            cross = KernelOperator(self.kernel, x[..., part, :], self.train_x, backend=self.backend,
-                                   precision=self.solver.precision).to_dense()
+            cross = kernel_operator(self.kernel, x[..., part, :], self.train_x, backend=self.backend,
+                                    precision=self.solver.precision).to_dense()
             parts.append(self._certify(cross, prior[..., part], x0=start(part)))
         results, bounds, shifts, mean_bounds = zip(*parts)
         self._report(list(results), torch.cat(bounds, -1), torch.cat(mean_bounds, -1), x.dtype, stacklevel=8)

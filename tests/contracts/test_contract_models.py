@@ -58,3 +58,24 @@ def test_exact_gp(case, tmp_path):
     check_model(make_model(solver, batch, dtype), test_x, loss_reference=exact_gp_loss_reference,
                 posterior_reference=exact_gp_posterior_reference, tmp_dir=tmp_path, name=f"ExactGP({case})",
                 **tol)
+
+
+SKI_CASES = {  # name -> (solver, tolerances): an Interpolated (SKI) kernel, its dense W K_UU W^T the reference
+    "ski_cholesky": (lambda: fg.Cholesky(), EXACT),
+    "ski_cg_pivoted_cholesky": (lambda: fg.CG(**CG, precond=fg.PivotedCholesky(rank=30)), CG_TOL),
+}
+
+
+@pytest.mark.parametrize("case", list(SKI_CASES))
+def test_ski_exact_gp(case, tmp_path):
+    """ExactGP with fg.kernels.Interpolated(Scale(Matern 5/2)) on a 2-D grid (a multi-level Toeplitz
+    K_UU): the references are the dense Cholesky of the SKI kernel itself."""
+    solver, tol = SKI_CASES[case]
+    x, y = data(())
+
+    def make():
+        return fg.ExactGP(x, y, fg.kernels.Interpolated(Scale(Matern(nu=2.5, ard_dims=D)), grid_size=16),
+                          solver=solver())
+    test_x = torch.rand(9, D, generator=generator(1), dtype=F64) * 4 - 2
+    check_model(make, test_x, loss_reference=exact_gp_loss_reference, posterior_reference=exact_gp_posterior_reference,
+                tmp_dir=tmp_path, name=f"ExactGP({case})", **tol)

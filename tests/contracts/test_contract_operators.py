@@ -1,17 +1,18 @@
 # The operator contract (flashgp.testing.check_operator) on every operator flashgp has: kernel
 # operators of several kernels on the dense and blocked backends (symmetric, cross, batched,
 # float32, learned inputs), AddedDiag, Sum, Dense, LowRank, LowRankPlusDiag, LowRankPlusBlockDiag
-# the products of the Vecchia factor (SparseInverseCholesky.mul / mul_t) and the posterior
-# covariance operators. The fused Triton backend: test_contract_triton.py.
+# the products of the Vecchia factor (SparseInverseCholesky.mul / mul_t), the posterior
+# covariance operators, and those of structured kernel interpolation (Toeplitz, Kronecker,
+# Interpolation, InterpolatedOperator). The fused Triton backend: test_contract_triton.py.
 import pytest
 import torch
 
 from flashgp.distributions.posterior import DenseDowndated, Downdated
-from flashgp.kernels import RBF, RQ, Linear, Matern, Periodic, Polynomial, Scale
+from flashgp.kernels import RBF, RQ, Interpolated, Linear, Matern, Periodic, Polynomial, Scale
 from flashgp.linalg import pivoted_cholesky_preconditioner
 from flashgp.linalg.vecchia import vecchia_preconditioner
-from flashgp.operators import (AddedDiag, Dense, KernelOperator, LowRank, LowRankPlusBlockDiag,
-                               LowRankPlusDiag, SumOperator)
+from flashgp.operators import (AddedDiag, Dense, Interpolation, KernelOperator, Kronecker, LowRank,
+                               LowRankPlusBlockDiag, LowRankPlusDiag, SumOperator, Toeplitz)
 from flashgp.operators.base import Operator
 from flashgp.testing import check_operator
 
@@ -234,3 +235,100 @@ def test_posterior_covariance_operators_on_a_batch_of_one():
                    skip=("bilinear_grad",), name="Downdated(batch 1)")
     check_operator(lambda: DenseDowndated(KernelOperator(kernel, x), down), lambda op: prior - down,
                    skip=("bilinear_grad", "rows"), name="DenseDowndated(batch 1)")
+
+
+# ----- structured kernel interpolation (SKI): Toeplitz, Kronecker, Interpolation, InterpolatedOperator ---
+
+def toeplitz_reference(column, levels):
+    """T[i, j] = column[|i_1 - j_1|, ..., |i_k - j_k|] entry by entry (float64, differentiable)."""
+    grid = column.shape[column.dim() - levels:]
+    points = torch.cartesian_prod(*[torch.arange(g) for g in grid]).reshape(-1, levels)
+    diff = (points.unsqueeze(1) - points.unsqueeze(0)).abs()  # (G, G, k)
+    return column.to(F64)[(..., *diff.unbind(-1))]
+
+
+def cubic_reference(x, start, spacing, shape):
+    """W (n, G): Keys' kernel (a = -0.5) at every grid point, written out, tensor products."""
+    def keys(s):
+        s = s.abs()
+        return torch.where(s <= 1, 1.5 * s**3 - 2.5 * s**2 + 1,
+                           torch.where(s < 2, -0.5 * s**3 + 2.5 * s**2 - 4 * s + 2, torch.zeros_like(s)))
+    out = None
+    for k, g in enumerate(shape):
+        grid = start[k] + spacing[k] * torch.arange(g, dtype=F64)
+        w = keys((x[..., k:k + 1].to(F64) - grid) / spacing[k])
+        out = w if out is None else (out.unsqueeze(-1) * w.unsqueeze(-2)).flatten(-2)
+    return out
+
+
+@pytest.mark.parametrize("grid,levels,batch", [((9,), 1, ()), ((1,), 1, ()), ((13,), 1, (2,)), ((4, 6), 2, ()),
+                                                ((3, 4, 5), 3, ()), ((5, 3), 2, (2,))],
+                         ids=["g9", "g1", "batch", "two_level", "three_level", "two_level_batch"])
+def test_toeplitz(grid, levels, batch):
+    column = torch.rand(*batch, *grid, generator=generator(20), dtype=F64).requires_grad_()
+    check_operator(lambda: Toeplitz(column, levels), lambda op: toeplitz_reference(column, levels),
+                   name=f"Toeplitz({grid}, levels={levels}, batch {batch})")
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own_columns", "shared_column"])
+def test_kronecker_of_toeplitz(shared):
+    """Three Toeplitz factors; a column shared by two factors gets the sum of their gradients."""
+    c1 = torch.rand(4, generator=generator(21), dtype=F64).requires_grad_()
+    c2 = c1 if shared else torch.rand(4, generator=generator(22), dtype=F64).requires_grad_()
+    c3 = torch.rand(2, 3, generator=generator(23), dtype=F64).requires_grad_()
+
+    def reference(op):
+        a, b, c = (toeplitz_reference(c, 1) for c in (c1, c2, c3))
+        return torch.stack([torch.kron(torch.kron(a, b), c[i]) for i in range(2)])  # c: a batch of 2
+    check_operator(lambda: Kronecker(Toeplitz(c1), Toeplitz(c2), Toeplitz(c3)), reference,
+                   name=f"Kronecker(Toeplitz x3, shared={shared})")
+
+
+def test_kronecker_of_dense():
+    matrices = [torch.randn(g, g, generator=generator(24 + g), dtype=F64).requires_grad_() for g in (3, 2, 4)]
+    check_operator(lambda: Kronecker(*(Dense(m) for m in matrices)),
+                   lambda op: torch.kron(torch.kron(*matrices[:2]), matrices[2]), name="Kronecker(Dense x3)")
+
+
+@pytest.mark.parametrize("shape,batch", [((11,), ()), ((6, 7), ()), ((5, 4, 6), ()), ((8,), (2,))],
+                         ids=["1d", "2d", "3d", "batch"])
+def test_interpolation(shape, batch):
+    """W (n, G), rectangular, no gradients: against Keys' weights at every grid point."""
+    start, spacing = [-1.0 - 0.1 * k for k in range(len(shape))], [0.5 + 0.1 * k for k in range(len(shape))]
+    low = torch.tensor([s + h for s, h in zip(start, spacing)], dtype=F64)
+    high = torch.tensor([s + (g - 2) * h for s, h, g in zip(start, spacing, shape)], dtype=F64)
+    x = low + (high - low) * torch.rand(*batch, 17, len(shape), generator=generator(25), dtype=F64)
+    check_operator(lambda: Interpolation.cubic(x, start, spacing, shape),
+                   lambda op: cubic_reference(x, start, spacing, shape), name=f"Interpolation({shape})")
+
+
+SKI_KERNELS = {  # name -> (base kernel, d, grid size): Kronecker of Toeplitz or multi-level Toeplitz
+    "rbf_1d": (lambda: Scale(RBF()), 1, 12),
+    "rbf_ard_2d": (lambda: Scale(RBF(ard_dims=2)), 2, (7, 9)),
+    "matern_2d": (lambda: Scale(Matern(nu=1.5, ard_dims=2)), 2, 8),
+    "rq_3d": (lambda: RQ(), 3, 6),
+    "rbf_batch": (lambda: Scale(RBF(batch_shape=(2,))), 1, 10),
+}
+
+
+def ski_reference(kernel, x1, x2=None):
+    """W1 K_UU W2^T with K_UU the base kernel evaluated densely at the explicit grid points."""
+    spec = kernel.grid(x1, *([] if x2 is None else [x2]))
+    axes = [s + h * torch.arange(g, dtype=F64) for s, h, g in zip(spec.start, spec.spacing, spec.shape)]
+    points = torch.cartesian_prod(*axes).reshape(-1, len(axes))
+    k_uu = dense_kernel(kernel.base, points)
+    w1 = cubic_reference(x1, spec.start, spec.spacing, spec.shape)
+    w2 = w1 if x2 is None else cubic_reference(x2, spec.start, spec.spacing, spec.shape)
+    return w1 @ k_uu @ w2.transpose(-1, -2)
+
+
+@pytest.mark.parametrize("cross", [False, True], ids=["symmetric", "cross"])
+@pytest.mark.parametrize("name", list(SKI_KERNELS))
+def test_interpolated_operator(name, cross):
+    base, d, grid = SKI_KERNELS[name]
+    kernel = Interpolated(randomized(base()), grid_size=grid)
+    x1 = inputs(N, d=d)
+    x2 = inputs(13, d=d, seed=7) * 0.8 if cross else None
+    kernel.grid(x1, *([] if x2 is None else [x2]))  # fixed from both, as a model's training inputs would
+    check_operator(lambda: kernel.operator(x1, x2), lambda op: ski_reference(kernel, x1, x2),
+                   name=f"InterpolatedOperator({name}, {'cross' if cross else 'symmetric'})")
