@@ -7,7 +7,7 @@ import math
 import torch
 
 from .linalg.cholesky import safe_cholesky
-from .linalg.inducing import block_rows, float64_kernel, whitened_terms
+from .linalg.inducing import block_rows, float64_kernel, inducing_terms
 
 
 def gaussian_log_density(inv_quad: torch.Tensor, logdet: torch.Tensor, n: int) -> torch.Tensor:
@@ -47,18 +47,20 @@ def sgpr_elbo(kernel, mean, likelihood, x: torch.Tensor, y: torch.Tensor, z: tor
         r^T (Q + S)^{-1} r = r^T S^{-1} r - |c|^2,
         tr(S^{-1} (K - Q)) = sum k(x_i, x_i) / s_i - tr M.
 
-    x (*batch, n, d), y (*batch, n); jitter: added to K_zz's diagonal relative to its mean
+    M and v come from ``linalg.inducing.inducing_terms`` (the Gram path while K_zz is well
+    conditioned, the whitened one otherwise). x (*batch, n, d), y (*batch, n); jitter: added to K_zz's diagonal relative to its mean
     (None: only if K_zz does not factor, with a warning, ``linalg.safe_cholesky``); rows: points
     per block of the cross-covariance (None: ``linalg.inducing.block_rows``). Returns (value,
-    differentiable; dict with jitter (what K_zz got), blocks, inducing). O(n m^2 + m^3).
+    differentiable; dict with jitter (what K_zz got), blocks, inducing, terms: "gram" or
+    "whitened"). O(n m^2 + m^3).
     """
     n, m = x.shape[-2], z.shape[-2]
     resid = (y - mean(x)).double()
     noise = likelihood.noise_diag(n).double()
     chol, added = inducing_cholesky(float64_kernel(kernel, z), jitter, safe_cholesky)
     batch = int(torch.Size(torch.broadcast_shapes(x.shape[:-2], z.shape[:-2])).numel())
-    rows = block_rows(m, batch) if rows is None else rows
-    gram, v = whitened_terms(kernel, x, z, chol, 1.0 / noise, resid, rows)
+    rows = block_rows(m, batch, device=x.device) if rows is None else rows
+    gram, v, path = inducing_terms(kernel, x, z, chol, 1.0 / noise, resid, rows)
     eye = torch.eye(m, dtype=torch.float64, device=gram.device)
     chol_b = torch.linalg.cholesky(eye + gram)
     c = torch.linalg.solve_triangular(chol_b, v.unsqueeze(-1), upper=False).squeeze(-1)
@@ -66,7 +68,7 @@ def sgpr_elbo(kernel, mean, likelihood, x: torch.Tensor, y: torch.Tensor, z: tor
     inv_quad = (resid.square() / noise).sum(-1) - c.square().sum(-1)
     trace = (float64_kernel(kernel, x, diag=True) / noise).sum(-1) - gram.diagonal(dim1=-2, dim2=-1).sum(-1)
     value = gaussian_log_density(inv_quad, logdet, n) - 0.5 * trace / n
-    return value, {"jitter": added, "blocks": -(-n // rows), "inducing": m}
+    return value, {"jitter": added, "blocks": -(-n // rows), "inducing": m, "terms": path}
 
 
 def inducing_cholesky(kzz: torch.Tensor, jitter: float | None, factor) -> tuple[torch.Tensor, float]:

@@ -61,7 +61,8 @@ class SGPR(RegressionModel):
         jitter: added to K_zz's diagonal, relative to its mean (None: only when K_zz does not
             factor, with a warning).
         memory_budget: bytes for one block of the float64 cross-covariance and its temporaries
-            (default 256 MiB): the n x m matrix is never held whole.
+            (default 256 MiB on a CPU, 4 GiB on a GPU): beyond, the n x m matrix is taken in
+            row blocks, each recomputed in the backward pass.
         seed: seeds the choice of inducing points.
 
     Every bound, solve and log determinant is exact in float64 by the Woodbury identity at
@@ -155,7 +156,7 @@ class SGPR(RegressionModel):
     def _rows(self) -> int:
         batch = int(torch.Size(torch.broadcast_shapes(self.train_x.shape[:-2],
                                                       self.inducing_points.shape[:-2])).numel())
-        return block_rows(self.num_inducing, batch, self.memory_budget)
+        return block_rows(self.num_inducing, batch, self.memory_budget, self.device)
 
     def prior(self, x) -> Prior:
         """The prior mean (*batch, m) and kernel operator (*batch, m, m) at inputs x (m, d) or

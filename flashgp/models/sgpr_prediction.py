@@ -6,7 +6,7 @@ import torch
 
 from ..distributions import FactorDowndated, Posterior
 from ..linalg.cholesky import safe_cholesky
-from ..linalg.inducing import float64_kernel, whitened_terms
+from ..linalg.inducing import float64_kernel, inducing_terms
 from ..objectives import inducing_cholesky
 from ..operators import KernelOperator
 from .finite import check_noise_values
@@ -36,7 +36,7 @@ class SGPRPrediction:
         self.z = model.inducing_points.detach()
         resid = (model.train_y - model.mean(model.train_x)).double()
         chol, added = inducing_cholesky(float64_kernel(self.kernel, self.z), model.jitter, safe_cholesky)
-        gram, v = whitened_terms(self.kernel, model.train_x, self.z, chol, 1.0 / noise.double(), resid, rows)
+        gram, v, _ = inducing_terms(self.kernel, model.train_x, self.z, chol, 1.0 / noise.double(), resid, rows)
         lam, vecs = torch.linalg.eigh(gram)
         lam = lam.clamp_min(0.0)
         inner = vecs @ ((vecs.transpose(-1, -2) @ v.unsqueeze(-1)) / (1.0 + lam).unsqueeze(-1))

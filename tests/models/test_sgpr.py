@@ -169,3 +169,34 @@ def test_save_load_round_trip(tmp_path):
     test_x = data(5, seed=9)[0]
     assert torch.equal(back.posterior(test_x).mean, model.posterior(test_x).mean)
     assert float(back.loss()) == float(model.loss())
+
+
+def test_weighted_gram_backward_matches_autograd_with_broadcast_batches():
+    from flashgp.linalg.inducing import WeightedGram
+    g = torch.Generator().manual_seed(3)
+    cross = torch.randn(7, 4, generator=g, dtype=F64, requires_grad=True)  # broadcast over a batch of 2
+    weights = torch.rand(2, 7, generator=g, dtype=F64).add(0.5).requires_grad_()
+    resid = torch.randn(2, 7, generator=g, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(WeightedGram.apply, (cross, weights, resid))
+
+
+def test_gram_and_whitened_paths_agree_and_ill_conditioned_inducing_points_take_the_whitened_one(monkeypatch):
+    from flashgp.linalg import inducing
+    x, y = data()
+    model = randomize(fg.SGPR(x, y, Scale(RBF(ard_dims=2)), inducing=10, memory_budget=4 * 8 * 10 * 33))
+    loss = model.loss()
+    assert model.diagnostics["terms"] == "gram"
+    grads = torch.autograd.grad(loss, [model.inducing_points, model.kernel.raw_outputscale])
+    monkeypatch.setattr(inducing, "WELL_CONDITIONED", 0.0)
+    other = model.loss()
+    assert model.diagnostics["terms"] == "whitened"
+    assert relative(other, loss) < 1e-12
+    for a, b in zip(grads, torch.autograd.grad(other, [model.inducing_points, model.kernel.raw_outputscale])):
+        assert relative(a, b) < 1e-9
+    monkeypatch.undo()
+    z = x[:10].clone()
+    z[1] = z[0] + 1e-5  # two nearly equal inducing points: K_zz nearly singular
+    close = fg.SGPR(x, y, Scale(RBF(ard_dims=2)), inducing=z)
+    value = close.loss()
+    assert close.diagnostics["terms"] == "whitened"
+    assert relative(value, sgpr_loss_reference(close)) < 1e-6
