@@ -80,3 +80,17 @@ def test_cli_method_errors(tmp_path, capsys):
     assert main(["fit", str(train), "--target", "y", "--inducing", "10", "-q"]) == 2
     assert "--inducing: only method='sgpr'" in capsys.readouterr().err
     assert main(["fit", str(train), "--target", "y", "--method", "nope", "-q"]) == 2
+
+
+def test_sgpr_plots():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    import torch
+    from flashgp import plot
+    x = torch.linspace(-3, 3, 120, dtype=torch.float64)[:, None]
+    y = torch.sin(2 * x[:, 0]) + 0.1 * torch.randn(120, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    model = fg.SGPR(x, y, fg.kernels.Scale(fg.kernels.RBF()), inducing=15)
+    history = fg.fit(model, iters=5, progress=False)
+    assert plot.plot_posterior_1d(model, torch.linspace(-4, 4, 50), num_samples=0) is not None
+    assert plot.plot_history(history) is not None
