@@ -22,7 +22,7 @@ from .cli_parser import (EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, KERN
                          CLIError, build_parser)
 from .errors import FitInterrupted, NotPSDError
 from .fit import fit
-from .estimator_methods import build_model, check_inducing
+from .estimator_methods import build_model, check_inducing, fitted_kernel
 from .outputs import OutputPathError, atomic_output, check_outputs
 from .tables import (InputError, check_columns, heldout_metrics, numeric_columns,
                      predict_original_units, read_table, scaled_inputs, select_features, to_model_dtype,
@@ -53,7 +53,7 @@ def choose_device(name: str) -> torch.device:
 # ----- models -----------------------------------------------------------------------------
 def hyperparameters(model, features: list[str]) -> dict:
     """Fitted hyperparameters in standardized units, lengthscales keyed by feature name."""
-    kernel = model.kernel
+    kernel = fitted_kernel(model)
     out = {"outputscale": float(kernel.outputscale.detach()),
            "lengthscale": dict(zip(features, kernel.base.lengthscale.detach().flatten().tolist())),
            "noise": float(model.likelihood.noise.detach()), "noise_floor": model.likelihood.noise_floor,

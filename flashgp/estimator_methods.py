@@ -44,6 +44,14 @@ def check_inducing(method: str, inducing, n_features: int):
     return array
 
 
+def fitted_kernel(model):
+    """The kernel whose hyperparameters the estimator and the command line report: the model's,
+    or for SKI the base kernel inside its ``Interpolated`` (the grid adds no hyperparameters)."""
+    from .kernels import Interpolated
+    kernel = model.kernel
+    return kernel.base if isinstance(kernel, Interpolated) else kernel
+
+
 def build_model(method: str, x: torch.Tensor, y: torch.Tensor, kernel, likelihood, mean, solver,
                 inducing, seed: int = 0):
     """The model of ``method`` on standardized data x (n, d), y (n,): ``inducing`` as

@@ -20,7 +20,7 @@ from .fit_warnings import NOISE_FLOOR_KIND, noise_floor_message, warning_kind
 from .likelihoods import FixedNoise, Gaussian
 from .log_space import log_space
 from .means import Constant
-from .estimator_methods import build_model, check_inducing
+from .estimator_methods import build_model, check_inducing, fitted_kernel
 from .models.validation import check_device
 from .distributions.posterior import MAX_DENSE_SAMPLE
 from .polish import polish_lbfgs
@@ -350,7 +350,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
 
     def _set_hyperparameters(self, fixed) -> None:
         """The fitted hyperparameters in the data's units (None where not found)."""
-        kernel, base = self.model_.kernel, self.model_.kernel
+        kernel = base = fitted_kernel(self.model_)
         self.outputscale_ = None
         if isinstance(kernel, fk.Scale):
             self.outputscale_ = float(kernel.outputscale.detach()) * self.y_scale_**2

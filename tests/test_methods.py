@@ -94,3 +94,22 @@ def test_sgpr_plots():
     history = fg.fit(model, iters=5, progress=False)
     assert plot.plot_posterior_1d(model, torch.linspace(-4, 4, 50), num_samples=0) is not None
     assert plot.plot_history(history) is not None
+
+
+def test_ski_estimator_and_command_line(tmp_path, capsys):
+    x, y = data(1500, d=1)
+    est = GPRegressor(method="ski", inducing=100, iters=15).fit(x[:1200], y[:1200])
+    assert type(est.model_.kernel).__name__ == "Interpolated"
+    assert est.outputscale_ is not None and est.lengthscale_.shape == (1,)
+    assert est.score(x[1200:], y[1200:]) > 0.9
+    est.save(tmp_path / "ski.fgp")
+    assert np.allclose(GPRegressor.load(tmp_path / "ski.fgp").predict(x[1200:]), est.predict(x[1200:]))
+    with pytest.raises(ValueError, match="1 to 3 dimensions"):
+        GPRegressor(method="ski", iters=1).fit(*data(60, d=4))
+    train = tmp_path / "train.csv"
+    train.write_text("a,y\n" + "\n".join(f"{a},{t}" for a, t in zip(x[:300, 0], y[:300])) + "\n")
+    code = main(["fit", str(train), "--target", "y", "--method", "ski", "--inducing", "64", "--iters", "5",
+                 "--device", "cpu", "--json", "-q"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["method"] == "ski" and "lengthscale" in result["hyperparameters"]
