@@ -44,7 +44,7 @@ def kmeans_pp(x: Tensor, m: int, generator: torch.Generator) -> Tensor:
 
 
 def select_inducing(x: Tensor, m: int, method: str = "kmeans++", kernel=None, seed: int = 0) -> Tensor:
-    """m inducing inputs (*batch, m, d) chosen among the training inputs x (*batch, n, d), each
+    """m inducing inputs ``(*batch, m, d)`` chosen among the training inputs x ``(*batch, n, d)``, each
     batch element on its own.
 
     method: "kmeans++" (k-means++ seeding: spread over the inputs, needs no kernel) or

@@ -20,7 +20,7 @@ def init_from_data(model, overwrite: bool = False) -> dict:
     its property) is kept, and one left at ``None`` (the default of ``Stationary(lengthscale)``,
     ``Scale(outputscale)``, ``Gaussian(noise, noise_floor)`` and ``Constant(constant)``) is
     chosen here. With ``overwrite=True`` every value below is chosen again (but the noise floor,
-    which is only ever chosen once). The rule, with x (*b, n, d) and y (*b, n) the training
+    which is only ever chosen once). The rule, with x ``(*b, n, d)`` and y ``(*b, n)`` the training
     data, statistics over the n points (population variances), batches averaged where a
     parameter has fewer batch dimensions than the data:
 
@@ -91,7 +91,7 @@ def _set(module, name: str, value: torch.Tensor, done: dict, prefix: str) -> Non
 
 
 def _lengthscale(kernel: Stationary, x: torch.Tensor) -> torch.Tensor:
-    """(*b, 1, ard_dims or 1): LENGTHSCALE_FRACTION of the standard deviations of the columns
+    """``(*b, 1, ard_dims or 1)``: LENGTHSCALE_FRACTION of the standard deviations of the columns
     ``kernel`` sees (of their root mean square without ARD); 1 for a column without spread."""
     cols = kernel.select_dims(x)
     var = cols.var(-2, unbiased=False) if cols.shape[-2] > 1 else torch.zeros_like(cols[..., 0, :])

@@ -11,7 +11,7 @@ from .linalg.inducing import block_rows, float64_kernel, inducing_terms
 
 
 def gaussian_log_density(inv_quad: torch.Tensor, logdet: torch.Tensor, n: int) -> torch.Tensor:
-    """log N(y; m, K_hat) / n from its two terms r^T K_hat^{-1} r and log det K_hat (*batch,):
+    """log N(y; m, K_hat) / n from its two terms r^T K_hat^{-1} r and log det K_hat ``(*batch,)``:
     -(inv_quad + logdet + n log 2 pi) / (2 n)."""
     return -0.5 * (inv_quad + logdet + n * math.log(2 * math.pi)) / n
 
@@ -22,9 +22,9 @@ def exact_mll(engine, kernel, mean, likelihood, x: torch.Tensor, y: torch.Tensor
     and the engine's record of the solve.
 
     engine: an ``flashgp.engines.Engine``; kernel, mean: the prior; likelihood: a conjugate
-    (Gaussian) likelihood, S = diag(likelihood.noise_diag(n)); x (*batch, n, d), y (*batch, n);
+    (Gaussian) likelihood, S = diag(likelihood.noise_diag(n)); x ``(*batch, n, d)``, y ``(*batch, n)``;
     state: the model's preconditioner state; generator: fixes the engine's random probes.
-    Returns (value (*batch,), differentiable; the info record).
+    Returns (value ``(*batch,)``, differentiable; the info record).
     """
     n = x.shape[-2]
     resid = y - mean(x)
@@ -35,10 +35,10 @@ def exact_mll(engine, kernel, mean, likelihood, x: torch.Tensor, y: torch.Tensor
 
 def sgpr_elbo(kernel, mean, likelihood, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
               jitter: float | None = None, rows: int | None = None):
-    """Titsias' collapsed evidence lower bound per point, (*batch,), and a record of the solve.
+    """Titsias' collapsed evidence lower bound per point, ``(*batch,)``, and a record of the solve.
 
     ELBO = log N(y; m(x), Q + S) - tr(S^{-1} (K - Q)) / 2 with Q = K_xz K_zz^{-1} K_zx the
-    Nystrom approximation at the inducing inputs z (*batch, m, d) and S = diag(noise) (a
+    Nystrom approximation at the inducing inputs z ``(*batch, m, d)`` and S = diag(noise) (a
     conjugate likelihood; heteroscedastic FixedNoise included). It is <= log p(y) and equals it
     when Q = K. Computed exactly in float64 by the Woodbury identity (``linalg.inducing``):
     with B = I + M (m x m) and c = chol(B)^{-1} v,
@@ -48,7 +48,7 @@ def sgpr_elbo(kernel, mean, likelihood, x: torch.Tensor, y: torch.Tensor, z: tor
         tr(S^{-1} (K - Q)) = sum k(x_i, x_i) / s_i - tr M.
 
     M and v come from ``linalg.inducing.inducing_terms`` (the Gram path while K_zz is well
-    conditioned, the whitened one otherwise). x (*batch, n, d), y (*batch, n); jitter: added to K_zz's diagonal relative to its mean
+    conditioned, the whitened one otherwise). x ``(*batch, n, d)``, y ``(*batch, n)``; jitter: added to K_zz's diagonal relative to its mean
     (None: only if K_zz does not factor, with a warning, ``linalg.safe_cholesky``); rows: points
     per block of the cross-covariance (None: ``linalg.inducing.block_rows``). Returns (value,
     differentiable; dict with jitter (what K_zz got), blocks, inducing, terms: "gram" or

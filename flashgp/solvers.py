@@ -52,12 +52,13 @@ class CG:
             relative to y; at noise 1e-4 that was up to 0.17 posterior standard deviations
             (``benchmarks/variance_accuracy.py``, docs/accuracy.md). With ``variance_tol=None``
             also that of the variance solves, whose residual does not bound the variance: at
-            1e-3 the README quickstart's variances were 1.05-3x the exact ones.
+            1e-3 a fitted model's variances were 1.04-2.05x the exact ones
+            (``python benchmarks/fitted_variances.py``, docs/accuracy.md).
         variance_tol: the relative error certified for every posterior variance on the CG path
             (default 0.01; None: no certificate, the behaviour before it existed). Each test
-            point's solve runs until a bound on the error of k*^T K_hat^{-1} k* is below
-            variance_tol times the smallest variance the bound allows, plus 100 eps k(x*, x*)
-            (the resolution of k** - k*^T K_hat^{-1} k* in the data's dtype; ``models.certified``);
+            point's solve runs until a bound on the error of ``k*^T K_hat^{-1} k*`` is below
+            variance_tol times the smallest variance the bound allows, plus 100 eps ``k(x*, x*)``
+            (the resolution of ``k** - k*^T K_hat^{-1} k*`` in the data's dtype; ``models.certified``);
             the variances returned are upper bounds of the exact ones. The bound is Gauss-Radau
             quadrature where the spectrum of P^{-1} K_hat is bounded below (no preconditioner,
             PivotedCholesky without blocks), else ||r||^2 / noise (blocks, Vecchia: more

@@ -22,7 +22,7 @@ def _blocks(n: int, size: int):
 
 def blocked_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor, rhs: torch.Tensor,
                    block_rows: int) -> torch.Tensor:
-    """K(x1, x2) @ rhs without forming K. x1 (*b, n1, d), x2 (*b, n2, d), rhs (*b, n2, t)."""
+    """K(x1, x2) @ rhs without forming K. x1 ``(*b, n1, d)``, x2 ``(*b, n2, d)``, rhs ``(*b, n2, t)``."""
     with torch.no_grad():
         outs = [kernel(x1[..., s:e, :], x2) @ rhs for s, e in _blocks(x1.shape[-2], block_rows)]
     return torch.cat(outs, dim=-2)
@@ -33,7 +33,7 @@ def blocked_bilinear_grad(kernel, x1: torch.Tensor, x2: torch.Tensor | None, lef
     """Gradients of sum_i left_i^T K right_i with respect to ``params``, x1 and x2.
 
     The kernel is re-evaluated block by block with autograd; only one block's graph exists at
-    a time. ``x2=None`` means K(x1, x1). left (*b, n1, t), right (*b, n2, t).
+    a time. ``x2=None`` means K(x1, x1). left ``(*b, n1, t)``, right ``(*b, n2, t)``.
     Returns [grad per param..., grad x1 or None, grad x2 or None] (None for x2 when x2 is None).
     """
     with torch.enable_grad():

@@ -36,7 +36,7 @@ class FusedParts(StationaryParts):
     profile: str = "rbf"
 
     def alpha(self):
-        """RQ's alpha (*batch,), differentiable; None for the other profiles."""
+        """RQ's alpha ``(*batch,)``, differentiable; None for the other profiles."""
         return self.base.alpha if self.profile == "rq" else None
 
 
@@ -115,12 +115,12 @@ def _check_precision(precision: str) -> None:
 
 # ----- shapes -----------------------------------------------------------------------------------
 def _flat(x: torch.Tensor, batch: torch.Size) -> torch.Tensor:
-    """x (*b, n, c) broadcast to (*batch, n, c) and flattened to (B, n, c)."""
+    """x ``(*b, n, c)`` broadcast to ``(*batch, n, c)`` and flattened to (B, n, c)."""
     return x.expand(*batch, *x.shape[-2:]).reshape(-1, *x.shape[-2:])
 
 
 def _per_batch(value: torch.Tensor | None, batch: torch.Size) -> torch.Tensor | None:
-    """A (*kernel_batch,) hyperparameter broadcast to (B,)."""
+    """A ``(*kernel_batch,)`` hyperparameter broadcast to (B,)."""
     return None if value is None else value.expand(batch).reshape(-1)
 
 
@@ -136,7 +136,7 @@ def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.T
                  block_n: int | None = None) -> torch.Tensor:
     """kernel(x1, x2) @ rhs by the fused Triton kernel, without forming the kernel matrix.
 
-    x1 (*b, n1, d), x2 (*b, n2, d) or None (x1), rhs (*b, n2, t) -> (*batch, n1, t) in rhs's
+    x1 ``(*b, n1, d)``, x2 ``(*b, n2, d)`` or None (x1), rhs ``(*b, n2, t)`` -> ``(*batch, n1, t)`` in rhs's
     dtype; ``kernel`` must satisfy ``fused_supported``. Not differentiable (no graph is built).
     With x2 None and one column the symmetric kernel computes each entry of an off-diagonal
     tile once (``triton_symmetric``; block_m must then be a multiple of block_n). With more
@@ -168,7 +168,7 @@ def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.T
 
 # ----- stored matrix @ V ------------------------------------------------------------------------
 def stored_ready(k: torch.Tensor) -> bool:
-    """Whether ``stored_matmul`` can multiply the stored matrix k (*batch, n1, n2) in place
+    """Whether ``stored_matmul`` can multiply the stored matrix k ``(*batch, n1, n2)`` in place
     (``triton_dense.stored_product_ready``: float32 in aligned rows, on a GPU with TMA or under
     the CPU interpreter; batch dimensions that flatten without a copy)."""
     if not fused_available(k.device) or k.dim() < 2:
@@ -181,8 +181,8 @@ def stored_ready(k: torch.Tensor) -> bool:
 
 
 def stored_matmul(k: torch.Tensor, rhs: torch.Tensor, precision: str = "tf32x3") -> torch.Tensor:
-    """k @ rhs for a stored k (*batch, n1, n2) that ``stored_ready`` accepts and rhs (*b, n2, t)
-    float32, by ``triton_dense.stored_kv_matmul`` -> (*batch, n1, t) float32 (torch's product
+    """k @ rhs for a stored k ``(*batch, n1, n2)`` that ``stored_ready`` accepts and rhs ``(*b, n2, t)``
+    float32, by ``triton_dense.stored_kv_matmul`` -> ``(*batch, n1, t)`` float32 (torch's product
     where the broadcast batch of k does not flatten without a copy). No graph is built."""
     _check_precision(precision)
     batch = broadcast_shapes(k.shape[:-2], rhs.shape[:-2])
@@ -197,8 +197,8 @@ def stored_matmul(k: torch.Tensor, rhs: torch.Tensor, precision: str = "tf32x3")
 
 # ----- dense matrix ---------------------------------------------------------------------------
 def fused_dense(kernel, x1: torch.Tensor, x2: torch.Tensor | None, derivative: bool = True) -> tuple:
-    """(K, outputscale * dk/dr2 or None), each (*batch, n1, n2) float32, written by one Triton
-    pass (``triton_dense``): x1 (*b, n1, d), x2 (*b, n2, d) or None (x1). No graph is built."""
+    """(K, outputscale * dk/dr2 or None), each ``(*batch, n1, n2)`` float32, written by one Triton
+    pass (``triton_dense``): x1 ``(*b, n1, d)``, x2 ``(*b, n2, d)`` or None (x1). No graph is built."""
     parts = fused_parts(kernel)
     if parts is None:
         raise ValueError(f"kernel: {type(kernel).__name__} is not supported by the fused backend")
@@ -228,8 +228,8 @@ def fused_bilinear_grad(parts: FusedParts, x1: torch.Tensor, x2: torch.Tensor | 
                         block_n: int | None = None) -> tuple:
     """Gradients of sum_i left_i^T K right_i with respect to ``targets`` (kernel params, inputs).
 
-    The fused counterpart of ``stationary.stationary_bilinear_grad``: x1 (*b, n1, d), x2
-    (*b, n2, d) or None for K(x1, x1), left (*b, n1, t), right (*b, n2, t). Fused row passes give
+    The fused counterpart of ``stationary.stationary_bilinear_grad``: x1 ``(*b, n1, d)``, x2
+    ``(*b, n2, d)`` or None for K(x1, x1), left ``(*b, n1, t)``, right ``(*b, n2, t)``. Fused row passes give
     g_z1, g_z2, g_outputscale (and RQ's g_alpha); one autograd.grad over the n x D graph maps
     them onto ``targets``. The column side is the row kernel on the transpose (W^T = right
     left^T, z1 <-> z2), skipped when z2 needs no gradient. For K(x1, x1) a single pass on
@@ -288,8 +288,8 @@ def _symmetric_param_grad(parts: FusedParts, x: torch.Tensor, left: torch.Tensor
     """``fused_bilinear_grad`` for K(x, x) with x not needing a gradient: the hyperparameters'
     gradients from the pair sums of ``triton_symmetric.sym_param_grad``.
 
-    x (*b, n, d), left and right (*b, n, t). The lengthscales reach autograd through probe =
-    scaled_inputs(ones) = 1 / lengthscale (*kb, 1, D): z = x * probe, and d/d log z_k of
+    x ``(*b, n, d)``, left and right ``(*b, n, t)``. The lengthscales reach autograd through probe =
+    scaled_inputs(ones) = 1 / lengthscale ``(*kb, 1, D)``: z = x * probe, and d/d log z_k of
     sum(W * o k) is 2 o s_k, so the probe's gradient is 2 o s / probe.
     """
     with torch.enable_grad():

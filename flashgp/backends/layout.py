@@ -9,7 +9,7 @@ ROW_ALIGN = 16  # elements: float32 rows start on 64-byte boundaries (TMA needs 
 
 
 def padded_rows(shape, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """An uninitialized tensor of ``shape`` (*batch, n1, n2) whose rows start every
+    """An uninitialized tensor of ``shape`` ``(*batch, n1, n2)`` whose rows start every
     ceil(n2 / ROW_ALIGN) * ROW_ALIGN elements: a view [..., :n2] into padded storage (at most
     ROW_ALIGN - 1 spare elements per row). Torch's matmul takes such views without a copy."""
     *lead, n2 = shape

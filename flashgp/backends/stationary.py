@@ -19,7 +19,7 @@ class StationaryParts:
     base: Stationary
 
     def scaled_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """x (*b, n, d) -> the lengthscale-scaled columns the base kernel sees (differentiable)."""
+        """x ``(*b, n, d)`` -> the lengthscale-scaled columns the base kernel sees (differentiable)."""
         if self.scale is not None:
             x = self.scale.select_dims(x)
         return self.base.select_dims(x) / self.base.lengthscale
@@ -42,8 +42,8 @@ def _matrix_scale(outputscale):
 
 def profile_block(parts: StationaryParts, z1: torch.Tensor, z2: torch.Tensor, outputscale,
                   derivative: bool = True):
-    """(K, outputscale * dk/dr2 or None), each (*b, m, n), for scaled inputs z1 (*b, m, D), z2
-    (*b, n, D); ``derivative=False`` evaluates the profile alone."""
+    """(K, outputscale * dk/dr2 or None), each ``(*b, m, n)``, for scaled inputs z1 ``(*b, m, D)``, z2
+    ``(*b, n, D)``; ``derivative=False`` evaluates the profile alone."""
     r2 = scaled_sq_dist(z1, z2)
     k, dk = parts.base.profile_and_derivative(r2) if derivative else (parts.base.profile(r2), None)
     if outputscale is None:
@@ -55,7 +55,7 @@ def profile_block(parts: StationaryParts, z1: torch.Tensor, z2: torch.Tensor, ou
 def block_gradients(weights, k, dk_scaled, z1, z2, outputscale):
     """Per-block pieces (grad z1 block, grad z2, grad outputscale) of sum(weights * K).
 
-    weights (*b, m, n) = left_block @ right^T; k = K block; dk_scaled = outputscale * dk/dr2.
+    weights ``(*b, m, n)`` = left_block @ right^T; k = K block; dk_scaled = outputscale * dk/dr2.
     Uses d r2_ab / d z_a = 2 (z_a - z_b), d r2_ab / d z_b = 2 (z_b - z_a), dK/do = K / o.
     """
     h = weights * dk_scaled
@@ -69,7 +69,7 @@ def stationary_bilinear_grad(parts: StationaryParts, x1, x2, left, right, target
                              cached=None) -> tuple:
     """Gradients of sum_i left_i^T K right_i w.r.t. ``targets`` (kernel params and inputs).
 
-    x1 (*b, n1, d), x2 (*b, n2, d) or None for K(x1, x1); left (*b, n1, t), right (*b, n2, t).
+    x1 ``(*b, n1, d)``, x2 ``(*b, n2, d)`` or None for K(x1, x1); left ``(*b, n1, t)``, right ``(*b, n2, t)``.
     The batch shapes need only broadcast: left and right may carry batch dimensions that K
     lacks (AddedDiag with a batched diagonal), and the gradients are summed over them.
     ``cached`` = (K, outputscale * dk/dr2) for the whole matrix (dense backend) skips

@@ -98,7 +98,7 @@ def _has_tma(device_index: int) -> bool:
 
 
 def stored_product_ready(k: torch.Tensor) -> bool:
-    """Whether ``stored_kv_matmul`` can read ``k`` (*batch, n1, n2) in place: float32, unit
+    """Whether ``stored_kv_matmul`` can read ``k`` ``(*batch, n1, n2)`` in place: float32, unit
     column stride, 16-byte aligned start and rows, on a GPU with TMA (compute capability 9 or
     more) or on the CPU under Triton's interpreter."""
     if k.dtype != torch.float32 or k.dim() < 2 or k.stride(-1) != 1:

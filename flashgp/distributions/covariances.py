@@ -24,7 +24,7 @@ def _size(nbytes: float) -> str:
 
 
 def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Rows ``index`` of x (*batch, m, d): index (r,) or (*batch, r) -> (*batch, r, d)."""
+    """Rows ``index`` of x ``(*batch, m, d)``: index (r,) or ``(*batch, r)`` -> ``(*batch, r, d)``."""
     if index.dim() == 1:
         return x[..., index, :]
     x = x.expand(*index.shape[:-1], *x.shape[-2:])
@@ -32,7 +32,7 @@ def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 class PosteriorCovariance(Operator):
-    """Base of posterior covariance operators (*batch, m, m).
+    """Base of posterior covariance operators ``(*batch, m, m)``.
 
     ``guard``: None, or a function called before every evaluation (``matmul``, ``diagonal``,
     ``rows``, ``to_dense``) that raises when the model the posterior came from has changed since
@@ -79,11 +79,11 @@ class PosteriorCovariance(Operator):
 
 
 class Downdated(PosteriorCovariance):
-    """prior - left @ right^T, shape (*batch, m, m), never formed densely.
+    """prior - left @ right^T, shape ``(*batch, m, m)``, never formed densely.
 
-    prior: Operator (*batch, m, m) (the kernel at the test points); left, right: (*batch, m, k).
+    prior: Operator ``(*batch, m, m)`` (the kernel at the test points); left, right: ``(*batch, m, k)``.
     With left == right == K_*X R (R R^T ~ K_hat^{-1}) this is the posterior covariance.
-    ``variances`` (*batch, m): more accurate marginal variances (certified CG solves). The
+    ``variances`` ``(*batch, m)``: more accurate marginal variances (certified CG solves). The
     operator is then S (prior - left right^T) S with S = diag(sqrt(variances / its diagonal)):
     the correlations of the low-rank form with these variances, PSD whenever it is (a congruence;
     replacing the diagonal alone made LOVE covariances indefinite, down to -0.19 of the largest
@@ -125,13 +125,13 @@ class Downdated(PosteriorCovariance):
 
 
 class FactorDowndated(PosteriorCovariance):
-    """prior - W W^T, shape (*batch, m, m), with the factor W (*batch, m, k) never held whole: its
+    """prior - W W^T, shape ``(*batch, m, m)``, with the factor W ``(*batch, m, k)`` never held whole: its
     rows are recomputed from the test inputs, ``chunk`` points at a time, by ``factor``.
 
     For test sets whose W would be too large to keep (a Cholesky prediction's W = K_*X L^{-T} is
-    m x n; LOVE's K_*X R is m x root_rank). prior: Operator (*batch, m, m); x: the test inputs
-    (*batch, m, d); factor(x_part) gives W's rows (*batch, c, k) for inputs x_part (*batch, c, d);
-    variances (*batch, m): the diagonal, computed with the posterior mean. ``scale`` (*batch, m),
+    m x n; LOVE's K_*X R is m x root_rank). prior: Operator ``(*batch, m, m)``; x: the test inputs
+    ``(*batch, m, d)``; factor(x_part) gives W's rows ``(*batch, c, k)`` for inputs x_part ``(*batch, c, d)``;
+    variances ``(*batch, m)``: the diagonal, computed with the posterior mean. ``scale`` ``(*batch, m)``,
     optional: the operator is then S (prior - W W^T) S with S = diag(scale) (certified variances,
     as in ``Downdated``). ``matmul`` evaluates W twice (W^T v, then W (W^T v)), ``rows`` once;
     memory stays at a chunk of W.
@@ -173,7 +173,7 @@ class FactorDowndated(PosteriorCovariance):
 
 
 class DenseDowndated(PosteriorCovariance):
-    """prior - D with D (*batch, m, m) a dense symmetric downdate (certified CG solves:
+    """prior - D with D ``(*batch, m, m)`` a dense symmetric downdate (certified CG solves:
     D = K_*X X + X^T R for solutions X and residuals R = K_*X^T - K_hat X, which is
     K_*X K_hat^{-1} K_X* minus a PSD error term, so prior - D is PSD whenever the exact
     posterior covariance is)."""
@@ -196,7 +196,7 @@ class DenseDowndated(PosteriorCovariance):
 
 
 class MarginalOnly(PosteriorCovariance):
-    """A covariance (*batch, m, m) known only by its diagonal ``variances`` (*batch, m): local
+    """A covariance ``(*batch, m, m)`` known only by its diagonal ``variances`` ``(*batch, m)``: local
     variances (``CG(local_neighbors=...)``) come without covariances between test points."""
 
     def __init__(self, variances: torch.Tensor):

@@ -26,9 +26,9 @@ class Posterior:
     """A multivariate normal over test points.
 
     Attributes:
-        mean: (*batch, m).
-        covariance: an Operator (*batch, m, m) (use ``.to_dense()`` for small m).
-        noise: (*batch, m) observation noise added to the variance (predictive), or None.
+        mean: ``(*batch, m)``.
+        covariance: an Operator ``(*batch, m, m)`` (use ``.to_dense()`` for small m).
+        noise: ``(*batch, m)`` observation noise added to the variance (predictive), or None.
         diagnostics: dict shared with the model (variance clamps are recorded there).
 
     Variances are never negative (``latent_variance`` clamps round-off below 0 and counts it in
@@ -45,7 +45,7 @@ class Posterior:
 
     @property
     def noise(self) -> torch.Tensor | None:
-        """Observation noise variances (*batch, m) added to ``variance``, or None (latent)."""
+        """Observation noise variances ``(*batch, m)`` added to ``variance``, or None (latent)."""
         return self._noise
 
     @noise.setter
@@ -57,7 +57,7 @@ class Posterior:
 
     @property
     def latent_variance(self) -> torch.Tensor:
-        """Marginal variances of f (*batch, m), without noise; computed once. Negative values
+        """Marginal variances of f ``(*batch, m)``, without noise; computed once. Negative values
         (round-off) are clamped to 0 and counted in diagnostics (variance_clamped,
         variance_min_before_clamp); NaN or infinity raises ValueError."""
         if self._latent is None:
@@ -78,7 +78,7 @@ class Posterior:
 
     @property
     def variance(self) -> torch.Tensor:
-        """Marginal variances (*batch, m): ``latent_variance`` plus ``noise`` (if any); never
+        """Marginal variances ``(*batch, m)``: ``latent_variance`` plus ``noise`` (if any); never
         negative or NaN."""
         if self._variance is None:
             var = self.latent_variance
@@ -90,7 +90,7 @@ class Posterior:
         return self.variance.sqrt()
 
     def confidence_region(self, level: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
-        """(lower, upper) of the central ``level`` interval of each marginal, each (*batch, m)."""
+        """(lower, upper) of the central ``level`` interval of each marginal, each ``(*batch, m)``."""
         if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
             raise ValueError(f"level: expected a number in (0, 1), got {level!r}")
         z = math.sqrt(2) * torch.erfinv(torch.tensor(level, dtype=torch.float64)).item()
@@ -151,7 +151,7 @@ class Posterior:
         return chol
 
     def log_prob(self, y: torch.Tensor) -> torch.Tensor:
-        """Sum of marginal Gaussian log densities of y (*batch, m) (independent marginals)."""
+        """Sum of marginal Gaussian log densities of y ``(*batch, m)`` (independent marginals)."""
         y = torch.as_tensor(y, dtype=self.mean.dtype, device=self.mean.device)
         try:
             torch.broadcast_shapes(y.shape, self.mean.shape)

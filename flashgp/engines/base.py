@@ -25,7 +25,7 @@ class Engine(abc.ABC):
     gives the engine). ``name`` ("cholesky", "cg") is ``model.diagnostics["path"]`` and the key
     under which models find how to predict with it.
 
-    Shapes: x (*batch, n, d); noise (*batch, n); resid = y - m(x) (*batch, n).
+    Shapes: x ``(*batch, n, d)``; noise ``(*batch, n)``; resid = y - m(x) ``(*batch, n)``.
     """
 
     name: str = ""
@@ -37,7 +37,7 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def inv_quad_logdet(self, kernel, x, noise, resid, state=None, generator=None):
-        """(resid^T K_hat^{-1} resid (*batch,), log det K_hat (*batch,), info record), both
+        """(resid^T K_hat^{-1} resid ``(*batch,)``, log det K_hat ``(*batch,)``, info record), both
         differentiable in the kernel's parameters, the noise and resid. ``state``: the
         preconditioner state a model keeps between training steps (None: a fresh one);
         ``generator``: fixes random probes where the engine uses them."""

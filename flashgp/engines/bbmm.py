@@ -26,7 +26,7 @@ LANCZOS_SEED = 0
 
 @dataclass(frozen=True)
 class LanczosRoot:
-    """R (*batch, n, k) with R R^T ~ K_hat^{-1} from k Lanczos steps (full re-orthogonalization),
+    """R ``(*batch, n, k)`` with R R^T ~ K_hat^{-1} from k Lanczos steps (full re-orthogonalization),
     with ``back`` and ``half`` (``linalg.lanczos.lanczos_root_with_half``: what gives the root of
     the first k // 2 steps, to see whether it has converged); ``complete``: the Lanczos run
     covered all n dimensions or stopped at an invariant subspace (R R^T = K_hat^{-1} then)."""
@@ -39,7 +39,7 @@ class LanczosRoot:
 
 @dataclass
 class CGSystem:
-    """K_hat as an operator for CG: ``op`` = AddedDiag(kernel_op, noise) (*batch, n, n), the
+    """K_hat as an operator for CG: ``op`` = AddedDiag(kernel_op, noise) ``(*batch, n, n)``, the
     ``kernel_op`` inside it, the preconditioner (or None) and the record of its build."""
 
     op: AddedDiag
@@ -103,7 +103,7 @@ class CGEngine(Engine):
     def solve(self, system: CGSystem, rhs: torch.Tensor, tol: float, what: str,
               reorthogonalize: bool = False) -> tuple[torch.Tensor, CGSolveInfo]:
         """(K_hat^{-1} rhs, CGSolveInfo) by preconditioned CG to relative residual ``tol``; rhs
-        (*batch, n, t). Not converging warns, naming ``what`` was solved."""
+        ``(*batch, n, t)``. Not converging warns, naming ``what`` was solved."""
         info = {}
         solution = cg_solve(system.op, rhs, system.precond, tol, self.config.max_iters, info, what=what,
                             reorthogonalize=reorthogonalize)

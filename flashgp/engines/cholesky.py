@@ -13,13 +13,13 @@ from .records import CholeskyInfo
 
 @dataclass(frozen=True)
 class CholeskySystem:
-    """L (*batch, n, n) float64 with L L^T = K_hat (+ jitter), and the record of its build."""
+    """L ``(*batch, n, n)`` float64 with L L^T = K_hat (+ jitter), and the record of its build."""
 
     chol: torch.Tensor
     info: CholeskyInfo
 
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
-        """K_hat^{-1} rhs in float64, rhs (*batch, n, t)."""
+        """K_hat^{-1} rhs in float64, rhs ``(*batch, n, t)``."""
         return torch.cholesky_solve(rhs.double(), self.chol)
 
 

@@ -16,7 +16,7 @@ def state_for(config, state):
 
 def build_preconditioner(config, kernel_op, noise, state, purpose: str):
     """(preconditioner or None, PreconditionerBuild without seconds) for ``config`` (None: no
-    preconditioner), kernel_op (*batch, n, n), noise (*batch, n); ``state`` serves ``config``."""
+    preconditioner), kernel_op ``(*batch, n, n)``, noise ``(*batch, n)``; ``state`` serves ``config``."""
     if config is None:
         return None, PreconditionerBuild()
     precond = config.build(kernel_op, noise, state, purpose)

@@ -25,7 +25,7 @@ class Kernel(ExactValues):
     """A covariance function k(x, x').
 
     Subclasses implement ``evaluate(x1, x2, diag)``: with ``diag=False`` it returns the matrix
-    (*batch, n1, n2) of k over all pairs; with ``diag=True`` (n1 == n2) the vector (*batch, n)
+    ``(*batch, n1, n2)`` of k over all pairs; with ``diag=True`` (n1 == n2) the vector ``(*batch, n)``
     of k(x1_i, x2_i). Both come from the same formula applied to a pair statistic (a scaled
     squared distance, an inner product, coordinate differences), so dense, blocked, diagonal
     and row evaluation, and every gradient (by autograd on blocks), share one definition.
@@ -52,9 +52,9 @@ class Kernel(ExactValues):
 
     # ----- evaluation ----------------------------------------------------------------
     def forward(self, x1: torch.Tensor, x2: torch.Tensor | None = None, diag: bool = False) -> torch.Tensor:
-        """k(x1, x2). x1: (*batch, n1, d), x2: (*batch, n2, d) (default x1).
+        """k(x1, x2). x1: ``(*batch, n1, d)``, x2: ``(*batch, n2, d)`` (default x1).
 
-        Returns (*batch, n1, n2), or (*batch, n1) with ``diag=True``.
+        Returns ``(*batch, n1, n2)``, or ``(*batch, n1)`` with ``diag=True``.
         """
         _check_inputs(x1, "x1")
         x2 = x1 if x2 is None else x2
@@ -66,7 +66,7 @@ class Kernel(ExactValues):
         return self.evaluate(self.select_dims(x1), self.select_dims(x2), diag)
 
     def select_dims(self, x: torch.Tensor) -> torch.Tensor:
-        """The columns of x (*batch, n, d) this kernel sees (``active_dims``)."""
+        """The columns of x ``(*batch, n, d)`` this kernel sees (``active_dims``)."""
         if self.active_dims is None:
             return x
         if int(self.active_dims.max()) >= x.shape[-1]:
@@ -77,7 +77,7 @@ class Kernel(ExactValues):
         raise NotImplementedError
 
     def diag(self, x: torch.Tensor) -> torch.Tensor:
-        """k(x_i, x_i) for every row of x (*batch, n, d) -> (*batch, n)."""
+        """k(x_i, x_i) for every row of x ``(*batch, n, d)`` -> ``(*batch, n)``."""
         return self.forward(x, x, diag=True)
 
     @property

@@ -115,7 +115,7 @@ def set_positive(module: nn.Module, name: str, value) -> None:
 class PositiveProperty:
     """Class attribute exposing the positive hyperparameter ``raw_<name>`` in natural units.
 
-    ``lengthscale = PositiveProperty("Lengthscales, shape (*batch, 1, ard)")`` on a module
+    ``lengthscale = PositiveProperty("Lengthscales, shape ``(*batch, 1, ard)``")`` on a module
     gives ``module.lengthscale`` (read) and ``module.lengthscale = value`` (set, validated).
     """
 

@@ -10,12 +10,12 @@ from .constraints import PositiveProperty, register_positive
 
 
 def inner_product(x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> torch.Tensor:
-    """x1 . x2 for all pairs (*b, n1, n2), or row by row (*b, n) with diag=True."""
+    """x1 . x2 for all pairs ``(*b, n1, n2)``, or row by row ``(*b, n)`` with diag=True."""
     return (x1 * x2).sum(-1) if diag else x1 @ x2.transpose(-1, -2)
 
 
 def _expand(param: torch.Tensor, diag: bool) -> torch.Tensor:
-    """param (*batch,) -> (*batch, 1) for diagonals or (*batch, 1, 1) for matrices, so it
+    """param ``(*batch,)`` -> ``(*batch, 1)`` for diagonals or ``(*batch, 1, 1)`` for matrices, so it
     broadcasts from the right against kernel values with any (or no) leading batch dims."""
     return param.reshape(*param.shape, *([1] * (1 if diag else 2)))
 

@@ -6,7 +6,7 @@ from .linear import _expand
 
 
 class Scale(Kernel):
-    """k(x, x') = outputscale * base(x, x'); ``outputscale`` has shape (*batch,).
+    """k(x, x') = outputscale * base(x, x'); ``outputscale`` has shape ``(*batch,)``.
 
     ``outputscale``: the initial value. None (default): not given; ``ExactGP`` then starts it at
     the variance of the training targets (``fg.init_from_data``); it is 1.0 where the kernel is

@@ -15,15 +15,15 @@ LOW_PRECISION_RESOLUTION = 1e-3
 
 
 def roundoff_resolution(dtype: torch.dtype, a2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
-    """(*b, n1, 1): the smallest squared distance that r2 = |a|^2 + |b|^2 - 2 a.b resolves in
-    ``dtype`` for rows with squared norms a2 (*b, n1, 1) against columns b2 (*b, 1, n2)."""
+    """``(*b, n1, 1)``: the smallest squared distance that r2 = |a|^2 + |b|^2 - 2 a.b resolves in
+    ``dtype`` for rows with squared norms a2 ``(*b, n1, 1)`` against columns b2 ``(*b, 1, n2)``."""
     return (8 * torch.finfo(dtype).eps) * (a2 + b2.amax(-1, keepdim=True))
 
 
 def scaled_sq_dist(x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> torch.Tensor:
-    """Squared Euclidean distances between rows of x1 (*b, n1, d) and x2 (*b, n2, d).
+    """Squared Euclidean distances between rows of x1 ``(*b, n1, d)`` and x2 ``(*b, n2, d)``.
 
-    Returns (*b, n1, n2), or (*b, n) with ``diag=True``. Uses |a|^2 + |b|^2 - 2 a.b on inputs
+    Returns ``(*b, n1, n2)``, or ``(*b, n)`` with ``diag=True``. Uses |a|^2 + |b|^2 - 2 a.b on inputs
     centred by the mean of x2 (which keeps float32 accurate away from the origin). That formula
     resolves distances only down to its round-off, ~eps (|a|^2 + |b|^2): values at or below
     that level (identical points above all) are set to exactly 0, so K(x, x) has the exact

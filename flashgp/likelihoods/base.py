@@ -12,7 +12,7 @@ from .quadrature import QUADRATURE_POINTS, check_points, normal_nodes
 
 
 class PredictiveMoments(NamedTuple):
-    """Mean and variance of an observation y* given Gaussian latent marginals, each (*batch, n).
+    """Mean and variance of an observation y* given Gaussian latent marginals, each ``(*batch, n)``.
 
     For a conjugate (Gaussian-noise) likelihood y* is Gaussian with these moments; for others
     they are its first two moments (e.g. for ``Bernoulli``, P(y* = 1) and P(1 - P)).
@@ -32,15 +32,15 @@ class Likelihood(ExactValues):
 
     Interface (shapes broadcast; ``*batch`` includes the likelihood's own ``batch_shape``):
 
-    * ``log_prob(y, f)``: log p(y | f), y (*batch, n), f (*samples, *batch, n) ->
-      (*samples, *batch, n).
+    * ``log_prob(y, f)``: log p(y | f), y ``(*batch, n)``, f ``(*samples, *batch, n)`` ->
+      ``(*samples, *batch, n)``.
     * ``expected_log_prob(y, mean, var, points=None)``: E_{f ~ N(mean, var)} log p(y | f) ->
-      (*batch, n); the data term of a variational lower bound.
+      ``(*batch, n)``; the data term of a variational lower bound.
     * ``marginal_log_prob(y, mean, var, points=None)``: log of int p(y | f) N(f; mean, var) df
-      -> (*batch, n); the test log likelihood of y under the predictive distribution.
+      -> ``(*batch, n)``; the test log likelihood of y under the predictive distribution.
     * ``predictive(mean, var, points=None)``: ``PredictiveMoments`` (mean, variance) of y.
     * ``conjugate``: True for Gaussian-noise likelihoods (``Gaussian``, ``FixedNoise``), which
-      also give ``noise_diag(n, noise=None)`` -> (*batch, n) for exact inference; False here.
+      also give ``noise_diag(n, noise=None)`` -> ``(*batch, n)`` for exact inference; False here.
 
     Defaults use Gauss-Hermite quadrature with ``points`` nodes per element (the instance's
     ``points`` attribute unless given per call; ``QUADRATURE_POINTS`` = 20 by default): a new
@@ -65,28 +65,28 @@ class Likelihood(ExactValues):
 
     # ----- public interface: checks, then the hooks below -------------------------------------
     def log_prob(self, y, f) -> torch.Tensor:
-        """log p(y | f) elementwise: y (*batch, n), f (*samples, *batch, n) -> broadcast shape."""
+        """log p(y | f) elementwise: y ``(*batch, n)``, f ``(*samples, *batch, n)`` -> broadcast shape."""
         y, f = self._check_log_prob(y, f)
         return self._log_prob(y, f)
 
     def expected_log_prob(self, y, mean, var, *, points: int | None = None) -> torch.Tensor:
-        """E_{f ~ N(mean, var)} log p(y | f), elementwise: y, mean, var (*batch, n) -> (*batch, n)."""
+        """E_{f ~ N(mean, var)} log p(y | f), elementwise: y, mean, var ``(*batch, n)`` -> ``(*batch, n)``."""
         y, mean, var = self._check_marginals(y, mean, var)
         return self._expected_log_prob(y, mean, var, self._points_for(points))
 
     def marginal_log_prob(self, y, mean, var, *, points: int | None = None) -> torch.Tensor:
-        """log int p(y | f) N(f; mean, var) df, elementwise: (*batch, n) -> (*batch, n)."""
+        """log int p(y | f) N(f; mean, var) df, elementwise: ``(*batch, n)`` -> ``(*batch, n)``."""
         y, mean, var = self._check_marginals(y, mean, var)
         return self._marginal_log_prob(y, mean, var, self._points_for(points))
 
     def predictive(self, mean, var, *, points: int | None = None) -> PredictiveMoments:
-        """Moments of y* given f* ~ N(mean, var) elementwise: mean, var (*batch, n)."""
+        """Moments of y* given f* ~ N(mean, var) elementwise: mean, var ``(*batch, n)``."""
         mean, var = self._check_moments(mean, var)
         self._check_shapes(mean=mean, var=var)
         return self._predictive(mean, var, self._points_for(points))
 
     def noise_diag(self, n: int, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """(*batch, n) Gaussian noise variances: only conjugate likelihoods have them."""
+        """``(*batch, n)`` Gaussian noise variances: only conjugate likelihoods have them."""
         raise NotImplementedError(f"{type(self).__name__} is not a Gaussian-noise likelihood "
                                   "(conjugate is False): it has no noise diagonal")
 
@@ -142,7 +142,7 @@ class Likelihood(ExactValues):
         return self._check_targets(y)
 
     def _check_shapes(self, **tensors: torch.Tensor) -> torch.Size:
-        """The broadcast shape of ``tensors`` and (*batch_shape, 1), or a ValueError naming them."""
+        """The broadcast shape of ``tensors`` and ``(*batch_shape, 1)``, or a ValueError naming them."""
         shapes = [t.shape for t in tensors.values()] + [torch.Size((*self.batch_shape, 1))]
         try:
             return torch.broadcast_shapes(*shapes)
@@ -172,20 +172,20 @@ def _real_tensor(value, name: str, device=None, allow_bool: bool = False,
 def quadrature_expected_log_prob(likelihood: Likelihood, y, mean, var,
                                  points: int | None = None) -> torch.Tensor:
     """``likelihood.expected_log_prob`` by Gauss-Hermite quadrature even where it has a closed
-    form: y, mean, var (*batch, n) -> (*batch, n)."""
+    form: y, mean, var ``(*batch, n)`` -> ``(*batch, n)``."""
     y, mean, var = likelihood._check_marginals(y, mean, var)
     return _quadrature_expected_log_prob(likelihood, y, mean, var, likelihood._points_for(points))
 
 
 def quadrature_marginal_log_prob(likelihood: Likelihood, y, mean, var,
                                  points: int | None = None) -> torch.Tensor:
-    """``likelihood.marginal_log_prob`` by quadrature (log-sum-exp over the nodes): (*batch, n)."""
+    """``likelihood.marginal_log_prob`` by quadrature (log-sum-exp over the nodes): ``(*batch, n)``."""
     y, mean, var = likelihood._check_marginals(y, mean, var)
     return _quadrature_marginal_log_prob(likelihood, y, mean, var, likelihood._points_for(points))
 
 
 def quadrature_predictive(likelihood: Likelihood, mean, var, points: int | None = None) -> PredictiveMoments:
-    """``likelihood.predictive`` by quadrature over ``_conditional_moments``: (*batch, n) each."""
+    """``likelihood.predictive`` by quadrature over ``_conditional_moments``: ``(*batch, n)`` each."""
     mean, var = likelihood._check_moments(mean, var)
     likelihood._check_shapes(mean=mean, var=var)
     return _quadrature_predictive(likelihood, mean, var, likelihood._points_for(points))
@@ -211,5 +211,5 @@ def _quadrature_predictive(likelihood, mean, var, points: int) -> PredictiveMome
 
 
 def _ndim(likelihood, *tensors) -> int:
-    """Dimensions of the broadcast of ``tensors`` and the likelihood's (*batch_shape, 1)."""
+    """Dimensions of the broadcast of ``tensors`` and the likelihood's ``(*batch_shape, 1)``."""
     return len(torch.broadcast_shapes(*(t.shape for t in tensors), (*likelihood.batch_shape, 1)))

@@ -14,9 +14,9 @@ class Bernoulli(Likelihood):
         points: Gauss-Hermite nodes for ``expected_log_prob`` (which has no closed form;
             default ``QUADRATURE_POINTS`` = 20).
 
-    Shapes as in ``Likelihood``: y (*batch, n) of 0/1 values (floats, ints or bools; anything
-    else is refused, e.g. labels -1/+1 must be mapped with (y + 1) / 2), f (*samples, *batch, n),
-    mean and var (*batch, n). Closed forms: ``marginal_log_prob`` = log Phi((2y - 1) m /
+    Shapes as in ``Likelihood``: y ``(*batch, n)`` of 0/1 values (floats, ints or bools; anything
+    else is refused, e.g. labels -1/+1 must be mapped with (y + 1) / 2), f ``(*samples, *batch, n)``,
+    mean and var ``(*batch, n)``. Closed forms: ``marginal_log_prob`` = log Phi((2y - 1) m /
     sqrt(1 + v)) and ``predictive``: P(y* = 1) = Phi(m / sqrt(1 + v)) as the mean, P (1 - P) as
     the variance (also ``probability(mean, var)``). Not conjugate: exact GPs cannot use it.
     """
@@ -26,7 +26,7 @@ class Bernoulli(Likelihood):
         self.points = check_points(points)
 
     def probability(self, mean, var) -> torch.Tensor:
-        """P(y* = 1) = Phi(mean / sqrt(1 + var)) for f* ~ N(mean, var): (*batch, n)."""
+        """P(y* = 1) = Phi(mean / sqrt(1 + var)) for f* ~ N(mean, var): ``(*batch, n)``."""
         mean, var = self._check_moments(mean, var)
         self._check_shapes(mean=mean, var=var)
         return torch.special.ndtr(mean / (1 + var).sqrt())

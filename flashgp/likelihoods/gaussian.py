@@ -19,7 +19,7 @@ LOG_2PI = math.log(2 * math.pi)
 class GaussianNoise(Likelihood):
     """Base of the conjugate likelihoods y = f + eps, eps ~ N(0, s), s = ``noise_diag(n, noise)``.
 
-    Closed forms (elementwise, shapes broadcast; s (*batch, n)):
+    Closed forms (elementwise, shapes broadcast; s ``(*batch, n)``):
 
     * ``log_prob(y, f)`` = -0.5 log(2 pi s) - (y - f)^2 / (2 s)
     * ``expected_log_prob(y, mean, var)`` = -0.5 log(2 pi s) - ((y - mean)^2 + var) / (2 s)
@@ -172,7 +172,7 @@ def _check_floor(floor) -> None:
 
 
 class FixedNoise(GaussianNoise):
-    """Known per-point noise variances ``noise`` of shape (*batch, n) for the training points.
+    """Known per-point noise variances ``noise`` of shape ``(*batch, n)`` for the training points.
 
     At prediction time pass the test points' variances to ``model.predict(x, noise=...)``;
     without them the mean training noise is used.
@@ -267,7 +267,7 @@ def _noise_problem(noise: torch.Tensor) -> str | None:
 
 def _noise_values(noise, name: str, like: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(variances as a real tensor, their float64 values when given as Python numbers, else None);
-    ValueError/TypeError naming ``name`` for anything but a (*batch, n) tensor of finite positive
+    ValueError/TypeError naming ``name`` for anything but a ``(*batch, n)`` tensor of finite positive
     variances. ``like``: the current variances, whose dtype and device the result takes."""
     exact, given = None, noise
     if noise is None or isinstance(noise, (str, bytes, bool)):

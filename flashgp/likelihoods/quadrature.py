@@ -38,7 +38,7 @@ def standard_normal_rule(points: int, dtype: torch.dtype, device: torch.device):
 def normal_nodes(mean: torch.Tensor, var: torch.Tensor, points: int, ndim: int | None = None):
     """Quadrature nodes of N(mean, var) for each element.
 
-    mean, var: broadcastable tensors of shape (*shape) (var >= 0, already checked).
+    mean, var: broadcastable tensors of shape ``(*shape)`` (var >= 0, already checked).
     ndim: the number of dimensions the quadrature's result will have (at least len(shape); more
         where a likelihood's batch shape adds leading dimensions); None: len(shape).
     Returns f (points, 1, ..., 1, *shape) with ndim + 1 dimensions, the node values

@@ -25,7 +25,7 @@ class StudentT(Likelihood):
         scale: initial noise scale (the t's scale, not a variance), learned and kept positive
             (softplus). None (default): not given; it then starts at sqrt(0.1), like
             ``Gaussian``'s placeholder noise variance 0.1 for standardized targets.
-        batch_shape: leading shape for batches of independent GPs (scale is (*batch,)).
+        batch_shape: leading shape for batches of independent GPs (scale is ``(*batch,)``).
         points: Gauss-Hermite nodes for ``expected_log_prob`` and ``marginal_log_prob`` (no
             closed forms; default 20). Quadrature is accurate while the latent std sqrt(var) is
             not far above the scale; beyond, p(y | f) has a peak at f = y narrower than the
@@ -60,7 +60,7 @@ class StudentT(Likelihood):
         return const - scale.log() - half * torch.log1p(((y - f) / scale).square() / self.df)
 
     def _noise_variance(self, like: torch.Tensor) -> torch.Tensor:
-        """Var of the t noise, scale^2 df / (df - 2), (*batch, 1); infinite for df <= 2."""
+        """Var of the t noise, scale^2 df / (df - 2), ``(*batch, 1)``; infinite for df <= 2."""
         scale = self._scale_like(like)
         if self.df <= 2:
             return torch.full_like(scale, math.inf)

@@ -32,12 +32,12 @@ def _base_jitter(matrix: Tensor, jitter: float | None) -> float:
 
 
 def safe_cholesky(matrix: Tensor, max_tries: int = 6, jitter: float | None = None) -> tuple[Tensor, float]:
-    """Lower Cholesky factor of matrix (*batch, n, n), adding jitter to the diagonal if needed.
+    """Lower Cholesky factor of matrix ``(*batch, n, n)``, adding jitter to the diagonal if needed.
 
     Tries without jitter first; on failure adds ``jitter`` (default 1e-8 for float64, 1e-6
     otherwise, times the mean diagonal), multiplied by 10 on each of up to ``max_tries`` tries,
     one value for the whole batch. Warns (NumericalWarning) with the jitter when any was added.
-    Returns (L (*batch, n, n), jitter_added as a float, 0.0 when none). Raises NotPSDError
+    Returns (L ``(*batch, n, n)``, jitter_added as a float, 0.0 when none). Raises NotPSDError
     when all tries fail, ValueError on non-finite input.
     """
     _check_matrix(matrix)

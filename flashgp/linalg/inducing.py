@@ -63,14 +63,14 @@ def block_rows(m: int, batch: int, budget: int | None = None, device: torch.devi
 
 
 def whitened_cross(kernel, x: Tensor, z: Tensor, chol: Tensor) -> Tensor:
-    """A = L^{-1} K(z, x): (*batch, m, b) float64, for x (*batch, b, d), z (*batch, m, d) and
-    chol = L (*batch, m, m) the float64 Cholesky factor of K(z, z)."""
+    """A = L^{-1} K(z, x): ``(*batch, m, b)`` float64, for x ``(*batch, b, d)``, z ``(*batch, m, d)`` and
+    chol = L ``(*batch, m, m)`` the float64 Cholesky factor of K(z, z)."""
     cross = float64_kernel(kernel, z, x)
     return torch.linalg.solve_triangular(chol, cross.expand(*chol.shape[:-2], *cross.shape[-2:]), upper=False)
 
 
 def _block_terms(kernel, x: Tensor, z: Tensor, chol: Tensor, weights: Tensor, resid: Tensor):
-    """(A W A^T (*batch, m, m), A W r (*batch, m)) for one block: W = diag(weights)."""
+    """(A W A^T ``(*batch, m, m)``, A W r ``(*batch, m)``) for one block: W = diag(weights)."""
     a = whitened_cross(kernel, x, z, chol)
     aw = a * weights.unsqueeze(-2)
     return aw @ a.transpose(-1, -2), (aw @ resid.unsqueeze(-1)).squeeze(-1)
@@ -78,11 +78,11 @@ def _block_terms(kernel, x: Tensor, z: Tensor, chol: Tensor, weights: Tensor, re
 
 def whitened_terms(kernel, x: Tensor, z: Tensor, chol: Tensor, weights: Tensor, resid: Tensor,
                    rows: int) -> tuple[Tensor, Tensor]:
-    """M = A S^{-1} A^T (*batch, m, m) and v = A S^{-1} r (*batch, m), float64, accumulated over
+    """M = A S^{-1} A^T ``(*batch, m, m)`` and v = A S^{-1} r ``(*batch, m)``, float64, accumulated over
     blocks of ``rows`` points.
 
-    x (*batch, n, d), z (*batch, m, d), chol = L (*batch, m, m) float64 with L L^T = K(z, z),
-    weights = 1 / noise (*batch, n), resid = y - m(x) (*batch, n). Differentiable in the
+    x ``(*batch, n, d)``, z ``(*batch, m, d)``, chol = L ``(*batch, m, m)`` float64 with L L^T = K(z, z),
+    weights = 1 / noise ``(*batch, n)``, resid = y - m(x) ``(*batch, n)``. Differentiable in the
     kernel's parameters, x, z, chol, weights and resid; with gradients and more than one block,
     each block is recomputed in the backward pass instead of being stored.
     """
@@ -92,8 +92,8 @@ def whitened_terms(kernel, x: Tensor, z: Tensor, chol: Tensor, weights: Tensor, 
 
 
 class WeightedGram(torch.autograd.Function):
-    """(K^T diag(w) K (*batch, m, m), K^T diag(w) r (*batch, m)) for K (*batch, b, m), w, r
-    (*batch, b), with a backward pass of one GEMM: dK = W (K (dG + dG^T) + r dg^T),
+    """(K^T diag(w) K ``(*batch, m, m)``, K^T diag(w) r ``(*batch, m)``) for K ``(*batch, b, m)``, w, r
+    ``(*batch, b)``, with a backward pass of one GEMM: dK = W (K (dG + dG^T) + r dg^T),
     dw_i = k_i^T dG k_i + r_i k_i^T dg, dr = W K dg."""
 
     @staticmethod
@@ -136,7 +136,7 @@ def _accumulate(block_fn, kernel, x, z, extra, weights, resid, rows):
 
 def gram_terms(kernel, x: Tensor, z: Tensor, chol: Tensor, weights: Tensor, resid: Tensor,
                rows: int) -> tuple[Tensor, Tensor]:
-    """M (*batch, m, m) and v (*batch, m) as ``whitened_terms`` returns them, from G = K_zx W K_xz
+    """M ``(*batch, m, m)`` and v ``(*batch, m)`` as ``whitened_terms`` returns them, from G = K_zx W K_xz
     and g = K_zx W r accumulated first (``WeightedGram``), then whitened by ``chol``."""
     batch, weights, resid = _expanded(x, z, chol, weights, resid)
     gram, g = _accumulate(_gram_block, kernel, x, z, (), weights, resid, rows)

@@ -17,7 +17,7 @@ SLQ_TAIL_WARN_PER_POINT = 0.01
 
 
 def probe_vectors(precond, shape: torch.Size, num: int, dtype, device, generator=None) -> torch.Tensor:
-    """Probes z ~ N(0, P) (or N(0, I) without a preconditioner), shape (*batch, n, num)."""
+    """Probes z ~ N(0, P) (or N(0, I) without a preconditioner), shape ``(*batch, n, num)``."""
     if precond is not None:
         return precond.sample(num, generator=generator).to(dtype)
     return torch.randn(*shape, num, dtype=dtype, device=device, generator=generator)
@@ -98,9 +98,9 @@ def inv_quad_logdet(op, rhs: torch.Tensor, precond=None, probes: int = 10, tol: 
     """rhs^T K^{-1} rhs and an estimate of log det K, both differentiable, by BBMM.
 
     Args:
-        op: the (*batch, n, n) SPD operator K (e.g. AddedDiag(KernelOperator, noise)). Gradients
+        op: the ``(*batch, n, n)`` SPD operator K (e.g. AddedDiag(KernelOperator, noise)). Gradients
             flow to ``op.grad_inputs()`` through ``op.bilinear_grad``.
-        rhs: (*batch, n), e.g. y - mean; gradients flow to it.
+        rhs: ``(*batch, n)``, e.g. y - mean; gradients flow to it.
         precond: a preconditioner P (its solve, exact log det and N(0, P) samples are used;
             a split one, P^{-1} = U^T U, gives U and U^T products instead, see
             ``_split_mbcg``), or None.
@@ -112,7 +112,7 @@ def inv_quad_logdet(op, rhs: torch.Tensor, precond=None, probes: int = 10, tol: 
             Lanczos steps|, max over the batch; above SLQ_TAIL_WARN_PER_POINT * n it warns).
 
     Returns:
-        (inv_quad (*batch,), logdet (*batch,)).
+        (inv_quad ``(*batch,)``, logdet ``(*batch,)``).
     """
     info = {} if info is None else info
     settings = dict(probes=probes, tol=tol, max_iters=max_iters, lanczos_iters=lanczos_iters,
@@ -145,7 +145,7 @@ def warn_cg_trouble(what: str, trouble: str, dtype: torch.dtype, stacklevel: int
 
 def cg_solve(op, rhs: torch.Tensor, precond=None, tol: float = 0.01, max_iters: int = 1000,
              info: dict | None = None, what: str = "solve", reorthogonalize: bool = False) -> torch.Tensor:
-    """K^{-1} rhs by preconditioned CG (no gradients). rhs (*batch, n, t) -> (*batch, n, t).
+    """K^{-1} rhs by preconditioned CG (no gradients). rhs ``(*batch, n, t)`` -> ``(*batch, n, t)``.
 
     ``info`` receives iterations, residual (max over columns), converged and breakdowns; trouble
     (no convergence, breakdowns) is one NumericalWarning naming ``what`` was solved.

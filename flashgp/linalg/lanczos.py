@@ -14,8 +14,8 @@ from ..errors import NumericalWarning
 def floor_eigenvalues(evals: Tensor, what: str) -> Tensor:
     """Clamp eigenvalues below eps * max|eigenvalue| (per matrix) up to that floor.
 
-    evals: (*batch, k). Warns with a NumericalWarning giving the count and the minimum when
-    any were clamped; ``what`` names the caller in the message. Returns (*batch, k).
+    evals: ``(*batch, k)``. Warns with a NumericalWarning giving the count and the minimum when
+    any were clamped; ``what`` names the caller in the message. Returns ``(*batch, k)``.
     """
     eps = torch.finfo(evals.dtype).eps
     scale = evals.abs().amax(-1, keepdim=True)
@@ -35,8 +35,8 @@ SMALL_EIGH_MAX = 128  # larger matrices keep their device: a CPU eigh grows as k
 
 
 def small_eigh(t: Tensor) -> tuple[Tensor, Tensor]:
-    """Eigenvalues (*batch, k) and eigenvectors (*batch, k, k) of symmetric matrices t
-    (*batch, k, k), e.g. Lanczos tridiagonals, in t's device and dtype. Up to k = SMALL_EIGH_MAX
+    """Eigenvalues ``(*batch, k)`` and eigenvectors ``(*batch, k, k)`` of symmetric matrices t
+    ``(*batch, k, k)``, e.g. Lanczos tridiagonals, in t's device and dtype. Up to k = SMALL_EIGH_MAX
     they are computed on the CPU in float64: on a GPU, batched eigh of a few dozen small
     matrices launches hundreds of tiny kernels (about 4 ms a call for 11 tridiagonals of size
     64 on an H200, ``python benchmarks/profile_step.py --data UCI_FOLDER --dataset protein``),
@@ -48,7 +48,7 @@ def small_eigh(t: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _orthogonalize(v: Tensor, basis: Tensor) -> Tensor:
-    """Classical Gram-Schmidt twice: remove from v (*batch, n) its components along basis (*batch, n, j)."""
+    """Classical Gram-Schmidt twice: remove from v ``(*batch, n)`` its components along basis ``(*batch, n, j)``."""
     for _ in range(2):
         v = v - (basis @ (basis.transpose(-1, -2) @ v.unsqueeze(-1))).squeeze(-1)
     return v
@@ -65,7 +65,7 @@ def _check_args(init: Tensor, num_iters: int) -> None:
 
 
 def _assemble(qs: list[Tensor], alphas: list[Tensor], betas: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """Stack k basis vectors (*batch, n) and coefficients (*batch,) into Q (*batch, n, k), T (*batch, k, k)."""
+    """Stack k basis vectors ``(*batch, n)`` and coefficients ``(*batch,)`` into Q ``(*batch, n, k)``, T ``(*batch, k, k)``."""
     q = torch.stack(qs, -1)
     diag = torch.stack(alphas, -1)
     t = torch.diag_embed(diag)
@@ -80,9 +80,9 @@ def lanczos(
 ) -> tuple[Tensor, Tensor]:
     """Lanczos on a symmetric A with full re-orthogonalization.
 
-    matmul: V (*batch, n, 1) -> A V (a callable, or an Operator). init: (*batch, n) start vectors.
-    Runs k <= min(num_iters, n) steps. Returns Q (*batch, n, k) with orthonormal columns and
-    T (*batch, k, k) symmetric tridiagonal with Q^T A Q = T. When a batch element breaks down
+    matmul: V ``(*batch, n, 1)`` -> A V (a callable, or an Operator). init: ``(*batch, n)`` start vectors.
+    Runs k <= min(num_iters, n) steps. Returns Q ``(*batch, n, k)`` with orthonormal columns and
+    T ``(*batch, k, k)`` symmetric tridiagonal with Q^T A Q = T. When a batch element breaks down
     (the next beta is below ``tol``, default 8 eps sqrt(n) times a running estimate of ||A||) it
     gets zero columns in Q and an identity block in T, so Q T^{-1} Q^T is unaffected.
     """
@@ -116,8 +116,8 @@ def lanczos(
 def lanczos_root_inverse(q: Tensor, t: Tensor) -> Tensor:
     """A root R of Q T^{-1} Q^T: R R^T = Q T^{-1} Q^T.
 
-    q: (*batch, n, k), t: (*batch, k, k) from :func:`lanczos`. Uses T = V diag(e) V^T, so
-    R = Q V diag(e^{-1/2}) of shape (*batch, n, k). Eigenvalues below eps * max|e| are clamped
+    q: ``(*batch, n, k)``, t: ``(*batch, k, k)`` from :func:`lanczos`. Uses T = V diag(e) V^T, so
+    R = Q V diag(e^{-1/2}) of shape ``(*batch, n, k)``. Eigenvalues below eps * max|e| are clamped
     (NumericalWarning with the count and the minimum).
     """
     _check_tridiagonal(q, t)
@@ -130,7 +130,7 @@ def _check_tridiagonal(q: Tensor, t: Tensor) -> None:
 
 
 def _inverse_root_mix(t: Tensor) -> tuple[Tensor, Tensor]:
-    """(V diag(e^{-1/2}), e) for T = V diag(e) V^T (*batch, k, k), e floored as documented above."""
+    """(V diag(e^{-1/2}), e) for T = V diag(e) V^T ``(*batch, k, k)``, e floored as documented above."""
     evals, evecs = small_eigh(t)
     evals = floor_eigenvalues(evals, "lanczos_root_inverse")
     return evecs * evals.rsqrt().unsqueeze(-2), evals
@@ -140,8 +140,8 @@ def lanczos_root_with_half(q: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor
     """(R, back, half): R = ``lanczos_root_inverse(q, t)`` and what turns C R into the root of
     the first h = k // 2 Lanczos vectors, to see whether the root has converged.
 
-    back (*batch, k, k) = diag(e^{1/2}) V^T, so (C R) back = C Q for any C (*batch, m, n);
-    half (*batch, h, h) = V_h diag(e_h^{-1/2}) for T[:h, :h] = V_h diag(e_h) V_h^T, so
+    back ``(*batch, k, k)`` = diag(e^{1/2}) V^T, so (C R) back = C Q for any C ``(*batch, m, n)``;
+    half ``(*batch, h, h)`` = V_h diag(e_h^{-1/2}) for T[:h, :h] = V_h diag(e_h) V_h^T, so
     (C Q)[..., :h] half = C R_h with R_h R_h^T = Q_h T_h^{-1} Q_h^T. The quadratic form
     c^T Q T^{-1} Q^T c does not decrease with the Krylov dimension; how much it still grows from
     h to k (m x k work per row of C, no further products with the operator) tells how far it

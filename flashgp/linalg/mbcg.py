@@ -22,11 +22,11 @@ FREEZE_CHECK_EVERY = 8
 class CGResult:
     """The outcome of :func:`mbcg`.
 
-    solution: (*batch, n, t) approximate A^{-1} rhs.
-    tridiag: (*batch, n_tridiag, k, k) Lanczos tridiagonals of the last n_tridiag columns, or None.
-    init_norm_sq: (*batch, t) r0^T P^{-1} r0 = rhs^T P^{-1} rhs (the SLQ weights).
+    solution: ``(*batch, n, t)`` approximate A^{-1} rhs.
+    tridiag: ``(*batch, n_tridiag, k, k)`` Lanczos tridiagonals of the last n_tridiag columns, or None.
+    init_norm_sq: ``(*batch, t)`` r0^T P^{-1} r0 = rhs^T P^{-1} rhs (the SLQ weights).
     iterations: number of CG iterations run.
-    residual: (*batch, t) final relative residual norms ||rhs - A x|| / ||rhs|| (recurrence).
+    residual: ``(*batch, t)`` final relative residual norms ||rhs - A x|| / ||rhs|| (recurrence).
     converged: whether the mean relative residual fell below tol.
     breakdowns: columns frozen because rhs^T P^{-1} rhs or p^T A p was not positive (the
         operator or the preconditioner is numerically indefinite, or produced NaN).
@@ -81,13 +81,13 @@ def _check_args(rhs: Tensor, tol: float, max_iters: int, min_iters: int, n_tridi
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
-    """Column-wise inner products: (*batch, n, t) x (*batch, n, t) -> (*batch, t)."""
+    """Column-wise inner products: ``(*batch, n, t)`` x ``(*batch, n, t)`` -> ``(*batch, t)``."""
     return (a * b).sum(-2)
 
 
 class _ResidualBasis:
     """The residuals r_j of a CG run and z_j = P^{-1} r_j, scaled so that r_j^T z_j = 1, per column
-    (shapes (*batch, n, t, k) after k additions), for full re-orthogonalization: in exact
+    (shapes ``(*batch, n, t, k)`` after k additions), for full re-orthogonalization: in exact
     arithmetic r_i^T z_j = 0 for i != j; with inexact (e.g. low-precision) products that is lost
     and CG slows down or stalls, which projecting each new residual restores."""
 
@@ -96,14 +96,14 @@ class _ResidualBasis:
         self.z: Tensor | None = None
 
     def add(self, r: Tensor, z: Tensor, rz: Tensor) -> None:
-        """Append r, z (*batch, n, t) scaled by rz^{-1/2} (*batch, t); columns with rz <= 0 add zeros."""
+        """Append r, z ``(*batch, n, t)`` scaled by rz^{-1/2} ``(*batch, t)``; columns with rz <= 0 add zeros."""
         scale = torch.where(rz > 0, rz.clamp_min(torch.finfo(rz.dtype).tiny).rsqrt(), 0.0).unsqueeze(-2)
         new_r, new_z = (r * scale).unsqueeze(-1), (z * scale).unsqueeze(-1)
         self.r = new_r if self.r is None else torch.cat([self.r, new_r], -1)
         self.z = new_z if self.z is None else torch.cat([self.z, new_z], -1)
 
     def project(self, r: Tensor, z: Tensor, columns: Tensor) -> tuple[Tensor, Tensor]:
-        """(r - sum_j r_j (z_j^T r), z - sum_j z_j (z_j^T r)) in the ``columns`` (*batch, t) bool
+        """(r - sum_j r_j (z_j^T r), z - sum_j z_j (z_j^T r)) in the ``columns`` ``(*batch, t)`` bool
         that are iterating (frozen ones keep their residual): r made P^{-1}-orthogonal to the
         basis (classical Gram-Schmidt, once), z = P^{-1} r kept consistent without another solve."""
         coef = (self.z * r.unsqueeze(-1)).sum(-3, keepdim=True)  # (*batch, 1, t, k)
@@ -114,9 +114,9 @@ class _ResidualBasis:
 def _build_tridiag(alphas: list[Tensor], betas: list[Tensor], active: list[Tensor]) -> Tensor:
     """Assemble Lanczos tridiagonals from CG coefficients.
 
-    alphas, betas, active: k tensors of shape (*batch, m). An inactive (frozen) step gets a
+    alphas, betas, active: k tensors of shape ``(*batch, m)``. An inactive (frozen) step gets a
     diagonal 1 and no coupling, so e1^T f(T) e1 is unchanged for f(1) = 0.
-    Returns (*batch, m, k, k).
+    Returns ``(*batch, m, k, k)``.
     """
     alpha = torch.stack(alphas, -1)
     beta = torch.stack(betas, -1)
@@ -131,7 +131,7 @@ def _build_tridiag(alphas: list[Tensor], betas: list[Tensor], active: list[Tenso
 
 
 def _identity_tridiag(rhs: Tensor, n_tridiag: int) -> Tensor:
-    """(*batch, n_tridiag, 1, 1) identity tridiagonals, for when no iteration ran."""
+    """``(*batch, n_tridiag, 1, 1)`` identity tridiagonals, for when no iteration ran."""
     shape = (*rhs.shape[:-2], n_tridiag, 1, 1)
     return torch.ones(shape, dtype=rhs.dtype, device=rhs.device)
 
@@ -150,8 +150,8 @@ def mbcg(
 ) -> CGResult:
     """Preconditioned CG on all columns of ``rhs`` in lock step (one product per iteration).
 
-    matmul: V (*batch, n, t) -> A V, A symmetric positive definite (or an Operator).
-    rhs: (*batch, n, t). precond: R (*batch, n, t) -> P^{-1} R (callable, or an object with
+    matmul: V ``(*batch, n, t)`` -> A V, A symmetric positive definite (or an Operator).
+    rhs: ``(*batch, n, t)``. precond: R ``(*batch, n, t)`` -> P^{-1} R (callable, or an object with
     ``.solve``); None means P = I. Starts from x0 = 0.
     Stops once at least ``min_iters`` iterations ran and the mean relative residual over all
     columns and batch elements is below ``tol``, or after ``max_iters`` (NumericalWarning), or
@@ -165,7 +165,7 @@ def mbcg(
     callers that report them themselves pass ``warn=False`` and read ``CGResult.trouble()``.
     ``reorthogonalize``: project every new residual against all earlier ones (full
     re-orthogonalization, as Maddox et al. 2022 use with low-precision products); it costs
-    memory for 2 (*batch, n, t) tensors per iteration and O(n t k) work at iteration k.
+    memory for 2 ``(*batch, n, t)`` tensors per iteration and O(n t k) work at iteration k.
     Returns a :class:`CGResult`.
     """
     _check_args(rhs, tol, max_iters, min_iters, n_tridiag)

@@ -17,10 +17,10 @@ RESOLUTION_EPS = 100
 
 @dataclass
 class QuadFormResult:
-    """The outcome of :func:`quad_form_cg` for t columns b_i (shapes (*batch, t) unless noted).
+    """The outcome of :func:`quad_form_cg` for t columns b_i (shapes ``(*batch, t)`` unless noted).
 
-    solution: (*batch, n, t) x_i ~ A^{-1} b_i.
-    residual: (*batch, n, t) b_i - A x_i, recomputed by one product at the end (not the recurrence).
+    solution: ``(*batch, n, t)`` x_i ~ A^{-1} b_i.
+    residual: ``(*batch, n, t)`` b_i - A x_i, recomputed by one product at the end (not the recurrence).
     quad: 2 b_i^T x_i - x_i^T A x_i = b_i^T A^{-1} b_i - ||x_i - A^{-1} b_i||_A^2, a lower bound
         of b_i^T A^{-1} b_i for any x_i (from the recomputed residual).
     error_bound: an upper bound of b_i^T A^{-1} b_i - quad_i = ||x_i - A^{-1} b_i||_A^2
@@ -56,7 +56,7 @@ def _radau_update(radau: Tensor, gamma: Tensor, delta: Tensor, mu: Tensor) -> Te
 
 
 def _per_column(value, rhs: Tensor) -> Tensor | None:
-    """A float or (*batch,) tensor as (*batch, 1) (or a 0-d tensor), broadcasting over columns."""
+    """A float or ``(*batch,)`` tensor as ``(*batch, 1)`` (or a 0-d tensor), broadcasting over columns."""
     if value is None:
         return None
     value = torch.as_tensor(value, dtype=rhs.dtype, device=rhs.device)
@@ -64,7 +64,7 @@ def _per_column(value, rhs: Tensor) -> Tensor | None:
 
 
 def _bound(radau: Tensor, rz: Tensor, r: Tensor, mu: Tensor | None, floor: Tensor | None) -> Tensor:
-    """The error bound (*batch, t): Gauss-Radau radau * r^T P^{-1} r (with mu) and/or
+    """The error bound ``(*batch, t)``: Gauss-Radau radau * r^T P^{-1} r (with mu) and/or
     ||r||^2 / floor, the smaller of those available."""
     bounds = []
     if mu is not None:
@@ -77,19 +77,19 @@ def _bound(radau: Tensor, rz: Tensor, r: Tensor, mu: Tensor | None, floor: Tenso
 def quad_form_cg(matmul: MatFn, rhs: Tensor, mu, accept: Callable[[Tensor, Tensor], Tensor],
                  precond=None, x0: Tensor | None = None, max_iters: int = 1000,
                  floor=None) -> QuadFormResult:
-    """b_i^T A^{-1} b_i for the columns b_i of ``rhs`` (*batch, n, t), each column iterating until
+    """b_i^T A^{-1} b_i for the columns b_i of ``rhs`` ``(*batch, n, t)``, each column iterating until
     ``accept`` certifies its error bound.
 
-    matmul: V (*batch, n, t') -> A V, A symmetric positive definite; precond: P^{-1} (callable or
+    matmul: V ``(*batch, n, t')`` -> A V, A symmetric positive definite; precond: P^{-1} (callable or
     an object with ``.solve``) or None. mu: a lower bound of the eigenvalues of P^{-1} A (a float
-    or a (*batch,) tensor): with it, ||x_k - A^{-1} b||_A^2 <= radau_k r_k^T P^{-1} r_k at every
+    or a ``(*batch,)`` tensor): with it, ||x_k - A^{-1} b||_A^2 <= radau_k r_k^T P^{-1} r_k at every
     iteration (Gauss-Radau quadrature, Meurant and Tichy); the error of the quadratic form 2 b^T x
     - x^T A x is that A-norm error, so the bound holds for what is returned, not for a residual.
     floor: a lower bound of the eigenvalues of A itself, for preconditioners whose mu is unknown
     (mu None): the error r^T A^{-1} r is then bounded by ||r_k||^2 / floor (looser: more
     iterations, but a bound for any preconditioner). With both, the smaller bound is used.
-    accept: (quad (*batch, t), error_bound (*batch, t)) -> bool (*batch, t): which columns may
-    stop. x0: a starting guess (*batch, n, t) (e.g. from a Lanczos root or nearby points); its
+    accept: (quad ``(*batch, t)``, error_bound ``(*batch, t)``) -> bool ``(*batch, t)``: which columns may
+    stop. x0: a starting guess ``(*batch, n, t)`` (e.g. from a Lanczos root or nearby points); its
     error is bounded by r0^T P^{-1} r0 / mu before any iteration. A column stops when accepted,
     when its residual reaches round-off (r^T P^{-1} r below (4 eps)^2 of its start) or breaks
     down (p^T A p <= 0), or after ``max_iters``; one host synchronization per iteration.
@@ -139,7 +139,7 @@ def quad_form_cg(matmul: MatFn, rhs: Tensor, mu, accept: Callable[[Tensor, Tenso
 
 
 def variance_acceptance(prior: Tensor, rtol: float) -> Callable[[Tensor, Tensor], Tensor]:
-    """The stopping test for variances v_i = prior_i - quad_i (prior (*batch, t), e.g. k(x*, x*)):
+    """The stopping test for variances v_i = prior_i - quad_i (prior ``(*batch, t)``, e.g. k(x*, x*)):
     a column is accepted once error_bound <= rtol * (v_i - error_bound) + RESOLUTION_EPS * eps *
     prior_i, i.e. the variance returned is within rtol of the smallest variance the bound allows
     (up to the dtype's resolution of k** - quad)."""

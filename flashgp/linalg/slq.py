@@ -21,7 +21,7 @@ def _check_args(tridiag: Tensor, weights: Tensor) -> None:
 
 
 def _quadrature(tridiag: Tensor, fn: Callable[[Tensor], Tensor], floor: bool) -> Tensor:
-    """e1^T fn(T) e1 for each T in (*batch, t, k, k) -> (*batch, t), via eigh (``small_eigh``)."""
+    """e1^T fn(T) e1 for each T in ``(*batch, t, k, k)`` -> ``(*batch, t)``, via eigh (``small_eigh``)."""
     evals, evecs = small_eigh(tridiag)
     if floor:
         evals = floor_eigenvalues(evals, "slq_logdet")
@@ -31,9 +31,9 @@ def _quadrature(tridiag: Tensor, fn: Callable[[Tensor], Tensor], floor: bool) ->
 def slq(tridiag: Tensor, weights: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
     """Mean over probes of weights_i * e1^T fn(T_i) e1.
 
-    tridiag: (*batch, t, k, k) Lanczos tridiagonals (e.g. ``CGResult.tridiag``); weights: (*batch, t)
+    tridiag: ``(*batch, t, k, k)`` Lanczos tridiagonals (e.g. ``CGResult.tridiag``); weights: ``(*batch, t)``
     squared start-vector norms (e.g. ``CGResult.init_norm_sq``); fn maps eigenvalues elementwise.
-    With probes z ~ N(0, I) this estimates tr fn(A). Returns (*batch,).
+    With probes z ~ N(0, I) this estimates tr fn(A). Returns ``(*batch,)``.
     """
     _check_args(tridiag, weights)
     return (weights * _quadrature(tridiag, fn, floor=False)).mean(-1)
@@ -42,11 +42,11 @@ def slq(tridiag: Tensor, weights: Tensor, fn: Callable[[Tensor], Tensor]) -> Ten
 def slq_logdet(tridiag: Tensor, weights: Tensor) -> Tensor:
     """Stochastic Lanczos quadrature estimate of log det: mean_i weights_i e1^T log(T_i) e1.
 
-    tridiag: (*batch, t, k, k), weights: (*batch, t). With a preconditioner P, probes z ~ N(0, P)
+    tridiag: ``(*batch, t, k, k)``, weights: ``(*batch, t)``. With a preconditioner P, probes z ~ N(0, P)
     and preconditioned CG on A, the T_i belong to P^{-1/2} A P^{-1/2} and weights = z^T P^{-1} z,
     so this estimates log det(P^{-1} A) (add log det P for log det A). Eigenvalues below
     eps * max|eigenvalue| are clamped (NumericalWarning with the count and the minimum).
-    Returns (*batch,).
+    Returns ``(*batch,)``.
     """
     _check_args(tridiag, weights)
     return (weights * _quadrature(tridiag, torch.log, floor=True)).mean(-1)
@@ -60,8 +60,8 @@ def slq_logdet_tail_change(tridiag: Tensor, weights: Tensor, drop: int) -> Tenso
     A cheap convergence check of the quadrature (its error shrinks with k, so a large move late
     means the estimate has not settled). Probes whose last step is inactive (mBCG froze the
     column: the Krylov space was exhausted and the quadrature is exact) count as settled, and
-    so does everything when k < 2 * drop. tridiag: (*batch, t, k, k), weights: (*batch, t).
-    Eigenvalues are floored quietly (``slq_logdet`` reports the floor). Returns (*batch,).
+    so does everything when k < 2 * drop. tridiag: ``(*batch, t, k, k)``, weights: ``(*batch, t)``.
+    Eigenvalues are floored quietly (``slq_logdet`` reports the floor). Returns ``(*batch,)``.
     """
     _check_args(tridiag, weights)
     k = tridiag.shape[-1]

@@ -56,7 +56,7 @@ def spatial_order(z: Tensor, block: int) -> Tensor:
 
 @torch.no_grad()
 def block_index(z: Tensor, block: int) -> Tensor:
-    """Indices of spatial blocks for points z (*batch, n, d): (*batch, ceil(n / block), block)
+    """Indices of spatial blocks for points z ``(*batch, n, d)``: (*batch, ceil(n / block), block)
     long, each batch element ordered by ``spatial_order`` on its own. The last block is padded
     with the index n (no point) when block does not divide n."""
     check_count(block, "block")

@@ -13,7 +13,7 @@ from ..shapes import as_batch_shape, broadcast_shapes
 
 
 class Mean(ExactValues):
-    """Base class of mean functions: ``forward(x)`` maps (*batch, n, d) to (*batch, n)."""
+    """Base class of mean functions: ``forward(x)`` maps ``(*batch, n, d)`` to ``(*batch, n)``."""
 
     @property
     def batch_shape(self) -> torch.Size:
@@ -49,7 +49,7 @@ class Zero(Mean):
 
 
 class Constant(Mean):
-    """m(x) = constant (learned), shape (*batch,).
+    """m(x) = constant (learned), shape ``(*batch,)``.
 
     Args:
         constant: the initial value; None (default): not given, so ``ExactGP`` starts it at the
@@ -89,7 +89,7 @@ class Constant(Mean):
 
 
 class Linear(Mean):
-    """m(x) = x @ weights + bias; weights (*batch, d), bias (*batch,) when ``bias=True``."""
+    """m(x) = x @ weights + bias; weights ``(*batch, d)``, bias ``(*batch,)`` when ``bias=True``."""
 
     def __init__(self, input_dims: int, bias: bool = True, batch_shape: Sequence[int] = ()):
         super().__init__()

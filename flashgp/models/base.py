@@ -14,7 +14,7 @@ from ..operators.base import Operator
 
 @dataclass(frozen=True)
 class Prior:
-    """The prior at test inputs: mean (*batch, m) and covariance, an Operator (*batch, m, m)."""
+    """The prior at test inputs: mean ``(*batch, m)`` and covariance, an Operator ``(*batch, m, m)``."""
 
     mean: torch.Tensor
     covariance: Operator
@@ -23,14 +23,14 @@ class Prior:
 class GPModel(nn.Module, abc.ABC):
     """A Gaussian-process model on the flashgp engine.
 
-    A model holds its training data (``train_x`` (*batch, n, d), ``train_y`` (*batch, n) as
+    A model holds its training data (``train_x`` ``(*batch, n, d)``, ``train_y`` ``(*batch, n)`` as
     buffers), its parts (kernel, likelihood, mean, solver configuration) and any solver state
     that training reuses between steps (preconditioner pivots, neighbour indices). It
     implements:
 
-    - ``prior(x)``: the prior mean and covariance operator at inputs x (*batch, m, d).
+    - ``prior(x)``: the prior mean and covariance operator at inputs x ``(*batch, m, d)``.
     - ``loss(generator=None)``: the training objective, negated and divided by the number of
-      data points, shape (*batch,), differentiable in the parameters; ``fg.fit`` minimizes its
+      data points, shape ``(*batch,)``, differentiable in the parameters; ``fg.fit`` minimizes its
       sum. ``generator`` fixes any randomness (CG probes) for deterministic optimizers.
     - ``posterior(x)``: the latent posterior at test inputs, a ``flashgp.distributions.Posterior``;
       ``predict(x)`` adds the likelihood's observation noise.
@@ -76,15 +76,15 @@ class GPModel(nn.Module, abc.ABC):
     # ----- what a model implements -------------------------------------------------------------
     @abc.abstractmethod
     def prior(self, x: torch.Tensor) -> Prior:
-        """The prior at inputs x (*batch, m, d)."""
+        """The prior at inputs x ``(*batch, m, d)``."""
 
     @abc.abstractmethod
     def loss(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The negated training objective per data point, (*batch,), differentiable."""
+        """The negated training objective per data point, ``(*batch,)``, differentiable."""
 
     @abc.abstractmethod
     def posterior(self, x: torch.Tensor):
-        """The latent posterior p(f(x*) | data) at x (*batch, m, d), a ``Posterior``."""
+        """The latent posterior p(f(x*) | data) at x ``(*batch, m, d)``, a ``Posterior``."""
 
     def predict(self, x: torch.Tensor, noise=None):
         """The predictive distribution of observations y* at x: the posterior plus the

@@ -11,7 +11,7 @@ from ..distributions import Posterior, PosteriorCovariance
 
 class StackedOperator(PosteriorCovariance):
     """Square operators A_i (m, m), one per element of ``batch_shape`` (in row-major order), as
-    one (*batch_shape, m, m) operator: the covariances of independent test sets."""
+    one ``(*batch_shape, m, m)`` operator: the covariances of independent test sets."""
 
     def __init__(self, parts: list, batch_shape: torch.Size):
         self.parts = list(parts)
@@ -36,8 +36,8 @@ class StackedOperator(PosteriorCovariance):
 
 
 def posterior_per_test_set(posterior, x: torch.Tensor) -> Posterior:
-    """The posteriors ``posterior(x_i)`` of every test set x_i (m, d) of x (*b, m, d), stacked:
-    mean (*b, m), covariance a ``StackedOperator`` (*b, m, m) (no covariance between sets), the
+    """The posteriors ``posterior(x_i)`` of every test set x_i (m, d) of x ``(*b, m, d)``, stacked:
+    mean ``(*b, m)``, covariance a ``StackedOperator`` ``(*b, m, m)`` (no covariance between sets), the
     diagnostics of the last set. Equal to calling ``posterior`` on each x[i] alone."""
     batch = x.shape[:-2]
     if math.prod(batch) == 0:

@@ -43,12 +43,12 @@ MEAN_WARN_SD = 1.0
 
 
 def spectrum_floor(op, precond, noise: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, str]:
-    """(mu, floor, kind): mu (*batch,) <= the eigenvalues of P^{-1} K_hat, or None where the
-    preconditioner knows none (blocks, Vecchia); floor (*batch,) <= the eigenvalues of K_hat
+    """(mu, floor, kind): mu ``(*batch,)`` <= the eigenvalues of P^{-1} K_hat, or None where the
+    preconditioner knows none (blocks, Vecchia); floor ``(*batch,)`` <= the eigenvalues of K_hat
     (the smallest noise: K is PSD); kind "gauss-radau" (mu known) or "residual" (only floor:
     the bound ||r||^2 / floor, looser, so the solves take more iterations). Both at
-    SPECTRUM_SAFETY times their exact-arithmetic value. (op: K_hat (*batch, n, n), noise
-    (*batch, n) its added diagonal.)"""
+    SPECTRUM_SAFETY times their exact-arithmetic value. (op: K_hat ``(*batch, n, n)``, noise
+    ``(*batch, n)`` its added diagonal.)"""
     floor = SPECTRUM_SAFETY * noise.min(-1).values.expand(op.batch_shape)
     if precond is None:
         return floor, floor, "gauss-radau"
@@ -60,9 +60,9 @@ def spectrum_floor(op, precond, noise: torch.Tensor) -> tuple[torch.Tensor | Non
 
 def certified_solves(op, precond, spectrum: tuple, cross: torch.Tensor, prior: torch.Tensor,
                      tol: float, max_iters: int, x0: torch.Tensor | None = None) -> QuadFormResult:
-    """Solves K_hat^{-1} k*_i for the rows of ``cross`` (*batch, m, n) = K(x*, X), each run until
-    its variance prior_i - q_i (prior (*batch, m) = k(x*_i, x*_i)) is certified to ``tol``.
-    x0 (*batch, n, m): a starting guess (a Lanczos root's or a cheaper method's solutions).
+    """Solves K_hat^{-1} k*_i for the rows of ``cross`` ``(*batch, m, n)`` = K(x*, X), each run until
+    its variance prior_i - q_i (prior ``(*batch, m)`` = k(x*_i, x*_i)) is certified to ``tol``.
+    x0 ``(*batch, n, m)``: a starting guess (a Lanczos root's or a cheaper method's solutions).
     spectrum: ``spectrum_floor``'s (mu, floor, kind)."""
     mu, floor, _ = spectrum
     return quad_form_cg(op.matmul, cross.transpose(-1, -2), mu, variance_acceptance(prior, tol),
@@ -70,8 +70,8 @@ def certified_solves(op, precond, spectrum: tuple, cross: torch.Tensor, prior: t
 
 
 def energy_bound(resid: torch.Tensor, precond, spectrum: tuple) -> torch.Tensor:
-    """A bound (*batch,) of r^T K_hat^{-1} r, the squared K_hat-norm error of a solve with
-    residual r (*batch, n, 1): r^T P^{-1} r / mu where mu is known, else ||r||^2 / floor."""
+    """A bound ``(*batch,)`` of r^T K_hat^{-1} r, the squared K_hat-norm error of a solve with
+    residual r ``(*batch, n, 1)``: r^T P^{-1} r / mu where mu is known, else ||r||^2 / floor."""
     mu, floor, _ = spectrum
     plain = resid.square().sum((-2, -1)) / floor
     if mu is None:
@@ -81,12 +81,12 @@ def energy_bound(resid: torch.Tensor, precond, spectrum: tuple) -> torch.Tensor:
 
 
 def lowest_variance(result: QuadFormResult, prior: torch.Tensor) -> torch.Tensor:
-    """The smallest variance the error bound allows, prior - quad - bound, clamped at 0 (*batch, m)."""
+    """The smallest variance the error bound allows, prior - quad - bound, clamped at 0 ``(*batch, m)``."""
     return (prior - result.quad - result.error_bound).clamp_min(0)
 
 
 def relative_bounds(result: QuadFormResult, prior: torch.Tensor) -> torch.Tensor:
-    """error bound / ``lowest_variance``, per test point (*batch, m) (inf where that is 0)."""
+    """error bound / ``lowest_variance``, per test point ``(*batch, m)`` (inf where that is 0)."""
     low = lowest_variance(result, prior)
     return torch.where(low > 0, result.error_bound / torch.where(low > 0, low, 1.0), torch.inf)
 

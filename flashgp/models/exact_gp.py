@@ -108,7 +108,7 @@ class ExactGP(RegressionModel):
 
     # ----- training -----------------------------------------------------------------
     def mll(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Log marginal likelihood divided by n, differentiable; shape (*batch,).
+        """Log marginal likelihood divided by n, differentiable; shape ``(*batch,)``.
 
         ``generator`` fixes the CG probe vectors (a deterministic objective, e.g. for L-BFGS).
         """
@@ -130,12 +130,12 @@ class ExactGP(RegressionModel):
         return value
 
     def loss(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """-mll(generator): the negative log marginal likelihood per point, (*batch,)."""
+        """-mll(generator): the negative log marginal likelihood per point, ``(*batch,)``."""
         return -self.mll(generator)
 
     def prior(self, x) -> Prior:
-        """The prior mean (*batch, m) and kernel operator (*batch, m, m) at inputs x (m, d) or
-        (*batch, m, d) (the "auto" backend: a dense matrix while it fits the memory budget)."""
+        """The prior mean ``(*batch, m)`` and kernel operator ``(*batch, m, m)`` at inputs x (m, d) or
+        ``(*batch, m, d)`` (the "auto" backend: a dense matrix while it fits the memory budget)."""
         x = check_test_inputs(x, self.train_x)
         return Prior(self.mean(x), kernel_operator(self.kernel, x))
 

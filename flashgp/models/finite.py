@@ -61,7 +61,7 @@ def parameters_finite(model) -> bool:
 
 
 def check_noise_values(noise: torch.Tensor, name: str = "likelihood.noise") -> None:
-    """NonFiniteError unless every training noise variance (*batch, n) is finite and >= 0 (0 is
+    """NonFiniteError unless every training noise variance ``(*batch, n)`` is finite and >= 0 (0 is
     a noise-free ``Gaussian(noise_floor=0)`` whose softplus underflowed: K_hat is then K, which
     jitter handles; negative ones would make predictive variances negative)."""
     bad = ~torch.isfinite(noise) | (noise < 0)
@@ -88,7 +88,7 @@ def zero_parameters(model) -> list[str]:
 
 
 def kernel_overflow(kernel, x: torch.Tensor, where: str) -> str | None:
-    """Why k(x, x) (x (*batch, m, d)) is not finite in the dtype of x, or None where it is."""
+    """Why k(x, x) (x ``(*batch, m, d)``) is not finite in the dtype of x, or None where it is."""
     with torch.no_grad():
         diag = kernel.diag(x)
     bad = ~torch.isfinite(diag)
@@ -115,7 +115,7 @@ def check_kernel_values(kernel, x: torch.Tensor, where: str = "training inputs")
 
 def diagnose(model, x: torch.Tensor | None = None) -> str | None:
     """The cause of non-finite values in ``model``'s solves or predictions (test inputs ``x``
-    (*batch, m, d), if any): non-finite parameters, invalid FixedNoise variances, or kernel
+    ``(*batch, m, d)``, if any): non-finite parameters, invalid FixedNoise variances, or kernel
     overflow at the test or training inputs; None when none of these is found."""
     params = nonfinite_parameters(model)
     if params:

@@ -65,7 +65,7 @@ class PredictionCache:
         self.diagnostics: dict = {"n": n}
 
     def posterior(self, x: torch.Tensor) -> Posterior:
-        """The posterior at test inputs x (*batch, m, d) (no gradients)."""
+        """The posterior at test inputs x ``(*batch, m, d)`` (no gradients)."""
         for key in VARIANCE_KEYS:
             self.diagnostics.pop(key, None)  # set again when this call solves by CG / locally
         mean, covariance, method = self._parts(x)
@@ -73,7 +73,7 @@ class PredictionCache:
         return Posterior(mean, covariance, diagnostics=self.diagnostics)
 
     def _parts(self, x: torch.Tensor):
-        """(mean (*b, m), covariance operator (*b, m, m), variance method name)."""
+        """(mean ``(*b, m)``, covariance operator ``(*b, m, m)``, variance method name)."""
         raise NotImplementedError
 
     def _downdated(self, x, left, right, variances=None) -> Downdated:
@@ -92,7 +92,7 @@ class CholeskyPrediction(PredictionCache):
         self.diagnostics.update(system.info.as_dict())
 
     def _parts(self, x: torch.Tensor):
-        """(mean (*b, m), covariance (prior - W W^T with W = K_*X L^{-T} (*b, m, n)), "cholesky").
+        """(mean ``(*b, m)``, covariance (prior - W W^T with W = K_*X L^{-T} ``(*b, m, n)``), "cholesky").
 
         The test points are taken ``chunk_points(n)`` at a time (PREDICT_CHUNK_BYTES): memory
         stays bounded however many there are. The covariance keeps W (``Downdated``) while it
@@ -121,7 +121,7 @@ class CholeskyPrediction(PredictionCache):
         return mean, covariance, "cholesky"
 
     def _mean_and_factor(self, x: torch.Tensor, mean: bool = True):
-        """(posterior mean (*b, c) or None, W = K_*X L^{-T} (*b, c, n)) at test inputs x (*b, c, d).
+        """(posterior mean ``(*b, c)`` or None, W = K_*X L^{-T} ``(*b, c, n)``) at test inputs x ``(*b, c, d)``.
         The cross covariance, the mean and W are computed in float64 and cast to the dtype of x
         at the end: with a small noise alpha = K_hat^{-1} r is large and K_*X alpha cancels in
         float32."""
@@ -155,7 +155,7 @@ class CGPrediction(PredictionCache):
 
     # ----- roots of K_hat^{-1} ---------------------------------------------------------
     def lanczos_root(self) -> torch.Tensor:
-        """R (*batch, n, k) with R R^T ~ K_hat^{-1} (``CGEngine.root``, k = ``CG.root_rank``), made on
+        """R ``(*batch, n, k)`` with R R^T ~ K_hat^{-1} (``CGEngine.root``, k = ``CG.root_rank``), made on
         first use."""
         if self._root is None:
             start = time.perf_counter()
@@ -166,7 +166,7 @@ class CGPrediction(PredictionCache):
     def root_change(self, x: torch.Tensor, rows, parts: list) -> float:
         """How far the Lanczos root's variances may still be from converged, at test inputs x.
 
-        rows(part): K(x[part], X) R (*batch, c, k) for each slice in ``parts`` (which cover the
+        rows(part): K(x[part], X) R ``(*batch, c, k)`` for each slice in ``parts`` (which cover the
         test points). The downdate k*^T R R^T k* only grows with the Lanczos dimension; this is
         the median over test points of its growth from the first k // 2 vectors to all k,
         relative to the predictive variance of y* at rank k (with the mean training noise). A
@@ -208,7 +208,7 @@ class CGPrediction(PredictionCache):
 
     def _cg_covariance(self, x: torch.Tensor, left: torch.Tensor):
         """(covariance, "cg", the mean's correction or None) from CG solves against the rows of
-        left = K(x, X) (*batch, m, n)."""
+        left = K(x, X) ``(*batch, m, n)``."""
         if self.solver.variance_tol is not None:
             prior = self.kernel.diag(x).expand(left.shape[:-1])
             result, bounds, shift, mean_bound = self._certify(left, prior)
@@ -251,7 +251,7 @@ class CGPrediction(PredictionCache):
     def _lanczos_covariance(self, x: torch.Tensor, cross: KernelOperator):
         """(covariance, "lanczos" or "lanczos+cg", the mean's correction or None) from the cached
         Lanczos root (LOVE), its variances certified by CG solves started from R R^T k*. The
-        factor K(x, X) R (*batch, m, k) is kept while it fits KEEP_FACTOR_BYTES, else recomputed
+        factor K(x, X) R ``(*batch, m, k)`` is kept while it fits KEEP_FACTOR_BYTES, else recomputed
         in chunks of test points whenever it is needed (``FactorDowndated``)."""
         root = self.lanczos_root()
         m, batch = x.shape[-2], self.op.batch_shape.numel()
@@ -287,7 +287,7 @@ class CGPrediction(PredictionCache):
         return self._downdated(x, left, left), "lanczos", None
 
     def _root_factor(self, x: torch.Tensor) -> torch.Tensor:
-        """K(x, X) R (*batch, c, k) for test inputs x (*batch, c, d) and the cached Lanczos root R."""
+        """K(x, X) R ``(*batch, c, k)`` for test inputs x ``(*batch, c, d)`` and the cached Lanczos root R."""
         return kernel_operator(self.kernel, x, self.train_x, backend=self.backend,
                                precision=self.solver.precision).matmul(self._root.root)
 
@@ -312,7 +312,7 @@ class CGPrediction(PredictionCache):
 
     def _certify(self, cross: torch.Tensor, prior: torch.Tensor, x0: torch.Tensor | None = None):
         """(result, relative bounds, the mean's correction, its bound) of the certified solves
-        against the rows of cross = K(x, X) (*batch, c, n) (``certified.certified_solves``)."""
+        against the rows of cross = K(x, X) ``(*batch, c, n)`` (``certified.certified_solves``)."""
         result = certified.certified_solves(self.op, self.precond, self._spectrum_floor(), cross, prior,
                                             self.solver.variance_tol, self.solver.max_iters, x0=x0)
         return (result, certified.relative_bounds(result, prior), *self._mean_correction(result, prior))
@@ -323,9 +323,9 @@ class CGPrediction(PredictionCache):
                          self.solver.max_iters, mean_bound=mean_bound, stacklevel=stacklevel)
 
     def _certified_chunks(self, x: torch.Tensor, start) -> tuple[torch.Tensor, torch.Tensor]:
-        """(variances, the mean's correction), each (*batch, m), certified at x (*batch, m, d) in
+        """(variances, the mean's correction), each ``(*batch, m)``, certified at x ``(*batch, m, d)`` in
         chunks of CERTIFY_CHUNK test points; start(part) gives the chunk's starting solutions
-        (*batch, n, c) (the Lanczos root's R R^T k*, or the local solves) for x[..., part, :]."""
+        ``(*batch, n, c)`` (the Lanczos root's R R^T k*, or the local solves) for x[..., part, :]."""
         prior = self.kernel.diag(x).expand(*self.op.batch_shape, x.shape[-2])
         parts = []
         for begin in range(0, x.shape[-2], CERTIFY_CHUNK):
@@ -338,7 +338,7 @@ class CGPrediction(PredictionCache):
         return prior - torch.cat([r.quad for r in results], -1), torch.cat(shifts, -1)
 
     def _mean_correction(self, result, prior: torch.Tensor):
-        """(shift, bound), each (*batch, c), for the test points of one certified solve ``result``:
+        """(shift, bound), each ``(*batch, c)``, for the test points of one certified solve ``result``:
         the posterior mean k*^T alpha plus shift = x^T (r - K_hat alpha) is off the exact one by
         (k* - K_hat x)^T (K_hat^{-1} r - alpha), at most ||x - K_hat^{-1} k*|| ||alpha -
         K_hat^{-1} r|| in the K_hat norm (Cauchy-Schwarz): the product of the certified solve's

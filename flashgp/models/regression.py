@@ -21,9 +21,9 @@ from .validation import check_batch_shapes, check_columns, check_test_batch, che
 class RegressionModel(GPModel):
     """Base of GP regression models with a conjugate (Gaussian-noise) likelihood.
 
-    It holds the training data (buffers ``train_x`` (*batch, n, d), ``train_y`` (*batch, n)),
+    It holds the training data (buffers ``train_x`` ``(*batch, n, d)``, ``train_y`` ``(*batch, n)``),
     the kernel, likelihood and mean (checked here), and a prediction cache: a subclass builds one
-    in ``_new_prediction(snapshot)`` (an object with ``posterior(x)``, ``alpha`` (*batch, k, 1),
+    in ``_new_prediction(snapshot)`` (an object with ``posterior(x)``, ``alpha`` ``(*batch, k, 1)``,
     ``diagnostics`` and ``snapshot``), and ``posterior`` reuses it while the model is unchanged
     (``models.state.StateSnapshot``) and ``_cache_key()`` (e.g. the active solver) is the same.
     ``_data_changed()`` is called when the training data is replaced.
@@ -56,7 +56,7 @@ class RegressionModel(GPModel):
         self.set_train_data(x, y)
 
     def set_train_data(self, x, y) -> None:
-        """Replace the training data: x (n, d), (*b, n, d) or (n,) (d = 1), y (n,) or (*b, n).
+        """Replace the training data: x (n, d), ``(*b, n, d)`` or (n,) (d = 1), y (n,) or ``(*b, n)``.
 
         New data is cast to the model's dtype (the dtype of the data it was built with) and must
         be on its device; its batch shape must broadcast with the kernel's, likelihood's and mean's.
@@ -157,8 +157,8 @@ class RegressionModel(GPModel):
         """The latent posterior p(f(x*) | data) at test inputs x (m, d) or (b, m, d) (batch models:
         batch dimensions that broadcast with the model's).
 
-        A model without batch dimensions also takes x (*b, m, d): b separate test sets, each
-        predicted as on its own (mean (*b, m), covariance (*b, m, m), none between the sets).
+        A model without batch dimensions also takes x ``(*b, m, d)``: b separate test sets, each
+        predicted as on its own (mean ``(*b, m)``, covariance ``(*b, m, m)``, none between the sets).
         Returns a ``Posterior`` (mean, variance, covariance operator, sample, confidence_region).
         Predictions are not differentiable.
 

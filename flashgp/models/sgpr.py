@@ -50,7 +50,7 @@ class SGPR(RegressionModel):
         kernel: a ``flashgp.kernels.Kernel``.
         inducing: the number of inducing points m (at most n; default 500, or n when smaller),
             chosen from x by ``init``; or the inducing inputs themselves, a tensor (m, d) or
-            (*batch, m, d).
+            ``(*batch, m, d)``.
         likelihood: ``Gaussian()`` (default) or ``FixedNoise(noise)`` (one variance per point).
         mean: ``Constant()`` (default), ``Zero()`` or ``Linear(d)``.
         init: how m inducing points are chosen from x: "kmeans++" (default; spread over the
@@ -68,7 +68,7 @@ class SGPR(RegressionModel):
     Every bound, solve and log determinant is exact in float64 by the Woodbury identity at
     O(n m^2 + m^3) time (no CG, no probes: deterministic, so L-BFGS may polish a fit) and
     O(m^2 + block) memory; float32 models compute in float64 too. ``inducing_points``
-    (*batch, m, d) holds Z; ``diagnostics`` after ``elbo()``: path "sgpr", inducing (m), blocks,
+    ``(*batch, m, d)`` holds Z; ``diagnostics`` after ``elbo()``: path "sgpr", inducing (m), blocks,
     jitter (added to K_zz), seconds.
     """
 
@@ -91,7 +91,7 @@ class SGPR(RegressionModel):
         self._set_inducing(self._inducing_inputs(inducing))
 
     def _inducing_inputs(self, inducing) -> torch.Tensor:
-        """Z (*batch, m, d) from the ``inducing`` argument (a count or a tensor)."""
+        """Z ``(*batch, m, d)`` from the ``inducing`` argument (a count or a tensor)."""
         x = self.train_x
         n, d = x.shape[-2:]
         if inducing is None or (isinstance(inducing, int) and not isinstance(inducing, bool)):
@@ -131,7 +131,7 @@ class SGPR(RegressionModel):
 
     # ----- training -----------------------------------------------------------------
     def elbo(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The collapsed evidence lower bound divided by n, (*batch,), differentiable in the
+        """The collapsed evidence lower bound divided by n, ``(*batch,)``, differentiable in the
         hyperparameters and the inducing inputs (``objectives.sgpr_elbo``). ``generator`` is
         accepted for the model interface and unused (the bound is deterministic)."""
         start = time.perf_counter()
@@ -150,7 +150,7 @@ class SGPR(RegressionModel):
         return value.to(self.dtype)
 
     def loss(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """-elbo(): the negative collapsed bound per point, (*batch,)."""
+        """-elbo(): the negative collapsed bound per point, ``(*batch,)``."""
         return -self.elbo(generator)
 
     def _rows(self) -> int:
@@ -159,8 +159,8 @@ class SGPR(RegressionModel):
         return block_rows(self.num_inducing, batch, self.memory_budget, self.device)
 
     def prior(self, x) -> Prior:
-        """The prior mean (*batch, m) and kernel operator (*batch, m, m) at inputs x (m, d) or
-        (*batch, m, d) (the exact kernel, not its Nystrom approximation)."""
+        """The prior mean ``(*batch, m)`` and kernel operator ``(*batch, m, m)`` at inputs x (m, d) or
+        ``(*batch, m, d)`` (the exact kernel, not its Nystrom approximation)."""
         x = check_test_inputs(x, self.train_x)
         return Prior(self.mean(x), KernelOperator(self.kernel, x))
 

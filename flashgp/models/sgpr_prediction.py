@@ -23,8 +23,8 @@ class SGPRPrediction:
         cov  = K_** - K_*z P P^T K_z*,     P = L^{-T} U diag(sqrt(lam / (1 + lam))),
 
     (the Nystrom variance K_*z K_zz^{-1} K_z* minus what the data add, K_*z L^{-T} (I - B^{-1})
-    L^{-1} K_z* with B = I + M = U (1 + lam) U^T). ``alpha`` (*batch, m, 1) and ``proj``
-    (*batch, m, m) are float64; predictions are computed in float64 and returned in the model's
+    L^{-1} K_z* with B = I + M = U (1 + lam) U^T). ``alpha`` ``(*batch, m, 1)`` and ``proj``
+    ``(*batch, m, m)`` are float64; predictions are computed in float64 and returned in the model's
     dtype. The training noise is checked once per cache (finite, > 0).
     """
 
@@ -46,11 +46,11 @@ class SGPRPrediction:
         self.diagnostics: dict = {"n": n, "path": "sgpr", "inducing": self.z.shape[-2], "jitter": added}
 
     def factor(self, x: torch.Tensor) -> torch.Tensor:
-        """K_*z P (*batch, c, m) in the model's dtype for test inputs x (*batch, c, d)."""
+        """K_*z P ``(*batch, c, m)`` in the model's dtype for test inputs x ``(*batch, c, d)``."""
         return (float64_kernel(self.kernel, x, self.z) @ self.proj).to(self.dtype)
 
     def posterior(self, x: torch.Tensor) -> Posterior:
-        """The posterior at test inputs x (*batch, t, d) (no gradients)."""
+        """The posterior at test inputs x ``(*batch, t, d)`` (no gradients)."""
         m = self.z.shape[-2]
         batch = int(torch.Size(torch.broadcast_shapes(x.shape[:-2], self.proj.shape[:-2])).numel())
         chunk = chunk_points(m, batch)

@@ -110,7 +110,7 @@ def _check_magnitude(tensor: torch.Tensor, name: str, bound: float, what: str) -
 
 
 def check_train_data(x, y, like: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate training inputs x (n, d), (*b, n, d) or (n,) and targets y (n,) or (*b, n).
+    """Validate training inputs x (n, d), ``(*b, n, d)`` or (n,) and targets y (n,) or ``(*b, n)``.
 
     x of shape (n,) is n points of one input dimension, returned as (n, 1) (as test inputs of a
     model with d = 1 are read). ``like``: the current training inputs of a model, whose dtype
@@ -156,7 +156,7 @@ def check_test_inputs(x, train_x: torch.Tensor, name: str = "x") -> torch.Tensor
 
 
 def check_test_batch(x: torch.Tensor, batch_shape: torch.Size, name: str = "x") -> None:
-    """Test inputs (*b, m, d) must broadcast to the model's batch shape (no new batch dims)."""
+    """Test inputs ``(*b, m, d)`` must broadcast to the model's batch shape (no new batch dims)."""
     batch = x.shape[:-2]
     if len(batch) > len(batch_shape) or any(b not in (1, t) for b, t in zip(reversed(batch), reversed(batch_shape))):
         raise ValueError(f"{name}: expected batch dimensions broadcastable to the model's batch "
@@ -164,7 +164,7 @@ def check_test_batch(x: torch.Tensor, batch_shape: torch.Size, name: str = "x") 
 
 
 def check_batch_shapes(x: torch.Tensor, parts: dict) -> None:
-    """The batch shapes of the data x (*b, n, d) and of each model part must broadcast together.
+    """The batch shapes of the data x ``(*b, n, d)`` and of each model part must broadcast together.
 
     ``parts``: name -> module with a ``batch_shape`` (kernel, likelihood, mean).
     """
@@ -180,7 +180,7 @@ def check_batch_shapes(x: torch.Tensor, parts: dict) -> None:
 
 
 def check_columns(x: torch.Tensor, parts: dict) -> None:
-    """Each model part (name -> function of x) must accept the columns of x (*b, n, d).
+    """Each model part (name -> function of x) must accept the columns of x ``(*b, n, d)``.
 
     Evaluated on one row, so a wrong ``ard_dims``, ``active_dims`` or ``Linear(d)`` mean is
     reported where the data enters instead of at the first training step.

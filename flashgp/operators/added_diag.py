@@ -9,7 +9,7 @@ from .base import Operator
 
 
 class AddedDiag(Operator):
-    """base + diag(diag). base: square Operator (*batch, n, n); diag: (*batch, n) or (n,)."""
+    """base + diag(diag). base: square Operator ``(*batch, n, n)``; diag: ``(*batch, n)`` or (n,)."""
 
     def __init__(self, base: Operator, diag: torch.Tensor):
         if not isinstance(base, Operator):
@@ -22,7 +22,7 @@ class AddedDiag(Operator):
         self.dtype, self.device = base.dtype, base.device
 
     def _matmul(self, rhs: torch.Tensor) -> torch.Tensor:
-        """rhs (*b, n, t), b broadcastable with the batch -> (*broadcast batch, n, t). The base gets the
+        """rhs ``(*b, n, t)``, b broadcastable with the batch -> ``(*broadcast batch, n, t)``. The base gets the
         matrix rhs through its ``_matmul``: its public ``matmul`` would read an (n, 1) column of a
         1-D rhs as batched vectors when the base has a batch of one dimension."""
         return torch.addcmul(self.base._matmul(rhs), self.diag.detach().unsqueeze(-1), rhs)
@@ -31,7 +31,7 @@ class AddedDiag(Operator):
         return self.base.diagonal() + self.diag.detach()
 
     def rows(self, index: torch.Tensor) -> torch.Tensor:
-        """index (k,) or (*batch, k) long -> (*batch, k, n): the base's rows plus diag[i] at (i, i).
+        """index (k,) or ``(*batch, k)`` long -> ``(*batch, k, n)``: the base's rows plus diag[i] at (i, i).
         The batch is that of the base's rows and the diagonal together (a batched diagonal on
         an unbatched base gives batched rows)."""
         out = self.base.rows(index)  # (*b, k, n)

@@ -36,7 +36,7 @@ class Operator:
 
     # ----- products ----------------------------------------------------------------
     def matmul(self, rhs: torch.Tensor) -> torch.Tensor:
-        """A @ rhs. rhs: (*batch, n_cols, t) or (*batch, n_cols) -> (*batch, n_rows[, t])."""
+        """A @ rhs. rhs: ``(*batch, n_cols, t)`` or ``(*batch, n_cols)`` -> ``(*batch, n_rows[, t])``."""
         if rhs.dim() == 0:
             raise ValueError("rhs: expected a vector or matrix, got a scalar")
         vector = rhs.dim() == len(self.batch_shape) + 1 or rhs.dim() == 1
@@ -57,15 +57,15 @@ class Operator:
 
     # ----- entries -----------------------------------------------------------------
     def diagonal(self) -> torch.Tensor:
-        """The diagonal, shape (*batch, n)."""
+        """The diagonal, shape ``(*batch, n)``."""
         raise NotImplementedError
 
     def rows(self, index: torch.Tensor) -> torch.Tensor:
-        """Selected rows. index: (*batch, k) or (k,) long -> (*batch, k, n_cols)."""
+        """Selected rows. index: ``(*batch, k)`` or (k,) long -> ``(*batch, k, n_cols)``."""
         raise NotImplementedError
 
     def to_dense(self) -> torch.Tensor:
-        """The full matrix (*batch, n_rows, n_cols). Only for small operators and tests."""
+        """The full matrix ``(*batch, n_rows, n_cols)``. Only for small operators and tests."""
         eye = torch.eye(self.n_cols, dtype=self.dtype, device=self.device)
         return self.matmul(eye.expand(*self.batch_shape, self.n_cols, self.n_cols))
 
@@ -77,7 +77,7 @@ class Operator:
     def bilinear_grad(self, left: torch.Tensor, right: torch.Tensor) -> tuple:
         """Gradients of sum_i left_i^T A right_i with respect to ``grad_inputs()``.
 
-        left: (*batch, n_rows, t), right: (*batch, n_cols, t). Returns a tuple aligned with
+        left: ``(*batch, n_rows, t)``, right: ``(*batch, n_cols, t)``. Returns a tuple aligned with
         ``grad_inputs()`` (None where an input does not affect A).
         """
         return tuple(None for _ in self.grad_inputs())

@@ -27,11 +27,11 @@ class LowRankPlusBlockDiag(Operator, Preconditioner):
     and M themselves, so these three stay consistent whatever their rounding.
 
     Args:
-        index: (*batch, m, b) long, the points of each block; entries equal to n (the number of
+        index: ``(*batch, m, b)`` long, the points of each block; entries equal to n (the number of
             points) are padding, which must only fill the end of the last block.
-        whitener: (*batch, m, b, b) lower triangular with a positive diagonal; identity rows and
+        whitener: ``(*batch, m, b, b)`` lower triangular with a positive diagonal; identity rows and
             columns at padding.
-        whitened_factor: (*batch, m * b, k), rows in block order, zero at padding.
+        whitened_factor: ``(*batch, m * b, k)``, rows in block order, zero at padding.
         n: the number of points.
         build_info: how the blocks were factored (``block_preconditioner``'s info), kept as
             ``self.build_info``.
@@ -70,7 +70,7 @@ class LowRankPlusBlockDiag(Operator, Preconditioner):
 
     # ----- block order -------------------------------------------------------------
     def _to_blocks(self, v: Tensor) -> Tensor:
-        """v (*batch, n, t) -> (*batch, m, b, t) in block order, zero at padding."""
+        """v ``(*batch, n, t)`` -> ``(*batch, m, b, t)`` in block order, zero at padding."""
         padded = torch.cat([v, v.new_zeros(*v.shape[:-2], 1, v.shape[-1])], -2)
         flat = self.index.flatten(-2)
         padded = padded.expand(*flat.shape[:-1], *padded.shape[-2:])
@@ -78,7 +78,7 @@ class LowRankPlusBlockDiag(Operator, Preconditioner):
         return out.unflatten(-2, self.index.shape[-2:])
 
     def _from_blocks(self, u: Tensor) -> Tensor:
-        """u (*batch, m, b, t) in block order -> (*batch, n, t); padding dropped."""
+        """u ``(*batch, m, b, t)`` in block order -> ``(*batch, n, t)``; padding dropped."""
         flat = self.index.flatten(-2)
         out = u.new_zeros(*flat.shape[:-1], self.n_rows + 1, u.shape[-1])
         out.scatter_(-2, flat.unsqueeze(-1).expand(*flat.shape, u.shape[-1]), u.flatten(-3, -2))
@@ -96,7 +96,7 @@ class LowRankPlusBlockDiag(Operator, Preconditioner):
         return self.whitener[..., blocks, :, :].double()
 
     def _whiten(self, u: Tensor, transpose: bool = False) -> Tensor:
-        """W u (or W^T u) for u (*batch, m, b, t) float64, in chunks of blocks."""
+        """W u (or W^T u) for u ``(*batch, m, b, t)`` float64, in chunks of blocks."""
         parts = []
         for blocks in self._chunks():
             w = self._whitener_blocks(blocks)
@@ -104,7 +104,7 @@ class LowRankPlusBlockDiag(Operator, Preconditioner):
         return torch.cat(parts, -3)
 
     def _unwhiten(self, u: Tensor, transpose: bool = False) -> Tensor:
-        """W^{-1} u (or W^{-T} u) for u (*batch, m, b, t) float64 (triangular solves)."""
+        """W^{-1} u (or W^{-T} u) for u ``(*batch, m, b, t)`` float64 (triangular solves)."""
         parts = []
         for blocks in self._chunks():
             w = self._whitener_blocks(blocks)
@@ -114,7 +114,7 @@ class LowRankPlusBlockDiag(Operator, Preconditioner):
 
     # ----- the operator ------------------------------------------------------------
     def _matmul(self, rhs: Tensor) -> Tensor:
-        """A rhs = W^{-1} (I + M M^T) W^{-T} rhs, rhs (*batch, n, t) (float64 inside)."""
+        """A rhs = W^{-1} (I + M M^T) W^{-T} rhs, rhs ``(*batch, n, t)`` (float64 inside)."""
         u = self._unwhiten(self._to_blocks(rhs.double()), transpose=True)
         flat = u.flatten(-3, -2)
         m = self.inner.factor.double()
@@ -122,7 +122,7 @@ class LowRankPlusBlockDiag(Operator, Preconditioner):
         return self._from_blocks(self._unwhiten(flat.unflatten(-2, u.shape[-3:-1]))).to(rhs.dtype)
 
     def solve(self, rhs: Tensor) -> Tensor:
-        """A^{-1} rhs for rhs (*batch, n, t) -> (*batch, n, t), computed in float64."""
+        """A^{-1} rhs for rhs ``(*batch, n, t)`` -> ``(*batch, n, t)``, computed in float64."""
         if not isinstance(rhs, Tensor) or rhs.dim() < 2 or rhs.shape[-2] != self.n_rows:
             shape = tuple(rhs.shape) if isinstance(rhs, Tensor) else type(rhs).__name__
             raise ValueError(f"rhs: expected shape (*batch, {self.n_rows}, t), got {shape}")
@@ -131,17 +131,17 @@ class LowRankPlusBlockDiag(Operator, Preconditioner):
         return self._from_blocks(self._whiten(inner, transpose=True)).to(rhs.dtype)
 
     def logdet(self) -> Tensor:
-        """log det A = log det(I + M^T M) - 2 sum log diag W, shape (*batch,)."""
+        """log det A = log det(I + M^T M) - 2 sum log diag W, shape ``(*batch,)``."""
         whitener = -2.0 * self.whitener.diagonal(dim1=-2, dim2=-1).double().log().sum((-1, -2))
         return (self.inner.logdet().double() + whitener).to(self.dtype)
 
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draws z ~ N(0, A) as W^{-1} (e1 + M e2), shape (*batch, n, num_samples)."""
+        """Draws z ~ N(0, A) as W^{-1} (e1 + M e2), shape ``(*batch, n, num_samples)``."""
         e = self.inner.sample(num_samples, generator=generator).double()  # ~ N(0, I + M M^T)
         return self._from_blocks(self._unwhiten(e.unflatten(-2, self.index.shape[-2:]))).to(self.dtype)
 
     def diagonal(self) -> Tensor:
-        """(*batch, n): the diagonal of W^{-1} W^{-T} plus the squared row norms of W^{-1} M."""
+        """``(*batch, n)``: the diagonal of W^{-1} W^{-T} plus the squared row norms of W^{-1} M."""
         eye = torch.eye(self.block_size, dtype=torch.float64, device=self.device)
         inv = self._unwhiten(eye.expand(*self.whitener.shape))  # W^{-1} blocks
         low = self._unwhiten(self.inner.factor.double().unflatten(-2, self.index.shape[-2:]))

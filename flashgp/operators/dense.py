@@ -9,7 +9,7 @@ from .base import Operator
 
 
 class Dense(Operator):
-    """Wraps a tensor ``matrix`` of shape (*batch, n_rows, n_cols)."""
+    """Wraps a tensor ``matrix`` of shape ``(*batch, n_rows, n_cols)``."""
 
     def __init__(self, matrix: torch.Tensor):
         if not isinstance(matrix, torch.Tensor):

@@ -2,7 +2,7 @@
 # cubic interpolation W and a structured grid covariance K_UU (Toeplitz, Kronecker of Toeplitz).
 """``InterpolatedOperator``: the SKI approximation of a kernel matrix,
 
-    K(x1, x2) ~ W1 K_UU W2^T      (*batch, n1, n2),
+    K(x1, x2) ~ W1 K_UU W2^T      ``(*batch, n1, n2)``,
 
 W1 (n1 x G), W2 (n2 x G) sparse interpolation matrices (``Interpolation``, 4^d weights per point)
 and K_UU (G x G) the kernel on a regular grid of G points as a structured operator (a Toeplitz
@@ -31,14 +31,14 @@ DIAGONAL_CHUNK = 1 << 16
 
 
 class InterpolatedOperator(Operator):
-    """W1 K_UU W2^T of shape (*batch, n1, n2).
+    """W1 K_UU W2^T of shape ``(*batch, n1, n2)``.
 
     Args:
-        left: W1, an ``Interpolation`` (*batch, n1, G).
-        make_grid: () -> K_UU (*batch, G, G), a shift-invariant structured operator (``Toeplitz``,
+        left: W1, an ``Interpolation`` ``(*batch, n1, G)``.
+        make_grid: () -> K_UU ``(*batch, G, G)``, a shift-invariant structured operator (``Toeplitz``,
             ``Kronecker`` of them) with ``entries(i, j)``, built from the current parameters; called
             once under no_grad for products and again, with autograd, by ``bilinear_grad``.
-        right: W2 (*batch, n2, G), or None for the symmetric W1 K_UU W1^T.
+        right: W2 ``(*batch, n2, G)``, or None for the symmetric W1 K_UU W1^T.
         params: the tensors K_UU is a function of (the base kernel's parameters); those that
             require grad are ``grad_inputs()``.
         precision: what ``precision`` reports (the dtype the FFTs run in).
@@ -79,7 +79,7 @@ class InterpolatedOperator(Operator):
 
     # ----- entries ---------------------------------------------------------------------
     def stencil_block(self, grid: Operator | None = None) -> torch.Tensor:
-        """B = K_UU[S, S] (*batch, s, s) for the stencil S = corner + offsets of any point (the same
+        """B = K_UU[S, S] ``(*batch, s, s)`` for the stencil S = corner + offsets of any point (the same
         for every corner: K_UU is shift invariant). Of ``grid`` if given (differentiable when it
         is), else of the detached grid operator."""
         grid = self.grid if grid is None else grid
@@ -87,7 +87,7 @@ class InterpolatedOperator(Operator):
         return grid.entries(offsets.unsqueeze(-1), offsets)
 
     def diagonal(self, block: torch.Tensor | None = None) -> torch.Tensor:
-        """w_i^T B w_i for every point (symmetric operators only), (*batch, n); ``block``: B given
+        """w_i^T B w_i for every point (symmetric operators only), ``(*batch, n)``; ``block``: B given
         (differentiable), else that of the detached grid operator."""
         if self.right is not None and self.right is not self.left:
             raise ValueError("diagonal: only defined for the symmetric operator W K_UU W^T")
@@ -100,7 +100,7 @@ class InterpolatedOperator(Operator):
         return out.expand(*broadcast_shapes(batch, self.batch_shape), self.n_rows)
 
     def rows(self, index: torch.Tensor) -> torch.Tensor:
-        """index (k,) or (*batch, k) -> (*batch, k, n2): W2 (K_UU (W1[index])^T), one grid product
+        """index (k,) or ``(*batch, k)`` -> ``(*batch, k, n2)``: W2 (K_UU (W1[index])^T), one grid product
         with k columns."""
         w = self.left.rows(index)  # (*b, k, G)
         out = self._right._matmul(self.grid._matmul(w.transpose(-1, -2))).transpose(-1, -2)
@@ -108,7 +108,7 @@ class InterpolatedOperator(Operator):
         return out.expand(*batch, *out.shape[-2:])
 
     def to_dense(self, grid: Operator | None = None) -> torch.Tensor:
-        """The matrix (*batch, n1, n2) as W_a (K_UU W_b^T), the grid product taken on the side with
+        """The matrix ``(*batch, n1, n2)`` as W_a (K_UU W_b^T), the grid product taken on the side with
         fewer points (G x min(n1, n2) numbers). Of ``grid`` if given (differentiable through its
         FFT products), else of the detached grid operator."""
         grid = self.grid if grid is None else grid

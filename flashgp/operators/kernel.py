@@ -33,12 +33,12 @@ def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 class KernelOperator(Operator):
-    """K = kernel(x1, x2) of shape (*batch, n1, n2) without (necessarily) storing it.
+    """K = kernel(x1, x2) of shape ``(*batch, n1, n2)`` without (necessarily) storing it.
 
     Args:
         kernel: a ``flashgp.kernels.Kernel``.
-        x1: (*batch, n1, d) inputs; may require grad (learned inputs, deep kernels).
-        x2: (*batch, n2, d), or None for the symmetric K(x1, x1).
+        x1: ``(*batch, n1, d)`` inputs; may require grad (learned inputs, deep kernels).
+        x2: ``(*batch, n2, d)``, or None for the symmetric K(x1, x1).
         backend: "auto" (dense while it fits ``memory_budget`` bytes, else fused Triton kernels
             for float32 data on CUDA where the kernel allows, else blocked), "dense", "blocked"
             or "triton" (fused kernels for Scale(RBF | Matern | RQ) on CUDA, or on CPU under
@@ -107,7 +107,7 @@ class KernelOperator(Operator):
 
     @torch.no_grad()
     def _stationary_dense(self, derivative: bool):
-        """(K, outputscale * dk/dr2 or None), each (*batch, n1, n2), for a Scale(stationary)
+        """(K, outputscale * dk/dr2 or None), each ``(*batch, n1, n2)``, for a Scale(stationary)
         kernel: by one fused Triton pass for float32 data on CUDA where the kernel allows, else
         filled in row blocks of ``block_rows`` so that only one block of temporaries (squared
         distances, exponentials) exists at a time."""
@@ -201,8 +201,8 @@ class KernelOperator(Operator):
     def diagonal_blocks(self, index: torch.Tensor) -> torch.Tensor:
         """Diagonal blocks K[I_j, I_j] of the symmetric K(x1, x1), in float64.
 
-        index: (*batch, m, b) long (a batch shape broadcastable to the operator's), the points
-        of m blocks of b. Returns (*batch, m, b, b) float64. Scale(stationary) kernels get their
+        index: ``(*batch, m, b)`` long (a batch shape broadcastable to the operator's), the points
+        of m blocks of b. Returns ``(*batch, m, b, b)`` float64. Scale(stationary) kernels get their
         squared distances in float64 from the scaled inputs; other kernels are evaluated in the
         data's dtype on the gathered points and converted.
         """
@@ -224,7 +224,7 @@ class KernelOperator(Operator):
         return self._dense_matrix() if self.backend == "dense" else self.kernel(self.x1, self.x2)
 
     def locality_inputs(self) -> torch.Tensor:
-        """The points whose nearness makes entries of K large, (*batch, n, D): the scaled inputs
+        """The points whose nearness makes entries of K large, ``(*batch, n, D)``: the scaled inputs
         of a Scale(stationary) kernel (lengthscales applied), else x1. For spatial blocks."""
         x = self.x1.detach()
         return x if self._parts is None else self._parts.scaled_inputs(x).detach()
@@ -238,8 +238,8 @@ class KernelOperator(Operator):
         return tuple(self._inputs())
 
     def bilinear_grad(self, left: torch.Tensor, right: torch.Tensor) -> tuple:
-        """Gradients of sum_i left_i^T K right_i for ``grad_inputs()``. left (*b, n1, t), right
-        (*b, n2, t), b broadcastable with the batch; over batch dimensions that K lacks (AddedDiag
+        """Gradients of sum_i left_i^T K right_i for ``grad_inputs()``. left ``(*b, n1, t)``, right
+        ``(*b, n2, t)``, b broadcastable with the batch; over batch dimensions that K lacks (AddedDiag
         with a batched diagonal) the gradients are summed."""
         inputs = self._inputs()
         if not inputs:

@@ -17,7 +17,7 @@ from .base import Operator
 
 
 class Kronecker(Operator):
-    """A_1 ⊗ ... ⊗ A_k (*batch, G, G) of square operators ``factors`` A_j (*batch_j, g_j, g_j)
+    """A_1 ⊗ ... ⊗ A_k ``(*batch, G, G)`` of square operators ``factors`` A_j ``(*batch_j, g_j, g_j)``
     (batch shapes broadcast). ``grad_inputs()``: the factors' (a tensor shared by several
     factors appears once and gets the sum of their gradients)."""
 
@@ -35,7 +35,7 @@ class Kronecker(Operator):
 
     # ----- products --------------------------------------------------------------------
     def _along(self, factor: Operator, axis: int, x: torch.Tensor) -> torch.Tensor:
-        """Apply ``factor`` along grid axis ``axis`` of x (*b, g_1, ..., g_k, t)."""
+        """Apply ``factor`` along grid axis ``axis`` of x ``(*b, g_1, ..., g_k, t)``."""
         k = len(self.grid_shape)
         nb = x.dim() - k - 1
         moved = x.movedim(nb + axis, nb)  # (*b, g_axis, other axes..., t)
@@ -45,7 +45,7 @@ class Kronecker(Operator):
         return out.reshape(*out.shape[:nb_out + 1], *rest).movedim(nb_out, nb_out + axis)
 
     def _apply(self, x: torch.Tensor, skip: int | None = None) -> torch.Tensor:
-        """Every factor but ``skip`` applied along its axis of x (*b, g_1, ..., g_k, t)."""
+        """Every factor but ``skip`` applied along its axis of x ``(*b, g_1, ..., g_k, t)``."""
         for axis, factor in enumerate(self.factors):
             if axis != skip:
                 x = self._along(factor, axis, x)
@@ -73,7 +73,7 @@ class Kronecker(Operator):
         return out[::-1]
 
     def entries(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        """Entries [i, j] for broadcastable long tensors i, j (shape S): (*batch, *S). Needs
+        """Entries [i, j] for broadcastable long tensors i, j (shape S): ``(*batch, *S)``. Needs
         factors with ``entries`` (Toeplitz)."""
         out = None
         for factor, a, b in zip(self.factors, self._split(i), self._split(j)):
@@ -89,7 +89,7 @@ class Kronecker(Operator):
         return out.expand(*self.batch_shape, self.size)
 
     def rows(self, index: torch.Tensor) -> torch.Tensor:
-        """index (k,) or (*batch, k) -> (*batch, k, G): the Kronecker product of the factors' rows."""
+        """index (k,) or ``(*batch, k)`` -> ``(*batch, k, G)``: the Kronecker product of the factors' rows."""
         out = None
         for factor, part in zip(self.factors, self._split(index)):
             r = factor.rows(part)

@@ -20,19 +20,19 @@ SOLVE_CACHE_BYTES = 1 << 29
 
 
 def _expand_index(index: Tensor, batch_shape: torch.Size) -> Tensor:
-    """index (k,) or (*batch, k) long -> (*batch, k)."""
+    """index (k,) or ``(*batch, k)`` long -> ``(*batch, k)``."""
     if not isinstance(index, Tensor) or index.dtype != torch.long:
         raise TypeError("index: expected a torch.long tensor")
     return index.expand(*batch_shape, index.shape[-1])
 
 
 def _gather_rows(factor: Tensor, index: Tensor) -> Tensor:
-    """Rows of factor (*batch, n, k) at index (*batch, m) -> (*batch, m, k)."""
+    """Rows of factor ``(*batch, n, k)`` at index ``(*batch, m)`` -> ``(*batch, m, k)``."""
     return factor.gather(-2, index.unsqueeze(-1).expand(*index.shape, factor.shape[-1]))
 
 
 def _check_factor(factor: Tensor, name: str) -> None:
-    """A factor must be a tensor of shape (*batch, n, k)."""
+    """A factor must be a tensor of shape ``(*batch, n, k)``."""
     if not isinstance(factor, Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(factor).__name__}")
     if factor.dim() < 2:
@@ -40,7 +40,7 @@ def _check_factor(factor: Tensor, name: str) -> None:
 
 
 class LowRank(Operator):
-    """A = scale * W W^T with W (*batch, n, k) and a python float scale (e.g. -1 for a downdate)."""
+    """A = scale * W W^T with W ``(*batch, n, k)`` and a python float scale (e.g. -1 for a downdate)."""
 
     def __init__(self, factor: Tensor, scale: float = 1.0):
         _check_factor(factor, "factor")
@@ -54,21 +54,21 @@ class LowRank(Operator):
         self.device = factor.device
 
     def _matmul(self, rhs: Tensor) -> Tensor:
-        """A rhs for rhs (*batch, n, t) -> (*batch, n, t)."""
+        """A rhs for rhs ``(*batch, n, t)`` -> ``(*batch, n, t)``."""
         return self.scale * (self.factor @ (self.factor.transpose(-1, -2) @ rhs))
 
     def diagonal(self) -> Tensor:
-        """(*batch, n)."""
+        """``(*batch, n)``."""
         return self.scale * self.factor.square().sum(-1)
 
     def rows(self, index: Tensor) -> Tensor:
-        """index (k,) or (*batch, k) -> (*batch, k, n)."""
+        """index (k,) or ``(*batch, k)`` -> ``(*batch, k, n)``."""
         index = _expand_index(index, self.batch_shape)
         return self.scale * (_gather_rows(self.factor, index) @ self.factor.transpose(-1, -2))
 
 
 class LowRankPlusDiag(Operator, Preconditioner):
-    """A = L L^T + diag(d) with L (*batch, n, k) and d (*batch, n) positive.
+    """A = L L^T + diag(d) with L ``(*batch, n, k)`` and d ``(*batch, n)`` positive.
 
     A ``Preconditioner`` too (of the pivoted-Cholesky, randomly pivoted Cholesky and Nystrom
     kinds): solve, exact log det, exact N(0, A) samples.
@@ -109,21 +109,21 @@ class LowRankPlusDiag(Operator, Preconditioner):
         return self.factor.shape[-1]
 
     def _matmul(self, rhs: Tensor) -> Tensor:
-        """A rhs for rhs (*batch, n, t) -> (*batch, n, t)."""
+        """A rhs for rhs ``(*batch, n, t)`` -> ``(*batch, n, t)``."""
         return self.factor @ (self.factor.transpose(-1, -2) @ rhs) + self.diag.unsqueeze(-1) * rhs
 
     def diagonal(self) -> Tensor:
-        """(*batch, n)."""
+        """``(*batch, n)``."""
         return self.diag + self.factor.square().sum(-1)
 
     def rows(self, index: Tensor) -> Tensor:
-        """index (k,) or (*batch, k) -> (*batch, k, n)."""
+        """index (k,) or ``(*batch, k)`` -> ``(*batch, k, n)``."""
         index = _expand_index(index, self.batch_shape)
         out = _gather_rows(self.factor, index) @ self.factor.transpose(-1, -2)
         return out.scatter_add(-1, index.unsqueeze(-1), self.diag.gather(-1, index).unsqueeze(-1))
 
     def _capacitance_cholesky(self) -> Tensor:
-        """Lower Cholesky factor of C = I_k + L^T D^{-1} L, shape (*batch, k, k), in float64:
+        """Lower Cholesky factor of C = I_k + L^T D^{-1} L, shape ``(*batch, k, k)``, in float64:
         C's condition number grows like n * outputscale / noise and passes 1 / eps(float32)
         for large n and small noise."""
         if self._chol is None:
@@ -139,7 +139,7 @@ class LowRankPlusDiag(Operator, Preconditioner):
         return [slice(start, start + ROW_CHUNK) for start in range(0, self.n_rows, ROW_CHUNK)]
 
     def _solve_parts(self) -> tuple[Tensor, Tensor]:
-        """(D^-1 (*batch, n, 1), C^-1 (*batch, k, k)), float64, so that
+        """(D^-1 ``(*batch, n, 1)``, C^-1 ``(*batch, k, k)``), float64, so that
         A^{-1} rhs = D^-1 rhs - D^-1 L (C^-1 (L^T D^-1 rhs)).
 
         Float64 whatever the dtype: in the directions of L the two terms cancel down to
@@ -155,7 +155,7 @@ class LowRankPlusDiag(Operator, Preconditioner):
         return self._solve
 
     def solve(self, rhs: Tensor) -> Tensor:
-        """A^{-1} rhs for rhs (*batch, n, t) -> (*batch, n, t) (Woodbury, computed in float64)."""
+        """A^{-1} rhs for rhs ``(*batch, n, t)`` -> ``(*batch, n, t)`` (Woodbury, computed in float64)."""
         if not isinstance(rhs, Tensor) or rhs.dim() < 2 or rhs.shape[-2] != self.n_rows:
             shape = tuple(rhs.shape) if isinstance(rhs, Tensor) else type(rhs).__name__
             raise ValueError(f"rhs: expected shape (*batch, {self.n_rows}, t), got {shape}")
@@ -177,12 +177,12 @@ class LowRankPlusDiag(Operator, Preconditioner):
                           .to(rhs.dtype) for rows in chunks], -2)
 
     def logdet(self) -> Tensor:
-        """log det A = sum log d + log det C, shape (*batch,)."""
+        """log det A = sum log d + log det C, shape ``(*batch,)``."""
         chol_diag = self._capacitance_cholesky().diagonal(dim1=-2, dim2=-1)
         return (self.diag.double().log().sum(-1) + 2.0 * chol_diag.log().sum(-1)).to(self.dtype)
 
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draws z ~ N(0, A) as L e1 + sqrt(d) e2, shape (*batch, n, num_samples)."""
+        """Draws z ~ N(0, A) as L e1 + sqrt(d) e2, shape ``(*batch, n, num_samples)``."""
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples: expected a positive integer, got {num_samples!r}")
         opts = dict(dtype=self.dtype, device=self.device, generator=generator)

@@ -1,6 +1,6 @@
 # A sparse inverse Cholesky factor U (K_hat^{-1} ~ U^T U, one short row per point), applied by
 # gathers and scatters: the Vecchia preconditioner's form (built in linalg.vecchia).
-"""U (*batch, n, n) stored by rows: row i has weights w_i (s,) at the points index_i (s,).
+"""U ``(*batch, n, n)`` stored by rows: row i has weights w_i (s,) at the points index_i (s,).
 
 U is triangular in some order of the points (each row's points other than i come before i in
 it), with a positive entry at i, so U is invertible and P = (U^T U)^{-1} is SPD with
@@ -27,8 +27,8 @@ class SparseInverseCholesky(Preconditioner):
     """P^{-1} = U^T U for a row-sparse U; see the module docstring.
 
     Args:
-        index: (*batch, n, s) long, the points of each row (the row's own point last); n pads.
-        weights: (*batch, n, s) the entries of U there (0 at padding; the last one U_ii > 0).
+        index: ``(*batch, n, s)`` long, the points of each row (the row's own point last); n pads.
+        weights: ``(*batch, n, s)`` the entries of U there (0 at padding; the last one U_ii > 0).
         build_info: what the build reports (jittered_blocks, max_jitter, diagonal_blocks, and
             neighbors: the predecessors per point, s - 1).
 
@@ -66,7 +66,7 @@ class SparseInverseCholesky(Preconditioner):
 
     def _row_chunks(self, rhs: Tensor):
         """rhs broadcast to the common batch shape, and per chunk of rows of U: (rows, the
-        flat gather/scatter index (*batch, c s, t), the weights (*batch, c, s, 1) in rhs's dtype)."""
+        flat gather/scatter index ``(*batch, c s, t)``, the weights ``(*batch, c, s, 1)`` in rhs's dtype)."""
         self._check(rhs)
         batch = torch.broadcast_shapes(rhs.shape[:-2], self.index.shape[:-2])
         rhs = rhs.expand(*batch, *rhs.shape[-2:])
@@ -79,7 +79,7 @@ class SparseInverseCholesky(Preconditioner):
         return rhs, chunks
 
     def mul(self, rhs: Tensor) -> Tensor:
-        """U rhs: rhs (*batch, n, t) -> (*batch, n, t), out_i = sum_j w_ij rhs[index_ij]."""
+        """U rhs: rhs ``(*batch, n, t)`` -> ``(*batch, n, t)``, out_i = sum_j w_ij rhs[index_ij]."""
         rhs, chunks = self._row_chunks(rhs)
         out = torch.empty_like(rhs)
         for rows, idx, w in chunks:
@@ -87,7 +87,7 @@ class SparseInverseCholesky(Preconditioner):
         return out
 
     def mul_t(self, rhs: Tensor) -> Tensor:
-        """U^T rhs: rhs (*batch, n, t) -> (*batch, n, t), scattering w_ij rhs_i to index_ij."""
+        """U^T rhs: rhs ``(*batch, n, t)`` -> ``(*batch, n, t)``, scattering w_ij rhs_i to index_ij."""
         rhs, chunks = self._row_chunks(rhs)
         out = torch.zeros_like(rhs)
         for rows, idx, w in chunks:
@@ -95,15 +95,15 @@ class SparseInverseCholesky(Preconditioner):
         return out
 
     def solve(self, rhs: Tensor) -> Tensor:
-        """P^{-1} rhs = U^T (U rhs), rhs (*batch, n, t) -> (*batch, n, t)."""
+        """P^{-1} rhs = U^T (U rhs), rhs ``(*batch, n, t)`` -> ``(*batch, n, t)``."""
         return self.mul_t(self.mul(rhs))
 
     def logdet(self) -> Tensor:
-        """log det P = -2 sum_i log U_ii (*batch,), in float64 from the stored entries."""
+        """log det P = -2 sum_i log U_ii ``(*batch,)``, in float64 from the stored entries."""
         return -2.0 * self.weights[..., -1].double().log().sum(-1)
 
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draws z = U^{-1} e ~ N(0, P), e ~ N(0, I), shape (*batch, n, num_samples) (a dense
+        """Draws z = U^{-1} e ~ N(0, P), e ~ N(0, I), shape ``(*batch, n, num_samples)`` (a dense
         solve: small n only)."""
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples: expected a positive integer, got {num_samples!r}")
@@ -113,7 +113,7 @@ class SparseInverseCholesky(Preconditioner):
         return torch.linalg.solve(dense, e.double()).to(self.dtype)
 
     def to_dense(self) -> Tensor:
-        """U as a dense (*batch, n, n) matrix (tests and small problems)."""
+        """U as a dense ``(*batch, n, n)`` matrix (tests and small problems)."""
         dense = torch.zeros(*self.index.shape[:-1], self.n + 1, dtype=self.dtype, device=self.device)
         dense.scatter_add_(-1, self.index, self.weights)
         return dense[..., :self.n]

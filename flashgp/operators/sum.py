@@ -22,7 +22,7 @@ class SumOperator(Operator):
         self.dtype, self.device = operators[0].dtype, operators[0].device
 
     def _matmul(self, rhs):
-        """rhs (*b, n_cols, t) -> (*batch, n_rows, t). Members get the matrix rhs through their
+        """rhs ``(*b, n_cols, t)`` -> ``(*batch, n_rows, t)``. Members get the matrix rhs through their
         ``_matmul``: their public ``matmul`` would read an (n, 1) column of a 1-D rhs as batched
         vectors when a member has a batch of one dimension."""
         return sum(o._matmul(rhs) for o in self.operators)

@@ -46,8 +46,8 @@ def embedding_size(g: int) -> int:
 
 
 def embed(column: torch.Tensor, levels: int, sizes: tuple) -> torch.Tensor:
-    """The first column of the circulant embedding, (*batch, L_1, ..., L_k) from the Toeplitz
-    generator ``column`` (*batch, g_1, ..., g_k): per level [c_0 .. c_{g-1}, zeros, c_{g-1} .. c_1]
+    """The first column of the circulant embedding, ``(*batch, L_1, ..., L_k)`` from the Toeplitz
+    generator ``column`` ``(*batch, g_1, ..., g_k)``: per level [c_0 .. c_{g-1}, zeros, c_{g-1} .. c_1]
     (the last run shortened to fit when L = 2 g - 2). Differentiable in ``column``."""
     out = column
     for level, size in enumerate(sizes):
@@ -66,14 +66,14 @@ def embed(column: torch.Tensor, levels: int, sizes: tuple) -> torch.Tensor:
 
 
 class Toeplitz(Operator):
-    """The symmetric k-level Toeplitz matrix T (*batch, G, G), G = g_1 ... g_k, of ``column``.
+    """The symmetric k-level Toeplitz matrix T ``(*batch, G, G)``, G = g_1 ... g_k, of ``column``.
 
     Args:
-        column: (*batch, g_1, ..., g_k), the generator: T[i, j] = column[..., |i_1 - j_1|, ...,
+        column: ``(*batch, g_1, ..., g_k)``, the generator: T[i, j] = column[..., |i_1 - j_1|, ...,
             |i_k - j_k|] for the grid positions (i_1 .. i_k), (j_1 .. j_k) of the flat indices i,
             j (row-major, the first axis slowest). May require grad: ``grad_inputs()`` is
             (column,) then, and ``bilinear_grad`` differentiates through the FFT product.
-        levels: k (default 1: an ordinary symmetric Toeplitz matrix of a (*batch, g) column).
+        levels: k (default 1: an ordinary symmetric Toeplitz matrix of a ``(*batch, g)`` column).
 
     T is symmetric by construction; it is positive semi-definite when the column is that of a
     positive-definite stationary kernel on a regular grid.
@@ -103,7 +103,7 @@ class Toeplitz(Operator):
 
     # ----- products --------------------------------------------------------------------
     def spectrum(self, column: torch.Tensor | None = None) -> torch.Tensor:
-        """The (real) FFT of the circulant embedding, (*batch, L_1, ..., L_{k-1}, L_k // 2 + 1).
+        """The (real) FFT of the circulant embedding, ``(*batch, L_1, ..., L_{k-1}, L_k // 2 + 1)``.
         Of the detached column (cached) unless ``column`` is given (then differentiable)."""
         if column is None:
             if self._spectrum is None:
@@ -119,7 +119,7 @@ class Toeplitz(Operator):
         return self._product(self.spectrum(self.column if differentiable else None), rhs)
 
     def _product(self, spectrum: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-        """T rhs for rhs (*b, G, t) with T given by its ``spectrum``; the columns in chunks."""
+        """T rhs for rhs ``(*b, G, t)`` with T given by its ``spectrum``; the columns in chunks."""
         k, t = self.levels, rhs.shape[-1]
         batch = torch.broadcast_shapes(spectrum.shape[:spectrum.dim() - k], rhs.shape[:-2])
         dims = tuple(range(-k, 0))
@@ -146,7 +146,7 @@ class Toeplitz(Operator):
         return out
 
     def entries(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        """T[i, j] for long tensors i, j broadcastable to a shape S: (*batch, *S) (differentiable
+        """T[i, j] for long tensors i, j broadcastable to a shape S: ``(*batch, *S)`` (differentiable
         in the column, as any indexing is)."""
         flat = self.column.reshape(*self.batch_shape, self.size)
         return flat[..., self._offset_index(i, j)]
@@ -156,7 +156,7 @@ class Toeplitz(Operator):
         return first.expand(*self.batch_shape, self.size)
 
     def rows(self, index: torch.Tensor) -> torch.Tensor:
-        """index (k,) or (*batch, k) long -> (*batch, k, G)."""
+        """index (k,) or ``(*batch, k)`` long -> ``(*batch, k, G)``."""
         cols = torch.arange(self.size, device=index.device)
         offsets = self._offset_index(index.unsqueeze(-1), cols)  # (*bi, k, G)
         flat = self.column.detach().reshape(*self.batch_shape, 1, self.size)
@@ -174,7 +174,7 @@ class Toeplitz(Operator):
 
     def bilinear_grad(self, left: torch.Tensor, right: torch.Tensor) -> tuple:
         """d/d column of sum_i left_i^T T right_i, by autograd through the FFT product (left
-        (*b, G, t), right (*b, G, t); batch dimensions beyond the column's are summed)."""
+        ``(*b, G, t)``, right ``(*b, G, t)``; batch dimensions beyond the column's are summed)."""
         if not self.column.requires_grad:
             return ()
         with torch.enable_grad():

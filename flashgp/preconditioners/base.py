@@ -10,7 +10,7 @@
   engine calls ``config.record_iterations(state, iterations, floor)``.
 * ``PreconditionerState``: one per model, kept across training steps (pivots, a neighbour
   index, ...); ``state_dict()`` / ``load_state_dict()`` for fit checkpoints.
-* ``Preconditioner``: P (*batch, n, n), SPD: ``solve``, ``logdet``, ``sample``; a split one
+* ``Preconditioner``: P ``(*batch, n, n)``, SPD: ``solve``, ``logdet``, ``sample``; a split one
   (P^{-1} = U^T U) also ``mul`` and ``mul_t``; ``spectrum_floor`` and ``info()``.
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ class PreconditionerInfo:
 
 
 class Preconditioner(ABC):
-    """A built preconditioner P (*batch, n, n), symmetric positive definite, without gradient.
+    """A built preconditioner P ``(*batch, n, n)``, symmetric positive definite, without gradient.
 
     Subclasses give ``shape``, ``dtype``, ``device`` and the three abstract methods; the class
     attributes below are the defaults of a preconditioner that is applied as a whole.
@@ -82,22 +82,22 @@ class Preconditioner(ABC):
 
     @abstractmethod
     def solve(self, rhs: Tensor) -> Tensor:
-        """P^{-1} rhs for rhs (*batch, n, t) -> (*batch, n, t)."""
+        """P^{-1} rhs for rhs ``(*batch, n, t)`` -> ``(*batch, n, t)``."""
 
     @abstractmethod
     def logdet(self) -> Tensor:
-        """log det P, shape (*batch,)."""
+        """log det P, shape ``(*batch,)``."""
 
     @abstractmethod
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """``num_samples`` draws from N(0, P), shape (*batch, n, num_samples)."""
+        """``num_samples`` draws from N(0, P), shape ``(*batch, n, num_samples)``."""
 
     def mul(self, rhs: Tensor) -> Tensor:
-        """U rhs for a split preconditioner (P^{-1} = U^T U), rhs (*batch, n, t)."""
+        """U rhs for a split preconditioner (P^{-1} = U^T U), rhs ``(*batch, n, t)``."""
         raise TypeError(f"{type(self).__name__} is not split: it has no factor U to multiply by")
 
     def mul_t(self, rhs: Tensor) -> Tensor:
-        """U^T rhs for a split preconditioner (P^{-1} = U^T U), rhs (*batch, n, t)."""
+        """U^T rhs for a split preconditioner (P^{-1} = U^T U), rhs ``(*batch, n, t)``."""
         raise TypeError(f"{type(self).__name__} is not split: it has no factor U to multiply by")
 
     def info(self) -> PreconditionerInfo:
@@ -171,8 +171,8 @@ class PreconditionerConfig:
               purpose: str = "train") -> Preconditioner:
         """The preconditioner of K_hat = kernel_op + diag(noise), under no_grad.
 
-        kernel_op: a flashgp KernelOperator (*batch, n, n) (some configurations accept any
-        symmetric PSD Operator); noise: (*batch, n) positive. state: this model's state (None:
+        kernel_op: a flashgp KernelOperator ``(*batch, n, n)`` (some configurations accept any
+        symmetric PSD Operator); noise: ``(*batch, n)`` positive. state: this model's state (None:
         a fresh one, nothing reused); it is updated. purpose: "train" (the training solves) or
         "predict" (the posterior mean solve, to a tighter tolerance).
         """
@@ -199,7 +199,7 @@ def check_purpose(purpose) -> None:
 
 
 def check_noise(noise) -> Tensor:
-    """noise (*batch, n) tensor, detached."""
+    """noise ``(*batch, n)`` tensor, detached."""
     if not isinstance(noise, Tensor):
         raise TypeError(f"noise: expected a torch.Tensor, got {type(noise).__name__}")
     return noise.detach()

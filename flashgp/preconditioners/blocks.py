@@ -58,14 +58,14 @@ def block_preconditioner(kernel_op: Operator, noise: Tensor, factor: Tensor, blo
                          info: dict | None = None, index: Tensor | None = None) -> LowRankPlusBlockDiag:
     """P = L L^T + blockdiag(K + diag(noise) - L L^T) over spatial blocks of ``block_size`` points.
 
-    kernel_op: the KernelOperator K (*batch, n, n) (it gives ``locality_inputs`` for the spatial
-    order and ``diagonal_blocks``); noise: (*batch, n) positive; factor: L (*batch, n, k) with
+    kernel_op: the KernelOperator K ``(*batch, n, n)`` (it gives ``locality_inputs`` for the spatial
+    order and ``diagonal_blocks``); noise: ``(*batch, n)`` positive; factor: L ``(*batch, n, k)`` with
     L L^T <= K (a pivoted-Cholesky factor; k may be 0: block Jacobi). K - L L^T is PSD, so each
     block is at least diag(noise) and P is SPD. The blocks are factored in float64; the whiteners
     and W L are stored in the factor's dtype (n (b + k) numbers, as many as b more columns of L).
     ``info`` (also kept as the result's ``build_info``) receives jittered_blocks and max_jitter
     if any block needed jitter, and diagonal_blocks if any kept only its diagonal. ``index``:
-    the blocks (*batch, m, b) of an earlier build on the same points (its ``.index``), reused
+    the blocks ``(*batch, m, b)`` of an earlier build on the same points (its ``.index``), reused
     instead of a new spatial order (which takes most of a build at UCI sizes: 6-9 of 9-13 ms
     on an H200); used only if its shape fits n and the block size.
     """

@@ -68,8 +68,8 @@ def _chunks(n: int) -> list[slice]:
 @torch.no_grad()
 def randomized_nystrom(op: Operator, rank: int, seed: int = 0, power_iters: int = 1,
                        info: dict | None = None) -> tuple[Tensor, Tensor]:
-    """(F (*batch, n, k), nu (*batch,) float64) with K_nys = F F^T the randomized Nystrom
-    approximation of the symmetric PSD operator ``op`` (*batch, n, n) from k = min(rank, n)
+    """(F ``(*batch, n, k)``, nu ``(*batch,)`` float64) with K_nys = F F^T the randomized Nystrom
+    approximation of the symmetric PSD operator ``op`` ``(*batch, n, n)`` from k = min(rank, n)
     test vectors (module docstring); F in op's dtype and device, without gradient.
 
     Only ``op.matmul`` is used, 1 + ``power_iters`` times. The Gaussian matrix is drawn from
@@ -133,7 +133,7 @@ def randomized_nystrom(op: Operator, rank: int, seed: int = 0, power_iters: int 
 
 
 def _shifted_rows(y: Tensor, omega: Tensor, nu: Tensor, chol: Tensor, rows: slice) -> Tensor:
-    """Rows ``rows`` of B = Y_nu C^{-T} (*batch, r, k) float64, by a triangular solve."""
+    """Rows ``rows`` of B = Y_nu C^{-T} ``(*batch, r, k)`` float64, by a triangular solve."""
     part = y[..., rows, :].double() + nu[..., None, None] * omega[..., rows, :]
     return torch.linalg.solve_triangular(chol, part.transpose(-1, -2), upper=False).transpose(-1, -2)
 
@@ -191,7 +191,7 @@ class Nystrom(PreconditionerConfig):
 
     def build(self, kernel_op, noise: Tensor, state: EmptyState | None = None,
               purpose: str = "train") -> LowRankPlusDiag:
-        """P = F F^T + diag(noise) for kernel_op (*batch, n, n), noise (*batch, n), at ``rank``
+        """P = F F^T + diag(noise) for kernel_op ``(*batch, n, n)``, noise ``(*batch, n)``, at ``rank``
         (``eval_rank`` for purpose "predict" when given). Sets ``state.source`` to "sketched"."""
         check_purpose(purpose)
         noise = check_noise(noise)

@@ -27,7 +27,7 @@ class PivotConfig(PreconditionerConfig):
         return PivotCache(self.pivot_rule)
 
     def fresh_factor(self, kernel_op, rank: int, info: dict) -> tuple[Tensor, Tensor, Tensor]:
-        """(factor (*batch, n, k), pivots (*batch, k) long, counts (*batch,) long) of new pivots
+        """(factor ``(*batch, n, k)``, pivots ``(*batch, k)`` long, counts ``(*batch,)`` long) of new pivots
         (``pivoted_cholesky_with_pivots``'s contract); ``info`` receives remaining_error and
         stop_threshold."""
         raise NotImplementedError

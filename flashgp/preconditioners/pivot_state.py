@@ -39,8 +39,8 @@ class PivotCache(PreconditionerState):
             between them starts afresh.
 
     Attributes:
-        pivots: (*batch, k) long, in pivot order, or None (nothing cached).
-        counts: (*batch,) long, the leading pivots that are real per batch element, or None when
+        pivots: ``(*batch, k)`` long, in pivot order, or None (nothing cached).
+        counts: ``(*batch,)`` long, the leading pivots that are real per batch element, or None when
             all k are (an element whose greedy run stopped early has meaningless pivots after
             its count; the rebuild gives it zero columns there, as the greedy run did).
         key: (batch shape, n, dtype, device, rank) of the operator the pivots were chosen on.
@@ -49,7 +49,7 @@ class PivotCache(PreconditionerState):
         stale: a later solve needed more than STALE_GROWTH * base_iterations + STALE_SLACK.
         source: how the last build got its factor: "greedy" or "sampled" (fresh pivots, by the
             rule), "reused", or None (no pivots).
-        blocks: the spatial blocks of the last block preconditioner (*batch, m, b) long, or None;
+        blocks: the spatial blocks of the last block preconditioner ``(*batch, m, b)`` long, or None;
             builds from the same pivots reuse them (a fresh build orders the points afresh,
             at the current lengthscales).
         remaining_error: after a fresh build, the largest remaining diagonal error of
@@ -97,7 +97,7 @@ class PivotCache(PreconditionerState):
         return min(max(self.grown_rank, config.rank), config.max_rank)
 
     def preconditioner(self, kernel_op: Operator, noise: Tensor, config):
-        """P = L L^T + diag(noise) for ``kernel_op`` (*batch, n, n), noise (*batch, n), or L L^T
+        """P = L L^T + diag(noise) for ``kernel_op`` ``(*batch, n, n)``, noise ``(*batch, n)``, or L L^T
         plus diagonal blocks when ``config.block_size`` > 0 (``pivoted_cholesky_preconditioner``).
 
         config: a ``flashgp.PivotedCholesky`` or ``flashgp.RPCholesky`` (its ``fresh_factor``

@@ -26,11 +26,11 @@ def _check_rank(rank: int) -> None:
 
 
 def _pivot_step(op: Operator, factor: Tensor, err: Tensor, m: int, live: Tensor) -> tuple[Tensor, Tensor]:
-    """Fill column m of factor (*batch, n, k) in place from the largest remaining error.
+    """Fill column m of factor ``(*batch, n, k)`` in place from the largest remaining error.
 
-    err: (*batch, n) remaining diagonal of A - L L^T, updated in place. live: (*batch,) bool,
+    err: ``(*batch, n)`` remaining diagonal of A - L L^T, updated in place. live: ``(*batch,)`` bool,
     the batch elements still being factored (others get a zero column). Returns (live after this
-    step (*batch,) bool: column m is a real pivot column, the pivots (*batch,) long).
+    step ``(*batch,)`` bool: column m is a real pivot column, the pivots ``(*batch,)`` long).
     """
     pivot = err.argmax(-1)
     pivot_err = err.gather(-1, pivot.unsqueeze(-1))
@@ -49,10 +49,10 @@ def _pivot_step(op: Operator, factor: Tensor, err: Tensor, m: int, live: Tensor)
 
 @torch.no_grad()
 def pivoted_cholesky(op: Operator, rank: int, tol: float = 1e-8) -> Tensor:
-    """Greedy partial pivoted Cholesky: L (*batch, n, k) with L L^T ~ A, k <= min(rank, n).
+    """Greedy partial pivoted Cholesky: L ``(*batch, n, k)`` with L L^T ~ A, k <= min(rank, n).
 
-    op: a symmetric PSD Operator of shape (*batch, n, n); only ``op.diagonal()`` and
-    ``op.rows(index)`` with index (*batch, 1) are used, so the cost is k row evaluations
+    op: a symmetric PSD Operator of shape ``(*batch, n, n)``; only ``op.diagonal()`` and
+    ``op.rows(index)`` with index ``(*batch, 1)`` are used, so the cost is k row evaluations
     plus O(n k^2). Each batch element picks its own pivots and stops when its largest
     remaining diagonal error is below ``tol`` times its trace; the whole run stops when all
     have (k is then the number of columns computed). The factor carries no gradient.
@@ -65,8 +65,8 @@ def pivoted_cholesky_with_pivots(op: Operator, rank: int, tol: float = 1e-8,
                                  info: dict | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """``pivoted_cholesky`` that also gives its pivots: (factor, pivots, counts).
 
-    factor: (*batch, n, k) as ``pivoted_cholesky`` returns it. pivots: (*batch, k) long, the row
-    chosen at each step, in pivot order. counts: (*batch,) long, how many leading pivots of each
+    factor: ``(*batch, n, k)`` as ``pivoted_cholesky`` returns it. pivots: ``(*batch, k)`` long, the row
+    chosen at each step, in pivot order. counts: ``(*batch,)`` long, how many leading pivots of each
     batch element are real: an element that stopped early (its error fell below ``tol`` before
     the others') has zero columns from ``counts`` on, and its pivots there mean nothing.
     ``nystrom_factor(op, pivots, counts)`` rebuilds the factor (for a changed op) from them.
@@ -103,7 +103,7 @@ def pivoted_cholesky_with_pivots(op: Operator, rank: int, tol: float = 1e-8,
 
 
 def _with_pivots(factor: Tensor, pivots: list, lives: list, k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(factor[..., :k], pivots (*batch, k), counts (*batch,)) from the per-step lists."""
+    """(factor[..., :k], pivots ``(*batch, k)``, counts ``(*batch,)``) from the per-step lists."""
     batch = factor.shape[:-2]
     if k == 0:
         empty = torch.zeros(*batch, 0, dtype=torch.long, device=factor.device)
@@ -113,7 +113,7 @@ def _with_pivots(factor: Tensor, pivots: list, lives: list, k: int) -> tuple[Ten
 
 
 def _check_pivots(op: Operator, pivots, counts) -> tuple[Tensor, Tensor | None]:
-    """pivots (k,) or (*batch, k) long -> (*batch, k); counts None or (*batch,) long."""
+    """pivots (k,) or ``(*batch, k)`` long -> ``(*batch, k)``; counts None or ``(*batch,)`` long."""
     if not isinstance(pivots, Tensor) or pivots.dtype != torch.long or pivots.dim() < 1:
         raise TypeError("pivots: expected a torch.long tensor of shape (k,) or (*batch, k)")
     try:
@@ -132,9 +132,9 @@ def _check_pivots(op: Operator, pivots, counts) -> tuple[Tensor, Tensor | None]:
 def nystrom_factor(op: Operator, pivots: Tensor, counts: Tensor | None = None) -> Tensor | None:
     """The pivoted Cholesky factor for given pivots: L = K[:, P] chol(K[P, P] + j I)^{-T}.
 
-    op: a symmetric PSD Operator K (*batch, n, n); pivots: (k,) or (*batch, k) long, distinct
+    op: a symmetric PSD Operator K ``(*batch, n, n)``; pivots: (k,) or ``(*batch, k)`` long, distinct
     per batch element (e.g. from ``pivoted_cholesky_with_pivots`` at other hyperparameters);
-    counts: optional (*batch,) long, the number of leading pivots to use per element (the rest
+    counts: optional ``(*batch,)`` long, the number of leading pivots to use per element (the rest
     give zero columns, as in the greedy factor of an element that stopped early).
 
     With the greedy pivots of K itself this is the greedy factor (L[P, :] is lower triangular
@@ -142,7 +142,7 @@ def nystrom_factor(op: Operator, pivots: Tensor, counts: Tensor | None = None) -
     k x k Cholesky and a product with its inverse instead of k sequential steps. The k x k
     Cholesky and the product are done in float64 with the jitter j = k * NYSTROM_JITTER_ULPS * eps(op dtype) *
     max diag K[P, P] (2e-14 relative for float64, 1e-5 for float32 at k = 100; it keeps
-    L L^T <= K). Returns L (*batch, n, k) in op's dtype and device, without gradient, or None
+    L L^T <= K). Returns L ``(*batch, n, k)`` in op's dtype and device, without gradient, or None
     when K[P, P] cannot be factored even so (stale or duplicate pivots, NaN): the caller then
     picks fresh pivots greedily.
     """
@@ -173,7 +173,7 @@ def nystrom_factor(op: Operator, pivots: Tensor, counts: Tensor | None = None) -
 
 
 def _whitened_columns(rows: Tensor, chol: Tensor, dtype: torch.dtype) -> Tensor | None:
-    """(chol^{-1} rows)^T (*batch, n, k) in ``dtype`` for rows (*batch, k, n), chol (*batch, k, k)
+    """(chol^{-1} rows)^T ``(*batch, n, k)`` in ``dtype`` for rows ``(*batch, k, n)``, chol ``(*batch, k, k)``
     lower triangular float64, or None if it is not finite.
 
     The product with the explicit k x k inverse, in float64 over NYSTROM_CHUNK columns of rows at
@@ -203,11 +203,11 @@ def pivoted_cholesky_preconditioner(kernel_op: Operator, noise: Tensor, rank: in
     with ``block_size`` > 0, P = L L^T + blockdiag(K + diag(noise) - L L^T) over spatial blocks
     of that many points (``block_preconditioner``; kernel_op must be a KernelOperator).
 
-    kernel_op: (*batch, n, n) PSD Operator; noise: (*batch, n) positive (broadcastable);
+    kernel_op: ``(*batch, n, n)`` PSD Operator; noise: ``(*batch, n)`` positive (broadcastable);
     rank is capped at n, and 0 gives the diagonal preconditioner diag(noise) (block Jacobi with
-    blocks). ``factor``: a ready L (*batch, n, k) to use instead of a greedy run of ``rank``;
+    blocks). ``factor``: a ready L ``(*batch, n, k)`` to use instead of a greedy run of ``rank``;
     ``blocks``: the block index of an earlier build on the same points, to reuse.
-    Returns a LowRankPlusDiag or LowRankPlusBlockDiag of shape (*batch, n, n) (``.solve`` is
+    Returns a LowRankPlusDiag or LowRankPlusBlockDiag of shape ``(*batch, n, n)`` (``.solve`` is
     mbcg's precond; ``.logdet()`` and ``.sample()`` serve the log-det estimate). Without blocks,
     K - L L^T is PSD for a pivoted Cholesky or Nystrom factor (a Schur complement), so K_hat - P
     is too and every eigenvalue of P^{-1} K_hat is >= 1 (in exact arithmetic): its

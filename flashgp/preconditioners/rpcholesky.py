@@ -36,7 +36,7 @@ STALL_ROUNDS = 8       # rounds in a row that keep nothing (round-off) before th
 
 
 def _candidate_block(op: Operator, cand: Tensor) -> Tensor:
-    """K[c, c] (*batch, b, b) float64 for candidates cand (*batch, b): from the operator's
+    """K[c, c] ``(*batch, b, b)`` float64 for candidates cand ``(*batch, b)``: from the operator's
     ``diagonal_blocks`` where it has them (b^2 kernel entries), else from its rows."""
     if hasattr(op, "diagonal_blocks"):
         return op.diagonal_blocks(cand.unsqueeze(-2))[..., 0, :, :]
@@ -45,11 +45,11 @@ def _candidate_block(op: Operator, cand: Tensor) -> Tensor:
 
 
 def _accept(block: Tensor, proposal: Tensor, uniform: Tensor, live: Tensor, room: Tensor) -> Tensor:
-    """Rejection within a round: (*batch, b) bool, the kept candidates.
+    """Rejection within a round: ``(*batch, b)`` bool, the kept candidates.
 
-    block: the candidates' residual kernel block (*batch, b, b) float64 (changed in place);
-    proposal: their residual diagonal when drawn (*batch, b); uniform: U(0, 1) draws (*batch, b);
-    live: (*batch,) elements still factored; room: (*batch,) long, at most this many kept per element.
+    block: the candidates' residual kernel block ``(*batch, b, b)`` float64 (changed in place);
+    proposal: their residual diagonal when drawn ``(*batch, b)``; uniform: U(0, 1) draws ``(*batch, b)``;
+    live: ``(*batch,)`` elements still factored; room: ``(*batch,)`` long, at most this many kept per element.
     """
     b = block.shape[-1]
     keep = torch.zeros(proposal.shape, dtype=torch.bool, device=block.device)
@@ -67,8 +67,8 @@ def _accept(block: Tensor, proposal: Tensor, uniform: Tensor, live: Tensor, room
 
 
 def _new_columns(op: Operator, factor: Tensor, m: int, kept: Tensor, ok: Tensor) -> Tensor:
-    """The factor's columns for the kept pivots kept (*batch, a) (padding where ``ok`` is False:
-    zero columns): (K[:, kept] - L L[kept]^T) chol(its kept block)^{-T}, (*batch, n, a)."""
+    """The factor's columns for the kept pivots kept ``(*batch, a)`` (padding where ``ok`` is False:
+    zero columns): (K[:, kept] - L L[kept]^T) chol(its kept block)^{-T}, ``(*batch, n, a)``."""
     rows = op.rows(kept).masked_fill(~ok.unsqueeze(-1), 0.0)  # (*batch, a, n)
     done = factor[..., :m]
     resid = rows - _gather_rows(done, kept) @ done.transpose(-1, -2)  # (G^T) (*batch, a, n)
@@ -100,11 +100,11 @@ def randomly_pivoted_cholesky(op: Operator, rank: int, seed: int = 0, tol: float
     """Randomly pivoted partial Cholesky of ``op``: (factor, pivots, counts), the contract of
     ``pivoted_cholesky_with_pivots``.
 
-    op: a symmetric PSD Operator (*batch, n, n) (``diagonal``, ``rows``, and ``diagonal_blocks``
+    op: a symmetric PSD Operator ``(*batch, n, n)`` (``diagonal``, ``rows``, and ``diagonal_blocks``
     if it has them); rank: columns wanted (capped at n); seed: the draws come from a CPU
     generator with this seed (the same pivots on every run of the same operator). Each batch
     element draws its own pivots and stops when its largest residual diagonal entry is below
-    ``tol`` times its trace. factor (*batch, n, k); pivots (*batch, k) long; counts (*batch,):
+    ``tol`` times its trace. factor ``(*batch, n, k)``; pivots ``(*batch, k)`` long; counts ``(*batch,)``:
     the leading real pivots per element (an element that stopped early has zero columns after
     its count). ``info`` receives remaining_error and stop_threshold, as for the greedy rule,
     and rounds. ``candidates``: candidates drawn per round.

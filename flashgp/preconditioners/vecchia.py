@@ -79,8 +79,8 @@ def predecessor_neighbors(z: Tensor, m: int, order: Tensor) -> Tensor:
 
 @torch.no_grad()
 def vecchia_index(z: Tensor, m: int, seed: int = 0) -> Tensor:
-    """(*batch, n, m + 1) long: each point's predecessors (``predecessor_neighbors``, n pads)
-    followed by the point itself, for scaled inputs z (*batch, n, D); one order for all."""
+    """``(*batch, n, m + 1)`` long: each point's predecessors (``predecessor_neighbors``, n pads)
+    followed by the point itself, for scaled inputs z ``(*batch, n, D)``; one order for all."""
     n = z.shape[-2]
     order = random_order(n, seed, z.device)
     flat = z.reshape(-1, n, z.shape[-1])
@@ -94,9 +94,9 @@ def vecchia_preconditioner(kernel_op: Operator, noise: Tensor, neighbors: int, s
                            index: Tensor | None = None) -> SparseInverseCholesky:
     """The Vecchia preconditioner of K_hat = K + diag(noise), ``neighbors`` predecessors per point.
 
-    kernel_op: the KernelOperator K (*batch, n, n) (``locality_inputs`` for the search,
+    kernel_op: the KernelOperator K ``(*batch, n, n)`` (``locality_inputs`` for the search,
     ``diagonal_blocks`` for the (m + 1) x (m + 1) blocks of each point and its predecessors);
-    noise: (*batch, n) positive. ``index``: the (*batch, n, m + 1) result of an earlier
+    noise: ``(*batch, n)`` positive. ``index``: the ``(*batch, n, m + 1)`` result of an earlier
     ``vecchia_index`` on the same points, reused (the search is most of a build). The blocks
     are factored in float64 (``blocks._block_cholesky``: jitter, else the
     diagonal, counted in ``build_info``); U is stored in the operator's dtype, n (m + 1)

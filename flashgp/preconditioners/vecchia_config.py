@@ -18,7 +18,7 @@ class VecchiaState(PreconditionerState):
     """The neighbour index of a model's last Vecchia search, shared by its next builds.
 
     Attributes:
-        index: (*batch, n, m + 1) long (``vecchia_index``), or None.
+        index: ``(*batch, n, m + 1)`` long (``vecchia_index``), or None.
         key: (batch shape, n, device, neighbors, seed) of the search.
         builds: builds that used the index, the search's included.
         source: "searched" or "reused" (the last build), or None.

@@ -2,14 +2,14 @@
 # of a GPModel (flashgp.models.GPModel), checked through public APIs against float64 references.
 """``check_model(make_model, test_x, loss_reference=..., posterior_reference=...)`` runs:
 
-- ``loss``: ``loss()`` is finite, of the reference's shape (*batch,), equal to the float64
+- ``loss``: ``loss()`` is finite, of the reference's shape ``(*batch,)``, equal to the float64
   reference within ``loss_atol`` (nats per point), and differentiable: after
   ``loss().sum().backward()`` every trainable parameter has a finite gradient (compared with the
   reference's when ``grad_rtol`` is given);
-- ``posterior``: ``posterior(x)`` mean and variance (*batch, m) against the reference;
+- ``posterior``: ``posterior(x)`` mean and variance ``(*batch, m)`` against the reference;
 - ``predict``: ``predict(x)`` has the posterior's mean and its variance plus the likelihood's
   noise (``model.likelihood.noise_diag(m)``);
-- ``prior``: ``prior(x)``'s mean (*batch, m) and covariance Operator (*batch, m, m), the latter
+- ``prior``: ``prior(x)``'s mean ``(*batch, m)`` and covariance Operator ``(*batch, m, m)``, the latter
   through the operator contract, against the model's own mean and kernel evaluated densely;
 - ``config``: ``config()`` survives JSON, holds exactly ``config_keys``, and ``from_config`` on
   it rebuilds a model with the same config;
@@ -50,7 +50,7 @@ DEFAULT_FIT = dict(optimizer="adam", lr=0.05, iters=6, seed=0)
 # ----- references for an ExactGP ---------------------------------------------------------------
 
 def exact_gp_loss_reference(model) -> Tensor:
-    """-log N(y; m(x), K + diag(noise)) / n by a dense Cholesky, (*batch,), differentiable in the
+    """-log N(y; m(x), K + diag(noise)) / n by a dense Cholesky, ``(*batch,)``, differentiable in the
     model's parameters. ``model``: an ExactGP-like model (in float64 for a reference)."""
     x, y = model.train_x, model.train_y
     n = x.shape[-2]
@@ -63,7 +63,7 @@ def exact_gp_loss_reference(model) -> Tensor:
 
 
 def exact_gp_posterior_reference(model, x: Tensor) -> tuple[Tensor, Tensor]:
-    """(mean, variance), each (*batch, m), of the latent posterior at x (m, d) or (*batch, m, d)
+    """(mean, variance), each ``(*batch, m)``, of the latent posterior at x (m, d) or ``(*batch, m, d)``
     by a dense Cholesky. ``model``: an ExactGP-like model (in float64 for a reference)."""
     with torch.no_grad():
         tx, y = model.train_x, model.train_y
@@ -91,11 +91,11 @@ def check_model(make_model: Callable, test_x: Tensor, *, loss_reference: Callabl
     Args:
         make_model: () -> a fresh model, the same one on every call (fits and resumed fits
             each start from one).
-        test_x: test inputs (m, d) or (*batch, m, d).
-        loss_reference: (float64 copy of the model) -> its loss (*batch,), differentiable
+        test_x: test inputs (m, d) or ``(*batch, m, d)``.
+        loss_reference: (float64 copy of the model) -> its loss ``(*batch,)``, differentiable
             (e.g. ``exact_gp_loss_reference``).
-        posterior_reference: (float64 copy, test_x in float64) -> (mean, variance) (*batch, m).
-        prior_reference: (float64 copy, test_x) -> (mean (*batch, m), covariance (*batch, m, m));
+        posterior_reference: (float64 copy, test_x in float64) -> (mean, variance) ``(*batch, m)``.
+        prior_reference: (float64 copy, test_x) -> (mean ``(*batch, m)``, covariance ``(*batch, m, m)``);
             default: ``model.mean(x)`` and ``model.kernel(x)`` of the copy.
         loss_atol: |loss - reference| allowed (nats per point).
         grad_rtol: relative tolerance of the loss gradients against the reference's (of the
@@ -215,7 +215,7 @@ def check_posterior(model, test_x: Tensor, posterior_reference: Callable, *, mea
 
 
 def check_prior(model, test_x: Tensor, prior_reference: Callable | None = None, *, label: str = "model") -> None:
-    """prior(x): mean (*batch, m) and covariance Operator (*batch, m, m) against the reference
+    """prior(x): mean ``(*batch, m)`` and covariance Operator ``(*batch, m, m)`` against the reference
     (default: the model's ``mean`` and ``kernel`` at x in float64); the covariance also passes the
     operator contract (products, entries; no gradients)."""
     reference_model = _float64_copy(model)

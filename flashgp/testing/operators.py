@@ -4,10 +4,10 @@
 
 - attributes: ``shape`` (a torch.Size of the reference's shape), ``batch_shape``, ``n_rows``,
   ``n_cols``, ``dtype`` and ``device`` (of every result);
-- ``matmul`` (and ``@``) for a vector (n_cols,) (broadcast over a batch), batched vectors (*batch, n_cols), a single
-  column (*batch, n_cols, 1) and a matrix (*batch, n_cols, t): values, shapes, dtype, device;
-- ``to_dense()``; ``diagonal()`` (square operators) (*batch, n); ``rows(index)`` for an index
-  (k,) shared by the batch and, for batch operators, an index (*batch, k) per batch element;
+- ``matmul`` (and ``@``) for a vector (n_cols,) (broadcast over a batch), batched vectors ``(*batch, n_cols)``, a single
+  column ``(*batch, n_cols, 1)`` and a matrix ``(*batch, n_cols, t)``: values, shapes, dtype, device;
+- ``to_dense()``; ``diagonal()`` (square operators) ``(*batch, n)``; ``rows(index)`` for an index
+  (k,) shared by the batch and, for batch operators, an index ``(*batch, k)`` per batch element;
 - ``bilinear_grad(left, right)``: for each of ``grad_inputs()`` the gradient of
   sum_i left_i^T A right_i, against autograd through the dense reference, for one and for
   several columns, called twice on one operator (a first call may consume a cached graph).
@@ -34,11 +34,11 @@ def check_operator(make_op: Callable[[], Operator], dense_reference: Callable[[O
     """Check an operator against the dense matrix it stands for.
 
     Args:
-        make_op: () -> Operator of shape (*batch, n_rows, n_cols); called once per group of
+        make_op: () -> Operator of shape ``(*batch, n_rows, n_cols)``; called once per group of
             checks (each gradient check gets a fresh operator), so it must build a new operator
             on the same tensors each time (the tensors whose gradients are checked are those of
             ``op.grad_inputs()``).
-        dense_reference: (op) -> the matrix (*batch, n_rows, n_cols) computed densely, in float64,
+        dense_reference: (op) -> the matrix ``(*batch, n_rows, n_cols)`` computed densely, in float64,
             from the tensors the operator was built on (e.g. ``op.kernel`` evaluated by hand on
             ``op.x1.double()``), differentiable in ``op.grad_inputs()``. Never ``op.to_dense()``.
         rtol: relative tolerance (of the largest reference entry) for products and entries;
@@ -111,7 +111,7 @@ def _check_result(out, shape, op: Operator, what: str) -> None:
 def check_matmul(op: Operator, dense: Tensor, label: str, columns: int, gen: torch.Generator, *,
                  rtol: float, atol: float, broadcast: bool = True) -> None:
     """op.matmul and op @ for vector, batched vector, single-column and matrix right-hand sides.
-    dense: the float64 reference (*batch, n_rows, n_cols). ``broadcast``: also a vector (n_cols,)
+    dense: the float64 reference ``(*batch, n_rows, n_cols)``. ``broadcast``: also a vector (n_cols,)
     broadcast over the batch of a batch operator (``Operator.matmul`` reads any 1-D rhs so)."""
     batch, n_rows, n_cols = op.batch_shape, op.n_rows, op.n_cols
     opts = dict(dtype=op.dtype, device=op.device, generator=gen)
@@ -135,7 +135,7 @@ def check_matmul(op: Operator, dense: Tensor, label: str, columns: int, gen: tor
 
 
 def check_to_dense(op: Operator, dense: Tensor, label: str, *, rtol: float, atol: float) -> None:
-    """op.to_dense() against the reference (*batch, n_rows, n_cols)."""
+    """op.to_dense() against the reference ``(*batch, n_rows, n_cols)``."""
     with torch.no_grad():
         out = op.to_dense()
     what = f"{label}: to_dense()"
@@ -144,7 +144,7 @@ def check_to_dense(op: Operator, dense: Tensor, label: str, *, rtol: float, atol
 
 
 def check_diagonal(op: Operator, dense: Tensor, label: str, *, rtol: float, atol: float) -> None:
-    """op.diagonal() (*batch, n) against the reference's diagonal (square operators only)."""
+    """op.diagonal() ``(*batch, n)`` against the reference's diagonal (square operators only)."""
     if op.n_rows != op.n_cols:
         return
     with torch.no_grad():
@@ -158,7 +158,7 @@ def check_diagonal(op: Operator, dense: Tensor, label: str, *, rtol: float, atol
 def check_rows(op: Operator, dense: Tensor, label: str, gen: torch.Generator, *, rtol: float,
                atol: float) -> None:
     """op.rows(index) for a shared index (k,) (unsorted, first and last rows included) and, for
-    batch operators, a different index per batch element (*batch, k)."""
+    batch operators, a different index per batch element ``(*batch, k)``."""
     n, batch = op.n_rows, op.batch_shape
     k = min(n, 4)
     perm = torch.randperm(n, generator=gen)
@@ -178,7 +178,7 @@ def check_rows(op: Operator, dense: Tensor, label: str, gen: torch.Generator, *,
 
 def check_bilinear_grad(op: Operator, dense_reference: Callable[[Operator], Tensor], label: str, t: int,
                         gen: torch.Generator, *, rtol: float, atol: float) -> None:
-    """bilinear_grad(left, right) (left (*batch, n_rows, t), right (*batch, n_cols, t)) against
+    """bilinear_grad(left, right) (left ``(*batch, n_rows, t)``, right ``(*batch, n_cols, t)``) against
     autograd of sum(left * (A right)) through ``dense_reference(op)``, for each of
     ``op.grad_inputs()``; the call is repeated on the same operator and must agree again."""
     inputs = tuple(op.grad_inputs())

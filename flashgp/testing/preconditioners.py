@@ -1,10 +1,10 @@
 # The preconditioner contract: what CG, the log-det estimate and certified variances rely on of a
 # built preconditioner P (flashgp.preconditioners.Preconditioner), checked densely in float64.
-"""``check_preconditioner(precond, k_hat_dense)`` runs, on P (*batch, n, n):
+"""``check_preconditioner(precond, k_hat_dense)`` runs, on P ``(*batch, n, n)``:
 
-- ``solve``: P x = b for random b (*batch, n, t), as a residual relative to ||P|| ||x|| (not
+- ``solve``: P x = b for random b ``(*batch, n, t)``, as a residual relative to ||P|| ||x|| (not
   amplified by the condition number); P symmetric positive definite;
-- ``logdet()`` (*batch,) against slogdet(P);
+- ``logdet()`` ``(*batch,)`` against slogdet(P);
 - ``sample(num)``: whitened by chol(P), the sample covariance must be the identity and the
   sample mean zero, entry by entry (z-scores) and as a whole (the sum of squared z-scores);
   a factor-of-2 error or a transposed factor is caught by thousands of standard deviations;
@@ -41,10 +41,10 @@ def check_preconditioner(precond, k_hat_dense: Tensor, *, p_dense: Tensor | None
 
     Args:
         precond: the built preconditioner P of K_hat (``solve``, ``logdet``, ``sample``; ``split``
-            with ``mul`` / ``mul_t``; ``spectrum_floor``), shape (*batch, n, n).
-        k_hat_dense: K_hat = K + diag(noise), (*batch, n, n), dense (converted to float64); used
+            with ``mul`` / ``mul_t``; ``spectrum_floor``), shape ``(*batch, n, n)``.
+        k_hat_dense: K_hat = K + diag(noise), ``(*batch, n, n)``, dense (converted to float64); used
             for the spectrum floor and the shapes.
-        p_dense: P itself (*batch, n, n) if the caller knows it independently (e.g. from the
+        p_dense: P itself ``(*batch, n, n)`` if the caller knows it independently (e.g. from the
             preconditioner's definition); default: see the module docstring.
         rtol: tolerance of solves (normwise residual), log determinants (nats per point) and the
             split form; default by the preconditioner's dtype (1e-9 float64, 1e-4 float32).
@@ -106,7 +106,7 @@ def _identity(batch, n, dtype, device) -> Tensor:
 
 
 def _dense_p(precond, p_dense, batch, n, dtype, device, split) -> tuple[Tensor, str]:
-    """(P (*batch, n, n) float64, where it came from)."""
+    """(P ``(*batch, n, n)`` float64, where it came from)."""
     if p_dense is not None:
         return as_float64(p_dense).expand(*batch, n, n), "p_dense"
     with torch.no_grad():
@@ -131,7 +131,7 @@ def _check_spd(p: Tensor, label: str, rtol: float) -> None:
 
 
 def check_solve(precond, p: Tensor, label: str, columns: int, gen: torch.Generator, *, rtol: float) -> None:
-    """precond.solve(b) for b (*batch, n, t) and (*batch, n, 1): ||P x - b|| <= rtol ||P||_2 ||x||
+    """precond.solve(b) for b ``(*batch, n, t)`` and ``(*batch, n, 1)``: ||P x - b|| <= rtol ||P||_2 ||x||
     per batch element (Frobenius norms over the columns)."""
     batch, n = p.shape[:-2], p.shape[-1]
     dtype = precond.dtype
@@ -159,7 +159,7 @@ def check_solve(precond, p: Tensor, label: str, columns: int, gen: torch.Generat
 
 
 def check_logdet(precond, p: Tensor, label: str, *, rtol: float) -> None:
-    """precond.logdet() (*batch,) against slogdet(P), within rtol * (n + |log det P|) nats."""
+    """precond.logdet() ``(*batch,)`` against slogdet(P), within rtol * (n + |log det P|) nats."""
     n = p.shape[-1]
     sign, expected = torch.linalg.slogdet(p)
     with torch.no_grad():
@@ -171,7 +171,7 @@ def check_logdet(precond, p: Tensor, label: str, *, rtol: float) -> None:
 
 
 def check_sample(precond, p: Tensor, label: str, num_samples: int, sigmas: float, seed: int) -> None:
-    """precond.sample(num_samples) (*batch, n, num_samples) has covariance P and mean 0.
+    """precond.sample(num_samples) ``(*batch, n, num_samples)`` has covariance P and mean 0.
 
     The draws are whitened by the Cholesky factor C of P (w = C^{-1} z ~ N(0, I) if right).
     With S = w w^T / num, z_ij = (S - I)_ij sqrt(num / (1 + [i = j])) and z_i = mean(w_i) sqrt(num)

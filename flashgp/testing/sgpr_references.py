@@ -21,7 +21,7 @@ def _parts(model, x_test: Tensor | None = None):
 
 def sgpr_loss_reference(model) -> Tensor:
     """-ELBO / n of an SGPR by dense algebra: -(log N(y; m, Q + S) - tr(S^{-1}(K - Q)) / 2) / n
-    with Q = K_xz K_zz^{-1} K_zx, (*batch,), differentiable (float64 copy for a reference)."""
+    with Q = K_xz K_zz^{-1} K_zx, ``(*batch,)``, differentiable (float64 copy for a reference)."""
     k, kxz, kzz, noise, resid = _parts(model)
     n = resid.shape[-1]
     q = kxz @ torch.linalg.solve(kzz, kxz.mT)
@@ -33,7 +33,7 @@ def sgpr_loss_reference(model) -> Tensor:
 
 
 def sgpr_posterior_reference(model, x: Tensor) -> tuple[Tensor, Tensor]:
-    """(mean, variance) (*batch, m) of an SGPR's posterior at x: with Sigma = (K_zz + K_zx S^{-1}
+    """(mean, variance) ``(*batch, m)`` of an SGPR's posterior at x: with Sigma = (K_zz + K_zx S^{-1}
     K_xz)^{-1}, mean = m(x) + K_*z Sigma K_zx S^{-1} r and variance = k** - K_*z K_zz^{-1} K_z*
     + K_*z Sigma K_z*."""
     with torch.no_grad():
