@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flashgp.linalg.mbcg import mbcg  # noqa: E402
 from flashgp.operators.low_rank import LowRankPlusDiag  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 NOT_LAUNCHING = {  # views, allocations and dispatch wrappers whose work is counted in their children
     "aten::as_strided", "aten::resolve_conj", "aten::resolve_neg", "aten::empty_strided", "aten::empty",
@@ -41,6 +43,8 @@ def main(argv=None) -> int:
     p.add_argument("--rank", type=int, default=100)
     p.add_argument("--t", type=int, default=11)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, metavar="OUT",
+                   help="also write the row to OUT.json (default: stdout only)")
     args = p.parse_args(argv)
     gen = torch.Generator().manual_seed(0)
     n, dev = args.n, args.device
@@ -70,6 +74,10 @@ def main(argv=None) -> int:
     print(f"device {dev}: {ops:.1f} kernel-launching torch operations per CG iteration (n = {n}, "
           f"rank-{args.rank} preconditioner, t = {args.t}); {host_us:.0f} us per iteration with a "
           f"16 x 16 operator and a rank-8 preconditioner")
+    if args.out:
+        write_results(args.out, [dict(n=n, rank=args.rank, t=args.t, launching_ops_per_iteration=ops,
+                                      host_us_per_iteration_tiny=host_us)], args,
+                      extra={"tiny": "16 x 16 operator, rank-8 preconditioner (host_us_per_iteration_tiny)"})
     return 0
 
 

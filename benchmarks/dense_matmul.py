@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import sys
+from pathlib import Path
 
 import torch
 
-from flashgp.backends.layout import padded_rows
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from flashgp.backends.layout import padded_rows  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_LOWER = 1, 0
 _CUBLAS = []
@@ -76,7 +80,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, nargs="+", default=[15000, 36000, 44000])
     p.add_argument("--t", type=int, default=11)
+    p.add_argument("--out", default=None, metavar="OUT",
+                   help="also write the rows to OUT.json (default: stdout only)")
     args = p.parse_args(argv)
+    rows = []
     print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}, t = {args.t}")
     for n in args.n:
         x = torch.randn(n, 4, device="cuda")
@@ -102,15 +109,23 @@ def main(argv=None) -> int:
                 err = float(((fn()[:, : args.t].double() - ref).abs().max() / ref.abs().max()))
             except (OSError, RuntimeError, AttributeError, ValueError) as exc:  # no library, symbol, TMA
                 print(f"n={n:6d} {name:14s} failed: {type(exc).__name__}: {exc}")
+                rows.append(dict(n=n, t=args.t, variant=name, error=f"{type(exc).__name__}: {exc}"))
                 continue
             print(f"n={n:6d} {name:14s} {ms:8.3f} ms  {k.numel() * 4 / ms / 1e9:7.2f} TB/s  rel err {err:.1e}")
+            rows.append(dict(n=n, t=args.t, variant=name, milliseconds=ms,
+                             bandwidth_tb_per_s=k.numel() * 4 / ms / 1e9, max_rel_error=err))
         torch.backends.cuda.matmul.allow_tf32 = True
         ms = timed(lambda: k @ v)
         err = float(((k @ v).double() - ref).abs().max() / ref.abs().max())
         print(f"n={n:6d} {'K @ V tf32':14s} {ms:8.3f} ms  {k.numel() * 4 / ms / 1e9:7.2f} TB/s  rel err {err:.1e}")
+        rows.append(dict(n=n, t=args.t, variant="K @ V tf32", milliseconds=ms,
+                         bandwidth_tb_per_s=k.numel() * 4 / ms / 1e9, max_rel_error=err))
         torch.backends.cuda.matmul.allow_tf32 = False
         del k, upper
         torch.cuda.empty_cache()
+    if args.out:
+        write_results(args.out, rows, args, device="cuda",
+                      extra={"bandwidth": "bytes of the whole stored K (4 n^2) over the time"})
     return 0
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "examples"):
+for path in (REPO, REPO / "examples", REPO / "benchmarks"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
@@ -28,11 +28,14 @@ from flashgp.linalg.preconditioners import (_pivot_step, nystrom_factor,  # noqa
                                              pivoted_cholesky_with_pivots)
 from flashgp.operators import KernelOperator  # noqa: E402
 from large_gpu_fit import synthetic  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 
-def trace_steps(op, rank: int, every: int, tol: float = 1e-8, quiet: bool = False) -> None:
+def trace_steps(op, rank: int, every: int, tol: float = 1e-8, quiet: bool = False,
+                rows: list | None = None, **labels) -> None:
     """The greedy loop of ``pivoted_cholesky_with_pivots``, printing its state every ``every`` steps
-    (quiet: one line at the end, with the first step whose error vector held NaN or infinity)."""
+    (quiet: one line at the end, with the first step whose error vector held NaN or infinity);
+    each printed line also goes to ``rows`` (if given) as a dict, with ``labels`` in it."""
     n = op.shape[-1]
     err = op.diagonal().clone().expand(*op.batch_shape, n).clone()
     trace = err.sum(-1)
@@ -46,15 +49,26 @@ def trace_steps(op, rank: int, every: int, tol: float = 1e-8, quiet: bool = Fals
             if first_dead is None and not bool(live.all()):
                 first_dead = m
         elif m % every == 0 or m == rank - 1:
-            print(f"    step {m}: max error {float(err.amax()):.4g} (threshold {float(tol * trace):.4g}), "
-                  f"NaN/inf in error {not bool(torch.isfinite(err).all())}, NaN/inf in factor "
-                  f"{not bool(torch.isfinite(factor[..., :m]).all())}, live {bool(live.all())}, "
-                  f"{time.perf_counter() - start:.2f} s", flush=True)
+            row = dict(labels, kind="trace_step", step=m, max_error=float(err.amax()),
+                       threshold=float(tol * trace), nonfinite_error=not bool(torch.isfinite(err).all()),
+                       nonfinite_factor=not bool(torch.isfinite(factor[..., :m]).all()),
+                       live=bool(live.all()), seconds=time.perf_counter() - start)
+            print(f"    step {m}: max error {row['max_error']:.4g} (threshold {row['threshold']:.4g}), "
+                  f"NaN/inf in error {row['nonfinite_error']}, NaN/inf in factor "
+                  f"{row['nonfinite_factor']}, live {row['live']}, "
+                  f"{row['seconds']:.2f} s", flush=True)
+            if rows is not None:
+                rows.append(row)
         live = live & (err.amax(-1) > tol * trace)
         live, pivot = _pivot_step(op, factor, err, m, live)
     print(f"    end: max error {float(err.amax()):.4g}, live {bool(live.all())}"
           + (f", first non-finite error at step {first_bad}, first dead step {first_dead}" if quiet else ""),
           flush=True)
+    if rows is not None:
+        rows.append(dict(labels, kind="trace_end", max_error=float(err.amax()), live=bool(live.all()),
+                         seconds=time.perf_counter() - start,
+                         **(dict(first_nonfinite_error_step=first_bad, first_dead_step=first_dead)
+                            if quiet else {})))
 
 
 def _timed(fn, device, repeats: int = 2) -> tuple[list[float], torch.Tensor]:
@@ -69,10 +83,11 @@ def _timed(fn, device, repeats: int = 2) -> tuple[list[float], torch.Tensor]:
     return seconds, out
 
 
-def time_solves(op, pivots, device) -> None:
+def time_solves(op, pivots, device) -> dict:
     """The parts of ``nystrom_factor`` for these pivots, timed one by one: the rows, the k x k
     Cholesky, the triangular solve with n right-hand sides, and the alternative of one matrix
-    product with the inverse of the k x k factor (with the largest difference of the two)."""
+    product with the inverse of the k x k factor (with the largest difference of the two); printed,
+    and returned as a row."""
     k = pivots.shape[-1]
     row_seconds, rows = _timed(lambda: op.rows(pivots).to(torch.float64), device)
     inner = rows[..., pivots]
@@ -89,6 +104,9 @@ def time_solves(op, pivots, device) -> None:
     print(f"  k={k}: rows {fmt(row_seconds)} s; cholesky {fmt(chol_seconds)} s; solve_triangular "
           f"{fmt(solve_seconds)} s; inverse @ rows {fmt(inverse_seconds)} s (max relative "
           f"difference {diff:.2e})", flush=True)
+    return dict(kind="solve_timing", k=k, rows_seconds=row_seconds, cholesky_seconds=chol_seconds,
+                solve_triangular_seconds=solve_seconds, inverse_matmul_seconds=inverse_seconds,
+                max_rel_difference=diff)
 
 
 def main(argv=None) -> None:
@@ -115,7 +133,10 @@ def main(argv=None) -> None:
     parser.add_argument("--profile", action="store_true",
                         help="a torch.profiler table of each --nystrom-ks rebuild")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, metavar="OUT",
+                        help="also write the rows to OUT.json (default: stdout only)")
     args = parser.parse_args(argv)
+    rows = []
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     x, _ = synthetic(args.n, len(args.lengthscale), 0.1, device, dtype, args.seed)
     kernel = fg.kernels.Scale(fg.kernels.Matern(nu=2.5, ard_dims=x.shape[-1])).to(device=device, dtype=dtype)
@@ -124,13 +145,16 @@ def main(argv=None) -> None:
         kernel.outputscale = torch.tensor(args.outputscale, dtype=dtype, device=device)
     op = KernelOperator(kernel, x, backend=args.backend)
     print(f"n={args.n}, {dtype}, {device}, backend {op.backend}, rank {args.rank}", flush=True)
-    trace_steps(op, args.rank, args.every)
+    trace_steps(op, args.rank, args.every, rows=rows)
     start = time.perf_counter()
     factor, pivots, counts = pivoted_cholesky_with_pivots(op, args.rank)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
     print(f"  pivoted_cholesky_with_pivots: rank {factor.shape[-1]}, counts {counts.tolist()}, "
-          f"{time.perf_counter() - start:.2f} s", flush=True)
+          f"{seconds:.2f} s", flush=True)
+    rows.append(dict(kind="pivoted_cholesky_with_pivots", rank=factor.shape[-1], counts=counts.tolist(),
+                     seconds=seconds))
     for k in args.nystrom_ks:
         seconds = []
         for _ in range(3):
@@ -141,6 +165,7 @@ def main(argv=None) -> None:
             seconds.append(time.perf_counter() - start)
         print(f"  nystrom_factor on the first {k} pivots: {'failed' if rebuilt is None else 'ok'}, "
               f"seconds {', '.join(f'{t:.4f}' for t in seconds)}", flush=True)
+        rows.append(dict(kind="nystrom_factor", k=k, ok=rebuilt is not None, seconds=seconds))
         if args.profile:
             activities = [torch.profiler.ProfilerActivity.CPU] + (
                 [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -151,7 +176,7 @@ def main(argv=None) -> None:
             sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
             print(prof.key_averages().table(sort_by=sort, row_limit=12), flush=True)
     for k in args.solve_ks:
-        time_solves(op, pivots[..., :k], device)
+        rows.append(time_solves(op, pivots[..., :k], device))
     for lengthscale in args.grid_lengthscales:
         for outputscale in args.grid_outputscales:
             with torch.no_grad():
@@ -160,8 +185,12 @@ def main(argv=None) -> None:
             rank = pivoted_cholesky_with_pivots(KernelOperator(kernel, x, backend=args.backend),
                                                 args.rank)[0].shape[-1]
             print(f"  lengthscale {lengthscale}, outputscale {outputscale}: rank {rank}", flush=True)
+            rows.append(dict(kind="grid", lengthscale=lengthscale, outputscale=outputscale, rank=rank))
             if rank < args.rank:
-                trace_steps(KernelOperator(kernel, x, backend=args.backend), args.rank, args.every, quiet=True)
+                trace_steps(KernelOperator(kernel, x, backend=args.backend), args.rank, args.every, quiet=True,
+                            rows=rows, lengthscale=lengthscale, outputscale=outputscale)
+    if args.out:
+        write_results(args.out, rows, args, device=device, extra={"backend": op.backend})
 
 
 if __name__ == "__main__":

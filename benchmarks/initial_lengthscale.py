@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import flashgp as fg  # noqa: E402
 from flashgp import kernels as K  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 
 def fitted_mll(x, y, fraction: float, iters: int) -> float:
@@ -52,7 +54,10 @@ def batch_sine_test(fraction: float) -> tuple[float, float]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fractions", default="1,0.5,0.25")
+    parser.add_argument("--out", default=None, metavar="OUT",
+                        help="also write the rows to OUT.json (default: stdout only)")
     args = parser.parse_args(argv)
+    rows = []
     fractions = [float(f) for f in args.fractions.split(",")]
     warnings.simplefilter("ignore")
     totals = {f: 0.0 for f in fractions}
@@ -70,11 +75,20 @@ def main(argv=None) -> None:
                     worst[f] = max(worst[f], gap)
                 print(f"d={d} periods={k} n={n:3d}: best mll (400 steps) {best:.3f}; below it after 50 "
                       "steps: " + "  ".join(f"x{f}: {gap:.3f}" for f, gap in gaps.items()), flush=True)
+                rows += [dict(kind="case", d=d, periods=k, n=n, fraction=f, best_mll_400_steps=best,
+                              mll_gap_after_50_steps=gap) for f, gap in gaps.items()]
     print("total: " + "  ".join(f"x{f}: {totals[f]:.3f} (worst {worst[f]:.3f})" for f in fractions))
+    rows += [dict(kind="total", fraction=f, mll_gap_total=totals[f], mll_gap_worst=worst[f])
+             for f in fractions]
     for f in fractions:
         first, second = batch_sine_test(f)
         print(f"GPyTorch batch sine test, lengthscales x{f} of the std: MAE {first:.3f} (two periods), "
               f"{second:.3f} (one)")
+        rows.append(dict(kind="batch_sine_test", fraction=f, mae_two_periods=first, mae_one_period=second))
+    if args.out:
+        write_results(args.out, rows, args, device="cpu",
+                      extra={"mll": "per point; gap: best mll of any start in 400 steps minus the mll "
+                                    "after 50 steps from this start"})
 
 
 if __name__ == "__main__":

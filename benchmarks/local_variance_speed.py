@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "examples"):
+for path in (REPO, REPO / "examples", REPO / "benchmarks"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
@@ -29,6 +29,7 @@ import flashgp as fg  # noqa: E402
 from flashgp.models import local_variance as lv  # noqa: E402
 from flashgp.linalg import neighbors as nb  # noqa: E402
 from large_gpu_fit import synthetic  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 
 def timed(fn, device):
@@ -50,7 +51,10 @@ def main(argv=None) -> None:
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-blocked", action="store_true", help="skip timing the blocked search")
+    parser.add_argument("--out", default=None, metavar="OUT",
+                        help="also write the rows to OUT.json (default: stdout only)")
     args = parser.parse_args(argv)
+    rows = []
     device = torch.device(args.device)
     dtype = torch.float32 if device.type == "cuda" else torch.float64
     x, _ = synthetic(args.n + args.test, 3, 0.1, device, dtype, args.seed)
@@ -71,16 +75,24 @@ def main(argv=None) -> None:
             [timed(lambda: nb.blocked_neighbors(z_train, z_test, k), device)[1] for _ in range(2)]
         runs = [timed(lambda: lv.local_variances(kernel, x_train, noise, x_test, k), device) for _ in range(2)]
         (var, info), _ = runs[-1]
-        change = "" if previous is None else \
-            f", median change from the previous k {float(((previous - var) / (var + 0.008908)).median()):.3g}"
+        median_change = None if previous is None else float(((previous - var) / (var + 0.008908)).median())
+        change = "" if previous is None else f", median change from the previous k {median_change:.3g}"
         print(f"  k={k}: search {search[0]:.3f} / {search[1]:.3f} s"
               + (f" (blocked over all points {blocked[0]:.3f} / {blocked[1]:.3f} s)" if blocked else "")
               + ", local_variances "
               f"{runs[0][1]:.3f} / {runs[1][1]:.3f} s, variance_local_change "
-              f"{info['variance_local_change']:.3g}{change}", flush=True)
+              f"{info.change:.3g}{change}", flush=True)
+        rows.append(dict(neighbors=k, search_seconds=search, blocked_search_seconds=blocked or None,
+                         local_variances_seconds=[r[1] for r in runs],
+                         variance_local_change=info.change, local_jitter_points=info.jitter_points,
+                         median_change_from_previous_k=median_change))
         previous = var
+    extra = {"dtype": str(dtype).removeprefix("torch.")}
     if device.type == "cuda":
         print(f"  peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+        extra["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(device)
+    if args.out:
+        write_results(args.out, rows, args, device=device, extra=extra)
 
 
 if __name__ == "__main__":

@@ -28,13 +28,14 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "examples"):
+for path in (REPO, REPO / "examples", REPO / "benchmarks"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
 import flashgp as fg  # noqa: E402
 from flashgp.datasets import load_uci  # noqa: E402
 from large_gpu_fit import synthetic  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 
 def make_model(x, y, solver, args):
@@ -79,6 +80,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--uci", default=None, help="a UCI data set's name instead of synthetic data")
     parser.add_argument("--data", default=None, help="folder of UCI data sets (with --uci)")
+    parser.add_argument("--out", default=None, metavar="OUT",
+                        help="also write the rows to OUT.json (default: stdout only)")
     args = parser.parse_args(argv)
     args.fitted = None
     if args.uci is None:
@@ -95,8 +98,11 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     exact = make_model(x_train, y_train, fg.Cholesky(), args).predict(x_test)
     exact_var = exact.variance
+    seconds = time.perf_counter() - start
     print(f"  Cholesky: median variance of y* {float(exact_var.median()):.4g}, coverage "
-          f"{coverage(exact, y_test):.3f}, {time.perf_counter() - start:.1f} s", flush=True)
+          f"{coverage(exact, y_test):.3f}, {seconds:.1f} s", flush=True)
+    rows = [dict(method="cholesky", median_variance=float(exact_var.median()),
+                 coverage_95=coverage(exact, y_test), seconds=seconds)]
     runs = [("root rank", rank, dict(root_rank=rank)) for rank in args.root_ranks]
     runs += [("local neighbours", k, dict(local_neighbors=k)) for k in args.local_neighbors]
     for label, value, option in runs:
@@ -106,6 +112,7 @@ def main(argv=None) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fg.NumericalWarning)
             pred = make_model(x_train, y_train, solver, args).predict(x_test)
+        seconds = time.perf_counter() - start
         ratio = pred.variance / exact_var
         change = pred.diagnostics.get("variance_root_change")
         print(f"  {label} {value}: variance / exact min {float(ratio.min()):.3g}, median "
@@ -113,7 +120,15 @@ def main(argv=None) -> None:
               f"{coverage(pred, y_test):.3f}; mean max |difference| "
               f"{float((pred.mean - exact.mean).abs().max()):.2e}"
               + ("" if change is None else f"; root change {change:.3g}")
-              + f"; {time.perf_counter() - start:.1f} s", flush=True)
+              + f"; {seconds:.1f} s", flush=True)
+        rows.append({"method": next(iter(option)), next(iter(option)): value,
+                     "variance_ratio_min": float(ratio.min()), "variance_ratio_median": float(ratio.median()),
+                     "variance_ratio_max": float(ratio.max()), "coverage_95": coverage(pred, y_test),
+                     "mean_max_abs_difference": float((pred.mean - exact.mean).abs().max()),
+                     "variance_root_change": change, "seconds": seconds})
+    if args.out:
+        write_results(args.out, rows, args, device="cpu",
+                      extra={"n_train": x_train.shape[0], "n_test": x_test.shape[0]})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import flashgp as fg  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 
 def main() -> None:
@@ -21,6 +23,8 @@ def main() -> None:
     parser.add_argument("--d", type=int, default=3)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, metavar="OUT",
+                        help="also write the record to OUT.json (default: JSON on stdout only)")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     gen = torch.Generator().manual_seed(args.seed)
@@ -34,12 +38,16 @@ def main() -> None:
     loss.backward()
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({
+    record = {
         "n": args.n, "d": args.d, "dtype": args.dtype, "seconds": round(seconds, 2),
         "peak_rss_gib": round(peak / 2**20, 3), "rss_before_step_gib": round(before / 2**20, 3),
         "diagnostics": {k: v for k, v in model.diagnostics.items() if k != "seconds"},
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-    }, indent=1))
+    }
+    print(json.dumps(record, indent=1))
+    if args.out:
+        write_results(args.out, [dict(record, peak_rss_bytes=peak * 1024, rss_before_step_bytes=before * 1024)],
+                      args, device="cpu")
 
 
 if __name__ == "__main__":

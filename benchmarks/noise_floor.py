@@ -29,6 +29,9 @@ import flashgp as fg  # noqa: E402
 from flashgp.log_space import log_space  # noqa: E402
 from flashgp.polish import polish_lbfgs  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_file import write_results  # noqa: E402
+
 
 def data(n: int, d: int, seed: int):
     rng = np.random.RandomState(seed)
@@ -48,9 +51,11 @@ def sklearn_fit(x, y, x_test):
     return gp.predict((x_test - x_mean) / x_std, return_std=True)
 
 
-def cholesky_limits(ns=(50, 200, 500, 1000, 2000), lengthscales=(0.1, 0.3, 1.0, 3.0)) -> None:
+def cholesky_limits(ns=(50, 200, 500, 1000, 2000), lengthscales=(0.1, 0.3, 1.0, 3.0)) -> list[dict]:
     """The lowest floor (relative to K's diagonal, on a grid of 1e-15..1e-10) at and above which
-    a float64 Cholesky of K + floor I succeeds without jitter: RBF kernel, x uniform on [0, 1]^d."""
+    a float64 Cholesky of K + floor I succeeds without jitter: RBF kernel, x uniform on [0, 1]^d
+    (printed, and returned as rows)."""
+    rows = []
     grid = [1e-15, 3e-15, 1e-14, 3e-14, 1e-13, 3e-13, 1e-12, 3e-12, 1e-11, 1e-10]
     torch.manual_seed(0)
     for d in (1, 3):
@@ -63,6 +68,9 @@ def cholesky_limits(ns=(50, 200, 500, 1000, 2000), lengthscales=(0.1, 0.3, 1.0, 
                 lowest.append(next((r for i, r in enumerate(grid) if all(clean[i:])), float("nan")))
             print(f"d={d} n={n:5d} lowest clean floor / k(x, x) for lengthscales {lengthscales}: "
                   + ", ".join(f"{v:.0e}" for v in lowest), flush=True)
+            rows += [dict(d=d, n=n, lengthscale=ls, lowest_clean_floor_relative=v)
+                     for ls, v in zip(lengthscales, lowest)]
+    return rows
 
 
 def flashgp_fit(x, y, x_test, floor, dtype):
@@ -97,10 +105,16 @@ def main(argv=None) -> None:
     parser.add_argument("--dtypes", default="float64,float32")
     parser.add_argument("--cholesky", action="store_true", help="only the jitter-free limits of "
                         "a float64 Cholesky (n = 50..2000, d = 1, 3)")
+    parser.add_argument("--out", default=None, metavar="OUT",
+                        help="also write the rows to OUT.json (default: stdout only)")
     args = parser.parse_args(argv)
     if args.cholesky:
-        cholesky_limits()
+        rows = cholesky_limits()
+        if args.out:
+            write_results(args.out, rows, args, device="cpu",
+                          extra={"lowest_clean_floor_relative": "null: none on the grid 1e-15..1e-10"})
         return
+    rows = []
     floors = args.floors.split(",")
     print(f"torch {torch.__version__}; floors in standardized units (y var 1)")
     for case in args.cases.split(","):
@@ -121,6 +135,16 @@ def main(argv=None) -> None:
                           f"rmse={np.sqrt(np.mean(err**2)):.2e} (sklearn {ref_rmse:.2e}) "
                           f"median|z|={z:.3g} zero_std={np.mean(std == 0):.2f} "
                           f"std/sklearn median={np.median(ratio):.3f} max={ratio.max():.3f}", flush=True)
+                    rows.append(dict(d=d, n=n, seed=seed, dtype=dtype_name, floor=floor, floor_used=used,
+                                     noise=noise, outputscale=outputscale, max_jitter=jitter,
+                                     rmse=float(np.sqrt(np.mean(err**2))), sklearn_rmse=float(ref_rmse),
+                                     median_abs_z=float(z), zero_std_share=float(np.mean(std == 0)),
+                                     std_over_sklearn_median=float(np.median(ratio)),
+                                     std_over_sklearn_max=float(ratio.max())))
+    if args.out:
+        write_results(args.out, rows, args, device="cpu",
+                      extra={"units": "floor, floor_used and noise in standardized units (y variance 1); "
+                                      "rmse in y's units; z: test errors over flashgp's latent stds"})
 
 
 if __name__ == "__main__":

@@ -16,9 +16,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import flashgp as fg  # noqa: E402
 from flashgp.linalg import nystrom_factor, pivoted_cholesky_with_pivots  # noqa: E402
 from flashgp.operators import KernelOperator  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 
 def aten_ops(fn) -> tuple[int, int]:
@@ -48,7 +50,10 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=9)
+    p.add_argument("--out", default=None, metavar="OUT",
+                   help="also write the rows to OUT.json (default: stdout only)")
     args = p.parse_args(argv)
+    rows = []
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(args.n, args.d, generator=g)
@@ -88,6 +93,11 @@ def main(argv=None) -> int:
                            for kind, t in result["seconds"].items() if t)
         print(f"refresh_every={refresh_every:2d}: {ops} aten ops ({top} outermost) in the profiled "
               f"step (the 2nd, {result['profiled']}); unprofiled steps: {timing}")
+        rows.append(dict(kind="training_step", refresh_every=refresh_every, aten_ops=ops,
+                         aten_ops_outermost=top, profiled_step_pivots=result["profiled"],
+                         **{f"{kind}_step_seconds": t for kind, t in result["seconds"].items() if t},
+                         **{f"{kind}_step_seconds_median": statistics.median(t)
+                            for kind, t in result["seconds"].items() if t}))
     # the operator as mll builds it (grad enabled: the dense backend evaluates K once, and the
     # factorizations read its rows); only the factorizations are counted and timed
     op = KernelOperator(model.kernel, model.train_x, backend=args.backend)
@@ -97,8 +107,13 @@ def main(argv=None) -> int:
         fn()
         sync()
         ops, top = aten_ops(lambda: (fn(), sync()))
+        seconds = wall(lambda: (fn(), sync()), 5)
         print(f"preconditioner factor only, {name}: {ops} aten ops ({top} outermost), "
-              f"{wall(lambda: (fn(), sync()), 5) * 1e3:.1f} ms median of 5")
+              f"{seconds * 1e3:.1f} ms median of 5")
+        rows.append(dict(kind="preconditioner_factor", factorization=name, aten_ops=ops,
+                         aten_ops_outermost=top, seconds_median_of_5=seconds))
+    if args.out:
+        write_results(args.out, rows, args)
     return 0
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "examples"):
+for path in (REPO, REPO / "examples", REPO / "benchmarks"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
@@ -42,6 +42,7 @@ from flashgp.linalg import mbcg, pivoted_cholesky  # noqa: E402
 from flashgp.linalg.spatial import spatial_order  # noqa: E402
 from flashgp.operators import Dense  # noqa: E402
 from large_gpu_fit import synthetic  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 
 def matern52(x: torch.Tensor, lengthscale: torch.Tensor, outputscale: float) -> torch.Tensor:
@@ -78,7 +79,10 @@ def main() -> None:
                         help="training solve: at least this many iterations (training uses 20)")
     parser.add_argument("--skip-predict", action="store_true", help="no prediction solve")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, metavar="OUT",
+                        help="also write the rows to OUT.json (default: JSON lines on stdout only)")
     args = parser.parse_args()
+    rows = []
     torch.manual_seed(args.seed)
     x, y = synthetic(args.n, 3, 0.1, torch.device("cpu"), torch.float64, args.seed)
     noise = args.noise * args.n / args.target_n
@@ -107,6 +111,9 @@ def main() -> None:
                 row.update(predict_iterations=pred.iterations, predict_converged=pred.converged)
             row.update(seconds=round(time.perf_counter() - began, 2))
             print(json.dumps(row), flush=True)
+            rows.append(row)
+    if args.out:
+        write_results(args.out, rows, args, device="cpu")
 
 
 if __name__ == "__main__":

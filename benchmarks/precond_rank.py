@@ -31,12 +31,13 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "examples"):
+for path in (REPO, REPO / "examples", REPO / "benchmarks"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
 import flashgp as fg  # noqa: E402
 from large_gpu_fit import synthetic  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 
 def stand_in(x, y, precond, lengthscale, outputscale: float, noise: float, max_iters: int,
@@ -72,8 +73,9 @@ def mll_and_grad(model) -> tuple[float, torch.Tensor]:
     return float(value), torch.cat(grads).double()
 
 
-def compare(x, y, precond_for, settings, lanczos_iters, tol, repeats: int, exact) -> None:
-    """CG mll / gradient against the Cholesky ones, over ``repeats`` probe draws."""
+def compare(x, y, precond_for, settings, lanczos_iters, tol, repeats: int, exact) -> dict:
+    """CG mll / gradient against the Cholesky ones, over ``repeats`` probe draws (printed, and
+    returned as a row)."""
     values, grads = [], []
     for _ in range(repeats):
         model = stand_in(x, y, precond_for(), *settings, lanczos_iters=lanczos_iters, tol=tol)
@@ -87,22 +89,33 @@ def compare(x, y, precond_for, settings, lanczos_iters, tol, repeats: int, exact
     mean_err = (grads.mean(0) - exact_grad).norm() / scale
     draw_err = (grads - exact_grad).norm(dim=-1) / scale
     d = model.diagnostics
+    seconds = time.perf_counter() - start
+    cosine = float(torch.nn.functional.cosine_similarity(grads.mean(0), exact_grad, 0))
     print(f"    lanczos_iters {lanczos_iters}, tol {tol:g}: {d['cg_iterations']} CG iterations "
-          f"(last draw, {time.perf_counter() - start:.1f} s, y residual {d['residual']:.3g}, mean "
+          f"(last draw, {seconds:.1f} s, y residual {d['residual']:.3g}, mean "
           f"{d['mean_residual']:.3g}); mll error of the mean "
           f"{float(values.mean() - exact_value):+.2e} (draws' std {float(values.std()):.1e}); "
           f"gradient relative error: mean of draws {float(mean_err):.3f}, each draw "
-          f"{float(draw_err.min()):.3f}-{float(draw_err.max()):.3f}; cosine of the mean "
-          f"{float(torch.nn.functional.cosine_similarity(grads.mean(0), exact_grad, 0)):.4f}",
+          f"{float(draw_err.min()):.3f}-{float(draw_err.max()):.3f}; cosine of the mean {cosine:.4f}",
           flush=True)
     print(f"      gradient, mean of draws: {[round(g, 4) for g in grads.mean(0).tolist()]}", flush=True)
+    return dict(lanczos_iters=lanczos_iters, tol=tol, repeats=repeats,
+                cg_iterations_last_draw=d["cg_iterations"],
+                seconds_last_draw=seconds, y_residual_last_draw=d["residual"],
+                mean_residual_last_draw=d["mean_residual"],
+                mll_error_of_mean=float(values.mean() - exact_value), mll_std_of_draws=float(values.std()),
+                gradient_rel_error_of_mean=float(mean_err), gradient_rel_error_min=float(draw_err.min()),
+                gradient_rel_error_max=float(draw_err.max()),
+                gradient_cosine_of_mean=cosine, gradient_mean_of_draws=grads.mean(0).tolist())
 
 
-def report(d: dict, label: str) -> None:
+def report(d: dict, label: str) -> dict:
+    """Print one mll's diagnostics; return them as a row."""
     print(f"  {label}: preconditioner rank {d['precond_rank']}, neighbours {d['precond_neighbors']} "
           f"({d['precond_pivots']}), "
           f"{d['cg_iterations']} CG iterations, residual {d['residual']:.3g}, {d['seconds']:.1f} s",
           flush=True)
+    return {"label": label, **d}
 
 
 def main(argv=None) -> None:
@@ -142,6 +155,8 @@ def main(argv=None) -> None:
                              "variance (default: 0.1, as in large_gpu_fit; then y holds far more "
                              "noise than the model assumes, unlike the fit it stands in for)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, metavar="OUT",
+                        help="also write the rows to OUT.json (default: stdout only)")
     args = parser.parse_args(argv)
     if args.n < 1 or args.target_n < args.n:
         parser.error("--n: expected 1 <= n <= --target-n")
@@ -153,44 +168,55 @@ def main(argv=None) -> None:
     print(f"n={args.n} standing in for {args.target_n}: noise {noise:.3g} (data's std {data_noise:.3g}), lengthscale "
           f"{args.lengthscale}, outputscale {args.outputscale}, float64, backend {args.backend}")
     settings = (args.lengthscale, args.outputscale, noise, args.max_iters, args.backend)
+    rows = []
+    extra = {"noise_at_n": noise, "data_noise_std": data_noise}
     if args.reference:
         start = time.perf_counter()
         exact = mll_and_grad(stand_in(x, y, None, *settings))
+        seconds = time.perf_counter() - start
         print(f"  Cholesky: mll {exact[0]:.6f}, gradient {[round(g, 4) for g in exact[1].tolist()]} "
-              f"({time.perf_counter() - start:.1f} s)", flush=True)
+              f"({seconds:.1f} s)", flush=True)
+        extra["cholesky"] = {"mll": exact[0], "gradient": exact[1].tolist(), "seconds": seconds}
         for rank in args.ranks:
             for block in args.blocks:
                 print(f"  rank {rank}, blocks of {block}:")
                 for iters in args.lanczos_iters:
                     for tol in args.tols:
-                        compare(x, y, lambda: fg.PivotedCholesky(rank, block_size=block), settings,
-                                iters, tol, args.repeats, exact)
+                        row = compare(x, y, lambda: fg.PivotedCholesky(rank, block_size=block),
+                                      settings, iters, tol, args.repeats, exact)
+                        rows.append({"precond": "PivotedCholesky", "rank": rank, "block_size": block,
+                                     **row})
         for label, make in other_preconditioners(args):
             print(f"  {label}:")
             for iters in args.lanczos_iters:
                 for tol in args.tols:
-                    compare(x, y, make, settings, iters, tol, args.repeats, exact)
-        return
-    if args.grow_to is not None:
+                    row = compare(x, y, make, settings, iters, tol, args.repeats, exact)
+                    rows.append({"precond": label, **row})
+    elif args.grow_to is not None:
         precond = fg.PivotedCholesky(args.ranks[0], max_rank=args.grow_to)
         model, rank = stand_in(x, y, precond, *settings), None
         for call in range(8):
             d = timed_mll(model)
-            report(d, f"mll {call}")
+            rows.append({"mll_call": call, **report(d, f"mll {call}")})
             if d["precond_rank"] == rank:
                 break
             rank = d["precond_rank"]
-        return
-    for rank in args.ranks:
-        for block in args.blocks:
+    else:
+        for rank in args.ranks:
+            for block in args.blocks:
+                for iters in args.lanczos_iters:
+                    precond = fg.PivotedCholesky(rank, block_size=block)
+                    d = report(timed_mll(stand_in(x, y, precond, *settings, lanczos_iters=iters)),
+                               f"rank {rank}, blocks of {block}, lanczos_iters {iters}")
+                    rows.append({"precond": "PivotedCholesky", "rank": rank, "block_size": block,
+                                 "lanczos_iters": iters, **d})
+        for label, make in other_preconditioners(args):
             for iters in args.lanczos_iters:
-                precond = fg.PivotedCholesky(rank, block_size=block)
-                report(timed_mll(stand_in(x, y, precond, *settings, lanczos_iters=iters)),
-                       f"rank {rank}, blocks of {block}, lanczos_iters {iters}")
-    for label, make in other_preconditioners(args):
-        for iters in args.lanczos_iters:
-            report(timed_mll(stand_in(x, y, make(), *settings, lanczos_iters=iters)),
-                   f"{label}, lanczos_iters {iters}")
+                d = report(timed_mll(stand_in(x, y, make(), *settings, lanczos_iters=iters)),
+                           f"{label}, lanczos_iters {iters}")
+                rows.append({"precond": label, "lanczos_iters": iters, **d})
+    if args.out:
+        write_results(args.out, rows, args, device="cpu", extra=extra)
 
 
 def other_preconditioners(args) -> list:

@@ -16,7 +16,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import flashgp as fg  # noqa: E402
+from results_file import write_results  # noqa: E402
 from uci import SOLVER, load, set_init  # noqa: E402
+
+
+def op_rows(events, sort_by: str, limit: int) -> list[dict]:
+    """The first ``limit`` operators of the profiler's averages by ``sort_by`` (an attribute of
+    theirs), as the table prints them: name, calls and times in microseconds."""
+    def get(e, *names):  # the first attribute of these that it has (torch renamed cuda to device)
+        return next((getattr(e, name) for name in names if hasattr(e, name)), 0.0)
+
+    top = sorted(events, key=lambda e: get(e, sort_by), reverse=True)[:limit]
+    return [dict(kind=f"op_by_{sort_by}", name=e.key, calls=e.count,
+                 self_cpu_us=get(e, "self_cpu_time_total"), cpu_total_us=get(e, "cpu_time_total"),
+                 self_device_us=get(e, "self_device_time_total", "self_cuda_time_total"),
+                 device_total_us=get(e, "device_time_total", "cuda_time_total"))
+            for e in top]
 
 
 def main(argv=None) -> int:
@@ -28,6 +43,8 @@ def main(argv=None) -> int:
     p.add_argument("--precision", default="tf32x3")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rows", type=int, default=25)
+    p.add_argument("--out", default=None, metavar="OUT",
+                   help="also write the step and the operator rows to OUT.json (default: stdout only)")
     args = p.parse_args(argv)
     ns = argparse.Namespace(dataset=args.dataset, data=args.data, split=0, dtype="float32",
                             max_train=None, seed=0)
@@ -74,6 +91,14 @@ def main(argv=None) -> int:
     if on_cuda:
         print(events.table(sort_by="self_cuda_time_total", row_limit=args.rows))
     print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    if args.out:
+        rows = [dict(kind="step", dataset=args.dataset, n=ds.x_train.shape[0], d=ds.x_train.shape[1],
+                     step_seconds_unprofiled=wall, device_kernels=launches,
+                     diagnostics=dict(model.diagnostics))]
+        if on_cuda:
+            rows += op_rows(events, "self_device_time_total", args.rows)
+        rows += op_rows(events, "self_cpu_time_total", args.rows)
+        write_results(args.out, rows, args)
     return 0
 
 
