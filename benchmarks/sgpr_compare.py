@@ -3,7 +3,7 @@
 """Benchmark fg.SGPR against GPyTorch 1.15's SGPR (InducingPointKernel) on UCI or synthetic data.
 
 Example: python benchmarks/sgpr_compare.py --data ../shared/data/uci --datasets elevators,protein
---inducing 500,2000 --device cuda --iters 50 --out benchmarks/results/sgpr/h100   (writes .md, .json)
+--inducing 500,2000 --device cuda --iters 10 --out benchmarks/results/sgpr/sgpr_uci_h100   (writes .md, .json)
 
 Each (library, data set, m) runs in its own subprocess (peak memory: CUDA's max allocated bytes on
 a GPU, the resident-set increase on a CPU). Model: constant mean, Scale(RBF, ARD), Gaussian
@@ -218,7 +218,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--timeout", type=float, default=900, help="seconds per run")
-    p.add_argument("--out", default="benchmarks/results/sgpr/run", help="output stem (.md, .json)")
+    p.add_argument("--out", default="results/sgpr_compare", help="output stem (.md, .json; default results/sgpr_compare)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--lib", help=argparse.SUPPRESS)
     p.add_argument("--dataset", help=argparse.SUPPRESS)

@@ -133,14 +133,16 @@ class FactorDowndated(PosteriorCovariance):
     ``(*batch, m, d)``; factor(x_part) gives W's rows ``(*batch, c, k)`` for inputs x_part ``(*batch, c, d)``;
     variances ``(*batch, m)``: the diagonal, computed with the posterior mean. ``scale`` ``(*batch, m)``,
     optional: the operator is then S (prior - W W^T) S with S = diag(scale) (certified variances,
-    as in ``Downdated``). ``matmul`` evaluates W twice (W^T v, then W (W^T v)), ``rows`` once;
-    memory stays at a chunk of W.
+    as in ``Downdated``). ``signs`` ``(k,)``, optional: +1 or -1 per column of W, the operator
+    then prior - W diag(signs) W^T (a downdate and an update, e.g. SGPR's K** - V1 V1^T +
+    V2 V2^T). ``matmul`` evaluates W twice (W^T v, then W (W^T v)), ``rows`` once; memory stays
+    at a chunk of W.
     """
 
     def __init__(self, prior: Operator, x: torch.Tensor, factor: Callable, variances: torch.Tensor,
-                 chunk: int, scale: torch.Tensor | None = None):
+                 chunk: int, scale: torch.Tensor | None = None, signs: torch.Tensor | None = None):
         self.prior, self.x, self.factor, self.variances, self.chunk = prior, x, factor, variances, max(1, chunk)
-        self.scale = scale
+        self.scale, self.signs = scale, signs
         self.shape = torch.Size((*broadcast_shapes(prior.batch_shape, variances.shape[:-1]), *prior.shape[-2:]))
         self.dtype, self.device = prior.dtype, prior.device
 
@@ -156,6 +158,8 @@ class FactorDowndated(PosteriorCovariance):
         for part in self._parts():  # W^T rhs, (*batch, k, t)
             step = self.factor(self.x[..., part, :]).transpose(-1, -2) @ rhs[..., part, :]
             inner = step if inner is None else inner + step
+        if self.signs is not None:
+            inner = self.signs.unsqueeze(-1) * inner
         out = out - torch.cat([self.factor(self.x[..., part, :]) @ inner for part in self._parts()], -2)
         return out if self.scale is None else self.scale.unsqueeze(-1) * out
 
@@ -164,6 +168,8 @@ class FactorDowndated(PosteriorCovariance):
 
     def _rows(self, index):
         picked = self.factor(_gather_rows(self.x, index))  # (*batch, r, k)
+        if self.signs is not None:
+            picked = picked * self.signs
         downs = [picked @ self.factor(self.x[..., part, :]).transpose(-1, -2) for part in self._parts()]
         out = self.prior.rows(index) - torch.cat(downs, -1)
         if self.scale is None:

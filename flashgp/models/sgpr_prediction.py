@@ -1,5 +1,5 @@
-# SGPR predictions: the posterior of the collapsed bound, q(f*) = N(K_*z a, k** - K_*z P P^T K_z*),
-# from two m x m quantities computed once per parameter state, test points taken in chunks.
+# SGPR predictions: the posterior of the collapsed bound from quantities computed once per
+# parameter state (triangular solves of two m x m Cholesky factors), test points in chunks.
 from __future__ import annotations
 
 import torch
@@ -16,16 +16,17 @@ from .prediction import chunk_points
 class SGPRPrediction:
     """Everything test-independent for SGPR predictions at one state ``snapshot``.
 
-    With K_zz = L L^T, M = A S^{-1} A^T = U diag(lam) U^T (A = L^{-1} K_zx) and v = A S^{-1} r,
-    the bound's optimal posterior at test inputs is
+    With K_zz = L L^T, M = L^{-1} K_zx S^{-1} K_xz L^{-T}, v = L^{-1} K_zx S^{-1} r and
+    B = I + M = L_B L_B^T, the bound's optimal posterior at test inputs is
 
-        mean = m(x*) + K_*z a,             a = L^{-T} U diag(1 / (1 + lam)) U^T v,
-        cov  = K_** - K_*z P P^T K_z*,     P = L^{-T} U diag(sqrt(lam / (1 + lam))),
+        mean = m(x*) + K_*z a,                 a = L^{-T} L_B^{-T} L_B^{-1} v,
+        cov  = K_** - K_*z P1 P1^T K_z* + K_*z P2 P2^T K_z*,   P1 = L^{-T},  P2 = L^{-T} L_B^{-T}
 
-    (the Nystrom variance K_*z K_zz^{-1} K_z* minus what the data add, K_*z L^{-T} (I - B^{-1})
-    L^{-1} K_z* with B = I + M = U (1 + lam) U^T). ``alpha`` ``(*batch, m, 1)`` and ``proj``
-    ``(*batch, m, m)`` are float64; predictions are computed in float64 and returned in the model's
-    dtype. The training noise is checked once per cache (finite, > 0).
+    (the Nystrom variance K_*z K_zz^{-1} K_z* taken away, what the data leave of it,
+    K_*z (K_zz + K_zx S^{-1} K_xz)^{-1} K_z*, added back). Triangular solves only (no
+    eigendecomposition). ``alpha`` ``(*batch, m, 1)`` and ``proj`` = [P1, P2] ``(*batch, m, 2m)``
+    are float64; predictions are computed in float64 and returned in the model's dtype. The
+    training noise is checked once per cache (finite, > 0).
     """
 
     def __init__(self, model, snapshot, rows: int):
@@ -37,32 +38,38 @@ class SGPRPrediction:
         resid = (model.train_y - model.mean(model.train_x)).double()
         chol, added = inducing_cholesky(float64_kernel(self.kernel, self.z), model.jitter, safe_cholesky)
         gram, v, _ = inducing_terms(self.kernel, model.train_x, self.z, chol, 1.0 / noise.double(), resid, rows)
-        lam, vecs = torch.linalg.eigh(gram)
-        lam = lam.clamp_min(0.0)
-        inner = vecs @ ((vecs.transpose(-1, -2) @ v.unsqueeze(-1)) / (1.0 + lam).unsqueeze(-1))
-        self.alpha = torch.linalg.solve_triangular(chol.transpose(-1, -2), inner, upper=True)
-        self.proj = torch.linalg.solve_triangular(chol.transpose(-1, -2),
-                                                  vecs * (lam / (1.0 + lam)).sqrt().unsqueeze(-2), upper=True)
-        self.diagnostics: dict = {"n": n, "path": "sgpr", "inducing": self.z.shape[-2], "jitter": added}
+        m = self.z.shape[-2]
+        eye = torch.eye(m, dtype=torch.float64, device=gram.device)
+        chol_b = torch.linalg.cholesky(eye + gram)
+        p1 = torch.linalg.solve_triangular(chol.transpose(-1, -2), eye.expand_as(chol), upper=True)
+        p2 = torch.linalg.solve_triangular(chol_b, p1.transpose(-1, -2), upper=False)  # L_B^{-1} L^{-1}
+        p2 = p2.transpose(-1, -2)  # L^{-T} L_B^{-T}
+        c = torch.linalg.solve_triangular(chol_b, v.unsqueeze(-1), upper=False)
+        self.alpha = p2 @ c
+        self.proj = torch.cat([p1.expand_as(p2), p2], -1)
+        self.signs = torch.cat([torch.ones(m, dtype=self.dtype, device=gram.device),
+                                -torch.ones(m, dtype=self.dtype, device=gram.device)])
+        self.diagnostics: dict = {"n": n, "path": "sgpr", "inducing": m, "jitter": added}
 
     def factor(self, x: torch.Tensor) -> torch.Tensor:
-        """K_*z P ``(*batch, c, m)`` in the model's dtype for test inputs x ``(*batch, c, d)``."""
+        """K_*z [P1, P2] ``(*batch, c, 2m)`` in the model's dtype for test inputs x ``(*batch, c, d)``."""
         return (float64_kernel(self.kernel, x, self.z) @ self.proj).to(self.dtype)
 
     def posterior(self, x: torch.Tensor) -> Posterior:
         """The posterior at test inputs x ``(*batch, t, d)`` (no gradients)."""
         m = self.z.shape[-2]
         batch = int(torch.Size(torch.broadcast_shapes(x.shape[:-2], self.proj.shape[:-2])).numel())
-        chunk = chunk_points(m, batch)
+        chunk = chunk_points(2 * m, batch)
         means, variances = [], []
         for start in range(0, x.shape[-2], chunk):
             part = x[..., start:start + chunk, :]
             cross = float64_kernel(self.kernel, part, self.z)  # (*batch, c, m)
             means.append(self.mean_fn(part).double() + (cross @ self.alpha).squeeze(-1))
-            down = (cross @ self.proj).square().sum(-1)
+            w = (cross @ self.proj).square()
+            down = w[..., :m].sum(-1) - w[..., m:].sum(-1)
             variances.append(float64_kernel(self.kernel, part, diag=True) - down)
         mean = torch.cat(means, -1).to(self.dtype)
         var = torch.cat(variances, -1).to(self.dtype)
-        covariance = FactorDowndated(KernelOperator(self.kernel, x), x, self.factor, var, chunk)
+        covariance = FactorDowndated(KernelOperator(self.kernel, x), x, self.factor, var, chunk, signs=self.signs)
         self.diagnostics["variance_method"] = "sgpr"
         return Posterior(mean, covariance, diagnostics=self.diagnostics)
