@@ -5,12 +5,13 @@
 The grid: ``grid_size`` points per input dimension (d <= 3), spacing h = (hi - lo) / (g - 3)
 from the first point lo - h to the last hi + h, so that every point in [lo, hi] has the four
 neighbours cubic interpolation needs in each dimension. ``grid_bounds`` None: (lo, hi) are set
-from the first inputs the kernel evaluates that spread over every dimension (in a model: the
-training inputs, when the model is built), widened by 2 grid spacings on each side (as GPyTorch's
+from the inputs of the first covariance the kernel computes (in a model: the training inputs, at
+the first training step or prediction), widened by 2 grid spacings on each side (as GPyTorch's
 ``GridInterpolationKernel`` does) so that test points a little outside the training range can be
-predicted; from then on the grid is fixed (a buffer, saved with the model). Diagonals of inputs
-without that spread (one point: a model's column check) use the grid they would give, unfixed;
-a covariance matrix or operator fixes the grid from whatever inputs it gets.
+predicted; from then on the grid is fixed: the ``grid_bounds`` buffer, in the model's state (files,
+checkpoints) while its configuration keeps ``grid_bounds=None``, so a loaded model gets the saved
+grid and a resumed fit recomputes the same one. Diagonals computed before that (a model's input
+checks) use the grid their own inputs would give, without fixing it.
 
 K_UU, the base kernel on the grid, is never formed: on a regular grid a stationary kernel's
 matrix is (multi-level) Toeplitz, given by the kernel at the grid's offsets from its first point.
@@ -45,6 +46,9 @@ MAX_DIMS = 3
 MIN_GRID = 4  # cubic interpolation needs 4 grid points per dimension
 MAX_GRID_POINTS = 1 << 28  # all dimensions together (the generator and FFT buffers hold ~2^d of this)
 MARGIN = 2.0  # grid spacings added on each side of the inputs' range when the bounds come from data
+# interpolation matrices kept for the last inputs seen (a model's training inputs come back at every
+# training step and prediction; W of 1M points takes ~0.2 s to build and ~100 MB in float64)
+CACHED_INPUTS = 2
 
 
 @dataclass(frozen=True)
@@ -147,8 +151,9 @@ class Interpolated(Kernel):
         base: a translation-invariant kernel (RBF, Matern, RQ, Periodic; Scale, Sum, Product of
             them). Put the output scale inside: ``Interpolated(Scale(RBF()), ...)``.
         grid_size: grid points per input dimension, an int (every dimension) or one per dimension;
-            at least 4. The accuracy is set by the points per lengthscale (8-10 give mll errors
-            well below the CG noise; see docs/guide/ski.md).
+            at least 4. The accuracy is set by the grid spacings per lengthscale: at n = 2,000
+            (float64) 4 of them left an mll error of 3e-5 per point for the RBF in 1-D and 2e-4 in
+            2-D, Matern 5/2 needed 9 for 4e-4 (``python benchmarks/ski_accuracy.py --n 2000``).
         grid_bounds: None (from the first inputs, widened by 2 grid spacings on each side), or one
             (low, high) pair per input dimension: every input, training and test, must lie in it.
 
@@ -175,13 +180,15 @@ class Interpolated(Kernel):
         if bounds is not None and isinstance(self.grid_size, tuple) and len(self.grid_size) != len(bounds):
             raise ValueError(f"grid_bounds: {len(bounds)} (low, high) pairs but grid_size has {len(self.grid_size)} "
                              f"entries; give one of each per input dimension")
+        self._given_bounds = bounds  # the constructor argument (the configuration's grid_bounds)
         self.register_buffer("grid_bounds", None if bounds is None else torch.tensor(bounds, dtype=torch.float64))
+        self._interpolations = {}  # id(x) -> (x, key, Interpolation): the last CACHED_INPUTS inputs' W
 
     def config_args(self) -> dict:
-        """The constructor arguments as JSON-ready values (``flashgp.serialize``): grid_size, and
-        grid_bounds as set now (None until the first inputs fix them)."""
+        """The constructor arguments as JSON-ready values (``flashgp.serialize``): grid_size and
+        grid_bounds as given (None: from the data; the grid they gave travels in the state dict)."""
         size = self.grid_size if isinstance(self.grid_size, int) else list(self.grid_size)
-        bounds = None if self.grid_bounds is None else [[float(v) for v in pair] for pair in self.grid_bounds.tolist()]
+        bounds = None if self._given_bounds is None else [list(pair) for pair in self._given_bounds]
         return {"grid_size": size, "grid_bounds": bounds}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -231,18 +238,14 @@ class Interpolated(Kernel):
 
     def grid(self, *xs: torch.Tensor, fix: bool = True) -> GridSpec:
         """The grid (``GridSpec``) for inputs xs (*batch, n, d): the fixed one, or, while unset, the
-        one from their range, which is kept (as the ``grid_bounds`` buffer, in their dtype) if
-        ``fix`` is True, or "spread" and they spread over every dimension."""
+        one from their range, which ``fix`` keeps (as the ``grid_bounds`` buffer, in their dtype)."""
         d = xs[0].shape[-1]
         sizes = self._sizes(d if self.grid_bounds is None else self.grid_bounds.shape[0])
         if self.grid_bounds is None:
             bounds = self._bounds_from(xs, sizes)
-            if fix == "spread":
-                flat = torch.cat([x.detach().reshape(-1, d) for x in xs], 0)
-                fix = bool((flat.amax(0) > flat.amin(0)).all())
-            if fix:
+            if fix:  # then read back: the grid is that of the stored (dtype-rounded) bounds from now on
                 self.grid_bounds = torch.tensor(bounds, dtype=xs[0].dtype, device=xs[0].device)
-        else:
+        if self.grid_bounds is not None:
             bounds = self.grid_bounds.tolist()
         start, spacing = [], []
         for (lo, hi), g in zip(bounds, sizes):
@@ -282,11 +285,26 @@ class Interpolated(Kernel):
             raise ValueError("x1, x2: Interpolated (SKI) does not differentiate with respect to its inputs "
                              "(the interpolation weights carry no gradient); pass inputs that do not require grad")
         spec = self.grid(x1, *([] if x2 is None else [x2]))
-        left = Interpolation.cubic(x1, spec.start, spec.spacing, spec.shape)
-        right = None if x2 is None else Interpolation.cubic(x2, spec.start, spec.spacing, spec.shape)
+        left = self.interpolation(x1, spec)
+        right = None if x2 is None else self.interpolation(x2, spec)
         dtype, device = x1.dtype, x1.device
         return InterpolatedOperator(left, lambda: self.grid_operator(spec, dtype, device), right,
                                     params=tuple(self.base.parameters()))
+
+    def interpolation(self, x: torch.Tensor, spec: GridSpec):
+        """W of inputs x on the grid ``spec`` (``flashgp.operators.Interpolation``), reused while x
+        is the same tensor, unchanged (its version), on the same grid: the last CACHED_INPUTS kept."""
+        from ..operators import Interpolation
+        key = (x._version, x.shape, x.stride(), x.dtype, x.device, spec)
+        cached = self._interpolations.get(id(x))
+        if cached is not None and cached[0] is x and cached[1] == key:
+            return cached[2]
+        out = Interpolation.cubic(x, spec.start, spec.spacing, spec.shape)
+        self._interpolations.pop(id(x), None)
+        while len(self._interpolations) >= CACHED_INPUTS:
+            self._interpolations.pop(next(iter(self._interpolations)))
+        self._interpolations[id(x)] = (x, key, out)
+        return out
 
     def evaluate(self, x1, x2, diag):
         from ..operators import Interpolation
@@ -294,7 +312,7 @@ class Interpolated(Kernel):
             raise ValueError("x1, x2: Interpolated (SKI) does not differentiate with respect to its inputs "
                              "(the interpolation weights carry no gradient); pass inputs that do not require grad")
         if diag:  # w_i^T B w_i, B the 4^d x 4^d block of K_UU every stencil sees
-            spec = self.grid(x1, x2, fix="spread")
+            spec = self.grid(x1, x2, fix=False)
             w1 = Interpolation.cubic(x1, spec.start, spec.spacing, spec.shape)
             grid = self.grid_operator(spec, x1.dtype, x1.device)
             block = grid.entries(w1.offsets.unsqueeze(-1), w1.offsets)

@@ -221,20 +221,28 @@ def test_certified_and_cg_variances():
     assert torch.allclose(prior.to_dense(), exact.kernel(x_test), atol=1e-12)
 
 
-def test_config_round_trip_and_grid_fixed_by_the_training_inputs():
+def test_grid_fixed_at_the_first_covariance_kept_in_the_state(tmp_path):
+    """grid_bounds=None: the first covariance (the first mll) fixes the grid from the training
+    inputs, widened by 2 spacings; it travels in the state dict (files), the configuration keeps
+    None (a resumed fit recomputes the same grid); given bounds are part of the configuration."""
     kernel = Interpolated(Scale(RBF()), grid_size=[50])
-    assert fg.serialize.kernel_to_config(kernel)["args"] == {"grid_size": [50], "grid_bounds": None}
-    kernel.diag(torch.ones(1, 1, dtype=F64))
-    assert kernel.grid_bounds is None  # one point (a model's column check) does not fix it
     x, y = data(100, 1)
     model = fg.ExactGP(x, y, kernel, solver=fg.CG())
-    low, high = kernel.grid_bounds[0].tolist()  # fixed when the model was built
+    assert kernel.grid_bounds is None  # the model's input checks (diagonals) did not fix it
+    model.mll()
+    low, high = kernel.grid_bounds[0].tolist()
     h = (high - low) / (50 - 3)
     assert low == pytest.approx(float(x.min()) - 2 * h) and high == pytest.approx(float(x.max()) + 2 * h)
-    config = fg.serialize.kernel_to_config(kernel)
+    assert model.config()["kernel"]["args"] == {"grid_size": [50], "grid_bounds": None}
+    fg.save(model, tmp_path / "m.fgp")
+    assert torch.equal(fg.load(tmp_path / "m.fgp").kernel.grid_bounds, kernel.grid_bounds)
+    fresh = fg.ExactGP(x, y, Interpolated(Scale(RBF()), grid_size=[50]), solver=fg.CG())
+    fresh.load_state_dict(model.state_dict())  # an unset grid takes the state's
+    assert torch.equal(fresh.kernel.grid_bounds, kernel.grid_bounds)
+    given = Interpolated(Scale(RBF()), grid_size=[50], grid_bounds=[(low, high)])
+    config = fg.serialize.kernel_to_config(given)
     assert config["args"] == {"grid_size": [50], "grid_bounds": [[low, high]]}
-    rebuilt = fg.serialize.kernel_from_config(config)
-    assert torch.equal(rebuilt.grid_bounds, kernel.grid_bounds.double())
+    assert torch.equal(fg.serialize.kernel_from_config(config).grid_bounds, given.grid_bounds)
     with pytest.raises(ValueError, match="outside the interpolation grid"):
         model.set_train_data(x * 2, y)  # the grid is fixed: new data must lie in it
 
@@ -361,3 +369,21 @@ def test_float32_model():
     assert model.kernel.grid_bounds.dtype == torch.float32 and model.diagnostics["precision"] == "float32"
     assert abs(float(value) - float(reference.mll())) < 0.05
     assert math.isfinite(float(model.posterior(x[:10].float()).mean.sum()))
+
+
+@pytest.mark.parametrize("kernel_batch", [(), (2,)], ids=["shared_kernel", "batch_kernel"])
+def test_batch_of_gps(kernel_batch):
+    """x (2, n, 1): one grid for both; the CG mll and predictions against the SKI Cholesky."""
+    x = torch.rand(2, 200, 1, generator=gen(3), dtype=F64) * 4 - 2
+    y = torch.sin(2 * x[..., 0]) + 0.1 * torch.randn(2, 200, generator=gen(4), dtype=F64)
+    make = lambda solver: fg.ExactGP(x, y, Interpolated(Scale(RBF(batch_shape=kernel_batch)), grid_size=50),
+                                     solver=solver)
+    cg = make(fg.CG(tol=1e-6, probes=64, variance_tol=None, exact_var_max=100))
+    value = cg.mll()
+    cholesky = make(fg.Cholesky())
+    cholesky.load_state_dict(cg.state_dict())
+    assert torch.allclose(value, cholesky.mll(), atol=5e-3)
+    x_test = torch.linspace(-1.5, 1.5, 5, dtype=F64).unsqueeze(-1).expand(2, 5, 1)
+    post, reference = cg.posterior(x_test), cholesky.posterior(x_test)
+    assert torch.allclose(post.mean, reference.mean, atol=1e-4)
+    assert torch.allclose(post.variance, reference.variance, rtol=1e-3)

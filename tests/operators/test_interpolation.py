@@ -101,10 +101,11 @@ def test_batched_points():
 
 
 def test_rows_are_taken_in_bounded_chunks(monkeypatch):
-    """Every product's temporaries are (chunk, 4^d, t) with chunk 4^d t <= ROW_CHUNK_ENTRIES."""
+    """A batched W's products (gathers) hold temporaries (chunk, 4^d, t) with chunk 4^d t <=
+    ROW_CHUNK_ENTRIES (an unbatched W multiplies as a sparse CSR matrix, without temporaries)."""
     shape, start, spacing = (7, 9), [0.0, 0.0], [0.5, 0.5]
-    x = inside(101, start, spacing, shape)
-    v, u = rand(63, 5, seed=1), rand(101, 5, seed=2)
+    x = inside(101, start, spacing, shape, batch=(1,))
+    v, u = rand(1, 63, 5, seed=1), rand(1, 101, 5, seed=2)
     whole = Interpolation.cubic(x, start, spacing, shape)
     expected = whole.matmul(v), whole.t_matmul(u)
     monkeypatch.setattr(interpolation_module, "ROW_CHUNK_ENTRIES", 16 * 5 * 7)  # 7 rows at a time
@@ -114,7 +115,10 @@ def test_rows_are_taken_in_bounded_chunks(monkeypatch):
     monkeypatch.setattr(op, "index", lambda rows=slice(None): seen.append(index(rows).shape) or index(rows))
     assert relative(op.matmul(v), expected[0]) < 1e-14
     assert relative(op.t_matmul(u), expected[1]) < 1e-14
-    assert len(seen) == 2 * math.ceil(101 / 7) and max(s[0] * s[1] * 5 for s in seen) <= 16 * 5 * 7
+    assert len(seen) == 2 * math.ceil(101 / 7) and max(s[-2] * s[-1] * 5 for s in seen) <= 16 * 5 * 7
+    unbatched = Interpolation.cubic(x[0], start, spacing, shape)  # the CSR products agree
+    assert relative(unbatched.matmul(v[0]), expected[0][0]) < 1e-14
+    assert relative(unbatched.t_matmul(u[0]), expected[1][0]) < 1e-14
 
 
 def test_grid_edges_are_accepted_within_round_off():
