@@ -19,10 +19,7 @@ bound's optimal posterior (GPflow's). Data set "synth-N-D" is synthetic: N point
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,7 +31,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from uci import PeakRSS, device_name, load, make_sync, metrics, synthetic, version_of  # noqa: E402
+from subprocess_runs import record_run, run_in_subprocess, worker_options, write_report  # noqa: E402
+from uci import device_name, load, make_sync, metrics, synthetic, version_of  # noqa: E402
 
 WARMUP = 2
 
@@ -136,14 +134,7 @@ def worker(args) -> int:
         torch.cuda.reset_peak_memory_stats(device)
     run = run_flashgp if args.lib == "flashgp" else run_gpytorch
     result = {"lib": args.lib, "dataset": ds.name, "m": args.m, "n": ds.x_train.shape[0], "d": ds.x_train.shape[1]}
-    try:
-        with PeakRSS() as rss:
-            result.update(run(ds, z, args, device, sync))
-        result["peak_bytes"] = (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.increase)
-        result["step_seconds"] = statistics.median(result["step_times"])
-    except Exception as err:  # recorded, so one failure does not lose the other runs
-        result["error"] = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
-    Path(args.result).write_text(json.dumps(result))
+    record_run(result, lambda: run(ds, z, args, device, sync), device, args.result)
     return 0
 
 
@@ -165,29 +156,14 @@ def table(rows: list) -> str:
 
 
 def parent(args) -> int:
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.datasets:
         for m in args.inducing:
             for lib in args.libs:
-                result = out.with_name(f"{out.name}_{lib}_{name}_{m}.tmp.json")
-                cmd = [sys.executable, __file__, "--worker", "--lib", lib, "--dataset", name, "--m", str(m),
-                       "--result", str(result)] + [f"--{k.replace('_', '-')}={v}" for k, v in (
-                           ("data", args.data), ("device", args.device), ("dtype", args.dtype), ("iters", args.iters),
-                           ("lr", args.lr), ("split", args.split), ("seed", args.seed), ("threads", args.threads),
-                           ("max_train", args.max_train))
-                           if v is not None]
-                start = time.perf_counter()
-                try:
-                    proc = subprocess.run(cmd, timeout=args.timeout, capture_output=True, text=True)
-                    row = json.loads(result.read_text()) if result.exists() else {
-                        "lib": lib, "dataset": name, "m": m, "n": 0, "d": 0,
-                        "error": (proc.stderr or proc.stdout)[-300:]}
-                except subprocess.TimeoutExpired:
-                    row = {"lib": lib, "dataset": name, "m": m, "n": 0, "d": 0, "error": f"timeout {args.timeout} s"}
-                result.unlink(missing_ok=True)
-                row["wall_seconds"] = time.perf_counter() - start
+                options = ["--lib", lib, "--dataset", name, "--m", str(m)] + worker_options(
+                    args, ("data", "device", "dtype", "iters", "lr", "split", "seed", "threads", "max_train"))
+                row = run_in_subprocess(__file__, options, args.timeout,
+                                        {"lib": lib, "dataset": name, "m": m, "n": 0, "d": 0})
                 rows.append(row)
                 print(table([row]).splitlines()[-1], flush=True)
     device = torch.device(args.device)
@@ -195,8 +171,7 @@ def parent(args) -> int:
               f"{version_of('gpytorch')}, {args.dtype}, Adam lr {args.lr}, {args.iters} steps, "
               f"{time.strftime('%Y-%m-%d')}.\n\nCommand: `python benchmarks/sgpr_compare.py "
               f"{' '.join(sys.argv[1:])}`\n\n")
-    out.with_suffix(".md").write_text(header + table(rows) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    write_report(args.out, header, table(rows), {"args": vars(args), "rows": rows})
     print(table(rows))
     return 0
 

@@ -25,10 +25,6 @@ reference SKI should approach.
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -41,7 +37,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from uci import PeakRSS, device_name, make_sync, metrics, version_of  # noqa: E402
+from subprocess_runs import record_run, run_in_subprocess, worker_options, write_report  # noqa: E402
+from uci import device_name, make_sync, metrics, version_of  # noqa: E402
 
 WARMUP = 2
 NOISE = 0.1
@@ -166,17 +163,11 @@ def worker(args) -> int:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     result = {"lib": args.lib, "n": args.n_one, "d": args.d, "grid": args.grid_size}
-    try:
-        with PeakRSS() as rss:
-            if args.lib == "gpytorch":
-                result.update(run_gpytorch(ds, args, device, sync))
-            else:
-                result.update(run_flashgp(ds, args, device, sync, exact=args.lib == "flashgp-exact"))
-        result["peak_bytes"] = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.increase
-        result["step_seconds"] = statistics.median(result["step_times"])
-    except Exception as err:  # recorded, so one failure does not lose the other runs
-        result["error"] = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
-    Path(args.result).write_text(json.dumps(result))
+    if args.lib == "gpytorch":
+        run = lambda: run_gpytorch(ds, args, device, sync)  # noqa: E731
+    else:
+        run = lambda: run_flashgp(ds, args, device, sync, exact=args.lib == "flashgp-exact")  # noqa: E731
+    record_run(result, run, device, args.result)
     return 0
 
 
@@ -199,8 +190,6 @@ def table(rows: list) -> str:
 
 
 def parent(args) -> int:
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for d in args.dims:
         grid = args.grid[min(d, len(args.grid)) - 1]
@@ -209,22 +198,9 @@ def parent(args) -> int:
             for lib in args.libs:
                 if lib == "flashgp-exact" and n > args.exact_n:
                     continue
-                result = out.with_name(f"{out.name}_{lib}_{d}_{n}.tmp.json")
-                cmd = [sys.executable, __file__, "--worker", "--lib", lib, "--d", str(d), "--n-one", str(n),
-                       "--grid-size", str(grid), "--result", str(result)] + [
-                    f"--{k.replace('_', '-')}={v}" for k, v in (
-                        ("device", args.device), ("dtype", args.dtype), ("iters", args.iters), ("lr", args.lr),
-                        ("seed", args.seed), ("threads", args.threads), ("test", args.test),
-                        ("lengthscale", args.lengthscale))]
-                start = time.perf_counter()
-                try:
-                    proc = subprocess.run(cmd, timeout=args.timeout, capture_output=True, text=True)
-                    row = json.loads(result.read_text()) if result.exists() else {
-                        "lib": lib, "n": n, "d": d, "grid": grid, "error": (proc.stderr or proc.stdout)[-300:]}
-                except subprocess.TimeoutExpired:
-                    row = {"lib": lib, "n": n, "d": d, "grid": grid, "error": f"timeout {args.timeout} s"}
-                result.unlink(missing_ok=True)
-                row["wall_seconds"] = time.perf_counter() - start
+                options = ["--lib", lib, "--d", str(d), "--n-one", str(n), "--grid-size", str(grid)] + \
+                    worker_options(args, ("device", "dtype", "iters", "lr", "seed", "threads", "test", "lengthscale"))
+                row = run_in_subprocess(__file__, options, args.timeout, {"lib": lib, "n": n, "d": d, "grid": grid})
                 rows.append(row)
                 print(table([row]).splitlines()[-1], flush=True)
     device = torch.device(args.device)
@@ -232,10 +208,9 @@ def parent(args) -> int:
               f"{version_of('gpytorch')}, {args.dtype}, Adam lr {args.lr}, {args.iters} timed steps (after "
               f"{WARMUP} warm-up steps), {args.test} test points, {time.strftime('%Y-%m-%d')}.\n\n"
               f"Command: `python benchmarks/ski_compare.py {' '.join(sys.argv[1:])}`\n\n")
-    out.with_suffix(".md").write_text(header + table(rows) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "device": device_name(device),
-                                                    "torch": torch.__version__, "gpytorch": version_of("gpytorch"),
-                                                    "rows": rows}, indent=1))
+    write_report(args.out, header, table(rows), {"args": vars(args), "device": device_name(device),
+                                                 "torch": torch.__version__, "gpytorch": version_of("gpytorch"),
+                                                 "rows": rows})
     print(table(rows))
     return 0
 
@@ -264,7 +239,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per run (default 1800)")
-    p.add_argument("--out", default="benchmarks/results/ski/run", help="output stem (.md, .json)")
+    p.add_argument("--out", default="results/ski_compare", help="output stem (.md, .json)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--lib", help=argparse.SUPPRESS)
     p.add_argument("--d", type=int, help=argparse.SUPPRESS)
