@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from .linalg.cholesky import safe_cholesky
-from .linalg.inducing import block_rows, float64_kernel, inducing_terms
+from .linalg.inducing import block_rows, float64_kernel, inducing_cholesky, inducing_terms
 
 
 def gaussian_log_density(inv_quad: torch.Tensor, logdet: torch.Tensor, n: int) -> torch.Tensor:
@@ -55,29 +55,43 @@ def sgpr_elbo(kernel, mean, likelihood, x: torch.Tensor, y: torch.Tensor, z: tor
     "whitened"). O(n m^2 + m^3).
     """
     n, m = x.shape[-2], z.shape[-2]
+    parts = collapsed_terms(kernel, mean, likelihood, x, y, z, jitter, rows)
+    noise, chol_b = parts.noise, parts.chol_b
+    c = torch.linalg.solve_triangular(chol_b, parts.v.unsqueeze(-1), upper=False).squeeze(-1)
+    logdet = 2 * chol_b.diagonal(dim1=-2, dim2=-1).log().sum(-1) + noise.log().sum(-1)
+    inv_quad = (parts.resid.square() / noise).sum(-1) - c.square().sum(-1)
+    trace = (float64_kernel(kernel, x, diag=True) / noise).sum(-1) - parts.gram.diagonal(dim1=-2, dim2=-1).sum(-1)
+    value = gaussian_log_density(inv_quad, logdet, n) - 0.5 * trace / n
+    return value, {"jitter": parts.jitter, "blocks": -(-n // parts.rows), "inducing": m, "terms": parts.path}
+
+
+@dataclass
+class CollapsedTerms:
+    """What the collapsed bound and its posterior share (float64): resid = y - m(x) and noise
+    ``(*batch, n)``, chol = L with L L^T = K_zz (+ ``jitter``, the absolute value added), gram = M
+    and v (``linalg.inducing.inducing_terms``, by ``path``), chol_b = chol(I + M), rows per block."""
+
+    resid: torch.Tensor
+    noise: torch.Tensor
+    chol: torch.Tensor
+    jitter: float
+    gram: torch.Tensor
+    v: torch.Tensor
+    path: str
+    chol_b: torch.Tensor
+    rows: int
+
+
+def collapsed_terms(kernel, mean, likelihood, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
+                    jitter: float | None = None, rows: int | None = None) -> CollapsedTerms:
+    """The float64 terms of ``sgpr_elbo`` (same arguments), differentiable where the inputs are."""
+    n, m = x.shape[-2], z.shape[-2]
     resid = (y - mean(x)).double()
     noise = likelihood.noise_diag(n).double()
-    chol, added = inducing_cholesky(float64_kernel(kernel, z), jitter, safe_cholesky)
+    chol, added = inducing_cholesky(float64_kernel(kernel, z), jitter)
     batch = int(torch.Size(torch.broadcast_shapes(x.shape[:-2], z.shape[:-2])).numel())
     rows = block_rows(m, batch, device=x.device) if rows is None else rows
     gram, v, path = inducing_terms(kernel, x, z, chol, 1.0 / noise, resid, rows)
     eye = torch.eye(m, dtype=torch.float64, device=gram.device)
     chol_b = torch.linalg.cholesky(eye + gram)
-    c = torch.linalg.solve_triangular(chol_b, v.unsqueeze(-1), upper=False).squeeze(-1)
-    logdet = 2 * chol_b.diagonal(dim1=-2, dim2=-1).log().sum(-1) + noise.log().sum(-1)
-    inv_quad = (resid.square() / noise).sum(-1) - c.square().sum(-1)
-    trace = (float64_kernel(kernel, x, diag=True) / noise).sum(-1) - gram.diagonal(dim1=-2, dim2=-1).sum(-1)
-    value = gaussian_log_density(inv_quad, logdet, n) - 0.5 * trace / n
-    return value, {"jitter": added, "blocks": -(-n // rows), "inducing": m, "terms": path}
-
-
-def inducing_cholesky(kzz: torch.Tensor, jitter: float | None, factor) -> tuple[torch.Tensor, float]:
-    """(L, absolute jitter added) with L L^T = K_zz + jitter I: ``jitter`` relative to the mean
-    diagonal when given, else what ``factor`` (``safe_cholesky``) needs (0 when none)."""
-    if jitter is None:
-        return factor(kzz)
-    scale = float(kzz.detach().diagonal(dim1=-2, dim2=-1).mean())
-    eye = torch.eye(kzz.shape[-1], dtype=kzz.dtype, device=kzz.device)
-    added = jitter * scale
-    chol, extra = factor(kzz + added * eye)
-    return chol, added + extra
+    return CollapsedTerms(resid, noise, chol, added, gram, v, path, chol_b, rows)

@@ -29,6 +29,7 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from ..shapes import sum_to_shape
+from .cholesky import safe_cholesky
 
 # the float64 cross-covariance block and its temporaries (about four of its size) take at most
 # this many bytes unless the model sets another budget (on a GPU: one block, no recomputation,
@@ -168,3 +169,15 @@ def inducing_terms(kernel, x: Tensor, z: Tensor, chol: Tensor, weights: Tensor, 
     if well_conditioned(chol):
         return (*gram_terms(kernel, x, z, chol, weights, resid, rows), "gram")
     return (*whitened_terms(kernel, x, z, chol, weights, resid, rows), "whitened")
+
+
+def inducing_cholesky(kzz: Tensor, jitter: float | None) -> tuple[Tensor, float]:
+    """(L, absolute jitter added) with L L^T = K_zz + jitter I: ``jitter`` relative to the mean
+    diagonal when given (plus what ``safe_cholesky`` may still need), else only what
+    ``safe_cholesky`` needs (0 when none)."""
+    if jitter is None:
+        return safe_cholesky(kzz)
+    added = jitter * float(kzz.detach().diagonal(dim1=-2, dim2=-1).mean())
+    eye = torch.eye(kzz.shape[-1], dtype=kzz.dtype, device=kzz.device)
+    chol, extra = safe_cholesky(kzz + added * eye)
+    return chol, added + extra

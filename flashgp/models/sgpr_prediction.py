@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..distributions import FactorDowndated, Posterior
-from ..linalg.cholesky import safe_cholesky
-from ..linalg.inducing import float64_kernel, inducing_terms
-from ..objectives import inducing_cholesky
+from ..linalg.inducing import float64_kernel
+from ..objectives import collapsed_terms
 from ..operators import KernelOperator
 from .finite import check_noise_values
 from .prediction import chunk_points
@@ -32,23 +31,21 @@ class SGPRPrediction:
     def __init__(self, model, snapshot, rows: int):
         self.snapshot, self.kernel, self.mean_fn, self.dtype = snapshot, model.kernel, model.mean, model.dtype
         n = model.num_train
-        noise = model.likelihood.noise_diag(n).detach()
-        check_noise_values(noise)
+        check_noise_values(model.likelihood.noise_diag(n).detach())
         self.z = model.inducing_points.detach()
-        resid = (model.train_y - model.mean(model.train_x)).double()
-        chol, added = inducing_cholesky(float64_kernel(self.kernel, self.z), model.jitter, safe_cholesky)
-        gram, v, _ = inducing_terms(self.kernel, model.train_x, self.z, chol, 1.0 / noise.double(), resid, rows)
+        parts = collapsed_terms(self.kernel, self.mean_fn, model.likelihood, model.train_x, model.train_y, self.z,
+                                model.jitter, rows)
+        chol, chol_b, v, added = parts.chol, parts.chol_b, parts.v, parts.jitter
         m = self.z.shape[-2]
-        eye = torch.eye(m, dtype=torch.float64, device=gram.device)
-        chol_b = torch.linalg.cholesky(eye + gram)
+        eye = torch.eye(m, dtype=torch.float64, device=chol.device)
         p1 = torch.linalg.solve_triangular(chol.transpose(-1, -2), eye.expand_as(chol), upper=True)
         p2 = torch.linalg.solve_triangular(chol_b, p1.transpose(-1, -2), upper=False)  # L_B^{-1} L^{-1}
         p2 = p2.transpose(-1, -2)  # L^{-T} L_B^{-T}
         c = torch.linalg.solve_triangular(chol_b, v.unsqueeze(-1), upper=False)
         self.alpha = p2 @ c
         self.proj = torch.cat([p1.expand_as(p2), p2], -1)
-        self.signs = torch.cat([torch.ones(m, dtype=self.dtype, device=gram.device),
-                                -torch.ones(m, dtype=self.dtype, device=gram.device)])
+        self.signs = torch.cat([torch.ones(m, dtype=self.dtype, device=chol.device),
+                                -torch.ones(m, dtype=self.dtype, device=chol.device)])
         self.diagnostics: dict = {"n": n, "path": "sgpr", "inducing": m, "jitter": added}
 
     def factor(self, x: torch.Tensor) -> torch.Tensor:
