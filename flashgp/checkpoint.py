@@ -25,6 +25,9 @@ FORMAT_VERSION = 2  # 2: the model's solver state ("precond" tensors); 1 lacks t
 KIND = "flashgp checkpoint file"
 MAX_CONFIG_BYTES = 1 << 28  # the loss history and diagnostics grow with the steps
 SETTINGS = ("optimizer", "lr", "seed")  # fit arguments a resumed run must repeat
+# ... and those of minibatch and natural-gradient fits (None where they do not apply; files
+# written before them lack them)
+OPTIONAL_SETTINGS = ("natural_lr", "batch_size", "num_data")
 HISTORY_FIELDS = ("loss", "step_seconds", "diagnostics")
 _KEYS = {"format", "format_version", "flashgp_version", "model", "fit", "step", "optimizer_state",
          "history"}
@@ -211,7 +214,8 @@ def write_checkpoint(path, model: GPModel, snapshot: Snapshot, settings: dict, h
     # readers refuse expanded (zero-stride) tensors: write every tensor dense
     tensors = {group: {name: t.contiguous() for name, t in values.items()} for group, values in tensors.items()}
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "flashgp_version": flashgp_version(),
-              "model": model_config(model), "fit": {key: settings[key] for key in SETTINGS},
+              "model": model_config(model), "fit": {key: settings[key] for key in SETTINGS + OPTIONAL_SETTINGS
+                                                    if key in SETTINGS or settings.get(key) is not None},
               "step": snapshot.step,
               "optimizer_state": optimizer_state,
               "history": {f: _to_json(getattr(history, f)[:snapshot.step]) for f in HISTORY_FIELDS}}
@@ -313,8 +317,10 @@ def _check_config(path: Path, config) -> dict:
     step = config["step"]
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ModelFileError(path, f"step: expected an int >= 0, got {step!r:.50}")
-    if not isinstance(config["fit"], dict) or set(config["fit"]) != set(SETTINGS):
-        raise ModelFileError(path, f"fit: expected the keys {list(SETTINGS)}")
+    if (not isinstance(config["fit"], dict) or not set(SETTINGS) <= set(config["fit"])
+            or not set(config["fit"]) <= set(SETTINGS + OPTIONAL_SETTINGS)):
+        raise ModelFileError(path, f"fit: expected the keys {list(SETTINGS)} (and optionally "
+                                   f"{list(OPTIONAL_SETTINGS)})")
     history = config["history"]
     if not isinstance(history, dict) or set(history) != set(HISTORY_FIELDS) or any(
             not isinstance(history[f], list) or len(history[f]) != step for f in HISTORY_FIELDS):
@@ -355,10 +361,10 @@ def check_matches(checkpoint: Checkpoint, model: GPModel, settings: dict, names:
     if differ:
         raise ValueError(f"model: {where} was written for a different model ({', '.join(differ)} "
                          f"differ); pass that model, or start afresh with resume=False")
-    for key in SETTINGS:
-        if checkpoint.settings[key] != settings[key]:
-            raise ValueError(f"{key}: {where} was written by a fit with {key}={checkpoint.settings[key]!r}, "
-                             f"not {settings[key]!r}; resume with the same {key}, or start afresh "
+    for key in SETTINGS + OPTIONAL_SETTINGS:
+        if checkpoint.settings.get(key) != settings.get(key):
+            raise ValueError(f"{key}: {where} was written by a fit with {key}={checkpoint.settings.get(key)!r}, "
+                             f"not {settings.get(key)!r}; resume with the same {key}, or start afresh "
                              f"with resume=False")
     unknown = set(checkpoint.config["optimizer_state"]) - set(names)
     if unknown:

@@ -86,8 +86,10 @@ def check_resumable(checkpoint, snapshot, model, optimizer: str, torch_optimizer
             raise ModelFileError(path, f"the parameter {name!r} is {stored.dtype} of shape "
                                        f"{tuple(stored.shape)}; the model's is {p.dtype} of shape {tuple(p.shape)}")
     trained = [params[name] for name in names]
-    if optimizer == "adam":
-        _check_adam(path, snapshot.optimizer_state, dict(zip(names, trained)), checkpoint.step)
+    if optimizer == "adam":  # natural-gradient groups (variational.NaturalAdam) keep no state
+        plain = {id(p) for g in torch_optimizer.param_groups if not g.get("natural", False) for p in g["params"]}
+        _check_adam(path, snapshot.optimizer_state,
+                    {name: p for name, p in zip(names, trained) if id(p) in plain}, checkpoint.step)
     else:
         history_size = torch_optimizer.defaults["history_size"]
         _check_lbfgs(path, snapshot.optimizer_state, names, trained, history_size)

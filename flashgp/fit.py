@@ -19,7 +19,9 @@ from .errors import FitInterrupted, NotPSDError, NumericalWarning
 from .fit_signals import TerminationHandler
 from .fit_warnings import WarningDigest, noise_floor_message
 from .io import registered_name
+from .minibatches import Minibatches
 from .models import GPModel
+from .variational import NaturalAdam, NaturalVariational
 
 OPTIMIZERS = ("adam", "lbfgs")
 DEFAULT_CHECKPOINT_EVERY = 10
@@ -82,7 +84,8 @@ def _parameter_summary(model) -> str:
 
 def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progress: bool = True,
         callback=None, seed: int | None = None, checkpoint=None, checkpoint_every: int | None = None,
-        resume: bool = False) -> History:
+        resume: bool = False, data=None, batch_size: int | None = None,
+        natural_lr: float | None = None) -> History:
     """Minimize ``model.loss()`` (an ExactGP's: -mll per point) over the model's parameters.
 
     Args:
@@ -107,6 +110,18 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
             command can be rerun until the run is done). The checkpoint must come from the same
             model configuration, training data, optimizer, lr and seed (ValueError naming the
             one that differs); a seeded run that is resumed ends where an uninterrupted run would.
+        data: for models that train on minibatches (``model.trains_on_batches``, e.g. ``SVGP``),
+            which keep no data: (x, y) tensors or arrays (left where they are, e.g. in CPU memory;
+            each batch goes to the model's device) or a ``torch.utils.data.DataLoader`` of (x, y)
+            pairs. Each step takes one batch (``flashgp.minibatches.Minibatches``: an epoch is
+            ceil(n / batch_size) steps, its order drawn from ``seed``), so a resumed fit goes on
+            mid-epoch with the batches an uninterrupted one would take; the model's ``num_data``
+            is set to n. Other models: None.
+        batch_size: points per batch with tensor data (default 1,024).
+        natural_lr: natural-gradient step size for a model with ``variational="natural"``
+            (1.0 is the full step, exact for a Gaussian likelihood and the whole data in one
+            batch; 0.01-0.1 is usual for minibatches and other likelihoods); the other
+            parameters take ``optimizer="adam"`` with ``lr``. Such a model needs it.
 
     Interruptions with ``checkpoint`` set: on Ctrl-C or SIGTERM (what schedulers, ``timeout``
     and ``docker stop`` send) the model goes back to the last completed step, which is written
@@ -134,11 +149,18 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
     """
     optimizer, lr, iters, seed = _check_args(model, optimizer, lr, iters, callback, seed)
     path, every = _check_checkpoint_args(model, checkpoint, checkpoint_every, resume)
-    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    params = [p for _, p in named]
+    batches = _minibatches(model, optimizer, data, batch_size, seed)
+    natural = _natural_names(model, natural_lr, optimizer)
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad and name not in natural]
+    named += [(name, p) for name, p in model.named_parameters() if p.requires_grad and name in natural]
+    params = [p for name, p in named if name not in natural]
     history = History()
     model.train()
-    if optimizer == "adam":
+    if natural:
+        opt = NaturalAdam([{"params": params}, {"params": [p for name, p in named if name in natural],
+                                                "natural": True, "lr": float(natural_lr),
+                                                "scale": batches.num_data}], lr=lr)
+    elif optimizer == "adam":
         opt = torch.optim.Adam(params, lr=lr)
     else:
         opt = torch.optim.LBFGS(params, lr=lr, max_iter=20, line_search_fn="strong_wolfe")
@@ -146,14 +168,15 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
     generator = None if seed is None else torch.Generator(device=model.device).manual_seed(seed)
     saver = None
     if path is not None:
-        saver = Checkpointer(path, every, model, opt, generator, [name for name, _ in named],
-                             {"optimizer": optimizer, "lr": lr, "seed": seed})
+        settings = {"optimizer": optimizer, "lr": lr, "seed": seed, "natural_lr": natural_lr}
+        settings.update(batches.settings() if batches is not None else {})
+        saver = Checkpointer(path, every, model, opt, generator, [name for name, _ in named], settings)
         if resume and path.exists():
             history.start_step = saver.resume(history, iters)
     terminate = TerminationHandler(active=saver is not None)
     try:
         with terminate:
-            _run(model, opt, optimizer, seed, generator, iters, history, saver, path, progress, callback)
+            _run(model, opt, optimizer, seed, generator, iters, history, saver, path, progress, callback, batches)
     except FitInterrupted:
         terminate.forward()  # SIGTERM: a previous Python handler gets it too, once the file is written
         raise
@@ -162,7 +185,7 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
 
 
 def _run(model, opt, optimizer: str, seed, generator, iters: int, history: History, saver, path,
-         progress: bool, callback) -> None:
+         progress: bool, callback, batches) -> None:
     """The steps of ``fit`` from ``history.start_step`` to ``iters`` (see there), with the
     checkpoint writes of ``saver`` and the rescue of the last completed step on any exception."""
     bar = tqdm(range(history.start_step, iters), disable=not progress, desc=f"fit ({optimizer})",
@@ -172,13 +195,15 @@ def _run(model, opt, optimizer: str, seed, generator, iters: int, history: Histo
     try:
         for step in bar:
             start = time.perf_counter()
+            batch = None if batches is None else batches.batch(step)
 
             def closure():
                 if optimizer == "lbfgs":  # same probes on every evaluation: a deterministic objective
                     generator.manual_seed(seed)
                 opt.zero_grad()
                 try:
-                    loss = model.loss(generator=generator).sum()
+                    loss = (model.loss(generator=generator) if batch is None
+                            else model.loss(generator=generator, batch=batch)).sum()
                 except NotPSDError as err:  # hyperparameters where K_hat cannot be factored
                     if optimizer == "adam":
                         raise
@@ -224,6 +249,46 @@ def _run(model, opt, optimizer: str, seed, generator, iters: int, history: Histo
         raise
     bar.close()
     digest.summarize(len(history.loss) - history.start_step, stacklevel=4)
+
+
+def _minibatches(model, optimizer: str, data, batch_size, seed) -> Minibatches | None:
+    """The batches of a model that trains on them (``data`` required), else None (``data`` and
+    ``batch_size`` refused); sets the model's ``num_data``."""
+    if not model.trains_on_batches:
+        for name, value in (("data", data), ("batch_size", batch_size)):
+            if value is not None:
+                raise ValueError(f"{name}: {type(model).__name__} trains on the data it holds; {name} is for "
+                                 "models that train on minibatches (SVGP)")
+        return None
+    if data is None:
+        raise ValueError(f"data: {type(model).__name__} keeps no training data; pass data=(x, y) or a DataLoader")
+    if optimizer != "adam":
+        raise ValueError(f"optimizer: minibatch training takes 'adam' (L-BFGS needs a deterministic "
+                         f"objective), got {optimizer!r}")
+    batches = Minibatches(data, batch_size, seed)
+    model.num_data = batches.num_data
+    return batches
+
+
+def _natural_names(model, natural_lr, optimizer: str) -> set:
+    """The names of the parameters that take natural-gradient steps (those of a
+    ``NaturalVariational`` q), or ValueError when ``natural_lr`` and the model disagree."""
+    names = {f"{prefix}.{name}" if prefix else name
+             for prefix, module in model.named_modules() if isinstance(module, NaturalVariational)
+             for name, _ in module.named_parameters()}
+    if natural_lr is None:
+        if names:
+            raise ValueError("natural_lr: the model's q(u) is in natural parameters (variational='natural'); "
+                             "pass natural_lr (e.g. 0.1), or build it with variational='cholesky' for Adam")
+        return names
+    if (isinstance(natural_lr, (bool, np.bool_)) or not isinstance(natural_lr, numbers.Real)
+            or not 0 < natural_lr <= 1 or not math.isfinite(natural_lr)):
+        raise ValueError(f"natural_lr: expected a number in (0, 1], got {natural_lr!r}")
+    if not names:
+        raise ValueError("natural_lr: the model has no natural-parameter q(u); build it with variational='natural'")
+    if optimizer != "adam":
+        raise ValueError(f"optimizer: natural-gradient steps go with 'adam' for the other parameters, got {optimizer!r}")
+    return names
 
 
 def _warn_noise_floor(model, history: History) -> None:

@@ -13,7 +13,7 @@ NOISE_FRACTION = 0.1  # the initial noise variance as a fraction of var(y)
 LENGTHSCALE_FRACTION = 0.5  # the initial lengthscale as a fraction of the inputs' standard deviation
 
 
-def init_from_data(model, overwrite: bool = False) -> dict:
+def init_from_data(model, overwrite: bool = False, data=None) -> dict:
     """Set the hyperparameters of ``model`` (an ``ExactGP``) that were not given, from its data.
 
     ``ExactGP`` calls this when it is built, so a value passed to a constructor (or set through
@@ -41,14 +41,19 @@ def init_from_data(model, overwrite: bool = False) -> dict:
       inputs up to 1e4 has k(x, x) ~ 1e40, a floor of 1e30, and floor + 0.1 var(y) == floor);
     * a ``Constant`` mean: mean(y).
 
-    var(y) = 0 (constant targets, one point) counts as 1. Periodic lengthscales and periods,
+    var(y) = 0 (constant targets, one point) counts as 1. ``data``: (x, y) to use instead of the
+    model's training data (a model that keeps none, ``SVGP``); y None: only the lengthscales. Periodic lengthscales and periods,
     RQ's alpha, Linear and Polynomial kernels and Linear means keep their constructor values.
 
     Returns:
         dict: the qualified name of every value set (e.g. "kernel.base.lengthscale") -> its
         tensor, and "likelihood.noise_floor" -> the floor when it was chosen.
     """
-    x, y = model.train_x.detach(), model.train_y.detach()
+    x, y = (model.train_x, model.train_y) if data is None else data
+    x = x.detach()
+    if y is None:  # inputs only: the lengthscales
+        return _init_lengthscales(model, x, overwrite)
+    y = y.detach()
     y_var = y.var(-1, unbiased=False) if y.shape[-1] > 1 else torch.zeros(y.shape[:-1], dtype=y.dtype,
                                                                           device=y.device)
     y_var = torch.where(torch.isfinite(y_var) & (y_var > 0), y_var, torch.ones_like(y_var))
@@ -76,6 +81,15 @@ def init_from_data(model, overwrite: bool = False) -> dict:
                 done["likelihood.noise_floor"] = floor
         if isinstance(model.mean, Constant) and _chosen(model.mean, "constant", overwrite):
             _set(model.mean, "constant", y.mean(-1), done, "mean")
+    return done
+
+
+def _init_lengthscales(model, x: torch.Tensor, overwrite: bool) -> dict:
+    done: dict = {}
+    with torch.no_grad():
+        for name, module in model.kernel.named_modules(prefix="kernel"):
+            if isinstance(module, Stationary) and _chosen(module, "lengthscale", overwrite):
+                _set(module, "lengthscale", _lengthscale(module, x), done, name)
     return done
 
 

@@ -30,7 +30,6 @@ TENSORS_NAME = "tensors.pt"
 MAX_CONFIG_BYTES = 1 << 20
 #: the keys of every model file's config beside the model's own (``config_keys``)
 ENVELOPE_KEYS = frozenset({"format", "format_version", "flashgp_version", "model", "dtype", "frozen"})
-TRAINING_DATA = ("train_x", "train_y")  # the buffers every GPModel holds (tensors.pt must too)
 
 
 def flashgp_version() -> str:
@@ -272,11 +271,14 @@ def build_model(path: Path, config: dict, tensors) -> GPModel:
     if not isinstance(tensors, dict) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()):
         raise ModelFileError(path, f"{TENSORS_NAME} is not a dict of named tensors")
-    for name in TRAINING_DATA:
+    try:
+        cls = model_class(config["model"])
+    except ConfigError as err:
+        raise ModelFileError(path, f"the stored model cannot be rebuilt: {first_line(err)}") from None
+    for name in cls.data_buffers:
         if name not in tensors:
             raise ModelFileError(path, f"{TENSORS_NAME} lacks the training data tensor {name!r}")
     try:
-        cls = model_class(config["model"])
         dtype = dtype_from_name(config["dtype"])
         wrong = [k for k, v in tensors.items() if v.is_floating_point() and v.dtype != dtype]
         if wrong:

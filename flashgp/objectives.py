@@ -95,3 +95,17 @@ def collapsed_terms(kernel, mean, likelihood, x: torch.Tensor, y: torch.Tensor, 
     eye = torch.eye(m, dtype=torch.float64, device=gram.device)
     chol_b = torch.linalg.cholesky(eye + gram)
     return CollapsedTerms(resid, noise, chol, added, gram, v, path, chol_b, rows)
+
+
+def variational_elbo(likelihood, y: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, kl: torch.Tensor,
+                     num_data: int) -> torch.Tensor:
+    """The variational ELBO per training point, estimated on a batch of b points: the mean over
+    the batch of E_q(f)[log p(y | f)] (summed over independent outputs) minus the KL divergences
+    of all latents over n = ``num_data``; a scalar, differentiable.
+
+    y: the batch's targets as the likelihood takes them; mean, var: q(f)'s marginals ``(b,)`` or
+    ``(C, b)``; kl ``(*latents,)`` float64. The data term is computed in the dtype of ``mean``.
+    """
+    ell = likelihood.expected_log_prob(y, mean, var)
+    points = ell.shape[-1]
+    return ell.sum() / points - kl.sum().to(ell.dtype) / num_data

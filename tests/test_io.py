@@ -274,13 +274,13 @@ def test_refuses_wrong_format_version(version, match, tmp_path):
 
 @pytest.mark.parametrize("change,match", [
     (lambda c: c.update(format="other"), "not a flashgp model"),
-    (lambda c: c.update(model="SVGP"), "model type"),
+    (lambda c: c.update(model="NoSuchModel"), "model type"),
     (lambda c: c.update(extra=1), "keys"),
     (lambda c: c["kernel"].update(type="os.system"), "not one of"),
     (lambda c: c["kernel"]["children"][0]["args"].update(lengthscale=3.0), "round-trip"),
     (lambda c: c["kernel"]["children"][0]["args"].update(ard_dims=2), "rebuilt"),
     (lambda c: c["kernel"]["children"][0]["args"].update(nu=2.5), "rebuilt"),
-    (lambda c: c["likelihood"].update(type="Poisson"), "not one of"),
+    (lambda c: c["likelihood"].update(type="NoSuchLikelihood"), "not one of"),
     (lambda c: c["likelihood"].update(type="Bernoulli", args={"points": 20}), "conjugate"),
     (lambda c: c["mean"]["args"].update(batch_shape=[3]), "rebuilt"),
     (lambda c: c["solver"]["args"].update(tol=-1.0), "rebuilt"),

@@ -46,6 +46,11 @@ class GPModel(nn.Module, abc.ABC):
 
     #: the keys of ``config()`` (checked when a file is read)
     config_keys: frozenset = frozenset()
+    #: the buffers holding the training data (files must hold them; staleness checks compare
+    #: them by version, not by value); () for a model that keeps no data (``SVGP``)
+    data_buffers: tuple = ("train_x", "train_y")
+    #: whether ``loss(batch=(x, y))`` trains on minibatches of data passed to ``fg.fit``
+    trains_on_batches: bool = False
 
     def __init__(self):
         super().__init__()

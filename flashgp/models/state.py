@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import torch
 
-DATA = ("train_x", "train_y")
-
 
 def _walk(model) -> tuple[list, list]:
     """(the submodules of ``model`` (itself excluded), its parameters and buffers other than the
@@ -43,7 +41,7 @@ def _walk(model) -> tuple[list, list]:
             modules.append(module)
         for store in (module._parameters, module._buffers):
             for name, tensor in store.items():
-                if tensor is not None and not (module is model and name in DATA):
+                if tensor is not None and not (module is model and name in model.data_buffers):
                     tensors.append(tensor)
     return modules, tensors
 
@@ -61,11 +59,12 @@ class StateSnapshot:
     def __init__(self, model):
         self.modules, self.tensors = _walk(model)
         self.values = [t.detach().clone() for t in self.tensors]
-        self.data = [_data_key(getattr(model, name)) for name in DATA]
+        self.names = tuple(model.data_buffers)
+        self.data = [_data_key(getattr(model, name)) for name in self.names]
 
     def matches(self, model) -> bool:
         """Whether ``model`` is still in the recorded state."""
-        for (ref, version, pointer, shape, dtype, device), name in zip(self.data, DATA):
+        for (ref, version, pointer, shape, dtype, device), name in zip(self.data, self.names):
             now = getattr(model, name)
             if (now is not ref or now._version != version or now.untyped_storage().data_ptr() != pointer
                     or now.shape != shape or now.dtype != dtype or now.device != device):
