@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from . import kernels as K
-from .likelihoods import Bernoulli, FixedNoise, Gaussian, StudentT
+from .likelihoods import Bernoulli, FixedNoise, Gaussian, Poisson, Softmax, StudentT
 from .means import Constant, Linear as LinearMean, Zero
 from .solvers import CG, Auto, Cholesky, Nystrom, PivotedCholesky, RPCholesky, Vecchia
 
@@ -184,28 +184,40 @@ def _shape(value, what: str, declares: bool = False) -> tuple:
 
 # ----- likelihoods and means -----------------------------------------------------------------
 
-LIKELIHOODS = {"Gaussian": Gaussian, "FixedNoise": FixedNoise, "Bernoulli": Bernoulli, "StudentT": StudentT}
+LIKELIHOODS = {"Gaussian": Gaussian, "FixedNoise": FixedNoise, "Bernoulli": Bernoulli, "StudentT": StudentT,
+               "Poisson": Poisson, "Softmax": Softmax}
 
 
 def likelihood_to_config(likelihood) -> dict:
     """Gaussian: noise floor and batch shape; FixedNoise: the shape of its noise buffer;
-    Bernoulli: quadrature points; StudentT: df, batch shape and quadrature points."""
+    Bernoulli: link and quadrature points; StudentT: df (None when learned: its value is in the
+    state dict), learn_df, batch shape and quadrature points; Poisson: quadrature points;
+    Softmax: num_classes, samples and seed."""
     if type(likelihood) is Gaussian:
         return {"type": "Gaussian", "args": {"noise_floor": likelihood._constraints["noise"].lower,
                                              "batch_shape": list(likelihood.batch_shape)}}
     if type(likelihood) is FixedNoise:
         return {"type": "FixedNoise", "args": {"shape": list(likelihood.noise.shape)}}
     if type(likelihood) is Bernoulli:
-        return {"type": "Bernoulli", "args": {"points": likelihood.points}}
+        return {"type": "Bernoulli", "args": {"link": likelihood.link, "points": likelihood.points}}
     if type(likelihood) is StudentT:
-        return {"type": "StudentT", "args": {"df": likelihood.df, "batch_shape": list(likelihood.batch_shape),
+        return {"type": "StudentT", "args": {"df": None if likelihood.learn_df else likelihood.df,
+                                             "learn_df": likelihood.learn_df,
+                                             "batch_shape": list(likelihood.batch_shape),
                                              "points": likelihood.points}}
+    if type(likelihood) is Poisson:
+        return {"type": "Poisson", "args": {"points": likelihood.points}}
+    if type(likelihood) is Softmax:
+        return {"type": "Softmax", "args": {"num_classes": likelihood.num_classes, "samples": likelihood.samples,
+                                            "seed": likelihood.seed}}
     raise TypeError(f"likelihood: cannot serialize {type(likelihood).__name__}; "
                     f"supported: {', '.join(LIKELIHOODS)}")
 
 
 def likelihood_from_config(config: dict):
-    """Rebuild a likelihood (noise values come back with the state dict)."""
+    """Rebuild a likelihood (noise values, a learned df, come back with the state dict). Files
+    written before the logit link and learned df have Bernoulli {points} (probit) and StudentT
+    {df, batch_shape, points} (df fixed)."""
     name, args, _ = _split(config, "likelihood", LIKELIHOODS)
     if name == "Gaussian":
         _check_keys(args, {"noise_floor", "batch_shape"}, "likelihood")
@@ -215,18 +227,40 @@ def likelihood_from_config(config: dict):
         return _construct(Gaussian, "likelihood", noise=floor + 1.0, noise_floor=floor,
                           batch_shape=_shape(args["batch_shape"], "likelihood.batch_shape", True))
     if name == "Bernoulli":
-        _check_keys(args, {"points"}, "likelihood")
-        return _construct(Bernoulli, "likelihood", points=_points(args["points"]))
+        _check_keys(args, {"points"} | ({"link"} & set(args)), "likelihood")
+        link = args.get("link", "probit")
+        if not isinstance(link, str):
+            raise ConfigError(f"likelihood.link: expected a string, got {link!r:.100}")
+        return _construct(Bernoulli, "likelihood", link=link, points=_points(args["points"]))
     if name == "StudentT":
-        _check_keys(args, {"df", "batch_shape", "points"}, "likelihood")
-        df = args["df"]
-        if isinstance(df, bool) or not isinstance(df, (int, float)):
-            raise ConfigError(f"likelihood.df: expected a number, got {df!r:.100}")
-        return _construct(StudentT, "likelihood", df=df, scale=1.0, points=_points(args["points"]),
-                          batch_shape=_shape(args["batch_shape"], "likelihood.batch_shape", True))
+        return _student_t_from_config(args)
+    if name == "Poisson":
+        _check_keys(args, {"points"}, "likelihood")
+        return _construct(Poisson, "likelihood", points=_points(args["points"]))
+    if name == "Softmax":
+        _check_keys(args, {"num_classes", "samples", "seed"}, "likelihood")
+        for key in ("num_classes", "samples", "seed"):
+            if not _is_int(args[key]):
+                raise ConfigError(f"likelihood.{key}: expected an int, got {args[key]!r:.100}")
+        return _construct(Softmax, "likelihood", **args)
     _check_keys(args, {"shape"}, "likelihood")
     shape = _shape(args["shape"], "likelihood.shape", True)
     return _construct(FixedNoise, "likelihood", torch.ones(shape))
+
+
+def _student_t_from_config(args: dict):
+    _check_keys(args, {"df", "batch_shape", "points"} | ({"learn_df"} & set(args)), "likelihood")
+    learn_df, df = args.get("learn_df", False), args["df"]  # no learn_df: an older file, df fixed
+    if not isinstance(learn_df, bool):
+        raise ConfigError(f"likelihood.learn_df: expected a bool, got {learn_df!r:.100}")
+    if learn_df and df is not None:
+        raise ConfigError(f"likelihood.df: expected null for a learned df (its value is in the state dict), "
+                          f"got {df!r:.100}")
+    if not learn_df and (isinstance(df, bool) or not isinstance(df, (int, float))):
+        raise ConfigError(f"likelihood.df: expected a number, got {df!r:.100}")
+    return _construct(StudentT, "likelihood", df=4.0 if learn_df else df, scale=1.0, learn_df=learn_df,
+                      points=_points(args["points"]),
+                      batch_shape=_shape(args["batch_shape"], "likelihood.batch_shape", True))
 
 
 def _points(value) -> int:

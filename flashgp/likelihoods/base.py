@@ -41,6 +41,8 @@ class Likelihood(ExactValues):
     * ``predictive(mean, var, points=None)``: ``PredictiveMoments`` (mean, variance) of y.
     * ``conjugate``: True for Gaussian-noise likelihoods (``Gaussian``, ``FixedNoise``), which
       also give ``noise_diag(n, noise=None)`` -> ``(*batch, n)`` for exact inference; False here.
+    * ``num_latents``: latent functions per point, 1 here (elementwise likelihoods); ``Softmax``
+      has C and takes mean and var ``(*batch, C, n)`` instead (see its docstring).
 
     Defaults use Gauss-Hermite quadrature with ``points`` nodes per element (the instance's
     ``points`` attribute unless given per call; ``QUADRATURE_POINTS`` = 20 by default): a new
@@ -51,6 +53,7 @@ class Likelihood(ExactValues):
     """
 
     conjugate: bool = False
+    num_latents: int = 1
     batch_shape = torch.Size()
     _points = QUADRATURE_POINTS
 
@@ -173,6 +176,7 @@ def quadrature_expected_log_prob(likelihood: Likelihood, y, mean, var,
                                  points: int | None = None) -> torch.Tensor:
     """``likelihood.expected_log_prob`` by Gauss-Hermite quadrature even where it has a closed
     form: y, mean, var ``(*batch, n)`` -> ``(*batch, n)``."""
+    _check_one_latent(likelihood, "quadrature_expected_log_prob")
     y, mean, var = likelihood._check_marginals(y, mean, var)
     return _quadrature_expected_log_prob(likelihood, y, mean, var, likelihood._points_for(points))
 
@@ -180,15 +184,23 @@ def quadrature_expected_log_prob(likelihood: Likelihood, y, mean, var,
 def quadrature_marginal_log_prob(likelihood: Likelihood, y, mean, var,
                                  points: int | None = None) -> torch.Tensor:
     """``likelihood.marginal_log_prob`` by quadrature (log-sum-exp over the nodes): ``(*batch, n)``."""
+    _check_one_latent(likelihood, "quadrature_marginal_log_prob")
     y, mean, var = likelihood._check_marginals(y, mean, var)
     return _quadrature_marginal_log_prob(likelihood, y, mean, var, likelihood._points_for(points))
 
 
 def quadrature_predictive(likelihood: Likelihood, mean, var, points: int | None = None) -> PredictiveMoments:
     """``likelihood.predictive`` by quadrature over ``_conditional_moments``: ``(*batch, n)`` each."""
+    _check_one_latent(likelihood, "quadrature_predictive")
     mean, var = likelihood._check_moments(mean, var)
     likelihood._check_shapes(mean=mean, var=var)
     return _quadrature_predictive(likelihood, mean, var, likelihood._points_for(points))
+
+
+def _check_one_latent(likelihood, what: str) -> None:
+    if likelihood.num_latents != 1:
+        raise TypeError(f"{what}: {type(likelihood).__name__} has {likelihood.num_latents} latent functions "
+                        "per point; this Gauss-Hermite rule is for likelihoods of one (num_latents = 1)")
 
 
 def _quadrature_expected_log_prob(likelihood, y, mean, var, points: int) -> torch.Tensor:

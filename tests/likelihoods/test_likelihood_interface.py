@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from flashgp.likelihoods import (Bernoulli, FixedNoise, Gaussian, GaussianNoise, Likelihood,
+from flashgp.likelihoods import (Bernoulli, FixedNoise, Gaussian, GaussianNoise, Likelihood, Poisson,
                                  PredictiveMoments, StudentT)
 
 D = torch.float64
@@ -13,13 +13,18 @@ ALL = {
     "Gaussian": lambda: Gaussian(noise=0.4),
     "FixedNoise": lambda: FixedNoise(torch.linspace(0.1, 0.5, 6)),
     "Bernoulli": lambda: Bernoulli(),
+    "BernoulliLogit": lambda: Bernoulli(link="logit"),
     "StudentT": lambda: StudentT(df=3.0, scale=0.6),
+    "StudentTFixedDf": lambda: StudentT(df=3.0, scale=0.6, learn_df=False),
+    "Poisson": lambda: Poisson(),
 }
 
 
 def labels_or_values(name, shape, generator=None):
-    if name == "Bernoulli":
+    if name.startswith("Bernoulli"):
         return (torch.rand(shape, generator=generator, dtype=D) > 0.5).to(D)
+    if name == "Poisson":
+        return torch.poisson(torch.full(shape, 2.0, dtype=D), generator=generator)
     return torch.randn(shape, generator=generator, dtype=D)
 
 
@@ -47,7 +52,7 @@ def test_shapes_broadcast(name):
     assert torch.equal(m, pred.mean) and torch.allclose(pred.stddev ** 2, v)
     # a scalar variance broadcasts; y as a Python list or an int/bool tensor is accepted
     assert lik.expected_log_prob(y.tolist(), mean, 0.3).shape == (3, 6)
-    if name == "Bernoulli":
+    if name.startswith("Bernoulli"):
         assert torch.equal(lik.log_prob(y.bool(), f), lik.log_prob(y.long(), f))
 
 
@@ -120,7 +125,7 @@ def test_bad_inputs_give_clear_errors():
         Bernoulli().log_prob(torch.tensor([0.5]), torch.zeros(1))
     with pytest.raises(ValueError, match="0 or 1, got nan"):
         Bernoulli().marginal_log_prob(torch.tensor([math.nan, 0, 1, 1]), mean, var)
-    for lik in (Gaussian(), Bernoulli(), StudentT()):
+    for lik in (Gaussian(), Bernoulli(), Bernoulli(link="logit"), StudentT(), Poisson()):
         with pytest.raises(ValueError, match=r"var: expected latent variances >= 0, got min -0\.1"):
             lik.expected_log_prob(torch.zeros(4), mean, torch.tensor([1.0, -0.1, 0.0, 1.0]))
         with pytest.raises(ValueError, match="var: expected"):
@@ -147,7 +152,8 @@ def test_bad_inputs_give_clear_errors():
 
 def test_zero_variance_is_the_likelihood_itself():
     f, y = torch.tensor([-0.5, 0.2, 1.5], dtype=D), torch.tensor([1.0, 0.0, 1.0], dtype=D)
-    for lik in (Bernoulli(), StudentT(scale=0.3).double(), Gaussian(noise=0.2).double()):
+    for lik in (Bernoulli(), Bernoulli(link="logit"), StudentT(scale=0.3).double(), Gaussian(noise=0.2).double(),
+                Poisson()):
         with torch.no_grad():
             lp = lik.log_prob(y, f)
             assert torch.allclose(lik.expected_log_prob(y, f, torch.zeros(3, dtype=D)), lp, atol=1e-14)
@@ -155,7 +161,7 @@ def test_zero_variance_is_the_likelihood_itself():
 
 
 def test_float32_inputs_stay_float32():
-    for lik in (Bernoulli(), StudentT(), Gaussian(noise=0.1)):
+    for lik in (Bernoulli(), Bernoulli(link="logit"), StudentT(), Gaussian(noise=0.1), Poisson()):
         out = lik.expected_log_prob(torch.ones(3), torch.zeros(3), torch.ones(3))
         assert out.dtype == torch.float32 and torch.isfinite(out).all()
 
