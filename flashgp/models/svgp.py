@@ -11,7 +11,7 @@ from ..distributions import Posterior
 from ..inducing import INIT_METHODS, select_inducing
 from ..initial_values import init_from_data
 from ..kernels import Kernel
-from ..likelihoods import Gaussian, Likelihood
+from ..likelihoods import FixedNoise, Gaussian, Likelihood
 from ..linalg.inducing import float64_kernel
 from ..means import Constant, Mean
 from ..objectives import variational_elbo
@@ -87,6 +87,9 @@ class SVGP(GPModel):
         likelihood = Gaussian() if likelihood is None else likelihood
         if not isinstance(likelihood, Likelihood):
             raise TypeError(f"likelihood: expected a flashgp likelihood, got {type(likelihood).__name__}")
+        if isinstance(likelihood, FixedNoise):
+            raise TypeError("likelihood: FixedNoise holds one variance per training point, which minibatches "
+                            "cannot index; SVGP takes Gaussian() or a non-Gaussian likelihood")
         if variational not in VARIATIONAL:
             raise ValueError(f"variational: expected one of {tuple(VARIATIONAL)}, got {variational!r}")
         for name, value in (("whiten", whiten), ("learn_inducing", learn_inducing)):

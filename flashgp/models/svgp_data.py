@@ -30,13 +30,14 @@ def check_inducing_inputs(inducing, x, y, num_outputs: int):
     data = None
     if x is not None:
         x = as_float_tensor(x, "x")
-        if y is None:
-            x, _ = check_train_data(x, torch.zeros(x.shape[0] if x.dim() else 0, dtype=x.dtype, device=x.device))
-        else:
+        x, _ = check_train_data(x, torch.zeros(x.shape[0] if x.dim() else 0, dtype=x.dtype, device=x.device))
+        if y is not None:
             y = as_float_tensor(y, "y", like=x)
-            if y.dim() == 2 and num_outputs > 1:
-                y = y.transpose(0, 1)
-            x, y = check_train_data(x, y)
+            expected = (x.shape[0], num_outputs) if y.dim() == 2 else (x.shape[0],)
+            if tuple(y.shape) != expected or not bool(torch.isfinite(y).all()):
+                raise ValueError(f"y: expected finite targets of shape {expected} for x {tuple(x.shape)}, got "
+                                 f"{tuple(y.shape)}")
+            y = y.transpose(0, 1) if y.dim() == 2 else y  # (num_outputs, n), as the latents
         data = (x, y)
     elif y is not None:
         raise ValueError("y: given without x (both are used to choose initial values)")

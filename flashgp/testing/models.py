@@ -319,9 +319,11 @@ def check_resume(make_model: Callable, fit_kwargs: dict, folder: Path, *, interr
     return reference
 
 
-def check_save_load(model, test_x: Tensor, path: Path, *, seed: int = 0, label: str = "model") -> None:
+def check_save_load(model, test_x: Tensor, path: Path, *, seed: int = 0, label: str = "model",
+                    batch=None) -> None:
     """fg.save then fg.load: same class, config, tensors and frozen parameters; with the same
-    solver state, the same loss (same generator) and the same predictions."""
+    solver state, the same loss (same generator; ``batch``: the (x, y) a minibatch model's
+    ``loss(batch=...)`` takes) and the same predictions."""
     from ..io import load, save  # late: flashgp.io imports the models
     what = f"{label}: fg.save / fg.load"
     save(model, path)
@@ -345,7 +347,9 @@ def check_save_load(model, test_x: Tensor, path: Path, *, seed: int = 0, label: 
     loaded.load_solver_state(state)
     loaded = loaded.to(model.device)
     tight = _roundoff(model.dtype)
-    assert_close(loaded.loss(generator=_generator(loaded, seed)), model.loss(generator=_generator(model, seed)),
+    extra = {} if batch is None else {"batch": batch}
+    assert_close(loaded.loss(generator=_generator(loaded, seed), **extra),
+                 model.loss(generator=_generator(model, seed), **extra),
                  rtol=tight, what=f"{what}: loss() with one generator seed")
     a, b = loaded.posterior(test_x), model.posterior(test_x)
     assert_close(a.mean, b.mean, rtol=tight, what=f"{what}: posterior(x).mean")
