@@ -146,8 +146,11 @@ def _decode_params(encoded, extra: dict, names: set) -> dict:
 
 # ----- save and load -------------------------------------------------------------------------------
 
-def save_estimator(estimator, path):
-    """Write the fitted ``estimator`` (a GPRegressor) to ``path``; returns the file written."""
+def save_estimator(estimator, path, fitted: dict | None = None):
+    """Write the fitted ``estimator`` (a GPRegressor, or another flashgp estimator with the same
+    fitted attributes but y's scaling, e.g. GPClassifier) to ``path``; returns the file written.
+    ``fitted``: the estimator's own fitted values (JSON-ready) beside the common ones, given
+    back to the ``restore`` of ``load_estimator``."""
     extra = {}
     names = getattr(estimator, "feature_names_in_", None)
     info = {"estimator": type(estimator).__name__,
@@ -156,17 +159,32 @@ def save_estimator(estimator, path):
                        "feature_names_in_": None if names is None else [str(n) for n in names],
                        "log_marginal_likelihood_": _to_json(estimator.log_marginal_likelihood_),
                        "history_": _history_to_json(estimator.history_),
-                       "polish_history_": _history_to_json(estimator.polish_history_)}}
+                       "polish_history_": _history_to_json(estimator.polish_history_),
+                       **(fitted or {})}}
     scaling = bundle.Scaling(np.asarray(estimator.x_mean_, dtype=np.float64),
                              np.asarray(estimator.x_scale_, dtype=np.float64),
-                             float(estimator.y_mean_), float(estimator.y_scale_))
+                             float(getattr(estimator, "y_mean_", 0.0)), float(getattr(estimator, "y_scale_", 1.0)))
     return bundle.save(path, estimator.model_, scaling, KIND, info, extra)
 
 
-def load_estimator(cls, path, device=None):
+def _restore_regressor(estimator, fitted: dict, model, scaling):
+    """GPRegressor's part of ``load_estimator``: checks (ValueError) now, attributes in the
+    returned callable (the targets' scaling and the fitted hyperparameters)."""
+    fixed = estimator._fixed_noise(model.num_train)
+
+    def finish():
+        estimator.y_mean_, estimator.y_scale_ = scaling.y_mean, scaling.y_scale
+        estimator._set_hyperparameters(fixed)
+    return finish
+
+
+def load_estimator(cls, path, device=None, restore=None):
     """A fitted ``cls`` (GPRegressor or a subclass) from a file of ``save_estimator``.
 
     device: where the model goes; None: the saved ``device`` setting ("auto": CUDA when present).
+    restore: (estimator, info["fitted"], model, scaling) -> a callable, the estimator's own part:
+    it checks its fitted values (ValueError/TypeError/KeyError become ModelFileError) and the
+    callable sets its attributes once the common ones are set (default: GPRegressor's).
     Raises FileNotFoundError, or ModelFileError naming the path for a file that is not a saved
     estimator or whose settings, scaling or fitted values are invalid or do not fit its model.
     """
@@ -198,17 +216,16 @@ def load_estimator(cls, path, device=None):
         if history is None:
             raise ValueError("history_: missing")
         target = estimator._torch_device() if device is None else bundle.check_device(device)
-        fixed = estimator._fixed_noise(model.num_train)
+        finish = (_restore_regressor if restore is None else restore)(estimator, fitted, model, found.scaling)
     except (ValueError, TypeError, KeyError, RuntimeError) as err:
         raise ModelFileError(found.path, f"not a usable saved {cls.__name__}: {err}") from None
     scaling = found.scaling
     estimator.x_mean_, estimator.x_scale_ = scaling.x_mean, scaling.x_scale
-    estimator.y_mean_, estimator.y_scale_ = scaling.y_mean, scaling.y_scale
     estimator.model_ = model.to(target).eval()
     estimator.history_, estimator.n_iter_, estimator.polish_history_ = history, len(history), polished
     estimator.log_marginal_likelihood_ = float(lml)
     estimator.n_features_in_ = d
     if names is not None:
         estimator.feature_names_in_ = np.asarray(names, dtype=object)
-    estimator._set_hyperparameters(fixed)
+    finish()
     return estimator

@@ -470,3 +470,5 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         """
         from .estimator_file import load_estimator
         return load_estimator(cls, path, device)
+
+from .sklearn_classifier import GPClassifier  # noqa: E402,F401  (GP classification, flashgp/sklearn_classifier.py)

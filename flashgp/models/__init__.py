@@ -1,8 +1,9 @@
 # GP models built on the operator, linear-algebra and kernel layers.
 # GPModel: the interface of every model; ExactGP: exact inference by Cholesky or BBMM; SGPR: inducing points.
 from .base import GPModel, Prior
+from .dirichlet import DirichletGP
 from .exact_gp import ExactGP
 from .regression import RegressionModel
 from .sgpr import SGPR
 
-__all__ = ["ExactGP", "GPModel", "Prior", "RegressionModel", "SGPR"]
+__all__ = ["DirichletGP", "ExactGP", "GPModel", "Prior", "RegressionModel", "SGPR"]
