@@ -1,5 +1,7 @@
 # Matplotlib figures for GP results: a 1-D posterior, predicted vs observed, calibration of the
-# predictive intervals, and the training curve. matplotlib is optional and imported lazily.
+# predictive intervals, and the training curve; the classification figures (decision boundary,
+# reliability diagram) live in plot_classification and are re-exported here.
+# matplotlib is optional and imported lazily.
 from __future__ import annotations
 
 import math
@@ -9,9 +11,22 @@ import numpy as np
 import torch
 
 from .models import GPModel
+from .plot_classification import (
+    expected_calibration_error,
+    plot_decision_boundary,
+    plot_reliability,
+)
 
-__all__ = ["interval_coverage", "plot_posterior_1d", "plot_predicted_vs_observed",
-           "plot_calibration", "plot_history"]
+__all__ = [
+    "expected_calibration_error",
+    "interval_coverage",
+    "plot_calibration",
+    "plot_decision_boundary",
+    "plot_history",
+    "plot_posterior_1d",
+    "plot_predicted_vs_observed",
+    "plot_reliability",
+]
 
 INSTALL_HINT = "flashgp.plot needs matplotlib: pip install 'flashgp[plot]' (or pip install matplotlib)"
 
