@@ -100,7 +100,7 @@ def check_numbers(value, length: int | None, where: str, positive: bool = False)
 
 def input_columns(model: GPModel) -> int:
     """The number of input columns d of ``model``'s training inputs (n, d)."""
-    return int(model.train_x.shape[-1])
+    return int(model.input_dims)
 
 
 # ----- a bundle ---------------------------------------------------------------------------------

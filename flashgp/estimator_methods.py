@@ -1,5 +1,6 @@
 # The models the estimator and the command line can build, by name: "exact" (ExactGP), "sgpr"
-# (inducing points), "ski" (structured kernel interpolation). One registry, one builder each.
+# (inducing points), "ski" (structured kernel interpolation), "svgp" (variational, minibatches,
+# non-Gaussian likelihoods). One registry, one builder each.
 from __future__ import annotations
 
 import numbers
@@ -7,9 +8,13 @@ import numbers
 import numpy as np
 import torch
 
-from .models import SGPR, ExactGP
+from .likelihoods import Gaussian, Poisson, StudentT
+from .models import SGPR, SVGP, ExactGP
 
-METHODS = ("exact", "sgpr", "ski")
+METHODS = ("exact", "sgpr", "ski", "svgp")
+# regression likelihoods by name; all but "gaussian" need method="svgp"
+LIKELIHOODS = {"gaussian": Gaussian, "student_t": StudentT, "poisson": Poisson}
+DEFAULT_INDUCING = 500  # inducing points of "sgpr" and "svgp" (at most n)
 DEFAULT_GRID = {1: 1000, 2: 100, 3: 30}  # SKI grid points per dimension by input dimension
 
 
@@ -23,7 +28,7 @@ def check_inducing(method: str, inducing, n_features: int):
     if inducing is None:
         return None
     if method == "exact":
-        raise ValueError("inducing: only method='sgpr' (inducing points) and method='ski' (grid size) "
+        raise ValueError("inducing: only method='sgpr' or 'svgp' (inducing points) and 'ski' (grid size) "
                          f"take it; got inducing={inducing!r:.40} with method='exact'")
     if isinstance(inducing, numbers.Integral) and not isinstance(inducing, bool):
         if inducing < (1 if method == "sgpr" else 4):
@@ -58,10 +63,13 @@ def build_model(method: str, x: torch.Tensor, y: torch.Tensor, kernel, likelihoo
     ``check_inducing`` returns it, an array already in the model's input units."""
     if method == "exact":
         return ExactGP(x, y, kernel, likelihood=likelihood, mean=mean, solver=solver)
-    if method == "sgpr":
+    if method in ("sgpr", "svgp"):
         if isinstance(inducing, np.ndarray):
             inducing = torch.as_tensor(inducing, dtype=x.dtype, device=x.device)
-        return SGPR(x, y, kernel, inducing=inducing, likelihood=likelihood, mean=mean, seed=seed)
+        if method == "sgpr":
+            return SGPR(x, y, kernel, inducing=inducing, likelihood=likelihood, mean=mean, seed=seed)
+        count = min(DEFAULT_INDUCING, x.shape[-2]) if inducing is None else inducing
+        return SVGP(kernel, count, likelihood=likelihood, mean=mean, x=x, y=y, seed=seed)
     from .kernels import Interpolated
     d = x.shape[-1]
     if d not in DEFAULT_GRID:
@@ -69,3 +77,32 @@ def build_model(method: str, x: torch.Tensor, y: torch.Tensor, kernel, likelihoo
                          "features; use method='sgpr' (inducing points) for more")
     grid = DEFAULT_GRID[d] if inducing is None else inducing
     return ExactGP(x, y, Interpolated(kernel, grid_size=grid), likelihood=likelihood, mean=mean, solver=solver)
+
+
+def check_likelihood(method: str, name) -> str:
+    """The regression likelihood's name (ValueError naming ``likelihood``): "gaussian" for every
+    method, "student_t" (robust) and "poisson" (counts, log link) with method="svgp"."""
+    if not isinstance(name, str) or name not in LIKELIHOODS:
+        raise ValueError(f"likelihood: expected one of {tuple(LIKELIHOODS)}, got {name!r:.40}")
+    if name != "gaussian" and method != "svgp":
+        raise ValueError(f"likelihood: {name!r} is not Gaussian; it needs method='svgp' (got method={method!r})")
+    return name
+
+
+def fit_arguments(model, x: torch.Tensor, y: torch.Tensor, batch_size) -> dict:
+    """The extra ``fg.fit`` arguments of ``model``: the data and batch size of a model that trains
+    on minibatches (``SVGP``), else none."""
+    return {"data": (x, y), "batch_size": batch_size} if model.trains_on_batches else {}
+
+
+def total_objective(model, x: torch.Tensor, y: torch.Tensor, generator) -> float:
+    """The training objective summed over the n points (the log marginal likelihood, or the
+    bound of SGPR and SVGP), without gradients; SVGP's data term taken in chunks."""
+    n = x.shape[-2]
+    with torch.no_grad():
+        if not model.trains_on_batches:
+            return -float(model.loss(generator=generator).sum()) * n
+        # each chunk's elbo is its mean data term minus KL / n: weighted by its size, they add up
+        # to the whole data term minus KL once
+        return sum(float(model.elbo(x[i:i + 8192], y[i:i + 8192], num_data=n)) * min(8192, n - i)
+                   for i in range(0, n, 8192))

@@ -20,7 +20,8 @@ from .fit_warnings import NOISE_FLOOR_KIND, noise_floor_message, warning_kind
 from .likelihoods import FixedNoise, Gaussian
 from .log_space import log_space
 from .means import Constant
-from .estimator_methods import build_model, check_inducing, fitted_kernel
+from .estimator_methods import (LIKELIHOODS, build_model, check_inducing, check_likelihood, fit_arguments,
+                                fitted_kernel, total_objective)
 from .models.validation import check_device
 from .distributions.posterior import MAX_DENSE_SAMPLE
 from .polish import polish_lbfgs
@@ -138,13 +139,18 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         random_state: seeds the CG probe vectors and the choice of inducing points during fit
             (int, RandomState or None).
         method: "exact" (default), "sgpr" (Titsias' sparse GP: ``inducing`` points learned with
-            the hyperparameters; for n beyond what the exact GP can afford, any dimension) or "ski"
+            the hyperparameters; for n beyond what the exact GP can afford, any dimension), "ski"
             (structured kernel interpolation on a regular grid: 1 to 3 features, very large n;
-            trained by CG).
-        inducing: None (default: 500 inducing points for "sgpr", capped at n; for "ski" a grid of
-            1000, 100 or 30 points per feature in 1, 2 or 3 dimensions); for "sgpr" a count or the
-            inducing inputs (m, n_features) in the units of X; for "ski" the grid points per
-            feature (one number, or one per feature).
+            trained by CG) or "svgp" (``flashgp.SVGP``: inducing points, minibatches of
+            ``batch_size``, each of the ``iters`` steps one batch; any likelihood).
+        inducing: None (default: 500 inducing points for "sgpr" and "svgp", capped at n; for "ski"
+            a grid of 1000, 100 or 30 points per feature in 1, 2 or 3 dimensions); for "sgpr" and
+            "svgp" a count or the inducing inputs (m, n_features) in the units of X; for "ski" the
+            grid points per feature (one number, or one per feature).
+        likelihood: "gaussian" (default), or with method="svgp" "student_t" (robust to
+            outliers; learned degrees of freedom) or "poisson" (counts y >= 0, log link; y is then
+            never standardized and predictions are expected counts).
+        batch_size: points per minibatch of method="svgp" (default 1,024).
         verbose: show the training progress bar.
         polish: finish the fit with up to 5 L-BFGS steps (strong Wolfe line search, fixed probes),
             kept only if they raise the marginal likelihood: "lbfgs" always (with iters > 0),
@@ -168,7 +174,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
     def __init__(self, kernel="matern52", iters=100, lr=0.1, optimizer="adam", solver="auto",
                  device="auto", dtype="float64", normalize_x=True, normalize_y=True, noise=None,
                  random_state=None, verbose=False, polish="auto", noise_floor=None, method="exact",
-                 inducing=None):
+                 inducing=None, likelihood="gaussian", batch_size=None):
         self.kernel = kernel
         self.iters = iters
         self.lr = lr
@@ -185,6 +191,8 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         self.noise_floor = noise_floor
         self.method = method
         self.inducing = inducing
+        self.likelihood = likelihood
+        self.batch_size = batch_size
 
     # ----- parameter checks (at fit, as scikit-learn asks) -----------------------------------
     def _make_kernel(self, n_features: int) -> fk.Kernel:
@@ -275,14 +283,18 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         fixed = self._fixed_noise(X.shape[0])
         seed = _seed(self.random_state, "random_state")
         inducing = check_inducing(self.method, self.inducing, X.shape[1])
-        if self.method == "sgpr" and not (isinstance(self.solver, str) and self.solver == "auto"):
-            raise ValueError(f"solver: method='sgpr' solves exactly by the Woodbury identity and takes no "
-                             f"solver; leave solver='auto' (got {self.solver!r:.40})")
+        likelihood_name = check_likelihood(self.method, self.likelihood)
+        counts = likelihood_name == "poisson"  # the log link needs the counts themselves
+        if self.method in ("sgpr", "svgp") and not (isinstance(self.solver, str) and self.solver == "auto"):
+            raise ValueError(f"solver: method={self.method!r} takes no solver (its bound needs no solves "
+                             f"with K); leave solver='auto' (got {self.solver!r:.40})")
+        if self.method != "svgp" and self.batch_size is not None:
+            raise ValueError("batch_size: only method='svgp' trains on minibatches")
 
         x_mean = X.mean(axis=0) if self.normalize_x else np.zeros(X.shape[1])
         x_scale = spread(X) if self.normalize_x else np.ones(X.shape[1])
-        y_mean = float(y.mean()) if self.normalize_y else 0.0
-        y_scale = float(spread(y[:, None])[0]) if self.normalize_y else 1.0
+        y_mean = float(y.mean()) if self.normalize_y and not counts else 0.0
+        y_scale = float(spread(y[:, None])[0]) if self.normalize_y and not counts else 1.0
         _check_target_scale(y, y_scale if self.normalize_y else float(np.abs(y).max() or 1.0), self.normalize_y)
         x_t = self._to_tensor((X - x_mean) / x_scale, dtype, device, "X",
                               "use normalize_x=True, dtype='float64' or rescale X")
@@ -291,6 +303,11 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         floor = self._noise_floor(y_scale)
         likelihood = Gaussian(noise_floor=floor) if fixed is None else FixedNoise(self._to_tensor(
             fixed / y_scale**2, dtype, device, "noise", "noise / var(y) must fit the model's dtype"))
+        if likelihood_name != "gaussian":
+            if fixed is not None or floor is not None:
+                raise ValueError(f"noise: likelihood={likelihood_name!r} has no Gaussian noise; leave noise and "
+                                 "noise_floor at None")
+            likelihood = LIKELIHOODS[likelihood_name]()
         # the constant mean starts at 0 (the targets' mean with normalize_y), so that iters=0 gives
         # scikit-learn's prior mean; the other values not given start from the (scaled) data
         if isinstance(inducing, np.ndarray):  # inducing inputs in the model's (scaled) units
@@ -299,15 +316,14 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with log_space(model):
-                history = fit_model(model, optimizer=self.optimizer, lr=float(self.lr),
-                                    iters=int(self.iters), progress=bool(self.verbose), seed=seed)
+                history = fit_model(model, optimizer=self.optimizer, lr=float(self.lr), iters=int(self.iters),
+                                    progress=bool(self.verbose), seed=seed,
+                                    **fit_arguments(model, x_t, y_t, self.batch_size))
                 polished = None
                 if self._polishes(model):
                     polished = polish_lbfgs(model, POLISH_STEPS, seed, progress=bool(self.verbose))
         self._reemit(caught, model, y_scale)
-        with torch.no_grad():
-            generator = torch.Generator(device=device).manual_seed(seed)
-            lml = -float(model.loss(generator=generator).sum()) * X.shape[0]
+        lml = total_objective(model, x_t, y_t, torch.Generator(device=device).manual_seed(seed))
         # fitted attributes only once everything succeeded
         self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_ = x_mean, x_scale, y_mean, y_scale
         self.model_, self.history_, self.n_iter_ = model.eval(), history, len(history)
@@ -360,7 +376,10 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             ls = base.lengthscale.detach().cpu().double().numpy().reshape(-1)
             self.lengthscale_ = np.broadcast_to(ls, self.x_scale_.shape) * self.x_scale_
         self.noise_floor_ = None
-        if fixed is None:
+        self.noise_ = None
+        if not isinstance(self.model_.likelihood, (Gaussian, FixedNoise)):
+            pass  # no Gaussian noise (likelihood="student_t" or "poisson")
+        elif fixed is None:
             self.noise_ = float(self.model_.likelihood.noise.detach()) * self.y_scale_**2
             self.noise_floor_ = self.model_.likelihood.noise_floor * self.y_scale_**2
         else:
@@ -368,7 +387,10 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         self.constant_ = float(self.model_.mean.constant.detach()) * self.y_scale_ + self.y_mean_
 
     # ----- predictions -------------------------------------------------------------------------
-    def _posterior(self, X, include_noise: bool):
+    def _posterior(self, X, include_noise: bool, joint: bool = False):
+        if joint and include_noise and not self.model_.likelihood.conjugate:
+            raise ValueError(f"include_noise: likelihood={self.likelihood!r} gives only the moments of new "
+                             "observations; joint ones (return_cov, sample_y) need include_noise=False")
         x = (X - self.x_mean_) / self.x_scale_
         fix = "these rows lie far outside the training inputs' range" if self.normalize_x else \
             "refit with normalize_x=True or dtype='float64'"
@@ -396,7 +418,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             m = X.shape[0]
             _check_output_size("return_cov", (m, m), f"use return_std=True for the {m:,} marginal "
                                "standard deviations, or ask for the covariance of fewer points at a time")
-            post = self._posterior(X, include_noise)
+            post = self._posterior(X, include_noise, joint=True)
             # one float64 copy that is ours, edited in place (no m x m temporaries beside it)
             cov = post.covariance.to_dense().detach().to("cpu", torch.float64, copy=True).numpy()
             if post.noise is not None:
@@ -435,7 +457,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
                              "joint only within a call), or use predict(X, return_std=True)")
         _check_output_size("sample_y", (m, int(n_samples)), "ask for fewer samples or points per call")
         seed = _seed(random_state, "random_state")
-        post = self._posterior(X, include_noise)
+        post = self._posterior(X, include_noise, joint=True)
         generator = torch.Generator(device=self.model_.device).manual_seed(seed)
         draws = post.sample(int(n_samples), generator=generator)  # (n_samples, n_samples_X)
         return self._to_y(draws).T

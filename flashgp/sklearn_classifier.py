@@ -1,6 +1,7 @@
 # scikit-learn estimator for GP classification: GPClassifier (fit, predict, predict_proba,
-# decision_function, score), on flashgp's Dirichlet-based GP (an exact engine) for now; the model
-# each ``method`` builds is chosen in one table (CLASSIFIER_METHODS).
+# decision_function, score), on flashgp's Dirichlet-based GP (the exact engine) or an SVGP with a
+# Bernoulli or Softmax likelihood; the model each ``method`` builds is chosen in one table
+# (CLASSIFIER_METHODS).
 from __future__ import annotations
 
 import math
@@ -13,8 +14,10 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .fit import OPTIMIZERS, fit as fit_model
+from .estimator_methods import DEFAULT_INDUCING, check_inducing, fit_arguments, total_objective
+from .likelihoods import Bernoulli, Softmax
 from .log_space import log_space
-from .models import DirichletGP
+from .models import SVGP, DirichletGP
 from .models.dirichlet import DEFAULT_EPSILON
 from .polish import polish_lbfgs
 from .tables import spread
@@ -38,10 +41,26 @@ def _dirichlet_model(estimator, x: torch.Tensor, labels: torch.Tensor, num_class
                        solver=solver)
 
 
+def _svgp_model(estimator, x: torch.Tensor, labels: torch.Tensor, num_classes: int, kernel, solver):
+    """method="svgp": an ``SVGP`` with a ``Bernoulli`` (probit) likelihood for two classes, a
+    ``Softmax`` one (C latent functions sharing the kernel) for more; trained on minibatches."""
+    if not (isinstance(estimator.solver, str) and estimator.solver == "auto"):
+        raise ValueError(f"solver: method='svgp' takes no solver; leave solver='auto' (got {estimator.solver!r:.40})")
+    if estimator.polish == "lbfgs":
+        raise ValueError("polish: method='svgp' trains on minibatches, which L-BFGS cannot; use polish='auto' or None")
+    inducing = check_inducing("svgp", estimator.inducing, x.shape[-1])
+    if isinstance(inducing, np.ndarray):
+        raise ValueError("inducing: GPClassifier takes a number of inducing points")
+    likelihood = Bernoulli() if num_classes == 2 else Softmax(num_classes)
+    count = min(DEFAULT_INDUCING, x.shape[-2]) if inducing is None else inducing
+    return SVGP(kernel, count, likelihood=likelihood, x=x, seed=_regressor()._seed(estimator.random_state,
+                                                                                     "random_state"))
+
+
 # method name -> builder (estimator, x (n, d), labels (n,) in 0..C-1, C, kernel, solver) -> a model
-# with ``predict_log_proba(x, samples, generator) -> (m, C)`` and ``loss()``, trained by fg.fit;
-# another method (e.g. "svgp") adds a builder here and its own settings to GPClassifier.
-CLASSIFIER_METHODS = {"dirichlet": _dirichlet_model}
+# with ``predict_log_proba(x, samples, generator) -> (m, C)`` and ``loss()``, trained by fg.fit
+# (with the labels as data and ``batch_size`` when the model trains on minibatches).
+CLASSIFIER_METHODS = {"dirichlet": _dirichlet_model, "svgp": _svgp_model}
 
 
 def _check_epsilon(value) -> None:
@@ -77,7 +96,11 @@ class GPClassifier(ClassifierMixin, BaseEstimator):
         verbose: show the training progress bar.
         polish: up to 5 L-BFGS steps at the end of the fit, kept if they raise the marginal
             likelihood: "auto" (default; when the solver is exact), "lbfgs" or None.
-        method: "dirichlet".
+        method: "dirichlet" (default) or "svgp" (``flashgp.SVGP`` with a probit ``Bernoulli``
+            likelihood for two classes, ``Softmax`` for more: ``inducing`` points, minibatches of
+            ``batch_size``, each of the ``iters`` Adam steps one batch; for large n).
+        inducing: "svgp": the number of inducing points (default 500, at most n).
+        batch_size: "svgp": points per minibatch (default 1,024).
         alpha_epsilon: the Dirichlet concentration of the classes a point is not labelled with
             (``DirichletGP``; the paper's 0.01).
         samples: Monte Carlo draws per prediction; the same draws (seed ``PROBA_SEED``) on every
@@ -96,7 +119,7 @@ class GPClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, kernel="rbf", iters=100, lr=0.1, optimizer="adam", solver="auto", device="auto",
                  dtype="float64", normalize_x=True, random_state=None, verbose=False, polish="auto",
-                 method="dirichlet", alpha_epsilon=DEFAULT_EPSILON, samples=256):
+                 method="dirichlet", alpha_epsilon=DEFAULT_EPSILON, samples=256, inducing=None, batch_size=None):
         self.kernel = kernel
         self.iters = iters
         self.lr = lr
@@ -111,6 +134,8 @@ class GPClassifier(ClassifierMixin, BaseEstimator):
         self.method = method
         self.alpha_epsilon = alpha_epsilon
         self.samples = samples
+        self.inducing = inducing
+        self.batch_size = batch_size
 
     # ----- parameter checks (at fit) --------------------------------------------------------------
     def _check_params(self) -> None:
@@ -166,15 +191,15 @@ class GPClassifier(ClassifierMixin, BaseEstimator):
                                         "use normalize_x=True, dtype='float64' or rescale X")
         labels = torch.as_tensor(encoded.reshape(-1), dtype=torch.int64, device=device)
         model = CLASSIFIER_METHODS[self.method](self, x_t, labels, len(classes), kernel, solver)
+        targets = labels.to(model.dtype)
         with log_space(model):
             history = fit_model(model, optimizer=self.optimizer, lr=float(self.lr), iters=int(self.iters),
-                                progress=bool(self.verbose), seed=seed)
+                                progress=bool(self.verbose), seed=seed,
+                                **fit_arguments(model, x_t, targets, self.batch_size))
             polished = None
             if self.iters > 0 and (self.polish == "lbfgs" or self.polish == "auto" and model.deterministic):
                 polished = polish_lbfgs(model, POLISH_STEPS, seed, progress=bool(self.verbose))
-        with torch.no_grad():
-            generator = torch.Generator(device=device).manual_seed(seed)
-            lml = -float(model.loss(generator=generator).sum()) * X.shape[0]
+        lml = total_objective(model, x_t, targets, torch.Generator(device=device).manual_seed(seed))
         # fitted attributes only once everything succeeded
         self.classes_, self.x_mean_, self.x_scale_ = classes, x_mean, x_scale
         self.model_, self.history_, self.n_iter_ = model.eval(), history, len(history)

@@ -145,7 +145,7 @@ def test_continuous_targets_refused():
 
 
 @pytest.mark.parametrize("params, match", [
-    (dict(method="svgp"), "method"), (dict(kernel="nope"), "kernel"), (dict(iters=-1), "iters"),
+    (dict(method="laplace"), "method"), (dict(kernel="nope"), "kernel"), (dict(iters=-1), "iters"),
     (dict(lr=0.0), "lr"), (dict(optimizer="sgd"), "optimizer"), (dict(dtype="float16"), "dtype"),
     (dict(alpha_epsilon=0.0), "alpha_epsilon"), (dict(samples=0), "samples"), (dict(polish="x"), "polish"),
     (dict(solver="lu"), "solver")])
@@ -177,3 +177,28 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         GPClassifier(iters=2).fit(X, y[:-1])
     assert torch.equal(est.model_.train_labels.cpu(), torch.as_tensor(y))
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_svgp_method_classifies_like_the_dirichlet_one(classes):
+    from sklearn.datasets import make_classification
+    from sklearn.metrics import log_loss
+    X, y = make_classification(400, n_features=3, n_informative=3, n_redundant=0, n_classes=classes,
+                               n_clusters_per_class=1, random_state=1)
+    svgp = GPClassifier(method="svgp", iters=200, lr=0.05, inducing=30, batch_size=100, random_state=0)
+    svgp.fit(X[:200], y[:200])
+    dirichlet = GPClassifier(iters=50, random_state=0).fit(X[:200], y[:200])
+    proba = svgp.predict_proba(X[200:])
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-12)
+    assert svgp.model_.num_data == 200 and svgp.n_iter_ == 200
+    assert svgp.score(X[200:], y[200:]) >= dirichlet.score(X[200:], y[200:]) - 0.05
+    assert log_loss(y[200:], proba) <= log_loss(y[200:], dirichlet.predict_proba(X[200:])) + 0.1
+    assert np.array_equal(svgp.predict(X[200:]), svgp.classes_[proba.argmax(1)])
+
+
+def test_svgp_method_refuses_a_solver_and_an_lbfgs_polish():
+    X, y = np.random.default_rng(0).normal(size=(30, 2)), np.arange(30) % 2
+    with pytest.raises(ValueError, match="solver"):
+        GPClassifier(method="svgp", solver="cg", iters=1).fit(X, y)
+    with pytest.raises(ValueError, match="polish"):
+        GPClassifier(method="svgp", polish="lbfgs", iters=1).fit(X, y)

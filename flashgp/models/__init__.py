@@ -5,5 +5,6 @@ from .dirichlet import DirichletGP
 from .exact_gp import ExactGP
 from .regression import RegressionModel
 from .sgpr import SGPR
+from .svgp import SVGP
 
-__all__ = ["DirichletGP", "ExactGP", "GPModel", "Prior", "RegressionModel", "SGPR"]
+__all__ = ["DirichletGP", "ExactGP", "GPModel", "Prior", "RegressionModel", "SGPR", "SVGP"]

@@ -63,6 +63,11 @@ class GPModel(nn.Module, abc.ABC):
         return self.train_x.shape[-2]
 
     @property
+    def input_dims(self) -> int:
+        """d, the number of input columns."""
+        return self.train_x.shape[-1]
+
+    @property
     def dtype(self) -> torch.dtype:
         """The dtype of the model's data and parameters."""
         return self.train_x.dtype

@@ -241,6 +241,11 @@ class SVGP(GPModel):
             return torch.stack([1 - p, p], -1)
         return p.transpose(-1, -2)
 
+    def predict_log_proba(self, x, samples=None, generator=None) -> torch.Tensor:
+        """log ``predict_proba(x)`` ``(t, C)`` (``samples`` and ``generator`` are accepted for the
+        classifiers' common signature and unused: the likelihood fixes its own quadrature or draws)."""
+        return self.predict_proba(x).clamp_min(torch.finfo(self.dtype).tiny).log()
+
     # ----- files --------------------------------------------------------------------------------
     def config(self) -> dict:
         return {"kernel": kernel_to_config(self.kernel), "likelihood": likelihood_to_config(self.likelihood),
