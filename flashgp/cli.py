@@ -22,7 +22,7 @@ from .cli_parser import (EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, KERN
                          CLIError, build_parser)
 from .errors import FitInterrupted, NotPSDError
 from .fit import fit
-from .estimator_methods import build_model, check_inducing, fitted_kernel
+from .estimator_methods import build_model, check_inducing, fit_arguments, fitted_kernel, total_objective
 from .outputs import OutputPathError, atomic_output, check_outputs
 from .tables import (InputError, check_columns, heldout_metrics, numeric_columns,
                      predict_original_units, read_table, scaled_inputs, select_features, to_model_dtype,
@@ -131,10 +131,11 @@ def cmd_fit(args, say) -> dict:
                         likelihoods.Gaussian(noise_floor=args.noise_floor), means.Constant(), None, inducing,
                         args.seed)
     start = time.perf_counter()
-    history = _fit_with_checkpoint(model, args)
+    if args.batch_size is not None and not model.trains_on_batches:
+        raise CLIError("--batch-size: only --method svgp trains on minibatches", EXIT_USAGE)
+    history = _fit_with_checkpoint(model, args, fit_arguments(model, train_x, train_y, args.batch_size))
     seconds = time.perf_counter() - start
-    with torch.no_grad():
-        lml = -float(model.loss(generator=torch.Generator(device=device).manual_seed(args.seed))) * len(y_train)
+    lml = total_objective(model, train_x, train_y, torch.Generator(device=device).manual_seed(args.seed))
     result = {"command": "fit", "data": args.data, "target": args.target, "features": features,
               "kernel": args.kernel, "method": args.method, "n_train": len(y_train), "iters": len(history), "lr": args.lr,
               "device": str(device), "solver_path": model.diagnostics.get("path"),
@@ -155,7 +156,7 @@ def cmd_fit(args, say) -> dict:
     return result
 
 
-def _fit_with_checkpoint(model, args):
+def _fit_with_checkpoint(model, args, data: dict):
     """fg.fit with --checkpoint/--checkpoint-every/--resume; Ctrl-C -> CLIError with exit 130."""
     if args.checkpoint is None and (args.resume or args.checkpoint_every is not None):
         flag = "--resume" if args.resume else "--checkpoint-every"
@@ -168,7 +169,7 @@ def _fit_with_checkpoint(model, args):
     try:
         return fit(model, optimizer="adam", lr=args.lr, iters=args.iters, progress=args.progress,
                    seed=args.seed, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-                   resume=args.resume)
+                   resume=args.resume, **data)
     except FitInterrupted as stop:
         raise CLIError(f"interrupted at step {stop.step}; checkpoint saved to {stop.checkpoint}; "
                        f"resume with --resume", EXIT_INTERRUPTED) from None

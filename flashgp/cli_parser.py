@@ -60,16 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
                      "line. Without a subcommand, runs 'demo'.")
     parser.add_argument("--version", action="version", version=f"flashgp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{fit,predict,demo,info}")
-    fit = sub.add_parser("fit", parents=[common], help="fit a GP (exact, SGPR or SKI) to a CSV file")
+    fit = sub.add_parser("fit", parents=[common], help="fit a GP (exact, SGPR, SKI or SVGP) to a CSV file")
     fit.add_argument("data", metavar="DATA.csv", help="CSV file with a header line")
     fit.add_argument("--target", required=True, help="name of the column to predict")
     fit.add_argument("--features", help="comma-separated input columns (default: all but the target)")
     fit.add_argument("--kernel", choices=KERNELS, default="matern52", help="covariance (default matern52)")
     fit.add_argument("--method", choices=METHODS, default="exact", help="exact (default), sgpr (inducing "
-                     "points, any number of features) or ski (interpolation on a grid, 1 to 3 features)")
-    fit.add_argument("--inducing", type=_positive_count, metavar="M", help="sgpr: inducing points (default "
+                     "points, any number of features), ski (interpolation on a grid, 1 to 3 features) or svgp "
+                     "(variational inducing points trained on minibatches, for the largest sets)")
+    fit.add_argument("--inducing", type=_positive_count, metavar="M", help="sgpr, svgp: inducing points (default "
                      "500, at most the rows); ski: grid points per feature (default 1000, 100, 30 in 1, 2, 3-D)")
-    fit.add_argument("--iters", type=_count, default=100, help="Adam steps (default 100)")
+    fit.add_argument("--iters", type=_count, default=100, help="Adam steps (default 100; svgp: one "
+                     "minibatch each)")
+    fit.add_argument("--batch-size", type=_positive_count, metavar="B", help="svgp: points per minibatch "
+                     "(default 1024)")
     fit.add_argument("--lr", type=_positive_float, default=0.1, help="Adam learning rate (default 0.1)")
     fit.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     fit.add_argument("--noise-floor", type=_nonnegative_float, metavar="F", help="lower bound of the "

@@ -113,3 +113,21 @@ def test_ski_estimator_and_command_line(tmp_path, capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["method"] == "ski" and "lengthscale" in result["hyperparameters"]
+
+
+def test_cli_fit_svgp_with_a_checkpoint_resume_and_predict(tmp_path, capsys):
+    x, y = data(300)
+    train = write(tmp_path / "train.csv", x, y)
+    args = ["fit", str(train), "--target", "y", "--method", "svgp", "--inducing", "25", "--batch-size", "64",
+            "--lr", "0.05", "--test-size", "0.2", "--device", "cpu", "--seed", "2", "--json", "-q",
+            "--checkpoint", str(tmp_path / "c.ckpt"), "--checkpoint-every", "5"]
+    assert main(args + ["--iters", "7"]) == 0  # 4 batches an epoch: stops mid-epoch
+    capsys.readouterr()
+    assert main(args + ["--iters", "200", "--resume", "--out", str(tmp_path / "m.fgp")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["method"] == "svgp" and result["resumed_from_step"] == 7 and result["iters"] == 200
+    assert result["test"]["rmse"] < 0.5
+    assert main(["predict", str(tmp_path / "m.fgp"), str(train), "--out", str(tmp_path / "p.csv"), "-q",
+                 "--device", "cpu"]) == 0
+    assert (tmp_path / "p.csv").read_text().count("\n") == 301
+    assert main(["fit", str(train), "--target", "y", "--batch-size", "64", "-q"]) == 2
