@@ -10,7 +10,6 @@ import warnings
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import kernels as fk
@@ -20,6 +19,7 @@ from .fit_warnings import NOISE_FLOOR_KIND, noise_floor_message, warning_kind
 from .likelihoods import FixedNoise, Gaussian
 from .log_space import log_space
 from .means import Constant
+from .estimator_checks import check_numeric_columns as _check_numeric_columns, seed_from as _seed
 from .estimator_methods import (LIKELIHOODS, build_model, check_inducing, check_likelihood, fit_arguments,
                                 fitted_kernel, total_objective)
 from .models.validation import check_device
@@ -70,33 +70,6 @@ def _check_output_size(what: str, shape: tuple, alternative: str) -> None:
                          f"and several times that while it is computed), above "
                          f"flashgp.sklearn.MAX_OUTPUT_BYTES ({MAX_OUTPUT_BYTES / 1e9:.3g} GB); "
                          f"{alternative}")
-
-
-def _check_numeric_columns(X) -> None:
-    """A pandas DataFrame X must hold numbers only: name the columns that do not convert."""
-    if not (hasattr(X, "columns") and hasattr(X, "dtypes")):
-        return
-    bad = []
-    for column, dtype in X.dtypes.items():
-        if getattr(dtype, "kind", "O") in "biuf":
-            continue
-        try:
-            np.asarray(X[column], dtype=np.float64)
-        except (TypeError, ValueError):
-            bad.append(str(column))
-    if bad:
-        raise ValueError(f"X: expected numeric columns, got non-numeric column(s) "
-                         f"{', '.join(map(repr, bad[:5]))}; encode them as numbers first")
-
-
-def _seed(random_state, name: str) -> int:
-    """An int seed drawn from ``random_state`` (None, int or numpy RandomState)."""
-    try:
-        state = check_random_state(random_state)
-    except ValueError:
-        raise ValueError(f"{name}: expected None, an int or a numpy RandomState, "
-                         f"got {random_state!r}") from None
-    return int(state.randint(np.iinfo(np.int32).max))
 
 
 class GPRegressor(RegressorMixin, BaseEstimator):
@@ -161,7 +134,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             CG path the objective is noisy and each step costs several solves, hence "auto"
             leaves it out.
 
-    Fitted attributes: ``model_`` (the ``ExactGP`` or ``SGPR``, on standardized data), ``lengthscale_``
+    Fitted attributes: ``model_`` (the ``ExactGP``, ``SGPR`` or ``SVGP``, on standardized data), ``lengthscale_``
     (n_features,), ``outputscale_``, ``noise_``, ``noise_floor_`` (None for a fixed noise),
     ``constant_`` (data units; None where the kernel does not have them at the usual place),
     ``log_marginal_likelihood_`` (total over the training points, of the standardized targets,
@@ -290,6 +263,8 @@ class GPRegressor(RegressorMixin, BaseEstimator):
                              f"with K); leave solver='auto' (got {self.solver!r:.40})")
         if self.method != "svgp" and self.batch_size is not None:
             raise ValueError("batch_size: only method='svgp' trains on minibatches")
+        if self.method == "svgp" and self.polish == "lbfgs":
+            raise ValueError("polish: method='svgp' trains on minibatches, which L-BFGS cannot; use polish='auto' or None")
 
         x_mean = X.mean(axis=0) if self.normalize_x else np.zeros(X.shape[1])
         x_scale = spread(X) if self.normalize_x else np.ones(X.shape[1])

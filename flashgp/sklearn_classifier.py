@@ -14,6 +14,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .fit import OPTIMIZERS, fit as fit_model
+from .estimator_checks import check_numeric_columns, seed_from
 from .estimator_methods import DEFAULT_INDUCING, check_inducing, fit_arguments, total_objective
 from .likelihoods import Bernoulli, Softmax
 from .log_space import log_space
@@ -53,8 +54,7 @@ def _svgp_model(estimator, x: torch.Tensor, labels: torch.Tensor, num_classes: i
         raise ValueError("inducing: GPClassifier takes a number of inducing points")
     likelihood = Bernoulli() if num_classes == 2 else Softmax(num_classes)
     count = min(DEFAULT_INDUCING, x.shape[-2]) if inducing is None else inducing
-    return SVGP(kernel, count, likelihood=likelihood, x=x, seed=_regressor()._seed(estimator.random_state,
-                                                                                     "random_state"))
+    return SVGP(kernel, count, likelihood=likelihood, x=x, seed=seed_from(estimator.random_state, "random_state"))
 
 
 # method name -> builder (estimator, x (n, d), labels (n,) in 0..C-1, C, kernel, solver) -> a model
@@ -71,7 +71,7 @@ def _check_epsilon(value) -> None:
 class GPClassifier(ClassifierMixin, BaseEstimator):
     """GP classification as a scikit-learn estimator, binary and multiclass.
 
-    ``method="dirichlet"`` (the only one so far) is Milios et al.'s Dirichlet-based GP
+    ``method="dirichlet"`` (the default) is Milios et al.'s Dirichlet-based GP
     (``flashgp.DirichletGP``): the one-hot labels become C regression problems with known
     heteroskedastic noise, solved by C exact GPs (Cholesky or BBMM, ``solver``) whose
     hyperparameters (one set per class) maximize their marginal likelihood; class probabilities
@@ -176,7 +176,7 @@ class GPClassifier(ClassifierMixin, BaseEstimator):
         sk = _regressor()
         self._check_params()
         solver, device, dtype = self._make_solver(), self._torch_device(), sk.DTYPES[self.dtype]
-        sk._check_numeric_columns(X)
+        check_numeric_columns(X)
         X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
         classes, encoded = np.unique(y, return_inverse=True)
@@ -184,7 +184,7 @@ class GPClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"y: expected at least 2 classes, got 1 class ({classes[0]!r}); "
                              "a classifier needs samples of two or more classes")
         kernel = self._make_kernel(X.shape[1])
-        seed = sk._seed(self.random_state, "random_state")
+        seed = seed_from(self.random_state, "random_state")
         x_mean = X.mean(axis=0) if self.normalize_x else np.zeros(X.shape[1])
         x_scale = spread(X) if self.normalize_x else np.ones(X.shape[1])
         x_t = sk.GPRegressor._to_tensor((X - x_mean) / x_scale, dtype, device, "X",
@@ -209,7 +209,7 @@ class GPClassifier(ClassifierMixin, BaseEstimator):
     # ----- predictions ------------------------------------------------------------------------------
     def _validated(self, X) -> np.ndarray:
         check_is_fitted(self)
-        _regressor()._check_numeric_columns(X)
+        check_numeric_columns(X)
         return validate_data(self, X, dtype=np.float64, reset=False)
 
     def predict_log_proba(self, X):

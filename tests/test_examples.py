@@ -38,6 +38,12 @@ def cases(tmp: Path) -> dict:
                          ["n=3000, grid=200", "backend ski", "test RMSE"]),
         "sklearn_pipeline.py": (["--iters", "2", "--max-train", "120"],
                                 ["test R^2"] if has("sklearn") else ["skipping"]),
+        "svgp_regression.py": (["--n", "3000", "--iters", "60", "--test", "300", "--inducing", "30", "--compare"],
+                               ["SVGP: n=3,000", "resumed at step", "largest parameter difference 0.0e+00",
+                                "test RMSE", "loaded predictions identical: True"]),
+        "gp_classification.py": (["--n", "200", "--test", "200", "--iters", "10", "--out", str(tmp / "classification")],
+                                 ["dirichlet", "svgp", "ECE", "plot: " if has("matplotlib") else "no plots"]
+                                 if has("sklearn") else ["skipping"]),
     }
 
 

@@ -118,7 +118,7 @@ class NaturalVariational(VariationalDistribution):
     """Full-covariance q stored as natural parameters theta1 = S^{-1} m (``natural_vector``) and
     theta2 = -S^{-1} / 2 (``natural_matrix``). Their ``.grad`` after a backward pass holds the
     gradient with respect to the expectation parameters (m, S + m m^T), so that
-    ``flashgp.variational.NaturalGradient`` (``fg.fit(..., natural_lr=...)``) takes natural-gradient
+    ``flashgp.variational.NaturalAdam`` (``fg.fit(..., natural_lr=...)``) takes natural-gradient
     steps; Adam on these parameters would not be meaningful (fit refuses it). Starts at N(0, I).
     """
 

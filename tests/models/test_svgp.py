@@ -246,3 +246,23 @@ def test_bad_inputs_name_the_argument():
         fg.fit(fg.ExactGP(x, y, RBF()), data=(x, y), iters=1, progress=False)
     with pytest.raises(ValueError, match="y: Bernoulli labels"):
         fg.fit(fg.SVGP(RBF(), M, likelihood=Bernoulli(), x=x), data=(x, y), iters=1, progress=False)
+
+
+def test_softmax_classes_train_predict_and_survive_a_file(tmp_path):
+    from flashgp.likelihoods import Softmax
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(450, 2, generator=g, dtype=F64)
+    y = (torch.atan2(x[:, 1], x[:, 0]) / (2 * math.pi / 3) + 1.5).floor().clamp(0, 2)  # three sectors
+    model = fg.SVGP(Scale(RBF()), 20, likelihood=Softmax(3), x=x)
+    assert model.num_outputs == 3 and model.variational.batch_shape == (3,)
+    history = fg.fit(model, data=(x, y), batch_size=90, iters=150, lr=0.05, progress=False)
+    assert history.loss[-1] < 0.5 * history.loss[0]
+    proba = model.predict_proba(x)
+    assert proba.shape == (450, 3)
+    torch.testing.assert_close(proba.sum(-1), torch.ones(450, dtype=F64))
+    assert float((proba.argmax(-1) == y).to(F64).mean()) > 0.93
+    post = model.posterior(x[:4])
+    torch.testing.assert_close(proba[:4], model.likelihood.probabilities(post.mean, post.variance).T)
+    check_save_load(model, x[:6], tmp_path / "softmax.fgp", label="SVGP(Softmax)", batch=(x[:20], y[:20]))
+    with pytest.raises(ValueError, match="num_outputs"):
+        fg.SVGP(RBF(), 5, likelihood=Softmax(3), num_outputs=2, x=x)
