@@ -64,13 +64,15 @@ def hyperparameters(model, features: list[str]) -> dict:
 
 
 # ----- fit --------------------------------------------------------------------------------
-def _split(x, y, args, features: list[str]):
-    """(x_train, y_train, x_test, y_test) from --test-size / --test; the test parts may be None."""
+def _split(x, y, args, features: list[str], read_target=None):
+    """(x_train, y_train, x_test, y_test) from --test-size / --test; the test parts may be None.
+    ``read_target(header, rows)``: the --test file's targets (default: the numeric column)."""
     if args.test is not None:
         header, rows = read_table(args.test, "--test")
         check_columns(header, features + [args.target], "--test", args.test)
         x_test = numeric_columns(header, rows, features, "--test")
-        y_test = numeric_columns(header, rows, [args.target], "--test")[:, 0]
+        y_test = (numeric_columns(header, rows, [args.target], "--test")[:, 0] if read_target is None
+                  else read_target(header, rows))
         if not rows:
             raise CLIError(f"--test: {args.test} has no data rows")
         return x, y, x_test, y_test
@@ -85,12 +87,13 @@ def _split(x, y, args, features: list[str]):
     return x[train], y[train], x[test], y[test]
 
 
-def _save(model, path: str, stats: dict, target: str, features: list[str], kernel: str) -> None:
-    """Save the model with its column names and standardization in one file, atomically
-    (``flashgp.cli_files``: a flashgp.bundle that ``flashgp.bundle.load`` reads)."""
+def _save(model, path: str, stats: dict, target: str, features: list[str], kernel: str, classes=None) -> None:
+    """Save the model with its column names and standardization (and a classifier's class
+    labels) in one file, atomically (``flashgp.cli_files``: a flashgp.bundle that
+    ``flashgp.bundle.load`` reads)."""
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        save_cli_model(path, model, stats, target, features, kernel)
+        save_cli_model(path, model, stats, target, features, kernel, classes)
     except (OSError, ValueError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else err
         raise CLIError(f"--out: cannot write {path}: {reason}") from None
@@ -107,6 +110,11 @@ def _check_fit_paths(args) -> None:
 
 def cmd_fit(args, say) -> dict:
     """Read, standardize, fit, evaluate and save; returns the JSON-able result."""
+    from .cli_classify import check_task_options, cmd_fit_classifier  # it imports this module
+
+    check_task_options(args)  # --task and the options that go with it; sets the default --method
+    if args.task == "classification":
+        return cmd_fit_classifier(args, say)
     _check_fit_paths(args)
     header, rows = read_table(args.data, "DATA")
     features = select_features(header, args.target, args.features, args.data)
@@ -236,6 +244,9 @@ def cmd_predict(args, say, say_err) -> dict:
     if not rows:
         raise CLIError(f"DATA: {args.data} has no data rows")
     x = numeric_columns(header, rows, meta["features"], "DATA")
+    if meta["task"] == "classification":
+        from .cli_classify import predict_classes
+        return predict_classes(args, model, meta, header, rows, x, notes, say)
     start = time.perf_counter()
     mean, std = predict_original_units(model, x, meta)
     seconds = time.perf_counter() - start

@@ -26,24 +26,80 @@ def sidecar_of(path) -> str:
     return os.fspath(path) + ".json"
 
 
-def save_cli_model(path, model, stats: dict, target: str, features: list[str], kernel: str) -> Path:
+def save_cli_model(path, model, stats: dict, target: str, features: list[str], kernel: str,
+                   classes: list | None = None) -> Path:
     """Write ``model`` and its standardization in one atomic write; returns the file written.
 
     stats: {"x_mean": (d,), "x_std": (d,), "y_mean": float, "y_std": float} (data units, as
-    ``flashgp.tables.standardization`` gives). OSError / ValueError when it cannot be written.
+    ``flashgp.tables.standardization`` gives; a classifier's y_mean 0 and y_std 1). classes: a
+    classifier's labels in the order of its probability columns (strings or numbers), stored in
+    the bundle's info with "task": "classification"; None for regression (the info of earlier
+    versions, which has neither key). OSError / ValueError when it cannot be written.
     """
     scaling = bundle.Scaling(np.asarray(stats["x_mean"], dtype=np.float64),
                              np.asarray(stats["x_std"], dtype=np.float64),
                              float(stats["y_mean"]), float(stats["y_std"]))
     info = {"target": target, "features": list(features), "kernel": kernel}
+    if classes is not None:
+        info.update(task="classification", classes=check_classes(list(classes), model_classes(model), "classes"))
     return bundle.save(path, model, scaling, "cli", info)
 
 
-def _meta(scaling: bundle.Scaling, target: str, features: list, kernel) -> dict:
-    """The dict predict works with (the sidecar's keys)."""
+def model_classes(model) -> int | None:
+    """The number of classes of a classification model (DirichletGP, SVGP with a Bernoulli or
+    Softmax likelihood), None for a regression model."""
+    count = getattr(model, "num_classes", None)
+    if count is not None:
+        return int(count)
+    likelihood = getattr(model, "likelihood", None)
+    if likelihood is None or not hasattr(model, "predict_proba"):
+        return None
+    if hasattr(likelihood, "num_classes"):  # Softmax
+        return int(likelihood.num_classes)
+    return 2 if hasattr(likelihood, "probability") else None  # Bernoulli: P(y = 1)
+
+
+def check_classes(classes, count: int | None, where: str) -> list:
+    """``classes`` if it is a list of ``count`` distinct class labels, all strings or all
+    (finite, non-bool) numbers, sorted as ``numpy.unique`` sorts them; ValueError naming
+    ``where`` otherwise (also when ``count`` is None: the model is no classifier)."""
+    if count is None:
+        raise ValueError(f"{where}: class labels for a model that is not a classifier")
+    strings = isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+    numbers = isinstance(classes, list) and all(
+        isinstance(c, int) and not isinstance(c, bool) or isinstance(c, float) and np.isfinite(c) for c in classes)
+    if not (strings or numbers) or not classes:
+        raise ValueError(f"{where}: expected a list of strings or of finite numbers, got {classes!r:.80}")
+    if len(classes) != count:
+        raise ValueError(f"{where}: {len(classes)} labels for a model of {count} classes")
+    if len(set(classes)) != count or list(classes) != sorted(classes):
+        raise ValueError(f"{where}: expected distinct labels in sorted order, got {classes!r:.80}")
+    return list(classes)
+
+
+def _meta(scaling: bundle.Scaling, target: str, features: list, kernel, classes: list | None = None) -> dict:
+    """The dict predict works with (the sidecar's keys, the task and a classifier's classes)."""
     return {"target": target, "features": list(features), "kernel": kernel,
             "x_mean": scaling.x_mean.tolist(), "x_std": scaling.x_scale.tolist(),
-            "y_mean": scaling.y_mean, "y_std": scaling.y_scale}
+            "y_mean": scaling.y_mean, "y_std": scaling.y_scale,
+            "task": "regression" if classes is None else "classification", "classes": classes}
+
+
+def _task_classes(info: dict, model, where: str) -> list | None:
+    """The class labels of a classifier's bundle (info "task": "classification"), None for a
+    regression bundle (no "task", as those of earlier versions, or "regression")."""
+    task = info.get("task", "regression")
+    if task == "regression":
+        if model_classes(model) is not None:
+            raise CLIFileError(f"{where}: a classification model ({type(model).__name__}) without its "
+                               "class labels")
+        return None
+    if task != "classification":
+        raise CLIFileError(f"{where}: task: expected 'regression' or 'classification', got {task!r:.40}")
+    try:
+        return check_classes(info.get("classes"), model_classes(model), f"{where}: classes")
+    except ValueError as err:
+        raise CLIFileError(str(err)) from None
 
 
 def _check_names(info: dict, d: int, where: str) -> tuple[str, list[str]]:
@@ -65,7 +121,8 @@ def _check_names(info: dict, d: int, where: str) -> tuple[str, list[str]]:
 def load_cli_model(path, device, warn) -> tuple[object, dict]:
     """(model on ``device``, meta) of a file written by ``flashgp fit --out``.
 
-    meta: {"target", "features", "kernel", "x_mean", "x_std", "y_mean", "y_std"} (data units).
+    meta: {"target", "features", "kernel", "x_mean", "x_std", "y_mean", "y_std"} (data units),
+    "task" ("regression" or "classification") and "classes" (a classifier's labels, else None).
     A bundle carries it inside; a bare model file (earlier versions) needs its sidecar
     MODEL.json, which is validated (finite values, positive scales, one per model column)
     and cross-checked: a "model_sha256" in it must match the model file; without one,
@@ -82,10 +139,11 @@ def load_cli_model(path, device, warn) -> tuple[object, dict]:
     if found.kind == "cli":
         where = f"MODEL: {path}"
         target, features = _check_names(found.info, bundle.input_columns(found.model), where)
+        classes = _task_classes(found.info, found.model, where)
         if os.path.isfile(sidecar):
             warn(f"flashgp predict: note: ignoring {sidecar} (an earlier version's sidecar): "
                  f"{path} holds its own scaling")
-        return found.model, _meta(found.scaling, target, features, found.info.get("kernel"))
+        return found.model, _meta(found.scaling, target, features, found.info.get("kernel"), classes)
     if found.kind is not None:
         raise CLIFileError(f"MODEL: {path} was written by GPRegressor.save (kind {found.kind!r}); "
                            "load it with flashgp.sklearn.GPRegressor.load")

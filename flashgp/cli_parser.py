@@ -12,6 +12,8 @@ EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2  # success; bad data or environment; b
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 KERNELS = ("rbf", "matern12", "matern32", "matern52", "rq")
 SUBCOMMANDS = ("fit", "predict", "demo", "info")
+TASKS = ("regression", "classification")
+CLASSIFICATION_METHODS = ("dirichlet",)  # classification-only methods; svgp does both tasks
 
 
 class CLIError(Exception):
@@ -60,25 +62,33 @@ def build_parser() -> argparse.ArgumentParser:
                      "line. Without a subcommand, runs 'demo'.")
     parser.add_argument("--version", action="version", version=f"flashgp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{fit,predict,demo,info}")
-    fit = sub.add_parser("fit", parents=[common], help="fit a GP (exact, SGPR, SKI or SVGP) to a CSV file")
+    fit = sub.add_parser("fit", parents=[common], help="fit a GP (exact, SGPR, SKI or SVGP; "
+                         "or a classifier: Dirichlet GP or SVGP) to a CSV file")
     fit.add_argument("data", metavar="DATA.csv", help="CSV file with a header line")
-    fit.add_argument("--target", required=True, help="name of the column to predict")
+    fit.add_argument("--target", required=True, help="name of the column to predict (numbers; "
+                     "class labels with --task classification)")
     fit.add_argument("--features", help="comma-separated input columns (default: all but the target)")
     fit.add_argument("--kernel", choices=KERNELS, default="matern52", help="covariance (default matern52)")
-    fit.add_argument("--method", choices=METHODS, default="exact", help="exact (default), sgpr (inducing "
-                     "points, any number of features), ski (interpolation on a grid, 1 to 3 features) or svgp "
-                     "(variational inducing points trained on minibatches, for the largest sets)")
+    fit.add_argument("--task", choices=TASKS, default="regression", help="regression (default: a numeric "
+                     "target) or classification (the target holds class labels, text or numbers; at least 2)")
+    fit.add_argument("--method", choices=METHODS + CLASSIFICATION_METHODS, help="regression: exact (default), "
+                     "sgpr (inducing points, any number of features), ski (interpolation on a grid, 1 to 3 "
+                     "features) or svgp (variational inducing points trained on minibatches, for the largest "
+                     "sets); classification: dirichlet (default; Dirichlet-based GP, one exact GP per class) "
+                     "or svgp (Bernoulli likelihood for 2 classes, Softmax for more; minibatches)")
     fit.add_argument("--inducing", type=_positive_count, metavar="M", help="sgpr, svgp: inducing points (default "
                      "500, at most the rows); ski: grid points per feature (default 1000, 100, 30 in 1, 2, 3-D)")
+    fit.add_argument("--alpha-epsilon", type=_positive_float, metavar="A", help="classification with dirichlet: "
+                     "the Dirichlet concentration of the classes a row is not labelled with (default 0.01)")
     fit.add_argument("--iters", type=_count, default=100, help="Adam steps (default 100; svgp: one "
                      "minibatch each)")
-    fit.add_argument("--batch-size", type=_positive_count, metavar="B", help="svgp: points per minibatch "
-                     "(default 1024)")
+    fit.add_argument("--batch-size", type=_positive_count, metavar="B", help="svgp (both tasks): points per "
+                     "minibatch (default 1024)")
     fit.add_argument("--lr", type=_positive_float, default=0.1, help="Adam learning rate (default 0.1)")
     fit.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     fit.add_argument("--noise-floor", type=_nonnegative_float, metavar="F", help="lower bound of the "
                      "noise variance in standardized units (default 1e-10 in float64 on the CPU, "
-                     "1e-4 in float32 on CUDA)")
+                     "1e-4 in float32 on CUDA); regression only")
     held = fit.add_mutually_exclusive_group()
     held.add_argument("--test-size", type=_fraction, help="fraction of rows held out at random")
     held.add_argument("--test", metavar="TEST.csv", help="held-out rows with the same columns")
@@ -94,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", parents=[common], help="predict with a saved model")
     predict.add_argument("model", metavar="MODEL", help="a model written by 'flashgp fit --out'")
     predict.add_argument("data", metavar="DATA.csv", help="CSV file with the model's feature columns")
-    predict.add_argument("--out", required=True, metavar="PRED.csv", help="where to write the predictions")
+    predict.add_argument("--out", required=True, metavar="PRED.csv", help="where to write the predictions "
+                         "(regression: mean, std, lower, upper; classification: predicted, p_<label> per class)")
     predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                          help="auto: CUDA when present")
     demo = sub.add_parser("demo", parents=[common], help="fit the packaged UCI concrete data set")
