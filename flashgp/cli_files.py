@@ -49,14 +49,7 @@ def model_classes(model) -> int | None:
     """The number of classes of a classification model (DirichletGP, SVGP with a Bernoulli or
     Softmax likelihood), None for a regression model."""
     count = getattr(model, "num_classes", None)
-    if count is not None:
-        return int(count)
-    likelihood = getattr(model, "likelihood", None)
-    if likelihood is None or not hasattr(model, "predict_proba"):
-        return None
-    if hasattr(likelihood, "num_classes"):  # Softmax
-        return int(likelihood.num_classes)
-    return 2 if hasattr(likelihood, "probability") else None  # Bernoulli: P(y = 1)
+    return None if count is None else int(count)
 
 
 def check_classes(classes, count: int | None, where: str) -> list:

@@ -202,3 +202,13 @@ def test_svgp_method_refuses_a_solver_and_an_lbfgs_polish():
         GPClassifier(method="svgp", solver="cg", iters=1).fit(X, y)
     with pytest.raises(ValueError, match="polish"):
         GPClassifier(method="svgp", polish="lbfgs", iters=1).fit(X, y)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_svgp_method_survives_a_file(classes, tmp_path):
+    X, y = np.random.default_rng(0).normal(size=(90, 2)), np.arange(90) % classes
+    est = GPClassifier(method="svgp", iters=5, inducing=10, batch_size=30, random_state=0).fit(X, y)
+    est.save(tmp_path / "c.fgp")
+    back = GPClassifier.load(tmp_path / "c.fgp")
+    np.testing.assert_array_equal(back.predict_proba(X), est.predict_proba(X))
+    np.testing.assert_array_equal(back.classes_, est.classes_)

@@ -33,6 +33,8 @@ class Bernoulli(Likelihood):
     ``probability(mean, var)``). Not conjugate: exact GPs cannot use it.
     """
 
+    num_classes = 2  # labels 0 and 1 (``SVGP.predict_proba`` gives both columns)
+
     def __init__(self, link: str = "probit", points: int = QUADRATURE_POINTS):
         super().__init__()
         if not isinstance(link, str) or link not in LINKS:

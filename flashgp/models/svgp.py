@@ -154,6 +154,11 @@ class SVGP(GPModel):
     def input_dims(self) -> int:
         return self.inducing_points.shape[-1]
 
+    @property
+    def num_classes(self) -> int | None:
+        """Classes of a classification likelihood (2 for ``Bernoulli``, C for ``Softmax(C)``), else None."""
+        return getattr(self.likelihood, "num_classes", None)
+
     def prior(self, x) -> Prior:
         x = check_test_inputs(x, self.inducing_points)
         return Prior(self.mean(x), KernelOperator(self.kernel, x))
