@@ -39,8 +39,7 @@ class GaussianNoise(Likelihood):
     def expected_log_prob(self, y, mean, var, *, points: int | None = None, noise=None) -> torch.Tensor:
         y, mean, var = self._check_marginals(y, mean, var)
         self._points_for(points)  # checked, unused
-        s = self._noise_for(noise, y, mean, var)
-        return -0.5 * (LOG_2PI + s.log() + ((y - mean).square() + var) / s)
+        return _expected_normal_log_pdf(y, mean, var, self._noise_for(noise, y, mean, var))
 
     def marginal_log_prob(self, y, mean, var, *, points: int | None = None, noise=None) -> torch.Tensor:
         y, mean, var = self._check_marginals(y, mean, var)
@@ -55,6 +54,9 @@ class GaussianNoise(Likelihood):
         return PredictiveMoments(mean.expand_as(variance), variance)
 
     # hooks of the quadrature defaults (``quadrature_expected_log_prob`` etc. check against these)
+    def _expected_log_prob(self, y, mean, var, points):
+        return _expected_normal_log_pdf(y, mean, var, self._noise_for(None, y, mean, var))
+
     def _log_prob(self, y, f):
         return _normal_log_pdf(y - f, self._noise_for(None, y, f))
 
@@ -67,6 +69,11 @@ class GaussianNoise(Likelihood):
         shape = torch.broadcast_shapes(*(t.shape for t in tensors))
         s = self.noise_diag(shape[-1] if len(shape) else 1, noise)
         return s.to(tensors[0].dtype)
+
+
+def _expected_normal_log_pdf(y, mean, var, s: torch.Tensor) -> torch.Tensor:
+    """E_{f ~ N(mean, var)} log N(y; f, s), elementwise."""
+    return -0.5 * (LOG_2PI + s.log() + ((y - mean).square() + var) / s)
 
 
 def _normal_log_pdf(diff: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:

@@ -68,7 +68,7 @@ class Softmax(Likelihood):
         ``(*batch, n)``."""
         y, mean, var = self._check_marginals(y, mean, var)
         self._points_for(points)  # checked, unused
-        return _gather(torch.log_softmax(self._draws(mean, var), dim=-2), y).mean(0)
+        return self._expected_log_prob(y, mean, var, points)
 
     def marginal_log_prob(self, y, mean, var, *, points: int | None = None) -> torch.Tensor:
         """log E_{f ~ N(mean, var)} softmax(f)_y (log-sum-exp over the draws): ``(*batch, n)``."""
@@ -87,6 +87,13 @@ class Softmax(Likelihood):
         self._points_for(points)
         p = self.probabilities(mean, var)
         return PredictiveMoments(p, p * (1 - p))
+
+    # ----- hooks on checked inputs (y: class indices in [0, C), any dtype) -------------------
+    def _log_prob(self, y, f):
+        return _gather(torch.log_softmax(f, dim=-2), y.long())
+
+    def _expected_log_prob(self, y, mean, var, points):
+        return _gather(torch.log_softmax(self._draws(mean, var), dim=-2), y.long()).mean(0)
 
     # ----- the draws -----------------------------------------------------------------------
     def base_draws(self, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:

@@ -18,13 +18,16 @@ from ..objectives import variational_elbo
 from ..operators import KernelOperator
 from ..serialize import (kernel_from_config, kernel_to_config, likelihood_from_config, likelihood_to_config,
                          mean_from_config, mean_to_config, register_model)
-from ..variational import VARIATIONAL, marginals, variational_terms
+from ..variational import VARIATIONAL, marginals, unchecked_terms, variational_terms
 from .base import GPModel, Prior
 from .finite import FIX_PARAMETERS, NonFiniteError, nonfinite_parameters
 from .inducing_posterior import InducingPosterior
 from .state import StateSnapshot
 from .svgp_data import check_batch, check_inducing_inputs, check_outputs
 from .validation import check_test_inputs
+
+
+GRAPH_JITTER = 1e-8  # K_zz's jitter (relative to its mean diagonal) on the unchecked path
 
 
 @register_model("SVGP")
@@ -183,6 +186,44 @@ class SVGP(GPModel):
         self.diagnostics = {"path": "svgp", "inducing": self.inducing_points.shape[-2], "batch": x.shape[-2],
                             "jitter": terms.jitter, "seconds": time.perf_counter() - start}
         return value
+
+    @property
+    def graph_capturable(self) -> bool:
+        """Whether ``unchecked_loss`` serves replays from a CUDA graph (``fg.fit`` on CUDA): not for
+        natural parameters, whose moments check positive definiteness on the host."""
+        return self.variational.kind != "natural"
+
+    def unchecked_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``loss(batch=(x, y))`` without reading anything back from the device, for replays from
+        a CUDA graph (``flashgp.graph_step``): x ``(b, d)`` and y as ``loss`` takes them are taken as
+        valid (``fg.fit`` checks the whole data once), K_zz always gets ``jitter`` (default
+        ``GRAPH_JITTER``) of its mean diagonal, and the per-point work is float64 (the
+        cross-covariance's precision check of float32 distances reads a value back). Returns (loss,
+        info): the scalar loss and ``torch.linalg.cholesky_ex``'s info, nonzero when K_zz did not
+        factor (the loss is then not usable)."""
+        terms, info = unchecked_terms(self.kernel, self.inducing_points, self.variational, self.whiten,
+                                      GRAPH_JITTER if self.jitter is None else self.jitter)
+        if self.num_outputs > 1 and self.likelihood.num_latents == 1:
+            y = y.transpose(0, 1)  # (b, C) -> (C, b), as the latents
+        x = x.unsqueeze(-1) if x.dim() == 1 else x
+        mu, var = marginals(self.kernel, self.mean, self.inducing_points, terms, x.double())
+        ell = self.likelihood._expected_log_prob(y.to(mu.dtype), mu, var, self.likelihood.points)
+        return -(ell.sum() / ell.shape[-1] - terms.kl.sum() / self.num_data), info
+
+    def check_data(self, x, y, rows: int = 65536) -> None:
+        """Check training data (x, y) as every batch of ``loss`` would be checked (shapes, finite
+        values, targets the likelihood takes), ``rows`` at a time on the model's device; for
+        steps that skip the per-batch checks (``unchecked_loss``)."""
+        n = len(x)
+        for start in range(0, n, rows):
+            self._check_rows(x[start:start + rows], y[start:start + rows])
+
+    @torch.no_grad()
+    def _check_rows(self, x, y) -> None:
+        xb, yb = check_batch(x, y, self)
+        latents = (self.num_outputs, xb.shape[0]) if self.num_outputs > 1 else (xb.shape[0],)
+        zeros = torch.zeros(latents, dtype=xb.dtype, device=xb.device)
+        self.likelihood.expected_log_prob(yb, zeros, zeros + 1)  # refuses targets it cannot take
 
     def loss(self, generator: torch.Generator | None = None, batch=None) -> torch.Tensor:
         """-ELBO per training point on ``batch`` = (x, y) (``elbo``); ``generator`` is unused."""

@@ -42,6 +42,24 @@ def variational_terms(kernel, z: torch.Tensor, variational, whiten: bool, jitter
     """``VariationalTerms`` for inducing inputs z ``(*batch, M, d)``, the variational distribution
     ``variational`` (``moments()``: mean, root, log det) and the kernel; differentiable in all."""
     chol, added = inducing_cholesky(float64_kernel(kernel, z), jitter)
+    return terms_from_factor(chol, added, variational, whiten)
+
+
+def unchecked_terms(kernel, z: torch.Tensor, variational, whiten: bool, jitter: float) -> tuple[VariationalTerms,
+                                                                                                  torch.Tensor]:
+    """``variational_terms`` without reading anything back from the device (for CUDA graphs): K_zz
+    gets ``jitter`` times its mean diagonal always, and the factorization's failure is returned
+    as a tensor instead of raised (``info`` of ``torch.linalg.cholesky_ex``, nonzero: failed);
+    ``jitter`` of the terms is then None (unknown to the host)."""
+    kzz = float64_kernel(kernel, z)
+    scale = kzz.diagonal(dim1=-2, dim2=-1).mean(-1)[..., None, None]
+    eye = torch.eye(kzz.shape[-1], dtype=kzz.dtype, device=kzz.device)
+    chol, info = torch.linalg.cholesky_ex(kzz + jitter * scale * eye)
+    return terms_from_factor(chol, None, variational, whiten), info
+
+
+def terms_from_factor(chol: torch.Tensor, added, variational, whiten: bool) -> VariationalTerms:
+    """``VariationalTerms`` from K_zz's Cholesky factor ``chol`` (``added``: its jitter)."""
     mean, root, logdet = variational.moments()
     kl = kl_divergence(mean, root, logdet, None if whiten else chol)
     eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device)

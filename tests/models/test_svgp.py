@@ -266,3 +266,32 @@ def test_softmax_classes_train_predict_and_survive_a_file(tmp_path):
     check_save_load(model, x[:6], tmp_path / "softmax.fgp", label="SVGP(Softmax)", batch=(x[:20], y[:20]))
     with pytest.raises(ValueError, match="num_outputs"):
         fg.SVGP(RBF(), 5, likelihood=Softmax(3), num_outputs=2, x=x)
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli", "softmax", "student_t", "poisson"])
+def test_unchecked_loss_equals_the_checked_one(likelihood):
+    from flashgp.likelihoods import Poisson, Softmax, StudentT
+    x, y = data()
+    make = {"gaussian": (None, y), "bernoulli": (Bernoulli(), (y > 0).to(F64)),
+            "softmax": (Softmax(3), (y * 1.4 + 1.5).clamp(0, 2.9).floor()), "student_t": (StudentT(), y),
+            "poisson": (Poisson(), (y > 0).to(F64) * 3)}
+    lik, targets = make[likelihood]
+    model = fg.SVGP(Scale(RBF()), M, likelihood=lik, x=x, num_data=N, jitter=1e-8)  # both add the same jitter
+    randomize_q(model)
+    loss, info = model.unchecked_loss(x[:30], targets[:30])
+    torch.testing.assert_close(loss, model.loss(batch=(x[:30], targets[:30])), rtol=1e-12, atol=1e-12)
+    assert int(info.sum()) == 0
+    model.check_data(x, targets)  # the whole data, as batches are checked
+    with pytest.raises(ValueError):
+        model.check_data(x, torch.full_like(targets, float("nan")))
+
+
+def test_cuda_graph_option_is_refused_where_it_cannot_apply():
+    x, y = data()
+    model = fg.SVGP(RBF(), M, x=x, y=y)
+    with pytest.raises(ValueError, match="cuda_graph: needs"):
+        fg.fit(model, data=(x, y), iters=1, progress=False, cuda_graph=True)  # on the CPU
+    with pytest.raises(ValueError, match="cuda_graph: expected True or False"):
+        fg.fit(model, data=(x, y), iters=1, progress=False, cuda_graph="yes")
+    history = fg.fit(model, data=(x, y), iters=2, progress=False, cuda_graph=False)
+    assert not any(d.get("graph") for d in history.diagnostics)
