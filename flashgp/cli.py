@@ -189,6 +189,15 @@ def _fit_with_checkpoint(model, args, data: dict):
         raise CLIError(f"--checkpoint: {err}") from None
 
 
+def run_lines(r: dict) -> list[str]:
+    """The report lines of a fit result ``r`` on how the run went: an early stop, the checkpoint."""
+    lines = [f"  warning: {r['stopped_early']}"] if r["stopped_early"] else []
+    if r["checkpoint"] is not None:
+        lines.append(f"  checkpoint: {r['checkpoint']}" + (
+            f" (resumed at step {r['resumed_from_step']})" if r["resumed_from_step"] else ""))
+    return lines
+
+
 def _fit_report(r: dict) -> str:
     """The human-readable summary of a fit result ``r`` (see cmd_fit)."""
     hp = r["hyperparameters"]
@@ -202,11 +211,7 @@ def _fit_report(r: dict) -> str:
              "  lengthscales: " + "  ".join(f"{k} {v:.4g}" for k, v in hp["lengthscale"].items()),
              f"  log marginal likelihood {r['log_marginal_likelihood']:.4f} (standardized target; "
              f"{r['log_marginal_likelihood_target_units']:.4f} in target units)"]
-    if r["stopped_early"]:
-        lines.append(f"  warning: {r['stopped_early']}")
-    if r["checkpoint"] is not None:
-        lines.append(f"  checkpoint: {r['checkpoint']}" + (
-            f" (resumed at step {r['resumed_from_step']})" if r["resumed_from_step"] else ""))
+    lines += run_lines(r)
     if r["test"] is not None:
         t = r["test"]
         lines.append(f"  held-out ({t['n']} rows, target units): RMSE {t['rmse']:.4g}  NLL {t['nll']:.4f}  "

@@ -13,14 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from .cli import (
-    _check_fit_paths,
-    _fit_with_checkpoint,
-    _save,
-    _split,
-    choose_device,
-    make_kernel,
-)
+from .cli import _check_fit_paths, _fit_with_checkpoint, _save, _split, choose_device, make_kernel, run_lines
 from .cli_parser import CLASSIFICATION_METHODS, EXIT_USAGE, CLIError
 from .estimator_methods import fit_arguments, total_objective
 from .models.dirichlet import DEFAULT_EPSILON
@@ -237,11 +230,7 @@ def _fit_report(r: dict) -> str:
              f"  {model} with Scale({r['kernel']}, ARD); Adam lr={r['lr']}, {r['iters']} steps in "
              f"{r['train_seconds']:.2f} s on {r['device']}",
              f"  {bound} {r['log_marginal_likelihood']:.4f}"]
-    if r["stopped_early"]:
-        lines.append(f"  warning: {r['stopped_early']}")
-    if r["checkpoint"] is not None:
-        lines.append(f"  checkpoint: {r['checkpoint']}" + (
-            f" (resumed at step {r['resumed_from_step']})" if r["resumed_from_step"] else ""))
+    lines += run_lines(r)
     if r["test"] is not None:
         t = r["test"]
         lines.append(f"  held-out ({t['n']} rows): accuracy {t['accuracy']:.4f}  log loss {t['log_loss']:.4f}  "

@@ -155,6 +155,14 @@ class Likelihood(ExactValues):
                              f"the likelihood's batch shape {tuple(self.batch_shape)}") from None
 
 
+def bad_entries(y: torch.Tensor, bad: torch.Tensor) -> str:
+    """The first distinct values of y where ``bad`` holds and how many entries: "0.5, 2 (3 of 10
+    entries)", for the targets' error messages."""
+    values = torch.unique(y[bad])
+    shown = ", ".join(f"{v:g}" for v in values[:5].tolist()) + (", ..." if len(values) > 5 else "")
+    return f"{shown} ({int(bad.sum())} of {y.numel()} entries)"
+
+
 def _real_tensor(value, name: str, device=None, allow_bool: bool = False,
                  dtype: torch.dtype | None = None) -> torch.Tensor:
     """``value`` as a real floating tensor of ``dtype`` (None: its own floating dtype; ints, and

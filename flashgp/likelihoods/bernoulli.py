@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from .base import Likelihood, PredictiveMoments, _quadrature_predictive
+from .base import Likelihood, PredictiveMoments, _quadrature_predictive, bad_entries
 from .quadrature import QUADRATURE_POINTS, check_points
 
 LINKS = ("probit", "logit")
@@ -76,10 +76,8 @@ class Bernoulli(Likelihood):
     def _check_targets(self, y: torch.Tensor) -> torch.Tensor:
         bad = (y != 0) & (y != 1)
         if bool(torch.any(bad)):
-            values = torch.unique(y[bad])
-            shown = ", ".join(f"{v:g}" for v in values[:5].tolist()) + (", ..." if len(values) > 5 else "")
-            raise ValueError(f"y: Bernoulli labels must be 0 or 1, got {shown} ({int(bad.sum())} of "
-                             f"{y.numel()} entries); map labels -1/+1 with (y + 1) / 2")
+            raise ValueError(f"y: Bernoulli labels must be 0 or 1, got {bad_entries(y, bad)}; map labels -1/+1 "
+                             "with (y + 1) / 2")
         return y
 
     def extra_repr(self) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Likelihood, PredictiveMoments
+from .base import Likelihood, PredictiveMoments, bad_entries
 from .quadrature import QUADRATURE_POINTS, check_points
 
 
@@ -49,10 +49,7 @@ class Poisson(Likelihood):
     def _check_targets(self, y: torch.Tensor) -> torch.Tensor:
         bad = ~torch.isfinite(y) | (y < 0) | (y != torch.round(y))
         if bool(torch.any(bad)):
-            values = torch.unique(y[bad])
-            shown = ", ".join(f"{v:g}" for v in values[:5].tolist()) + (", ..." if len(values) > 5 else "")
-            raise ValueError(f"y: Poisson counts must be non-negative integers, got {shown} "
-                             f"({int(bad.sum())} of {y.numel()} entries)")
+            raise ValueError(f"y: Poisson counts must be non-negative integers, got {bad_entries(y, bad)}")
         return y
 
     def extra_repr(self) -> str:

@@ -8,7 +8,7 @@ import numbers
 
 import torch
 
-from .base import Likelihood, PredictiveMoments, _real_tensor
+from .base import Likelihood, PredictiveMoments, _real_tensor, bad_entries
 
 
 class Softmax(Likelihood):
@@ -149,11 +149,8 @@ class Softmax(Likelihood):
         y = _real_tensor(y, "y", device=like.device)
         bad = ~torch.isfinite(y) | (y < 0) | (y >= self.num_classes) | (y != torch.round(y))
         if bool(torch.any(bad)):
-            values = torch.unique(y[bad])
-            shown = ", ".join(f"{v:g}" for v in values[:5].tolist()) + (", ..." if len(values) > 5 else "")
             raise ValueError(f"y: Softmax labels must be integers from 0 to {self.num_classes - 1} "
-                             f"(num_classes = {self.num_classes}), got {shown} ({int(bad.sum())} of "
-                             f"{y.numel()} entries)")
+                             f"(num_classes = {self.num_classes}), got {bad_entries(y, bad)}")
         return y.long()
 
     def extra_repr(self) -> str:
