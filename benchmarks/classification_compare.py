@@ -99,6 +99,7 @@ def main():
     p.add_argument("--data", required=True)
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-train", type=int, default=None, help="use at most this many training rows")
+    p.add_argument("--max-test", type=int, default=None, help="score at most this many test rows (a random subset)")
     p.add_argument("--sklearn-n", type=int, default=2000)
     p.add_argument("--svgp-iters", type=int, default=2000)
     p.add_argument("--dirichlet-iters", type=int, default=30)
@@ -108,6 +109,9 @@ def main():
     X, y = load(args.data, "train")
     X_test, y_test = load(args.data, "test")
     rng = np.random.default_rng(0)
+    if args.max_test is not None and args.max_test < len(y_test):
+        keep = rng.choice(len(y_test), args.max_test, replace=False)
+        X_test, y_test = X_test[keep], y_test[keep]
     if args.max_train is not None and args.max_train < len(y):
         keep = rng.choice(len(y), args.max_train, replace=False)
         X, y = X[keep], y[keep]
