@@ -15,6 +15,7 @@ METHODS = ("exact", "sgpr", "ski", "svgp")
 # regression likelihoods by name; all but "gaussian" need method="svgp"
 LIKELIHOODS = {"gaussian": Gaussian, "student_t": StudentT, "poisson": Poisson}
 DEFAULT_INDUCING = 500  # inducing points of "sgpr" and "svgp" (at most n)
+OBJECTIVE_CHUNK = 8192  # points per evaluation of SVGP's bound in total_objective
 DEFAULT_GRID = {1: 1000, 2: 100, 3: 30}  # SKI grid points per dimension by input dimension
 
 
@@ -104,5 +105,6 @@ def total_objective(model, x: torch.Tensor, y: torch.Tensor, generator) -> float
             return -float(model.loss(generator=generator).sum()) * n
         # each chunk's elbo is its mean data term minus KL / n: weighted by its size, they add up
         # to the whole data term minus KL once
-        return sum(float(model.elbo(x[i:i + 8192], y[i:i + 8192], num_data=n)) * min(8192, n - i)
-                   for i in range(0, n, 8192))
+        step = OBJECTIVE_CHUNK
+        return sum(float(model.elbo(x[i:i + step], y[i:i + step], num_data=n)) * min(step, n - i)
+                   for i in range(0, n, step))
