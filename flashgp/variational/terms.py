@@ -4,17 +4,19 @@
 
 With K_zz = L L^T (float64 Cholesky) and q(u) = N(m, S), S = R R^T:
 
-* whitened (u = L v, q over v, prior N(0, I)):   alpha = L^{-T} m,            P2 = L^{-T} R;
-* unwhitened (q over u, prior N(0, K_zz)):        alpha = K_zz^{-1} m,         P2 = K_zz^{-1} R;
+* whitened (u = L v, q over v, prior N(0, I)):   alpha = L^{-T} m,      G = R;
+* unwhitened (q over u, prior N(0, K_zz)):        alpha = K_zz^{-1} m,   G = L^{-1} R;
 
-and in both P1 = L^{-T}. At inputs x the marginals of q(f) are
+and in both P1 = L^{-T}, P2 = P1 G. At inputs x the marginals of q(f) are
 
     mu(x)  = mean(x) + K_xz alpha,
-    var(x) = k(x, x) - |K_xz P1|^2 + |K_xz P2|^2   (row-wise squared norms),
+    var(x) = k(x, x) - |A|^2 + |A G|^2,   A = K_xz P1   (row-wise squared norms),
 
-the form ``models.inducing_posterior.InducingPosterior`` predicts with. The M x M algebra is
-float64; the cross-covariance K_xz (b x M) and its product with [P1, P2] (an M x 2M matrix, cast
-once) are in the model's dtype, the per-point cost 2 b M^2 flops of one GEMM.
+the form ``models.inducing_posterior.InducingPosterior`` predicts with (from alpha and
+``proj`` = [P1, P2]). The M x M algebra is float64; the cross-covariance K_xz (b x M), A and A G
+are in the model's dtype (P1 and G cast once), two GEMMs of 2 b M^2 flops per batch. Training
+takes A G rather than K_xz P2: the same flops per point, without forming P2 = P1 G (2 M^3 float64
+flops, and twice that in the backward pass).
 """
 from __future__ import annotations
 
@@ -29,13 +31,21 @@ from .distributions import kl_divergence
 @dataclass
 class VariationalTerms:
     """What one state of q(u), Z and the kernel gives, for any inputs: ``alpha`` ``(*batch, M, 1)``,
-    ``proj`` = [P1, P2] ``(*batch, M, 2M)`` (float64), ``kl`` ``(*batch,)`` (float64, per latent) and
-    the absolute ``jitter`` added to K_zz's diagonal."""
+    ``p1`` = L^{-T} and ``inner`` = G ``(*batch, M, M)`` (float64), ``kl`` ``(*batch,)`` (float64, per
+    latent) and the absolute ``jitter`` added to K_zz's diagonal (None where unknown)."""
 
     alpha: torch.Tensor
-    proj: torch.Tensor
+    p1: torch.Tensor
+    inner: torch.Tensor
     kl: torch.Tensor
-    jitter: float
+    jitter: float | None
+
+    @property
+    def proj(self) -> torch.Tensor:
+        """[P1, P2] = [P1, P1 G] ``(*batch, M, 2M)``, what predictions take."""
+        p2 = self.p1 @ self.inner
+        batch = p2.shape[:-2]
+        return torch.cat([self.p1.expand(*batch, *self.p1.shape[-2:]), p2], -1)
 
 
 def variational_terms(kernel, z: torch.Tensor, variational, whiten: bool, jitter: float | None) -> VariationalTerms:
@@ -65,13 +75,9 @@ def terms_from_factor(chol: torch.Tensor, added, variational, whiten: bool) -> V
     eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device)
     p1 = torch.linalg.solve_triangular(chol.transpose(-1, -2), eye.expand_as(chol), upper=True)  # L^{-T}
     if whiten:
-        alpha, p2 = p1 @ mean.unsqueeze(-1), p1 @ root
-    else:
-        inverse = p1 @ p1.transpose(-1, -2)  # K_zz^{-1}
-        alpha, p2 = inverse @ mean.unsqueeze(-1), inverse @ root
-    batch = torch.broadcast_shapes(p1.shape[:-2], p2.shape[:-2])
-    proj = torch.cat([p1.expand(*batch, *p1.shape[-2:]), p2.expand(*batch, *p2.shape[-2:])], -1)
-    return VariationalTerms(alpha, proj, kl, added)
+        return VariationalTerms(p1 @ mean.unsqueeze(-1), p1, root, kl, added)
+    inner = p1.transpose(-1, -2) @ torch.cat([mean.unsqueeze(-1), root], -1)  # L^{-1} [m, R]
+    return VariationalTerms(p1 @ inner[..., :1], p1, inner[..., 1:], kl, added)
 
 
 def marginals(kernel, mean_fn, z: torch.Tensor, terms: VariationalTerms, x: torch.Tensor):
@@ -80,8 +86,7 @@ def marginals(kernel, mean_fn, z: torch.Tensor, terms: VariationalTerms, x: torc
     (round-off where q(f) is nearly certain)."""
     dtype = x.dtype
     cross = kernel(x, z.to(dtype))  # (*batch, b, M)
-    m = z.shape[-2]
-    w = cross @ terms.proj.to(dtype)
+    a = cross @ terms.p1.to(dtype)
     mu = mean_fn(x) + (cross @ terms.alpha.to(dtype)).squeeze(-1)
-    var = kernel(x, diag=True) - w[..., :m].square().sum(-1) + w[..., m:].square().sum(-1)
+    var = kernel(x, diag=True) - a.square().sum(-1) + (a @ terms.inner.to(dtype)).square().sum(-1)
     return mu, var.clamp_min(0)
