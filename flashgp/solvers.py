@@ -9,10 +9,10 @@ from .backends import BACKENDS
 from .backends.fused import DEFAULT_PRECISION, PRECISIONS
 from .preconditioners.base import PreconditionerConfig
 from .preconditioners.base import check_number as _check_positive
-from .preconditioners.nystrom import Nystrom
+from .preconditioners.nystrom import Nystrom  # noqa: F401 (re-exported: fg.Nystrom)
 from .preconditioners.pivot_config import PivotedCholesky
-from .preconditioners.rpcholesky import RPCholesky
-from .preconditioners.vecchia_config import Vecchia
+from .preconditioners.rpcholesky import RPCholesky  # noqa: F401 (re-exported: fg.RPCholesky)
+from .preconditioners.vecchia_config import Vecchia  # noqa: F401 (re-exported: fg.Vecchia)
 
 
 @dataclass(frozen=True)

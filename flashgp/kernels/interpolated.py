@@ -275,7 +275,7 @@ class Interpolated(Kernel):
         """W1 K_UU W2^T (*batch, n1, n2) as a ``flashgp.operators.InterpolatedOperator`` (x2 None:
         the symmetric W1 K_UU W1^T). ``options`` (the CG engine's backend, precision,
         memory_budget) are accepted and unused: SKI has one way to multiply."""
-        from ..operators import Interpolation, InterpolatedOperator
+        from ..operators import InterpolatedOperator
         _check_inputs(x1, "x1")
         if x2 is not None:
             _check_inputs(x2, "x2")

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..operators.base import Operator
 from .base import PreconditionerState
-from .pivoted_cholesky import nystrom_factor, pivoted_cholesky_preconditioner, pivoted_cholesky_with_pivots
+from .pivoted_cholesky import nystrom_factor, pivoted_cholesky_preconditioner
 
 # how a build that chose its pivots afresh reports itself (``source``), per pivot rule
 FRESH_SOURCES = {"greedy": "greedy", "sampled": "sampled"}

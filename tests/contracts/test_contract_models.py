@@ -6,7 +6,6 @@ import torch
 import flashgp as fg
 from flashgp.kernels import Matern, Scale
 from flashgp.testing import check_model, exact_gp_loss_reference, exact_gp_posterior_reference
-from flashgp.testing.models import DEFAULT_FIT
 
 from references import F64, generator
 

@@ -10,7 +10,7 @@ from flashgp.operators import LowRankPlusBlockDiag, LowRankPlusDiag
 from flashgp.operators.sparse_inverse import SparseInverseCholesky
 from flashgp.preconditioners import Preconditioner, PreconditionerConfig, PreconditionerInfo, VecchiaState
 from flashgp.serialize import solver_from_config, solver_to_config
-from precond_checks import F64, check_against_dense, dense_k, kernel_op, points
+from precond_checks import F64, check_against_dense, kernel_op, points
 
 CONFIGS = [fg.PivotedCholesky(10), fg.PivotedCholesky(10, block_size=16), fg.RPCholesky(10),
            fg.Nystrom(10), fg.Vecchia(5)]
