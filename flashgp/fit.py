@@ -125,11 +125,10 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
             parameters take ``optimizer="adam"`` with ``lr``. Such a model needs it.
         cuda_graph: experimental: replay each Adam step of a minibatch model on CUDA with tensor
             data from one recorded CUDA graph (``flashgp.graph_step``; SVGP without natural
-            parameters), instead of launching its some 400 kernels one by one. Measured on an H100
-            (SVGP, batch 1,024, m = 500): 3.55 ms per step against 12.55 ms. Off by default: a
-            recording can fail (the fit then warns and goes on eagerly), and with it on a
-            resumed fit is equal to an uninterrupted one only to round-off (Adam's step count
-            lives on the GPU).
+            parameters), instead of launching its few hundred kernels one by one (timings:
+            ``benchmarks/results/svgp/cuda_graph_h100.md``). Off by default: a recording can fail
+            (the fit then warns and goes on eagerly), and with it on a resumed fit is equal to
+            an uninterrupted one only to round-off (Adam's step count lives on the GPU).
 
     Interruptions with ``checkpoint`` set: on Ctrl-C or SIGTERM (what schedulers, ``timeout``
     and ``docker stop`` send) the model goes back to the last completed step, which is written

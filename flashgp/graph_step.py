@@ -2,9 +2,10 @@
 # Adam update recorded once and launched as a whole, instead of some 400 kernels one by one.
 """CUDA-graph steps for minibatch training (experimental: ``fg.fit(..., cuda_graph=True)``).
 
-An SVGP step at batch 1,024 and 500 inducing points launches about 400 kernels (forward,
-backward, Adam): on an H100 the GPU worked 2.2 ms of its 7 ms, the rest was the host launching
-them (``benchmarks/results/svgp``). ``GraphSteps`` records the step once and replays it per batch.
+An SVGP step at batch 1,024 launches a few hundred small kernels (forward, backward, Adam), and
+on a GPU the host's launching them takes longer than the GPU's work (profile in
+``benchmarks/results/svgp/svgp_uci_h100.md``). ``GraphSteps`` records the step once and replays
+it per batch.
 A recorded step cannot read anything back, so it runs the model's ``unchecked_loss`` (the same
 objective, checks moved out: ``fg.fit`` validates the whole data once; K_zz always jittered) and
 reports whether K_zz factored as a tensor. A step whose factorization failed or whose loss is not
@@ -18,12 +19,8 @@ on the default stream): Adam's state is created by a step with zero gradients, w
 parameter, and its step count is set back to 0. Warm-up passes and the recording share one side
 stream.
 
-Measured on an H100 (``.gpujobs/graph_check.py`` of session 21: SVGP, n = 20,000, batch 1,024,
-float32): 12.55 -> 3.55 ms per step at d = 18, m = 500 and 14.30 -> 5.62 ms at m = 1,000, the same
-final losses to 1e-4; a resumed fit equal to an uninterrupted one. In the configuration of
-``benchmarks/svgp_compare.py`` the recording of that version failed (a gradient accumulator
-created by an eager step on the default stream) and the fit went on eagerly; the record-first
-order above is the fix, not yet run on a GPU, hence the option is off by default.
+Off by default in ``fg.fit`` until the recording is validated on more configurations; timings in
+``benchmarks/results/svgp/cuda_graph_h100.md`` (``python benchmarks/svgp_graph_step.py``).
 """
 from __future__ import annotations
 
