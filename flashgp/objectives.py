@@ -17,18 +17,19 @@ def gaussian_log_density(inv_quad: torch.Tensor, logdet: torch.Tensor, n: int) -
 
 
 def exact_mll(engine, kernel, mean, likelihood, x: torch.Tensor, y: torch.Tensor, state=None,
-              generator: torch.Generator | None = None):
+              generator: torch.Generator | None = None, noise: torch.Tensor | None = None):
     """The exact log marginal likelihood per point, log p(y | x) / n = log N(y; m(x), K + S) / n,
     and the engine's record of the solve.
 
     engine: an ``flashgp.engines.Engine``; kernel, mean: the prior; likelihood: a conjugate
     (Gaussian) likelihood, S = diag(likelihood.noise_diag(n)); x ``(*batch, n, d)``, y ``(*batch, n)``;
-    state: the model's preconditioner state; generator: fixes the engine's random probes.
+    state: the model's preconditioner state; generator: fixes the engine's random probes; noise:
+    S's diagonal ``(*batch, n)`` when the model gives it (None: the likelihood's).
     Returns (value ``(*batch,)``, differentiable; the info record).
     """
     n = x.shape[-2]
     resid = y - mean(x)
-    noise = likelihood.noise_diag(n)
+    noise = likelihood.noise_diag(n) if noise is None else noise
     inv_quad, logdet, info = engine.inv_quad_logdet(kernel, x, noise, resid, state=state, generator=generator)
     return gaussian_log_density(inv_quad, logdet, n), info
 

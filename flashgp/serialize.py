@@ -13,7 +13,7 @@ import torch
 
 from . import kernels as K
 from .likelihoods import Bernoulli, FixedNoise, Gaussian, Poisson, Softmax, StudentT
-from .means import Constant, Linear as LinearMean, Zero
+from .means import Constant, Linear as LinearMean, TaskMean, Zero
 from .solvers import CG, Auto, Cholesky, Nystrom, PivotedCholesky, RPCholesky, Vecchia
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
@@ -89,6 +89,8 @@ KERNELS: dict[str, KernelEntry] = {
     "Sum": KernelEntry(K.Sum, lambda k: {}, lambda k: list(k.kernels)),
     "Product": KernelEntry(K.Product, lambda k: {}, lambda k: list(k.kernels)),
     "Interpolated": KernelEntry(K.Interpolated, lambda k: k.config_args(), lambda k: [k.base]),
+    "Multitask": KernelEntry(K.Multitask, lambda k: {"num_tasks": k.num_tasks, "rank": k.rank}, lambda k: [k.base]),
+    "LMC": KernelEntry(K.LMC, lambda k: {}, lambda k: list(k.members)),
 }
 
 SOLVERS = {cls.__name__: cls for cls in (Cholesky, CG, Auto, PivotedCholesky, RPCholesky, Nystrom, Vecchia)}
@@ -270,7 +272,8 @@ def _points(value) -> int:
 
 
 def mean_to_config(mean) -> dict:
-    """Zero, Constant (batch shape) or Linear (input_dims, bias, batch shape)."""
+    """Zero, Constant (batch shape), Linear (input_dims, bias, batch shape) or TaskMean (num_tasks and
+    its base mean's config)."""
     if type(mean) is Zero:
         return {"type": "Zero", "args": {}}
     if type(mean) is Constant:
@@ -279,12 +282,21 @@ def mean_to_config(mean) -> dict:
         return {"type": "Linear", "args": {"input_dims": mean.weights.shape[-1],
                                            "bias": mean.bias is not None,
                                            "batch_shape": list(mean.weights.shape[:-1])}}
-    raise TypeError(f"mean: cannot serialize {type(mean).__name__}; supported: Zero, Constant, Linear")
+    if type(mean) is TaskMean:
+        return {"type": "TaskMean", "args": {"num_tasks": mean.num_tasks, "base": mean_to_config(mean.base)}}
+    raise TypeError(f"mean: cannot serialize {type(mean).__name__}; supported: Zero, Constant, Linear, TaskMean")
 
 
 def mean_from_config(config: dict):
     """Rebuild a mean function (its values come back with the state dict)."""
-    name, args, _ = _split(config, "mean", {"Zero": 0, "Constant": 0, "Linear": 0})
+    name, args, _ = _split(config, "mean", {"Zero": 0, "Constant": 0, "Linear": 0, "TaskMean": 0})
+    if name == "TaskMean":
+        _check_keys(args, {"num_tasks", "base"}, "mean")
+        if not _is_int(args["num_tasks"]):
+            raise ConfigError(f"mean.num_tasks: expected an int, got {args['num_tasks']!r:.100}")
+        if isinstance(args["base"], dict) and args["base"].get("type") == "TaskMean":
+            raise ConfigError("mean.base: a TaskMean cannot hold another TaskMean")
+        return _construct(TaskMean, "mean", args["num_tasks"], mean_from_config(args["base"]))
     if name == "Zero":
         _check_keys(args, set(), "mean")
         return Zero()

@@ -55,13 +55,19 @@ class PreconditionerBuild:
 
 @dataclass(frozen=True)
 class CholeskyInfo:
-    """A float64 Cholesky factorization and the jitter it needed (0 if none)."""
+    """A float64 Cholesky factorization and the jitter it needed (0 if none); ``structure``
+    "kronecker": the exact eigendecomposition path of a multitask grid instead (``eigen_clamped``:
+    eigenvalues of K_x below 0 from round-off, set to 0)."""
 
     jitter: float
+    structure: str = "dense"
+    eigen_clamped: int = 0
 
     def as_dict(self) -> dict:
-        return {"path": "cholesky", "backend": "dense", "jitter": self.jitter, "cg_iterations": 0,
-                "residual": 0.0}
+        out = {"path": "cholesky", "backend": "dense", "jitter": self.jitter, "cg_iterations": 0, "residual": 0.0}
+        if self.structure != "dense":
+            out.update(structure=self.structure, eigen_clamped=self.eigen_clamped)
+        return out
 
 
 @dataclass(frozen=True)

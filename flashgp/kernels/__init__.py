@@ -1,9 +1,11 @@
 # Kernel modules: one pairwise formula each, lifted to matrices, diagonals and rows by Kernel.
-# Combine with + and *; wrap in Scale for an output scale; Interpolated for SKI (KISS-GP).
+# Combine with + and *; wrap in Scale for an output scale; Interpolated for SKI (KISS-GP);
+# Multitask (ICM) and LMC for several outputs on task-indexed inputs.
 from .base import Kernel, Product, Sum
 from .interpolated import Interpolated
 from .linear import Linear, Polynomial
 from .matern import Matern
+from .multitask import LMC, Multitask
 from .periodic import Periodic
 from .rbf import RBF
 from .rq import RQ
@@ -11,4 +13,4 @@ from .scale import Scale
 from .stationary import Stationary
 
 __all__ = ["Kernel", "Sum", "Product", "Stationary", "RBF", "Matern", "RQ", "Periodic", "Linear",
-           "Polynomial", "Scale", "Interpolated"]
+           "Polynomial", "Scale", "Interpolated", "Multitask", "LMC"]

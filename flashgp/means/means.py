@@ -108,3 +108,34 @@ class Linear(Mean):
             raise ValueError(f"x: expected {self.weights.shape[-1]} columns, got {x.shape[-1]}")
         out = (x * self.weights.unsqueeze(-2)).sum(-1)
         return out if self.bias is None else out + self.bias.unsqueeze(-1)
+
+
+class TaskMean(Mean):
+    """A mean per task on task-indexed inputs ``(*batch, n, d + 1)`` (last column: the task, as in
+    ``kernels.Multitask``): m(x, a) = base(x)[a] for a base with batch shape (t,) (one
+    ``Constant`` per task by default), or base(x) for an unbatched base shared by all tasks.
+
+    Args:
+        num_tasks: t.
+        base: a mean over the d input columns with batch shape (t,) or (); None: ``Constant``
+            with batch shape (t,), its values not given (a model starts them at each task's mean).
+    """
+
+    def __init__(self, num_tasks: int, base: Mean | None = None):
+        super().__init__()
+        if isinstance(num_tasks, bool) or not isinstance(num_tasks, numbers.Integral) or num_tasks < 1:
+            raise ValueError(f"num_tasks: expected a positive int, got {num_tasks!r}")
+        base = Constant(batch_shape=(int(num_tasks),)) if base is None else base
+        if not isinstance(base, Mean) or isinstance(base, TaskMean):
+            raise TypeError(f"base: expected a flashgp mean over the inputs, got {type(base).__name__}")
+        if tuple(base.batch_shape) not in ((), (int(num_tasks),)):
+            raise ValueError(f"base: expected batch shape ({int(num_tasks)},) or (), got {tuple(base.batch_shape)}")
+        self.num_tasks, self.base = int(num_tasks), base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = self.base(x[..., :-1])  # (t, *batch, n) or (*batch, n)
+        if tuple(self.base.batch_shape) == ():
+            return values
+        tasks = x[..., -1].long()
+        values = values.expand(self.num_tasks, *tasks.shape)
+        return values.gather(0, tasks.unsqueeze(0)).squeeze(0)

@@ -1,10 +1,12 @@
 # GP models built on the operator, linear-algebra and kernel layers.
-# GPModel: the interface of every model; ExactGP: exact inference by Cholesky or BBMM; SGPR: inducing points.
+# GPModel: the interface of every model; ExactGP: exact inference by Cholesky or BBMM; SGPR: inducing points;
+# MultitaskGP: correlated outputs (ICM / LMC).
 from .base import GPModel, Prior
 from .dirichlet import DirichletGP
 from .exact_gp import ExactGP
+from .multitask import MultitaskGP
 from .regression import RegressionModel
 from .sgpr import SGPR
 from .svgp import SVGP
 
-__all__ = ["DirichletGP", "ExactGP", "GPModel", "Prior", "RegressionModel", "SGPR", "SVGP"]
+__all__ = ["DirichletGP", "ExactGP", "GPModel", "MultitaskGP", "Prior", "RegressionModel", "SGPR", "SVGP"]

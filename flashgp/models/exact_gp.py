@@ -78,7 +78,11 @@ class ExactGP(RegressionModel):
         self.solver = Auto() if solver is None else solver
         resolve_solver(self.solver, self._checked_data[0].shape[-2])  # type check now, not at the first call
         self._take_data()
-        init_from_data(self)  # the values the kernel, likelihood and mean were not given
+        self._init_values()
+
+    def _init_values(self) -> None:
+        """Choose the values the kernel, likelihood and mean were not given (``fg.init_from_data``)."""
+        init_from_data(self)
 
     def _data_changed(self) -> None:
         self._precond_state = PivotCache()  # preconditioner state of the last mll steps (not saved)
@@ -120,7 +124,7 @@ class ExactGP(RegressionModel):
         try:
             value, info = exact_mll(engine, self.kernel, self.mean, self.likelihood,
                                     self.train_x, self.train_y, state=self.preconditioner_state(),
-                                    generator=generator)
+                                    generator=generator, noise=self.train_noise())
         except ValueError as err:  # NotPSDError, a preconditioner's check of its diagonal
             self._nonfinite(err)
             raise

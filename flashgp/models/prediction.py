@@ -60,7 +60,7 @@ class PredictionCache:
         self.train_x = model.train_x
         n = model.num_train
         self.resid = model.train_y - model.mean(self.train_x)
-        self.noise = model.likelihood.noise_diag(n).detach()  # (*batch, n)
+        self.noise = model.train_noise().detach()  # (*batch, n)
         check_noise_values(self.noise)
         self.diagnostics: dict = {"n": n}
 
@@ -82,12 +82,13 @@ class PredictionCache:
 
 
 class CholeskyPrediction(PredictionCache):
-    """Predictions from a float64 Cholesky factor of K_hat."""
+    """Predictions from a float64 Cholesky factor of K_hat (or the exact eigendecomposition of a
+    Kronecker-structured one: anything with ``solve`` and ``whiten``)."""
 
     def __init__(self, model, solver, snapshot):
         super().__init__(model, solver, snapshot)
         system = self.engine.system(self.kernel, self.train_x, self.noise)
-        self.chol = system.chol
+        self.system = system  # a CholeskySystem, or a KroneckerSystem for a multitask grid
         self.alpha = system.solve(self.resid.unsqueeze(-1))  # kept in float64
         self.diagnostics.update(system.info.as_dict())
 
@@ -100,7 +101,7 @@ class CholeskyPrediction(PredictionCache):
         (``FactorDowndated``, with the variances computed here). Chunked and unchunked results
         agree to round-off (each test point's values come from the same operations)."""
         m, n = x.shape[-2], self.train_x.shape[-2]
-        batch = self.chol.shape[:-2].numel()
+        batch = self.alpha.shape[:-2].numel()
         chunk = chunk_points(n, batch)
         keep = keeps_factor(m, n, batch, x.dtype)
         means, factors, variances = [], [], []
@@ -127,7 +128,7 @@ class CholeskyPrediction(PredictionCache):
         float32."""
         cross = self.kernel(x.double(), self.train_x.double())
         out = self.mean_fn(x) + (cross @ self.alpha).squeeze(-1).to(x.dtype) if mean else None
-        white = torch.linalg.solve_triangular(self.chol, cross.transpose(-1, -2), upper=False)
+        white = self.system.whiten(cross.transpose(-1, -2))
         return out, white.transpose(-1, -2).to(x.dtype)
 
 

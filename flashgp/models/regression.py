@@ -77,6 +77,11 @@ class RegressionModel(GPModel):
     def _data_changed(self) -> None:
         """Called after ``set_train_data``: drop solver state that belonged to the old data."""
 
+    def train_noise(self) -> torch.Tensor:
+        """The noise variances of the training points ``(*batch, n)`` that inference adds to K (the
+        likelihood's ``noise_diag(n)``; a multitask model takes each point's task's noise)."""
+        return self.likelihood.noise_diag(self.num_train)
+
     def _check_noise_count(self, n: int) -> None:
         """A FixedNoise likelihood must hold one variance per training point (it can be reassigned)."""
         if isinstance(self.likelihood, FixedNoise) and self.likelihood.noise.shape[-1] != n:

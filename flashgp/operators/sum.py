@@ -21,6 +21,15 @@ class SumOperator(Operator):
                                  *operators[0].shape[-2:]))
         self.dtype, self.device = operators[0].dtype, operators[0].device
 
+    @property
+    def backend(self) -> str:
+        """The first member's backend (members built with one set of options report the same)."""
+        return getattr(self.operators[0], "backend", "dense")
+
+    @property
+    def precision(self) -> str:
+        return getattr(self.operators[0], "precision", str(self.dtype).replace("torch.", ""))
+
     def _matmul(self, rhs):
         """rhs ``(*b, n_cols, t)`` -> ``(*batch, n_rows, t)``. Members get the matrix rhs through their
         ``_matmul``: their public ``matmul`` would read an (n, 1) column of a 1-D rhs as batched

@@ -89,5 +89,25 @@ def test_bad_arguments():
         Kronecker()
     with pytest.raises(TypeError, match="factors: expected one or more Operator"):
         Kronecker(rand(2, 2))
-    with pytest.raises(ValueError, match="factors: expected square operators"):
-        Kronecker(Dense(rand(2, 3)))
+    with pytest.raises(ValueError, match="diagonal: needs square factors"):
+        Kronecker(Dense(rand(2, 3))).diagonal()
+
+
+def test_rectangular_factors_match_dense():
+    """Rectangular factors (cross covariances between grids): products, rows, entries of the
+    dense form and both factors' bilinear gradients against torch.kron."""
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(3, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    b = torch.randn(5, 2, dtype=torch.float64, generator=gen, requires_grad=True)
+    op, dense = Kronecker(Dense(a), Dense(b)), torch.kron(a, b)
+    assert op.shape == (15, 8)
+    torch.testing.assert_close(op.to_dense(), dense, rtol=0, atol=1e-14)
+    v = torch.randn(8, 3, dtype=torch.float64, generator=gen)
+    torch.testing.assert_close(op.matmul(v), dense @ v, rtol=1e-13, atol=1e-13)
+    index = torch.tensor([0, 7, 14])
+    torch.testing.assert_close(op.rows(index), dense[index].detach(), rtol=0, atol=1e-14)
+    u = torch.randn(15, 3, dtype=torch.float64, generator=gen)
+    grads = op.bilinear_grad(u, v)
+    ref = torch.autograd.grad((u * (torch.kron(a, b) @ v)).sum(), [a, b])
+    for g, r in zip(grads, ref):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)

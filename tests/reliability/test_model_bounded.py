@@ -110,7 +110,7 @@ def test_chunk_size_constant_bounds_the_cross_covariance():
 
 def test_lazy_factor_operator_meets_the_operator_contract():
     model = gp()
-    kernel, chol = model.kernel, model._prediction_cache().chol
+    kernel, chol = model.kernel, model._prediction_cache().system.chol
     x = XT[:30]
 
     def factor(part):
