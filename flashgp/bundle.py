@@ -43,18 +43,21 @@ class Scaling:
 
     Attributes:
         x_mean: (d,) float64 array. x_scale: (d,) float64 array, every entry finite and > 0.
-        y_mean: float. y_scale: float, finite and > 0.
+        y_mean: float, or a (t,) float64 array for t outputs (a multitask model, each column
+            standardized on its own). y_scale: likewise, finite and > 0.
     """
 
     x_mean: np.ndarray
     x_scale: np.ndarray
-    y_mean: float
-    y_scale: float
+    y_mean: float | np.ndarray
+    y_scale: float | np.ndarray
 
     def to_config(self) -> dict:
         """JSON-ready lists and floats (Python's float repr round-trips every float64 exactly)."""
+        def target(value):
+            return [float(v) for v in value] if np.ndim(value) else float(value)
         return {"x_mean": [float(v) for v in self.x_mean], "x_scale": [float(v) for v in self.x_scale],
-                "y_mean": float(self.y_mean), "y_scale": float(self.y_scale)}
+                "y_mean": target(self.y_mean), "y_scale": target(self.y_scale)}
 
     @classmethod
     def from_config(cls, config, d: int, where: str) -> Scaling:
@@ -68,9 +71,10 @@ class Scaling:
             raise ValueError(f"{where}: expected the keys {list(SCALING_KEYS)}, got {got}")
         x_mean = check_numbers(config["x_mean"], d, f"{where}: x_mean")
         x_scale = check_numbers(config["x_scale"], d, f"{where}: x_scale", positive=True)
-        y_mean = float(check_numbers(config["y_mean"], None, f"{where}: y_mean"))
-        y_scale = float(check_numbers(config["y_scale"], None, f"{where}: y_scale", positive=True))
-        return cls(x_mean, x_scale, y_mean, y_scale)
+        outputs = len(config["y_mean"]) if isinstance(config["y_mean"], list) and config["y_mean"] else None
+        y_mean = check_numbers(config["y_mean"], outputs, f"{where}: y_mean")
+        y_scale = check_numbers(config["y_scale"], outputs, f"{where}: y_scale", positive=True)
+        return cls(x_mean, x_scale, *((float(y_mean), float(y_scale)) if outputs is None else (y_mean, y_scale)))
 
 
 def check_numbers(value, length: int | None, where: str, positive: bool = False):

@@ -1,6 +1,7 @@
 # The models the estimator and the command line can build, by name: "exact" (ExactGP), "sgpr"
 # (inducing points), "ski" (structured kernel interpolation), "svgp" (variational, minibatches,
-# non-Gaussian likelihoods). One registry, one builder each.
+# non-Gaussian likelihoods); for several outputs a MultitaskGP ("independent", "icm", "lmc").
+# One registry, one builder each.
 from __future__ import annotations
 
 import numbers
@@ -9,9 +10,13 @@ import numpy as np
 import torch
 
 from .likelihoods import Gaussian, Poisson, StudentT
-from .models import SGPR, SVGP, ExactGP
+from .models import SGPR, SVGP, ExactGP, MultitaskGP
 
 METHODS = ("exact", "sgpr", "ski", "svgp")
+# how several outputs (2-D targets) are modelled: independently (shared kernel hyperparameters, B
+# diagonal), by intrinsic coregionalisation, or by an LMC of LMC_TERMS terms
+MULTITASK = ("independent", "icm", "lmc")
+LMC_TERMS = 2
 # regression likelihoods by name; all but "gaussian" need method="svgp"
 LIKELIHOODS = {"gaussian": Gaussian, "student_t": StudentT, "poisson": Poisson}
 DEFAULT_INDUCING = 500  # inducing points of "sgpr" and "svgp" (at most n)
@@ -78,6 +83,33 @@ def build_model(method: str, x: torch.Tensor, y: torch.Tensor, kernel, likelihoo
                          "features; use method='sgpr' (inducing points) for more")
     grid = DEFAULT_GRID[d] if inducing is None else inducing
     return ExactGP(x, y, Interpolated(kernel, grid_size=grid), likelihood=likelihood, mean=mean, solver=solver)
+
+
+def check_multitask(multitask, rank, method: str, num_outputs: int) -> tuple[str, int]:
+    """(multitask mode, task rank) for 2-D targets of ``num_outputs`` columns (ValueError naming the
+    argument): ``multitask`` None means "independent"; rank from 1 to the outputs (unused by
+    "independent"); only method "exact" models several outputs."""
+    mode = "independent" if multitask is None else multitask
+    if not isinstance(mode, str) or mode not in MULTITASK:
+        raise ValueError(f"multitask: expected None or one of {MULTITASK}, got {multitask!r:.40}")
+    if method != "exact":
+        raise ValueError(f"y: several outputs (y of shape (n, {num_outputs})) need method='exact' (a MultitaskGP); "
+                         f"got method={method!r}")
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 1 <= rank <= num_outputs:
+        raise ValueError(f"task_rank: expected an int from 1 to the number of outputs ({num_outputs}), got {rank!r}")
+    return mode, int(rank)
+
+
+def build_multitask(mode: str, x: torch.Tensor, y: torch.Tensor, kernel, solver, rank: int) -> MultitaskGP:
+    """A ``MultitaskGP`` on standardized x (n, d) and y (n, t) (NaN: unobserved) for ``mode`` (see
+    MULTITASK): the kernel over the inputs carries no output scale (each task's variance is in B)."""
+    import copy
+    if mode == "independent":
+        return MultitaskGP(x, y, kernel, rank=0, solver=solver)
+    if mode == "icm":
+        return MultitaskGP(x, y, kernel, rank=rank, solver=solver)
+    return MultitaskGP(x, y, [kernel] + [copy.deepcopy(kernel) for _ in range(LMC_TERMS - 1)], rank=rank,
+                       solver=solver)
 
 
 def check_likelihood(method: str, name) -> str:

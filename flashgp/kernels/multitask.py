@@ -52,7 +52,8 @@ class Multitask(Kernel):
         base: the kernel over the d input columns (its ``active_dims`` index those columns).
             Leave out an output scale: B carries each task's variance.
         num_tasks: t.
-        rank: the columns of W, 1 <= rank <= t (rank t: any positive definite B).
+        rank: the columns of W, 0 <= rank <= t (rank t: any positive definite B; rank 0: B
+            diagonal, independent tasks sharing the base kernel's hyperparameters).
         task_factor: initial W ``(t, rank)``; None: ``dct_factor`` (the model replaces values
             that were not given by ones from its data).
         task_variance: initial v ``(t,)`` > 0; None: 0.5.
@@ -67,7 +68,7 @@ class Multitask(Kernel):
             raise ValueError(f"base: multitask kernels take an unbatched base kernel, got batch_shape "
                              f"{tuple(base.batch_shape)}")
         num_tasks = _count(num_tasks, "num_tasks")
-        rank = _count(rank, "rank")
+        rank = _count(rank, "rank", low=0)
         if rank > num_tasks:
             raise ValueError(f"rank: expected at most num_tasks ({num_tasks}), got {rank}")
         super().__init__()
@@ -101,6 +102,7 @@ class Multitask(Kernel):
         top = evals.flip(0)[:self.rank].clamp_min(0) * (1 - floor)
         w = evecs.flip(1)[:, :self.rank] * top.sqrt()
         w = torch.where(w.abs().sum(0) > 0, w, dct_factor(self.num_tasks, self.rank) * cov.diagonal().mean().sqrt())
+        # (a column of zeros would get no gradient: the DCT pattern, scaled, stands in for it)
         diag = cov.diagonal().clamp_min(1e-12)
         v = torch.maximum(diag - (w * w).sum(-1), floor * diag)
         with torch.no_grad():

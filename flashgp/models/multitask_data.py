@@ -18,6 +18,8 @@ from .validation import as_float_tensor
 NOISE_FRACTION = 0.1  # initial noise variance of each task, as a fraction of its variance
 # initial correlation between tasks observed apart (their covariance cannot be estimated before fitting)
 INDEXED_CORRELATION = 0.5
+# the q-th term of an LMC starts with lengthscales this many times the (q-1)-th's
+LMC_LENGTHSCALE_RATIO = 2.0
 
 
 def with_tasks(x: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
@@ -105,8 +107,8 @@ def multitask_kernel(kernel, num_tasks: int, rank: int) -> Kernel:
     if not isinstance(kernel, Kernel):
         raise TypeError(f"kernel: expected a flashgp.kernels.Kernel (or a list of them for an LMC), got "
                         f"{type(kernel).__name__}")
-    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 1 <= rank <= num_tasks:
-        raise ValueError(f"rank: expected an int from 1 to num_tasks ({num_tasks}), got {rank!r}")
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 0 <= rank <= num_tasks:
+        raise ValueError(f"rank: expected an int from 0 to num_tasks ({num_tasks}), got {rank!r}")
     return Multitask(kernel, num_tasks, rank)
 
 
@@ -132,9 +134,10 @@ def init_task_values(model, x: torch.Tensor, y: torch.Tensor, tasks: torch.Tenso
     rule), each ``Multitask`` term's B from the tasks' covariance (the sample covariance on a grid,
     per-task variances with correlation INDEXED_CORRELATION otherwise; an LMC's Q terms share it
     equally), the noise floor and each task's noise (floor + NOISE_FRACTION of its variance) and
-    a ``TaskMean``'s constants (each task's mean)."""
+    a ``TaskMean``'s constants (each task's mean). An LMC's q-th term starts with lengthscales
+    LMC_LENGTHSCALE_RATIO^q times the rule's, so that its terms differ."""
     t = model.num_tasks
-    init_from_data(SimpleNamespace(kernel=model.kernel), data=(x, None))
+    chosen = init_from_data(SimpleNamespace(kernel=model.kernel), data=(x, None))
     with torch.no_grad():
         ones = torch.zeros(t, dtype=torch.float64, device=y.device).index_add_(0, tasks, torch.ones_like(y, dtype=torch.float64))
         means = torch.zeros_like(ones).index_add_(0, tasks, y.double()) / ones
@@ -149,9 +152,12 @@ def init_task_values(model, x: torch.Tensor, y: torch.Tensor, tasks: torch.Tenso
             corr = torch.full((t, t), INDEXED_CORRELATION, dtype=torch.float64, device=y.device).fill_diagonal_(1.0)
             cov = scale.unsqueeze(-1) * corr * scale
         members = list(model.kernel.members) if isinstance(model.kernel, LMC) else [model.kernel]
-        for member in members:
+        for q, member in enumerate(members):
             if "task_factor" in member._unset:
                 member.set_task_covariance(cov / len(members))
+            for name, module in member.base.named_modules(prefix=f"kernel.members.{q}.base"):
+                if q and f"{name}.lengthscale" in chosen:  # LMC terms apart: equal terms would stay equal
+                    module.lengthscale = module.lengthscale * LMC_LENGTHSCALE_RATIO ** q
         likelihood = model.likelihood
         if "noise_floor" in likelihood._unset:
             likelihood.noise_floor = default_noise_floor(float(var.max()), x.dtype)
