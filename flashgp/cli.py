@@ -111,8 +111,12 @@ def _check_fit_paths(args) -> None:
 def cmd_fit(args, say) -> dict:
     """Read, standardize, fit, evaluate and save; returns the JSON-able result."""
     from .cli_classify import check_task_options, cmd_fit_classifier  # it imports this module
+    from .cli_multitask import cmd_fit_multitask, target_names  # likewise
 
     check_task_options(args)  # --task and the options that go with it; sets the default --method
+    targets = target_names(args)  # --target A or A,B,...; --multitask / --task-rank need several
+    if len(targets) > 1:
+        return cmd_fit_multitask(args, targets, say)
     if args.task == "classification":
         return cmd_fit_classifier(args, say)
     _check_fit_paths(args)
@@ -249,6 +253,9 @@ def cmd_predict(args, say, say_err) -> dict:
     if not rows:
         raise CLIError(f"DATA: {args.data} has no data rows")
     x = numeric_columns(header, rows, meta["features"], "DATA")
+    if not isinstance(meta["target"], str):  # a multitask model: a list of targets
+        from .cli_multitask import predict_multitask
+        return predict_multitask(args, model, meta, header, rows, x, notes, say)
     if meta["task"] == "classification":
         from .cli_classify import predict_classes
         return predict_classes(args, model, meta, header, rows, x, notes, say)

@@ -26,7 +26,7 @@ def sidecar_of(path) -> str:
     return os.fspath(path) + ".json"
 
 
-def save_cli_model(path, model, stats: dict, target: str, features: list[str], kernel: str,
+def save_cli_model(path, model, stats: dict, target: str | list[str], features: list[str], kernel: str,
                    classes: list | None = None) -> Path:
     """Write ``model`` and its standardization in one atomic write; returns the file written.
 
@@ -35,11 +35,16 @@ def save_cli_model(path, model, stats: dict, target: str, features: list[str], k
     classifier's labels in the order of its probability columns (strings or numbers), stored in
     the bundle's info with "task": "classification"; None for regression (the info of earlier
     versions, which has neither key). OSError / ValueError when it cannot be written.
+    A multitask model's ``target`` is the list of its t target columns, its stats' y_mean and y_std
+    (t,) lists (``flashgp.cli_multitask``).
     """
-    scaling = bundle.Scaling(np.asarray(stats["x_mean"], dtype=np.float64),
-                             np.asarray(stats["x_std"], dtype=np.float64),
-                             float(stats["y_mean"]), float(stats["y_std"]))
-    info = {"target": target, "features": list(features), "kernel": kernel}
+    pad = bundle.input_columns(model) - len(features)  # a model input beyond the features: identity
+    scaling = bundle.Scaling(np.concatenate([np.asarray(stats["x_mean"], dtype=np.float64), np.zeros(pad)]),
+                             np.concatenate([np.asarray(stats["x_std"], dtype=np.float64), np.ones(pad)]),
+                             *(float(stats[k]) if np.ndim(stats[k]) == 0 else np.asarray(stats[k], dtype=np.float64)
+                               for k in ("y_mean", "y_std")))
+    info = {"target": target if isinstance(target, str) else list(target), "features": list(features),
+            "kernel": kernel}
     if classes is not None:
         info.update(task="classification", classes=check_classes(list(classes), model_classes(model), "classes"))
     return bundle.save(path, model, scaling, "cli", info)
@@ -70,10 +75,12 @@ def check_classes(classes, count: int | None, where: str) -> list:
     return list(classes)
 
 
-def _meta(scaling: bundle.Scaling, target: str, features: list, kernel, classes: list | None = None) -> dict:
-    """The dict predict works with (the sidecar's keys, the task and a classifier's classes)."""
+def _meta(scaling: bundle.Scaling, target: str | list, features: list, kernel, classes: list | None = None) -> dict:
+    """The dict predict works with (the sidecar's keys, the task and a classifier's classes; a
+    multitask model's target the list of its columns, y_mean and y_std (t,) arrays)."""
+    d = len(features)
     return {"target": target, "features": list(features), "kernel": kernel,
-            "x_mean": scaling.x_mean.tolist(), "x_std": scaling.x_scale.tolist(),
+            "x_mean": scaling.x_mean[:d].tolist(), "x_std": scaling.x_scale[:d].tolist(),
             "y_mean": scaling.y_mean, "y_std": scaling.y_scale,
             "task": "regression" if classes is None else "classification", "classes": classes}
 
@@ -95,17 +102,21 @@ def _task_classes(info: dict, model, where: str) -> list | None:
         raise CLIFileError(str(err)) from None
 
 
-def _check_names(info: dict, d: int, where: str) -> tuple[str, list[str]]:
-    """(target, features) of ``info``: a string and ``d`` distinct strings other than it."""
+def _check_names(info: dict, d: int, where: str, tasks: int | None = None) -> tuple[str | list[str], list[str]]:
+    """(target, features) of ``info``: a string (a list of ``tasks`` distinct strings for a multitask
+    model) and ``d`` distinct strings other than it."""
     target, features = info.get("target"), info.get("features")
-    if not isinstance(target, str) or not target:
-        raise CLIFileError(f"{where}: target: expected a column name, got {target!r:.60}")
+    names = target if tasks is not None and isinstance(target, list) else [target]
+    if not all(isinstance(name, str) and name for name in names) or tasks is not None and (
+            len(names) != tasks or len(set(names)) != tasks):
+        expected = "a column name" if tasks is None else f"{tasks} distinct column names (one per model output)"
+        raise CLIFileError(f"{where}: target: expected {expected}, got {target!r:.80}")
     if not isinstance(features, list) or not all(isinstance(f, str) and f for f in features):
         raise CLIFileError(f"{where}: features: expected a list of column names, got {features!r:.80}")
     if len(features) != d:
         raise CLIFileError(f"{where}: features: {len(features)} column names for a model of {d} "
                            f"input columns (the scaling and the model do not belong together)")
-    if len(set(features)) != d or target in features:
+    if len(set(features)) != d or set(names) & set(features):
         raise CLIFileError(f"{where}: features: expected distinct names other than the target, "
                            f"got {features!r:.80}")
     return target, features
@@ -115,7 +126,8 @@ def load_cli_model(path, device, warn) -> tuple[object, dict]:
     """(model on ``device``, meta) of a file written by ``flashgp fit --out``.
 
     meta: {"target", "features", "kernel", "x_mean", "x_std", "y_mean", "y_std"} (data units),
-    "task" ("regression" or "classification") and "classes" (a classifier's labels, else None).
+    "task" ("regression" or "classification") and "classes" (a classifier's labels, else None);
+    a MultitaskGP's "target" is the list of its t columns, "y_mean" / "y_std" (t,) arrays.
     A bundle carries it inside; a bare model file (earlier versions) needs its sidecar
     MODEL.json, which is validated (finite values, positive scales, one per model column)
     and cross-checked: a "model_sha256" in it must match the model file; without one,
@@ -131,7 +143,12 @@ def load_cli_model(path, device, warn) -> tuple[object, dict]:
     sidecar = sidecar_of(path)
     if found.kind == "cli":
         where = f"MODEL: {path}"
-        target, features = _check_names(found.info, bundle.input_columns(found.model), where)
+        tasks = getattr(found.model, "num_tasks", None)  # a MultitaskGP: a target per task
+        columns = bundle.input_columns(found.model) if tasks is None else found.model.train_x.shape[-1] - 1
+        target, features = _check_names(found.info, columns, where, tasks)
+        if np.shape(found.scaling.y_mean) != (() if tasks is None else (tasks,)):
+            raise CLIFileError(f"{where}: scaling: y_mean has shape {np.shape(found.scaling.y_mean)} for a "
+                               f"model of {tasks or 1} output(s)")
         classes = _task_classes(found.info, found.model, where)
         if os.path.isfile(sidecar):
             warn(f"flashgp predict: note: ignoring {sidecar} (an earlier version's sidecar): "

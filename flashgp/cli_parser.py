@@ -6,7 +6,7 @@ import argparse
 import math
 
 from . import __version__
-from .estimator_methods import METHODS
+from .estimator_methods import METHODS, MULTITASK
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2  # success; bad data or environment; bad command line
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "or a classifier: Dirichlet GP or SVGP) to a CSV file")
     fit.add_argument("data", metavar="DATA.csv", help="CSV file with a header line")
     fit.add_argument("--target", required=True, help="name of the column to predict (numbers; "
-                     "class labels with --task classification)")
+                     "class labels with --task classification); several comma-separated numeric columns "
+                     "fit them together (a multitask exact GP; empty cells: not observed)")
     fit.add_argument("--features", help="comma-separated input columns (default: all but the target)")
     fit.add_argument("--kernel", choices=KERNELS, default="matern52", help="covariance (default matern52)")
     fit.add_argument("--task", choices=TASKS, default="regression", help="regression (default: a numeric "
@@ -76,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "features) or svgp (variational inducing points trained on minibatches, for the largest "
                      "sets); classification: dirichlet (default; Dirichlet-based GP, one exact GP per class) "
                      "or svgp (Bernoulli likelihood for 2 classes, Softmax for more; minibatches)")
+    fit.add_argument("--multitask", choices=MULTITASK, help="several targets: independent (default; one "
+                     "shared kernel, no correlation), icm (a learned task covariance) or lmc (two such terms)")
+    fit.add_argument("--task-rank", type=_positive_count, metavar="R", help="several targets with icm or lmc: "
+                     "rank of the task covariance (default 1, at most the targets)")
     fit.add_argument("--inducing", type=_positive_count, metavar="M", help="sgpr, svgp: inducing points (default "
                      "500, at most the rows); ski: grid points per feature (default 1000, 100, 30 in 1, 2, 3-D)")
     fit.add_argument("--alpha-epsilon", type=_positive_float, metavar="A", help="classification with dirichlet: "
@@ -105,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", metavar="MODEL", help="a model written by 'flashgp fit --out'")
     predict.add_argument("data", metavar="DATA.csv", help="CSV file with the model's feature columns")
     predict.add_argument("--out", required=True, metavar="PRED.csv", help="where to write the predictions "
-                         "(regression: mean, std, lower, upper; classification: predicted, p_<label> per class)")
+                         "(regression: mean, std, lower, upper; several targets: those with _<target> per target; "
+                         "classification: predicted, p_<label> per class)")
     predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                          help="auto: CUDA when present")
     demo = sub.add_parser("demo", parents=[common], help="fit the packaged UCI concrete data set")

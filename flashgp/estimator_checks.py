@@ -1,9 +1,11 @@
-# Checks the scikit-learn estimators (GPRegressor, GPClassifier) share: numeric pandas columns
-# and the seed drawn from a random_state.
+# Checks the scikit-learn estimators (GPRegressor, GPClassifier) share: numeric pandas columns,
+# the seed drawn from a random_state, and targets whose scale float64 variances can hold.
 from __future__ import annotations
 
 import numpy as np
 from sklearn.utils import check_random_state
+
+Y_SCALE_RANGE = (1e-150, 1e150)  # y's scale: its square (variances in y's units) must be a normal float64
 
 
 def check_numeric_columns(X) -> None:
@@ -31,3 +33,20 @@ def seed_from(random_state, name: str) -> int:
         raise ValueError(f"{name}: expected None, an int or a numpy RandomState, "
                          f"got {random_state!r}") from None
     return int(state.randint(np.iinfo(np.int32).max))
+
+
+def check_target_scale(y: np.ndarray, y_scale: float, normalize_y: bool) -> None:
+    """Refuse, before any fitting, targets whose variances cannot be represented in float64:
+    variances in squared units of y (noise_, outputscale_, predictive variances, return_cov)
+    are the model's times ``y_scale**2``, which must stay within Y_SCALE_RANGE squared."""
+    low, high = Y_SCALE_RANGE
+    if low <= y_scale <= high:
+        return
+    peak = float(np.abs(y).max())
+    way = "overflow" if y_scale > high else "underflow to 0 or lose their precision"
+    what = "y's standard deviation" if normalize_y else "y's magnitude (normalize_y=False)"
+    rescale = f"divide y by {y_scale:.0e}" if normalize_y else "use normalize_y=True"
+    raise ValueError(f"y: {what} is {y_scale:.3g} (values up to {peak:.3g}): its square, the unit of "
+                     f"the variances in y's units (noise_, outputscale_, predictive variances), "
+                     f"would {way} in float64 (expected a scale within {low:g} and {high:g}); "
+                     f"{rescale} and scale the results back")

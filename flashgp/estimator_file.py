@@ -163,8 +163,14 @@ def save_estimator(estimator, path, fitted: dict | None = None):
                        **(fitted or {})}}
     scaling = bundle.Scaling(np.asarray(estimator.x_mean_, dtype=np.float64),
                              np.asarray(estimator.x_scale_, dtype=np.float64),
-                             float(getattr(estimator, "y_mean_", 0.0)), float(getattr(estimator, "y_scale_", 1.0)))
+                             *(_target_value(getattr(estimator, name, default))
+                               for name, default in (("y_mean_", 0.0), ("y_scale_", 1.0))))
     return bundle.save(path, estimator.model_, scaling, KIND, info, extra)
+
+
+def _target_value(value):
+    """y's mean or scale as the bundle keeps it: a float, or a float64 array for several outputs."""
+    return np.asarray(value, dtype=np.float64) if np.ndim(value) else float(value)
 
 
 def _restore_regressor(estimator, fitted: dict, model, scaling):

@@ -133,8 +133,8 @@ def total_objective(model, x: torch.Tensor, y: torch.Tensor, generator) -> float
     bound of SGPR and SVGP), without gradients; SVGP's data term taken in chunks."""
     n = x.shape[-2]
     with torch.no_grad():
-        if not model.trains_on_batches:
-            return -float(model.loss(generator=generator).sum()) * n
+        if not model.trains_on_batches:  # loss per training row (a multitask model: n t of them)
+            return -float(model.loss(generator=generator).sum()) * model.num_train
         # each chunk's elbo is its mean data term minus KL / n: weighted by its size, they add up
         # to the whole data term minus KL once
         step = OBJECTIVE_CHUNK

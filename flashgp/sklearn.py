@@ -19,9 +19,11 @@ from .fit_warnings import NOISE_FLOOR_KIND, noise_floor_message, warning_kind
 from .likelihoods import FixedNoise, Gaussian
 from .log_space import log_space
 from .means import Constant
-from .estimator_checks import check_numeric_columns as _check_numeric_columns, seed_from as _seed
+from .estimator_checks import (check_numeric_columns as _check_numeric_columns, check_target_scale as _check_target_scale,
+                               seed_from as _seed)
 from .estimator_methods import (LIKELIHOODS, build_model, check_inducing, check_likelihood, fit_arguments,
                                 fitted_kernel, total_objective)
+from . import sklearn_multioutput as multi
 from .models.validation import check_device
 from .distributions.posterior import MAX_DENSE_SAMPLE
 from .polish import polish_lbfgs
@@ -41,24 +43,6 @@ POLISH = ("auto", "lbfgs", None)
 POLISH_STEPS = 5  # L-BFGS steps (each up to 20 iterations); 2-4 reach the optimum on UCI sets
 PREDICT_CHUNK = 4096  # test rows per posterior call when no joint covariance is needed
 MAX_OUTPUT_BYTES = 1 << 30  # the largest returned covariance or sample array (float64); raise it to allow more
-Y_SCALE_RANGE = (1e-150, 1e150)  # y's scale: its square (variances in y's units) must be a normal float64
-
-
-def _check_target_scale(y: np.ndarray, y_scale: float, normalize_y: bool) -> None:
-    """Refuse, before any fitting, targets whose variances cannot be represented in float64:
-    variances in squared units of y (noise_, outputscale_, predictive variances, return_cov)
-    are the model's times ``y_scale**2``, which must stay within Y_SCALE_RANGE squared."""
-    low, high = Y_SCALE_RANGE
-    if low <= y_scale <= high:
-        return
-    peak = float(np.abs(y).max())
-    way = "overflow" if y_scale > high else "underflow to 0 or lose their precision"
-    what = "y's standard deviation" if normalize_y else "y's magnitude (normalize_y=False)"
-    rescale = f"divide y by {y_scale:.0e}" if normalize_y else "use normalize_y=True"
-    raise ValueError(f"y: {what} is {y_scale:.3g} (values up to {peak:.3g}): its square, the unit of "
-                     f"the variances in y's units (noise_, outputscale_, predictive variances), "
-                     f"would {way} in float64 (expected a scale within {low:g} and {high:g}); "
-                     f"{rescale} and scale the results back")
 
 
 def _check_output_size(what: str, shape: tuple, alternative: str) -> None:
@@ -124,6 +108,13 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             outliers; learned degrees of freedom) or "poisson" (counts y >= 0, log link; y is then
             never standardized and predictions are expected counts).
         batch_size: points per minibatch of method="svgp" (default 1,024).
+        multitask: how 2-D targets y (n_samples, n_targets) are modelled (one ``flashgp.MultitaskGP``,
+            each target standardized on its own, method="exact"): None (default) independent
+            outputs that share the kernel's hyperparameters, each with its own variance, noise and
+            mean (scikit-learn's GaussianProcessRegressor also shares the kernel); "icm" correlated
+            outputs, B = W Wᵀ + diag(v) with W of ``task_rank`` columns; "lmc" a sum of two such
+            terms with their own lengthscales. Predictions are then (n_samples, n_targets).
+        task_rank: the columns of W for "icm" and "lmc" (1 to n_targets).
         verbose: show the training progress bar.
         polish: finish the fit with up to 5 L-BFGS steps (strong Wolfe line search, fixed probes),
             kept only if they raise the marginal likelihood: "lbfgs" always (with iters > 0),
@@ -147,7 +138,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
     def __init__(self, kernel="matern52", iters=100, lr=0.1, optimizer="adam", solver="auto",
                  device="auto", dtype="float64", normalize_x=True, normalize_y=True, noise=None,
                  random_state=None, verbose=False, polish="auto", noise_floor=None, method="exact",
-                 inducing=None, likelihood="gaussian", batch_size=None):
+                 inducing=None, likelihood="gaussian", batch_size=None, multitask=None, task_rank=1):
         self.kernel = kernel
         self.iters = iters
         self.lr = lr
@@ -166,14 +157,17 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         self.inducing = inducing
         self.likelihood = likelihood
         self.batch_size = batch_size
+        self.multitask = multitask
+        self.task_rank = task_rank
 
     # ----- parameter checks (at fit, as scikit-learn asks) -----------------------------------
-    def _make_kernel(self, n_features: int) -> fk.Kernel:
+    def _make_kernel(self, n_features: int, scaled: bool = True) -> fk.Kernel:
         if isinstance(self.kernel, str):
             if self.kernel not in KERNELS:
                 raise ValueError(f"kernel: expected one of {sorted(KERNELS)} or a flashgp kernel, "
                                  f"got {self.kernel!r}")
-            return fk.Scale(KERNELS[self.kernel](n_features))
+            base = KERNELS[self.kernel](n_features)
+            return fk.Scale(base) if scaled else base
         if not isinstance(self.kernel, fk.Kernel):
             raise TypeError(f"kernel: expected a name or a flashgp.kernels.Kernel, "
                             f"got {type(self.kernel).__name__}")
@@ -245,13 +239,17 @@ class GPRegressor(RegressorMixin, BaseEstimator):
 
     # ----- fit ---------------------------------------------------------------------------------
     def fit(self, X, y):
-        """Fit the GP hyperparameters to X (n_samples, n_features) and y (n_samples,). Returns self."""
+        """Fit the GP hyperparameters to X (n_samples, n_features) and y (n_samples,) or
+        (n_samples, n_targets) (see ``multitask``). Returns self."""
         self._check_params()
         solver, device = self._make_solver(), self._torch_device()
         dtype = DTYPES[self.dtype]
         _check_numeric_columns(X)
-        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
+        outputs = multi.is_multioutput(y)
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=outputs)
         y = y.astype(np.float64, copy=False)
+        if outputs:
+            return multi.fit_outputs(self, X, y, solver, device, dtype)
         kernel = self._make_kernel(X.shape[1])
         fixed = self._fixed_noise(X.shape[0])
         seed = _seed(self.random_state, "random_state")
@@ -266,8 +264,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         if self.method == "svgp" and self.polish == "lbfgs":
             raise ValueError("polish: method='svgp' trains on minibatches, which L-BFGS cannot; use polish='auto' or None")
 
-        x_mean = X.mean(axis=0) if self.normalize_x else np.zeros(X.shape[1])
-        x_scale = spread(X) if self.normalize_x else np.ones(X.shape[1])
+        x_mean, x_scale = self._input_scaling(X)
         y_mean = float(y.mean()) if self.normalize_y and not counts else 0.0
         y_scale = float(spread(y[:, None])[0]) if self.normalize_y and not counts else 1.0
         _check_target_scale(y, y_scale if self.normalize_y else float(np.abs(y).max() or 1.0), self.normalize_y)
@@ -288,6 +285,18 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         if isinstance(inducing, np.ndarray):  # inducing inputs in the model's (scaled) units
             inducing = (inducing - x_mean) / x_scale
         model = build_model(self.method, x_t, y_t, kernel, likelihood, Constant(0.0), solver, inducing, seed)
+        return self._train(model, x_t, y_t, seed, (x_mean, x_scale, y_mean, y_scale), fixed)
+
+    def _input_scaling(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """(means, scales) of the columns of X with ``normalize_x``, else (0, 1)."""
+        if not self.normalize_x:
+            return np.zeros(X.shape[1]), np.ones(X.shape[1])
+        return X.mean(axis=0), spread(X)
+
+    def _train(self, model, x_t, y_t, seed, scaling, fixed):
+        """Fit ``model`` (Adam, then the polish), set the fitted attributes; returns self."""
+        x_mean, x_scale, y_mean, y_scale = scaling
+        device = x_t.device
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with log_space(model):
@@ -297,7 +306,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
                 polished = None
                 if self._polishes(model):
                     polished = polish_lbfgs(model, POLISH_STEPS, seed, progress=bool(self.verbose))
-        self._reemit(caught, model, y_scale)
+        self._reemit(caught, model, float(np.max(y_scale)))
         lml = total_objective(model, x_t, y_t, torch.Generator(device=device).manual_seed(seed))
         # fitted attributes only once everything succeeded
         self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_ = x_mean, x_scale, y_mean, y_scale
@@ -341,6 +350,8 @@ class GPRegressor(RegressorMixin, BaseEstimator):
 
     def _set_hyperparameters(self, fixed) -> None:
         """The fitted hyperparameters in the data's units (None where not found)."""
+        if np.ndim(self.y_scale_):
+            return multi.hyperparameters(self)
         kernel = base = fitted_kernel(self.model_)
         self.outputscale_ = None
         if isinstance(kernel, fk.Scale):
@@ -378,11 +389,13 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         return validate_data(self, X, dtype=np.float64, reset=False)
 
     def predict(self, X, return_std=False, return_cov=False, include_noise=True):
-        """Predictive mean at X (n_samples, n_features) -> (n_samples,), in the units of y.
+        """Predictive mean at X (n_samples, n_features) -> (n_samples,) (or (n_samples, n_targets)),
+        in the units of y.
 
         Args:
-            return_std: also return the predictive standard deviations (n_samples,).
-            return_cov: also return the joint predictive covariance (n_samples, n_samples).
+            return_std: also return the predictive standard deviations, shaped like the mean.
+            return_cov: also return the joint predictive covariance (n_samples, n_samples) (for
+                2-D targets (n_samples, n_samples, n_targets), one per target).
             include_noise: the distribution of new observations (True, default) or of the
                 latent function (False).
         """
@@ -394,6 +407,8 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             _check_output_size("return_cov", (m, m), f"use return_std=True for the {m:,} marginal "
                                "standard deviations, or ask for the covariance of fewer points at a time")
             post = self._posterior(X, include_noise, joint=True)
+            if np.ndim(self.y_scale_):  # (m, m, t), one joint covariance per output
+                return self._to_y(post.mean), multi.joint_covariance(post, self.y_scale_)
             # one float64 copy that is ours, edited in place (no m x m temporaries beside it)
             cov = post.covariance.to_dense().detach().to("cpu", torch.float64, copy=True).numpy()
             if post.noise is not None:
@@ -418,7 +433,8 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         return values.detach().cpu().double().numpy() * self.y_scale_ + self.y_mean_
 
     def sample_y(self, X, n_samples=1, random_state=None, include_noise=True):
-        """Joint samples of the predictive distribution at X: (n_samples_X, n_samples).
+        """Joint samples of the predictive distribution at X: (n_samples_X, n_samples), or
+        (n_samples_X, n_targets, n_samples) for 2-D targets (joint over points and targets).
 
         ``random_state``: int, RandomState or None (numpy's global state), seeds the draws.
         """
@@ -434,8 +450,8 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         seed = _seed(random_state, "random_state")
         post = self._posterior(X, include_noise, joint=True)
         generator = torch.Generator(device=self.model_.device).manual_seed(seed)
-        draws = post.sample(int(n_samples), generator=generator)  # (n_samples, n_samples_X)
-        return self._to_y(draws).T
+        draws = post.sample(int(n_samples), generator=generator)  # (n_samples, n_samples_X[, n_targets])
+        return np.moveaxis(self._to_y(draws), 0, -1)
 
     # ----- files -------------------------------------------------------------------------------
     def save(self, path):

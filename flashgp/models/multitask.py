@@ -75,6 +75,11 @@ class MultitaskGP(ExactGP):
         return self.kernel.task_covariance
 
     @property
+    def input_dims(self) -> int:
+        """d, the input columns (the task column of ``train_x`` not counted)."""
+        return self.train_x.shape[-1] - 1
+
+    @property
     def grid_points(self) -> int | None:
         """n when the training data are a full task grid (every point observed for every task), else None."""
         grid = self.kernel.task_grid(self.train_x)
@@ -95,7 +100,7 @@ class MultitaskGP(ExactGP):
         """(task-indexed test inputs, m, whether all tasks): x ``(m, d)`` for every task, or one task per
         row with ``task_index`` ``(m,)``."""
         x = as_float_tensor(x, "x", like=self.train_x)
-        d = self.input_dims - 1
+        d = self.input_dims
         x = x.unsqueeze(-1) if x.dim() == 1 and d == 1 else x
         if x.dim() != 2 or x.shape[-1] != d or x.shape[0] == 0:
             raise ValueError(f"x: expected test inputs of shape (m, {d}), got {tuple(x.shape)}")
