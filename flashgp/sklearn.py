@@ -160,6 +160,11 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         self.multitask = multitask
         self.task_rank = task_rank
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # 2-D y: see ``multitask``
+        return tags
+
     # ----- parameter checks (at fit, as scikit-learn asks) -----------------------------------
     def _make_kernel(self, n_features: int, scaled: bool = True) -> fk.Kernel:
         if isinstance(self.kernel, str):
