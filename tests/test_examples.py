@@ -1,5 +1,5 @@
 # Runs every script in examples/ at a small size in a subprocess (two at a time) and checks
-# that it succeeds and prints its results; the 1-D example also writes its plot.
+# that it succeeds and prints its results; the 1-D and multitask examples also write their plots.
 import os
 import subprocess
 import sys
@@ -41,6 +41,10 @@ def cases(tmp: Path) -> dict:
         "svgp_regression.py": (["--n", "3000", "--iters", "60", "--test", "300", "--inducing", "30", "--compare"],
                                ["SVGP: n=3,000", "resumed at step", "largest parameter difference 0.0e+00",
                                 "test RMSE", "loaded predictions identical: True"]),
+        "multitask_regression.py": (["--n", "30", "--iters", "15", "--plot", str(tmp / "multitask.png")],
+                                    ["MultitaskGP on the grid: structure kronecker", "independent",
+                                     "learned task correlations", "test RMSE of task 0",
+                                     "plot: " if has("matplotlib") else "no plot"]),
         "gp_classification.py": (["--n", "200", "--test", "200", "--iters", "10", "--out", str(tmp / "classification")],
                                  ["dirichlet", "svgp", "ECE", "plot: " if has("matplotlib") else "no plots"]
                                  if has("sklearn") else ["skipping"]),
@@ -84,6 +88,8 @@ def test_example_runs_small(runs, script):
         assert text in proc.stdout, proc.stdout
     if script == "regression_1d.py" and has("matplotlib"):
         assert (tmp / "regression_1d.png").stat().st_size > 10_000
+    if script == "multitask_regression.py" and has("matplotlib"):
+        assert (tmp / "multitask.png").stat().st_size > 10_000
 
 
 def test_every_example_is_tested():

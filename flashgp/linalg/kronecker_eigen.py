@@ -82,12 +82,12 @@ class KroneckerEigen:
 
 class KroneckerInvQuadLogdet(torch.autograd.Function):
     """(rᵀ K_hat^-1 r, log det K_hat) for K_hat = B ⊗ K_x + diag(d) ⊗ I, differentiable in K_x ``(n, n)``,
-    B ``(t, t)``, d ``(t,)`` and r ``(t n,)`` (all float64), by the closed forms in the module docstring."""
+    B ``(t, t)``, d ``(t,)`` and r ``(t n,)`` (all float64), by the closed forms in the module docstring;
+    ``eig``: their ``KroneckerEigen`` when the caller has it (else it is built here)."""
 
     @staticmethod
-    def forward(ctx, kx, b, noise, resid):
-        eig = KroneckerEigen.build(kx, b, noise)
-        t, n = eig.shape
+    def forward(ctx, kx, b, noise, resid, eig=None):
+        eig = KroneckerEigen.build(kx, b, noise) if eig is None else eig
         alpha = eig.solve(resid.unsqueeze(-1)).squeeze(-1)
         ctx.eig = eig
         ctx.save_for_backward(kx, b, alpha)
@@ -103,4 +103,4 @@ class KroneckerInvQuadLogdet(torch.autograd.Function):
         grad_b = grad_quad * -(a @ kx @ a.T) + grad_logdet * (eig.p * (eig.mu * eig.s).sum(-1)) @ eig.p.T
         grad_noise = grad_quad * -(a * a).sum(-1) + grad_logdet * (eig.p.square() @ eig.s).sum(-1)
         grad_resid = grad_quad * 2 * alpha
-        return grad_kx, grad_b, grad_noise, grad_resid
+        return grad_kx, grad_b, grad_noise, grad_resid, None

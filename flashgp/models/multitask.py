@@ -8,6 +8,7 @@ from ..distributions.multitask import MultitaskPosterior
 from ..serialize import kernel_from_config, likelihood_from_config, mean_from_config, register_model, solver_from_config
 from ..solvers import resolve_solver
 from .exact_gp import ExactGP
+from .regression import RegressionModel
 from .multitask_data import (check_tasks, init_task_values, multitask_kernel, task_data, task_grid_inputs,
                              task_parts, with_tasks)
 from .validation import as_float_tensor
@@ -58,6 +59,20 @@ class MultitaskGP(ExactGP):
         likelihood, mean = task_parts(likelihood, mean, t)
         self._init_data = (points, flat, tasks, grid)
         super().__init__(with_tasks(points, tasks), flat, kernel, likelihood, mean, solver)
+
+    def _take_data(self) -> None:
+        """Store the task-indexed rows the constructor built (``set_train_data`` takes user data)."""
+        x, y = self._checked_data
+        del self._checked_data
+        self.to(dtype=x.dtype, device=x.device)
+        RegressionModel.set_train_data(self, x, y)
+
+    def set_train_data(self, x, y, task_index=None) -> None:
+        """Replace the training data, in the constructor's forms: y ``(n, t)`` (NaN: unobserved), or y
+        ``(n,)`` with ``task_index`` ``(n,)``; t stays the model's. Hyperparameters are kept."""
+        points, flat, tasks, _, _ = task_data(x, y, task_index, self.num_tasks)
+        like = self.train_x
+        RegressionModel.set_train_data(self, with_tasks(points.to(like.dtype), tasks), flat.to(like.dtype))
 
     def _init_values(self) -> None:
         points, flat, tasks, grid = self._init_data

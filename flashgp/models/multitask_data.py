@@ -67,7 +67,7 @@ def task_data(x, y, task_index, num_tasks):
     if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"x: expected shape (n, d) with n, d >= 1, got {tuple(x.shape)} (multitask models "
                          "take no batch dimensions)")
-    y = as_float_tensor(y, "y", like=x)
+    y = as_float_tensor(y, "y", like=x, allow_nan=True)  # NaN: unobserved (refused below with task_index)
     if task_index is None:
         if y.dim() != 2 or y.shape[0] != x.shape[0]:
             raise ValueError(f"y: expected targets of shape ({x.shape[0]}, num_tasks), or y ({x.shape[0]},) "
@@ -92,6 +92,10 @@ def task_data(x, y, task_index, num_tasks):
     if bool(torch.isnan(y).any()):
         raise ValueError("y: NaN targets with task_index; leave out the rows that were not observed")
     tasks, t = check_tasks(task_index, x.shape[0], num_tasks, x.device)
+    missing = sorted(set(range(t)) - set(torch.unique(tasks).tolist()))
+    if missing:
+        raise ValueError(f"task_index: tasks {missing[:10]} of num_tasks={t} have no rows; every task needs "
+                         "at least one observation (or lower num_tasks)")
     return x, y, tasks, t, False
 
 

@@ -43,11 +43,12 @@ def _to_tensor(value, name: str) -> torch.Tensor:
         raise TypeError(f"{name}: expected a tensor or numeric array, got {type(value).__name__}{dtype}") from err
 
 
-def as_float_tensor(value, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+def as_float_tensor(value, name: str, like: torch.Tensor | None = None, allow_nan: bool = False) -> torch.Tensor:
     """Convert tensors, numpy arrays, pandas objects and nested lists to a real floating tensor.
 
     With ``like`` the tensor takes its dtype and must be on its device. Without it: ints and bools
     become the default dtype, float16/bfloat16 become float32, and Python floats (via numpy) float64.
+    Values must be finite; ``allow_nan``: NaN is kept (a missing value), infinity still refused.
     """
     tensor = _to_tensor(value, name)
     if tensor.layout != torch.strided:
@@ -58,8 +59,9 @@ def as_float_tensor(value, name: str, like: torch.Tensor | None = None) -> torch
         raise ValueError(f"{name}: expected a tensor holding data, got one on the 'meta' device")
     if like is not None and tensor.device != like.device:
         raise ValueError(f"{name}: expected a tensor on {like.device}, got one on {tensor.device}")
-    if not torch.all(torch.isfinite(tensor)):
-        raise ValueError(f"{name}: expected finite values, found NaN or infinity")
+    finite = torch.isfinite(tensor) | torch.isnan(tensor) if allow_nan else torch.isfinite(tensor)
+    if not torch.all(finite):
+        raise ValueError(f"{name}: expected finite values, found {'infinity' if allow_nan else 'NaN or infinity'}")
     if like is not None:
         tensor = _cast(tensor, like.dtype, name)
     elif not tensor.is_floating_point():
@@ -73,8 +75,8 @@ def _cast(tensor: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
     """Finite ``tensor`` in the model's ``dtype``; ValueError when a value overflows it (a finite
     float64 input beyond what a float32 model holds), naming the largest value and the dtype."""
     out = tensor.to(dtype)
-    if out.dtype != tensor.dtype and out.is_floating_point() and not torch.all(torch.isfinite(out)):
-        largest = float(tensor.abs().max())
+    if out.dtype != tensor.dtype and out.is_floating_point() and bool(torch.isinf(out).any()):
+        largest = float(tensor.nan_to_num(0.0).abs().max())
         raise ValueError(f"{name}: values up to {largest:.3g} overflow the model's "
                          f"{str(dtype).replace('torch.', '')} (largest {torch.finfo(dtype).max:.3g}); "
                          "rescale them (e.g. standardize the columns) or build the model from float64 data")

@@ -208,9 +208,6 @@ def test_system_solve_and_whiten_match_dense():
     assert relative(white.T @ white, rhs.T @ torch.linalg.solve(k_hat, rhs)) < RTOL
 
 
-@pytest.mark.xfail(strict=True, reason="engines/cholesky.py CholeskyEngine.inv_quad_logdet builds "
-                   "CholeskyInfo(0.0, structure='kronecker') without eigen_clamped: the mll's diagnostics "
-                   "always say eigen_clamped=0 although KroneckerEigen.build clamped eigenvalues")
 def test_training_record_reports_clamped_eigenvalues():
     """The training record's eigen_clamped equals the count KroneckerEigen.build clamps (as the
     prediction system's record does)."""

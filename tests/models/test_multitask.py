@@ -301,8 +301,6 @@ def test_joint_samples():
 
 # ----- data handling -------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="models/multitask_data.py task_data: as_float_tensor(y, 'y', like=x) "
-                   "rejects NaN before the documented NaN handling runs (ValueError 'y: expected finite values')")
 def test_nan_targets_become_heterotopic_rows():
     """y with NaN entries: the observed entries become task-indexed rows (grid_points None) and the
     mll equals the dense reference on the observed entries only."""

@@ -92,9 +92,6 @@ def test_constructor_errors(case):
         fg.MultitaskGP(**kwargs)
 
 
-@pytest.mark.xfail(strict=True, reason="models/multitask_data.py task_data: as_float_tensor(y, 'y', like=x) "
-                   "rejects any NaN first ('y: expected finite values, found NaN or infinity'), so these "
-                   "specific messages (and the documented NaN handling) are never reached")
 @pytest.mark.parametrize("case", ["all_nan_column", "nan_with_task_index"])
 def test_specific_nan_messages(case):
     """A task whose column is all NaN is named; NaN targets with task_index get their own advice."""
@@ -106,9 +103,6 @@ def test_specific_nan_messages(case):
             fg.MultitaskGP(X, with_nan(YF, 3, ...), kern(), task_index=TASKS)
 
 
-@pytest.mark.xfail(strict=True, reason="models/multitask_data.py init_task_values: a task in [0, num_tasks) "
-                   "without rows gets mean 0/0 = NaN and the model fails with 'constant: expected finite "
-                   "values' (an argument the user never passed) instead of working or naming task_index")
 def test_task_without_rows():
     """task_index with num_tasks above the tasks present (check_tasks allows it): a working model
     or an error naming task_index / num_tasks, not one about the mean's constant."""
@@ -120,9 +114,6 @@ def test_task_without_rows():
         assert bool(torch.isfinite(model.mll()).all())
 
 
-@pytest.mark.xfail(strict=True, reason="MultitaskGP inherits RegressionModel.set_train_data, which takes "
-                   "(x, y) without checking the task column: set_train_data(x (n, d), y (n,)) is accepted and "
-                   "reads x's last input column as task indices (values in [0, 1) all become task 0)")
 def test_set_train_data_checks_the_task_column():
     """set_train_data with inputs lacking a task column (or non-integer tasks) raises ValueError."""
     model = fg.MultitaskGP(X, Y, Matern(nu=2.5))
