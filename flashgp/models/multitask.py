@@ -7,6 +7,8 @@ import torch
 from ..distributions.multitask import MultitaskPosterior
 from ..serialize import kernel_from_config, likelihood_from_config, mean_from_config, register_model, solver_from_config
 from ..solvers import resolve_solver
+from ..operators import kernel_operator
+from .base import Prior
 from .exact_gp import ExactGP
 from .regression import RegressionModel
 from .multitask_data import (check_tasks, init_task_values, multitask_kernel, task_data, task_grid_inputs,
@@ -123,6 +125,12 @@ class MultitaskGP(ExactGP):
             return task_grid_inputs(x, self.num_tasks), x.shape[0], True
         tasks, _ = check_tasks(task_index, x.shape[0], self.num_tasks, x.device)
         return with_tasks(x, tasks), x.shape[0], False
+
+    def prior(self, x, task_index=None) -> Prior:
+        """The prior mean and covariance operator at test inputs x ``(m, d)``: every task (task-major,
+        ``(t m,)`` and ``(t m, t m)``) or one task per row with ``task_index`` ``(m,)``."""
+        inputs, _, _ = self._test_inputs(x, task_index)
+        return Prior(self.mean(inputs), kernel_operator(self.kernel, inputs))
 
     def posterior(self, x, task_index=None):
         """The latent posterior at test inputs x ``(m, d)``: every task (``MultitaskPosterior``) or, with

@@ -103,6 +103,9 @@ def multitask_kernel(kernel, num_tasks: int, rank: int) -> Kernel:
     """``kernel`` as a multitask kernel: a ``Multitask`` or ``LMC`` as given (num_tasks checked), a list
     of kernels as an LMC of rank-``rank`` terms, any other kernel as ``Multitask(kernel, t, rank)``."""
     if isinstance(kernel, (list, tuple)):
+        if not kernel or not all(isinstance(k, Kernel) for k in kernel):
+            raise TypeError(f"kernel: expected a non-empty list of flashgp.kernels.Kernel for an LMC, got "
+                            f"{[type(k).__name__ for k in kernel]}")
         kernel = LMC(*(Multitask(k, num_tasks, rank) for k in kernel))
     if isinstance(kernel, (Multitask, LMC)):
         if kernel.num_tasks != num_tasks:
