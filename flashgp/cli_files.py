@@ -38,9 +38,7 @@ def save_cli_model(path, model, stats: dict, target: str | list[str], features: 
     A multitask model's ``target`` is the list of its t target columns, its stats' y_mean and y_std
     (t,) lists (``flashgp.cli_multitask``).
     """
-    pad = bundle.input_columns(model) - len(features)  # a model input beyond the features: identity
-    scaling = bundle.Scaling(np.concatenate([np.asarray(stats["x_mean"], dtype=np.float64), np.zeros(pad)]),
-                             np.concatenate([np.asarray(stats["x_std"], dtype=np.float64), np.ones(pad)]),
+    scaling = bundle.Scaling(np.asarray(stats["x_mean"], dtype=np.float64), np.asarray(stats["x_std"], dtype=np.float64),
                              *(float(stats[k]) if np.ndim(stats[k]) == 0 else np.asarray(stats[k], dtype=np.float64)
                                for k in ("y_mean", "y_std")))
     info = {"target": target if isinstance(target, str) else list(target), "features": list(features),
@@ -144,8 +142,7 @@ def load_cli_model(path, device, warn) -> tuple[object, dict]:
     if found.kind == "cli":
         where = f"MODEL: {path}"
         tasks = getattr(found.model, "num_tasks", None)  # a MultitaskGP: a target per task
-        columns = bundle.input_columns(found.model) if tasks is None else found.model.train_x.shape[-1] - 1
-        target, features = _check_names(found.info, columns, where, tasks)
+        target, features = _check_names(found.info, bundle.input_columns(found.model), where, tasks)
         if np.shape(found.scaling.y_mean) != (() if tasks is None else (tasks,)):
             raise CLIFileError(f"{where}: scaling: y_mean has shape {np.shape(found.scaling.y_mean)} for a "
                                f"model of {tasks or 1} output(s)")

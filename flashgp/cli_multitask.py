@@ -4,7 +4,6 @@
 # upper_<A> per target). The single-target flow stays in flashgp.cli, which calls in here.
 from __future__ import annotations
 
-import copy
 import csv
 import math
 import os
@@ -16,8 +15,7 @@ import torch
 
 from .cli import _check_fit_paths, _fit_with_checkpoint, _save, _split, choose_device, make_kernel, run_lines
 from .cli_parser import EXIT_USAGE, CLIError
-from .estimator_methods import LMC_TERMS, build_multitask, check_multitask, total_objective
-from .models import MultitaskGP
+from .estimator_methods import build_multitask, check_multitask, total_objective
 from .outputs import atomic_output
 from .tables import (PREDICT_CHUNK, PREDICTION_COLUMNS, Z95, InputError, check_columns, heldout_metrics,
                      numeric_columns, read_table, scaled_inputs, select_features, spread, to_model_dtype)
@@ -125,23 +123,6 @@ def _split_rows(x, y, args, features: list[str], targets: list[str]):
 
 
 # ----- the model ---------------------------------------------------------------------------------
-def build(mode: str, x: torch.Tensor, y: torch.Tensor, kernel, rank: int) -> MultitaskGP:
-    """``build_multitask`` (solver Auto) on standardized x (n, d) and y (n, t), NaN: not observed."""
-    try:
-        return build_multitask(mode, x, y, kernel, None, rank)
-    except ValueError as err:
-        if not bool(torch.isnan(y).any()) or "finite" not in str(err):
-            raise
-    # MultitaskGP documents NaN entries of y (n, t) as unobserved but its input check refuses them:
-    # the same heterotopic rows (task-major, observed cells only) given with task_index instead
-    t = y.shape[1]
-    seen = ~torch.isnan(y).T.reshape(-1)
-    tasks = torch.arange(t, device=y.device).repeat_interleave(y.shape[0])[seen]
-    kernel = [kernel] + [copy.deepcopy(kernel) for _ in range(LMC_TERMS - 1)] if mode == "lmc" else kernel
-    return MultitaskGP(x.repeat(t, 1)[seen], y.T.reshape(-1)[seen], kernel, num_tasks=t, task_index=tasks,
-                       rank=0 if mode == "independent" else rank)
-
-
 def _terms(model) -> list:
     """The model's ``Multitask`` kernels (one; an LMC's members)."""
     kernel = model.kernel
@@ -225,7 +206,7 @@ def cmd_fit_multitask(args, targets: list[str], say) -> dict:
     torch.manual_seed(args.seed)
     train_x = scaled_inputs(x_train, stats, dtype, device, "DATA")
     train_y = to_model_dtype((y_train - stats["y_mean"]) / stats["y_std"], dtype, "--target", device)
-    model = build(mode, train_x, train_y, make_kernel(args.kernel, train_x.shape[-1]).base, rank)
+    model = build_multitask(mode, train_x, train_y, make_kernel(args.kernel, train_x.shape[-1]).base, None, rank)
     if args.noise_floor is not None:  # the same start above the floor as a single target's fit
         likelihood = model.likelihood
         likelihood.noise = likelihood.noise.detach() + (args.noise_floor - likelihood.noise_floor)
