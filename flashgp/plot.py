@@ -1,6 +1,7 @@
 # Matplotlib figures for GP results: a 1-D posterior, predicted vs observed, calibration of the
 # predictive intervals, and the training curve; the classification figures (decision boundary,
-# reliability diagram) live in plot_classification and are re-exported here.
+# reliability diagram) live in plot_classification, the multitask ones (task correlations, posteriors
+# per task) in plot_multitask; both are re-exported here.
 # matplotlib is optional and imported lazily.
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .plot_classification import (
     plot_decision_boundary,
     plot_reliability,
 )
+from .plot_multitask import plot_multitask, plot_task_correlations, task_correlations
 
 __all__ = [
     "expected_calibration_error",
@@ -23,9 +25,12 @@ __all__ = [
     "plot_calibration",
     "plot_decision_boundary",
     "plot_history",
+    "plot_multitask",
     "plot_posterior_1d",
     "plot_predicted_vs_observed",
     "plot_reliability",
+    "plot_task_correlations",
+    "task_correlations",
 ]
 
 INSTALL_HINT = "flashgp.plot needs matplotlib: pip install 'flashgp[plot]' (or pip install matplotlib)"

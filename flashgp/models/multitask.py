@@ -108,6 +108,14 @@ class MultitaskGP(ExactGP):
         grid = self.grid_points if callable(getattr(self.kernel, "exact_factors", None)) else None
         return resolve_solver(self.solver, self.num_train if grid is None else grid)
 
+    def _new_prediction(self, snapshot):
+        solver = self._active_solver()
+        if getattr(solver, "local_neighbors", 0):
+            raise ValueError("solver: CG(local_neighbors=...) searches neighbours in the input space, where a "
+                             "multitask model's task column is no distance; use LOVE (the default), "
+                             "CG(exact_var_max=...) or CG(variance_tol=...) for its variances")
+        return super()._new_prediction(snapshot)
+
     def train_noise(self) -> torch.Tensor:
         """Each training row's task's noise variance ``(N,)``."""
         return self.likelihood.noise.expand(self.num_tasks)[self._tasks]
