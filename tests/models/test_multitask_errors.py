@@ -197,3 +197,11 @@ def test_operator_input_errors():
         kernel.operator(x.clone().requires_grad_())
     with pytest.raises(ValueError, match="x2: expected 3 columns like x1, got 4"):
         kernel.operator(x, torch.rand(5, 4, dtype=F64))
+
+
+def test_local_variances_refused():
+    """CG(local_neighbors=...) would search neighbours with the task column as a coordinate:
+    refused when the posterior is asked for, naming the solver and the alternatives."""
+    model = fg.MultitaskGP(X, Y, kern(), solver=fg.CG(local_neighbors=8))
+    with pytest.raises(ValueError, match=r"solver: CG\(local_neighbors=...\).*LOVE"):
+        model.posterior(torch.rand(3, D, dtype=F64))
