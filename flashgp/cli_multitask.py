@@ -4,9 +4,7 @@
 # upper_<A> per target). The single-target flow stays in flashgp.cli, which calls in here.
 from __future__ import annotations
 
-import csv
 import math
-import os
 import time
 from types import SimpleNamespace
 
@@ -16,9 +14,9 @@ import torch
 from .cli import _check_fit_paths, _fit_with_checkpoint, _save, _split, choose_device, make_kernel, run_lines
 from .cli_parser import EXIT_USAGE, CLIError
 from .estimator_methods import build_multitask, check_multitask, total_objective
-from .outputs import atomic_output
-from .tables import (PREDICT_CHUNK, PREDICTION_COLUMNS, Z95, InputError, check_columns, heldout_metrics,
-                     numeric_columns, read_table, scaled_inputs, select_features, spread, to_model_dtype)
+from .tables import (PREDICT_CHUNK, InputError, check_columns, heldout_metrics,
+                     numeric_columns, read_table, scaled_inputs, select_features, spread, to_model_dtype,
+                     write_predictions)
 
 
 # ----- options and columns -------------------------------------------------------------------
@@ -277,25 +275,6 @@ def _fit_report(r: dict) -> str:
 
 
 # ----- predict -----------------------------------------------------------------------------------
-def write_multitask_predictions(path: str, header: list[str], rows: list[list[str]], mean: np.ndarray,
-                                std: np.ndarray, targets: list[str]) -> list[str]:
-    """Write the input rows plus mean_<A>, std_<A>, lower_<A>, upper_<A> (95%) per target A to
-    ``path`` atomically; returns the new names (one that is an input column gets the prefix
-    ``predicted_``, as for one target)."""
-    new = [f"{column}_{name}" for name in targets for column in PREDICTION_COLUMNS]
-    names = [c if c not in header else f"predicted_{c}" for c in new]
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with atomic_output(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header + names)
-            for row, ms, ss in zip(rows, mean, std):
-                writer.writerow(row + [f"{v:.10g}" for m, s in zip(ms, ss) for v in (m, s, m - Z95 * s, m + Z95 * s)])
-    except OSError as err:
-        raise InputError(f"--out: cannot write {path}: {err.strerror or err}") from None
-    return names
-
-
 def predict_multitask(args, model, meta: dict, header: list[str], rows: list[list[str]], x: np.ndarray,
                       notes: list[str], say) -> dict:
     """`flashgp predict` with a multi-output model: the rows of DATA plus each target's mean, std
@@ -304,7 +283,7 @@ def predict_multitask(args, model, meta: dict, header: list[str], rows: list[lis
     start = time.perf_counter()
     mean, std = predict_units(model, x, meta, "DATA")
     seconds = time.perf_counter() - start
-    names = write_multitask_predictions(args.out, header, rows, mean, std, targets)
+    names = write_predictions(args.out, header, rows, mean, std, targets)
     result = {"command": "predict", "task": "regression", "target": targets, "model": args.model,
               "data": args.data, "out": args.out, "rows": len(rows), "columns": names,
               "predict_seconds": seconds, "metrics": None, "warnings": notes}

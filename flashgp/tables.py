@@ -167,21 +167,25 @@ def heldout_metrics(mean: np.ndarray, std: np.ndarray, y: np.ndarray) -> dict:
 
 
 def write_predictions(path: str, header: list[str], rows: list[list[str]], mean: np.ndarray,
-                      std: np.ndarray) -> list[str]:
+                      std: np.ndarray, targets: list[str] | None = None) -> list[str]:
     """Write the input rows plus mean, std, lower, upper (95%) to ``path`` atomically (a
     temporary file in the same folder, fsync, rename); returns the new names.
 
-    A new column whose name is already an input column gets the prefix ``predicted_``.
+    Several targets (``targets``, mean and std (m, t)): those four columns per target A, named
+    mean_A, std_A, lower_A, upper_A. A new column whose name is already an input column gets
+    the prefix ``predicted_``.
     """
-    names = [c if c not in header else f"predicted_{c}" for c in PREDICTION_COLUMNS]
+    new = list(PREDICTION_COLUMNS) if targets is None else [f"{c}_{a}" for a in targets for c in PREDICTION_COLUMNS]
+    names = [c if c not in header else f"predicted_{c}" for c in new]
+    mean, std = np.asarray(mean).reshape(len(rows), -1), np.asarray(std).reshape(len(rows), -1)
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         # a temporary file renamed over ``path``: a full disk leaves the previous file whole
         with atomic_output(path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(header + names)
-            for row, m, s in zip(rows, mean, std):
-                writer.writerow(row + [f"{v:.10g}" for v in (m, s, m - Z95 * s, m + Z95 * s)])
+            for row, ms, ss in zip(rows, mean, std):
+                writer.writerow(row + [f"{v:.10g}" for m, s in zip(ms, ss) for v in (m, s, m - Z95 * s, m + Z95 * s)])
     except OSError as err:
         raise InputError(f"--out: cannot write {path}: {err.strerror or err}") from None
     return names
