@@ -101,7 +101,7 @@ class Multitask(Kernel):
         evals, evecs = torch.linalg.eigh(cov)
         top = evals.flip(0)[:self.rank].clamp_min(0) * (1 - floor)
         w = evecs.flip(1)[:, :self.rank] * top.sqrt()
-        w = torch.where(w.abs().sum(0) > 0, w, dct_factor(self.num_tasks, self.rank) * cov.diagonal().mean().sqrt())
+        w = torch.where(w.abs().sum(0) > 0, w, dct_factor(self.num_tasks, self.rank).to(cov) * cov.diagonal().mean().sqrt())
         # (a column of zeros would get no gradient: the DCT pattern, scaled, stands in for it)
         diag = cov.diagonal().clamp_min(1e-12)
         v = torch.maximum(diag - (w * w).sum(-1), floor * diag)

@@ -10,6 +10,7 @@ from ..solvers import resolve_solver
 from ..operators import kernel_operator
 from .base import Prior
 from .exact_gp import ExactGP
+from .kronecker_prediction import KRONECKER_PREDICT_MAX, KroneckerPrediction
 from .regression import RegressionModel
 from .multitask_data import (check_tasks, init_task_values, multitask_kernel, task_data, task_grid_inputs,
                              task_parts, with_tasks)
@@ -81,10 +82,6 @@ class MultitaskGP(ExactGP):
         del self._init_data
         init_task_values(self, points.to(self.dtype), flat.to(self.dtype), tasks, grid)
 
-    def _data_changed(self) -> None:
-        super()._data_changed()
-        self._tasks = self.train_x[..., -1].long()
-
     # ----- structure -------------------------------------------------------------------
     @property
     def task_covariance(self) -> torch.Tensor:
@@ -109,7 +106,13 @@ class MultitaskGP(ExactGP):
         return resolve_solver(self.solver, self.num_train if grid is None else grid)
 
     def _new_prediction(self, snapshot):
+        """Exact predictions from the Kronecker eigendecompositions on a grid of at most
+        ``KRONECKER_PREDICT_MAX`` points (an ICM kernel: ``kernels.Multitask``), whatever the solver;
+        else the solver's (``models.prediction``)."""
         solver = self._active_solver()
+        grid = self.grid_points if callable(getattr(self.kernel, "exact_factors", None)) else None
+        if grid is not None and grid <= KRONECKER_PREDICT_MAX:
+            return KroneckerPrediction(self, solver, snapshot)
         if getattr(solver, "local_neighbors", 0):
             raise ValueError("solver: CG(local_neighbors=...) searches neighbours in the input space, where a "
                              "multitask model's task column is no distance; use LOVE (the default), "
@@ -118,7 +121,7 @@ class MultitaskGP(ExactGP):
 
     def train_noise(self) -> torch.Tensor:
         """Each training row's task's noise variance ``(N,)``."""
-        return self.likelihood.noise.expand(self.num_tasks)[self._tasks]
+        return self.likelihood.noise.expand(self.num_tasks)[self.train_x[..., -1].long()]
 
     # ----- prediction ---------------------------------------------------------------
     def _test_inputs(self, x, task_index):

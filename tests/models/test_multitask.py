@@ -11,6 +11,7 @@ import torch
 
 import flashgp as fg
 from flashgp.distributions import multitask as mt_dist
+from flashgp.models import multitask as mt_model
 from flashgp.kernels import LMC, RBF, Matern
 from flashgp.likelihoods import Gaussian
 from flashgp.testing import check_model
@@ -217,11 +218,15 @@ def test_auto_decides_by_grid_points():
 # ----- posteriors -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("solver", list(SOLVERS))
-@pytest.mark.parametrize("layout", ["grid", "heterotopic", "lmc"])
-def test_posterior_every_task(layout, solver):
+@pytest.mark.parametrize("layout", ["grid", "grid-solver", "heterotopic", "lmc"])
+def test_posterior_every_task(layout, solver, monkeypatch):
     """posterior(x) for all tasks: mean and variance (m, t), task_covariance() (m, t, t) equal the
-    dense float64 posterior of the task-major test grid (eigen path, CG solves, LOVE)."""
-    model = {"grid": grid_model, "heterotopic": hetero_model, "lmc": lmc_model}[layout](solver)
+    dense float64 posterior of the task-major test grid. A grid predicts by the Kronecker
+    eigendecompositions whatever the solver ("grid"); beyond KRONECKER_PREDICT_MAX points by the
+    solver's own path ("grid-solver": eigen path, CG solves, LOVE)."""
+    if layout == "grid-solver":
+        monkeypatch.setattr(mt_model, "KRONECKER_PREDICT_MAX", 0)
+    model = {"grid-solver": grid_model, "grid": grid_model, "heterotopic": hetero_model, "lmc": lmc_model}[layout](solver)
     xs = torch.rand(5, D, generator=gen(7), dtype=F64) * 2.4 - 0.2
     post = model.posterior(xs)
     assert isinstance(post, mt_dist.MultitaskPosterior)
@@ -232,8 +237,8 @@ def test_posterior_every_task(layout, solver):
     blocks = cov.reshape(T, 5, T, 5).diagonal(dim1=1, dim2=3).permute(2, 0, 1)  # [i, a, b]
     torch.testing.assert_close(post.task_covariance(), blocks, rtol=VAR_RTOL, atol=1e-11)
     expected_method = {"cholesky": "cholesky", "cg": "cg", "love": "lanczos"}[solver]
-    assert model.diagnostics["variance_method"] == expected_method
-    if layout == "grid" and solver == "cholesky":
+    assert model.diagnostics["variance_method"] == ("kronecker" if layout == "grid" else expected_method)
+    if layout == "grid" or (layout == "grid-solver" and solver == "cholesky"):
         assert model.diagnostics["structure"] == "kronecker"
 
 
@@ -405,12 +410,14 @@ def test_model_contract(build, tmp_path):
                 fit_kwargs=dict(iters=5), interrupt_after=3, checkpoint_every=2)
 
 
-def test_prior_on_task_indexed_inputs():
-    """prior(x) takes task-indexed inputs (m, d + 1): mean of each row's task and the kernel's
-    structured operator (a Kronecker on a test grid)."""
+def test_prior_at_test_inputs():
+    """prior(x) takes the posterior's test inputs (m, d): every task's mean (task-major) and the
+    kernel's structured operator on the test grid; with task_index one task per row."""
     model = grid_model()
     xs = torch.rand(4, D, generator=gen(2), dtype=F64)
-    prior = model.prior(test_grid(xs))
+    rows = model.prior(xs, task_index=torch.tensor([2, 0, 1, 2]))
+    torch.testing.assert_close(rows.mean, torch.tensor([0.1, 0.3, -0.2, 0.1], dtype=F64))
+    prior = model.prior(xs)
     torch.testing.assert_close(prior.mean, torch.tensor([0.3, -0.2, 0.1], dtype=F64).repeat_interleave(4))
     torch.testing.assert_close(prior.covariance.to_dense(), model.kernel(test_grid(xs)), rtol=1e-12, atol=1e-14)
 

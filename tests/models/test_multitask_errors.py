@@ -72,7 +72,7 @@ CONSTRUCTOR = {  # name -> (kwargs of MultitaskGP beyond the kernel, exception, 
                                r"likelihood: .*Gaussian\(batch_shape=\(3,\)\)"),
     "kernel_string": (dict(x=X, y=Y, kernel="rbf"), TypeError, "kernel: expected a flashgp.kernels.Kernel"),
     "kernel_torch_module": (dict(x=X, y=Y, kernel=torch.nn.Linear(2, 2)), TypeError, "kernel: expected a flashgp"),
-    "kernel_list_of_strings": (dict(x=X, y=Y, kernel=["rbf"]), TypeError, "base: expected a flashgp.kernels.Kernel"),
+    "kernel_list_of_strings": (dict(x=X, y=Y, kernel=["rbf"]), TypeError, "kernel: expected a non-empty list"),
     "multitask_kernel_wrong_tasks": (dict(x=X, y=Y, kernel=Multitask(RBF(), 2)), ValueError,
                                      "kernel: has num_tasks=2, the data 3 tasks"),
     "lmc_wrong_tasks": (dict(x=X, y=Y, kernel=LMC(Multitask(RBF(), 4), Multitask(RBF(), 4))), ValueError,
@@ -149,12 +149,12 @@ def test_prediction_errors(model, case, method):
 
 
 def test_posterior_method_errors(model):
-    """MultitaskPosterior.log_prob needs y (m, t); prior(x) needs task-indexed inputs (d + 1 columns)."""
+    """MultitaskPosterior.log_prob needs y (m, t); prior(x) takes test inputs of d columns."""
     post = model.posterior(torch.rand(4, D, dtype=F64))
     with pytest.raises(ValueError, match=r"y: expected shape \(4, 3\), got \(3, 4\)"):
         post.log_prob(torch.zeros(T, 4))
-    with pytest.raises(ValueError, match="x: expected shape"):
-        model.prior(torch.rand(4, D, dtype=F64))
+    with pytest.raises(ValueError, match=r"x: expected test inputs of shape \(m, 2\)"):
+        model.prior(torch.rand(4, D + 1, dtype=F64))
 
 
 KERNELS = {  # name -> (callable, exception, message pattern)
@@ -201,7 +201,8 @@ def test_operator_input_errors():
 
 def test_local_variances_refused():
     """CG(local_neighbors=...) would search neighbours with the task column as a coordinate:
-    refused when the posterior is asked for, naming the solver and the alternatives."""
-    model = fg.MultitaskGP(X, Y, kern(), solver=fg.CG(local_neighbors=8))
+    refused when the posterior is asked for (tasks observed apart; a grid predicts exactly by
+    its eigendecompositions), naming the solver and the alternatives."""
+    model = fg.MultitaskGP(X, YF, kern(), task_index=TASKS, solver=fg.CG(local_neighbors=8))
     with pytest.raises(ValueError, match=r"solver: CG\(local_neighbors=...\).*LOVE"):
         model.posterior(torch.rand(3, D, dtype=F64))
