@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import flashgp as fg
+from multitask_helpers import correlated_tasks, gen
 from flashgp.kernels import LMC, RBF, Matern, Multitask
 from flashgp.likelihoods import Gaussian
 
@@ -22,16 +23,9 @@ NOISE = torch.tensor([0.05, 0.12, 0.02], dtype=F64)
 MEANS = torch.tensor([0.3, -0.2, 0.1], dtype=F64)
 
 
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
 def data(n=N, seed=0):
-    g = gen(seed)
-    x = torch.rand(n, D, generator=g, dtype=F64) * 2
-    f = torch.sin(2 * x[:, 0]) + x[:, 1]
-    y = torch.stack([f, 0.5 * f - torch.cos(3 * x[:, 1]), -f + 0.3 * x[:, 0]], -1)
-    return x, y + 0.1 * torch.randn(n, T, generator=g, dtype=F64)
+    """x (n, 2) on [0, 2]^2 and y (n, 3): three correlated smooth functions plus noise."""
+    return correlated_tasks(n, seed)
 
 
 def task_parameters(seed, rank):

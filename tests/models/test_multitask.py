@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import flashgp as fg
+from multitask_helpers import correlated_tasks, gen
 from flashgp.distributions import multitask as mt_dist
 from flashgp.models import multitask as mt_model
 from flashgp.kernels import LMC, RBF, Matern
@@ -30,17 +31,9 @@ SOLVERS = {
 }
 
 
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
 def data(n=N, seed=0):
     """x (n, 2) on [0, 2]^2 and y (n, 3): three correlated smooth functions plus noise."""
-    g = gen(seed)
-    x = torch.rand(n, D, generator=g, dtype=F64) * 2
-    f = torch.sin(2 * x[:, 0]) + x[:, 1]
-    y = torch.stack([f, 0.5 * f - torch.cos(3 * x[:, 1]), -f + 0.3 * x[:, 0]], -1)
-    return x, y + 0.1 * torch.randn(n, T, generator=g, dtype=F64)
+    return correlated_tasks(n, seed)
 
 
 def heterotopic(n=20, seed=1):
