@@ -14,6 +14,7 @@ import torch
 
 from flashgp import bundle
 from flashgp.cli import main
+from cli_helpers import assert_one_line_error, write_csv
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
@@ -25,13 +26,6 @@ def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "flashgp", *map(str, args)], cwd=cwd, env=ENV,
                           capture_output=True, text=True, timeout=300)
 
-
-def write_csv(path: Path, header, rows) -> Path:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -212,10 +206,7 @@ def test_error_is_one_line_with_exit_status(files, fitted, capsys, name):
     """Every error path through main() (in-process: a subprocess per case costs a torch import)."""
     argv, code, text = _error_cases(files)[name]
     assert main(argv) == code
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("flashgp: error: "), captured.err
-    assert text in lines[0] and captured.out == ""
+    assert_one_line_error(capsys.readouterr(), text)
 
 
 @pytest.mark.parametrize("name", ["missing file", "test size above 1", "fit out is the data"])

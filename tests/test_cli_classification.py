@@ -12,6 +12,7 @@ import pytest
 from flashgp import bundle
 from flashgp.cli import main
 from flashgp.cli_files import load_cli_model, save_cli_model
+from cli_helpers import assert_one_line_error
 
 pytest.importorskip("sklearn")  # the classifiers are built by GPClassifier's builders
 
@@ -167,10 +168,7 @@ def _error_cases(f):
 def test_error_is_one_line_with_exit_status(files, capsys, name):
     argv, code, text = _error_cases(files)[name]
     assert main([*argv, "--device", "cpu"]) == code
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("flashgp: error: "), captured.err
-    assert text in lines[0] and captured.out == ""
+    assert_one_line_error(capsys.readouterr(), text)
 
 
 def test_model_files_regression_bundles_still_read_and_bad_classes_refused(files, capsys, tmp_path):

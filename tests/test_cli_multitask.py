@@ -11,17 +11,11 @@ import pytest
 
 from flashgp import bundle
 from flashgp.cli import main
+from cli_helpers import assert_one_line_error, write_csv
 
 TARGETS = ["A", "B", "C"]
 COLUMNS = [f"{c}_{t}" for t in TARGETS for c in ("mean", "std", "lower", "upper")]
 
-
-def write_csv(path, header, rows):
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -224,10 +218,7 @@ def _error_cases(f):
 def test_error_is_one_line_with_exit_status(files, capsys, name):
     argv, code, text = _error_cases(files)[name]
     assert main([*argv, "--device", "cpu"]) == code
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("flashgp: error: "), captured.err
-    assert text in lines[0] and captured.out == ""
+    assert_one_line_error(capsys.readouterr(), text)
 
 
 def test_model_files_with_targets_that_do_not_fit_are_refused(files, capsys, tmp_path):
