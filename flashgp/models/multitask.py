@@ -143,20 +143,20 @@ class MultitaskGP(ExactGP):
         inputs, _, _ = self._test_inputs(x, task_index)
         return Prior(self.mean(inputs), kernel_operator(self.kernel, inputs))
 
-    def posterior(self, x, task_index=None):
+    def posterior(self, x, task_index=None, noise: bool = False):
         """The latent posterior at test inputs x ``(m, d)``: every task (``MultitaskPosterior``) or, with
-        ``task_index`` ``(m,)``, the given task of each row (a ``Posterior`` over the m rows)."""
-        inputs, m, every = self._test_inputs(x, task_index)
+        ``task_index`` ``(m,)``, the given task of each row (a ``Posterior`` over the m rows).
+        ``noise``: add each row's task's noise (``predict``)."""
+        inputs, _, every = self._test_inputs(x, task_index)
         flat = super().posterior(inputs)
+        if noise:
+            with torch.no_grad():
+                flat.noise = self.likelihood.noise.detach().expand(self.num_tasks)[inputs[:, -1].long()]
         return MultitaskPosterior(flat, self.num_tasks) if every else flat
 
     def predict(self, x, task_index=None):
         """The predictive distribution of observations: ``posterior`` plus each task's noise."""
-        inputs, m, every = self._test_inputs(x, task_index)
-        flat = super().posterior(inputs)
-        with torch.no_grad():
-            flat.noise = self.likelihood.noise.detach().expand(self.num_tasks)[inputs[:, -1].long()]
-        return MultitaskPosterior(flat, self.num_tasks) if every else flat
+        return self.posterior(x, task_index, noise=True)
 
     # ----- files and checkpoints ------------------------------------------------------
     def config(self) -> dict:
