@@ -393,8 +393,9 @@ def contract_posterior(model, x):
 def test_model_contract(build, tmp_path):
     """flashgp.testing.check_model with the dense multitask references: loss and gradients,
     posterior, config, files, checkpointed fits (Ctrl-C and crash) and solver state. (prior and
-    predict are left out: prior(x) takes task-indexed inputs, and the contract's predict check
-    expects one noise per test point, not an (m, t) table.)"""
+    predict are left out: prior(x) gives the m t values of every task at the m test points, and
+    the contract's predict check expects one noise per test point, not an (m, t) table;
+    test_prior_at_test_inputs checks prior.)"""
     make = grid_model if build == "grid" else hetero_model
     xs = torch.rand(5, D, generator=gen(6), dtype=F64) * 2
     check_model(make, xs, loss_reference=lambda m: -dense_mll(m), posterior_reference=contract_posterior,
