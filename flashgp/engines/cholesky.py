@@ -95,11 +95,9 @@ class CholeskyEngine(Engine):
         A Kronecker-structured K_hat (``kronecker_parts``) takes the eigendecomposition path."""
         parts = kronecker_parts(kernel, x, noise)
         if parts is not None:
-            _check_finite(*parts)
-            eig = KroneckerEigen.build(*parts)
-            inv_quad, logdet = KroneckerInvQuadLogdet.apply(*parts, resid.double(), eig)
-            return (inv_quad.to(x.dtype), logdet.to(x.dtype),
-                    CholeskyInfo(0.0, structure="kronecker", eigen_clamped=eig.clamped))
+            system = self._kronecker(*parts)
+            inv_quad, logdet = KroneckerInvQuadLogdet.apply(*parts, resid.double(), system.eig)
+            return inv_quad.to(x.dtype), logdet.to(x.dtype), system.info
         system = self.factor(kernel, x, noise)
         white = torch.linalg.solve_triangular(system.chol, resid.double().unsqueeze(-1), upper=False)
         inv_quad = white.squeeze(-1).pow(2).sum(-1)
