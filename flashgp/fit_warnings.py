@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import warnings
 
 from .errors import NumericalWarning
@@ -94,3 +96,31 @@ def noise_floor_message(likelihood, scale: float = 1.0, units: str = "", fix: st
             "may be (nearly) noise-free: the floor then keeps the mean from interpolating them and "
             f"widens the predictive intervals. To fix: lower the floor with {fix} (a floor too low "
             "for the data shows as jitter or CG warnings)")
+
+
+def outside_stacklevel() -> int:
+    """The ``stacklevel`` for a ``warnings.warn`` in the calling function that names the first frame
+    outside the flashgp package (the user's line, however deep the library's calls went)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 1, sys._getframe(1)
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def reemit_fit_warnings(caught: list, likelihood, y_scale) -> None:
+    """Pass on the warnings ``caught`` while an estimator fitted, but for the noise-floor ones of its
+    Adam run and polish: one for the end state instead, in the squared units of y (``y_scale``: y's
+    scale; an array for several targets, each with its own scale: then in their standardized units)."""
+    import numpy as np
+    for item in caught:
+        if not (issubclass(item.category, NumericalWarning) and warning_kind(str(item.message)) == NOISE_FLOOR_KIND):
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno, source=item.source)
+    if any(warning_kind(str(item.message)) == NOISE_FLOOR_KIND for item in caught):
+        several = np.ndim(y_scale) > 0
+        fix = ("fg.MultitaskGP(..., likelihood=Gaussian(batch_shape=(t,), noise_floor=...)) built directly" if several
+               else "GPRegressor(noise_floor=...)")
+        message = noise_floor_message(likelihood, scale=1.0 if several else float(y_scale) ** 2,
+                                      units=" (standardized targets)" if several else " (squared units of y)", fix=fix)
+        if message is not None:
+            warnings.warn(message, NumericalWarning, stacklevel=outside_stacklevel())

@@ -13,9 +13,8 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import kernels as fk
-from .errors import NumericalWarning
 from .fit import OPTIMIZERS, fit as fit_model
-from .fit_warnings import NOISE_FLOOR_KIND, noise_floor_message, warning_kind
+from .fit_warnings import reemit_fit_warnings
 from .likelihoods import FixedNoise, Gaussian
 from .log_space import log_space
 from .means import Constant
@@ -311,7 +310,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
                 polished = None
                 if self._polishes(model):
                     polished = polish_lbfgs(model, POLISH_STEPS, seed, progress=bool(self.verbose))
-        self._reemit(caught, model, float(np.max(y_scale)))
+        reemit_fit_warnings(caught, model.likelihood, y_scale)
         lml = total_objective(model, x_t, y_t, torch.Generator(device=device).manual_seed(seed))
         # fitted attributes only once everything succeeded
         self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_ = x_mean, x_scale, y_mean, y_scale
@@ -320,21 +319,6 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         self.log_marginal_likelihood_ = lml
         self._set_hyperparameters(fixed)
         return self
-
-    @staticmethod
-    def _reemit(caught: list, model, y_scale: float) -> None:
-        """Pass on the fit's warnings, but for the noise-floor ones of its Adam run and polish:
-        one for the end state instead, in the squared units of y."""
-        for item in caught:
-            if not (issubclass(item.category, NumericalWarning)
-                    and warning_kind(str(item.message)) == NOISE_FLOOR_KIND):
-                warnings.warn_explicit(item.message, item.category, item.filename, item.lineno,
-                                       source=item.source)
-        if any(warning_kind(str(item.message)) == NOISE_FLOOR_KIND for item in caught):
-            message = noise_floor_message(model.likelihood, scale=y_scale**2,
-                                          units=" (squared units of y)", fix="GPRegressor(noise_floor=...)")
-            if message is not None:
-                warnings.warn(message, NumericalWarning, stacklevel=3)
 
     def _polishes(self, model) -> bool:
         """Whether the fit ends with L-BFGS steps (``polish``; "auto": when the model's objective
