@@ -21,6 +21,18 @@ def _check_inputs(x: torch.Tensor, name: str) -> None:
         raise TypeError(f"{name}: expected a floating point tensor, got {x.dtype}")
 
 
+def check_operator_inputs(x1: torch.Tensor, x2: torch.Tensor | None, no_gradient: str) -> None:
+    """The inputs of a structured kernel's ``operator(x1, x2)``: tensors ``(..., n, d)`` with the same d,
+    neither requiring grad (ValueError "x1, x2: " + ``no_gradient``, which says why)."""
+    _check_inputs(x1, "x1")
+    if x2 is not None:
+        _check_inputs(x2, "x2")
+        if x2.shape[-1] != x1.shape[-1]:
+            raise ValueError(f"x2: expected {x1.shape[-1]} columns like x1, got {x2.shape[-1]}")
+    if x1.requires_grad or (x2 is not None and x2.requires_grad):
+        raise ValueError(f"x1, x2: {no_gradient}")
+
+
 class Kernel(ExactValues):
     """A covariance function k(x, x').
 

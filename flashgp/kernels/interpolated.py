@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Kernel, Product, Sum, _check_inputs
+from .base import Kernel, Product, Sum, check_operator_inputs
 from .periodic import Periodic
 from .rbf import RBF
 from .scale import Scale
@@ -276,14 +276,8 @@ class Interpolated(Kernel):
         the symmetric W1 K_UU W1^T). ``options`` (the CG engine's backend, precision,
         memory_budget) are accepted and unused: SKI has one way to multiply."""
         from ..operators import InterpolatedOperator
-        _check_inputs(x1, "x1")
-        if x2 is not None:
-            _check_inputs(x2, "x2")
-            if x2.shape[-1] != x1.shape[-1]:
-                raise ValueError(f"x2: expected {x1.shape[-1]} columns like x1, got {x2.shape[-1]}")
-        if x1.requires_grad or (x2 is not None and x2.requires_grad):
-            raise ValueError("x1, x2: Interpolated (SKI) does not differentiate with respect to its inputs "
-                             "(the interpolation weights carry no gradient); pass inputs that do not require grad")
+        check_operator_inputs(x1, x2, "Interpolated (SKI) does not differentiate with respect to its inputs (the "
+                              "interpolation weights carry no gradient); pass inputs that do not require grad")
         spec = self.grid(x1, *([] if x2 is None else [x2]))
         left = self.interpolation(x1, spec)
         right = None if x2 is None else self.interpolation(x2, spec)

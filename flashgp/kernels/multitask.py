@@ -23,7 +23,7 @@ import numbers
 import torch
 from torch import nn
 
-from .base import Kernel, _check_inputs
+from .base import Kernel, check_operator_inputs
 from .constraints import PositiveProperty, register_positive
 
 # task grids found for the last inputs seen (a model's training inputs come back at every step)
@@ -139,7 +139,7 @@ class Multitask(Kernel):
         ``TaskBlocks``; ``options`` go to the base kernel's ``KernelOperator``s (backend, precision,
         memory_budget, block_rows)."""
         from ..operators import Dense, KernelOperator, Kronecker, TaskBlocks
-        _check_task_inputs(x1, x2)
+        check_operator_inputs(x1, x2, "multitask kernels do not differentiate with respect to their inputs")
         g1 = self.task_grid(x1) if x1.dim() == 2 else None
         g2 = g1 if x2 is None else (self.task_grid(x2) if x2.dim() == 2 else None)
         if g1 is not None and g2 is not None:
@@ -184,16 +184,6 @@ class LMC(Kernel):
     def operator(self, x1: torch.Tensor, x2: torch.Tensor | None = None, **options):
         from ..operators import SumOperator
         return SumOperator(*(m.operator(x1, x2, **options) for m in self.members))
-
-
-def _check_task_inputs(x1, x2) -> None:
-    _check_inputs(x1, "x1")
-    if x2 is not None:
-        _check_inputs(x2, "x2")
-        if x2.shape[-1] != x1.shape[-1]:
-            raise ValueError(f"x2: expected {x1.shape[-1]} columns like x1, got {x2.shape[-1]}")
-    if x1.requires_grad or (x2 is not None and x2.requires_grad):
-        raise ValueError("x1, x2: multitask kernels do not differentiate with respect to their inputs")
 
 
 def find_grid(x: torch.Tensor, num_tasks: int) -> torch.Tensor | None:
