@@ -14,6 +14,7 @@ import torch
 from .cli import _check_fit_paths, _fit_with_checkpoint, _save, _split, choose_device, make_kernel, run_lines
 from .cli_parser import EXIT_USAGE, CLIError
 from .estimator_methods import build_multitask, check_multitask, total_objective
+from .plot_multitask import task_correlations
 from .tables import (PREDICT_CHUNK, InputError, check_columns, heldout_metrics,
                      numeric_columns, read_table, scaled_inputs, select_features, spread, to_model_dtype,
                      write_predictions)
@@ -121,17 +122,11 @@ def _split_rows(x, y, args, features: list[str], targets: list[str]):
 
 
 # ----- the model ---------------------------------------------------------------------------------
-def _terms(model) -> list:
-    """The model's ``Multitask`` kernels (one; an LMC's members)."""
-    kernel = model.kernel
-    return list(kernel.members) if hasattr(kernel, "members") else [kernel]
-
-
 def hyperparameters(model, features: list[str], targets: list[str]) -> dict:
     """Fitted hyperparameters in standardized units: per kernel term its lengthscales (by feature)
     and task covariance B (t, t); the total B; each target's noise variance and mean."""
     terms = []
-    for term in _terms(model):
+    for term in model.kernel.terms:
         entry = {"lengthscale": dict(zip(features, term.base.lengthscale.detach().flatten().tolist())),
                  "task_covariance": term.task_covariance.detach().double().cpu().tolist()}
         if hasattr(term.base, "alpha"):
@@ -143,13 +138,6 @@ def hyperparameters(model, features: list[str], targets: list[str]) -> dict:
     return {"terms": terms, "task_covariance": model.task_covariance.detach().double().cpu().tolist(),
             "noise": dict(zip(targets, noise)), "noise_floor": model.likelihood.noise_floor,
             "mean": dict(zip(targets, mean))}
-
-
-def task_correlation(model) -> list[list[float]]:
-    """The correlation matrix (t, t) of the model's total task covariance B."""
-    b = model.task_covariance.detach().double().cpu()
-    scale = b.diagonal().clamp_min(torch.finfo(torch.float64).tiny).sqrt()
-    return (b / scale.unsqueeze(-1) / scale).tolist()
 
 
 def predict_units(model, x: np.ndarray, stats: dict, arg: str) -> tuple[np.ndarray, np.ndarray]:
@@ -222,7 +210,7 @@ def cmd_fit_multitask(args, targets: list[str], say) -> dict:
               "final_loss": history.loss[-1] if history.loss else None, "stopped_early": history.stopped_early,
               "checkpoint": args.checkpoint, "resumed_from_step": history.start_step or None,
               "hyperparameters": hyperparameters(model, features, targets),
-              "task_correlation": task_correlation(model), "log_marginal_likelihood": lml,
+              "task_correlation": task_correlations(model).tolist(), "log_marginal_likelihood": lml,
               "log_marginal_likelihood_target_units": lml - sum(
                   k * math.log(s) for k, s in zip(observed, stats["y_std"])),
               "test": None, "model": args.out, "scaling": stats}

@@ -8,6 +8,7 @@ import torch
 
 from .estimator_methods import build_multitask, check_multitask
 from .kernels import Multitask, Stationary
+from .plot_multitask import task_correlations
 from .tables import spread
 
 
@@ -71,8 +72,7 @@ def hyperparameters(estimator) -> None:
     estimator.constant_ = np.broadcast_to(constant, scale.shape) * scale + np.asarray(estimator.y_mean_)
     cov = model.task_covariance.detach().cpu().double().numpy()
     estimator.task_covariance_ = cov * np.outer(scale, scale)
-    root = np.sqrt(np.diag(cov))
-    estimator.task_correlation_ = cov / np.outer(root, root)
+    estimator.task_correlation_ = task_correlations(cov)
 
 
 def joint_covariance(post, scale: np.ndarray) -> np.ndarray:

@@ -88,6 +88,11 @@ class Multitask(Kernel):
     task_variance = PositiveProperty("The tasks' own variances v, shape (t,).")
 
     @property
+    def terms(self) -> tuple:
+        """The ``Multitask`` terms of this kernel: itself (an ``LMC`` gives its members)."""
+        return (self,)
+
+    @property
     def task_covariance(self) -> torch.Tensor:
         """B = W Wᵀ + diag(v) ``(t, t)``, differentiable."""
         w = self.task_factor
@@ -168,6 +173,11 @@ class LMC(Kernel):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.num_tasks = members[0].num_tasks
+
+    @property
+    def terms(self) -> tuple:
+        """The ``Multitask`` members."""
+        return tuple(self.members)
 
     @property
     def task_covariance(self) -> torch.Tensor:

@@ -158,7 +158,7 @@ def init_task_values(model, x: torch.Tensor, y: torch.Tensor, tasks: torch.Tenso
             scale = var.sqrt()
             corr = torch.full((t, t), INDEXED_CORRELATION, dtype=torch.float64, device=y.device).fill_diagonal_(1.0)
             cov = scale.unsqueeze(-1) * corr * scale
-        members = list(model.kernel.members) if isinstance(model.kernel, LMC) else [model.kernel]
+        members = model.kernel.terms
         for q, member in enumerate(members):
             if "task_factor" in member._unset:
                 member.set_task_covariance(cov / len(members))
