@@ -99,10 +99,15 @@ class MultitaskGP(ExactGP):
         grid = self.kernel.task_grid(self.train_x)
         return None if grid is None else grid.shape[-2]
 
+    def _kronecker_points(self) -> int | None:
+        """n when the data are a full task grid and the kernel factors as B ⊗ K_x (ICM: its
+        ``exact_factors``), else None."""
+        return self.grid_points if callable(getattr(self.kernel, "exact_factors", None)) else None
+
     def _active_solver(self):
         """The solver for the structure: on a grid with a Kronecker-factored exact path (ICM), Auto
         decides by the n points, else by the n t rows."""
-        grid = self.grid_points if callable(getattr(self.kernel, "exact_factors", None)) else None
+        grid = self._kronecker_points()
         return resolve_solver(self.solver, self.num_train if grid is None else grid)
 
     def _new_prediction(self, snapshot):
@@ -110,7 +115,7 @@ class MultitaskGP(ExactGP):
         ``KRONECKER_PREDICT_MAX`` points (an ICM kernel: ``kernels.Multitask``), whatever the solver;
         else the solver's (``models.prediction``)."""
         solver = self._active_solver()
-        grid = self.grid_points if callable(getattr(self.kernel, "exact_factors", None)) else None
+        grid = self._kronecker_points()
         if grid is not None and grid <= KRONECKER_PREDICT_MAX:
             return KroneckerPrediction(self, solver, snapshot)
         if getattr(solver, "local_neighbors", 0):
