@@ -1,0 +1,330 @@
+# A BoTorch Model on flashgp's exact GP: acquisition functions, optimize_acqf and fantasies run on
+# fg.ExactGP's posterior, with BoTorch's input and outcome transforms around it.
+"""``FlashGPModel``: a BoTorch ``Model`` whose posterior is flashgp's exact GP.
+
+Needs BoTorch (``pip install flashgp[botorch]``). The model takes what ``SingleTaskGP`` takes
+(``train_X`` ``(*b, n, d)``, ``train_Y`` ``(*b, n, 1)``, optional ``train_Yvar``, an input and an
+outcome transform) and has the same defaults: an RBF kernel with one lengthscale per input column
+(no output scale) under BoTorch's dimension-scaled LogNormal lengthscale prior, a Gaussian
+likelihood with a LogNormal(-4, 1) noise prior and a noise floor of 1e-4 (``FixedNoise`` when
+``train_Yvar`` is given), a constant mean, and ``Standardize`` on the outcomes. Its posteriors
+are ``GPyTorchPosterior`` objects, so every BoTorch acquisition function takes it. Fit it with
+``fg.fit(model.flashgp_model, ...)``; save it with ``fg.save(model.flashgp_model, path)``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+try:
+    from botorch.models.model import FantasizeMixin, Model
+    from botorch.models.transforms.outcome import Standardize
+    from botorch.models.utils.assorted import validate_input_scaling
+    from botorch.posteriors.gpytorch import GPyTorchPosterior
+    from botorch.utils.types import DEFAULT
+    from gpytorch.distributions import MultivariateNormal
+except ImportError as err:  # pragma: no cover - exercised only without BoTorch
+    raise ImportError("flashgp.botorch needs BoTorch and GPyTorch: pip install flashgp[botorch]") from err
+
+from .kernels import RBF, Kernel
+from .likelihoods import FixedNoise, Gaussian, Likelihood
+from .means import Constant, Mean
+from .models import ExactGP
+
+__all__ = ["FlashGPModel", "MIN_INFERRED_NOISE", "lengthscale_prior_mode"]
+
+#: the noise floor of the default Gaussian likelihood (BoTorch's MIN_INFERRED_NOISE_LEVEL)
+MIN_INFERRED_NOISE = 1e-4
+#: the LogNormal noise prior of the default likelihood: (loc, scale) of log(noise)
+NOISE_PRIOR = (-4.0, 1.0)
+
+
+def lengthscale_prior(d: int) -> tuple[float, float]:
+    """(loc, scale) of BoTorch's dimension-scaled LogNormal lengthscale prior for d inputs:
+    log(lengthscale) ~ N(sqrt(2) + log(d) / 2, 3)."""
+    return math.sqrt(2) + 0.5 * math.log(d), math.sqrt(3)
+
+
+def lengthscale_prior_mode(d: int) -> float:
+    """The mode exp(loc - scale^2) of the default lengthscale prior: the initial lengthscale."""
+    loc, scale = lengthscale_prior(d)
+    return math.exp(loc - scale**2)
+
+
+def _priors_module():
+    """``flashgp.priors`` when it exists (MAP fits), else None (maximum likelihood)."""
+    try:
+        from . import priors
+    except ImportError:
+        return None
+    return priors if hasattr(priors, "botorch_defaults") else None
+
+
+def _set_default_priors(kernel: Kernel, likelihood, d: int) -> bool:
+    """BoTorch's lengthscale and noise priors on the default kernel and likelihood (through
+    ``flashgp.priors``); False when flashgp has no priors."""
+    priors = _priors_module()
+    if priors is None or not hasattr(kernel, "set_prior"):
+        return False
+    defaults = priors.botorch_defaults(d)
+    kernel.set_prior("lengthscale", defaults["lengthscale"])
+    if likelihood is not None:
+        likelihood.set_prior("noise", defaults["noise"])
+    return True
+
+
+def _check_tensor(value, name: str, min_dim: int) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name}: expected a floating point tensor, got {value.dtype}")
+    if value.dim() < min_dim:
+        raise ValueError(f"{name}: expected at least {min_dim} dimensions, got shape {tuple(value.shape)}")
+    return value
+
+
+def _check_data(train_X, train_Y, train_Yvar) -> None:
+    """train_X ``(*b, n, d)``, train_Y ``(*b, n, m)`` with the same batch and n, train_Yvar like train_Y."""
+    _check_tensor(train_X, "train_X", 2)
+    _check_tensor(train_Y, "train_Y", 2)
+    if train_Y.shape[:-1] != train_X.shape[:-1]:
+        raise ValueError(f"train_Y: expected shape {(*train_X.shape[:-1], 1)} (an explicit output "
+                         f"dimension, as BoTorch models take), got {tuple(train_Y.shape)} for train_X "
+                         f"{tuple(train_X.shape)}")
+    if train_Y.dtype != train_X.dtype:
+        raise TypeError(f"train_Y: expected the dtype of train_X ({train_X.dtype}), got {train_Y.dtype}")
+    if train_Y.shape[-1] != 1:
+        raise NotImplementedError(f"train_Y: FlashGPModel models one output (train_Y (..., n, 1)); got "
+                                  f"{train_Y.shape[-1]} outputs. Use one FlashGPModel per output in a "
+                                  "botorch.models.ModelList")
+    if train_Yvar is not None:
+        _check_tensor(train_Yvar, "train_Yvar", 2)
+        if train_Yvar.shape != train_Y.shape:
+            raise ValueError(f"train_Yvar: expected the shape of train_Y {tuple(train_Y.shape)}, "
+                             f"got {tuple(train_Yvar.shape)}")
+
+
+class FlashGPModel(Model, FantasizeMixin):
+    """A single-output BoTorch model on ``fg.ExactGP``, with SingleTaskGP's defaults.
+
+    Args:
+        train_X: training inputs ``(*b, n, d)`` (float64 recommended, as for BoTorch).
+        train_Y: training outcomes ``(*b, n, 1)``.
+        train_Yvar: observed noise variances ``(*b, n, 1)`` (a ``FixedNoise`` likelihood), or
+            None (a learned Gaussian noise).
+        kernel: a flashgp kernel on the transformed inputs. Default: ``RBF(ard_dims=d)`` (batch
+            shape b) starting at the mode of BoTorch's LogNormal(sqrt(2) + log(d)/2, sqrt(3))
+            lengthscale prior, with that prior (MAP fits) where ``flashgp.priors`` exists.
+        likelihood: a flashgp Gaussian-noise likelihood. Default: ``Gaussian`` with noise floor
+            1e-4 starting at the mode of the LogNormal(-4, 1) noise prior (and that prior), or
+            ``FixedNoise`` of the transformed ``train_Yvar``.
+        mean: a flashgp mean. Default: ``Constant(0)``.
+        solver: the ExactGP's solver (default ``fg.Auto()``: Cholesky for small n, CG beyond).
+        input_transform: a BoTorch ``InputTransform`` (e.g. ``Normalize(d)``), applied to the
+            training inputs here (its coefficients are learned from them) and to test inputs in
+            ``posterior``; its own parameters are not trained by ``fg.fit``.
+        outcome_transform: a BoTorch ``OutcomeTransform``; default ``Standardize(m=1)``, None
+            for none. The GP is fitted to the transformed outcomes; posteriors are untransformed.
+
+    ``flashgp_model`` is the underlying ``fg.ExactGP`` (on the transformed data): fit it with
+    ``fg.fit(model.flashgp_model)`` and save it with ``fg.save(model.flashgp_model, path)``.
+    Posteriors are joint Gaussians over the q points of each test set, differentiable in X when
+    flashgp's posterior is.
+    """
+
+    _num_outputs = 1
+
+    def __init__(self, train_X: torch.Tensor, train_Y: torch.Tensor, train_Yvar: torch.Tensor | None = None,
+                 kernel: Kernel | None = None, likelihood: Likelihood | None = None, mean: Mean | None = None,
+                 solver=None, input_transform=None, outcome_transform=DEFAULT):
+        super().__init__()
+        _check_data(train_X, train_Y, train_Yvar)
+        if likelihood is not None and train_Yvar is not None:
+            raise ValueError("likelihood: pass either train_Yvar (a FixedNoise likelihood) or a likelihood, not both")
+        batch = train_X.shape[:-2]
+        if outcome_transform is DEFAULT:
+            outcome_transform = Standardize(m=1, batch_shape=batch)
+        with torch.no_grad():
+            transformed_X = self.transform_inputs(train_X, input_transform)  # learns e.g. Normalize's bounds
+            if input_transform is not None:
+                transformed_X = input_transform.preprocess_transform(train_X)
+        if outcome_transform is not None:
+            outcome_transform.train()
+            train_Y, train_Yvar = outcome_transform(Y=train_Y, Yvar=train_Yvar, X=transformed_X)
+        validate_input_scaling(train_X=transformed_X, train_Y=train_Y, train_Yvar=train_Yvar,
+                               check_nans_only=kernel is not None)
+        d = transformed_X.shape[-1]
+        default_kernel = kernel is None
+        self.has_priors = False  # whether the default kernel and likelihood carry BoTorch's priors
+        if default_kernel:
+            kernel = RBF(ard_dims=d, lengthscale=lengthscale_prior_mode(d), batch_shape=batch)
+        default_likelihood = likelihood is None and train_Yvar is None
+        if train_Yvar is not None:
+            likelihood = FixedNoise(train_Yvar.squeeze(-1))
+        elif default_likelihood:
+            likelihood = Gaussian(noise=math.exp(NOISE_PRIOR[0] - NOISE_PRIOR[1] ** 2),
+                                  noise_floor=MIN_INFERRED_NOISE, batch_shape=batch)
+        if mean is None:
+            mean = Constant(0.0, batch_shape=batch)
+        self.flashgp_model = ExactGP(transformed_X, train_Y.squeeze(-1), kernel, likelihood=likelihood,
+                                     mean=mean, solver=solver)
+        if default_kernel:
+            self.has_priors = _set_default_priors(self.flashgp_model.kernel,
+                                                  self.flashgp_model.likelihood if default_likelihood else None, d)
+        if input_transform is not None:
+            self.input_transform = input_transform
+            self._original_train_inputs = train_X.detach()
+            self._has_transformed_inputs = True
+        if outcome_transform is not None:
+            self.outcome_transform = outcome_transform
+        self.to(device=train_X.device, dtype=train_X.dtype)
+
+    # ----- what BoTorch asks of a model -----------------------------------------------------
+    @property
+    def num_outputs(self) -> int:
+        """The number of outputs (1)."""
+        return self._num_outputs
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        """The model's batch shape: that of its training data (``(*s, *b)`` for a fantasy model)."""
+        gp = self.flashgp_model
+        return torch.broadcast_shapes(gp.train_x.shape[:-2], gp.train_y.shape[:-1])
+
+    @property
+    def likelihood(self) -> Likelihood:
+        """The flashgp likelihood of the underlying ExactGP."""
+        return self.flashgp_model.likelihood
+
+    @property
+    def train_inputs(self) -> tuple[torch.Tensor]:
+        """(the transformed training inputs ``(*batch, n, d)``,), as a GPyTorch model in eval mode holds them."""
+        return (self.flashgp_model.train_x,)
+
+    @property
+    def train_targets(self) -> torch.Tensor:
+        """The outcome-transformed training targets ``(*batch, n)``."""
+        return self.flashgp_model.train_y
+
+    def _set_transformed_inputs(self) -> None:
+        """On ``eval()``: after ``train()``, the training inputs are transformed again (the
+        transform may have changed meanwhile); the ExactGP's data are replaced only if they differ."""
+        if getattr(self, "input_transform", None) is None or self._has_transformed_inputs:
+            return
+        with torch.no_grad():
+            transformed = self.input_transform.preprocess_transform(self._original_train_inputs)
+        gp = self.flashgp_model
+        if transformed.shape != gp.train_x.shape or not torch.equal(transformed, gp.train_x):
+            gp.set_train_data(transformed, gp.train_y)
+        self._has_transformed_inputs = True
+
+    def _revert_to_original_inputs(self) -> None:
+        """On ``train()``: flashgp trains on the transformed inputs it holds, so only the flag
+        changes (``eval()`` then transforms them again)."""
+        if getattr(self, "input_transform", None) is not None:
+            self._has_transformed_inputs = False
+
+    # ----- posterior ------------------------------------------------------------------------
+    def _latent(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean ``(*batch, q)``, dense covariance ``(*batch, q, q)``) of f at transformed inputs
+        X ``(*t, q, d)``; batch = broadcast(t, model batch). Test batch dimensions beyond a
+        batched model's are taken one test set at a time."""
+        gp = self.flashgp_model
+        model_batch = gp.train_x.shape[:-2]
+        extra = X.dim() - 2 - len(model_batch)
+        if not model_batch or extra <= 0:
+            post = gp.posterior(X)
+            return post.mean, post.covariance.to_dense()
+        lead = X.shape[:extra]
+        posts = [gp.posterior(x) for x in X.reshape(-1, *X.shape[extra:])]
+        mean = torch.stack([p.mean for p in posts])
+        cov = torch.stack([p.covariance.to_dense() for p in posts])
+        return mean.reshape(*lead, *mean.shape[1:]), cov.reshape(*lead, *cov.shape[1:])
+
+    def _noise(self, observation_noise, mean: torch.Tensor) -> torch.Tensor | None:
+        """The observation noise variances ``(*batch, q)`` to add, or None."""
+        if observation_noise is False or observation_noise is None:
+            return None
+        if isinstance(observation_noise, torch.Tensor):
+            noise = observation_noise.to(mean)
+            if noise.dim() >= 1 and noise.shape[-1] == 1 and noise.dim() == mean.dim() + 1:
+                noise = noise.squeeze(-1)
+            try:
+                return noise.expand(mean.shape)
+            except RuntimeError:
+                raise ValueError(f"observation_noise: expected variances of shape {(*mean.shape, 1)} (or "
+                                 f"broadcastable), got {tuple(observation_noise.shape)}") from None
+        if observation_noise is not True:
+            raise TypeError(f"observation_noise: expected True, False or a tensor, got {observation_noise!r}")
+        likelihood = self.likelihood
+        if isinstance(likelihood, FixedNoise):  # as BoTorch does: the mean training noise
+            noise = likelihood.noise.mean(-1, keepdim=True)
+        else:
+            noise = likelihood.noise_diag(1)
+        return noise.to(mean).expand(mean.shape)
+
+    def posterior(self, X: torch.Tensor, output_indices: list[int] | None = None,
+                  observation_noise: bool | torch.Tensor = False, posterior_transform=None,
+                  **kwargs) -> GPyTorchPosterior:
+        """The posterior at X ``(*t, q, d)`` (untransformed inputs): a ``GPyTorchPosterior`` over a
+        ``MultivariateNormal`` with mean ``(*batch, q)`` and a dense covariance ``(*batch, q, q)``
+        (batch = broadcast(t, ``batch_shape``); test sets are independent of one another), in
+        the outcomes' original units.
+
+        observation_noise: False (the latent f), True (plus the likelihood's noise; for
+        ``FixedNoise`` the mean training noise) or a tensor ``(*t, q, 1)`` of noise variances in
+        the outcome-transformed space. posterior_transform: applied last (e.g.
+        ``ScalarizedPosteriorTransform``). output_indices: None or [0].
+        """
+        if output_indices is not None and list(output_indices) != [0]:
+            raise ValueError(f"output_indices: the model has one output, expected None or [0], got {output_indices!r}")
+        _check_tensor(X, "X", 2)
+        self.eval()
+        X = self.transform_inputs(X)
+        mean, cov = self._latent(X)
+        noise = self._noise(observation_noise, mean)
+        if noise is not None:
+            cov = cov + torch.diag_embed(noise)
+        posterior = GPyTorchPosterior(MultivariateNormal(mean, cov))
+        if getattr(self, "outcome_transform", None) is not None:
+            posterior = self.outcome_transform.untransform_posterior(posterior, X=X)
+        if posterior_transform is not None:
+            return posterior_transform(posterior=posterior, X=X)
+        return posterior
+
+    # ----- conditioning and fantasies -------------------------------------------------------
+    def condition_on_observations(self, X: torch.Tensor, Y: torch.Tensor, noise: torch.Tensor | None = None,
+                                  **kwargs) -> FlashGPModel:
+        """A new FlashGPModel conditioned on observations Y ``(*s, *b, q, 1)`` at X ``(*b, q, d)``
+        (untransformed; Y in the original units, passed through the outcome transform in eval
+        mode; ``noise`` ``(*s, *b, q, 1)``: their noise variances in the transformed space, for a
+        FixedNoise likelihood). The hyperparameters are kept (``ExactGP.condition_on_observations``);
+        the new model's batch shape is ``(*s, *b)``."""
+        _check_tensor(X, "X", 2)
+        _check_tensor(Y, "Y", 2)
+        if Y.shape[-1] != 1:
+            raise ValueError(f"Y: expected one output (shape (..., q, 1)), got {tuple(Y.shape)}")
+        self.eval()
+        transformed = self.transform_inputs(X)
+        if getattr(self, "outcome_transform", None) is not None:
+            Y, _ = self.outcome_transform(Y, X=transformed)
+        if noise is not None:
+            noise = noise.squeeze(-1) if noise.dim() == Y.dim() else noise
+        gp = self.flashgp_model.condition_on_observations(transformed, Y.squeeze(-1), noise=noise)
+        new = copy.deepcopy(self, memo={id(self.flashgp_model): gp})
+        if getattr(self, "input_transform", None) is not None:
+            shape = torch.broadcast_shapes(X.shape[:-2], self._original_train_inputs.shape[:-2])
+            original = self._original_train_inputs.expand(*shape, *self._original_train_inputs.shape[-2:])
+            new._original_train_inputs = torch.cat([original, X.detach().expand(*shape, *X.shape[-2:])], -2)
+        return new
+
+    def fantasize(self, X: torch.Tensor, sampler, observation_noise: torch.Tensor | None = None,
+                  **kwargs) -> FlashGPModel:
+        """A fantasy model (BoTorch's ``fantasize``): samples of the posterior at X ``(*b, q, d)``
+        with observation noise, conditioned on. With a FixedNoise likelihood and no
+        ``observation_noise`` the fantasies take the mean training noise, as BoTorch's models do."""
+        if observation_noise is None and isinstance(self.likelihood, FixedNoise):
+            observation_noise = self.likelihood.noise.mean(-1, keepdim=True).unsqueeze(-1)
+        return super().fantasize(X, sampler, observation_noise=observation_noise, **kwargs)
