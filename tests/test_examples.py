@@ -48,6 +48,10 @@ def cases(tmp: Path) -> dict:
         "gp_classification.py": (["--n", "200", "--test", "200", "--iters", "10", "--out", str(tmp / "classification")],
                                  ["dirichlet", "svgp", "ECE", "plot: " if has("matplotlib") else "no plots"]
                                  if has("sklearn") else ["skipping"]),
+        "bayesian_optimization.py": (["--problem", "branin", "--iters", "2", "--num-restarts", "2",
+                                      "--raw-samples", "32"],
+                                     ["branin (d=2", "SingleTaskGP best", "flashgp: simple regret"]
+                                     if has("botorch") else ["skipping"]),
     }
 
 
