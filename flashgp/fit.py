@@ -22,6 +22,7 @@ from .io import registered_name
 from .graph_step import GraphSteps
 from .minibatches import Minibatches
 from .models import GPModel
+from .priors import check_finite, has_priors, objective
 from .variational import NaturalAdam, NaturalVariational
 
 OPTIMIZERS = ("adam", "lbfgs")
@@ -30,8 +31,9 @@ DEFAULT_CHECKPOINT_EVERY = 10
 
 @dataclass
 class History:
-    """What a fit recorded per step: loss (``model.loss()`` summed over batches; for an ExactGP
-    -mll per point), seconds, and the solver diagnostics.
+    """What a fit recorded per step: loss (the objective ``fg.fit`` minimized: ``model.loss()``
+    summed over batches, for an ExactGP -mll per point; with priors attached minus
+    ``log_prior / n``, ``flashgp.priors.objective``), seconds, and the solver diagnostics.
 
     ``start_step``: 0, or the step a resumed fit went on from (the lists hold the earlier steps too).
     ``warnings``: (step, message) of every NumericalWarning raised during this run's steps (a fit
@@ -89,6 +91,12 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
         natural_lr: float | None = None, cuda_graph: bool = False) -> History:
     """Minimize ``model.loss()`` (an ExactGP's: -mll per point) over the model's parameters.
 
+    With priors attached to hyperparameters (``module.set_prior``, ``flashgp.priors``) the fit is
+    a MAP fit: it minimizes ``model.loss().sum() - log_prior(model) / n``, the negative log
+    posterior density of the hyperparameters per data point, with n the count the loss is
+    divided by (``flashgp.priors.num_points``: the training points; for a minibatch model its
+    ``num_data``, the size of ``data``). Without priors the objective is ``model.loss()`` alone.
+
     Args:
         model: a flashgp model (a ``flashgp.models.GPModel``, e.g. ``ExactGP``); batches are
             trained jointly (sum of losses).
@@ -125,7 +133,7 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
             parameters take ``optimizer="adam"`` with ``lr``. Such a model needs it.
         cuda_graph: experimental: replay each Adam step of a minibatch model on CUDA with tensor
             data from one recorded CUDA graph (``flashgp.graph_step``; SVGP without natural
-            parameters), instead of launching its few hundred kernels one by one (timings:
+            parameters and without priors), instead of launching its few hundred kernels one by one (timings:
             ``benchmarks/results/svgp/cuda_graph_h100.md``). Off by default: a recording can fail
             (the fit then warns and goes on eagerly), and with it on a resumed fit is equal to
             an uninterrupted one only to round-off (Adam's step count lives on the GPU).
@@ -150,7 +158,8 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
     to lower the floor (nearly noise-free data: the floor keeps the mean from interpolating).
 
     Returns:
-        History with ``loss`` (``model.loss()``; negative mll per point for an ExactGP),
+        History with ``loss`` (the objective: ``model.loss()``, negative mll per point for an
+        ExactGP; with priors the MAP objective above),
         ``step_seconds`` and ``diagnostics`` for every step of the run (restored ones included),
         ``start_step`` (0, or the resumed step) and ``warnings``.
     """
@@ -159,6 +168,8 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
     batches = _minibatches(model, optimizer, data, batch_size, seed)
     natural = _natural_names(model, natural_lr, optimizer)
     graphs = _graphs_apply(model, batches, cuda_graph)
+    if has_priors(model):
+        check_finite(model)  # a value outside its prior's support: no step could be taken
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad and name not in natural]
     named += [(name, p) for name, p in model.named_parameters() if p.requires_grad and name in natural]
     params = [p for name, p in named if name not in natural]
@@ -214,8 +225,8 @@ def _run(model, opt, optimizer: str, seed, generator, iters: int, history: Histo
                     generator.manual_seed(seed)
                 opt.zero_grad()
                 try:
-                    loss = (model.loss(generator=generator) if batch is None
-                            else model.loss(generator=generator, batch=batch)).sum()
+                    loss = objective(model, (model.loss(generator=generator) if batch is None
+                                             else model.loss(generator=generator, batch=batch)).sum())
                 except NotPSDError as err:  # hyperparameters where K_hat cannot be factored
                     if optimizer == "adam":
                         raise
@@ -267,11 +278,14 @@ def _run(model, opt, optimizer: str, seed, generator, iters: int, history: Histo
 def _graphs_apply(model, batches, cuda_graph) -> bool:
     """Whether steps are replayed from a CUDA graph (``cuda_graph``, ``flashgp.graph_step``), or
     ValueError when asked for where they cannot be: minibatches of tensors for a model on CUDA
-    that allows it (``graph_capturable``)."""
+    that allows it (``graph_capturable``) and has no priors."""
     if not isinstance(cuda_graph, (bool, np.bool_)):
         raise ValueError(f"cuda_graph: expected True or False, got {cuda_graph!r}")
     if not cuda_graph:
         return False
+    if has_priors(model):
+        raise ValueError("cuda_graph: a recorded step has no log prior term; a model with priors "
+                         "(flashgp.priors) trains with cuda_graph=False")
     if not (batches is not None and batches.loader is None and model.device.type == "cuda"
             and getattr(model, "graph_capturable", False)):
         raise ValueError("cuda_graph: needs a minibatch model that allows it (SVGP without natural parameters) "

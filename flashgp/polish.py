@@ -1,7 +1,8 @@
 # Finishing a first-order fit with deterministic L-BFGS steps. Adam at a fixed learning rate stops
 # near the optimum of the marginal likelihood but not at it (its steps keep a size of about lr);
 # a few L-BFGS steps with a line search then converge, as scikit-learn's L-BFGS-B fit does.
-# Any GPModel: the objective is -model.loss() (an ExactGP's mll per point).
+# Any GPModel: the objective is -model.loss() (an ExactGP's mll per point), with the log prior
+# of attached priors (flashgp.priors) a MAP objective, as fg.fit's.
 from __future__ import annotations
 
 import math
@@ -11,17 +12,19 @@ import torch
 
 from .errors import NotPSDError, NumericalWarning
 from .fit import History, fit
+from .priors import has_priors, objective
 
 REJECTED_TRIAL = "L-BFGS trial point rejected"  # how fit() words a line-search trial it backed off from
 
 
 def _objective(model, seed: int) -> float:
     """-model.loss() summed over batches (an ExactGP's mll per point) at the current parameters,
-    with probes seeded by ``seed`` (CG path); -inf where the kernel matrix cannot be factored."""
+    plus log_prior / n with priors attached (``flashgp.priors.objective``), with probes seeded
+    by ``seed`` (CG path); -inf where the kernel matrix cannot be factored."""
     generator = torch.Generator(device=model.device).manual_seed(seed)
     try:
         with torch.no_grad():
-            return -float(model.loss(generator=generator).sum())
+            return -float(objective(model, model.loss(generator=generator).sum()))
     except NotPSDError:
         return -math.inf
 
@@ -29,7 +32,9 @@ def _objective(model, seed: int) -> float:
 def polish_lbfgs(model, steps: int = 5, seed: int = 0, progress: bool = False) -> History:
     """Run ``steps`` L-BFGS steps (each up to 20 iterations, strong Wolfe line search, lr 1.0) on
     ``model.loss()`` of a ``flashgp.models.GPModel``, keeping them only if they raised the
-    objective -loss (the mll per point for an ExactGP; "mll" below).
+    objective -loss (the mll per point for an ExactGP; "mll" below). With priors attached
+    (``flashgp.priors``) the objective is the MAP one ``fg.fit`` minimizes, -loss + log_prior / n
+    ("log posterior" in the warning).
 
     The probe vectors are fixed by ``seed``, so on the CG path the objective is deterministic too.
     Line-search trial points where the kernel matrix cannot be factored are backed off from
@@ -55,7 +60,8 @@ def polish_lbfgs(model, steps: int = 5, seed: int = 0, progress: bool = False) -
         with torch.no_grad():
             for p, value in zip(params, saved):
                 p.copy_(value)
-        message = (f"L-BFGS polish ended at mll {after:.6g} per point, below the {before:.6g} it "
+        what = "log posterior" if has_priors(model) else "mll"
+        message = (f"L-BFGS polish ended at {what} {after:.6g} per point, below the {before:.6g} it "
                    f"started from; the parameters were reset to the starting point")
         warnings.warn(message, NumericalWarning, stacklevel=2)
         history.stopped_early = message

@@ -150,6 +150,27 @@ class ExactValues(nn.Module):
         self._exact_values: dict = {}
         self._unset: set = set()
 
+    def set_prior(self, name: str, prior, raw: bool = False) -> None:
+        """Attach ``prior`` (a ``flashgp.priors`` prior) to the hyperparameter ``name``, replacing
+        any earlier one; ``prior=None`` removes it.
+
+        ``name``: a positive hyperparameter ("lengthscale", "outputscale", "noise", ...): the prior
+        is on its natural value, or with ``raw=True`` on the unconstrained tensor ``raw_<name>``;
+        or a plain parameter or tensor attribute of this module (a ``Constant`` mean's
+        "constant", a ``Multitask`` kernel's "task_factor"): the prior is on its value, and
+        ``raw`` must be False (such a parameter has no raw form). The prior's ``batch_shape``
+        must broadcast into the hyperparameter's shape; its log density is summed over every
+        element. ValueError for a name this module does not hold (a Scale kernel holds the
+        output scale; its ``base`` kernel the lengthscale).
+        """
+        from ..priors import attach  # late: flashgp.priors imports this module
+        attach(self, name, prior, raw)
+
+    @property
+    def priors(self) -> dict:
+        """The priors attached to this module: name -> (prior, raw), a copy."""
+        return dict(self.__dict__.get("_priors") or {})
+
     def remember_exact(self, name: str, exact: torch.Tensor, kind: str = "positive") -> None:
         """Keep ``exact`` (float64, the stored tensor's shape) as the value of ``name``: a positive
         hyperparameter (stored as ``raw_<name>``, kind "positive") or a tensor stored as the
