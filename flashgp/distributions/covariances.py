@@ -60,6 +60,12 @@ class PosteriorCovariance(Operator):
         return self._rows(index)
 
     def to_dense(self):
+        self._check_dense_size()
+        self._check()
+        return super().to_dense()
+
+    def _check_dense_size(self) -> None:
+        """ValueError when the dense matrix would take more than MAX_DENSE_BYTES."""
         m, nbytes = self.shape[-1], math.prod(self.shape) * self.dtype.itemsize
         if nbytes > MAX_DENSE_BYTES:
             raise ValueError(
@@ -68,8 +74,6 @@ class PosteriorCovariance(Operator):
                 f"{_size(MAX_DENSE_BYTES)}, distributions.covariances.MAX_DENSE_BYTES). For marginal variances "
                 "use posterior.variance; for parts of the covariance covariance.rows(index) or "
                 "covariance.matmul(v); or predict fewer test points at a time")
-        self._check()
-        return super().to_dense()
 
     def _diagonal(self):
         raise NotImplementedError
@@ -222,3 +226,48 @@ class MarginalOnly(PosteriorCovariance):
 
     def _diagonal(self):
         return self.variances
+
+
+class SolvedDowndated(PosteriorCovariance):
+    """k(x, x) - A K_hat^{-1} A^T for a dense cross covariance A = K(x, X) ``(*batch, m, n)`` and its
+    solve S = (K_hat^{-1} A^T)^T ``(*batch, m, n)`` (Cholesky or CG solves, or R R^T A^T with a Lanczos
+    root R), differentiable with respect to A and the kernel's test-side evaluations.
+
+    S is held fixed (computed without gradients): the downdate is written as
+    sym(A_0 S^T) + (A - A_0) S^T + S (A - A_0)^T with A_0 = A detached, whose value is A K_hat^{-1} A^T
+    and whose derivative in A is that of A K_hat^{-1} A^T (K_hat symmetric), so a backward pass
+    costs products with S and never a solve. ``x``: the test inputs the prior is evaluated at
+    (the kernel's dtype of work, e.g. float64); ``dtype``: the dtype of the results.
+    """
+
+    def __init__(self, kernel, x: torch.Tensor, cross: torch.Tensor, solved: torch.Tensor, dtype: torch.dtype):
+        self.kernel, self.x, self.cross, self.solved = kernel, x, cross, solved.detach()
+        self.shape = torch.Size((*broadcast_shapes(cross.shape[:-2], kernel.batch_shape), cross.shape[-2],
+                                 cross.shape[-2]))
+        self.dtype, self.device = dtype, cross.device
+
+    def _moving(self) -> torch.Tensor:
+        """A - A_0: zero, with the derivative of A."""
+        return self.cross - self.cross.detach()
+
+    def _diagonal(self):
+        fixed, moving = self.cross.detach(), self._moving()
+        down = (fixed * self.solved).sum(-1) + 2 * (moving * self.solved).sum(-1)
+        return (self.kernel.diag(self.x) - down).expand(self.shape[:-1]).to(self.dtype)
+
+    def to_dense(self):
+        self._check_dense_size()
+        self._check()
+        fixed = self.cross.detach() @ self.solved.transpose(-1, -2)
+        moving = self._moving() @ self.solved.transpose(-1, -2)
+        down = 0.5 * (fixed + fixed.transpose(-1, -2)) + moving + moving.transpose(-1, -2)
+        return (self.kernel(self.x) - down).expand(self.shape).to(self.dtype)
+
+    def _matmul(self, rhs):
+        return self.to_dense() @ rhs.to(self.dtype)
+
+    def _rows(self, index):
+        dense = self.to_dense()
+        if index.dim() == 1:
+            return dense[..., index, :]
+        return dense.gather(-2, index.unsqueeze(-1).expand(*index.shape, self.shape[-1]))

@@ -32,7 +32,10 @@ class Posterior:
         diagnostics: dict shared with the model (variance clamps are recorded there).
 
     Variances are never negative (``latent_variance`` clamps round-off below 0 and counts it in
-    diagnostics) and never silently NaN (a NaN or infinite variance raises ValueError).
+    diagnostics) and never silently NaN (a NaN or infinite variance raises ValueError). A
+    differentiable posterior (``model.posterior(x)`` with x requiring grad) keeps its graph:
+    mean, variance, ``covariance.to_dense()`` and ``rsample`` are differentiable in x; its
+    clamped variances are set to the dtype's smallest normal number with gradient 0.
     """
 
     def __init__(self, mean: torch.Tensor, covariance: Operator, noise: torch.Tensor | None = None,
@@ -54,6 +57,7 @@ class Posterior:
             raise ValueError(f"noise: expected finite non-negative noise variances, got min {float(value.min()):.3g}")
         self._noise = value
         self._variance = None
+        self._root = None
 
     @property
     def latent_variance(self) -> torch.Tensor:
@@ -73,7 +77,9 @@ class Posterior:
             self.diagnostics["variance_clamped"] = negative
             if negative:
                 self.diagnostics["variance_min_before_clamp"] = float(var.min())
-            self._latent = var.clamp_min(0.0)
+            # differentiable variances stop at the smallest normal number, not 0: sqrt and log then
+            # stay finite, and the clamped entries (counted above) get gradient 0
+            self._latent = var.clamp_min(torch.finfo(var.dtype).tiny if var.requires_grad else 0.0)
         return self._latent
 
     @property
@@ -131,6 +137,53 @@ class Posterior:
                               device=chol.device, generator=generator)
             draws.append(mean + (chol @ eps).squeeze(-1).to(mean.dtype))
         return draws[0] if len(draws) == 1 else torch.cat(draws)
+
+    def rsample(self, sample_shape=torch.Size(), base_samples: torch.Tensor | None = None) -> torch.Tensor:
+        """Reparameterised joint samples ``(*sample_shape, *batch, m)``: mean + L eps with L the
+        Cholesky factor of the covariance (plus ``noise``, if set) and eps standard normal
+        (``base_samples`` of that shape, else drawn). Differentiable: gradients reach whatever the
+        mean and covariance depend on (the test inputs of a differentiable posterior). The factor
+        is taken in float64 and cast to the mean's dtype; jitter (1e-8 times 10^k, k = 0..3, of the
+        mean variance) is added when the covariance is not
+        numerically positive definite, and recorded in ``diagnostics["rsample_jitter"]``; a
+        covariance that no jitter fixes raises ``NotPSDError``."""
+        try:
+            sample_shape = torch.Size(sample_shape)
+        except TypeError:
+            raise TypeError(f"sample_shape: expected a torch.Size or a tuple of ints, got {sample_shape!r}") from None
+        shape = torch.Size((*sample_shape, *self.mean.shape))
+        if self.mean.shape[-1] > MAX_DENSE_SAMPLE:
+            raise ValueError(f"rsample: joint samples need a dense {self.mean.shape[-1]} x {self.mean.shape[-1]} "
+                             f"covariance; sample at most {MAX_DENSE_SAMPLE} points at a time")
+        if base_samples is None:
+            eps = torch.randn(shape, dtype=self.mean.dtype, device=self.mean.device)
+        else:
+            if not isinstance(base_samples, torch.Tensor):
+                raise TypeError(f"base_samples: expected a tensor, got {type(base_samples).__name__}")
+            if base_samples.shape != shape:
+                raise ValueError(f"base_samples: expected shape {tuple(shape)} (sample_shape + the mean's "
+                                 f"shape), got {tuple(base_samples.shape)}")
+            eps = base_samples.to(self.mean.dtype)
+        root = self._reparameterised_root()
+        return self.mean + (root @ eps.unsqueeze(-1).to(root.dtype)).squeeze(-1).to(self.mean.dtype)
+
+    def _reparameterised_root(self) -> torch.Tensor:
+        """L ``(*batch, m, m)`` float64 with L L^T = covariance (+ noise), differentiable (see
+        ``rsample``); kept when nothing it came from needs gradients."""
+        if getattr(self, "_root", None) is not None:
+            return self._root
+        cov = self.covariance.to_dense().double()
+        cov = 0.5 * (cov + cov.transpose(-1, -2))
+        if self.noise is not None:
+            cov = cov + torch.diag_embed(self.noise.double())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NumericalWarning)  # recorded below instead
+            root, jitter = safe_cholesky(cov, max_tries=4)
+        if jitter:
+            self.diagnostics["rsample_jitter"] = jitter
+        if not root.requires_grad:
+            self._root = root
+        return root
 
     def _sampling_root(self, cov: torch.Tensor) -> torch.Tensor:
         """A root R (R R^T = cov) by Cholesky with jitter; if the covariance is indefinite

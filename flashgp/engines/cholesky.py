@@ -29,6 +29,15 @@ class CholeskySystem:
         """L^{-1} rhs ``(*batch, n, t)`` float64: its columns' inner products are rhsᵀ K_hat^{-1} rhs."""
         return torch.linalg.solve_triangular(self.chol, rhs.double(), upper=False)
 
+    def whiten_t(self, rhs: torch.Tensor) -> torch.Tensor:
+        """L^{-T} rhs ``(*batch, n, t)`` float64 (so that solve = whiten_t(whiten(rhs)))."""
+        return torch.linalg.solve_triangular(self.chol.transpose(-1, -2), rhs.double(), upper=True)
+
+    @property
+    def size(self) -> int:
+        """n, the order of K_hat."""
+        return self.chol.shape[-1]
+
 
 @dataclass(frozen=True)
 class KroneckerSystem:

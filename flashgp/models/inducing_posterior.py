@@ -27,6 +27,25 @@ class InducingPosterior:
         ones = torch.ones(m, dtype=dtype, device=z.device)
         self.signs = torch.cat([ones, -ones])
 
+    # ----- direct posteriors (models.direct_prediction) ---------------------------------
+    direct_ok = True
+
+    def direct_matches(self, m: int) -> bool:
+        return True
+
+    @property
+    def cross_inputs(self) -> torch.Tensor:
+        return self.z
+
+    def work_dtype(self, x: torch.Tensor) -> torch.dtype:
+        return torch.float64
+
+    def test_solve(self, rhs: torch.Tensor, m: int, prior: torch.Tensor) -> tuple[torch.Tensor, str]:
+        """(P1 P1^T - P2 P2^T) rhs for rhs = K_z* ``(*batch, m, c)``: the downdate's middle matrix."""
+        p1, p2 = self.proj[..., :self.z.shape[-2]], self.proj[..., self.z.shape[-2]:]
+        rhs = rhs.double()
+        return p1 @ (p1.transpose(-1, -2) @ rhs) - p2 @ (p2.transpose(-1, -2) @ rhs), self.method
+
     def factor(self, x: torch.Tensor) -> torch.Tensor:
         """K_*z [P1, P2] ``(*batch, c, 2m)`` in the model's dtype for test inputs x ``(*batch, c, d)``."""
         return (float64_kernel(self.kernel, x, self.z) @ self.proj).to(self.dtype)

@@ -11,9 +11,11 @@ from ..distributions import DenseDowndated, Downdated, FactorDowndated, Marginal
 from ..errors import NumericalWarning
 from ..engines import CGMeanSolveInfo, seconds_since
 from ..operators import KernelOperator, kernel_operator
+from ..engines.cholesky_update import extend
 from . import certified
 from .finite import check_noise_values
 from .local_variance import local_variances
+from .state import StateSnapshot
 
 # warn when the second half of the Lanczos root (or of the local neighbours) lowers the predictive
 # variances of y* by more than this fraction (median over the test points, PredictionCache.root_change,
@@ -76,6 +78,29 @@ class PredictionCache:
         """(mean ``(*b, m)``, covariance operator ``(*b, m, m)``, variance method name)."""
         raise NotImplementedError
 
+    #: whether ``direct_posterior`` (differentiable, many test sets at once) serves this cache
+    direct_ok = True
+
+    def direct_matches(self, m: int) -> bool:
+        """Whether a direct posterior at test sets of m points gives what ``posterior`` gives per
+        set (so that test sets without gradients may take it)."""
+        return True
+
+    @property
+    def cross_inputs(self) -> torch.Tensor:
+        """The inputs X of the cross covariance K(x, X) (``direct_prediction``): the training inputs."""
+        return self.train_x
+
+    def work_dtype(self, x: torch.Tensor) -> torch.dtype:
+        """The dtype a direct posterior (``models.direct_prediction``) computes K(x, X) in."""
+        return x.dtype
+
+    def test_solve(self, rhs: torch.Tensor, m: int, prior: torch.Tensor) -> tuple[torch.Tensor, str]:
+        """(K_hat^{-1} rhs or its approximation, the method's name) for the columns rhs
+        ``(*batch, n, c)`` = K(X, x*) of a direct posterior at test sets of m points; prior
+        ``(*batch, c)``: k(x*_i, x*_i)."""
+        raise NotImplementedError
+
     def _downdated(self, x, left, right, variances=None) -> Downdated:
         """The posterior covariance k(x, x) - left right^T (with ``variances`` on its diagonal)."""
         return Downdated(kernel_operator(self.kernel, x), left, right, variances)
@@ -85,12 +110,32 @@ class CholeskyPrediction(PredictionCache):
     """Predictions from a float64 Cholesky factor of K_hat (or the exact eigendecomposition of a
     Kronecker-structured one: anything with ``solve`` and ``whiten``)."""
 
-    def __init__(self, model, solver, snapshot):
+    def __init__(self, model, solver, snapshot, system=None):
         super().__init__(model, solver, snapshot)
-        system = self.engine.system(self.kernel, self.train_x, self.noise)
-        self.system = system  # a CholeskySystem, or a KroneckerSystem for a multitask grid
+        if system is None:
+            system = self.engine.system(self.kernel, self.train_x, self.noise)
+        # a CholeskySystem, a KroneckerSystem for a multitask grid, or an ExtendedSystem
+        # (``conditioned``)
+        self.system = system
         self.alpha = system.solve(self.resid.unsqueeze(-1))  # kept in float64
         self.diagnostics.update(system.info.as_dict())
+
+    def work_dtype(self, x: torch.Tensor) -> torch.dtype:
+        return torch.float64  # as _mean_and_factor: the mean cancels in float32 at small noise
+
+    def conditioned(self, model, x: torch.Tensor):
+        """The cache of ``model`` = this cache's model given the new rows x ``(*b, q, d)`` last
+        (``models.conditioning``), its factor extended in O(n^2 q); None for a Kronecker system."""
+        if not hasattr(self.system, "whiten_t"):
+            return None
+        n = self.system.size
+        noise = model.train_noise().detach()[..., n:]
+        cross = self.kernel(self.train_x.double(), x.double())
+        corner = self.kernel(x.double()) + torch.diag_embed(noise.double())
+        return CholeskyPrediction(model, self.solver, StateSnapshot(model), extend(self.system, cross, corner))
+
+    def test_solve(self, rhs: torch.Tensor, m: int, prior: torch.Tensor) -> tuple[torch.Tensor, str]:
+        return self.system.solve(rhs), "cholesky"
 
     def _parts(self, x: torch.Tensor):
         """(mean ``(*b, m)``, covariance (prior - W W^T with W = K_*X L^{-T} ``(*b, m, n)``), "cholesky").
@@ -136,7 +181,7 @@ class CGPrediction(PredictionCache):
     """Predictions by preconditioned CG: the mean solve, then variances by (certified) CG solves,
     local solves or a Lanczos root (LOVE), see ``fg.CG``."""
 
-    def __init__(self, model, solver, snapshot):
+    def __init__(self, model, solver, snapshot, x0: torch.Tensor | None = None):
         super().__init__(model, solver, snapshot)
         self.noise_level = self.noise.mean(-1)  # (*batch,), the scale of root_change
         # the model's preconditioner state: PivotedCholesky.eval_rank or the rank training grew to;
@@ -147,12 +192,53 @@ class CGPrediction(PredictionCache):
         self.resid = self.resid.expand(*self.op.batch_shape, self.resid.shape[-1])
         start = time.perf_counter()
         self.alpha, solve = self.engine.solve(system, self.resid.unsqueeze(-1), solver.eval_tol,
-                                              "posterior mean solve", solver.reorthogonalize)
+                                              "posterior mean solve", solver.reorthogonalize, x0=x0)
         record = CGMeanSolveInfo(self.backend, solve, system.build, seconds_since(start, self.train_x.device))
         self.diagnostics.update(record.as_dict())
         self._root = None
         self._spectrum = None  # certified.spectrum_floor's (mu, floor, kind), on first use
         self._mean_residual = None  # (r - K_hat alpha, a bound of its K_hat^{-1} norm), on first use
+
+    @property
+    def direct_ok(self) -> bool:
+        """Direct posteriors take CG solves or the Lanczos root, not local variances."""
+        return not self.solver.local_neighbors
+
+    def direct_matches(self, m: int) -> bool:
+        """Plain CG solves only (certified and LOVE variances differ in their covariances and
+        mean corrections)."""
+        return self.direct_ok and self.solver.variance_tol is None and m <= self.solver.exact_var_max
+
+    def test_solve(self, rhs: torch.Tensor, m: int, prior: torch.Tensor) -> tuple[torch.Tensor, str]:
+        """CG solves for test sets of at most ``CG.exact_var_max`` points, else R R^T rhs with the
+        Lanczos root R; with ``CG.variance_tol`` both are certified (CG solves started from R R^T
+        rhs beyond exact_var_max, as ``_lanczos_covariance``; the posterior mean is not corrected
+        by them here)."""
+        small = m <= self.solver.exact_var_max
+        if self.solver.variance_tol is not None:
+            start = None
+            if not small:
+                root = self.lanczos_root()
+                start = root @ (root.transpose(-1, -2) @ rhs.to(root.dtype))
+            result, bounds, _, mean_bound = self._certify(rhs.transpose(-1, -2).to(self.op.dtype),
+                                                          prior.to(self.op.dtype), x0=start)
+            self._report([result], bounds, mean_bound, rhs.dtype, stacklevel=8)
+            return result.solution, "cg" if small else "lanczos+cg"
+        if small:
+            solution, solve = self.engine.solve(self.system, rhs.to(self.op.dtype), self.solver.eval_tol,
+                                                "posterior variance solves")
+            self.diagnostics.update({f"variance_{key}": value for key, value in solve.as_dict().items()})
+            return solution, "cg"
+        root = self.lanczos_root()
+        return root @ (root.transpose(-1, -2) @ rhs.to(root.dtype)), "lanczos"
+
+    def conditioned(self, model, x: torch.Tensor):
+        """The cache of ``model`` = this cache's model given the new rows x ``(*b, q, d)`` last
+        (``models.conditioning``): its mean solve starts from this alpha (0 on the new rows)."""
+        q = x.shape[-2]
+        start = torch.cat([self.alpha, torch.zeros_like(self.alpha[..., :1, :]).expand(*self.alpha.shape[:-2], q, 1)],
+                          -2)
+        return CGPrediction(model, self.solver, StateSnapshot(model), x0=start)
 
     # ----- roots of K_hat^{-1} ---------------------------------------------------------
     def lanczos_root(self) -> torch.Tensor:

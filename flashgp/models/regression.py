@@ -13,7 +13,9 @@ from ..likelihoods import FixedNoise, Gaussian, Likelihood
 from ..means import Constant, Mean
 from .base import GPModel
 from .batched_inputs import posterior_per_test_set
+from .direct_prediction import direct_posterior
 from .finite import FIX_PARAMETERS, NonFiniteError, check_kernel_values, diagnose, nonfinite_parameters
+from .prediction import VARIANCE_KEYS
 from .state import StateSnapshot
 from .validation import check_batch_shapes, check_columns, check_test_batch, check_test_inputs, check_train_data
 
@@ -152,11 +154,28 @@ class RegressionModel(GPModel):
             raise NonFiniteError(f"posterior: {err} (at finite parameters and kernel values; diagnostics: "
                                  f"{self.diagnostics}); try float64 data or the Cholesky solver") from err
         # the sum is finite when every entry is (one reduction; an overflowing sum checks them all)
-        if not math.isfinite(float(post.mean.sum())) and not bool(torch.isfinite(post.mean).all()):
+        mean = post.mean.detach()
+        if not math.isfinite(float(mean.sum())) and not bool(torch.isfinite(mean).all()):
             self._nonfinite(None, x)
             raise NonFiniteError(f"posterior: the mean is not finite at {int((~torch.isfinite(post.mean)).sum())} "
                                  f"of {post.mean.numel()} test points, at finite parameters and kernel values "
                                  f"(diagnostics: {self.diagnostics}); try float64 data or the Cholesky solver")
+
+    def _direct_posterior(self, cache, x: torch.Tensor, differentiable: bool) -> Posterior:
+        """``direct_prediction.direct_posterior`` with the checks of its inputs: x's batch
+        dimensions broadcast with the model's (extra leading ones are test sets)."""
+        if not getattr(cache, "direct_ok", False):
+            raise ValueError(f"x: {type(self).__name__}'s posterior with this solver is not differentiable in x "
+                             "(CG local and certified variances are not: predict with "
+                             "CG(local_neighbors=0, variance_tol=None) for gradients), or pass x without grad")
+        batch = cache.alpha.shape[:-2]
+        if any(b not in (1, t) for b, t in zip(reversed(x.shape[:-2]), reversed(batch))):
+            raise ValueError(f"x: expected batch dimensions (*sets, *batch) whose last ones broadcast with "
+                             f"the model's batch {tuple(batch)}, got shape {tuple(x.shape)}")
+        for key in VARIANCE_KEYS:
+            cache.diagnostics.pop(key, None)
+        with torch.set_grad_enabled(differentiable):
+            return direct_posterior(cache, x)
 
     def posterior(self, x) -> Posterior:
         """The latent posterior p(f(x*) | data) at test inputs x (m, d) or (b, m, d) (batch models:
@@ -183,15 +202,23 @@ class RegressionModel(GPModel):
         """
         x = check_test_inputs(x, self.train_x)
         start = time.perf_counter()
+        differentiable = torch.is_grad_enabled() and x.requires_grad
         with torch.no_grad():
             cache = self._prediction_cache()
-            if x.dim() > 2 and cache.alpha.dim() == 2:  # test sets for a model without batches
-                post = posterior_per_test_set(cache.posterior, x)
-            else:
-                check_test_batch(x, cache.alpha.shape[:-2])
-                post = cache.posterior(x)
-            self.diagnostics = {**cache.diagnostics}
-            post.diagnostics = self.diagnostics
+        batch = cache.alpha.shape[:-2]
+        test_sets = x.dim() - 2 > len(batch)  # batch dimensions the model lacks
+        if differentiable or (test_sets and getattr(cache, "direct_matches", lambda m: False)(x.shape[-2])):
+            post = self._direct_posterior(cache, x, differentiable)
+        else:
+            with torch.no_grad():
+                if test_sets and not batch:  # test sets for a model without batches
+                    post = posterior_per_test_set(cache.posterior, x)
+                else:
+                    check_test_batch(x, batch)
+                    post = cache.posterior(x)
+        self.diagnostics = {**cache.diagnostics}
+        post.diagnostics = self.diagnostics
+        with torch.set_grad_enabled(differentiable):
             self._check_posterior(post, x)
         post.covariance.guard = self._stale_guard(cache.snapshot)
         self.diagnostics["seconds"] = time.perf_counter() - start

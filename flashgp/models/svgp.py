@@ -20,6 +20,7 @@ from ..serialize import (kernel_from_config, kernel_to_config, likelihood_from_c
                          mean_from_config, mean_to_config, register_model)
 from ..variational import VARIATIONAL, marginals, unchecked_terms, variational_terms
 from .base import GPModel, Prior
+from .direct_prediction import direct_posterior
 from .finite import FIX_PARAMETERS, NonFiniteError, nonfinite_parameters
 from .inducing_posterior import InducingPosterior
 from .state import StateSnapshot
@@ -235,11 +236,15 @@ class SVGP(GPModel):
 
     def posterior(self, x) -> Posterior:
         """q(f*) at test inputs x ``(t, d)``: mean and variance ``(t,)``, or ``(num_outputs, t)``
-        with several latents, and the covariance operator (no gradients)."""
+        with several latents, and the covariance operator. Differentiable in x when x requires
+        grad (``models.direct_prediction``: q(u)'s terms held fixed)."""
         x = check_test_inputs(x, self.inducing_points)
         start = time.perf_counter()
+        differentiable = torch.is_grad_enabled() and x.requires_grad
         with torch.no_grad():
-            post = self._cache().posterior(x)
+            cache = self._cache()
+        with torch.set_grad_enabled(differentiable):
+            post = direct_posterior(cache, x) if differentiable else cache.posterior(x)
             _ = post.variance
         self.diagnostics = {**post.diagnostics, "seconds": time.perf_counter() - start}
         return post

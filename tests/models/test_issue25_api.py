@@ -197,12 +197,19 @@ def test_batched_test_inputs_match_separate_calls(solver):
     torch.testing.assert_close(rows, cov[..., [0, 4], :])
 
 
-def test_batch_models_still_refuse_new_batch_dimensions():
+def test_batch_models_take_leading_test_sets_and_refuse_mismatched_batches():
     x, y = sine(n=20)
     model = fg.ExactGP(x.expand(2, 20, 1), y.expand(2, 20), K.Scale(K.RBF(batch_shape=(2,))))
     assert model.posterior(torch.rand(2, 4, 1, dtype=F64)).mean.shape == (2, 4)
+    sets = torch.rand(3, 2, 4, 1, dtype=F64)  # 3 test sets for each of the 2 batch elements
+    post = model.posterior(sets)
+    assert post.mean.shape == (3, 2, 4) and post.covariance.to_dense().shape == (3, 2, 4, 4)
+    for i in range(3):
+        one = model.posterior(sets[i])
+        torch.testing.assert_close(post.mean[i], one.mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(post.covariance.to_dense()[i], one.covariance.to_dense(), rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="x: expected batch dimensions"):
-        model.posterior(torch.rand(3, 2, 4, 1, dtype=F64))
+        model.posterior(torch.rand(3, 4, 1, dtype=F64))
 
 
 # ----- initial values from the data -----------------------------------------------------------------

@@ -1,0 +1,75 @@
+# Posteriors computed directly from the cached solves with a dense cross covariance: differentiable
+# in the test inputs (Bayesian optimization), and many small test sets in one pass.
+"""Direct posteriors: the cached training solves held fixed, every test-side term by autograd.
+
+``direct_posterior(cache, x)`` evaluates A = K(x, X) ``(*b, m, n)`` densely, the mean
+m(x) + A alpha and the covariance k(x, x) - A K_hat^{-1} A^T with K_hat^{-1} A^T from the
+cache's ``test_solve`` (a Cholesky solve, CG solves, or the Lanczos root). Gradients reach x
+through A, k(x, x) and m(x) only: alpha and K_hat^{-1} A^T are constants of the backward pass
+(``distributions.covariances.SolvedDowndated``), so a backward pass costs products, never a solve.
+Parameters that enter A get those partial gradients too (the cached solves are not
+differentiated, as GPyTorch's default ``detach_test_caches``); train through ``loss()``.
+
+Test inputs may carry batch dimensions the model lacks: x ``(*t, *batch, m, d)`` is prod(t) test
+sets; their columns are solved together (one Cholesky solve, one block CG run), each set getting
+its own m x m covariance. Memory: A and its solve, two ``(*t, *batch, m, n)`` tensors
+(``MAX_DIRECT_BYTES``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..distributions import Posterior
+from ..distributions.covariances import SolvedDowndated, _size
+from ..shapes import broadcast_shapes
+
+# a direct posterior holds A = K(x, X) and its solve, each at most this many bytes
+MAX_DIRECT_BYTES = 1024**3
+
+
+def fold_columns(cross: torch.Tensor, batch: torch.Size):
+    """(rhs ``(*batch, n, T m)``, unfold) for A = ``cross`` ``(*t, *batch, m, n)`` (T = prod(t)): the
+    test sets' rows as columns of one right-hand side per model batch element; unfold(solution
+    ``(*batch, n, T m)``) gives them back as ``(*t, *batch, m, n)``."""
+    lead = cross.shape[:cross.dim() - 2 - len(batch)]
+    m, n = cross.shape[-2:]
+    count = math.prod(lead)
+    stacked = cross.reshape(count, *batch, m, n).movedim(0, -3)  # (*batch, T, m, n)
+    rhs = stacked.reshape(*batch, count * m, n).transpose(-1, -2)
+
+    def unfold(solution: torch.Tensor) -> torch.Tensor:
+        back = solution.transpose(-1, -2).reshape(*batch, count, m, n).movedim(-3, 0)
+        return back.reshape(*lead, *batch, m, n)
+    return rhs, unfold
+
+
+def direct_posterior(cache, x: torch.Tensor) -> Posterior:
+    """The posterior at x ``(*t, *batch, m, d)`` from ``cache``, differentiable in x when grad mode
+    is on (see the module docstring). The cache gives ``kernel``, ``mean_fn``, ``alpha``
+    ``(*batch, n, 1)``, ``cross_inputs`` X ``(*batch, n, d)`` (training or inducing inputs),
+    ``work_dtype(x)``, ``test_solve(rhs, m, prior)`` (M rhs for the downdate A M A^T, M
+    symmetric: K_hat^{-1} for an exact GP; prior: k(x_i, x_i) of rhs's columns) and ``diagnostics``."""
+    batch = cache.alpha.shape[:-2]
+    work = cache.work_dtype(x)
+    train_x = cache.cross_inputs.to(work)
+    shape = broadcast_shapes(x.shape[:-2], train_x.shape[:-2], cache.kernel.batch_shape, batch)
+    nbytes = math.prod(shape) * x.shape[-2] * train_x.shape[-2] * work.itemsize
+    if nbytes > MAX_DIRECT_BYTES:
+        raise ValueError(
+            f"x: a direct posterior at {tuple(x.shape)} holds the cross covariance with the "
+            f"{train_x.shape[-2]:,} training (or inducing) points and its solve, {_size(nbytes)} each (limit "
+            f"{_size(MAX_DIRECT_BYTES)}, models.direct_prediction.MAX_DIRECT_BYTES); pass fewer test "
+            "points per call")
+    xs = x.to(work)
+    cross = cache.kernel(xs, train_x).expand(*shape, x.shape[-2], train_x.shape[-2])
+    mean = cache.mean_fn(x) + (cross @ cache.alpha.to(work)).squeeze(-1).to(x.dtype)
+    rhs, unfold = fold_columns(cross.detach(), batch)
+    with torch.no_grad():
+        prior = cache.kernel.diag(xs).expand(*shape, x.shape[-2])  # k(x_i, x_i), as the rows of rhs
+        prior = fold_columns(prior.unsqueeze(-1), batch)[0].squeeze(-2)
+        solution, method = cache.test_solve(rhs, x.shape[-2], prior)
+    covariance = SolvedDowndated(cache.kernel, xs, cross, unfold(solution.to(work)), x.dtype)
+    cache.diagnostics["variance_method"] = method
+    return Posterior(mean.expand(*shape, x.shape[-2]), covariance, diagnostics=cache.diagnostics)
