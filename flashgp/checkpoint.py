@@ -338,7 +338,8 @@ def load_checkpoint_model(path, device=None) -> GPModel:
 # ----- resuming ----------------------------------------------------------------------------------
 
 def check_matches(checkpoint: Checkpoint, model: GPModel, settings: dict, names: list[str]) -> None:
-    """ValueError naming the argument when ``checkpoint`` was not written by this fit of ``model``."""
+    """ValueError naming the argument when ``checkpoint`` was not written by this fit of ``model``
+    (its configuration, priors included, training data, fit settings or trained parameters)."""
     where = f"the checkpoint {checkpoint.path}"
     saved = {k: v for k, v in checkpoint.config["model"].items() if k != "flashgp_version"}
     if "solver" in saved:
@@ -357,7 +358,8 @@ def check_matches(checkpoint: Checkpoint, model: GPModel, settings: dict, names:
         if name not in stored or not torch.equal(stored[name], tensor.detach().cpu()):
             raise ValueError(f"model: {where} was written for different training data "
                              f"({name} differs); pass the same data, or start afresh with resume=False")
-    differ = sorted(k for k in given if saved.get(k) != given[k])
+    # over the keys of both: "priors" is written only when a model has priors
+    differ = sorted(k for k in set(given) | set(saved) if saved.get(k) != given.get(k))
     if differ:
         raise ValueError(f"model: {where} was written for a different model ({', '.join(differ)} "
                          f"differ); pass that model, or start afresh with resume=False")

@@ -19,6 +19,7 @@ from .file_limits import (check_entries, check_json_cost, check_loaded_tensors, 
                           largest_numel, memory_budget, read_entry)
 from .models import GPModel
 from .models.validation import check_device as _check_torch_device
+from .priors import attach_config, priors_config, read_config
 from .serialize import (MODELS, ConfigError, declared_size_limit, dtype_from_name, dtype_name, model_class,
                         model_name)
 
@@ -30,6 +31,9 @@ TENSORS_NAME = "tensors.pt"
 MAX_CONFIG_BYTES = 1 << 20
 #: the keys of every model file's config beside the model's own (``config_keys``)
 ENVELOPE_KEYS = frozenset({"format", "format_version", "flashgp_version", "model", "dtype", "frozen"})
+#: envelope keys a config holds only when they apply: "priors" (``flashgp.priors``; files of
+#: models without priors, and those written before priors existed, lack it)
+OPTIONAL_ENVELOPE_KEYS = frozenset({"priors"})
 
 
 def flashgp_version() -> str:
@@ -59,17 +63,24 @@ def registered_name(model) -> str:
 def model_config(model: GPModel) -> dict:
     """The JSON-ready description of ``model``'s structure (everything but its tensors): the
     envelope (format, format_version, flashgp_version, model: the registry name, dtype) and
-    ``model.config()``, then ``frozen`` (the names of the parameters that do not train)."""
+    ``model.config()``, then ``frozen`` (the names of the parameters that do not train) and,
+    when any are attached, ``priors`` (``flashgp.priors.priors_config``: module path, name, raw
+    and the prior's config of each)."""
     name = registered_name(model)
     own = model.config()
     keys = type(model).config_keys
-    if not isinstance(own, dict) or set(own) != set(keys) or set(own) & ENVELOPE_KEYS:
+    reserved = ENVELOPE_KEYS | OPTIONAL_ENVELOPE_KEYS
+    if not isinstance(own, dict) or set(own) != set(keys) or set(own) & reserved:
         got = sorted(own) if isinstance(own, dict) else type(own).__name__
         raise TypeError(f"model: {name}.config() gave {got}; expected a dict with the keys "
-                        f"config_keys {sorted(keys)}, none of them {sorted(ENVELOPE_KEYS)}")
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "flashgp_version": flashgp_version(),
-            "model": name, "dtype": dtype_name(model.dtype), **own,
-            "frozen": sorted(key for key, p in model.named_parameters() if not p.requires_grad)}
+                        f"config_keys {sorted(keys)}, none of them {sorted(reserved)}")
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "flashgp_version": flashgp_version(),
+              "model": name, "dtype": dtype_name(model.dtype), **own,
+              "frozen": sorted(key for key, p in model.named_parameters() if not p.requires_grad)}
+    priors = priors_config(model)
+    if priors:
+        config["priors"] = priors
+    return config
 
 
 # ----- save and load ----------------------------------------------------------------------------
@@ -236,8 +247,9 @@ def load_plain_tensors(path, raw: bytes, budget: int | None = None):
 
 def check_model_config(path: Path, config) -> dict:
     """``config`` if it is a model description ``build_model`` can read (a format version this
-    flashgp reads, a registered model, the envelope keys and that model's ``config_keys``),
-    else ModelFileError naming ``path``."""
+    flashgp reads, a registered model, the envelope keys and that model's ``config_keys``, a
+    well-formed "priors" list when present: ``flashgp.priors.read_config``), else
+    ModelFileError naming ``path``."""
     if isinstance(config, dict) and config.get("format") == BUNDLE_FORMAT:
         raise ModelFileError(path, "a model bundled with its data scaling (written by the command line or "
                                    "GPRegressor.save): read it with flashgp.bundle.load(path) or "
@@ -257,17 +269,23 @@ def check_model_config(path: Path, config) -> dict:
             expected |= model_class(config["model"]).config_keys
         except ConfigError as err:
             raise ModelFileError(path, first_line(err)) from None
-    if set(config) != expected:
-        raise ModelFileError(path, f"{CONFIG_NAME}: expected the keys {sorted(expected)}, "
-                                   f"got {sorted(config)[:20]}")
+    if not expected <= set(config) <= expected | OPTIONAL_ENVELOPE_KEYS:
+        raise ModelFileError(path, f"{CONFIG_NAME}: expected the keys {sorted(expected)} (and optionally "
+                                   f"{sorted(OPTIONAL_ENVELOPE_KEYS)}), got {sorted(config)[:20]}")
+    if "priors" in config:
+        try:
+            read_config(config["priors"])
+        except (TypeError, ValueError) as err:
+            raise ModelFileError(path, f"{CONFIG_NAME}: {first_line(err)}") from None
     return config
 
 
 def build_model(path: Path, config: dict, tensors) -> GPModel:
     """The model ``config`` (checked by ``check_model_config``) describes, built by its class's
     ``from_config`` on ``tensors`` (a state dict: name -> CPU tensor), which are then loaded
-    strictly; the parameters named in config["frozen"] do not train. ModelFileError naming
-    ``path`` when the tensors or the configuration do not make a model."""
+    strictly; the parameters named in config["frozen"] do not train, and the priors of
+    config["priors"] (when present) are attached. ModelFileError naming ``path`` when the
+    tensors or the configuration do not make a model."""
     if not isinstance(tensors, dict) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()):
         raise ModelFileError(path, f"{TENSORS_NAME} is not a dict of named tensors")
@@ -294,6 +312,8 @@ def build_model(path: Path, config: dict, tensors) -> GPModel:
             details = str(err).split("\n", 1)[-1]
             raise ConfigError("tensors do not match the model: " + " ".join(details.split())[:300]) from None
         _freeze(model, config["frozen"])
+        if "priors" in config:
+            attach_config(model, config["priors"])
     except (ConfigError, ValueError, TypeError, KeyError, RuntimeError, RecursionError, MemoryError) as err:
         if isinstance(err, ModelFileError):
             raise

@@ -430,28 +430,44 @@ def priors_config(model) -> list:
             for path, name, prior, raw in attached(model)]
 
 
-def attach_config(model, entries) -> None:
-    """Attach the priors of ``entries`` (a ``priors_config`` list) to ``model``'s modules;
-    ValueError naming the entry when it is malformed or names no hyperparameter of the model
-    (TypeError when ``entries`` is not a list)."""
+def read_config(entries) -> list:
+    """The (module path, name, raw, prior) of each entry of a ``priors_config`` list, checked
+    without a model: ValueError naming the entry when it is malformed (keys, types, a name
+    twice for one module, a prior ``prior_from_config`` refuses); TypeError when ``entries``
+    is not a list."""
     if not isinstance(entries, list):
         raise TypeError(f"priors: expected a list, got {type(entries).__name__}")
-    modules = dict(model.named_modules())
-    seen = set()
+    read, seen = [], set()
     for i, entry in enumerate(entries):
         where = f"priors[{i}]"
         if not isinstance(entry, dict) or set(entry) != {"module", "name", "raw", "prior"}:
             raise ValueError(f"{where}: expected a dict with the keys ['module', 'name', 'prior', 'raw']")
         path, name, raw = entry["module"], entry["name"], entry["raw"]
-        if not isinstance(path, str) or not isinstance(modules.get(path), ExactValues):
+        if not isinstance(path, str):
             raise ValueError(f"{where}: module {path!r:.100} is not a kernel, likelihood or mean of the model")
         if not isinstance(name, str) or not isinstance(raw, bool) or (path, name) in seen:
             raise ValueError(f"{where}: expected a str name (once per module) and raw true or false")
         seen.add((path, name))
         try:
-            attach(modules[path], name, prior_from_config(entry["prior"]), raw)
+            prior = prior_from_config(entry["prior"])
         except (TypeError, ValueError) as err:
             raise ValueError(f"{where} ({path}.{name}): {err}") from None
+        read.append((path, name, raw, prior))
+    return read
+
+
+def attach_config(model, entries) -> None:
+    """Attach the priors of ``entries`` (a ``priors_config`` list, ``read_config``) to
+    ``model``'s modules; ValueError naming the entry when it is malformed or names no
+    hyperparameter of the model (TypeError when ``entries`` is not a list)."""
+    modules = dict(model.named_modules())
+    for i, (path, name, raw, prior) in enumerate(read_config(entries)):
+        if not isinstance(modules.get(path), ExactValues):
+            raise ValueError(f"priors[{i}]: module {path!r:.100} is not a kernel, likelihood or mean of the model")
+        try:
+            attach(modules[path], name, prior, raw)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"priors[{i}] ({path}.{name}): {err}") from None
 
 
 # ----- BoTorch's defaults -----------------------------------------------------------------------
