@@ -76,7 +76,7 @@ class Posterior:
             negative = int((var < 0).sum()) if low < 0 else 0
             self.diagnostics["variance_clamped"] = negative
             if negative:
-                self.diagnostics["variance_min_before_clamp"] = float(var.min())
+                self.diagnostics["variance_min_before_clamp"] = float(var.detach().min())
             # differentiable variances stop at the smallest normal number, not 0: sqrt and log then
             # stay finite, and the clamped entries (counted above) get gradient 0
             self._latent = var.clamp_min(torch.finfo(var.dtype).tiny if var.requires_grad else 0.0)

@@ -155,6 +155,8 @@ class DirichletGP(ExactGP):
     non-integer labels, labels outside 0..C-1 or fewer than two distinct classes.
     """
 
+    conditions_on_rows = False  # derived targets / task-indexed rows: rebuild the model instead
+
     config_keys = frozenset({"kernel", "mean", "solver", "num_classes", "alpha_epsilon"})
 
     def __init__(self, x, labels, kernel: Kernel, num_classes: int | None = None,

@@ -17,7 +17,6 @@ from ..serialize import (kernel_from_config, kernel_to_config, likelihood_from_c
 from ..objectives import exact_mll
 from ..solvers import Auto, resolve_solver
 from .base import Prior
-from .conditioning import condition_on_observations
 from .finite import parameters_finite
 from .prediction import PredictionCache, prediction_cache
 from .regression import RegressionModel
@@ -170,19 +169,6 @@ class ExactGP(RegressionModel):
             target.load_state_dict(state, self.train_x.dtype, self.train_x.device)
 
     # ----- prediction ---------------------------------------------------------------
-    def condition_on_observations(self, x, y, noise=None) -> ExactGP:
-        """This model given observations y at x, without refitting: a new model of this class on
-        the union of the data with copies of the parts, whose prediction cache is carried over
-        (the Cholesky factor extended in O(n^2 q); the CG mean solve warm-started); see
-        ``models.conditioning``.
-
-        x: ``(q, d)`` or ``(*b, q, d)``; y: ``(q,)`` or ``(*s, *b, q)`` (s fantasies of b sets of
-        points: the new model has batch shape (*s, *b)); noise: the new observations' variances,
-        for (and only for) a FixedNoise likelihood. Its predictions equal those of
-        ``ExactGP`` rebuilt on all the data with the same parameters (to round-off, or to the CG
-        tolerance)."""
-        return condition_on_observations(self, x, y, noise)
-
     def _cache_key(self):
         return self._active_solver()
 

@@ -52,6 +52,8 @@ class MultitaskGP(ExactGP):
     per test row (a ``Posterior`` over the m rows).
     """
 
+    conditions_on_rows = False  # derived targets / task-indexed rows: rebuild the model instead
+
     config_keys = frozenset({"kernel", "likelihood", "mean", "solver", "num_tasks"})
 
     def __init__(self, x, y, kernel, num_tasks: int | None = None, rank: int = 1, task_index=None,

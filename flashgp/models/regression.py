@@ -13,6 +13,7 @@ from ..likelihoods import FixedNoise, Gaussian, Likelihood
 from ..means import Constant, Mean
 from .base import GPModel
 from .batched_inputs import posterior_per_test_set
+from .conditioning import condition_on_observations
 from .direct_prediction import direct_posterior
 from .finite import FIX_PARAMETERS, NonFiniteError, check_kernel_values, diagnose, nonfinite_parameters
 from .prediction import VARIANCE_KEYS
@@ -30,6 +31,10 @@ class RegressionModel(GPModel):
     (``models.state.StateSnapshot``) and ``_cache_key()`` (e.g. the active solver) is the same.
     ``_data_changed()`` is called when the training data is replaced.
     """
+
+    #: whether ``condition_on_observations`` may append (x, y) rows to the training data (False
+    #: where the targets are derived, e.g. DirichletGP's labels, or rows carry a task index)
+    conditions_on_rows: bool = True
 
     def __init__(self, x, y, kernel: Kernel, likelihood: Likelihood | None, mean: Mean | None):
         super().__init__()
@@ -97,6 +102,19 @@ class RegressionModel(GPModel):
         if mode:
             self._prediction = None
         return super().train(mode)
+
+    def condition_on_observations(self, x, y, noise=None) -> RegressionModel:
+        """This model given observations y at x, without refitting: a new model of this class on
+        the union of the data with copies of the parts, whose prediction cache is carried over
+        (an ExactGP's Cholesky factor extended in O(n^2 q), its CG mean solve warm-started; other
+        caches are rebuilt when first used); see ``models.conditioning``.
+
+        x: ``(q, d)`` or ``(*b, q, d)``; y: ``(q,)`` or ``(*s, *b, q)`` (s fantasies of b sets of
+        points: the new model has batch shape (*s, *b)); noise: the new observations' variances,
+        for (and only for) a FixedNoise likelihood. Its predictions equal those of
+        the model rebuilt on all the data with the same parameters (to round-off, or to the CG
+        tolerance)."""
+        return condition_on_observations(self, x, y, noise)
 
     def _nonfinite(self, err: Exception | None, x: torch.Tensor | None = None) -> None:
         """Raise ``NonFiniteError`` with the diagnosed cause of a failed or non-finite solve (``err``:
