@@ -201,8 +201,10 @@ class RegressionModel(GPModel):
 
         A model without batch dimensions also takes x ``(*b, m, d)``: b separate test sets, each
         predicted as on its own (mean ``(*b, m)``, covariance ``(*b, m, m)``, none between the sets).
-        Returns a ``Posterior`` (mean, variance, covariance operator, sample, confidence_region).
-        Predictions are not differentiable.
+        Returns a ``Posterior`` (mean, variance, covariance operator, sample, rsample,
+        confidence_region). With x requiring grad (and grad mode on) it is differentiable in x
+        (``models.direct_prediction``: the cached training solves held fixed, a backward pass
+        costs products only); so are many test sets ``(*k, *batch, q, d)`` at once.
 
         What a posterior promises:
 
