@@ -98,8 +98,9 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
     ``num_data``, the size of ``data``). Without priors the objective is ``model.loss()`` alone.
 
     Args:
-        model: a flashgp model (a ``flashgp.models.GPModel``, e.g. ``ExactGP``); batches are
-            trained jointly (sum of losses).
+        model: a flashgp model (a ``flashgp.models.GPModel``, e.g. ``ExactGP``; batches are
+            trained jointly, the sum of losses), or an object wrapping one as its
+            ``flashgp_model`` attribute (``flashgp.botorch.FlashGPModel``), which is fitted.
         optimizer: "adam" (``iters`` steps) or "lbfgs" (``iters`` L-BFGS steps with a strong
             Wolfe line search; the probe vectors are fixed for the run so the objective is
             deterministic).
@@ -163,6 +164,7 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
         ``step_seconds`` and ``diagnostics`` for every step of the run (restored ones included),
         ``start_step`` (0, or the resumed step) and ``warnings``.
     """
+    model = getattr(model, "flashgp_model", model)  # a wrapper (flashgp.botorch.FlashGPModel) fits its model
     optimizer, lr, iters, seed = _check_args(model, optimizer, lr, iters, callback, seed)
     path, every = _check_checkpoint_args(model, checkpoint, checkpoint_every, resume)
     batches = _minibatches(model, optimizer, data, batch_size, seed)
