@@ -229,19 +229,10 @@ class FlashGPModel(Model, FantasizeMixin):
     # ----- posterior ------------------------------------------------------------------------
     def _latent(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean ``(*batch, q)``, dense covariance ``(*batch, q, q)``) of f at transformed inputs
-        X ``(*t, q, d)``; batch = broadcast(t, model batch). Test batch dimensions beyond a
-        batched model's are taken one test set at a time."""
-        gp = self.flashgp_model
-        model_batch = gp.train_x.shape[:-2]
-        extra = X.dim() - 2 - len(model_batch)
-        if not model_batch or extra <= 0:
-            post = gp.posterior(X)
-            return post.mean, post.covariance.to_dense()
-        lead = X.shape[:extra]
-        posts = [gp.posterior(x) for x in X.reshape(-1, *X.shape[extra:])]
-        mean = torch.stack([p.mean for p in posts])
-        cov = torch.stack([p.covariance.to_dense() for p in posts])
-        return mean.reshape(*lead, *mean.shape[1:]), cov.reshape(*lead, *cov.shape[1:])
+        X ``(*t, q, d)``, batch = broadcast(t, model batch) (test batch dimensions beyond the
+        model's are separate test sets); differentiable in X."""
+        post = self.flashgp_model.posterior(X)
+        return post.mean, post.covariance.to_dense()
 
     def _noise(self, observation_noise, mean: torch.Tensor) -> torch.Tensor | None:
         """The observation noise variances ``(*batch, q)`` to add, or None."""
@@ -310,8 +301,11 @@ class FlashGPModel(Model, FantasizeMixin):
         transformed = self.transform_inputs(X)
         if getattr(self, "outcome_transform", None) is not None:
             Y, _ = self.outcome_transform(Y, X=transformed)
-        if noise is not None:
-            noise = noise.squeeze(-1) if noise.dim() == Y.dim() else noise
+        if noise is not None:  # (..., q, 1) like Y, as BoTorch passes it
+            _check_tensor(noise, "noise", 2)
+            if noise.shape[-1] != 1:
+                raise ValueError(f"noise: expected variances of shape (..., q, 1) like Y, got {tuple(noise.shape)}")
+            noise = noise.squeeze(-1)
         gp = self.flashgp_model.condition_on_observations(transformed, Y.squeeze(-1), noise=noise)
         new = copy.deepcopy(self, memo={id(self.flashgp_model): gp})
         if getattr(self, "input_transform", None) is not None:
