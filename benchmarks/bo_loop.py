@@ -62,7 +62,7 @@ def fit_model(kind: str, X, Y, bounds, settings: dict):
         lbfgs = settings["optimizer"] == "lbfgs"
         with warnings.catch_warnings():  # the noise ends on its floor on noise-free functions
             warnings.simplefilter("ignore", fg.NumericalWarning)
-            fg.fit(model.flashgp_model, optimizer=settings["optimizer"], lr=1.0 if lbfgs else 0.1,
+            fg.fit(model, optimizer=settings["optimizer"], lr=1.0 if lbfgs else 0.1,
                    iters=settings["lbfgs_steps"] if lbfgs else settings["adam_steps"], progress=False)
         return model
     model = SingleTaskGP(X, Y, input_transform=transform)
@@ -135,7 +135,7 @@ def large(n: int, steps: int, settings: dict, device, dtype, seed: int = 0) -> l
                 model = FlashGPModel(X, Y, input_transform=transform)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", fg.NumericalWarning)
-                    fg.fit(model.flashgp_model, optimizer="adam", lr=0.1, iters=steps, progress=False)
+                    fg.fit(model, optimizer="adam", lr=0.1, iters=steps, progress=False)
                 return model
             model = SingleTaskGP(X, Y, input_transform=transform)
             mll = ExactMarginalLogLikelihood(model.likelihood, model)

@@ -58,7 +58,7 @@ def fitted_model(kind: str, X: torch.Tensor, Y: torch.Tensor, bounds: torch.Tens
         model = FlashGPModel(X, Y, input_transform=transform)
         with warnings.catch_warnings():  # noise at its floor on these noise-free functions
             warnings.simplefilter("ignore", fg.NumericalWarning)
-            fg.fit(model.flashgp_model, optimizer="lbfgs", lr=1.0, iters=lbfgs_steps, progress=False)
+            fg.fit(model, optimizer="lbfgs", lr=1.0, iters=lbfgs_steps, progress=False)
     else:
         model = SingleTaskGP(X, Y, input_transform=transform)
         fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))

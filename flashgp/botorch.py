@@ -9,7 +9,8 @@ outcome transform) and has the same defaults: an RBF kernel with one lengthscale
 likelihood with a LogNormal(-4, 1) noise prior and a noise floor of 1e-4 (``FixedNoise`` when
 ``train_Yvar`` is given), a constant mean, and ``Standardize`` on the outcomes. Its posteriors
 are ``GPyTorchPosterior`` objects, so every BoTorch acquisition function takes it. Fit it with
-``fg.fit(model.flashgp_model, ...)``; save it with ``fg.save(model.flashgp_model, path)``.
+``fg.fit(model, ...)`` (which fits ``model.flashgp_model``); save the GP with
+``fg.save(model.flashgp_model, path)``.
 """
 from __future__ import annotations
 
@@ -128,8 +129,8 @@ class FlashGPModel(Model, FantasizeMixin):
         outcome_transform: a BoTorch ``OutcomeTransform``; default ``Standardize(m=1)``, None
             for none. The GP is fitted to the transformed outcomes; posteriors are untransformed.
 
-    ``flashgp_model`` is the underlying ``fg.ExactGP`` (on the transformed data): fit it with
-    ``fg.fit(model.flashgp_model)`` and save it with ``fg.save(model.flashgp_model, path)``.
+    ``flashgp_model`` is the underlying ``fg.ExactGP`` (on the transformed data): ``fg.fit(model)``
+    fits it (a MAP fit with the default priors) and ``fg.save(model.flashgp_model, path)`` saves it.
     Posteriors are joint Gaussians over the q points of each test set, differentiable in X when
     flashgp's posterior is.
     """

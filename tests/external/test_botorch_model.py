@@ -203,7 +203,7 @@ def test_fit_reaches_singletaskgp_objective():
     theirs = SingleTaskGP(X, Y, input_transform=Normalize(3))
     mll = ExactMarginalLogLikelihood(theirs.likelihood, theirs)
     fit_gpytorch_mll(mll)
-    fg.fit(ours.flashgp_model, optimizer="lbfgs", lr=1.0, iters=10, progress=False)
+    fg.fit(ours, optimizer="lbfgs", lr=1.0, iters=10, progress=False)
 
     def objective(lengthscale, noise, constant):
         with torch.no_grad():
