@@ -3,11 +3,12 @@
 """``FlashGPModel``: a BoTorch ``Model`` whose posterior is flashgp's exact GP.
 
 Needs BoTorch (``pip install flashgp[botorch]``). The model takes what ``SingleTaskGP`` takes
-(``train_X`` ``(*b, n, d)``, ``train_Y`` ``(*b, n, 1)``, optional ``train_Yvar``, an input and an
+(``train_X`` ``(*b, n, d)``, ``train_Y`` ``(*b, n, m)``, optional ``train_Yvar``, an input and an
 outcome transform) and has the same defaults: an RBF kernel with one lengthscale per input column
 (no output scale) under BoTorch's dimension-scaled LogNormal lengthscale prior, a Gaussian
 likelihood with a LogNormal(-4, 1) noise prior and a noise floor of 1e-4 (``FixedNoise`` when
-``train_Yvar`` is given), a constant mean, and ``Standardize`` on the outcomes. Its posteriors
+``train_Yvar`` is given), a constant mean, and ``Standardize`` on the outcomes; m > 1 outputs are independent GPs, one batch element of the
+ExactGP each, as in SingleTaskGP. Its posteriors
 are ``GPyTorchPosterior`` objects, so every BoTorch acquisition function takes it. Fit it with
 ``fg.fit(model, ...)`` (which fits ``model.flashgp_model``); save the GP with
 ``fg.save(model.flashgp_model, path)``.
@@ -25,7 +26,7 @@ try:
     from botorch.models.utils.assorted import validate_input_scaling
     from botorch.posteriors.gpytorch import GPyTorchPosterior
     from botorch.utils.types import DEFAULT
-    from gpytorch.distributions import MultivariateNormal
+    from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNormal
 except ImportError as err:  # pragma: no cover - exercised only without BoTorch
     raise ImportError("flashgp.botorch needs BoTorch and GPyTorch: pip install flashgp[botorch]") from err
 
@@ -96,10 +97,8 @@ def _check_data(train_X, train_Y, train_Yvar) -> None:
                          f"{tuple(train_X.shape)}")
     if train_Y.dtype != train_X.dtype:
         raise TypeError(f"train_Y: expected the dtype of train_X ({train_X.dtype}), got {train_Y.dtype}")
-    if train_Y.shape[-1] != 1:
-        raise NotImplementedError(f"train_Y: FlashGPModel models one output (train_Y (..., n, 1)); got "
-                                  f"{train_Y.shape[-1]} outputs. Use one FlashGPModel per output in a "
-                                  "botorch.models.ModelList")
+    if train_Y.shape[-1] < 1:
+        raise ValueError(f"train_Y: expected at least one output column, got shape {tuple(train_Y.shape)}")
     if train_Yvar is not None:
         _check_tensor(train_Yvar, "train_Yvar", 2)
         if train_Yvar.shape != train_Y.shape:
@@ -108,15 +107,17 @@ def _check_data(train_X, train_Y, train_Yvar) -> None:
 
 
 class FlashGPModel(Model, FantasizeMixin):
-    """A single-output BoTorch model on ``fg.ExactGP``, with SingleTaskGP's defaults.
+    """A BoTorch model on ``fg.ExactGP``, with SingleTaskGP's defaults.
 
     Args:
         train_X: training inputs ``(*b, n, d)`` (float64 recommended, as for BoTorch).
-        train_Y: training outcomes ``(*b, n, 1)``.
-        train_Yvar: observed noise variances ``(*b, n, 1)`` (a ``FixedNoise`` likelihood), or
+        train_Y: training outcomes ``(*b, n, m)``. With m > 1 the outputs are independent GPs
+            with their own hyperparameters: the ExactGP has batch shape ``(*b, m)`` (its inputs
+            ``(*b, m, n, d)``, targets ``(*b, m, n)``), as SingleTaskGP batches its outputs.
+        train_Yvar: observed noise variances ``(*b, n, m)`` (a ``FixedNoise`` likelihood), or
             None (a learned Gaussian noise).
         kernel: a flashgp kernel on the transformed inputs. Default: ``RBF(ard_dims=d)`` (batch
-            shape b) starting at the mode of BoTorch's LogNormal(sqrt(2) + log(d)/2, sqrt(3))
+            shape ``(*b, m)``, or b for m = 1) starting at the mode of BoTorch's LogNormal(sqrt(2) + log(d)/2, sqrt(3))
             lengthscale prior, with that prior (MAP fits) where ``flashgp.priors`` exists.
         likelihood: a flashgp Gaussian-noise likelihood. Default: ``Gaussian`` with noise floor
             1e-4 starting at the mode of the LogNormal(-4, 1) noise prior (and that prior), or
@@ -126,7 +127,7 @@ class FlashGPModel(Model, FantasizeMixin):
         input_transform: a BoTorch ``InputTransform`` (e.g. ``Normalize(d)``), applied to the
             training inputs here (its coefficients are learned from them) and to test inputs in
             ``posterior``; its own parameters are not trained by ``fg.fit``.
-        outcome_transform: a BoTorch ``OutcomeTransform``; default ``Standardize(m=1)``, None
+        outcome_transform: a BoTorch ``OutcomeTransform``; default ``Standardize(m)``, None
             for none. The GP is fitted to the transformed outcomes; posteriors are untransformed.
 
     ``flashgp_model`` is the underlying ``fg.ExactGP`` (on the transformed data): ``fg.fit(model)``
@@ -135,8 +136,6 @@ class FlashGPModel(Model, FantasizeMixin):
     flashgp's posterior is.
     """
 
-    _num_outputs = 1
-
     def __init__(self, train_X: torch.Tensor, train_Y: torch.Tensor, train_Yvar: torch.Tensor | None = None,
                  kernel: Kernel | None = None, likelihood: Likelihood | None = None, mean: Mean | None = None,
                  solver=None, input_transform=None, outcome_transform=DEFAULT):
@@ -144,9 +143,10 @@ class FlashGPModel(Model, FantasizeMixin):
         _check_data(train_X, train_Y, train_Yvar)
         if likelihood is not None and train_Yvar is not None:
             raise ValueError("likelihood: pass either train_Yvar (a FixedNoise likelihood) or a likelihood, not both")
-        batch = train_X.shape[:-2]
+        batch, outputs = train_X.shape[:-2], train_Y.shape[-1]
+        self._num_outputs = outputs
         if outcome_transform is DEFAULT:
-            outcome_transform = Standardize(m=1, batch_shape=batch)
+            outcome_transform = Standardize(m=outputs, batch_shape=batch)
         with torch.no_grad():
             transformed_X = self.transform_inputs(train_X, input_transform)  # learns e.g. Normalize's bounds
             if input_transform is not None:
@@ -157,19 +157,20 @@ class FlashGPModel(Model, FantasizeMixin):
         validate_input_scaling(train_X=transformed_X, train_Y=train_Y, train_Yvar=train_Yvar,
                                check_nans_only=kernel is not None)
         d = transformed_X.shape[-1]
+        batch = batch if outputs == 1 else torch.Size([*batch, outputs])  # the ExactGP's
         default_kernel = kernel is None
         self.has_priors = False  # whether the default kernel and likelihood carry BoTorch's priors
         if default_kernel:
             kernel = RBF(ard_dims=d, lengthscale=lengthscale_prior_mode(d), batch_shape=batch)
         default_likelihood = likelihood is None and train_Yvar is None
         if train_Yvar is not None:
-            likelihood = FixedNoise(train_Yvar.squeeze(-1))
+            likelihood = FixedNoise(self._targets(train_Yvar))
         elif default_likelihood:
             likelihood = Gaussian(noise=math.exp(NOISE_PRIOR[0] - NOISE_PRIOR[1] ** 2),
                                   noise_floor=MIN_INFERRED_NOISE, batch_shape=batch)
         if mean is None:
             mean = Constant(0.0, batch_shape=batch)
-        self.flashgp_model = ExactGP(transformed_X, train_Y.squeeze(-1), kernel, likelihood=likelihood,
+        self.flashgp_model = ExactGP(self._inputs(transformed_X), self._targets(train_Y), kernel, likelihood=likelihood,
                                      mean=mean, solver=solver)
         if default_kernel:
             self.has_priors = _set_default_priors(self.flashgp_model.kernel,
@@ -182,17 +183,29 @@ class FlashGPModel(Model, FantasizeMixin):
             self.outcome_transform = outcome_transform
         self.to(device=train_X.device, dtype=train_X.dtype)
 
+    # ----- BoTorch's layout and the ExactGP's ----------------------------------------------
+    def _inputs(self, X: torch.Tensor) -> torch.Tensor:
+        """Transformed inputs ``(*b, q, d)`` for the ExactGP: ``(*b, m, q, d)`` when m > 1."""
+        m = self._num_outputs
+        return X if m == 1 else X.unsqueeze(-3).expand(*X.shape[:-2], m, *X.shape[-2:])
+
+    def _targets(self, Y: torch.Tensor) -> torch.Tensor:
+        """Outcomes (or their variances) ``(..., q, m)`` as the ExactGP's ``(..., q)`` or ``(..., m, q)``."""
+        return Y.squeeze(-1) if self._num_outputs == 1 else Y.transpose(-1, -2)
+
     # ----- what BoTorch asks of a model -----------------------------------------------------
     @property
     def num_outputs(self) -> int:
-        """The number of outputs (1)."""
+        """The number of outputs m."""
         return self._num_outputs
 
     @property
     def batch_shape(self) -> torch.Size:
-        """The model's batch shape: that of its training data (``(*s, *b)`` for a fantasy model)."""
+        """The model's batch shape: that of its training data (``(*s, *b)`` for a fantasy model),
+        without the outputs' dimension."""
         gp = self.flashgp_model
-        return torch.broadcast_shapes(gp.train_x.shape[:-2], gp.train_y.shape[:-1])
+        shape = torch.broadcast_shapes(gp.train_x.shape[:-2], gp.train_y.shape[:-1])
+        return shape if self._num_outputs == 1 else shape[:-1]
 
     @property
     def likelihood(self) -> Likelihood:
@@ -217,6 +230,12 @@ class FlashGPModel(Model, FantasizeMixin):
         with torch.no_grad():
             transformed = self.input_transform.preprocess_transform(self._original_train_inputs)
         gp = self.flashgp_model
+        transformed = self._inputs(transformed)
+        if transformed.shape != gp.train_x.shape and transformed.dim() <= gp.train_x.dim():
+            try:  # a fantasy model's batch of data sets shares its original inputs
+                transformed = transformed.expand(gp.train_x.shape)
+            except RuntimeError:
+                pass
         if transformed.shape != gp.train_x.shape or not torch.equal(transformed, gp.train_x):
             gp.set_train_data(transformed, gp.train_y)
         self._has_transformed_inputs = True
@@ -231,23 +250,26 @@ class FlashGPModel(Model, FantasizeMixin):
     def _latent(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean ``(*batch, q)``, dense covariance ``(*batch, q, q)``) of f at transformed inputs
         X ``(*t, q, d)``, batch = broadcast(t, model batch) (test batch dimensions beyond the
-        model's are separate test sets); differentiable in X."""
-        post = self.flashgp_model.posterior(X)
+        model's are separate test sets; with m > 1 outputs batch ends in m); differentiable in X."""
+        post = self.flashgp_model.posterior(X if self._num_outputs == 1 else X.unsqueeze(-3))
         return post.mean, post.covariance.to_dense()
 
     def _noise(self, observation_noise, mean: torch.Tensor) -> torch.Tensor | None:
-        """The observation noise variances ``(*batch, q)`` to add, or None."""
+        """The observation noise variances to add, shaped like ``mean`` (``(*batch, q)``, or
+        ``(*batch, m, q)`` for m > 1 outputs), or None."""
         if observation_noise is False or observation_noise is None:
             return None
-        if isinstance(observation_noise, torch.Tensor):
+        if isinstance(observation_noise, torch.Tensor):  # (*t, q, m), as BoTorch passes it
             noise = observation_noise.to(mean)
-            if noise.dim() >= 1 and noise.shape[-1] == 1 and noise.dim() == mean.dim() + 1:
+            if self._num_outputs > 1:
+                noise = noise.transpose(-1, -2) if noise.dim() >= 2 else noise
+            elif noise.dim() >= 2 and noise.shape[-1] == 1:
                 noise = noise.squeeze(-1)
             try:
                 return noise.expand(mean.shape)
             except RuntimeError:
-                raise ValueError(f"observation_noise: expected variances of shape {(*mean.shape, 1)} (or "
-                                 f"broadcastable), got {tuple(observation_noise.shape)}") from None
+                raise ValueError(f"observation_noise: expected variances of shape (..., q, {self._num_outputs}) "
+                                 f"broadcastable to the test sets', got {tuple(observation_noise.shape)}") from None
         if observation_noise is not True:
             raise TypeError(f"observation_noise: expected True, False or a tensor, got {observation_noise!r}")
         likelihood = self.likelihood
@@ -257,21 +279,35 @@ class FlashGPModel(Model, FantasizeMixin):
             noise = likelihood.noise_diag(1)
         return noise.to(mean).expand(mean.shape)
 
+    def _output_indices(self, output_indices) -> list[int] | None:
+        """``output_indices`` as a list of ints in range(m), or None for all outputs in order."""
+        if output_indices is None:
+            return None
+        m = self._num_outputs
+        indices = list(output_indices)
+        if not indices or not all(isinstance(i, int) and -m <= i < m for i in indices):
+            raise ValueError(f"output_indices: expected a non-empty list of ints in range({m}) (the model's "
+                             f"outputs), got {output_indices!r}")
+        indices = [i % m for i in indices]
+        return None if indices == list(range(m)) else indices
+
     def posterior(self, X: torch.Tensor, output_indices: list[int] | None = None,
                   observation_noise: bool | torch.Tensor = False, posterior_transform=None,
                   **kwargs) -> GPyTorchPosterior:
-        """The posterior at X ``(*t, q, d)`` (untransformed inputs): a ``GPyTorchPosterior`` over a
-        ``MultivariateNormal`` with mean ``(*batch, q)`` and a dense covariance ``(*batch, q, q)``
-        (batch = broadcast(t, ``batch_shape``); test sets are independent of one another), in
-        the outcomes' original units.
+        """The posterior at X ``(*t, q, d)`` (untransformed inputs), in the outcomes' original
+        units: a ``GPyTorchPosterior`` over a ``MultivariateNormal`` with mean ``(*batch, q)`` and
+        a dense covariance ``(*batch, q, q)`` (batch = broadcast(t, ``batch_shape``); test sets are
+        independent of one another); for m > 1 outputs a ``MultitaskMultivariateNormal`` of the
+        independent outputs (mean ``(*batch, q, m)``; one output picked by ``output_indices``: a
+        ``MultivariateNormal``).
 
         observation_noise: False (the latent f), True (plus the likelihood's noise; for
-        ``FixedNoise`` the mean training noise) or a tensor ``(*t, q, 1)`` of noise variances in
+        ``FixedNoise`` the mean training noise) or a tensor ``(*t, q, m)`` of noise variances in
         the outcome-transformed space. posterior_transform: applied last (e.g.
-        ``ScalarizedPosteriorTransform``). output_indices: None or [0].
+        ``ScalarizedPosteriorTransform``). output_indices: the outputs to return (default all;
+        the outcome transform is subset to them, ``subset_output``).
         """
-        if output_indices is not None and list(output_indices) != [0]:
-            raise ValueError(f"output_indices: the model has one output, expected None or [0], got {output_indices!r}")
+        indices = self._output_indices(output_indices)
         _check_tensor(X, "X", 2)
         self.eval()
         X = self.transform_inputs(X)
@@ -279,9 +315,18 @@ class FlashGPModel(Model, FantasizeMixin):
         noise = self._noise(observation_noise, mean)
         if noise is not None:
             cov = cov + torch.diag_embed(noise)
-        posterior = GPyTorchPosterior(MultivariateNormal(mean, cov))
-        if getattr(self, "outcome_transform", None) is not None:
-            posterior = self.outcome_transform.untransform_posterior(posterior, X=X)
+        if self._num_outputs == 1:
+            distribution = MultivariateNormal(mean, cov)
+        else:
+            picked = range(self._num_outputs) if indices is None else indices
+            parts = [MultivariateNormal(mean[..., i, :], cov[..., i, :, :]) for i in picked]
+            distribution = parts[0] if len(parts) == 1 else MultitaskMultivariateNormal.from_independent_mvns(parts)
+        posterior = GPyTorchPosterior(distribution)
+        transform = getattr(self, "outcome_transform", None)
+        if transform is not None:
+            if indices is not None:
+                transform = transform.subset_output(indices)
+            posterior = transform.untransform_posterior(posterior, X=X)
         if posterior_transform is not None:
             return posterior_transform(posterior=posterior, X=X)
         return posterior
@@ -289,25 +334,28 @@ class FlashGPModel(Model, FantasizeMixin):
     # ----- conditioning and fantasies -------------------------------------------------------
     def condition_on_observations(self, X: torch.Tensor, Y: torch.Tensor, noise: torch.Tensor | None = None,
                                   **kwargs) -> FlashGPModel:
-        """A new FlashGPModel conditioned on observations Y ``(*s, *b, q, 1)`` at X ``(*b, q, d)``
+        """A new FlashGPModel conditioned on observations Y ``(*s, *b, q, m)`` at X ``(*b, q, d)``
         (untransformed; Y in the original units, passed through the outcome transform in eval
-        mode; ``noise`` ``(*s, *b, q, 1)``: their noise variances in the transformed space, for a
+        mode; ``noise`` ``(*s, *b, q, m)``: their noise variances in the transformed space, for a
         FixedNoise likelihood). The hyperparameters are kept (``ExactGP.condition_on_observations``);
-        the new model's batch shape is ``(*s, *b)``."""
+        the new model's batch shape is ``(*s, *b)``. The new model's posterior carries no
+        gradient to X and Y (flashgp conditions on them as data)."""
+        m = self._num_outputs
         _check_tensor(X, "X", 2)
         _check_tensor(Y, "Y", 2)
-        if Y.shape[-1] != 1:
-            raise ValueError(f"Y: expected one output (shape (..., q, 1)), got {tuple(Y.shape)}")
+        if Y.shape[-1] != m or Y.shape[-2] != X.shape[-2]:
+            raise ValueError(f"Y: expected shape (..., {X.shape[-2]}, {m}) (q points like X, the model's {m} "
+                             f"outputs), got {tuple(Y.shape)}")
         self.eval()
         transformed = self.transform_inputs(X)
         if getattr(self, "outcome_transform", None) is not None:
             Y, _ = self.outcome_transform(Y, X=transformed)
-        if noise is not None:  # (..., q, 1) like Y, as BoTorch passes it
+        if noise is not None:  # (..., q, m) like Y, as BoTorch passes it
             _check_tensor(noise, "noise", 2)
-            if noise.shape[-1] != 1:
-                raise ValueError(f"noise: expected variances of shape (..., q, 1) like Y, got {tuple(noise.shape)}")
-            noise = noise.squeeze(-1)
-        gp = self.flashgp_model.condition_on_observations(transformed, Y.squeeze(-1), noise=noise)
+            if noise.shape[-1] != m:
+                raise ValueError(f"noise: expected variances of shape (..., q, {m}) like Y, got {tuple(noise.shape)}")
+            noise = self._targets(noise)
+        gp = self.flashgp_model.condition_on_observations(self._inputs(transformed), self._targets(Y), noise=noise)
         new = copy.deepcopy(self, memo={id(self.flashgp_model): gp})
         if getattr(self, "input_transform", None) is not None:
             shape = torch.broadcast_shapes(X.shape[:-2], self._original_train_inputs.shape[:-2])
@@ -319,7 +367,9 @@ class FlashGPModel(Model, FantasizeMixin):
                   **kwargs) -> FlashGPModel:
         """A fantasy model (BoTorch's ``fantasize``): samples of the posterior at X ``(*b, q, d)``
         with observation noise, conditioned on. With a FixedNoise likelihood and no
-        ``observation_noise`` the fantasies take the mean training noise, as BoTorch's models do."""
+        ``observation_noise`` the fantasies take the mean training noise of each output
+        (``(*batch, 1, m)``), as BoTorch's models do."""
         if observation_noise is None and isinstance(self.likelihood, FixedNoise):
-            observation_noise = self.likelihood.noise.mean(-1, keepdim=True).unsqueeze(-1)
+            mean_noise = self.likelihood.noise.mean(-1, keepdim=True)  # (*batch, 1) or (*batch, m, 1)
+            observation_noise = mean_noise.unsqueeze(-1) if self._num_outputs == 1 else mean_noise.transpose(-1, -2)
         return super().fantasize(X, sampler, observation_noise=observation_noise, **kwargs)

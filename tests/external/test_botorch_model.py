@@ -31,21 +31,24 @@ def problem(n=14, d=3, seed=0, batch=()):
 
 
 def pair(X, Y, Yvar=None, transforms=True):
-    """(FlashGPModel, SingleTaskGP) on the same data with the same hyperparameters."""
-    d = X.shape[-1]
+    """(FlashGPModel, SingleTaskGP) on the same data with the same hyperparameters (per output,
+    different ones, when Y has several columns)."""
+    d, m = X.shape[-1], Y.shape[-1]
     extra = {} if transforms else {"outcome_transform": None}
     ours = FlashGPModel(X, Y, Yvar, input_transform=Normalize(d) if transforms else None, **extra)
     theirs = SingleTaskGP(X, Y, Yvar, input_transform=Normalize(d) if transforms else None, **extra)
     gp = ours.flashgp_model
-    lengthscale = torch.tensor(LENGTHSCALES[:d], dtype=F64)
+    scale = torch.arange(1, m + 1, dtype=F64) if m > 1 else torch.tensor(1.0, dtype=F64)  # () or (m,)
+    lengthscale = torch.tensor(LENGTHSCALES[:d], dtype=F64) * (1 + 0.3 * scale[..., None, None])
+    lengthscale = lengthscale.expand(gp.kernel.lengthscale.shape)
     gp.kernel.lengthscale = lengthscale
-    gp.mean.constant = CONSTANT
+    gp.mean.constant = CONSTANT * scale
     with torch.no_grad():
         theirs.covar_module.lengthscale = lengthscale
-        theirs.mean_module.constant.fill_(CONSTANT)
+        theirs.mean_module.constant.copy_(CONSTANT * scale)
         if Yvar is None:
-            gp.likelihood.noise = NOISE
-            theirs.likelihood.noise = NOISE
+            gp.likelihood.noise = NOISE * scale
+            theirs.likelihood.noise = (NOISE * scale).unsqueeze(-1).expand(theirs.likelihood.noise.shape)
     return ours, theirs
 
 
@@ -130,8 +133,8 @@ def test_eval_keeps_learned_input_bounds():
 
 def test_bad_inputs_name_the_argument():
     X, Y = problem()
-    with pytest.raises(NotImplementedError, match="train_Y: .*one output"):
-        FlashGPModel(X, torch.cat([Y, Y], -1))
+    with pytest.raises(ValueError, match="train_Y: expected at least one output"):
+        FlashGPModel(X, Y[:, :0])
     with pytest.raises(ValueError, match="train_Y"):
         FlashGPModel(X, Y.squeeze(-1))
     with pytest.raises(ValueError, match="train_Yvar"):
@@ -281,3 +284,57 @@ def test_knowledge_gradient_gradient_at_the_candidate_matches():
     points = 4 * torch.rand(3, 1 + 4, 3, dtype=F64) - 1
     (_, grad_ours), (_, grad_theirs) = knowledge_gradients(points)
     torch.testing.assert_close(grad_ours[:, :1], grad_theirs[:, :1], rtol=1e-5, atol=1e-8)
+
+
+def two_outputs(n=14, batch=()):
+    X, Y = problem(n=n, batch=batch)
+    return X, torch.cat([Y, torch.cos(X[..., :1]) - X[..., 1:2]], -1)
+
+
+@pytest.mark.parametrize("shape", [(4,), (3, 2)], ids=["q", "b-q"])
+def test_two_outputs_match_singletaskgp(shape):
+    """m = 2 outputs: an ExactGP batch of two independent GPs, as SingleTaskGP batches them;
+    posteriors (a MultitaskMultivariateNormal), noise, one output alone, qLogEI through a
+    scalarization, conditioning and fantasies all equal SingleTaskGP's."""
+    X, Y = two_outputs()
+    ours, theirs = pair(X, Y)
+    assert ours.num_outputs == 2 and ours.batch_shape == theirs.batch_shape == torch.Size([])
+    test = 4 * torch.rand(*shape, 3, dtype=F64) - 1
+    assert_same_posterior(ours.posterior(test), theirs.posterior(test))
+    assert_same_posterior(ours.posterior(test, observation_noise=True), theirs.posterior(test, observation_noise=True))
+    noise = torch.rand(*shape, 2, dtype=F64)
+    assert_same_posterior(ours.posterior(test, observation_noise=noise),
+                          theirs.posterior(test, observation_noise=noise))
+    one = ours.posterior(test, output_indices=[1])
+    torch.testing.assert_close(one.mean, ours.posterior(test).mean[..., 1:])
+    torch.testing.assert_close(one.variance, ours.posterior(test).variance[..., 1:])
+    transform = ScalarizedPosteriorTransform(weights=torch.tensor([1.0, 0.5], dtype=F64))
+    grads = []
+    for model in (ours, theirs):
+        x = test.clone().requires_grad_(True)
+        acqf = qLogExpectedImprovement(model, best_f=Y.sum(-1).max(), posterior_transform=transform,
+                                       sampler=SobolQMCNormalSampler(torch.Size([32]), seed=0))
+        value = acqf(x if len(shape) > 1 else x.unsqueeze(0))
+        value.sum().backward()
+        grads.append((value.detach(), x.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-6, atol=1e-9)
+    new_X, new_Y = 4 * torch.rand(2, 3, dtype=F64) - 1, torch.randn(2, 2, dtype=F64)
+    a, b = ours.condition_on_observations(new_X, new_Y), theirs.condition_on_observations(new_X, new_Y)
+    assert_same_posterior(a.posterior(test), b.posterior(test), rtol=1e-7, atol=1e-10)
+    fantasies = [model.fantasize(new_X, SobolQMCNormalSampler(torch.Size([3]), seed=1)) for model in (ours, theirs)]
+    assert fantasies[0].batch_shape == fantasies[1].batch_shape == torch.Size([3])
+    assert_same_posterior(fantasies[0].posterior(test), fantasies[1].posterior(test), rtol=1e-7, atol=1e-10)
+
+
+def test_two_outputs_with_fixed_noise_and_batches_match():
+    X, Y = two_outputs(batch=(2,))
+    Yvar = torch.full_like(Y, 0.01)
+    ours, theirs = pair(X, Y, Yvar)
+    assert ours.batch_shape == theirs.batch_shape == torch.Size([2])
+    test = torch.rand(3, 2, 4, 3, dtype=F64)
+    assert_same_posterior(ours.posterior(test), theirs.posterior(test))
+    assert_same_posterior(ours.posterior(test, observation_noise=True), theirs.posterior(test, observation_noise=True))
+    at = torch.rand(2, 2, 3, dtype=F64)
+    fantasies = [model.fantasize(at, SobolQMCNormalSampler(torch.Size([3]), seed=1)) for model in (ours, theirs)]
+    assert_same_posterior(fantasies[0].posterior(test[0]), fantasies[1].posterior(test[0]), rtol=1e-7, atol=1e-10)
