@@ -21,7 +21,7 @@ import numbers
 import numpy as np
 import torch
 
-from .kernels.constraints import ExactValues, positive_value
+from .kernels.constraints import ExactValues, attached_priors as _priors_of, check_prior_shape, prior_value
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 LOG_2_OVER_PI = math.log(2 / math.pi)
@@ -292,73 +292,6 @@ def _json_numbers(value, depth: int = 0) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-# ----- attaching priors to modules ----------------------------------------------------------------
-
-def _priors_of(module) -> dict:
-    return module.__dict__.get("_priors") or {}
-
-
-def _plain_value(module, name: str):
-    """The floating tensor attribute ``name`` of ``module`` (a parameter, a buffer or a property
-    giving a tensor), else None."""
-    held = name in module._parameters or name in module._buffers
-    if not held and not isinstance(getattr(type(module), name, None), property):
-        return None
-    value = getattr(module, name)
-    return value if isinstance(value, torch.Tensor) and value.is_floating_point() else None
-
-
-def prior_value(module, name: str, raw: bool) -> torch.Tensor:
-    """The tensor a prior attached to ``name`` reads: a positive hyperparameter's natural value
-    (``raw=False``) or its unconstrained ``raw_<name>`` (``raw=True``); else the attribute."""
-    if name in getattr(module, "_constraints", {}):
-        return getattr(module, "raw_" + name) if raw else positive_value(module, name)
-    return getattr(module, name)
-
-
-def _check_shape(prior: Prior, value: torch.Tensor, where: str) -> None:
-    try:
-        shape = torch.broadcast_shapes(prior.batch_shape, value.shape)
-    except RuntimeError:
-        shape = None
-    if shape != value.shape:
-        raise ValueError(f"prior: {prior!r:.120} has batch shape {tuple(prior.batch_shape)}, which does not "
-                         f"broadcast into the shape {tuple(value.shape)} of {where}")
-
-
-def attach(module, name: str, prior: Prior | None, raw: bool = False) -> None:
-    """``module.set_prior(name, prior, raw)`` (``ExactValues.set_prior``, documented there)."""
-    owner = type(module).__name__
-    if not isinstance(name, str):
-        raise TypeError(f"name: expected a hyperparameter name (a str), got {type(name).__name__}")
-    if not isinstance(raw, (bool, np.bool_)):
-        raise TypeError(f"raw: expected True or False, got {raw!r:.50}")
-    positive = getattr(module, "_constraints", {})
-    if name.startswith("raw_") and name[4:] in positive:
-        raise ValueError(f"name: {name!r} is the raw tensor of the positive hyperparameter {name[4:]!r}; "
-                         f"use set_prior({name[4:]!r}, prior, raw=True)")
-    if name not in positive:
-        if _plain_value(module, name) is None:
-            known = [*positive, *(p for p, v in module._parameters.items()
-                                  if v is not None and p[4:] not in positive)]
-            raise ValueError(f"name: {owner} has no hyperparameter {name!r}; its hyperparameters: "
-                             f"{', '.join(known) or 'none'} (a prior goes on the module that holds the "
-                             "hyperparameter, e.g. model.kernel.base for the lengthscale of a Scale kernel)")
-        if raw:
-            raise ValueError(f"raw: {owner}.{name} is a plain parameter (no constraint, no raw form); "
-                             "its prior is on its value: pass raw=False")
-    priors = dict(_priors_of(module))
-    if prior is None:
-        priors.pop(name, None)
-    else:
-        if not isinstance(prior, Prior):
-            raise TypeError(f"prior: expected a flashgp.priors prior (Normal, LogNormal, Gamma, HalfCauchy) "
-                            f"or None, got {type(prior).__name__}")
-        _check_shape(prior, prior_value(module, name, raw), f"{owner}.{'raw_' if raw else ''}{name}")
-        priors[name] = (prior, bool(raw))
-    module.__dict__["_priors"] = priors
-
-
 # ----- the model's log prior ---------------------------------------------------------------------
 
 def attached(model) -> list:
@@ -379,7 +312,7 @@ def log_prior(model) -> torch.Tensor:
     for path, module in model.named_modules():
         for name, (prior, raw) in _priors_of(module).items():
             value = prior_value(module, name, raw)
-            _check_shape(prior, value, f"{path or 'the model'}.{name}")
+            check_prior_shape(prior, value, f"{path or 'the model'}.{name}")
             term = prior.log_prob(value).sum()
             total = term if total is None else total + term
     if total is None:
@@ -465,7 +398,7 @@ def attach_config(model, entries) -> None:
         if not isinstance(modules.get(path), ExactValues):
             raise ValueError(f"priors[{i}]: module {path!r:.100} is not a kernel, likelihood or mean of the model")
         try:
-            attach(modules[path], name, prior, raw)
+            modules[path].set_prior(name, prior, raw)
         except (TypeError, ValueError) as err:
             raise ValueError(f"priors[{i}] ({path}.{name}): {err}") from None
 

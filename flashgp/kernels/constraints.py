@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -163,13 +164,40 @@ class ExactValues(nn.Module):
         element. ValueError for a name this module does not hold (a Scale kernel holds the
         output scale; its ``base`` kernel the lengthscale).
         """
-        from ..priors import attach  # late: flashgp.priors imports this module
-        attach(self, name, prior, raw)
+        from ..priors import Prior  # late: flashgp.priors imports this module
+        owner = type(self).__name__
+        if not isinstance(name, str):
+            raise TypeError(f"name: expected a hyperparameter name (a str), got {type(name).__name__}")
+        if not isinstance(raw, (bool, np.bool_)):
+            raise TypeError(f"raw: expected True or False, got {raw!r:.50}")
+        positive = getattr(self, "_constraints", {})
+        if name.startswith("raw_") and name[4:] in positive:
+            raise ValueError(f"name: {name!r} is the raw tensor of the positive hyperparameter {name[4:]!r}; "
+                             f"use set_prior({name[4:]!r}, prior, raw=True)")
+        if name not in positive:
+            if _plain_value(self, name) is None:
+                known = [*positive, *(p for p, v in self._parameters.items() if v is not None and p[4:] not in positive)]
+                raise ValueError(f"name: {owner} has no hyperparameter {name!r}; its hyperparameters: "
+                                 f"{', '.join(known) or 'none'} (a prior goes on the module that holds the "
+                                 "hyperparameter, e.g. model.kernel.base for the lengthscale of a Scale kernel)")
+            if raw:
+                raise ValueError(f"raw: {owner}.{name} is a plain parameter (no constraint, no raw form); "
+                                 "its prior is on its value: pass raw=False")
+        priors = dict(attached_priors(self))
+        if prior is None:
+            priors.pop(name, None)
+        else:
+            if not isinstance(prior, Prior):
+                raise TypeError(f"prior: expected a flashgp.priors prior (Normal, LogNormal, Gamma, HalfCauchy) "
+                                f"or None, got {type(prior).__name__}")
+            check_prior_shape(prior, prior_value(self, name, raw), f"{owner}.{'raw_' if raw else ''}{name}")
+            priors[name] = (prior, bool(raw))
+        self.__dict__["_priors"] = priors
 
     @property
     def priors(self) -> dict:
         """The priors attached to this module: name -> (prior, raw), a copy."""
-        return dict(self.__dict__.get("_priors") or {})
+        return dict(attached_priors(self))
 
     def remember_exact(self, name: str, exact: torch.Tensor, kind: str = "positive") -> None:
         """Keep ``exact`` (float64, the stored tensor's shape) as the value of ``name``: a positive
@@ -218,6 +246,43 @@ class ExactValues(nn.Module):
                 stored.copy_(self._from_exact(name, kind, exact, stored.dtype))
             self.remember_exact(name, exact, kind)
         return out
+
+
+# ----- priors attached to a module (ExactValues.set_prior; flashgp.priors) -----------------------
+
+def attached_priors(module: nn.Module) -> dict:
+    """name -> (prior, raw) of the priors ``set_prior`` attached to ``module`` (not a copy)."""
+    return module.__dict__.get("_priors") or {}
+
+
+def _plain_value(module: nn.Module, name: str):
+    """The floating tensor attribute ``name`` of ``module`` (a parameter, a buffer or a property
+    giving a tensor), else None."""
+    held = name in module._parameters or name in module._buffers
+    if not held and not isinstance(getattr(type(module), name, None), property):
+        return None
+    value = getattr(module, name)
+    return value if isinstance(value, torch.Tensor) and value.is_floating_point() else None
+
+
+def prior_value(module: nn.Module, name: str, raw: bool) -> torch.Tensor:
+    """The tensor a prior attached to ``name`` reads: a positive hyperparameter's natural value
+    (``raw=False``) or its unconstrained ``raw_<name>`` (``raw=True``); else the attribute."""
+    if name in getattr(module, "_constraints", {}):
+        return getattr(module, "raw_" + name) if raw else positive_value(module, name)
+    return getattr(module, name)
+
+
+def check_prior_shape(prior, value: torch.Tensor, where: str) -> None:
+    """ValueError unless ``prior.batch_shape`` broadcasts into ``value``'s shape (``where``: the
+    hyperparameter, for the message)."""
+    try:
+        shape = torch.broadcast_shapes(prior.batch_shape, value.shape)
+    except RuntimeError:
+        shape = None
+    if shape != value.shape:
+        raise ValueError(f"prior: {prior!r:.120} has batch shape {tuple(prior.batch_shape)}, which does not "
+                         f"broadcast into the shape {tuple(value.shape)} of {where}")
 
 
 def check_ard_dims(ard_dims) -> int | None:
