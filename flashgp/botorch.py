@@ -7,8 +7,8 @@ Needs BoTorch (``pip install flashgp[botorch]``). The model takes what ``SingleT
 outcome transform) and has the same defaults: an RBF kernel with one lengthscale per input column
 (no output scale) under BoTorch's dimension-scaled LogNormal lengthscale prior, a Gaussian
 likelihood with a LogNormal(-4, 1) noise prior and a noise floor of 1e-4 (``FixedNoise`` when
-``train_Yvar`` is given), a constant mean, and ``Standardize`` on the outcomes; m > 1 outputs are independent GPs, one batch element of the
-ExactGP each, as in SingleTaskGP. Its posteriors
+``train_Yvar`` is given), a constant mean, and ``Standardize`` on the outcomes; m > 1 outputs
+are independent GPs, one batch element of the ExactGP each, as in SingleTaskGP. Its posteriors
 are ``GPyTorchPosterior`` objects, so every BoTorch acquisition function takes it. Fit it with
 ``fg.fit(model, ...)`` (which fits ``model.flashgp_model``); save the GP with
 ``fg.save(model.flashgp_model, path)``.
@@ -16,7 +16,6 @@ are ``GPyTorchPosterior`` objects, so every BoTorch acquisition function takes i
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 
@@ -34,47 +33,16 @@ from .kernels import RBF, Kernel
 from .likelihoods import FixedNoise, Gaussian, Likelihood
 from .means import Constant, Mean
 from .models import ExactGP
+from .priors import botorch_defaults
 
-__all__ = ["FlashGPModel", "MIN_INFERRED_NOISE", "lengthscale_prior_mode"]
-
-#: the noise floor of the default Gaussian likelihood (BoTorch's MIN_INFERRED_NOISE_LEVEL)
-MIN_INFERRED_NOISE = 1e-4
-#: the LogNormal noise prior of the default likelihood: (loc, scale) of log(noise)
-NOISE_PRIOR = (-4.0, 1.0)
-
-
-def lengthscale_prior(d: int) -> tuple[float, float]:
-    """(loc, scale) of BoTorch's dimension-scaled LogNormal lengthscale prior for d inputs:
-    log(lengthscale) ~ N(sqrt(2) + log(d) / 2, 3)."""
-    return math.sqrt(2) + 0.5 * math.log(d), math.sqrt(3)
+__all__ = ["FlashGPModel", "lengthscale_prior_mode"]
 
 
 def lengthscale_prior_mode(d: int) -> float:
-    """The mode exp(loc - scale^2) of the default lengthscale prior: the initial lengthscale."""
-    loc, scale = lengthscale_prior(d)
-    return math.exp(loc - scale**2)
-
-
-def _priors_module():
-    """``flashgp.priors`` when it exists (MAP fits), else None (maximum likelihood)."""
-    try:
-        from . import priors
-    except ImportError:
-        return None
-    return priors if hasattr(priors, "botorch_defaults") else None
-
-
-def _set_default_priors(kernel: Kernel, likelihood, d: int) -> bool:
-    """BoTorch's lengthscale and noise priors on the default kernel and likelihood (through
-    ``flashgp.priors``); False when flashgp has no priors."""
-    priors = _priors_module()
-    if priors is None or not hasattr(kernel, "set_prior"):
-        return False
-    defaults = priors.botorch_defaults(d)
-    kernel.set_prior("lengthscale", defaults["lengthscale"])
-    if likelihood is not None:
-        likelihood.set_prior("noise", defaults["noise"])
-    return True
+    """The mode of BoTorch's lengthscale prior for d inputs (``fg.priors.botorch_defaults(d)``,
+    log(lengthscale) ~ N(sqrt(2) + log(d) / 2, 3)): exp(sqrt(2) + log(d) / 2 - 3), the default
+    kernel's initial lengthscale (0.29 for d = 2, 0.50 for d = 6)."""
+    return float(botorch_defaults(d)["lengthscale"].mode)
 
 
 def _check_tensor(value, name: str, min_dim: int) -> torch.Tensor:
@@ -117,8 +85,9 @@ class FlashGPModel(Model, FantasizeMixin):
         train_Yvar: observed noise variances ``(*b, n, m)`` (a ``FixedNoise`` likelihood), or
             None (a learned Gaussian noise).
         kernel: a flashgp kernel on the transformed inputs. Default: ``RBF(ard_dims=d)`` (batch
-            shape ``(*b, m)``, or b for m = 1) starting at the mode of BoTorch's LogNormal(sqrt(2) + log(d)/2, sqrt(3))
-            lengthscale prior, with that prior (MAP fits) where ``flashgp.priors`` exists.
+            shape ``(*b, m)``, or b for m = 1) with BoTorch's lengthscale prior
+            log(lengthscale) ~ N(sqrt(2) + log(d)/2, 3), starting at its mode
+            (``fg.priors.botorch_defaults``; ``fg.fit`` then fits MAP).
         likelihood: a flashgp Gaussian-noise likelihood. Default: ``Gaussian`` with noise floor
             1e-4 starting at the mode of the LogNormal(-4, 1) noise prior (and that prior), or
             ``FixedNoise`` of the transformed ``train_Yvar``.
@@ -158,23 +127,21 @@ class FlashGPModel(Model, FantasizeMixin):
                                check_nans_only=kernel is not None)
         d = transformed_X.shape[-1]
         batch = batch if outputs == 1 else torch.Size([*batch, outputs])  # the ExactGP's
-        default_kernel = kernel is None
-        self.has_priors = False  # whether the default kernel and likelihood carry BoTorch's priors
+        defaults = botorch_defaults(d)
+        default_kernel, default_likelihood = kernel is None, likelihood is None and train_Yvar is None
         if default_kernel:
-            kernel = RBF(ard_dims=d, lengthscale=lengthscale_prior_mode(d), batch_shape=batch)
-        default_likelihood = likelihood is None and train_Yvar is None
+            kernel = RBF(ard_dims=d, lengthscale=float(defaults["lengthscale"].mode), batch_shape=batch)
+            kernel.set_prior("lengthscale", defaults["lengthscale"])
         if train_Yvar is not None:
             likelihood = FixedNoise(self._targets(train_Yvar))
         elif default_likelihood:
-            likelihood = Gaussian(noise=math.exp(NOISE_PRIOR[0] - NOISE_PRIOR[1] ** 2),
-                                  noise_floor=MIN_INFERRED_NOISE, batch_shape=batch)
+            likelihood = Gaussian(noise=float(defaults["noise"].mode), noise_floor=defaults["noise_floor"],
+                                  batch_shape=batch)
+            likelihood.set_prior("noise", defaults["noise"])
         if mean is None:
             mean = Constant(0.0, batch_shape=batch)
-        self.flashgp_model = ExactGP(self._inputs(transformed_X), self._targets(train_Y), kernel, likelihood=likelihood,
-                                     mean=mean, solver=solver)
-        if default_kernel:
-            self.has_priors = _set_default_priors(self.flashgp_model.kernel,
-                                                  self.flashgp_model.likelihood if default_likelihood else None, d)
+        self.flashgp_model = ExactGP(self._inputs(transformed_X), self._targets(train_Y), kernel,
+                                     likelihood=likelihood, mean=mean, solver=solver)
         if input_transform is not None:
             self.input_transform = input_transform
             self._original_train_inputs = train_X.detach()

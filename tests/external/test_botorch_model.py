@@ -98,8 +98,9 @@ def test_defaults_are_singletaskgp_defaults():
     assert isinstance(model.outcome_transform, Standardize) and model.num_outputs == 1
     torch.testing.assert_close(gp.train_y.mean(), torch.tensor(0.0, dtype=F64), atol=1e-12, rtol=0)
     assert float(gp.train_x.min()) == 0.0 and float(gp.train_x.max()) == 1.0  # Normalize's learned bounds
-    if model.has_priors:
-        assert fg.priors.has_priors(gp)
+    priors = {(path, name): prior for path, name, prior, _ in fg.priors.attached(gp)}
+    assert priors == {("kernel", "lengthscale"): fg.priors.botorch_defaults(3)["lengthscale"],
+                      ("likelihood", "noise"): fg.priors.botorch_defaults(3)["noise"]}
 
 
 def test_posterior_transform_and_output_indices():
