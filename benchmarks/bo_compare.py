@@ -68,11 +68,12 @@ def header(args, kind: str) -> list[str]:
 def loop_report(rows: list[dict], args) -> str:
     """The markdown summary of the loop rows."""
     lines = header(args, "Bayesian optimization")
-    flash_fit = (f"fg.fit, L-BFGS, {args.lbfgs_steps} steps of up to 20 iterations (lr 1)" if args.optimizer == "lbfgs"
-                 else f"fg.fit, Adam, {args.adam_steps} steps (lr 0.1)")
-    lines += [f"Setup: {args.init} initial Sobol points, {args.iters} iterations of batch size 1, qLogExpectedImprovement, "
-              f"optimize_acqf with num_restarts={args.num_restarts}, raw_samples={args.raw_samples}; every model "
-              f"built and fitted from scratch at each iteration (flashgp: {flash_fit}, MAP with BoTorch's priors; "
+    flash_fit = (f"fg.fit, L-BFGS, {args.lbfgs_steps} steps of up to 20 iterations (lr 1)"
+                 if args.optimizer == "lbfgs" else f"fg.fit, Adam, {args.adam_steps} steps (lr 0.1)")
+    lines += [f"Setup: {args.init} initial Sobol points, {args.iters} iterations of batch size 1, "
+              f"qLogExpectedImprovement, optimize_acqf with num_restarts={args.num_restarts}, "
+              f"raw_samples={args.raw_samples}; every model built and fitted from scratch at each iteration "
+              f"(flashgp: {flash_fit}, MAP with BoTorch's priors; "
               "SingleTaskGP: fit_gpytorch_mll). Both: RBF with ARD, LogNormal priors, Normalize(bounds), "
               f"Standardize, {args.dtype}. Seconds: fit = building and fitting the model; acq = optimize_acqf.", "",
               SHARED_CPU_NOTE if args.device == "cpu" else "", ""]
@@ -182,7 +183,8 @@ def main(argv=None) -> None:
         for n in (int(v) for v in args.large.split(",")):
             rows += bo_loop.large(n, args.large_steps, settings, device, dtype)
             for r in rows[-2:]:
-                print(f"n={r['n']:,} {r['model']}: fit {r['fit_seconds']:.2f} s, acq {r['acq_seconds']:.2f} s", flush=True)
+                print(f"n={r['n']:,} {r['model']}: fit {r['fit_seconds']:.2f} s, acq {r['acq_seconds']:.2f} s",
+                      flush=True)
             write(rows, args, large_report(rows, args))
         return
     args.out = args.out or str(REPO / "benchmarks" / "results" / "bo" / f"bo_{tag}")

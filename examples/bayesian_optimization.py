@@ -102,7 +102,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-restarts", type=int, default=None, help="optimize_acqf restarts (default 4, --full 10)")
     parser.add_argument("--raw-samples", type=int, default=None, help="raw samples (default 128, --full 512)")
-    parser.add_argument("--full", action="store_true", help="20 initial points, 30 iterations, 10 restarts, 512 raw samples")
+    parser.add_argument("--full", action="store_true",
+                        help="20 initial points, 30 iterations, 10 restarts, 512 raw samples")
     args = parser.parse_args(argv)
     if Branin is None:
         print("BoTorch is not installed (pip install flashgp[botorch]); skipping")
