@@ -55,11 +55,16 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
+STARTED: dict = {}  # the date and versions when main() started (the code that ran; later writes reuse them)
+
+
 def header(args, kind: str) -> list[str]:
-    info = versions()
+    info = STARTED.setdefault("versions", versions())
+    started = STARTED.setdefault("date", time.strftime('%Y-%m-%d %H:%M %Z'))
     return [f"# {kind}: FlashGPModel against SingleTaskGP", "",
             f"Command: `python {shlex.join(sys.argv)}`", "",
-            f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}. Device: {device_name(torch.device(args.device))}, "
+            f"Started: {started}, last written {time.strftime('%H:%M %Z')}. "
+            f"Device: {device_name(torch.device(args.device))}, "
             f"{torch.get_num_threads()} torch threads. Versions: python {info['python']}, torch {info['torch']}, "
             f"botorch {version_of('botorch')}, gpytorch {version_of('gpytorch')}, flashgp {info['flashgp']} "
             f"(commit {info['flashgp_commit']}).", ""]
@@ -75,14 +80,16 @@ def loop_report(rows: list[dict], args) -> str:
               f"raw_samples={args.raw_samples}; every model built and fitted from scratch at each iteration "
               f"(flashgp: {flash_fit}, MAP with BoTorch's priors; "
               "SingleTaskGP: fit_gpytorch_mll). Both: RBF with ARD, LogNormal priors, Normalize(bounds), "
-              f"Standardize, {args.dtype}. Seconds: fit = building and fitting the model; acq = optimize_acqf.", "",
+              f"Standardize, {args.dtype}. Seconds: fit = building and fitting the model; acq = optimize_acqf. "
+              "Retries: optimize_acqf's scipy runs that failed and were restarted from new initial conditions "
+              "(BoTorch's warning 'Optimization failed in gen_candidates_scipy').", "",
               SHARED_CPU_NOTE if args.device == "cpu" else "", ""]
     for name in dict.fromkeys(r["problem"] for r in rows):
         mine = [r for r in rows if r["problem"] == name]
         seeds = sorted({r["seed"] for r in mine})
         lines += [f"## {name}", "",
                   "| model | seeds | final simple regret: median [25%, 75%] | median fit s / iter | "
-                  "median acq s / iter |", "| --- | --- | --- | --- | --- |"]
+                  "median acq s / iter | optimize_acqf retries |", "| --- | --- | --- | --- | --- | --- |"]
         summary = {}
         for kind in ("flashgp", "SingleTaskGP"):
             part = [r for r in mine if r["model"] == kind]
@@ -94,11 +101,13 @@ def loop_report(rows: list[dict], args) -> str:
             fit_s = statistics.median(r["fit_seconds"] for r in part)
             acq_s = statistics.median(r["acq_seconds"] for r in part)
             summary[kind] = (med, fit_s, acq_s)
-            lines.append(f"| {kind} | {len(finals)} | {med:.3g} [{q1:.3g}, {q3:.3g}] | {fit_s:.3f} | {acq_s:.3f} |")
+            retries = sum(r.get("acq_failures", 0) for r in part)
+            lines.append(f"| {kind} | {len(finals)} | {med:.3g} [{q1:.3g}, {q3:.3g}] | {fit_s:.3f} | {acq_s:.3f} | "
+                         f"{retries} in {len(part)} iterations |")
         if len(summary) == 2:
             (r1, f1, a1), (r2, f2, a2) = summary["flashgp"], summary["SingleTaskGP"]
             ratio = f"{r1 / r2:.2f}" if r2 > 0 else "n/a"
-            lines.append(f"| ratio flashgp / SingleTaskGP | | {ratio} | {f1 / f2:.2f} | {a1 / a2:.2f} |")
+            lines.append(f"| ratio flashgp / SingleTaskGP | | {ratio} | {f1 / f2:.2f} | {a1 / a2:.2f} | |")
         lines += ["", "Median simple regret over seeds by iteration:", "",
                   "| iteration | flashgp | SingleTaskGP |", "| --- | --- | --- |"]
         last = max(r["iteration"] for r in mine)
@@ -142,7 +151,7 @@ def write(rows: list[dict], args, report: str) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    write_results(out, rows, args, extra={"botorch": version_of("botorch")})
+    write_results(out, rows, args, extra={"botorch": version_of("botorch"), "started": STARTED})
     out.with_name(out.name + ".md").write_text(report)
 
 
@@ -171,6 +180,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    STARTED.clear()
+    header(args, "")  # record the date and versions (the commit) now
     import bo_loop
     dtype, device = getattr(torch, args.dtype), torch.device(args.device)
     settings = {"optimizer": args.optimizer, "lbfgs_steps": args.lbfgs_steps, "adam_steps": args.adam_steps,

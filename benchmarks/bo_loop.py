@@ -71,11 +71,16 @@ def fit_model(kind: str, X, Y, bounds, settings: dict):
 
 
 def acquire(model, Y, bounds, num_restarts: int, raw_samples: int, seed: int):
-    """(candidate (1, d), seconds) of optimize_acqf on qLogEI at q = 1."""
+    """(candidate (1, d), failures) of optimize_acqf on qLogEI at q = 1; failures: how many
+    times its scipy optimization failed and BoTorch retried from new initial conditions (its
+    RuntimeWarning "Optimization failed in gen_candidates_scipy")."""
     torch.manual_seed(seed)
     acqf = qLogExpectedImprovement(model, best_f=Y.max())
-    candidate, _ = optimize_acqf(acqf, bounds=bounds, q=1, num_restarts=num_restarts, raw_samples=raw_samples)
-    return candidate.detach()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        candidate, _ = optimize_acqf(acqf, bounds=bounds, q=1, num_restarts=num_restarts, raw_samples=raw_samples)
+    failures = sum("Optimization failed" in str(w.message) for w in caught)
+    return candidate.detach(), failures
 
 
 def timed(fn, device):
@@ -90,20 +95,21 @@ def timed(fn, device):
 def run(name: str, kind: str, seed: int, init: int, iters: int, settings: dict, device, dtype) -> list[dict]:
     """One BO run; a row per iteration: problem, model, seed, iteration (1-based), n (points
     the model was fitted on), best (the best value so far, minimization form), regret (best -
-    optimum), fit_seconds, acq_seconds."""
+    optimum), fit_seconds, acq_seconds, acq_failures (``acquire``)."""
     function, bounds = problem(name, device, dtype)
     X = draw_sobol_samples(bounds=bounds, n=init, q=1, seed=seed).squeeze(-2)
     Y = function(X).unsqueeze(-1)
     rows = []
     for it in range(iters):
         model, fit_s = timed(lambda: fit_model(kind, X, Y, bounds, settings), device)
-        x, acq_s = timed(lambda: acquire(model, Y, bounds, settings["num_restarts"], settings["raw_samples"],
-                                         seed=10_000 * seed + it), device)
+        (x, failures), acq_s = timed(lambda: acquire(model, Y, bounds, settings["num_restarts"],
+                                                     settings["raw_samples"], seed=10_000 * seed + it), device)
         n = X.shape[0]
         X, Y = torch.cat([X, x]), torch.cat([Y, function(x).unsqueeze(-1)])
         best = -float(Y.max())
         rows.append({"problem": name, "model": kind, "seed": seed, "iteration": it + 1, "n": n, "best": best,
-                     "regret": best - OPTIMA[name], "fit_seconds": fit_s, "acq_seconds": acq_s})
+                     "regret": best - OPTIMA[name], "fit_seconds": fit_s, "acq_seconds": acq_s,
+                     "acq_failures": failures})
     return rows
 
 
@@ -145,8 +151,8 @@ def large(n: int, steps: int, settings: dict, device, dtype, seed: int = 0) -> l
             mll.eval()
             return model
         model, fit_s = timed(fit, device)
-        x, acq_s = timed(lambda: acquire(model, Y, bounds, settings["num_restarts"], settings["raw_samples"],
-                                         seed=seed), device)
+        (x, failures), acq_s = timed(lambda: acquire(model, Y, bounds, settings["num_restarts"],
+                                                     settings["raw_samples"], seed=seed), device)
         rows.append({"model": kind, "n": n, "steps": steps, "fit_seconds": fit_s, "acq_seconds": acq_s,
-                     "candidate_value": -float(function(x))})
+                     "acq_failures": failures, "candidate_value": -float(function(x))})
     return rows
