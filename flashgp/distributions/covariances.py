@@ -237,11 +237,16 @@ class SolvedDowndated(PosteriorCovariance):
     sym(A_0 S^T) + (A - A_0) S^T + S (A - A_0)^T with A_0 = A detached, whose value is A K_hat^{-1} A^T
     and whose derivative in A is that of A K_hat^{-1} A^T (K_hat symmetric), so a backward pass
     costs products with S and never a solve. ``x``: the test inputs the prior is evaluated at
-    (the kernel's dtype of work, e.g. float64); ``dtype``: the dtype of the results.
+    (the kernel's dtype of work, e.g. float64); ``dtype``: the dtype of the results. With
+    ``fixed=False`` S keeps its own graph (a solve differentiated by autograd) and the downdate
+    is plain A S^T.
     """
 
-    def __init__(self, kernel, x: torch.Tensor, cross: torch.Tensor, solved: torch.Tensor, dtype: torch.dtype):
-        self.kernel, self.x, self.cross, self.solved = kernel, x, cross, solved.detach()
+    def __init__(self, kernel, x: torch.Tensor, cross: torch.Tensor, solved: torch.Tensor, dtype: torch.dtype,
+                 fixed: bool = True):
+        self.kernel, self.x, self.cross = kernel, x, cross
+        self.solved = solved.detach() if fixed else solved
+        self.fixed = fixed
         self.shape = torch.Size((*broadcast_shapes(cross.shape[:-2], kernel.batch_shape), cross.shape[-2],
                                  cross.shape[-2]))
         self.dtype, self.device = dtype, cross.device
@@ -251,16 +256,23 @@ class SolvedDowndated(PosteriorCovariance):
         return self.cross - self.cross.detach()
 
     def _diagonal(self):
-        fixed, moving = self.cross.detach(), self._moving()
-        down = (fixed * self.solved).sum(-1) + 2 * (moving * self.solved).sum(-1)
+        if not self.fixed:  # S carries its own graph: plain autograd through A S^T
+            down = (self.cross * self.solved).sum(-1)
+        else:
+            fixed, moving = self.cross.detach(), self._moving()
+            down = (fixed * self.solved).sum(-1) + 2 * (moving * self.solved).sum(-1)
         return (self.kernel.diag(self.x) - down).expand(self.shape[:-1]).to(self.dtype)
 
     def to_dense(self):
         self._check_dense_size()
         self._check()
-        fixed = self.cross.detach() @ self.solved.transpose(-1, -2)
-        moving = self._moving() @ self.solved.transpose(-1, -2)
-        down = 0.5 * (fixed + fixed.transpose(-1, -2)) + moving + moving.transpose(-1, -2)
+        if not self.fixed:
+            down = self.cross @ self.solved.transpose(-1, -2)
+            down = 0.5 * (down + down.transpose(-1, -2))
+        else:
+            fixed = self.cross.detach() @ self.solved.transpose(-1, -2)
+            moving = self._moving() @ self.solved.transpose(-1, -2)
+            down = 0.5 * (fixed + fixed.transpose(-1, -2)) + moving + moving.transpose(-1, -2)
         return (self.kernel(self.x) - down).expand(self.shape).to(self.dtype)
 
     def _matmul(self, rhs):

@@ -69,14 +69,24 @@ def condition_on_observations(model, x, y, noise=None):
 
     x: ``(q, d)`` or ``(*b, q, d)``; y: ``(q,)`` or ``(*s, *b, q)``; noise: the new points' noise
     variances ``(q,)`` or ``(*batch, q)``, required for (and only for) a FixedNoise likelihood.
-    The new data are constants (detached). Returns a model of ``model``'s class in ``model``'s
-    mode (train/eval).
+    Returns a model of ``model``'s class in ``model``'s mode (train/eval).
+
+    Gradients: when x or y require grad (grad mode on), the new model's data and its extended
+    Cholesky factor and alpha keep their graph, and its posteriors are differentiable in x and y
+    as well as in their own test inputs, through every term (fantasy-based acquisition
+    functions such as BoTorch's qKnowledgeGradient need this). That graph is built once: call
+    ``backward`` once per conditioned model (BoTorch conditions anew at every evaluation). The
+    CG path and models whose cache is rebuilt refuse such inputs (NotImplementedError); without
+    grad the new data are constants.
     """
     if not getattr(model, "conditions_on_rows", True):
         raise NotImplementedError(f"condition_on_observations: {type(model).__name__} does not take new "
                                   "observations this way; build a new model on all the data")
-    x = check_test_inputs(x, model.train_x).detach()
-    y = as_float_tensor(y, "y", like=model.train_y).detach()
+    x = check_test_inputs(x, model.train_x)
+    y = as_float_tensor(y, "y", like=model.train_y)
+    track = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
+    if not track:
+        x, y = x.detach(), y.detach()
     q = x.shape[-2]
     if y.dim() == 0 or y.shape[-1] != q:
         raise ValueError(f"y: expected shape ({q},) or (*batch, {q}), one value per row of x, got {tuple(y.shape)}")
@@ -92,8 +102,13 @@ def condition_on_observations(model, x, y, noise=None):
                        torch.cat([model.train_y.expand(*batch, n), y.expand(*batch, q)], -1))
     update = getattr(cache, "conditioned", None)
     if update is not None and new._cache_key() == cache.key:
-        with torch.no_grad():
+        with torch.set_grad_enabled(track):
             new._prediction = update(new, x)
         if new._prediction is not None:
             new._prediction.key = cache.key
+            new._prediction.data_grad = track
+    elif track:
+        raise NotImplementedError(f"x, y: gradients through conditioning need the Cholesky path of an exact GP "
+                                  f"({type(model).__name__} with {getattr(cache, 'solver', None)!r} rebuilds its "
+                                  "predictions); pass x and y without grad, or use fg.Cholesky()")
     return new

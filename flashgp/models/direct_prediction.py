@@ -65,11 +65,13 @@ def direct_posterior(cache, x: torch.Tensor) -> Posterior:
     xs = x.to(work)
     cross = cache.kernel(xs, train_x).expand(*shape, x.shape[-2], train_x.shape[-2])
     mean = cache.mean_fn(x) + (cross @ cache.alpha.to(work)).squeeze(-1).to(x.dtype)
-    rhs, unfold = fold_columns(cross.detach(), batch)
+    through = getattr(cache, "data_grad", False) and torch.is_grad_enabled()  # solves differentiated too
+    rhs, unfold = fold_columns(cross if through else cross.detach(), batch)
     with torch.no_grad():
         prior = cache.kernel.diag(xs).expand(*shape, x.shape[-2])  # k(x_i, x_i), as the rows of rhs
         prior = fold_columns(prior.unsqueeze(-1), batch)[0].squeeze(-2)
+    with torch.set_grad_enabled(through):
         solution, method = cache.test_solve(rhs, x.shape[-2], prior)
-    covariance = SolvedDowndated(cache.kernel, xs, cross, unfold(solution.to(work)), x.dtype)
+    covariance = SolvedDowndated(cache.kernel, xs, cross, unfold(solution.to(work)), x.dtype, fixed=not through)
     cache.diagnostics["variance_method"] = method
     return Posterior(mean.expand(*shape, x.shape[-2]), covariance, diagnostics=cache.diagnostics)

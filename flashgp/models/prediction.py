@@ -80,6 +80,9 @@ class PredictionCache:
 
     #: whether ``direct_posterior`` (differentiable, many test sets at once) serves this cache
     direct_ok = True
+    #: whether the cached solves carry a graph to training data (a conditioned model given x, y
+    #: requiring grad, ``models.conditioning``): posteriors then differentiate through them
+    data_grad = False
 
     def direct_matches(self, m: int) -> bool:
         """Whether a direct posterior at test sets of m points gives what ``posterior`` gives per
@@ -129,7 +132,7 @@ class CholeskyPrediction(PredictionCache):
         if not hasattr(self.system, "whiten_t"):
             return None
         n = self.system.size
-        noise = model.train_noise().detach()[..., n:]
+        noise = model.train_noise()[..., n:]
         cross = self.kernel(self.train_x.double(), x.double())
         corner = self.kernel(x.double()) + torch.diag_embed(noise.double())
         return CholeskyPrediction(model, self.solver, StateSnapshot(model), extend(self.system, cross, corner))
@@ -235,6 +238,9 @@ class CGPrediction(PredictionCache):
     def conditioned(self, model, x: torch.Tensor):
         """The cache of ``model`` = this cache's model given the new rows x ``(*b, q, d)`` last
         (``models.conditioning``): its mean solve starts from this alpha (0 on the new rows)."""
+        if torch.is_grad_enabled():
+            raise NotImplementedError("x, y: gradients through conditioning need the Cholesky path (CG solves "
+                                      "are not differentiated); pass x and y without grad, or use fg.Cholesky()")
         q = x.shape[-2]
         start = torch.cat([self.alpha, torch.zeros_like(self.alpha[..., :1, :]).expand(*self.alpha.shape[:-2], q, 1)],
                           -2)

@@ -222,9 +222,9 @@ class RegressionModel(GPModel):
         """
         x = check_test_inputs(x, self.train_x)
         start = time.perf_counter()
-        differentiable = torch.is_grad_enabled() and x.requires_grad
         with torch.no_grad():
             cache = self._prediction_cache()
+        differentiable = torch.is_grad_enabled() and (x.requires_grad or getattr(cache, "data_grad", False))
         batch = cache.alpha.shape[:-2]
         test_sets = x.dim() - 2 > len(batch)  # batch dimensions the model lacks
         if differentiable or (test_sets and getattr(cache, "direct_matches", lambda m: False)(x.shape[-2])):

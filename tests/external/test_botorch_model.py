@@ -279,8 +279,6 @@ def test_knowledge_gradient_matches():
     torch.testing.assert_close(grad_ours[:, 1:], grad_theirs[:, 1:], rtol=1e-5, atol=1e-8)
 
 
-@pytest.mark.xfail(strict=True, reason="ExactGP.condition_on_observations detaches the new inputs and targets: "
-                   "a conditioned model's posterior carries no gradient to them (GPyTorch's fantasy models do)")
 def test_knowledge_gradient_gradient_at_the_candidate_matches():
     points = 4 * torch.rand(3, 1 + 4, 3, dtype=F64) - 1
     (_, grad_ours), (_, grad_theirs) = knowledge_gradients(points)

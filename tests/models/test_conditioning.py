@@ -159,3 +159,22 @@ def test_solver_switch_and_other_models_rebuild_their_cache():
     ref = fg.SGPR(torch.cat([x, new_x]), torch.cat([y, new_y]), K.Scale(K.RBF(ard_dims=2)), inducing=x[:8]).eval()
     ref.load_state_dict(cond.state_dict())
     assert_same_posterior(cond, ref, x[:3], 1e-10)
+
+
+def test_gradients_flow_through_conditioning_on_the_cholesky_path():
+    x, y = data(20)
+    gp = exact(x, y)
+    test = data(3, seed=4)[0]
+
+    def conditioned(new_x, new_y):
+        post = gp.condition_on_observations(new_x, new_y).posterior(test)
+        return post.mean, post.covariance.to_dense()
+    new_x = torch.rand(2, 2, generator=gen(8), dtype=F64, requires_grad=True)
+    new_y = torch.rand(2, generator=gen(9), dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(conditioned, (new_x, new_y))
+    cg = exact(*data(60), fg.CG(variance_tol=None))
+    cg.posterior(test)
+    with pytest.raises(NotImplementedError, match="need the Cholesky path"):
+        cg.condition_on_observations(new_x, new_y)
+    constant = gp.condition_on_observations(new_x.detach(), new_y.detach())
+    assert not constant.posterior(test).mean.requires_grad
