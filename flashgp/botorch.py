@@ -305,8 +305,8 @@ class FlashGPModel(Model, FantasizeMixin):
         (untransformed; Y in the original units, passed through the outcome transform in eval
         mode; ``noise`` ``(*s, *b, q, m)``: their noise variances in the transformed space, for a
         FixedNoise likelihood). The hyperparameters are kept (``ExactGP.condition_on_observations``);
-        the new model's batch shape is ``(*s, *b)``. The new model's posterior carries no
-        gradient to X and Y (flashgp conditions on them as data)."""
+        the new model's batch shape is ``(*s, *b)``. When X or Y require grad, the new model's
+        posteriors are differentiable in them (Cholesky path; see ``models.conditioning``)."""
         m = self._num_outputs
         _check_tensor(X, "X", 2)
         _check_tensor(Y, "Y", 2)
