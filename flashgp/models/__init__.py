@@ -4,9 +4,10 @@
 from .base import GPModel, Prior
 from .dirichlet import DirichletGP
 from .exact_gp import ExactGP
+from .itergp import IterGP, IterGPPosterior
 from .multitask import MultitaskGP
 from .regression import RegressionModel
 from .sgpr import SGPR
 from .svgp import SVGP
 
-__all__ = ["DirichletGP", "ExactGP", "GPModel", "MultitaskGP", "Prior", "RegressionModel", "SGPR", "SVGP"]
+__all__ = ["DirichletGP", "ExactGP", "GPModel", "IterGP", "IterGPPosterior", "MultitaskGP", "Prior", "RegressionModel", "SGPR", "SVGP"]
