@@ -48,6 +48,8 @@ def cases(tmp: Path) -> dict:
         "gp_classification.py": (["--n", "200", "--test", "200", "--iters", "10", "--out", str(tmp / "classification")],
                                  ["dirichlet", "svgp", "ECE", "plot: " if has("matplotlib") else "no plots"]
                                  if has("sklearn") else ["skipping"]),
+        "itergp_budget.py": (["--n", "150", "--test", "50", "--iters", "3"],
+                             ["IterGP: n=150", "| pivoted | 150 |", "stopped: "]),
         "bayesian_optimization.py": (["--problem", "branin", "--iters", "2", "--num-restarts", "2",
                                       "--raw-samples", "32"],
                                      ["branin (d=2", "SingleTaskGP best", "flashgp: simple regret"]
