@@ -59,9 +59,9 @@ def init_from_data(model, overwrite: bool = False, data=None) -> dict:
     y_var = torch.where(torch.isfinite(y_var) & (y_var > 0), y_var, torch.ones_like(y_var))
     done: dict = {}
     with torch.no_grad():
-        for name, module in model.kernel.named_modules(prefix="kernel"):
+        for name, module, inputs in _modules_and_inputs(model.kernel, x):
             if isinstance(module, Stationary) and _chosen(module, "lengthscale", overwrite):
-                _set(module, "lengthscale", _lengthscale(module, x), done, name)
+                _set(module, "lengthscale", _lengthscale(module, inputs), done, name)
             if isinstance(module, Scale) and _chosen(module, "outputscale", overwrite):
                 _set(module, "outputscale", y_var, done, name)
         likelihood = model.likelihood
@@ -87,10 +87,20 @@ def init_from_data(model, overwrite: bool = False, data=None) -> dict:
 def _init_lengthscales(model, x: torch.Tensor, overwrite: bool) -> dict:
     done: dict = {}
     with torch.no_grad():
-        for name, module in model.kernel.named_modules(prefix="kernel"):
+        for name, module, inputs in _modules_and_inputs(model.kernel, x):
             if isinstance(module, Stationary) and _chosen(module, "lengthscale", overwrite):
-                _set(module, "lengthscale", _lengthscale(module, x), done, name)
+                _set(module, "lengthscale", _lengthscale(module, inputs), done, name)
     return done
+
+
+def _modules_and_inputs(kernel, x: torch.Tensor, prefix: str = "kernel"):
+    """(name, module, the inputs it sees) for ``kernel`` and every module in it: x, but below a
+    kernel with ``feature_inputs`` (``kernels.Warped``) the features it gives its base kernel."""
+    yield prefix, kernel, x
+    warp = getattr(kernel, "feature_inputs", None)
+    inner = warp(x) if callable(warp) else x
+    for name, child in kernel.named_children():
+        yield from _modules_and_inputs(child, inner, f"{prefix}.{name}")
 
 
 def _chosen(module, name: str, overwrite: bool) -> bool:

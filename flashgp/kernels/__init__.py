@@ -1,6 +1,6 @@
 # Kernel modules: one pairwise formula each, lifted to matrices, diagonals and rows by Kernel.
 # Combine with + and *; wrap in Scale for an output scale; Interpolated for SKI (KISS-GP);
-# Multitask (ICM) and LMC for several outputs on task-indexed inputs.
+# Multitask (ICM) and LMC for several outputs on task-indexed inputs; Warped (with MLP) for deep kernels.
 from .base import Kernel, Product, Sum
 from .interpolated import Interpolated
 from .linear import Linear, Polynomial
@@ -11,6 +11,8 @@ from .rbf import RBF
 from .rq import RQ
 from .scale import Scale
 from .stationary import Stationary
+from .features import MLP
+from .warped import Warped
 
 __all__ = ["Kernel", "Sum", "Product", "Stationary", "RBF", "Matern", "RQ", "Periodic", "Linear",
-           "Polynomial", "Scale", "Interpolated", "Multitask", "LMC"]
+           "Polynomial", "Scale", "Interpolated", "Multitask", "LMC", "Warped", "MLP"]
