@@ -239,14 +239,16 @@ class SolvedDowndated(PosteriorCovariance):
     costs products with S and never a solve. ``x``: the test inputs the prior is evaluated at
     (the kernel's dtype of work, e.g. float64); ``dtype``: the dtype of the results. With
     ``fixed=False`` S keeps its own graph (a solve differentiated by autograd) and the downdate
-    is plain A S^T.
+    is plain A S^T. ``residual`` R ``(*batch, m, n)``, the residuals of certified CG solves
+    (rows, like S): the downdate's value is then A S^T + S R^T (``DenseDowndated``'s certified
+    form), its derivative unchanged.
     """
 
     def __init__(self, kernel, x: torch.Tensor, cross: torch.Tensor, solved: torch.Tensor, dtype: torch.dtype,
-                 fixed: bool = True):
+                 fixed: bool = True, residual: torch.Tensor | None = None):
         self.kernel, self.x, self.cross = kernel, x, cross
         self.solved = solved.detach() if fixed else solved
-        self.fixed = fixed
+        self.fixed, self.residual = fixed, residual
         self.shape = torch.Size((*broadcast_shapes(cross.shape[:-2], kernel.batch_shape), cross.shape[-2],
                                  cross.shape[-2]))
         self.dtype, self.device = dtype, cross.device
@@ -261,6 +263,8 @@ class SolvedDowndated(PosteriorCovariance):
         else:
             fixed, moving = self.cross.detach(), self._moving()
             down = (fixed * self.solved).sum(-1) + 2 * (moving * self.solved).sum(-1)
+        if self.residual is not None:
+            down = down + (self.solved * self.residual).sum(-1)
         return (self.kernel.diag(self.x) - down).expand(self.shape[:-1]).to(self.dtype)
 
     def to_dense(self):
@@ -271,6 +275,8 @@ class SolvedDowndated(PosteriorCovariance):
             down = 0.5 * (down + down.transpose(-1, -2))
         else:
             fixed = self.cross.detach() @ self.solved.transpose(-1, -2)
+            if self.residual is not None:  # the certified value A X + X^T R
+                fixed = fixed + self.solved @ self.residual.transpose(-1, -2)
             moving = self._moving() @ self.solved.transpose(-1, -2)
             down = 0.5 * (fixed + fixed.transpose(-1, -2)) + moving + moving.transpose(-1, -2)
         return (self.kernel(self.x) - down).expand(self.shape).to(self.dtype)

@@ -18,6 +18,7 @@ its own m x m covariance. Memory: A and its solve, two ``(*t, *batch, m, n)`` te
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -29,19 +30,35 @@ from ..shapes import broadcast_shapes
 MAX_DIRECT_BYTES = 1024**3
 
 
+@dataclass(frozen=True)
+class TestSolve:
+    """What a cache's ``test_solve`` gives for the columns rhs = K(X, x*) ``(*batch, n, c)``:
+    ``solution`` ~ M rhs ``(*batch, n, c)`` and the ``method``'s name; for certified CG solves also
+    their ``residual`` rhs - K_hat solution ``(*batch, n, c)`` (the covariance's value then is
+    the certified one, A X + X^T R, PSD whenever the exact one is) and the posterior mean's
+    correction ``shift`` ``(*batch, c)`` (``CGPrediction._mean_correction``)."""
+
+    solution: torch.Tensor
+    method: str
+    residual: torch.Tensor | None = None
+    shift: torch.Tensor | None = None
+
+
 def fold_columns(cross: torch.Tensor, batch: torch.Size):
     """(rhs ``(*batch, n, T m)``, unfold) for A = ``cross`` ``(*t, *batch, m, n)`` (T = prod(t)): the
     test sets' rows as columns of one right-hand side per model batch element; unfold(solution
-    ``(*batch, n, T m)``) gives them back as ``(*t, *batch, m, n)``."""
+    ``(*batch, k, T m)``) gives them back as ``(*t, *batch, m, k)`` (k = n for solutions, 1 for
+    per-column values)."""
     lead = cross.shape[:cross.dim() - 2 - len(batch)]
     m, n = cross.shape[-2:]
     count = math.prod(lead)
     stacked = cross.reshape(count, *batch, m, n).movedim(0, -3)  # (*batch, T, m, n)
     rhs = stacked.reshape(*batch, count * m, n).transpose(-1, -2)
 
-    def unfold(solution: torch.Tensor) -> torch.Tensor:
-        back = solution.transpose(-1, -2).reshape(*batch, count, m, n).movedim(-3, 0)
-        return back.reshape(*lead, *batch, m, n)
+    def unfold(solution: torch.Tensor) -> torch.Tensor:  # (*batch, k, T m) -> (*t, *batch, m, k)
+        k = solution.shape[-2]
+        back = solution.transpose(-1, -2).reshape(*batch, count, m, k).movedim(-3, 0)
+        return back.reshape(*lead, *batch, m, k)
     return rhs, unfold
 
 
@@ -49,8 +66,9 @@ def direct_posterior(cache, x: torch.Tensor) -> Posterior:
     """The posterior at x ``(*t, *batch, m, d)`` from ``cache``, differentiable in x when grad mode
     is on (see the module docstring). The cache gives ``kernel``, ``mean_fn``, ``alpha``
     ``(*batch, n, 1)``, ``cross_inputs`` X ``(*batch, n, d)`` (training or inducing inputs),
-    ``work_dtype(x)``, ``test_solve(rhs, m, prior)`` (M rhs for the downdate A M A^T, M
-    symmetric: K_hat^{-1} for an exact GP; prior: k(x_i, x_i) of rhs's columns) and ``diagnostics``."""
+    ``work_dtype(x)``, ``test_solve(rhs, m, prior)`` (a ``TestSolve``: M rhs for the downdate
+    A M A^T, M symmetric: K_hat^{-1} for an exact GP; prior: k(x_i, x_i) of rhs's columns) and
+    ``diagnostics``."""
     batch = cache.alpha.shape[:-2]
     work = cache.work_dtype(x)
     train_x = cache.cross_inputs.to(work)
@@ -71,7 +89,11 @@ def direct_posterior(cache, x: torch.Tensor) -> Posterior:
         prior = cache.kernel.diag(xs).expand(*shape, x.shape[-2])  # k(x_i, x_i), as the rows of rhs
         prior = fold_columns(prior.unsqueeze(-1), batch)[0].squeeze(-2)
     with torch.set_grad_enabled(through):
-        solution, method = cache.test_solve(rhs, x.shape[-2], prior)
-    covariance = SolvedDowndated(cache.kernel, xs, cross, unfold(solution.to(work)), x.dtype, fixed=not through)
-    cache.diagnostics["variance_method"] = method
+        solve = cache.test_solve(rhs, x.shape[-2], prior)
+    residual = None if solve.residual is None else unfold(solve.residual.to(work)).detach()
+    if solve.shift is not None:  # a constant of the backward pass, as the solves
+        mean = mean + unfold(solve.shift.detach().unsqueeze(-2).to(work)).squeeze(-1).to(x.dtype)
+    covariance = SolvedDowndated(cache.kernel, xs, cross, unfold(solve.solution.to(work)), x.dtype,
+                                 fixed=not through, residual=residual)
+    cache.diagnostics["variance_method"] = solve.method
     return Posterior(mean.expand(*shape, x.shape[-2]), covariance, diagnostics=cache.diagnostics)

@@ -8,6 +8,7 @@ import torch
 from ..distributions import FactorDowndated, Posterior
 from ..linalg.inducing import float64_kernel
 from ..operators import KernelOperator
+from .direct_prediction import TestSolve
 from .prediction import chunk_points
 
 
@@ -40,11 +41,11 @@ class InducingPosterior:
     def work_dtype(self, x: torch.Tensor) -> torch.dtype:
         return torch.float64
 
-    def test_solve(self, rhs: torch.Tensor, m: int, prior: torch.Tensor) -> tuple[torch.Tensor, str]:
+    def test_solve(self, rhs: torch.Tensor, m: int, prior: torch.Tensor) -> TestSolve:
         """(P1 P1^T - P2 P2^T) rhs for rhs = K_z* ``(*batch, m, c)``: the downdate's middle matrix."""
         p1, p2 = self.proj[..., :self.z.shape[-2]], self.proj[..., self.z.shape[-2]:]
         rhs = rhs.double()
-        return p1 @ (p1.transpose(-1, -2) @ rhs) - p2 @ (p2.transpose(-1, -2) @ rhs), self.method
+        return TestSolve(p1 @ (p1.transpose(-1, -2) @ rhs) - p2 @ (p2.transpose(-1, -2) @ rhs), self.method)
 
     def factor(self, x: torch.Tensor) -> torch.Tensor:
         """K_*z [P1, P2] ``(*batch, c, 2m)`` in the model's dtype for test inputs x ``(*batch, c, d)``."""

@@ -12,6 +12,7 @@ from ..errors import NumericalWarning
 from ..engines import CGMeanSolveInfo, seconds_since
 from ..operators import KernelOperator, kernel_operator
 from ..engines.cholesky_update import extend
+from .direct_prediction import TestSolve
 from . import certified
 from .finite import check_noise_values
 from .local_variance import local_variances
@@ -98,9 +99,9 @@ class PredictionCache:
         """The dtype a direct posterior (``models.direct_prediction``) computes K(x, X) in."""
         return x.dtype
 
-    def test_solve(self, rhs: torch.Tensor, m: int, prior: torch.Tensor) -> tuple[torch.Tensor, str]:
-        """(K_hat^{-1} rhs or its approximation, the method's name) for the columns rhs
-        ``(*batch, n, c)`` = K(X, x*) of a direct posterior at test sets of m points; prior
+    def test_solve(self, rhs: torch.Tensor, m: int, prior: torch.Tensor) -> TestSolve:
+        """K_hat^{-1} rhs or its approximation (a ``direct_prediction.TestSolve``) for the columns
+        rhs ``(*batch, n, c)`` = K(X, x*) of a direct posterior at test sets of m points; prior
         ``(*batch, c)``: k(x*_i, x*_i)."""
         raise NotImplementedError
 
@@ -137,8 +138,8 @@ class CholeskyPrediction(PredictionCache):
         corner = self.kernel(x.double()) + torch.diag_embed(noise.double())
         return CholeskyPrediction(model, self.solver, StateSnapshot(model), extend(self.system, cross, corner))
 
-    def test_solve(self, rhs: torch.Tensor, m: int, prior: torch.Tensor) -> tuple[torch.Tensor, str]:
-        return self.system.solve(rhs), "cholesky"
+    def test_solve(self, rhs: torch.Tensor, m: int, prior: torch.Tensor) -> TestSolve:
+        return TestSolve(self.system.solve(rhs), "cholesky")
 
     def _parts(self, x: torch.Tensor):
         """(mean ``(*b, m)``, covariance (prior - W W^T with W = K_*X L^{-T} ``(*b, m, n)``), "cholesky").
@@ -208,32 +209,32 @@ class CGPrediction(PredictionCache):
         return not self.solver.local_neighbors
 
     def direct_matches(self, m: int) -> bool:
-        """Plain CG solves only (certified and LOVE variances differ in their covariances and
-        mean corrections)."""
-        return self.direct_ok and self.solver.variance_tol is None and m <= self.solver.exact_var_max
+        """CG solves (plain or certified) for sets within ``exact_var_max``; LOVE's covariance
+        (a low-rank factor rescaled to certified variances) differs from a direct one."""
+        return self.direct_ok and m <= self.solver.exact_var_max
 
-    def test_solve(self, rhs: torch.Tensor, m: int, prior: torch.Tensor) -> tuple[torch.Tensor, str]:
+    def test_solve(self, rhs: torch.Tensor, m: int, prior: torch.Tensor) -> TestSolve:
         """CG solves for test sets of at most ``CG.exact_var_max`` points, else R R^T rhs with the
         Lanczos root R; with ``CG.variance_tol`` both are certified (CG solves started from R R^T
-        rhs beyond exact_var_max, as ``_lanczos_covariance``; the posterior mean is not corrected
-        by them here)."""
+        rhs beyond exact_var_max, as ``_lanczos_covariance``), with their residuals and the
+        posterior mean's correction, as ``_cg_covariance`` uses them."""
         small = m <= self.solver.exact_var_max
         if self.solver.variance_tol is not None:
             start = None
             if not small:
                 root = self.lanczos_root()
                 start = root @ (root.transpose(-1, -2) @ rhs.to(root.dtype))
-            result, bounds, _, mean_bound = self._certify(rhs.transpose(-1, -2).to(self.op.dtype),
-                                                          prior.to(self.op.dtype), x0=start)
+            result, bounds, shift, mean_bound = self._certify(rhs.transpose(-1, -2).to(self.op.dtype),
+                                                              prior.to(self.op.dtype), x0=start)
             self._report([result], bounds, mean_bound, rhs.dtype, stacklevel=8)
-            return result.solution, "cg" if small else "lanczos+cg"
+            return TestSolve(result.solution, "cg" if small else "lanczos+cg", result.residual, shift)
         if small:
             solution, solve = self.engine.solve(self.system, rhs.to(self.op.dtype), self.solver.eval_tol,
                                                 "posterior variance solves")
             self.diagnostics.update({f"variance_{key}": value for key, value in solve.as_dict().items()})
-            return solution, "cg"
+            return TestSolve(solution, "cg")
         root = self.lanczos_root()
-        return root @ (root.transpose(-1, -2) @ rhs.to(root.dtype)), "lanczos"
+        return TestSolve(root @ (root.transpose(-1, -2) @ rhs.to(root.dtype)), "lanczos")
 
     def conditioned(self, model, x: torch.Tensor):
         """The cache of ``model`` = this cache's model given the new rows x ``(*b, q, d)`` last

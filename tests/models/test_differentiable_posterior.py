@@ -202,3 +202,16 @@ def test_rsample_covariance_and_predictive_noise():
     assert draws.shape == (40000, 3)
     cov = post.covariance.to_dense() + torch.diag(post.noise)
     torch.testing.assert_close(torch.cov(draws.T), cov, rtol=0.05, atol=0.02 * float(cov.diagonal().max()))
+
+
+def test_certified_test_sets_in_one_pass_agree_with_separate_sets():
+    gp = model(fg.CG(precond=fg.PivotedCholesky(rank=5)), n=300)
+    sets = torch.rand(6, 3, 2, generator=torch.Generator().manual_seed(2), dtype=F64)
+    joint = gp.posterior(sets)
+    assert gp.diagnostics["variance_method"] == "cg"
+    for i in range(6):
+        one = gp.posterior(sets[i])
+        torch.testing.assert_close(joint.mean[i], one.mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(joint.covariance.to_dense()[i], one.covariance.to_dense(), rtol=1e-4, atol=1e-6)
+        _, cov = dense_reference(gp, sets[i])
+        assert float(((joint.variance[i] - cov.diagonal()) / cov.diagonal()).abs().max()) < 0.01  # variance_tol
