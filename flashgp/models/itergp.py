@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import numbers
 import time
+from typing import NamedTuple
 
 import torch
 
@@ -121,6 +122,16 @@ class IterGPPosterior(Posterior):
         return self.computational_variance.sqrt() * self._data_norm_fn()
 
 
+class _Solve(NamedTuple):
+    """C_i rhs for a direct posterior: unpacks as (solution, method) and has the attributes of
+    ``direct_prediction.TestSolve`` (no residual, no mean correction)."""
+
+    solution: torch.Tensor
+    method: str
+    residual = None
+    shift = None
+
+
 class IterGPPrediction:
     """The prediction cache of an IterGP at one state: C_i (``ProjectedPrecision``) and alpha = C_i r.
 
@@ -176,7 +187,7 @@ class IterGPPrediction:
 
     def test_solve(self, rhs: torch.Tensor, m: int, prior: torch.Tensor):
         """C_i rhs for the direct (differentiable) posterior's columns rhs ``(n, c)``."""
-        return self.state.apply(rhs), "itergp"
+        return _Solve(self.state.apply(rhs), "itergp")
 
     # ----- the exact part -------------------------------------------------------------
     def exact(self):
@@ -246,8 +257,17 @@ class IterGP(ExactGP):
     onto i actions of a ``policy``, and adds the resulting computational uncertainty to the
     variance. See ``flashgp.models.itergp`` and ``flashgp.linalg.itergp``.
 
+    ``policy``, ``budget`` and ``order`` are keyword-only: the positional arguments are
+    ``ExactGP``'s, in its order.
+
     Args:
-        x, y, kernel, likelihood, mean, solver: as ``ExactGP``; unbatched data only (x (n, d)).
+        x: training inputs (n, d) ((n,) is read as (n, 1)); unbatched data only.
+        y: training targets (n,).
+        kernel: a ``flashgp.kernels.Kernel``.
+        likelihood: ``Gaussian()`` (default) or ``FixedNoise(noise)``.
+        mean: ``Constant()`` (default), ``Zero()`` or ``Linear(d)``.
+        solver: the exact solver of training (``loss``) and of the posterior's mathematical part,
+            as ``ExactGP``'s: ``fg.Auto()`` (default), ``fg.Cholesky()`` or ``fg.CG(...)``.
         policy: the actions: "cg" (conjugate-gradient residuals: i = n gives the exact
             posterior, and the mean converges fastest), "cholesky" (unit vectors at the points in
             data order, or in ``order``: the exact posterior of those i points, with the others'
@@ -271,7 +291,7 @@ class IterGP(ExactGP):
     config_keys = ExactGP.config_keys | {"policy", "budget"}
 
     def __init__(self, x, y, kernel: Kernel, likelihood: Likelihood | None = None, mean: Mean | None = None,
-                 policy: str = "cg", budget=100, solver=None, order=None):
+                 solver=None, *, policy: str = "cg", budget=100, order=None):
         policy, budget = check_policy(policy), check_budget(budget)
         super().__init__(x, y, kernel, likelihood, mean, solver)
         if self.train_x.dim() != 2:
