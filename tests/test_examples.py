@@ -50,6 +50,8 @@ def cases(tmp: Path) -> dict:
                                  if has("sklearn") else ["skipping"]),
         "itergp_budget.py": (["--n", "150", "--test", "50", "--iters", "3"],
                              ["IterGP: n=150", "| pivoted | 150 |", "stopped: "]),
+        "deep_kernel.py": (["--data", "concrete", "--max-train", "150", "--max-test", "100", "--iters", "3"],
+                           ["concrete: n_train=150", "deep kernel MLP", "test RMSE", "same predictions True"]),
         "bayesian_optimization.py": (["--problem", "branin", "--iters", "2", "--num-restarts", "2",
                                       "--raw-samples", "32"],
                                      ["branin (d=2", "SingleTaskGP best", "flashgp: simple regret"]
