@@ -39,6 +39,10 @@ from .finite import check_noise_values
 from .prediction import chunk_points, keeps_factor, prediction_cache
 
 
+# ``IterGPPosterior.mean_error_bound`` adds ROUNDOFF * eps * k(x, x) to the computational variance
+ROUNDOFF = 16
+
+
 def check_policy(policy) -> str:
     """``policy`` if it is one of ``POLICIES``, else ValueError naming them."""
     if not isinstance(policy, str) or policy not in POLICIES:
@@ -82,14 +86,16 @@ class IterGPPosterior(Posterior):
     ``policy``, ``iterations`` and ``itergp_seconds`` are in ``diagnostics``.
     """
 
-    def __init__(self, mean, covariance, noise=None, diagnostics=None, exact=None, data_norm=None):
+    def __init__(self, mean, covariance, noise=None, diagnostics=None, exact=None, data_norm=None,
+                 prior_variance=None):
         super().__init__(mean, covariance, noise, diagnostics)
         self._exact_fn, self._data_norm_fn, self._exact = exact, data_norm, None
+        self._prior_variance_fn = prior_variance
 
     @classmethod
-    def wrap(cls, post: Posterior, exact, data_norm) -> IterGPPosterior:
+    def wrap(cls, post: Posterior, exact, data_norm, prior_variance) -> IterGPPosterior:
         """``post`` (a plain Posterior, before its variances were computed) as an IterGPPosterior."""
-        return cls(post.mean, post.covariance, post.noise, post.diagnostics, exact, data_norm)
+        return cls(post.mean, post.covariance, post.noise, post.diagnostics, exact, data_norm, prior_variance)
 
     def _exact_posterior(self) -> Posterior:
         if self._exact is None:
@@ -116,10 +122,15 @@ class IterGPPosterior(Posterior):
 
     @property
     def mean_error_bound(self) -> torch.Tensor:
-        """sqrt(computational_variance) * ||y - m(X)||_{K_hat^{-1}} ``(*batch, m)``: |mean - exact_mean|
+        """sqrt(computational_variance + a) * ||y - m(X)||_{K_hat^{-1}} ``(*batch, m)``: |mean - exact_mean|
         is at most this (Wenger et al. 2022, Theorem 2's argument applied to the smallest-norm
-        function through the data)."""
-        return self.computational_variance.sqrt() * self._data_norm_fn()
+        function through the data). a = ``ROUNDOFF`` eps k(x, x) allows for the round-off of the
+        computational variance, a difference of two variances (where the budget has resolved a
+        test point, clamping it to 0 left the bound below the mean's own round-off error)."""
+        comp = self.computational_variance
+        with torch.no_grad():
+            allowance = ROUNDOFF * torch.finfo(comp.dtype).eps * self._prior_variance_fn().to(comp.dtype)
+        return (comp + allowance.clamp_min(0)).sqrt() * self._data_norm_fn().to(comp.dtype)
 
 
 class _Solve(NamedTuple):
@@ -246,7 +257,8 @@ class IterGPPrediction:
         self.diagnostics["variance_method"] = "itergp"
         self.diagnostics["predict_seconds"] = time.perf_counter() - start
         return IterGPPosterior(mean, covariance, diagnostics=self.diagnostics,
-                               exact=lambda: self.exact_posterior(x), data_norm=self.data_norm)
+                               exact=lambda: self.exact_posterior(x), data_norm=self.data_norm,
+                               prior_variance=lambda: self.kernel.diag(x.detach()))
 
 
 @register_model("IterGP")
@@ -376,7 +388,8 @@ class IterGP(ExactGP):
 
     def _direct_posterior(self, cache, x, differentiable):
         post = super()._direct_posterior(cache, x, differentiable)
-        return IterGPPosterior.wrap(post, lambda: cache.exact_posterior(x), cache.data_norm)
+        return IterGPPosterior.wrap(post, lambda: cache.exact_posterior(x), cache.data_norm,
+                                    lambda: cache.kernel.diag(x.detach()))
 
     def posterior(self, x) -> IterGPPosterior:
         """The combined (computation-aware) posterior at x (m, d) or test sets ``(*t, m, d)``: an
