@@ -31,8 +31,9 @@ from ..likelihoods import Likelihood
 from ..linalg.itergp import POLICIES, ProjectedPrecision, itergp_solve
 from ..means import Mean
 from ..operators import kernel_operator
+from ..preconditioners.base import PreconditionerConfig
 from ..serialize import ConfigError, kernel_from_config, likelihood_from_config, mean_from_config, register_model, \
-    solver_from_config
+    solver_from_config, solver_to_config
 from .batched_inputs import posterior_per_test_set
 from .exact_gp import ExactGP
 from .finite import check_noise_values
@@ -70,6 +71,14 @@ def check_budget(budget) -> dict:
         raise ValueError(f"budget: seconds must be a positive finite number, got {seconds!r}")
     return {"iterations": None if iterations is None else int(iterations),
             "seconds": None if seconds is None else float(seconds)}
+
+
+def check_precond(precond):
+    """``precond`` if it is None or a preconditioner configuration, else TypeError."""
+    if precond is not None and not isinstance(precond, PreconditionerConfig):
+        raise TypeError(f"precond: expected None or a preconditioner configuration (fg.PivotedCholesky(rank=k), "
+                        f"fg.Nystrom(...), fg.RPCholesky(...), fg.Vecchia(...)), got {type(precond).__name__}")
+    return precond
 
 
 class IterGPPosterior(Posterior):
@@ -175,14 +184,25 @@ class IterGPPrediction:
         if order is not None and order.numel() and int(order.max()) >= n:
             raise ValueError(f"order: indices up to {int(order.max())}, but the model has {n} training "
                              "points (set_train_data changed n); set model.order = None or a new order")
+        precond, self.precond_seconds = None, 0.0
+        if model.policy == "cg" and model.precond is not None:
+            start = time.perf_counter()
+            built = model.precond.build(op, noise, None, "predict")
+            self.precond_seconds = time.perf_counter() - start
+
+            def precond(v):
+                return built.solve(v.unsqueeze(-1)).squeeze(-1)
         self.state: ProjectedPrecision = itergp_solve(matvec, column, diag, self.resid, model.policy,
-                                                      budget["iterations"], budget["seconds"], order)
+                                                      budget["iterations"], budget["seconds"], order,
+                                                      precond=precond)
         self.alpha = self.state.solution.unsqueeze(-1)  # (n, 1) float64
         state = self.state
         self.diagnostics = {"n": n, "path": "itergp", "policy": model.policy, "iterations": state.iterations,
                             "stopped": state.stopped, "itergp_seconds": state.seconds,
                             "residual": float(state.residual.norm() / self.resid.norm().clamp_min(1e-300)),
-                            "unit_actions_for_cg": state.replaced}
+                            "unit_actions_for_cg": state.replaced,
+                            "precond": None if precond is None else model.precond.kind,
+                            "precond_seconds": self.precond_seconds}
         self._exact = None
         self._data_norm = None
 
@@ -290,6 +310,10 @@ class IterGP(ExactGP):
             ``{"iterations": i, "seconds": s}`` (whichever comes first). Default 100.
         order: for policy "cholesky", the data indices to take first (distinct); the rest follow in
             data order. Kept as the buffer ``policy_order`` (saved with the model).
+        precond: for policy "cg", a preconditioner configuration (``fg.PivotedCholesky(rank=k)``,
+            ``fg.Nystrom``, ``fg.RPCholesky``, ``fg.Vecchia``): the actions are then P^{-1} r, the
+            preconditioned CG search directions (built afresh for each posterior cache, in
+            float64). None (default): plain CG. Ignored by the other policies.
 
     Cost of a posterior's cache: i products with K_hat for "cg" (O(n^2 i)), i kernel columns for
     the unit-vector policies (O(n d i)), plus O(n i^2); memory O(n i) (the actions, L and K_hat L,
@@ -300,15 +324,18 @@ class IterGP(ExactGP):
     round-off).
     """
 
-    config_keys = ExactGP.config_keys | {"policy", "budget"}
+    config_keys = ExactGP.config_keys | {"policy", "budget", "precond"}
 
     def __init__(self, x, y, kernel: Kernel, likelihood: Likelihood | None = None, mean: Mean | None = None,
-                 solver=None, *, policy: str = "cg", budget=100, order=None):
+                 solver=None, *, policy: str = "cg", budget=100, order=None, precond=None):
         policy, budget = check_policy(policy), check_budget(budget)
+        check_precond(precond)
+        if precond is not None and policy != "cg":
+            raise ValueError(f"precond: only the 'cg' policy takes a preconditioner, the policy is {policy!r}")
         super().__init__(x, y, kernel, likelihood, mean, solver)
         if self.train_x.dim() != 2:
             raise ValueError(f"x: IterGP takes unbatched data, x of shape (n, d); got {tuple(self.train_x.shape)}")
-        self.policy, self.budget = policy, budget
+        self.policy, self.budget, self.precond = policy, budget, precond
         self.order = order
 
     def _checked_order(self, order) -> torch.Tensor:
@@ -344,6 +371,15 @@ class IterGP(ExactGP):
         self._policy = check_policy(value)
 
     @property
+    def precond(self):
+        """The "cg" policy's preconditioner configuration, or None (assignable, checked)."""
+        return self._precond
+
+    @precond.setter
+    def precond(self, value) -> None:
+        self._precond = check_precond(value)
+
+    @property
     def budget(self) -> dict:
         """{"iterations": i or None, "seconds": s or None} (assign an int or a dict)."""
         return dict(self._budget)
@@ -364,8 +400,10 @@ class IterGP(ExactGP):
 
     # ----- files ------------------------------------------------------------------
     def config(self) -> dict:
-        """ExactGP's config plus "policy" (a string) and "budget" (a dict)."""
-        return {**super().config(), "policy": self.policy, "budget": self.budget}
+        """ExactGP's config plus "policy" (a string), "budget" (a dict) and "precond" (None or the
+        preconditioner's dict, as in a solver's config)."""
+        return {**super().config(), "policy": self.policy, "budget": self.budget,
+                "precond": None if self.precond is None else solver_to_config(self.precond)}
 
     @classmethod
     def from_config(cls, config: dict, tensors: dict) -> IterGP:
@@ -373,15 +411,18 @@ class IterGP(ExactGP):
             policy, budget = check_policy(config["policy"]), check_budget(config["budget"])
         except ValueError as err:
             raise ConfigError(f"IterGP: {err}") from None
+        precond = None if config["precond"] is None else solver_from_config(config["precond"])
+        if precond is not None and not isinstance(precond, PreconditionerConfig):
+            raise ConfigError(f"IterGP: precond: expected a preconditioner's config, got {config['precond']!r:.100}")
         return cls(tensors["train_x"], tensors["train_y"], kernel_from_config(config["kernel"]),
                    likelihood=likelihood_from_config(config["likelihood"]), mean=mean_from_config(config["mean"]),
                    solver=solver_from_config(config["solver"]), policy=policy, budget=budget,
-                   order=tensors.get("policy_order"))
+                   order=tensors.get("policy_order"), precond=precond)
 
     # ----- prediction ---------------------------------------------------------------
     def _cache_key(self):
         budget = self._budget
-        return ("itergp", self.policy, budget["iterations"], budget["seconds"], self._active_solver())
+        return ("itergp", self.policy, budget["iterations"], budget["seconds"], self.precond, self._active_solver())
 
     def _new_prediction(self, snapshot) -> IterGPPrediction:
         return IterGPPrediction(self, snapshot)

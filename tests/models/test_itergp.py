@@ -393,6 +393,56 @@ def test_preconditioned_cg_actions():
     jacobi = K.diagonal().reciprocal()
     result = itergp_solve(lambda v: K @ v, lambda k: K[:, k], K.diagonal(), b, "cg", n, precond=lambda v: jacobi * v)
     torch.testing.assert_close(result.solution, torch.linalg.solve(K, b), rtol=0, atol=1e-8)
+    # the iterates are textbook preconditioned CG's
+    v, r = torch.zeros(n, dtype=F64), b.clone()
+    z = jacobi * r
+    p = z.clone()
+    for i in range(1, 7):
+        kp = K @ p
+        step = (r @ z) / (p @ kp)
+        v, r_next = v + step * p, r - step * kp
+        z_next = jacobi * r_next
+        p, r, z = z_next + (r_next @ z_next) / (r @ z) * p, r_next, z_next
+        it = itergp_solve(lambda u: K @ u, lambda k: K[:, k], K.diagonal(), b, "cg", i, precond=lambda u: jacobi * u)
+        torch.testing.assert_close(it.solution, v, rtol=1e-10, atol=1e-12)
     part = itergp_solve(lambda v: K @ v, lambda k: K[:, k], K.diagonal(), b, "cg", 8, precond=lambda v: jacobi * v)
     torch.testing.assert_close(part.factor @ part.factor.T, projected_precision_dense(K, part.actions),
                                rtol=0, atol=1e-9)
+
+
+# ----- preconditioned CG actions in the model --------------------------------------------------------
+
+def test_preconditioned_cg_policy(tmp_path):
+    """precond=fg.PivotedCholesky(rank=k): actions P^{-1} r; C_i is still the projection onto them,
+    i = n is exact, and the file keeps the preconditioner."""
+    x, y, xt = problem(n=60, seed=11)
+    parts = lambda: dict(likelihood=Gaussian(noise=1e-3), solver=fg.Cholesky())  # noqa: E731
+    exact = fg.ExactGP(x, y, kernel(), **parts())
+    ref = exact.posterior(xt)
+    errors = {}
+    for precond in (None, fg.PivotedCholesky(rank=10)):
+        model = fg.IterGP(x, y, kernel(), policy="cg", budget=8, precond=precond, **parts())
+        model.load_state_dict(exact.state_dict())
+        post = model.posterior(xt)
+        state = model._prediction.state
+        torch.testing.assert_close(state.factor @ state.factor.T, projected_precision_dense(k_hat(model), state.actions),
+                                   rtol=0, atol=1e-8)
+        errors[precond is None] = float((post.mean - ref.mean).abs().max())
+        model.budget = 60
+        full = model.posterior(xt)
+        torch.testing.assert_close(full.mean, ref.mean, rtol=0, atol=1e-8)
+        torch.testing.assert_close(full.variance, ref.variance, rtol=0, atol=1e-8)
+    assert model.diagnostics["precond"] == fg.PivotedCholesky(rank=10).kind
+    assert errors[False] != errors[True]  # other actions (not necessarily a better mean at i = 8)
+    fg.save(model, tmp_path / "pcg.fgp")
+    loaded = fg.load(tmp_path / "pcg.fgp")
+    assert loaded.precond == model.precond and loaded.config() == model.config()
+    torch.testing.assert_close(loaded.posterior(xt).mean, full.mean, rtol=0, atol=1e-12)
+
+
+def test_precond_arguments():
+    x, y, _ = problem()
+    with pytest.raises(TypeError, match="precond: expected None or a preconditioner configuration"):
+        fg.IterGP(x, y, kernel(), precond="jacobi")
+    with pytest.raises(ValueError, match="precond: only the 'cg' policy takes a preconditioner"):
+        fg.IterGP(x, y, kernel(), policy="pivoted", precond=fg.PivotedCholesky(rank=5))
