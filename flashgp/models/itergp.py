@@ -21,8 +21,6 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from typing import NamedTuple
-
 import torch
 
 from ..distributions import Downdated, FactorDowndated, Posterior
@@ -35,6 +33,7 @@ from ..preconditioners.base import PreconditionerConfig
 from ..serialize import ConfigError, kernel_from_config, likelihood_from_config, mean_from_config, register_model, \
     solver_from_config, solver_to_config
 from .batched_inputs import posterior_per_test_set
+from .direct_prediction import TestSolve
 from .exact_gp import ExactGP
 from .finite import check_noise_values
 from .prediction import chunk_points, keeps_factor, prediction_cache
@@ -142,16 +141,6 @@ class IterGPPosterior(Posterior):
         return (comp + allowance.clamp_min(0)).sqrt() * self._data_norm_fn().to(comp.dtype)
 
 
-class _Solve(NamedTuple):
-    """C_i rhs for a direct posterior: unpacks as (solution, method) and has the attributes of
-    ``direct_prediction.TestSolve`` (no residual, no mean correction)."""
-
-    solution: torch.Tensor
-    method: str
-    residual = None
-    shift = None
-
-
 class IterGPPrediction:
     """The prediction cache of an IterGP at one state: C_i (``ProjectedPrecision``) and alpha = C_i r.
 
@@ -216,9 +205,9 @@ class IterGPPrediction:
     def direct_matches(self, m: int) -> bool:
         return True
 
-    def test_solve(self, rhs: torch.Tensor, m: int, prior: torch.Tensor):
+    def test_solve(self, rhs: torch.Tensor, m: int, prior: torch.Tensor) -> TestSolve:
         """C_i rhs for the direct (differentiable) posterior's columns rhs ``(n, c)``."""
-        return _Solve(self.state.apply(rhs), "itergp")
+        return TestSolve(self.state.apply(rhs), "itergp")
 
     # ----- the exact part -------------------------------------------------------------
     def exact(self):
