@@ -21,8 +21,9 @@ from .fit_warnings import WarningDigest, noise_floor_message
 from .io import registered_name
 from .graph_step import GraphSteps
 from .minibatches import Minibatches
-from .models import GPModel
+from .models import ExactGP, GPModel
 from .priors import check_finite, has_priors, objective
+from .subset_training import SubsetBatches
 from .variational import NaturalAdam, NaturalVariational
 
 OPTIMIZERS = ("adam", "lbfgs")
@@ -127,7 +128,11 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
             ceil(n / batch_size) steps, its order drawn from ``seed``), so a resumed fit goes on
             mid-epoch with the batches an uninterrupted one would take; the model's ``num_data``
             is set to n. Other models: None.
-        batch_size: points per batch with tensor data (default 1,024).
+        batch_size: points per batch with tensor data (default 1,024). For an ``ExactGP`` (no
+            ``data``): each Adam step trains on a random subset of ``batch_size`` (>= 2) of its
+            training rows, the loss the subset's exact -mll per point in float64 by Cholesky
+            (``flashgp.subset_training``; batches drawn as for ``data``, so checkpoints resume
+            exactly); the model still predicts with its own solver on all n points.
         natural_lr: natural-gradient step size for a model with ``variational="natural"``
             (1.0 is the full step, exact for a Gaussian likelihood and the whole data in one
             batch; 0.01-0.1 is usual for minibatches and other likelihoods); the other
@@ -228,6 +233,7 @@ def _run(model, opt, optimizer: str, seed, generator, iters: int, history: Histo
                 opt.zero_grad()
                 try:
                     loss = objective(model, (model.loss(generator=generator) if batch is None
+                                             else batches.loss(model, batch) if isinstance(batches, SubsetBatches)
                                              else model.loss(generator=generator, batch=batch)).sum())
                 except NotPSDError as err:  # hyperparameters where K_hat cannot be factored
                     if optimizer == "adam":
@@ -297,7 +303,13 @@ def _graphs_apply(model, batches, cuda_graph) -> bool:
 
 def _minibatches(model, optimizer: str, data, batch_size, seed) -> Minibatches | None:
     """The batches of a model that trains on them (``data`` required), else None (``data`` and
-    ``batch_size`` refused); sets the model's ``num_data``."""
+    ``batch_size`` refused); sets the model's ``num_data``. An ExactGP with ``batch_size`` and
+    no ``data`` trains on random subsets of its own rows (``flashgp.subset_training``)."""
+    if not model.trains_on_batches and batch_size is not None and data is None and isinstance(model, ExactGP):
+        if optimizer != "adam":
+            raise ValueError(f"optimizer: subset (minibatch) training of an ExactGP takes 'adam'; L-BFGS needs "
+                             f"a deterministic objective, and each step's subset differs; got {optimizer!r}")
+        return SubsetBatches(model, batch_size, seed)
     if not model.trains_on_batches:
         for name, value in (("data", data), ("batch_size", batch_size)):
             if value is not None:
