@@ -48,6 +48,8 @@ def cases(tmp: Path) -> dict:
         "gp_classification.py": (["--n", "200", "--test", "200", "--iters", "10", "--out", str(tmp / "classification")],
                                  ["dirichlet", "svgp", "ECE", "plot: " if has("matplotlib") else "no plots"]
                                  if has("sklearn") else ["skipping"]),
+        "subset_training.py": (["--n", "400", "--iters", "5", "--batch-size", "64"],
+                               ["subset SGD: n=400, m=64", "test RMSE"]),
         "itergp_budget.py": (["--n", "150", "--test", "50", "--iters", "3"],
                              ["IterGP: n=150", "| pivoted | 150 |", "stopped: "]),
         "deep_kernel.py": (["--data", "concrete", "--max-train", "150", "--max-test", "100", "--iters", "3"],
