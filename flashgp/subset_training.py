@@ -83,15 +83,18 @@ class SubsetBatches:
 
 
 def check_model(model) -> None:
-    """ValueError unless ``model`` is an ExactGP without batch dimensions (data ``(n, d)`` and a
-    kernel, likelihood and mean without batch shapes)."""
+    """ValueError unless ``model`` is an ExactGP without batch dimensions (data ``(n, d)``, a
+    kernel and mean without batch shapes, training noise ``(n,)``)."""
     if not isinstance(model, ExactGP):
         raise ValueError(f"batch_size: subset training is for ExactGP models, got {type(model).__name__}")
-    shapes = [tuple(getattr(part, "batch_shape", ())) for part in (model.kernel, model.likelihood, model.mean)]
-    if model.train_x.dim() != 2 or any(shapes):
+    shapes = {"kernel": tuple(getattr(model.kernel, "batch_shape", ())),
+              "mean": tuple(getattr(model.mean, "batch_shape", ())),
+              "training noise": tuple(model.train_noise().shape[:-1])}  # a likelihood's own shape may be per task
+    if model.train_x.dim() != 2 or any(shapes.values()):
+        parts = ", ".join(f"{name} {shape}" for name, shape in shapes.items() if shape)
         raise ValueError(f"batch_size: subset (minibatch) training takes an ExactGP without batch dimensions "
                          f"(x of shape (n, d)); this {type(model).__name__} has data of shape "
-                         f"{tuple(model.train_x.shape)} and part batch shapes {shapes}: fit it full-batch "
-                         "(batch_size=None) or fit each GP of the batch separately")
+                         f"{tuple(model.train_x.shape)}{' and batch shapes: ' + parts if parts else ''}; fit it "
+                         "full-batch (batch_size=None) or fit each GP of the batch separately")
     if model.num_train < 2:
         raise ValueError(f"batch_size: subset training needs at least 2 training points, the model has {model.num_train}")

@@ -188,3 +188,16 @@ def test_other_uses_of_batch_size_keep_their_meaning():
     svgp = fg.SVGP(Scale(RBF()), inducing=x[:10])
     with pytest.raises(ValueError, match="data: SVGP keeps no training data"):
         fg.fit(svgp, batch_size=16, iters=1, progress=False)
+
+
+def test_exact_gp_subclasses_train_on_subsets():
+    """MultitaskGP (rows are (point, task) entries, each with its task's noise) and IterGP."""
+    x = torch.rand(30, 1, generator=torch.Generator().manual_seed(0), dtype=F64)
+    y = torch.stack([torch.sin(6 * x[:, 0]), torch.cos(6 * x[:, 0])], -1)
+    model = fg.MultitaskGP(x, y, RBF())
+    with torch.no_grad():
+        assert float(subset_loss(model, torch.randperm(60))) == pytest.approx(float(model.loss()), rel=1e-10)
+    history = fg.fit(model, batch_size=16, iters=3, progress=False)
+    assert len(history) == 3 and all(math.isfinite(v) for v in history.loss)
+    history = fg.fit(fg.IterGP(x, y[:, 0], RBF()), batch_size=16, iters=3, progress=False)
+    assert len(history) == 3 and all(math.isfinite(v) for v in history.loss)
