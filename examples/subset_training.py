@@ -45,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--iters", type=int, default=200)
+    parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--full", action="store_true", help="also fit full-batch (L-BFGS), for comparison")
     args = parser.parse_args()

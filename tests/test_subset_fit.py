@@ -85,7 +85,7 @@ def test_map_with_priors_uses_the_same_per_point_prior_term():
     model = with_prior()
     rows = SubsetBatches(model, 20, seed=0).batch(0)
     history = fg.fit(model, lr=0.1, iters=1, progress=False, batch_size=20, seed=0)
-    expected = dense_nll_per_point(with_prior(), rows) - float(fg.priors.log_prior(with_prior())) / 60
+    expected = dense_nll_per_point(with_prior(), rows) - float(fg.priors.log_prior(with_prior()).detach()) / 60
     assert history.loss[0] == pytest.approx(expected, rel=1e-12)
 
 
