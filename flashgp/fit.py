@@ -301,7 +301,7 @@ def _graphs_apply(model, batches, cuda_graph) -> bool:
     return True
 
 
-def _minibatches(model, optimizer: str, data, batch_size, seed) -> Minibatches | None:
+def _minibatches(model, optimizer: str, data, batch_size, seed) -> Minibatches | SubsetBatches | None:
     """The batches of a model that trains on them (``data`` required), else None (``data`` and
     ``batch_size`` refused); sets the model's ``num_data``. An ExactGP with ``batch_size`` and
     no ``data`` trains on random subsets of its own rows (``flashgp.subset_training``)."""
