@@ -91,6 +91,8 @@ KERNELS: dict[str, KernelEntry] = {
     "Interpolated": KernelEntry(K.Interpolated, lambda k: k.config_args(), lambda k: [k.base]),
     "Multitask": KernelEntry(K.Multitask, lambda k: {"num_tasks": k.num_tasks, "rank": k.rank}, lambda k: [k.base]),
     "LMC": KernelEntry(K.LMC, lambda k: {}, lambda k: list(k.members)),
+    "Categorical": KernelEntry(K.Categorical, lambda k: {**_common(k), "num_levels": k.num_levels, "kind": k.kind,
+                                                         "rank": k.rank}),
     "Warped": KernelEntry(K.Warped, lambda k: {"feature_extractor": feature_extractor_to_config(k.feature_extractor)},
                           lambda k: [k.base]),
 }

@@ -1,7 +1,9 @@
 # Kernel modules: one pairwise formula each, lifted to matrices, diagonals and rows by Kernel.
 # Combine with + and *; wrap in Scale for an output scale; Interpolated for SKI (KISS-GP);
-# Multitask (ICM) and LMC for several outputs on task-indexed inputs; Warped (with MLP) for deep kernels.
+# Multitask (ICM) and LMC for several outputs on task-indexed inputs; Warped (with MLP) for deep kernels;
+# Categorical for a column of level codes.
 from .base import Kernel, Product, Sum
+from .categorical import Categorical
 from .interpolated import Interpolated
 from .linear import Linear, Polynomial
 from .matern import Matern
@@ -15,4 +17,4 @@ from .features import MLP
 from .warped import Warped
 
 __all__ = ["Kernel", "Sum", "Product", "Stationary", "RBF", "Matern", "RQ", "Periodic", "Linear",
-           "Polynomial", "Scale", "Interpolated", "Multitask", "LMC", "Warped", "MLP"]
+           "Polynomial", "Scale", "Interpolated", "Multitask", "LMC", "Warped", "MLP", "Categorical"]
