@@ -239,14 +239,16 @@ class SolvedDowndated(PosteriorCovariance):
     costs products with S and never a solve. ``x``: the test inputs the prior is evaluated at
     (the kernel's dtype of work, e.g. float64); ``dtype``: the dtype of the results. With
     ``fixed=False`` S keeps its own graph (a solve differentiated by autograd) and the downdate
-    is plain A S^T. ``residual`` R ``(*batch, m, n)``, the residuals of certified CG solves
+    is plain A S^T. ``prior_diagonal`` ``(*batch, m)``: k(x_i, x_i) when the caller has it (else
+    evaluated here). ``residual`` R ``(*batch, m, n)``, the residuals of certified CG solves
     (rows, like S): the downdate's value is then A S^T + S R^T (``DenseDowndated``'s certified
     form), its derivative unchanged.
     """
 
     def __init__(self, kernel, x: torch.Tensor, cross: torch.Tensor, solved: torch.Tensor, dtype: torch.dtype,
-                 fixed: bool = True, residual: torch.Tensor | None = None):
-        self.kernel, self.x, self.cross = kernel, x, cross
+                 fixed: bool = True, residual: torch.Tensor | None = None,
+                 prior_diagonal: torch.Tensor | None = None):
+        self.kernel, self.x, self.cross, self.prior_diagonal = kernel, x, cross, prior_diagonal
         self.solved = solved.detach() if fixed else solved
         self.fixed, self.residual = fixed, residual
         self.shape = torch.Size((*broadcast_shapes(cross.shape[:-2], kernel.batch_shape), cross.shape[-2],
@@ -265,7 +267,8 @@ class SolvedDowndated(PosteriorCovariance):
             down = (fixed * self.solved).sum(-1) + 2 * (moving * self.solved).sum(-1)
         if self.residual is not None:
             down = down + (self.solved * self.residual).sum(-1)
-        return (self.kernel.diag(self.x) - down).expand(self.shape[:-1]).to(self.dtype)
+        prior = self.kernel.diag(self.x) if self.prior_diagonal is None else self.prior_diagonal
+        return (prior - down).expand(self.shape[:-1]).to(self.dtype)
 
     def to_dense(self):
         self._check_dense_size()

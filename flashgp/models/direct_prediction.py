@@ -85,15 +85,14 @@ def direct_posterior(cache, x: torch.Tensor) -> Posterior:
     mean = cache.mean_fn(x) + (cross @ cache.alpha.to(work)).squeeze(-1).to(x.dtype)
     through = getattr(cache, "data_grad", False) and torch.is_grad_enabled()  # solves differentiated too
     rhs, unfold = fold_columns(cross if through else cross.detach(), batch)
-    with torch.no_grad():
-        prior = cache.kernel.diag(xs).expand(*shape, x.shape[-2])  # k(x_i, x_i), as the rows of rhs
-        prior = fold_columns(prior.unsqueeze(-1), batch)[0].squeeze(-2)
+    prior = cache.kernel.diag(xs).expand(*shape, x.shape[-2])  # k(x_i, x_i), differentiable
+    folded = fold_columns(prior.detach().unsqueeze(-1), batch)[0].squeeze(-2)  # as the columns of rhs
     with torch.set_grad_enabled(through):
-        solve = cache.test_solve(rhs, x.shape[-2], prior)
+        solve = cache.test_solve(rhs, x.shape[-2], folded)
     residual = None if solve.residual is None else unfold(solve.residual.to(work)).detach()
     if solve.shift is not None:  # a constant of the backward pass, as the solves
         mean = mean + unfold(solve.shift.detach().unsqueeze(-2).to(work)).squeeze(-1).to(x.dtype)
     covariance = SolvedDowndated(cache.kernel, xs, cross, unfold(solve.solution.to(work)), x.dtype,
-                                 fixed=not through, residual=residual)
+                                 fixed=not through, residual=residual, prior_diagonal=prior)
     cache.diagnostics["variance_method"] = solve.method
     return Posterior(mean.expand(*shape, x.shape[-2]), covariance, diagnostics=cache.diagnostics)
