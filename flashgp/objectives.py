@@ -1,5 +1,6 @@
 # Training objectives, as functions of a model's parts: the model composes an engine, a likelihood
-# and one of these: exact_mll (ExactGP), sgpr_elbo (SGPR); the variational ELBO joins them.
+# and one of these: exact_mll (ExactGP), sgpr_elbo (SGPR), basis_mll (BasisGP); the variational ELBO
+# joins them.
 from __future__ import annotations
 
 import math
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .linalg.basis import BasisTerms, basis_terms
 from .linalg.inducing import block_rows, float64_kernel, inducing_cholesky, inducing_terms
 
 
@@ -32,6 +34,16 @@ def exact_mll(engine, kernel, mean, likelihood, x: torch.Tensor, y: torch.Tensor
     noise = likelihood.noise_diag(n) if noise is None else noise
     inv_quad, logdet, info = engine.inv_quad_logdet(kernel, x, noise, resid, state=state, generator=generator)
     return gaussian_log_density(inv_quad, logdet, n), info
+
+
+def basis_mll(kernel, mean, noise: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+              rows: int) -> tuple[torch.Tensor, BasisTerms]:
+    """The exact log marginal likelihood per point of a finite-feature model, log N(y; m(x),
+    F F^T + S) / n with F = kernel.features(x) ``(*batch, n, P)`` and S = diag(noise ``(*batch, n)``),
+    in float64 by the Woodbury identity (``linalg.basis``), x taken in blocks of ``rows`` points.
+    Returns (value ``(*batch,)`` float64, differentiable; the terms)."""
+    terms = basis_terms(kernel, y - mean(x), noise, x, rows)
+    return gaussian_log_density(terms.inv_quad(), terms.logdet(), x.shape[-2]), terms
 
 
 def sgpr_elbo(kernel, mean, likelihood, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,

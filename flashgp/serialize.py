@@ -93,6 +93,9 @@ KERNELS: dict[str, KernelEntry] = {
     "LMC": KernelEntry(K.LMC, lambda k: {}, lambda k: list(k.members)),
     "Categorical": KernelEntry(K.Categorical, lambda k: {**_common(k), "num_levels": k.num_levels, "kind": k.kind,
                                                          "rank": k.rank}),
+    "HilbertSpace": KernelEntry(K.HilbertSpace, lambda k: {
+        "num_basis": k.requested_basis, "boundary_factor": k.boundary_factor, "center": k.center,
+        "half_width": k.half_width, "num_columns": k.num_columns}, lambda k: [k.base]),
     "Warped": KernelEntry(K.Warped, lambda k: {"feature_extractor": feature_extractor_to_config(k.feature_extractor)},
                           lambda k: [k.base]),
 }

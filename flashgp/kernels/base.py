@@ -96,6 +96,26 @@ class Kernel(ExactValues):
     def is_stationary(self) -> bool:
         return False
 
+    # ----- finite feature maps ----------------------------------------------------------
+    #: whether k(x, x') = f(x) . f(x') for a finite feature map f (``features``); kernels that have
+    #: one set it True and implement ``feature_map``
+    has_features = False
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """f(x) ``(*batch, n, P)`` for x ``(*batch, n, d)``, with k(x, x') = f(x) . f(x'): the kernel's
+        finite feature map (``models.BasisGP`` solves in it at O(n P^2)). TypeError for kernels
+        without one (stationary kernels get one through ``HilbertSpace``)."""
+        _check_inputs(x, "x")
+        if not self.has_features:
+            raise TypeError(f"kernel: {type(self).__name__} has no finite feature map; wrap stationary kernels "
+                            "(RBF, Matern) in kernels.HilbertSpace(kernel, num_basis=...), and combine it with "
+                            "Categorical, Linear and Scale kernels by + and *")
+        return self.feature_map(self.select_dims(x))
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """``features`` on the columns this kernel sees (subclasses with ``has_features``)."""
+        raise NotImplementedError
+
     # ----- algebra -------------------------------------------------------------------
     def __add__(self, other: "Kernel") -> "Kernel":
         if not isinstance(other, Kernel):
@@ -123,6 +143,10 @@ class _Combination(Kernel):
     def is_stationary(self) -> bool:
         return all(k.is_stationary for k in self.kernels)
 
+    @property
+    def has_features(self) -> bool:
+        return all(k.has_features for k in self.kernels)
+
 
 class Sum(_Combination):
     """k1 + k2 + ...: the elementwise sum of the member kernels."""
@@ -133,6 +157,12 @@ class Sum(_Combination):
             out = out + k(x1, x2, diag=diag)
         return out
 
+    def feature_map(self, x):
+        """The members' features side by side: P = P1 + P2 + ..."""
+        parts = [k.features(x) for k in self.kernels]
+        shape = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
+        return torch.cat([p.expand(*shape, p.shape[-1]) for p in parts], -1)
+
 
 class Product(_Combination):
     """k1 * k2 * ...: the elementwise (Hadamard) product of the member kernels."""
@@ -141,4 +171,13 @@ class Product(_Combination):
         out = self.kernels[0](x1, x2, diag=diag)
         for k in self.kernels[1:]:
             out = out * k(x1, x2, diag=diag)
+        return out
+
+    def feature_map(self, x):
+        """Row-wise Kronecker products of the members' features (f1(x) kron f2(x) ...): P = P1 P2 ..."""
+        out = self.kernels[0].features(x)
+        for k in self.kernels[1:]:
+            f = k.features(x)
+            pair = out.unsqueeze(-1) * f.unsqueeze(-2)  # (*batch, n, P_out, P_k)
+            out = pair.reshape(*pair.shape[:-2], -1)
         return out

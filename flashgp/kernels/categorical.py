@@ -1,5 +1,6 @@
 # Kernels on one categorical input column (integer level codes 0..L-1): exchangeable (one
-# correlation between any two different levels) or a learned low-rank-plus-diagonal covariance.
+# correlation between any two different levels), one-hot (none) or a learned low-rank-plus-diagonal
+# covariance.
 """Categorical kernels, to be combined with continuous ones by ``+`` and ``*`` (``active_dims``
 picks the column)::
 
@@ -21,7 +22,7 @@ from torch import nn
 from .base import Kernel
 from .constraints import PositiveProperty, register_positive
 
-KINDS = ("exchangeable", "lowrank")
+KINDS = ("exchangeable", "onehot", "lowrank")
 
 
 def _check_int(value, name: str, low: int) -> int:
@@ -36,8 +37,10 @@ class Categorical(Kernel):
     Args:
         num_levels: L >= 2, the number of levels (codes 0..L-1).
         kind: "exchangeable": k(a, b) = 1 if a == b else exp(-decay) (one learned ``decay`` > 0;
-            PSD for every value: (1 - c) I + c 1 1^T with c in (0, 1)); "lowrank": k(a, b) = B[a, b]
-            with B = W W^T + diag(v) learned (W ``(L, rank)``, v > 0), as a task covariance.
+            PSD for every value: (1 - c) I + c 1 1^T with c in (0, 1)); "onehot": k(a, b) = 1 if
+            a == b else 0 (B = I, no parameters: the levels are independent; scale it with
+            ``Scale`` or combine it with others); "lowrank": k(a, b) = B[a, b] with
+            B = W W^T + diag(v) learned (W ``(L, rank)``, v > 0), as a task covariance.
         rank: the columns of W for "lowrank" (0 .. L).
         active_dims: the one input column the kernel reads (default: the only column).
         batch_shape: leading shape of the hyperparameters.
@@ -57,7 +60,9 @@ class Categorical(Kernel):
             raise ValueError(f"rank: expected at most num_levels ({self.num_levels}), got {rank}")
         if kind == "exchangeable":
             register_positive(self, "decay", 1.0, self.batch_shape)
-        else:
+        elif kind == "onehot":  # a buffer, so that it follows the model's dtype and device
+            self.register_buffer("identity", torch.eye(self.num_levels), persistent=False)
+        elif kind == "lowrank":
             scale = 1.0 / math.sqrt(max(self.rank, 1))
             self.factor = nn.Parameter(torch.full((*self.batch_shape, self.num_levels, self.rank), scale))
             register_positive(self, "level_variance", 0.5, (*self.batch_shape, self.num_levels))
@@ -71,7 +76,29 @@ class Categorical(Kernel):
             c = torch.exp(-self.decay).unsqueeze(-1).unsqueeze(-1)
             eye = torch.eye(self.num_levels, dtype=c.dtype, device=c.device)
             return c + (1 - c) * eye
+        if self.kind == "onehot":
+            return self.identity.expand(*self.batch_shape, self.num_levels, self.num_levels)
         return self.factor @ self.factor.transpose(-1, -2) + torch.diag_embed(self.level_variance)
+
+    has_features = True
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """f(a) with f(a) . f(b) = B[a, b], from the one-hot encoding e of x's levels ``(*b, n, L)``:
+        e (onehot); [sqrt(c), sqrt(1 - c) e] (exchangeable, P = L + 1); [e W, e sqrt(v)] (lowrank,
+        P = rank + L)."""
+        codes = self.levels(x)
+        dtype = x.dtype
+        onehot = torch.nn.functional.one_hot(codes, self.num_levels).to(dtype)
+        if self.kind == "onehot":
+            return onehot
+        if self.kind == "exchangeable":
+            c = torch.exp(-self.decay)[..., None, None]
+            rest = -torch.expm1(-self.decay)[..., None, None]  # 1 - c without cancellation
+            shape = torch.broadcast_shapes(onehot.shape[:-1], c.shape[:-1])
+            return torch.cat([c.sqrt().expand(*shape, 1), (rest.sqrt() * onehot).expand(*shape, self.num_levels)], -1)
+        parts = (onehot @ self.factor, onehot * self.level_variance.sqrt()[..., None, :])
+        shape = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
+        return torch.cat([p.expand(*shape, p.shape[-1]) for p in parts], -1)
 
     def levels(self, x: torch.Tensor) -> torch.Tensor:
         """The level codes of x ``(*b, n, 1)`` as ``(*b, n)`` int64, checked."""

@@ -34,6 +34,12 @@ class Linear(Kernel):
         ip = inner_product(x1, x2, diag)
         return _expand(self.variance, diag) * ip
 
+    has_features = True
+
+    def feature_map(self, x):
+        """sqrt(variance) x: the d input columns themselves."""
+        return self.variance.sqrt()[..., None, None] * x
+
 
 class Polynomial(Kernel):
     """k(x, x') = (x . x' + offset)^power, ``power`` a positive int, ``offset`` learned >= 0."""

@@ -39,6 +39,17 @@ class Matern(Stationary):
         k = s.mul(s).div_(3).add_(s).add_(1).mul_(e)
         return k, s.add_(1).mul_(e).mul_(-5.0 / 6.0)
 
+    def log_spectral_density(self, omega: torch.Tensor) -> torch.Tensor:
+        """log S(omega) ``(*batch, M)`` at angular frequencies omega ``(M, d)`` (the convention of
+        ``RBF.log_spectral_density``): S = 2^d pi^(d/2) Gamma(nu + d/2) (2 nu)^nu / Gamma(nu)
+        prod(l) (2 nu + |l * omega|^2)^-(nu + d/2)."""
+        d, nu = omega.shape[-1], self.nu
+        ls = self.lengthscale.expand(*self.lengthscale.shape[:-1], d)  # (*batch, 1, d)
+        scaled = (ls * omega).square().sum(-1)
+        const = (d * math.log(2.0) + 0.5 * d * math.log(math.pi) + math.lgamma(nu + 0.5 * d)
+                 + nu * math.log(2 * nu) - math.lgamma(nu))
+        return const + ls.log().sum(-1) - (nu + 0.5 * d) * torch.log(2 * nu + scaled)
+
     @property
     def has_profile_derivative(self) -> bool:
         return self.nu != 0.5

@@ -26,6 +26,14 @@ class Scale(Kernel):
     def is_stationary(self) -> bool:
         return self.base.is_stationary
 
+    @property
+    def has_features(self) -> bool:
+        return self.base.has_features
+
+    def feature_map(self, x):
+        """sqrt(outputscale) times the base kernel's features."""
+        return self.outputscale.sqrt()[..., None, None] * self.base.features(x)
+
     def evaluate(self, x1, x2, diag):
         k = self.base(x1, x2, diag=diag)
         return _expand(self.outputscale, diag) * k

@@ -88,7 +88,7 @@ def whitened_terms(kernel, x: Tensor, z: Tensor, chol: Tensor, weights: Tensor, 
     each block is recomputed in the backward pass instead of being stored.
     """
     _, weights, resid = _expanded(x, z, chol, weights, resid)
-    total_m, total_v = _accumulate(_block_terms, kernel, x, z, (chol,), weights, resid, rows)
+    total_m, total_v = accumulate_blocks(_block_terms, kernel, x, z, (chol,), weights, resid, rows)
     return 0.5 * (total_m + total_m.transpose(-1, -2)), total_v
 
 
@@ -120,7 +120,7 @@ def _gram_block(kernel, x, z, weights, resid):
     return WeightedGram.apply(float64_kernel(kernel, x, z), weights, resid)
 
 
-def _accumulate(block_fn, kernel, x, z, extra, weights, resid, rows):
+def accumulate_blocks(block_fn, kernel, x, z, extra, weights, resid, rows):
     """Sum block_fn(kernel, x_part, z, *extra, w_part, r_part) over row blocks (recomputed in the
     backward pass when gradients are on and there is more than one block)."""
     n = x.shape[-2]
@@ -140,7 +140,7 @@ def gram_terms(kernel, x: Tensor, z: Tensor, chol: Tensor, weights: Tensor, resi
     """M ``(*batch, m, m)`` and v ``(*batch, m)`` as ``whitened_terms`` returns them, from G = K_zx W K_xz
     and g = K_zx W r accumulated first (``WeightedGram``), then whitened by ``chol``."""
     batch, weights, resid = _expanded(x, z, chol, weights, resid)
-    gram, g = _accumulate(_gram_block, kernel, x, z, (), weights, resid, rows)
+    gram, g = accumulate_blocks(_gram_block, kernel, x, z, (), weights, resid, rows)
     gram = gram.expand(*batch, *gram.shape[-2:])
     half = torch.linalg.solve_triangular(chol, gram, upper=False)
     whitened = torch.linalg.solve_triangular(chol, half.transpose(-1, -2), upper=False)

@@ -65,23 +65,26 @@ def fold_columns(cross: torch.Tensor, batch: torch.Size):
 def direct_posterior(cache, x: torch.Tensor) -> Posterior:
     """The posterior at x ``(*t, *batch, m, d)`` from ``cache``, differentiable in x when grad mode
     is on (see the module docstring). The cache gives ``kernel``, ``mean_fn``, ``alpha``
-    ``(*batch, n, 1)``, ``cross_inputs`` X ``(*batch, n, d)`` (training or inducing inputs),
+    ``(*batch, n, 1)``, ``cross_inputs`` X ``(*batch, n, d)`` (training or inducing inputs; or
+    ``direct_cross(x)``, the cross term itself ``(*batch, m, n)``),
     ``work_dtype(x)``, ``test_solve(rhs, m, prior)`` (a ``TestSolve``: M rhs for the downdate
     A M A^T, M symmetric: K_hat^{-1} for an exact GP; prior: k(x_i, x_i) of rhs's columns) and
     ``diagnostics``."""
     batch = cache.alpha.shape[:-2]
     work = cache.work_dtype(x)
-    train_x = cache.cross_inputs.to(work)
-    shape = broadcast_shapes(x.shape[:-2], train_x.shape[:-2], cache.kernel.batch_shape, batch)
-    nbytes = math.prod(shape) * x.shape[-2] * train_x.shape[-2] * work.itemsize
+    count = cache.alpha.shape[-2]  # columns of the cross covariance (training or inducing points)
+    shape = broadcast_shapes(x.shape[:-2], cache.kernel.batch_shape, batch)
+    nbytes = math.prod(shape) * x.shape[-2] * count * work.itemsize
     if nbytes > MAX_DIRECT_BYTES:
         raise ValueError(
             f"x: a direct posterior at {tuple(x.shape)} holds the cross covariance with the "
-            f"{train_x.shape[-2]:,} training (or inducing) points and its solve, {_size(nbytes)} each (limit "
+            f"{count:,} training (or inducing) points and its solve, {_size(nbytes)} each (limit "
             f"{_size(MAX_DIRECT_BYTES)}, models.direct_prediction.MAX_DIRECT_BYTES); pass fewer test "
             "points per call")
     xs = x.to(work)
-    cross = cache.kernel(xs, train_x).expand(*shape, x.shape[-2], train_x.shape[-2])
+    cross_of = getattr(cache, "direct_cross", None)
+    cross = cache.kernel(xs, cache.cross_inputs.to(work)) if cross_of is None else cross_of(xs)
+    cross = cross.expand(*shape, x.shape[-2], count)
     mean = cache.mean_fn(x) + (cross @ cache.alpha.to(work)).squeeze(-1).to(x.dtype)
     through = getattr(cache, "data_grad", False) and torch.is_grad_enabled()  # solves differentiated too
     rhs, unfold = fold_columns(cross if through else cross.detach(), batch)

@@ -20,13 +20,18 @@ class InducingPosterior:
     ``diagnostics``: the dict the posteriors carry (``variance_method`` is set to ``method``).
     """
 
-    def __init__(self, kernel, mean_fn, z: torch.Tensor, alpha: torch.Tensor, proj: torch.Tensor,
+    def __init__(self, kernel, mean_fn, z: torch.Tensor | None, alpha: torch.Tensor, proj: torch.Tensor,
                  dtype: torch.dtype, diagnostics: dict, method: str):
         self.kernel, self.mean_fn, self.z, self.alpha, self.proj = kernel, mean_fn, z, alpha, proj
         self.dtype, self.diagnostics, self.method = dtype, diagnostics, method
-        m = z.shape[-2]
-        ones = torch.ones(m, dtype=dtype, device=z.device)
+        self.m = proj.shape[-1] // 2
+        ones = torch.ones(self.m, dtype=dtype, device=proj.device)
         self.signs = torch.cat([ones, -ones])
+
+    def cross(self, x: torch.Tensor) -> torch.Tensor:
+        """K(x*, z) ``(*batch, c, m)`` float64 for test inputs x ``(*batch, c, d)`` (a subclass may
+        give another cross term of the same shape: ``BasisGP``'s features)."""
+        return float64_kernel(self.kernel, x, self.z)
 
     # ----- direct posteriors (models.direct_prediction) ---------------------------------
     direct_ok = True
@@ -34,32 +39,32 @@ class InducingPosterior:
     def direct_matches(self, m: int) -> bool:
         return True
 
-    @property
-    def cross_inputs(self) -> torch.Tensor:
-        return self.z
+    def direct_cross(self, x: torch.Tensor) -> torch.Tensor:
+        """The cross term of a direct posterior at x ``(*t, *batch, c, d)``, differentiable in x."""
+        return self.cross(x)
 
     def work_dtype(self, x: torch.Tensor) -> torch.dtype:
         return torch.float64
 
     def test_solve(self, rhs: torch.Tensor, m: int, prior: torch.Tensor) -> TestSolve:
         """(P1 P1^T - P2 P2^T) rhs for rhs = K_z* ``(*batch, m, c)``: the downdate's middle matrix."""
-        p1, p2 = self.proj[..., :self.z.shape[-2]], self.proj[..., self.z.shape[-2]:]
+        p1, p2 = self.proj[..., :self.m], self.proj[..., self.m:]
         rhs = rhs.double()
         return TestSolve(p1 @ (p1.transpose(-1, -2) @ rhs) - p2 @ (p2.transpose(-1, -2) @ rhs), self.method)
 
     def factor(self, x: torch.Tensor) -> torch.Tensor:
         """K_*z [P1, P2] ``(*batch, c, 2m)`` in the model's dtype for test inputs x ``(*batch, c, d)``."""
-        return (float64_kernel(self.kernel, x, self.z) @ self.proj).to(self.dtype)
+        return (self.cross(x) @ self.proj).to(self.dtype)
 
     def posterior(self, x: torch.Tensor) -> Posterior:
         """The posterior at test inputs x ``(*batch, t, d)`` (no gradients)."""
-        m = self.z.shape[-2]
+        m = self.m
         batch = int(torch.Size(torch.broadcast_shapes(x.shape[:-2], self.proj.shape[:-2])).numel())
         chunk = chunk_points(2 * m, batch)
         means, variances = [], []
         for start in range(0, x.shape[-2], chunk):
             part = x[..., start:start + chunk, :]
-            cross = float64_kernel(self.kernel, part, self.z)  # (*batch, c, m)
+            cross = self.cross(part)  # (*batch, c, m)
             means.append(self.mean_fn(part).double() + (cross @ self.alpha).squeeze(-1))
             w = (cross @ self.proj).square()
             down = w[..., :m].sum(-1) - w[..., m:].sum(-1)
