@@ -18,6 +18,14 @@ def mixed_data(n=60, levels=3, seed=0):
     return torch.cat([x, codes], -1), y
 
 
+def test_onehot_is_the_identity_and_follows_the_dtype():
+    k = K.Categorical(3, kind="onehot", active_dims=[1]).double()
+    x = torch.tensor([[0.5, 0.0], [0.1, 2.0], [0.3, 0.0], [0.9, 1.0]], dtype=F64)
+    expected = (x[:, 1:] == x[:, 1]).to(F64)
+    torch.testing.assert_close(k(x), expected)
+    assert k(x).dtype == F64 and list(k.parameters()) == [] and "identity" not in k.state_dict()
+
+
 @pytest.mark.parametrize("kind", ["exchangeable", "lowrank"])
 def test_matrix_diagonal_and_psd_against_the_level_covariance(kind):
     k = K.Categorical(4, kind=kind, rank=2).double()
@@ -84,7 +92,7 @@ def test_bad_arguments_and_unknown_levels():
     with pytest.raises(ValueError, match="num_levels: expected an int >= 2"):
         K.Categorical(1)
     with pytest.raises(ValueError, match="kind: expected one of"):
-        K.Categorical(3, kind="onehot")
+        K.Categorical(3, kind="dummy")
     with pytest.raises(ValueError, match="active_dims: a categorical kernel reads one column"):
         K.Categorical(3, active_dims=[0, 1])
     with pytest.raises(ValueError, match="rank: expected at most num_levels"):
