@@ -8,8 +8,9 @@ from sklearn.utils import check_random_state
 Y_SCALE_RANGE = (1e-150, 1e150)  # y's scale: its square (variances in y's units) must be a normal float64
 
 
-def check_numeric_columns(X) -> None:
-    """A pandas DataFrame X must hold numbers only: name the columns that do not convert."""
+def check_numeric_columns(X, hint: str = "") -> None:
+    """A pandas DataFrame X must hold numbers only: name the columns that do not convert
+    (``hint`` ends the message, e.g. how to use them otherwise)."""
     if not (hasattr(X, "columns") and hasattr(X, "dtypes")):
         return
     bad = []
@@ -22,7 +23,7 @@ def check_numeric_columns(X) -> None:
             bad.append(str(column))
     if bad:
         raise ValueError(f"X: expected numeric columns, got non-numeric column(s) "
-                         f"{', '.join(map(repr, bad[:5]))}; encode them as numbers first")
+                         f"{', '.join(map(repr, bad[:5]))}; encode them as numbers first{hint}")
 
 
 def seed_from(random_state, name: str) -> int:

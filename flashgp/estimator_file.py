@@ -9,7 +9,7 @@ import numbers
 import numpy as np
 import torch
 
-from . import bundle, kernels as fk
+from . import bundle, estimator_categorical as categorical_columns, kernels as fk
 from .errors import ModelFileError
 from .fit import History
 from .serialize import kernel_from_config, kernel_to_config, solver_from_config, solver_to_config
@@ -76,6 +76,7 @@ def _history_from_json(value, where: str) -> History | None:
 # settings that may be arrays (kept as float64 tensors beside the JSON): per-point noise variances,
 # inducing inputs (or a SKI grid size per feature)
 ARRAY_PARAMS = ("noise", "inducing")
+LATER_PARAMS = ("categorical", "categorical_kind")  # settings files of earlier versions lack (defaults then)
 
 
 def _encode_params(params: dict, extra: dict) -> dict:
@@ -96,6 +97,8 @@ def _encode_params(params: dict, extra: dict) -> dict:
             kind, keys, pos, has_gauss, gauss = value.get_state(legacy=True)
             out[name] = {"RandomState": [kind, int(pos), int(has_gauss), float(gauss)]}
             extra["param.random_state"] = torch.as_tensor(keys.astype(np.int64))
+        elif name == "categorical" and isinstance(value, (list, tuple, np.ndarray)):
+            out[name] = {"list": _to_json(list(value))}  # column indices or names
         elif value is None or isinstance(value, (str, bool, np.bool_, numbers.Real)):
             out[name] = {"value": _to_json(value)}
         else:
@@ -106,7 +109,7 @@ def _encode_params(params: dict, extra: dict) -> dict:
 
 def _decode_params(encoded, extra: dict, names: set) -> dict:
     """The inverse of ``_encode_params``; ValueError/TypeError for anything malformed."""
-    if not isinstance(encoded, dict) or set(encoded) != names:
+    if not isinstance(encoded, dict) or not set(encoded) <= names or names - set(encoded) - set(LATER_PARAMS):
         got = sorted(encoded)[:20] if isinstance(encoded, dict) else type(encoded).__name__
         raise ValueError(f"params: expected the settings {sorted(names)}, got {got}")
     params = {}
@@ -125,6 +128,9 @@ def _decode_params(encoded, extra: dict, names: set) -> dict:
             params[name] = kernel
         elif tag == "solver" and name == "solver":
             params[name] = solver_from_config(value, "params: solver")
+        elif tag == "list" and name == "categorical" and isinstance(value, list) and all(
+                isinstance(v, (int, str)) and not isinstance(v, bool) for v in value):
+            params[name] = value
         elif tag == "torch.device" and name == "device" and isinstance(value, str):
             params[name] = torch.device(value)
         elif tag == "array" and name in ARRAY_PARAMS:
@@ -161,6 +167,9 @@ def save_estimator(estimator, path, fitted: dict | None = None):
                        "history_": _history_to_json(estimator.history_),
                        "polish_history_": _history_to_json(estimator.polish_history_),
                        **(fitted or {})}}
+    categorical = categorical_columns.to_json(estimator)  # the levels of categorical columns, if any
+    if categorical is not None:
+        info["fitted"]["categorical"] = categorical
     scaling = bundle.Scaling(np.asarray(estimator.x_mean_, dtype=np.float64),
                              np.asarray(estimator.x_scale_, dtype=np.float64),
                              *(_target_value(getattr(estimator, name, default))
@@ -221,6 +230,7 @@ def load_estimator(cls, path, device=None, restore=None):
         polished = _history_from_json(fitted.get("polish_history_"), "polish_history_")
         if history is None:
             raise ValueError("history_: missing")
+        columns = categorical_columns.from_json(fitted.get("categorical"), d)
         target = estimator._torch_device() if device is None else bundle.check_device(device)
         finish = (_restore_regressor if restore is None else restore)(estimator, fitted, model, found.scaling)
     except (ValueError, TypeError, KeyError, RuntimeError) as err:
@@ -233,5 +243,7 @@ def load_estimator(cls, path, device=None, restore=None):
     estimator.n_features_in_ = d
     if names is not None:
         estimator.feature_names_in_ = np.asarray(names, dtype=object)
+    if hasattr(estimator, "categorical"):  # GPRegressor (not GPClassifier)
+        categorical_columns.set_fitted(estimator, columns)
     finish()
     return estimator

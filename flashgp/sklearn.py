@@ -22,19 +22,19 @@ from .estimator_checks import (check_numeric_columns as _check_numeric_columns, 
                                seed_from as _seed)
 from .estimator_methods import (LIKELIHOODS, build_model, check_inducing, check_likelihood, fit_arguments,
                                 fitted_kernel, total_objective)
-from . import sklearn_multioutput as multi
+from . import sklearn_multioutput as multi, estimator_categorical as categorical_columns
 from .models.validation import check_device
 from .distributions.posterior import MAX_DENSE_SAMPLE
 from .polish import polish_lbfgs
 from .solvers import CG, Auto, Cholesky
 from .tables import spread, to_model_dtype
 
-KERNELS = {
-    "rbf": lambda d: fk.RBF(ard_dims=d),
-    "matern12": lambda d: fk.Matern(nu=0.5, ard_dims=d),
-    "matern32": lambda d: fk.Matern(nu=1.5, ard_dims=d),
-    "matern52": lambda d: fk.Matern(nu=2.5, ard_dims=d),
-    "rq": lambda d: fk.RQ(ard_dims=d),
+KERNELS = {  # (features, active_dims=None) -> kernel
+    "rbf": lambda d, dims=None: fk.RBF(ard_dims=d, active_dims=dims),
+    "matern12": lambda d, dims=None: fk.Matern(nu=0.5, ard_dims=d, active_dims=dims),
+    "matern32": lambda d, dims=None: fk.Matern(nu=1.5, ard_dims=d, active_dims=dims),
+    "matern52": lambda d, dims=None: fk.Matern(nu=2.5, ard_dims=d, active_dims=dims),
+    "rq": lambda d, dims=None: fk.RQ(ard_dims=d, active_dims=dims),
 }
 SOLVERS = {"auto": Auto, "cholesky": Cholesky, "cg": CG}
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -123,6 +123,10 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             2% above its in 23 of 24 small-data fits; ``benchmarks/sklearn_compare.py``). On the
             CG path the objective is noisy and each step costs several solves, hence "auto"
             leaves it out.
+        categorical: columns of levels: None (a DataFrame's category, object, string, bool columns)
+            or a list of indices or names. Kernel: Scale(cont * Categorical(L_1) * ...); a kernel object
+            is used as given (set its active_dims) times the Categoricals. See the guide, "Categorical columns".
+        categorical_kind: "exchangeable" or "lowrank" (rank 1), for every Categorical kernel.
 
     Fitted attributes: ``model_`` (the ``ExactGP``, ``SGPR`` or ``SVGP``, on standardized data), ``lengthscale_``
     (n_features,), ``outputscale_``, ``noise_``, ``noise_floor_`` (None for a fixed noise),
@@ -131,13 +135,15 @@ class GPRegressor(RegressorMixin, BaseEstimator):
     as scikit-learn's ``log_marginal_likelihood_value_``),
     ``n_iter_`` and ``history_`` (of ``optimizer``), ``polish_history_`` (None if no polish ran),
     ``x_mean_``, ``x_scale_``, ``y_mean_``, ``y_scale_``,
-    ``n_features_in_`` and ``feature_names_in_`` (pandas input).
+    ``n_features_in_``, ``feature_names_in_`` (pandas input), ``categorical_columns_`` (indices)
+    and ``categories_`` (the sorted levels of each; ``lengthscale_`` is NaN at those columns).
     """
 
     def __init__(self, kernel="matern52", iters=100, lr=0.1, optimizer="adam", solver="auto",
                  device="auto", dtype="float64", normalize_x=True, normalize_y=True, noise=None,
                  random_state=None, verbose=False, polish="auto", noise_floor=None, method="exact",
-                 inducing=None, likelihood="gaussian", batch_size=None, multitask=None, task_rank=1):
+                 inducing=None, likelihood="gaussian", batch_size=None, multitask=None, task_rank=1,
+                 categorical=None, categorical_kind="exchangeable"):
         self.kernel = kernel
         self.iters = iters
         self.lr = lr
@@ -158,6 +164,8 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         self.batch_size = batch_size
         self.multitask = multitask
         self.task_rank = task_rank
+        self.categorical = categorical
+        self.categorical_kind = categorical_kind
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -165,12 +173,12 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         return tags
 
     # ----- parameter checks (at fit, as scikit-learn asks) -----------------------------------
-    def _make_kernel(self, n_features: int, scaled: bool = True) -> fk.Kernel:
+    def _make_kernel(self, n_features: int, scaled: bool = True, active_dims=None) -> fk.Kernel:
         if isinstance(self.kernel, str):
             if self.kernel not in KERNELS:
                 raise ValueError(f"kernel: expected one of {sorted(KERNELS)} or a flashgp kernel, "
                                  f"got {self.kernel!r}")
-            base = KERNELS[self.kernel](n_features)
+            base = KERNELS[self.kernel](n_features, active_dims)
             return fk.Scale(base) if scaled else base
         if not isinstance(self.kernel, fk.Kernel):
             raise TypeError(f"kernel: expected a name or a flashgp.kernels.Kernel, "
@@ -248,13 +256,13 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         self._check_params()
         solver, device = self._make_solver(), self._torch_device()
         dtype = DTYPES[self.dtype]
-        _check_numeric_columns(X)
         outputs = multi.is_multioutput(y)
+        X, columns = categorical_columns.fit_columns(self, X, outputs)  # levels -> codes, numbers checked
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=outputs)
         y = y.astype(np.float64, copy=False)
         if outputs:
             return multi.fit_outputs(self, X, y, solver, device, dtype)
-        kernel = self._make_kernel(X.shape[1])
+        kernel = categorical_columns.make_kernel(self, X.shape[1], columns)
         fixed = self._fixed_noise(X.shape[0])
         seed = _seed(self.random_state, "random_state")
         inducing = check_inducing(self.method, self.inducing, X.shape[1])
@@ -268,7 +276,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         if self.method == "svgp" and self.polish == "lbfgs":
             raise ValueError("polish: method='svgp' trains on minibatches, which L-BFGS cannot; use polish='auto' or None")
 
-        x_mean, x_scale = self._input_scaling(X)
+        x_mean, x_scale = categorical_columns.unscaled(*self._input_scaling(X), columns)
         y_mean = float(y.mean()) if self.normalize_y and not counts else 0.0
         y_scale = float(spread(y[:, None])[0]) if self.normalize_y and not counts else 1.0
         _check_target_scale(y, y_scale if self.normalize_y else float(np.abs(y).max() or 1.0), self.normalize_y)
@@ -289,7 +297,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         if isinstance(inducing, np.ndarray):  # inducing inputs in the model's (scaled) units
             inducing = (inducing - x_mean) / x_scale
         model = build_model(self.method, x_t, y_t, kernel, likelihood, Constant(0.0), solver, inducing, seed)
-        return self._train(model, x_t, y_t, seed, (x_mean, x_scale, y_mean, y_scale), fixed)
+        return self._train(model, x_t, y_t, seed, (x_mean, x_scale, y_mean, y_scale), fixed, columns)
 
     def _input_scaling(self, X) -> tuple[np.ndarray, np.ndarray]:
         """(means, scales) of the columns of X with ``normalize_x``, else (0, 1)."""
@@ -297,7 +305,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             return np.zeros(X.shape[1]), np.ones(X.shape[1])
         return X.mean(axis=0), spread(X)
 
-    def _train(self, model, x_t, y_t, seed, scaling, fixed):
+    def _train(self, model, x_t, y_t, seed, scaling, fixed, columns=None):
         """Fit ``model`` (Adam, then the polish), set the fitted attributes; returns self."""
         x_mean, x_scale, y_mean, y_scale = scaling
         device = x_t.device
@@ -317,6 +325,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         self.model_, self.history_, self.n_iter_ = model.eval(), history, len(history)
         self.polish_history_ = polished
         self.log_marginal_likelihood_ = lml
+        categorical_columns.set_fitted(self, columns)
         self._set_hyperparameters(fixed)
         return self
 
@@ -360,6 +369,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         else:
             self.noise_ = float(fixed[0]) if np.ndim(self.noise) == 0 else np.array(fixed)
         self.constant_ = float(self.model_.mean.constant.detach()) * self.y_scale_ + self.y_mean_
+        categorical_columns.continuous_lengthscales(self)
 
     # ----- predictions -------------------------------------------------------------------------
     def _posterior(self, X, include_noise: bool, joint: bool = False):
@@ -374,6 +384,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
 
     def _validated(self, X) -> np.ndarray:
         check_is_fitted(self)
+        X = categorical_columns.predict_columns(self, X)  # levels -> the codes of the fit
         _check_numeric_columns(X)
         return validate_data(self, X, dtype=np.float64, reset=False)
 
