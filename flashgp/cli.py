@@ -17,6 +17,7 @@ import torch
 
 from . import __version__, kernels, likelihoods, means
 from .backends.choice import default_memory_budget
+from . import cli_categorical
 from .cli_files import CLIFileError, load_cli_model, save_cli_model, sidecar_of
 from .cli_parser import (EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, KERNELS, SUBCOMMANDS,  # noqa: F401
                          CLIError, build_parser)
@@ -64,13 +65,14 @@ def hyperparameters(model, features: list[str]) -> dict:
 
 
 # ----- fit --------------------------------------------------------------------------------
-def _split(x, y, args, features: list[str], read_target=None):
+def _split(x, y, args, features: list[str], read_target=None, categorical=None):
     """(x_train, y_train, x_test, y_test) from --test-size / --test; the test parts may be None.
-    ``read_target(header, rows)``: the --test file's targets (default: the numeric column)."""
+    ``read_target(header, rows)``: the --test file's targets (default: the numeric column);
+    ``categorical``: the --categorical columns and their levels (``flashgp.cli_categorical``)."""
     if args.test is not None:
         header, rows = read_table(args.test, "--test")
         check_columns(header, features + [args.target], "--test", args.test)
-        x_test = numeric_columns(header, rows, features, "--test")
+        x_test = cli_categorical.read_inputs(header, rows, features, categorical, "--test")
         y_test = (numeric_columns(header, rows, [args.target], "--test")[:, 0] if read_target is None
                   else read_target(header, rows))
         if not rows:
@@ -87,13 +89,14 @@ def _split(x, y, args, features: list[str], read_target=None):
     return x[train], y[train], x[test], y[test]
 
 
-def _save(model, path: str, stats: dict, target: str, features: list[str], kernel: str, classes=None) -> None:
+def _save(model, path: str, stats: dict, target: str, features: list[str], kernel: str, classes=None,
+          categorical=None) -> None:
     """Save the model with its column names and standardization (and a classifier's class
     labels) in one file, atomically (``flashgp.cli_files``: a flashgp.bundle that
     ``flashgp.bundle.load`` reads)."""
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        save_cli_model(path, model, stats, target, features, kernel, classes)
+        save_cli_model(path, model, stats, target, features, kernel, classes, categorical)
     except (OSError, ValueError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else err
         raise CLIError(f"--out: cannot write {path}: {reason}") from None
@@ -115,6 +118,7 @@ def cmd_fit(args, say) -> dict:
 
     check_task_options(args)  # --task and the options that go with it; sets the default --method
     targets = target_names(args)  # --target A or A,B,...; --multitask / --task-rank need several
+    cli_categorical.check_options(args, targets)  # --categorical: one target, regression, exact
     if len(targets) > 1:
         return cmd_fit_multitask(args, targets, say)
     if args.task == "classification":
@@ -122,14 +126,17 @@ def cmd_fit(args, say) -> dict:
     _check_fit_paths(args)
     header, rows = read_table(args.data, "DATA")
     features = select_features(header, args.target, args.features, args.data)
-    hint = "; choose numeric columns with --features" if args.features is None else ""
-    x = numeric_columns(header, rows, features, "DATA", hint)
+    hint = ("; choose numeric columns with --features" if args.features is None else "") + cli_categorical.HINT
+    categorical = cli_categorical.chosen(args, features)  # None, or the --categorical columns with their levels
+    if categorical is not None:
+        categorical = cli_categorical.add_levels(categorical, header, rows)
+    x = cli_categorical.read_inputs(header, rows, features, categorical, "DATA", hint)
     y = numeric_columns(header, rows, [args.target], "--target")[:, 0]
     if len(y) < 3:
         raise CLIError(f"DATA: {args.data} has {len(y)} data row(s); a fit needs at least 3")
-    x_train, y_train, x_test, y_test = _split(x, y, args, features)
+    x_train, y_train, x_test, y_test = _split(x, y, args, features, categorical=categorical)
     device = choose_device(args.device)
-    stats = standardization(x_train, y_train)
+    stats = cli_categorical.unscaled(standardization(x_train, y_train), features, categorical)
     dtype = torch.float64 if device.type == "cpu" else torch.float32
     torch.manual_seed(args.seed)
     train_x = scaled_inputs(x_train, stats, dtype, device, "DATA")
@@ -139,7 +146,9 @@ def cmd_fit(args, say) -> dict:
         inducing = check_inducing(args.method, args.inducing, d)
     except ValueError as err:
         raise CLIError(f"--{err}", EXIT_USAGE) from None
-    model = build_model(args.method, train_x, train_y, make_kernel(args.kernel, d),
+    kernel = make_kernel(args.kernel, d) if categorical is None else \
+        cli_categorical.make_kernel(args.kernel, features, categorical)
+    model = build_model(args.method, train_x, train_y, kernel,
                         likelihoods.Gaussian(noise_floor=args.noise_floor), means.Constant(), None, inducing,
                         args.seed)
     start = time.perf_counter()
@@ -154,7 +163,9 @@ def cmd_fit(args, say) -> dict:
               "train_seconds": seconds, "final_loss": history.loss[-1] if history.loss else None,
               "stopped_early": history.stopped_early, "checkpoint": args.checkpoint,
               "resumed_from_step": history.start_step or None,
-              "hyperparameters": hyperparameters(model, features),
+              "hyperparameters": hyperparameters(model, features) if categorical is None else
+              cli_categorical.hyperparameters(model, features, categorical),
+              "categorical": categorical,
               "log_marginal_likelihood": lml,
               "log_marginal_likelihood_target_units": lml - len(y_train) * math.log(stats["y_std"]),
               "test": None, "model": args.out,
@@ -163,7 +174,7 @@ def cmd_fit(args, say) -> dict:
         mean, std = predict_original_units(model, x_test, stats)
         result["test"] = heldout_metrics(mean, std, y_test)
     if args.out is not None:
-        _save(model, args.out, stats, args.target, features, args.kernel)
+        _save(model, args.out, stats, args.target, features, args.kernel, categorical=categorical)
     say(_fit_report(result))
     return result
 
@@ -213,6 +224,7 @@ def _fit_report(r: dict) -> str:
              f"noise {hp['noise']:.4g} (floor {hp['noise_floor']:.3g})  mean {hp['mean']:.4g}"
              + (f"  alpha {hp['alpha']:.4g}" if "alpha" in hp else ""),
              "  lengthscales: " + "  ".join(f"{k} {v:.4g}" for k, v in hp["lengthscale"].items()),
+             *cli_categorical.report_lines(hp),
              f"  log marginal likelihood {r['log_marginal_likelihood']:.4f} (standardized target; "
              f"{r['log_marginal_likelihood_target_units']:.4f} in target units)"]
     lines += run_lines(r)
@@ -252,7 +264,7 @@ def cmd_predict(args, say, say_err) -> dict:
     check_columns(header, meta["features"], "DATA", args.data)
     if not rows:
         raise CLIError(f"DATA: {args.data} has no data rows")
-    x = numeric_columns(header, rows, meta["features"], "DATA")
+    x = cli_categorical.read_inputs(header, rows, meta["features"], meta.get("categorical"), "DATA")
     if not isinstance(meta["target"], str):  # a multitask model: a list of targets
         from .cli_multitask import predict_multitask
         return predict_multitask(args, model, meta, header, rows, x, notes, say)

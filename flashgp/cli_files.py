@@ -27,7 +27,7 @@ def sidecar_of(path) -> str:
 
 
 def save_cli_model(path, model, stats: dict, target: str | list[str], features: list[str], kernel: str,
-                   classes: list | None = None) -> Path:
+                   classes: list | None = None, categorical: dict | None = None) -> Path:
     """Write ``model`` and its standardization in one atomic write; returns the file written.
 
     stats: {"x_mean": (d,), "x_std": (d,), "y_mean": float, "y_std": float} (data units, as
@@ -36,13 +36,16 @@ def save_cli_model(path, model, stats: dict, target: str | list[str], features: 
     the bundle's info with "task": "classification"; None for regression (the info of earlier
     versions, which has neither key). OSError / ValueError when it cannot be written.
     A multitask model's ``target`` is the list of its t target columns, its stats' y_mean and y_std
-    (t,) lists (``flashgp.cli_multitask``).
+    (t,) lists (``flashgp.cli_multitask``). categorical: {"columns", "levels", "kind"} of
+    ``flashgp fit --categorical`` (``flashgp.cli_categorical``), kept in the info; None without it.
     """
     scaling = bundle.Scaling(np.asarray(stats["x_mean"], dtype=np.float64), np.asarray(stats["x_std"], dtype=np.float64),
                              *(float(stats[k]) if np.ndim(stats[k]) == 0 else np.asarray(stats[k], dtype=np.float64)
                                for k in ("y_mean", "y_std")))
     info = {"target": target if isinstance(target, str) else list(target), "features": list(features),
             "kernel": kernel}
+    if categorical is not None:
+        info["categorical"] = categorical
     if classes is not None:
         info.update(task="classification", classes=check_classes(list(classes), model_classes(model), "classes"))
     return bundle.save(path, model, scaling, "cli", info)
@@ -73,14 +76,16 @@ def check_classes(classes, count: int | None, where: str) -> list:
     return list(classes)
 
 
-def _meta(scaling: bundle.Scaling, target: str | list, features: list, kernel, classes: list | None = None) -> dict:
+def _meta(scaling: bundle.Scaling, target: str | list, features: list, kernel, classes: list | None = None,
+          categorical: dict | None = None) -> dict:
     """The dict predict works with (the sidecar's keys, the task and a classifier's classes; a
     multitask model's target the list of its columns, y_mean and y_std (t,) arrays)."""
     d = len(features)
     return {"target": target, "features": list(features), "kernel": kernel,
             "x_mean": scaling.x_mean[:d].tolist(), "x_std": scaling.x_scale[:d].tolist(),
             "y_mean": scaling.y_mean, "y_std": scaling.y_scale,
-            "task": "regression" if classes is None else "classification", "classes": classes}
+            "task": "regression" if classes is None else "classification", "classes": classes,
+            "categorical": categorical}
 
 
 def _task_classes(info: dict, model, where: str) -> list | None:
@@ -124,7 +129,8 @@ def load_cli_model(path, device, warn) -> tuple[object, dict]:
     """(model on ``device``, meta) of a file written by ``flashgp fit --out``.
 
     meta: {"target", "features", "kernel", "x_mean", "x_std", "y_mean", "y_std"} (data units),
-    "task" ("regression" or "classification") and "classes" (a classifier's labels, else None);
+    "task" ("regression" or "classification"), "classes" (a classifier's labels, else None) and
+    "categorical" (the columns, sorted levels and kind of ``fit --categorical``, else None);
     a MultitaskGP's "target" is the list of its t columns, "y_mean" / "y_std" (t,) arrays.
     A bundle carries it inside; a bare model file (earlier versions) needs its sidecar
     MODEL.json, which is validated (finite values, positive scales, one per model column)
@@ -147,10 +153,15 @@ def load_cli_model(path, device, warn) -> tuple[object, dict]:
             raise CLIFileError(f"{where}: scaling: y_mean has shape {np.shape(found.scaling.y_mean)} for a "
                                f"model of {tasks or 1} output(s)")
         classes = _task_classes(found.info, found.model, where)
+        from .cli_categorical import check_saved  # it imports the command line's parser
+        try:
+            categorical = check_saved(found.info.get("categorical"), features, where)
+        except ValueError as err:
+            raise CLIFileError(str(err)) from None
         if os.path.isfile(sidecar):
             warn(f"flashgp predict: note: ignoring {sidecar} (an earlier version's sidecar): "
                  f"{path} holds its own scaling")
-        return found.model, _meta(found.scaling, target, features, found.info.get("kernel"), classes)
+        return found.model, _meta(found.scaling, target, features, found.info.get("kernel"), classes, categorical)
     if found.kind is not None:
         raise CLIFileError(f"MODEL: {path} was written by GPRegressor.save (kind {found.kind!r}); "
                            "load it with flashgp.sklearn.GPRegressor.load")

@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                      "fit them together (a multitask exact GP; empty cells: not observed)")
     fit.add_argument("--features", help="comma-separated input columns (default: all but the target)")
     fit.add_argument("--kernel", choices=KERNELS, default="matern52", help="covariance (default matern52)")
+    fit.add_argument("--categorical", metavar="A,B", help="comma-separated feature columns of levels (read as "
+                     "text; one Categorical kernel each, times the kernel of the other features; regression, "
+                     "one target, method exact); predict refuses levels not seen at fit")
+    fit.add_argument("--categorical-kind", choices=("exchangeable", "lowrank"), help="the level covariance of "
+                     "--categorical columns: exchangeable (default; one correlation between any two levels) or "
+                     "lowrank (W W^T + diag(v), rank 1)")
     fit.add_argument("--task", choices=TASKS, default="regression", help="regression (default: a numeric "
                      "target) or classification (the target holds class labels, text or numbers; at least 2)")
     fit.add_argument("--method", choices=METHODS + CLASSIFICATION_METHODS, help="regression: exact (default), "
