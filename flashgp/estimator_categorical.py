@@ -159,7 +159,7 @@ def _encode(X, indices: list[int], levels: list):
         try:
             result[:, j] = np.asarray(array[:, j], dtype=np.float64)
         except (TypeError, ValueError):
-            raise ValueError(f"X: column {j} holds non-numeric values{HINT}") from None
+            raise ValueError(f"X: column {j} holds non-numeric values; encode them as numbers first{HINT}") from None
     return result
 
 

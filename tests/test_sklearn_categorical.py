@@ -189,6 +189,11 @@ def test_errors_at_fit():
         GPRegressor(iters=1, categorical_kind="onehot?").fit(frame, y)
     with pytest.raises(ValueError, match="non-numeric column.*'region'.*categorical="):
         GPRegressor(iters=1, categorical=[]).fit(frame, y)
+    with pytest.raises(ValueError, match=r"non-numeric column\(s\) 'note'; .*categorical="):  # the others still numbers
+        GPRegressor(iters=1, categorical=["region"]).fit(frame.assign(note="n/a"), y)
+    with pytest.raises(ValueError, match="X: column 0 holds non-numeric values; encode them as numbers first; or "
+                                         "name them in categorical="):
+        GPRegressor(iters=1, categorical=[1]).fit(np.column_stack([frame["region"], frame["region"]]), y)
 
 
 def test_errors_at_predict():
@@ -235,3 +240,25 @@ def test_save_load_keeps_levels_of_every_type(tmp_path):
     plain = GPRegressor(iters=1).fit(frame[["x"]], y)  # no categorical columns: as before
     again = GPRegressor.load(plain.save(tmp_path / "plain.fgp"))
     assert again.categorical_columns_ == [] and again.categories_ == []
+
+
+def test_files_of_earlier_versions_load(tmp_path):
+    """A file saved before the categorical settings existed (no such params) loads with the defaults."""
+    import json
+    import zipfile
+    frame, y = make_data(20)
+    est = GPRegressor(iters=0).fit(frame[["x"]], y)
+    path = est.save(tmp_path / "new.fgp")
+    with zipfile.ZipFile(path) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(entries["config.json"])
+    for name in ("categorical", "categorical_kind"):
+        del config["info"]["params"][name]
+    entries["config.json"] = json.dumps(config).encode()
+    old = tmp_path / "old.fgp"
+    with zipfile.ZipFile(old, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    back = GPRegressor.load(old)
+    assert back.categorical is None and back.categorical_kind == "exchangeable" and back.categorical_columns_ == []
+    np.testing.assert_array_equal(back.predict(frame[["x"]]), est.predict(frame[["x"]]))
