@@ -217,7 +217,8 @@ def _fit_report(r: dict) -> str:
     """The human-readable summary of a fit result ``r`` (see cmd_fit)."""
     hp = r["hyperparameters"]
     lines = [f"flashgp fit: {r['n_train']} rows x {len(r['features'])} features -> {r['target']!r}; "
-             f"Scale({r['kernel']}, ARD); Adam lr={r['lr']}, {r['iters']} steps in "
+             f"Scale({r['kernel']}, ARD{cli_categorical.kernel_text(r.get('categorical'))}); Adam lr={r['lr']}, "
+             f"{r['iters']} steps in "
              f"{r['train_seconds']:.2f} s "
              f"on {r['device']} (solver path: {r['solver_path']})",
              f"  hyperparameters (standardized units): outputscale {hp['outputscale']:.4g}  "

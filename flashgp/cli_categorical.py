@@ -137,6 +137,13 @@ def hyperparameters(model, features: list[str], categorical: dict) -> dict:
     return out
 
 
+def kernel_text(categorical: dict | None) -> str:
+    """What the fit report adds to "Scale(kernel, ARD": the Categorical factors, if any."""
+    if categorical is None:
+        return ""
+    return "".join(f" * Categorical({name})" for name in categorical["columns"])
+
+
 def report_lines(hp: dict) -> list[str]:
     """The fit report's lines on the categorical columns (none without them)."""
     lines = []

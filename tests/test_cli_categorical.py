@@ -95,6 +95,7 @@ def test_lowrank_kind_and_text_report(files, capsys):
                  "x,colour", "--iters", "2"]) == 0
     text = capsys.readouterr().out
     assert "categorical 'colour': 3 levels, exchangeable; level correlations" in text
+    assert "Scale(matern52, ARD * Categorical(colour));" in text
 
 
 def test_unknown_level_at_predict_exits_non_zero(files):
