@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .linalg.basis import BasisTerms, basis_terms
+from .linalg.basis import BasisTerms
 from .linalg.inducing import block_rows, float64_kernel, inducing_cholesky, inducing_terms
 
 
@@ -36,14 +36,11 @@ def exact_mll(engine, kernel, mean, likelihood, x: torch.Tensor, y: torch.Tensor
     return gaussian_log_density(inv_quad, logdet, n), info
 
 
-def basis_mll(kernel, mean, noise: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-              rows: int) -> tuple[torch.Tensor, BasisTerms]:
+def basis_mll(terms: BasisTerms, n: int) -> torch.Tensor:
     """The exact log marginal likelihood per point of a finite-feature model, log N(y; m(x),
-    F F^T + S) / n with F = kernel.features(x) ``(*batch, n, P)`` and S = diag(noise ``(*batch, n)``),
-    in float64 by the Woodbury identity (``linalg.basis``), x taken in blocks of ``rows`` points.
-    Returns (value ``(*batch,)`` float64, differentiable; the terms)."""
-    terms = basis_terms(kernel, y - mean(x), noise, x, rows)
-    return gaussian_log_density(terms.inv_quad(), terms.logdet(), x.shape[-2]), terms
+    F F^T + S) / n, from its Woodbury terms (``linalg.basis``: ``basis_terms`` over the data in
+    blocks, or ``statistic_terms`` from statistics computed once); ``(*batch,)`` float64."""
+    return gaussian_log_density(terms.inv_quad(), terms.logdet(), n)
 
 
 def sgpr_elbo(kernel, mean, likelihood, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,

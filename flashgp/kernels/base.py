@@ -116,6 +116,20 @@ class Kernel(ExactValues):
         """``features`` on the columns this kernel sees (subclasses with ``has_features``)."""
         raise NotImplementedError
 
+    def factored_features(self, x: torch.Tensor):
+        """(B ``(*, n, R)``, D ``(*batch, R, P)``) with features(x) = B D, B free of the hyperparameters
+        and D free of x (a basis and its weights: the sines and sqrt(S) of ``HilbertSpace``, one-hot
+        levels and the level factor of ``Categorical``), or None where the kernel has no such
+        split. A model then computes B^T B over the data once and each training step costs
+        O(R^2 P), whatever n."""
+        if not self.has_features:
+            return None
+        return self.factored_map(self.select_dims(x))
+
+    def factored_map(self, x: torch.Tensor):
+        """``factored_features`` on the columns this kernel sees; None by default."""
+        return None
+
     # ----- algebra -------------------------------------------------------------------
     def __add__(self, other: "Kernel") -> "Kernel":
         if not isinstance(other, Kernel):
@@ -157,6 +171,22 @@ class Sum(_Combination):
             out = out + k(x1, x2, diag=diag)
         return out
 
+    def factored_map(self, x):
+        """B side by side, D block-diagonal."""
+        parts = [k.factored_features(x) for k in self.kernels]
+        if any(p is None for p in parts):
+            return None
+        shape = torch.broadcast_shapes(*(b.shape[:-1] for b, _ in parts))
+        basis = torch.cat([b.expand(*shape, b.shape[-1]) for b, _ in parts], -1)
+        batch = torch.broadcast_shapes(*(d.shape[:-2] for _, d in parts))
+        rows, cols = sum(d.shape[-2] for _, d in parts), sum(d.shape[-1] for _, d in parts)
+        weights = parts[0][1].new_zeros(*batch, rows, cols)
+        r = c = 0
+        for _, d in parts:
+            weights[..., r:r + d.shape[-2], c:c + d.shape[-1]] = d
+            r, c = r + d.shape[-2], c + d.shape[-1]
+        return basis, weights
+
     def feature_map(self, x):
         """The members' features side by side: P = P1 + P2 + ..."""
         parts = [k.features(x) for k in self.kernels]
@@ -172,6 +202,19 @@ class Product(_Combination):
         for k in self.kernels[1:]:
             out = out * k(x1, x2, diag=diag)
         return out
+
+    def factored_map(self, x):
+        """Row-wise Kronecker products of the bases, Kronecker products of the weights."""
+        parts = [k.factored_features(x) for k in self.kernels]
+        if any(p is None for p in parts):
+            return None
+        basis, weights = parts[0]
+        for b, d in parts[1:]:
+            pair = basis.unsqueeze(-1) * b.unsqueeze(-2)
+            basis = pair.reshape(*pair.shape[:-2], -1)
+            kron = weights[..., :, None, :, None] * d[..., None, :, None, :]
+            weights = kron.reshape(*kron.shape[:-4], kron.shape[-4] * kron.shape[-3], kron.shape[-2] * kron.shape[-1])
+        return basis, weights
 
     def feature_map(self, x):
         """Row-wise Kronecker products of the members' features (f1(x) kron f2(x) ...): P = P1 P2 ..."""

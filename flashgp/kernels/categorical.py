@@ -82,23 +82,30 @@ class Categorical(Kernel):
 
     has_features = True
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """f(a) with f(a) . f(b) = B[a, b], from the one-hot encoding e of x's levels ``(*b, n, L)``:
-        e (onehot); [sqrt(c), sqrt(1 - c) e] (exchangeable, P = L + 1); [e W, e sqrt(v)] (lowrank,
-        P = rank + L)."""
-        codes = self.levels(x)
-        dtype = x.dtype
-        onehot = torch.nn.functional.one_hot(codes, self.num_levels).to(dtype)
+    def level_factor(self) -> torch.Tensor:
+        """D ``(*batch, L, P)`` with D D^T = B: I (onehot); [sqrt(c) 1, sqrt(1 - c) I] (exchangeable,
+        P = L + 1); [W, diag(sqrt(v))] (lowrank, P = rank + L)."""
         if self.kind == "onehot":
-            return onehot
+            return self.identity
         if self.kind == "exchangeable":
             c = torch.exp(-self.decay)[..., None, None]
             rest = -torch.expm1(-self.decay)[..., None, None]  # 1 - c without cancellation
-            shape = torch.broadcast_shapes(onehot.shape[:-1], c.shape[:-1])
-            return torch.cat([c.sqrt().expand(*shape, 1), (rest.sqrt() * onehot).expand(*shape, self.num_levels)], -1)
-        parts = (onehot @ self.factor, onehot * self.level_variance.sqrt()[..., None, :])
-        shape = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
-        return torch.cat([p.expand(*shape, p.shape[-1]) for p in parts], -1)
+            ones = torch.ones(self.num_levels, 1, dtype=c.dtype, device=c.device)
+            eye = torch.eye(self.num_levels, dtype=c.dtype, device=c.device)
+            return torch.cat([(c.sqrt() * ones).expand(*c.shape[:-2], self.num_levels, 1), rest.sqrt() * eye], -1)
+        diag = torch.diag_embed(self.level_variance.sqrt())
+        return torch.cat([self.factor.expand(*diag.shape[:-2], *self.factor.shape[-2:]), diag], -1)
+
+    has_features = True
+
+    def factored_map(self, x: torch.Tensor):
+        """(the one-hot encoding of x's levels ``(*b, n, L)``, ``level_factor()``)."""
+        return torch.nn.functional.one_hot(self.levels(x), self.num_levels).to(x.dtype), self.level_factor()
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """f(a) = D[a] (the row of ``level_factor()`` of each point's level): f(a) . f(b) = B[a, b]."""
+        onehot, factor = self.factored_map(x)
+        return onehot @ factor
 
     def levels(self, x: torch.Tensor) -> torch.Tensor:
         """The level codes of x ``(*b, n, 1)`` as ``(*b, n)`` int64, checked."""

@@ -166,7 +166,8 @@ class HilbertSpace(Kernel):
 
     has_features = True
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+    def basis(self, x: torch.Tensor) -> torch.Tensor:
+        """phi_J(x) ``(*b, n, M)`` on the columns the base kernel sees (x: this kernel's columns)."""
         self._require_domain()
         self.num_columns_of(x)
         cols = self.base.select_dims(x)
@@ -178,9 +179,21 @@ class HilbertSpace(Kernel):
             j = torch.arange(1, m + 1, dtype=cols.dtype, device=cols.device)
             part = torch.sin(phases[..., k:k + 1] * j) / half[k].sqrt()  # (*b, n, m_k)
             out = part if out is None else (out.unsqueeze(-1) * part.unsqueeze(-2)).reshape(*part.shape[:-1], -1)
-        omega = self.frequencies(cols.dtype, cols.device)
-        weights = (0.5 * self.base.log_spectral_density(omega)).exp()  # (*batch, M)
-        return out * weights.unsqueeze(-2)
+        return out
+
+    def weights(self, dtype: torch.dtype, device) -> torch.Tensor:
+        """sqrt(S(omega_J)) ``(*batch, M)``."""
+        return (0.5 * self.base.log_spectral_density(self.frequencies(dtype, device))).exp()
+
+    has_features = True
+
+    def factored_map(self, x: torch.Tensor):
+        basis = self.basis(x)
+        return basis, torch.diag_embed(self.weights(basis.dtype, basis.device))
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        basis = self.basis(x)
+        return basis * self.weights(basis.dtype, basis.device).unsqueeze(-2)
 
     def evaluate(self, x1, x2, diag):
         f1 = self.feature_map(x1)

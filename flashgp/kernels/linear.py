@@ -40,6 +40,10 @@ class Linear(Kernel):
         """sqrt(variance) x: the d input columns themselves."""
         return self.variance.sqrt()[..., None, None] * x
 
+    def factored_map(self, x):
+        eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+        return x, self.variance.sqrt()[..., None, None] * eye
+
 
 class Polynomial(Kernel):
     """k(x, x') = (x . x' + offset)^power, ``power`` a positive int, ``offset`` learned >= 0."""

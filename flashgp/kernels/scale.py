@@ -34,6 +34,10 @@ class Scale(Kernel):
         """sqrt(outputscale) times the base kernel's features."""
         return self.outputscale.sqrt()[..., None, None] * self.base.features(x)
 
+    def factored_map(self, x):
+        parts = self.base.factored_features(x)
+        return None if parts is None else (parts[0], self.outputscale.sqrt()[..., None, None] * parts[1])
+
     def evaluate(self, x1, x2, diag):
         k = self.base(x1, x2, diag=diag)
         return _expand(self.outputscale, diag) * k

@@ -2,6 +2,7 @@
 # kernels, categorical and linear kernels, their sums and products), solved exactly at O(n P^2).
 from __future__ import annotations
 
+import json
 import time
 import warnings
 
@@ -10,9 +11,10 @@ import torch
 from ..initial_values import init_from_data
 from ..kernels import Kernel
 from ..likelihoods import Likelihood
-from ..linalg.basis import basis_terms, float64_features
+from ..likelihoods import Gaussian
+from ..linalg.basis import BasisTerms, basis_statistics, basis_terms, float64_features, float64_weights, statistic_terms
 from ..linalg.inducing import block_rows
-from ..means import Mean
+from ..means import Constant, Mean, Zero
 from ..objectives import basis_mll
 from ..operators import KernelOperator
 from ..serialize import (kernel_from_config, kernel_to_config, likelihood_from_config, likelihood_to_config,
@@ -57,15 +59,14 @@ class BasisPrediction(InducingPosterior):
 
     def __init__(self, model, snapshot, rows: int):
         self.snapshot = snapshot
-        noise = model.train_noise().detach()
-        check_noise_values(noise)
-        terms = basis_terms(model.kernel, model.train_y - model.mean(model.train_x), noise, model.train_x, rows)
+        check_noise_values(model.train_noise().detach())
+        terms, path = model.woodbury_terms(rows)
         chol = terms.chol
         p = chol.shape[-1]
         eye = torch.eye(p, dtype=torch.float64, device=chol.device).expand_as(chol)
         p2 = torch.linalg.solve_triangular(chol, eye, upper=False).transpose(-1, -2)  # L_A^{-T}
         alpha = p2 @ terms.c.unsqueeze(-1)
-        diagnostics = {"n": model.num_train, "path": "basis", "features": p}
+        diagnostics = {"n": model.num_train, "path": "basis", "features": p, "basis_terms": path}
         super().__init__(model.kernel, model.mean, None, alpha, torch.cat([eye, p2], -1), model.dtype,
                          diagnostics, "basis")
 
@@ -115,6 +116,7 @@ class BasisGP(RegressionModel):
                                           or memory_budget <= 0):
             raise ValueError(f"memory_budget: expected None or a positive number of bytes, got {memory_budget!r}")
         self.memory_budget = memory_budget
+        self._statistics = (None, None)
         set_domains(kernel, self._checked_data[0])
         self._take_data()
         init_from_data(self)
@@ -135,6 +137,38 @@ class BasisGP(RegressionModel):
         return block_rows(self.num_features, batch, self.memory_budget, self.device)
 
     # ----- training -----------------------------------------------------------------
+    def _data_changed(self) -> None:
+        self._statistics = (None, None)
+
+    def _statistics_apply(self) -> bool:
+        """Whether the likelihood can be computed from data statistics: one learned noise variance
+        (``Gaussian``), a constant (or zero) mean, training data without gradients."""
+        return (isinstance(self.likelihood, Gaussian) and isinstance(self.mean, (Constant, Zero))
+                and not self.train_x.requires_grad and not self.train_y.requires_grad)
+
+    def _data_statistics(self, rows: int):
+        """``linalg.basis.BasisStatistics`` of the training data, computed once per data and kernel
+        structure (None where the features do not factor)."""
+        key = (id(self.train_x), self.train_x._version, id(self.train_y), self.train_y._version,
+               json.dumps(kernel_to_config(self.kernel), sort_keys=True))
+        if self._statistics[0] != key:
+            self._statistics = (key, basis_statistics(self.kernel, self.train_x, self.train_y, rows))
+        return self._statistics[1]
+
+    def woodbury_terms(self, rows: int) -> tuple[BasisTerms, str]:
+        """(the Woodbury terms of the model at its current state, how they were computed): from data
+        statistics ("statistics": O(R^2 P + P^3) per call once B^T B is known, ``linalg.basis``)
+        where ``_statistics_apply()`` and the kernel's features factor, else over the data in row
+        blocks ("blocks": O(n P^2) per call). Differentiable in the hyperparameters."""
+        if self._statistics_apply():
+            stats = self._data_statistics(rows)
+            weights = None if stats is None else float64_weights(self.kernel, self.train_x[..., :1, :])
+            if weights is not None:
+                constant = getattr(self.mean, "constant", torch.zeros((), dtype=self.dtype, device=self.device))
+                return statistic_terms(stats, weights, self.likelihood.noise, constant), "statistics"
+        resid = self.train_y - self.mean(self.train_x)
+        return basis_terms(self.kernel, resid, self.train_noise(), self.train_x, rows), "blocks"
+
     def mll(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """The exact log marginal likelihood of the model per point ``(*batch,)``, differentiable
         in every hyperparameter (``objectives.basis_mll``). ``generator`` is accepted for the model
@@ -144,11 +178,13 @@ class BasisGP(RegressionModel):
         if not parameters_finite(self):
             self._nonfinite(None)
         rows = self._rows()
-        value, terms = basis_mll(self.kernel, self.mean, self.train_noise(), self.train_x, self.train_y, rows)
+        terms, path = self.woodbury_terms(rows)
+        value = basis_mll(terms, self.num_train)
         if not bool(torch.isfinite(value).all()):
             self._nonfinite(None)
-        self.diagnostics = {"n": self.num_train, "path": "basis", "features": terms.chol.shape[-1],
-                            "blocks": -(-self.num_train // rows), "seconds": time.perf_counter() - start}
+        self.diagnostics = {"n": self.num_train, "path": "basis", "features": terms.chol.shape[-1], "basis_terms": path,
+                            "blocks": -(-self.num_train // rows) if path == "blocks" else 0,
+                            "seconds": time.perf_counter() - start}
         return value.to(self.dtype)
 
     def loss(self, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -1,6 +1,6 @@
 # The model contract (flashgp.testing.check_model) on BasisGP: a Hilbert-space Matern times a
-# categorical kernel, row blocks, a batch model and float32 data, against dense float64 Cholesky
-# references of the same (finite-feature) kernel.
+# categorical kernel (likelihood from data statistics), per-point noise in row blocks, a batch model
+# and float32 data, against dense float64 Cholesky references of the same (finite-feature) kernel.
 import pytest
 import torch
 
@@ -15,7 +15,9 @@ EXACT = dict(loss_atol=1e-10, grad_rtol=1e-8, mean_atol=1e-9, var_rtol=1e-8)
 FLOAT32 = dict(loss_atol=1e-5, grad_rtol=1e-3, mean_atol=1e-5, var_rtol=1e-4, var_atol=1e-6, dtype=torch.float32)
 CASES = {  # name -> (BasisGP options, batch, tolerances and the data's dtype)
     "mixed": (dict(), (), EXACT),
-    "blocks": (dict(memory_budget=4 * 8 * 6 * 6 * (LEVELS + 1) * 7), (), EXACT),
+    # per-point noise: the likelihood is accumulated over the data in row blocks (7 rows each),
+    # not taken from data statistics
+    "fixed_noise_blocks": (dict(memory_budget=4 * 8 * 6 * 6 * (LEVELS + 1) * 7, fixed_noise=True), (), EXACT),
     "batch": (dict(), (2,), EXACT),
     "float32": (dict(), (), FLOAT32),
 }
@@ -46,6 +48,11 @@ def test_basis_gp(case, tmp_path):
     g = generator(1)
     test_x = torch.cat([torch.rand(*batch, 9, D, generator=g, dtype=F64) * 3.6 - 1.8,
                         torch.randint(0, LEVELS, (*batch, 9, 1), generator=g).to(F64)], -1).to(dtype)
+
+    options = dict(options)
+    if options.pop("fixed_noise", False):
+        noise = 0.01 + 0.02 * torch.rand(*batch, N, generator=generator(2), dtype=F64)
+        options["likelihood"] = fg.likelihoods.FixedNoise(noise.to(dtype))
 
     def make():
         return fg.BasisGP(x, y, kernel(batch), **options)

@@ -122,12 +122,43 @@ def test_conditioning_equals_the_rebuilt_model():
     torch.testing.assert_close(a.variance, b.variance, rtol=1e-10, atol=1e-12)
 
 
-def test_memory_blocks_give_the_same_values():
+@pytest.mark.parametrize("kind", ["exchangeable", "lowrank", "onehot"])
+def test_statistics_and_row_blocks_give_the_same_values(kind):
+    """The likelihood from data statistics (B^T B once, then O(R^2 P) per step) equals the one
+    accumulated over the data in row blocks, value and gradients, and so do the predictions."""
+    x, y = mixed_data(n=90)
+    test = torch.tensor([[0.4, 1.0], [-0.5, 0.0], [1.7, 2.0]], dtype=F64)
+
+    def make(blocks):
+        model = fg.BasisGP(x, y, Scale(HilbertSpace(Matern(nu=2.5, active_dims=[0]), 10)
+                                       * Categorical(3, kind=kind, active_dims=[1])))
+        if blocks:
+            model.memory_budget = 4 * 8 * 40 * 11  # 11 rows per block: 9 blocks
+            model._statistics_apply = lambda: False
+        return model
+    values = []
+    for model in (make(False), make(True)):
+        loss = model.loss()
+        loss.backward()
+        with torch.no_grad():
+            post = model.posterior(test)
+        values.append((loss.detach(), [p.grad.clone() for p in model.parameters()], post.mean, post.variance,
+                       dict(model.diagnostics)))
+    assert values[0][4]["basis_terms"] == "statistics" and values[1][4]["basis_terms"] == "blocks"
+    torch.testing.assert_close(values[0][0], values[1][0], rtol=1e-12, atol=0)
+    for a, b in zip(values[0][1], values[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    for k in (2, 3):
+        torch.testing.assert_close(values[0][k], values[1][k], rtol=1e-10, atol=1e-12)
+
+
+def test_row_blocks_give_the_same_values():
     x, y = mixed_data(n=90)
     whole, blocked = basis_model(x, y, 10), basis_model(x, y, 10)
     blocked.memory_budget = 4 * 8 * 40 * 11  # 11 rows per block: 9 blocks
     values = []
     for model in (whole, blocked):
+        model._statistics_apply = lambda: False
         loss = model.loss()
         loss.backward()
         values.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
@@ -135,6 +166,21 @@ def test_memory_blocks_give_the_same_values():
     torch.testing.assert_close(values[0][0], values[1][0], rtol=1e-12, atol=0)
     for a, b in zip(values[0][1], values[1][1]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_statistics_follow_the_data():
+    x, y = mixed_data(n=60)
+    model = basis_model(x, y, 8)
+    before = float(model.mll().detach())
+    model.set_train_data(x[:40], y[:40])
+    reference = basis_model(x[:40], y[:40], 8)
+    reference.kernel.base.kernels[0].center = model.kernel.base.kernels[0].center
+    reference.kernel.base.kernels[0].half_width = model.kernel.base.kernels[0].half_width
+    assert float(model.mll()) == pytest.approx(float(reference.mll()), rel=1e-12) and float(model.mll()) != before
+    with torch.no_grad():
+        model.train_y.mul_(2.0)  # edited in place: the statistics are recomputed
+    reference.set_train_data(x[:40], 2 * y[:40])
+    assert float(model.mll()) == pytest.approx(float(reference.mll()), rel=1e-12)
 
 
 def test_warns_outside_the_box_and_refuses_kernels_without_features():
