@@ -23,7 +23,8 @@ from .cli_parser import (EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, KERN
                          CLIError, build_parser)
 from .errors import FitInterrupted, NotPSDError
 from .fit import fit
-from .estimator_methods import build_model, check_inducing, fit_arguments, fitted_kernel, total_objective
+from .estimator_methods import (ITERGP_BUDGET, ITERGP_POLICY, basis_wrapper, build_model, check_inducing,
+                                fit_arguments, fitted_kernel, total_objective)
 from .outputs import OutputPathError, atomic_output, check_outputs
 from .tables import (InputError, check_columns, heldout_metrics, numeric_columns,
                      predict_original_units, read_table, scaled_inputs, select_features, to_model_dtype,
@@ -33,12 +34,13 @@ OPTIONAL_PACKAGES = (("triton", "triton"), ("matplotlib", "matplotlib"), ("sklea
                      ("gpytorch", "gpytorch"))
 
 
-def make_kernel(name: str, d: int):
-    """Scale(base) with one lengthscale per input column (ARD); ``name`` one of KERNELS."""
+def make_kernel(name: str, d: int, wrap=None):
+    """Scale(base) with one lengthscale per input column (ARD); ``name`` one of KERNELS; ``wrap``
+    (--method basis) turns base into its Hilbert-space approximation."""
     nus = {"matern12": 0.5, "matern32": 1.5, "matern52": 2.5}
     base = kernels.Matern(nu=nus[name], ard_dims=d) if name in nus else (
         kernels.RBF(ard_dims=d) if name == "rbf" else kernels.RQ(ard_dims=d))
-    return kernels.Scale(base)
+    return kernels.Scale(base if wrap is None else wrap(base))
 
 
 def choose_device(name: str) -> torch.device:
@@ -55,12 +57,13 @@ def choose_device(name: str) -> torch.device:
 def hyperparameters(model, features: list[str]) -> dict:
     """Fitted hyperparameters in standardized units, lengthscales keyed by feature name."""
     kernel = fitted_kernel(model)
+    base = kernel.base.base if isinstance(kernel.base, kernels.HilbertSpace) else kernel.base  # --method basis
     out = {"outputscale": float(kernel.outputscale.detach()),
-           "lengthscale": dict(zip(features, kernel.base.lengthscale.detach().flatten().tolist())),
+           "lengthscale": dict(zip(features, base.lengthscale.detach().flatten().tolist())),
            "noise": float(model.likelihood.noise.detach()), "noise_floor": model.likelihood.noise_floor,
            "mean": float(model.mean.constant.detach())}
-    if hasattr(kernel.base, "alpha"):
-        out["alpha"] = float(kernel.base.alpha.detach())
+    if hasattr(base, "alpha"):
+        out["alpha"] = float(base.alpha.detach())
     return out
 
 
@@ -118,7 +121,10 @@ def cmd_fit(args, say) -> dict:
 
     check_task_options(args)  # --task and the options that go with it; sets the default --method
     targets = target_names(args)  # --target A or A,B,...; --multitask / --task-rank need several
-    cli_categorical.check_options(args, targets)  # --categorical: one target, regression, exact
+    cli_categorical.check_options(args, targets)  # --categorical: one target, regression, exact/basis/itergp
+    for flag, value in (("--budget", args.budget), ("--policy", args.policy)):
+        if value is not None and args.method != "itergp":
+            raise CLIError(f"{flag}: only --method itergp takes it", EXIT_USAGE)
     if len(targets) > 1:
         return cmd_fit_multitask(args, targets, say)
     if args.task == "classification":
@@ -142,19 +148,23 @@ def cmd_fit(args, say) -> dict:
     train_x = scaled_inputs(x_train, stats, dtype, device, "DATA")
     train_y = to_model_dtype((y_train - stats["y_mean"]) / stats["y_std"], dtype, "--target", device)
     d = train_x.shape[-1]
+    continuous = d - (0 if categorical is None else len(categorical["columns"]))
+    if args.batch_size is not None and args.method not in ("svgp", "exact"):
+        raise CLIError("--batch-size: only --method svgp (minibatches) and exact (random subsets of rows) take it",
+                       EXIT_USAGE)
     try:
-        inducing = check_inducing(args.method, args.inducing, d)
+        inducing = check_inducing(args.method, args.inducing, continuous if args.method == "basis" else d)
+        wrap = basis_wrapper(args.method, args.kernel, inducing, continuous)
+        kernel = make_kernel(args.kernel, d, wrap) if categorical is None else \
+            cli_categorical.make_kernel(args.kernel, features, categorical, wrap)
     except ValueError as err:
         raise CLIError(f"--{err}", EXIT_USAGE) from None
-    kernel = make_kernel(args.kernel, d) if categorical is None else \
-        cli_categorical.make_kernel(args.kernel, features, categorical)
     model = build_model(args.method, train_x, train_y, kernel,
                         likelihoods.Gaussian(noise_floor=args.noise_floor), means.Constant(), None, inducing,
-                        args.seed)
+                        args.seed, policy=args.policy or ITERGP_POLICY, budget=args.budget or ITERGP_BUDGET)
     start = time.perf_counter()
-    if args.batch_size is not None and not model.trains_on_batches:
-        raise CLIError("--batch-size: only --method svgp trains on minibatches", EXIT_USAGE)
-    history = _fit_with_checkpoint(model, args, fit_arguments(model, train_x, train_y, args.batch_size))
+    history = _fit_with_checkpoint(model, args, fit_arguments(model, train_x, train_y, args.batch_size,
+                                                              args.method == "exact"))
     seconds = time.perf_counter() - start
     lml = total_objective(model, train_x, train_y, torch.Generator(device=device).manual_seed(args.seed))
     result = {"command": "fit", "data": args.data, "target": args.target, "features": features,

@@ -16,7 +16,7 @@ _NUS = {"matern12": 0.5, "matern32": 1.5, "matern52": 2.5}
 
 
 def check_options(args, targets: list[str]) -> None:
-    """--categorical / --categorical-kind go with a regression fit of one target by method exact."""
+    """--categorical / --categorical-kind go with a regression fit of one target by method exact, basis or itergp."""
     if args.categorical is None:
         if args.categorical_kind is not None:
             raise CLIError("--categorical-kind: needs --categorical A,B (the columns of levels)", EXIT_USAGE)
@@ -24,9 +24,9 @@ def check_options(args, targets: list[str]) -> None:
     if len(targets) > 1 or args.task != "regression":
         what = "several targets" if len(targets) > 1 else "--task classification"
         raise CLIError(f"--categorical: supported for regression of one target, not with {what}", EXIT_USAGE)
-    if args.method not in (None, "exact"):
+    if args.method not in (None, "exact", "basis", "itergp"):
         raise CLIError(f"--categorical: --method {args.method} moves or interpolates inducing inputs "
-                       "continuously, which level codes do not allow; use --method exact", EXIT_USAGE)
+                       "continuously, which level codes do not allow; use --method exact, basis or itergp", EXIT_USAGE)
 
 
 def chosen(args, features: list[str]) -> dict | None:
@@ -102,14 +102,16 @@ def unscaled(stats: dict, features: list[str], categorical: dict | None) -> dict
     return {**stats, "x_mean": x_mean, "x_std": x_std}
 
 
-def make_kernel(name: str, features: list[str], categorical: dict):
-    """Scale(base on the continuous columns (ARD) * Categorical(L) per categorical column)."""
+def make_kernel(name: str, features: list[str], categorical: dict, wrap=None):
+    """Scale(base on the continuous columns (ARD) * Categorical(L) per categorical column);
+    ``wrap`` (--method basis) turns base into its Hilbert-space approximation."""
     dims = [j for j, f in enumerate(features) if f not in categorical["columns"]]
     product = None
     if dims:
         options = {"ard_dims": len(dims), "active_dims": dims}
         product = kernels.Matern(nu=_NUS[name], **options) if name in _NUS else (
             kernels.RBF(**options) if name == "rbf" else kernels.RQ(**options))
+        product = product if wrap is None else wrap(product)
     for column, levels in zip(categorical["columns"], categorical["levels"]):
         factor = kernels.Categorical(len(levels), kind=categorical["kind"], rank=1,
                                      active_dims=[features.index(column)])
@@ -123,7 +125,8 @@ def hyperparameters(model, features: list[str], categorical: dict) -> dict:
     kernel = fitted_kernel(model)
     parts = list(kernel.base.kernels) if isinstance(kernel.base, kernels.Product) else [kernel.base]
     levels = [k for k in parts if isinstance(k, kernels.Categorical)]
-    continuous = [k for k in parts if not isinstance(k, kernels.Categorical)]
+    continuous = [k.base if isinstance(k, kernels.HilbertSpace) else k for k in parts
+                  if not isinstance(k, kernels.Categorical)]
     names = [f for f in features if f not in categorical["columns"]]
     out = {"outputscale": float(kernel.outputscale.detach()),
            "lengthscale": dict(zip(names, continuous[0].lengthscale.detach().flatten().tolist())) if continuous else {},

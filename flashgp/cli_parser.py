@@ -7,6 +7,7 @@ import math
 
 from . import __version__
 from .estimator_methods import METHODS, MULTITASK
+from .linalg.itergp import POLICIES
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2  # success; bad data or environment; bad command line
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--kernel", choices=KERNELS, default="matern52", help="covariance (default matern52)")
     fit.add_argument("--categorical", metavar="A,B", help="comma-separated feature columns of levels (read as "
                      "text; one Categorical kernel each, times the kernel of the other features; regression, "
-                     "one target, method exact); predict refuses levels not seen at fit")
+                     "one target, method exact, basis or itergp); predict refuses levels not seen at fit")
     fit.add_argument("--categorical-kind", choices=("exchangeable", "lowrank"), help="the level covariance of "
                      "--categorical columns: exchangeable (default; one correlation between any two levels) or "
                      "lowrank (W W^T + diag(v), rank 1)")
@@ -80,21 +81,29 @@ def build_parser() -> argparse.ArgumentParser:
                      "target) or classification (the target holds class labels, text or numbers; at least 2)")
     fit.add_argument("--method", choices=METHODS + CLASSIFICATION_METHODS, help="regression: exact (default), "
                      "sgpr (inducing points, any number of features), ski (interpolation on a grid, 1 to 3 "
-                     "features) or svgp (variational inducing points trained on minibatches, for the largest "
-                     "sets); classification: dirichlet (default; Dirichlet-based GP, one exact GP per class) "
+                     "features), svgp (variational inducing points trained on minibatches, for the largest "
+                     "sets), basis (a Hilbert-space basis of the kernel, exact in O(n M^2), 1 to 3 continuous "
+                     "features; rbf or matern kernels) or itergp (an exact GP whose posterior uses --budget "
+                     "solver actions and reports their uncertainty); classification: dirichlet (default; Dirichlet-based GP, one exact GP per class) "
                      "or svgp (Bernoulli likelihood for 2 classes, Softmax for more; minibatches)")
     fit.add_argument("--multitask", choices=MULTITASK, help="several targets: independent (default; one "
                      "shared kernel, no correlation), icm (a learned task covariance) or lmc (two such terms)")
     fit.add_argument("--task-rank", type=_positive_count, metavar="R", help="several targets with icm or lmc: "
                      "rank of the task covariance (default 1, at most the targets)")
     fit.add_argument("--inducing", type=_positive_count, metavar="M", help="sgpr, svgp: inducing points (default "
-                     "500, at most the rows); ski: grid points per feature (default 1000, 100, 30 in 1, 2, 3-D)")
+                     "500, at most the rows); ski: grid points per feature (default 1000, 100, 30 in 1, 2, 3-D); "
+                     "basis: basis functions per continuous feature (default 32, 16, 8 for 1, 2, 3 of them)")
+    fit.add_argument("--budget", type=_positive_count, metavar="I", help="itergp: the posterior's solver actions "
+                     "(default 100; at least the training rows: the exact posterior)")
+    fit.add_argument("--policy", choices=POLICIES, help="itergp: how the actions are chosen: cg (default; "
+                     "conjugate gradients), cholesky (unit vectors, data order) or pivoted (pivoted Cholesky)")
     fit.add_argument("--alpha-epsilon", type=_positive_float, metavar="A", help="classification with dirichlet: "
                      "the Dirichlet concentration of the classes a row is not labelled with (default 0.01)")
     fit.add_argument("--iters", type=_count, default=100, help="Adam steps (default 100; svgp: one "
                      "minibatch each)")
     fit.add_argument("--batch-size", type=_positive_count, metavar="B", help="svgp (both tasks): points per "
-                     "minibatch (default 1024)")
+                     "minibatch (default 1024); exact: rows per random subset (minibatch SGD of the "
+                     "hyperparameters; predictions use all rows)")
     fit.add_argument("--lr", type=_positive_float, default=0.1, help="Adam learning rate (default 0.1)")
     fit.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     fit.add_argument("--noise-floor", type=_nonnegative_float, metavar="F", help="lower bound of the "

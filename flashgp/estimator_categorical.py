@@ -20,6 +20,7 @@ from . import kernels as fk
 from .estimator_checks import check_numeric_columns
 
 KINDS = ("exchangeable", "lowrank")
+METHODS = ("exact", "basis", "itergp")  # the methods that take categorical columns
 AUTO_KINDS = "ObUS"  # numpy dtype kinds of columns auto-detected as categorical (object, string, category, bool)
 HINT = "; or name them in categorical= to treat them as levels"
 
@@ -111,10 +112,10 @@ def _indices(spec, X, n_columns: int) -> list[int]:
 
 
 def _check_settings(estimator, outputs: bool) -> None:
-    if estimator.method != "exact":
+    if estimator.method not in METHODS:
         raise ValueError(f"categorical: method={estimator.method!r} moves or interpolates inducing inputs "
-                         "continuously, which level codes do not allow; use method='exact' with "
-                         "categorical columns")
+                         "continuously, which level codes do not allow; use method='exact', 'basis' or "
+                         "'itergp' with categorical columns")
     if outputs:
         raise ValueError("categorical: categorical columns are not supported with several outputs "
                          "(2-D y, a multitask model); fit one GPRegressor per target column, or encode "
@@ -165,7 +166,7 @@ def _encode(X, indices: list[int], levels: list):
 
 def fit_columns(estimator, X, outputs: bool):
     """(X encoded, Columns) for ``GPRegressor.fit``: ValueError naming the argument for a bad
-    ``categorical``, a column with one level or a missing value, a method other than "exact",
+    ``categorical``, a column with one level or a missing value, a method not in METHODS,
     or 2-D targets. Without categorical columns X comes back as given (numbers checked)."""
     kind = estimator.categorical_kind
     if not isinstance(kind, str) or kind not in KINDS:
@@ -224,11 +225,20 @@ def unscaled(x_mean: np.ndarray, x_scale: np.ndarray, columns: Columns):
     return x_mean, x_scale
 
 
-def make_kernel(estimator, n_features: int, columns: Columns) -> fk.Kernel:
+def make_kernel(estimator, n_features: int, columns: Columns, wrap=None) -> fk.Kernel:
     """The model's kernel: ``estimator._make_kernel`` without categorical columns; else
     Scale(cont * Categorical(L_1) * ...), cont the named kernel on the continuous columns (none
     when every column is categorical). A kernel object is used as given times the Categorical
-    kernels (no output scale added), or alone when it already holds Categorical kernels."""
+    kernels (no output scale added), or alone when it already holds Categorical kernels.
+    ``wrap`` (method "basis"): applied to the named kernel's cont, Scale(wrap(cont) * ...)."""
+    if wrap is not None and isinstance(estimator.kernel, str) and len(columns.indices) < n_features:
+        continuous = [j for j in range(n_features) if j not in columns.indices]
+        base = estimator._make_kernel(len(continuous), scaled=False,
+                                      active_dims=continuous if columns.indices else None)
+        product = wrap(base)
+        for j, levels in zip(columns.indices, columns.levels):
+            product = product * fk.Categorical(len(levels), kind=estimator.categorical_kind, rank=1, active_dims=[j])
+        return fk.Scale(product)
     if not columns.indices:
         return estimator._make_kernel(n_features)
     kind = estimator.categorical_kind

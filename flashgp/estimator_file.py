@@ -76,7 +76,8 @@ def _history_from_json(value, where: str) -> History | None:
 # settings that may be arrays (kept as float64 tensors beside the JSON): per-point noise variances,
 # inducing inputs (or a SKI grid size per feature)
 ARRAY_PARAMS = ("noise", "inducing")
-LATER_PARAMS = ("categorical", "categorical_kind")  # settings files of earlier versions lack (defaults then)
+# settings files of earlier versions lack (defaults then)
+LATER_PARAMS = ("categorical", "categorical_kind", "itergp_policy", "itergp_budget")
 
 
 def _encode_params(params: dict, extra: dict) -> dict:

@@ -20,8 +20,8 @@ from .log_space import log_space
 from .means import Constant
 from .estimator_checks import (check_numeric_columns as _check_numeric_columns, check_target_scale as _check_target_scale,
                                seed_from as _seed)
-from .estimator_methods import (LIKELIHOODS, build_model, check_inducing, check_likelihood, fit_arguments,
-                                fitted_kernel, total_objective)
+from .estimator_methods import (LIKELIHOODS, build_model, check_likelihood, fit_arguments, fitted_kernel,
+                                method_settings, total_objective)
 from . import sklearn_multioutput as multi, estimator_categorical as categorical_columns
 from .models.validation import check_device
 from .distributions.posterior import MAX_DENSE_SAMPLE
@@ -97,16 +97,24 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         method: "exact" (default), "sgpr" (Titsias' sparse GP: ``inducing`` points learned with
             the hyperparameters; for n beyond what the exact GP can afford, any dimension), "ski"
             (structured kernel interpolation on a regular grid: 1 to 3 features, very large n;
-            trained by CG) or "svgp" (``flashgp.SVGP``: inducing points, minibatches of
-            ``batch_size``, each of the ``iters`` steps one batch; any likelihood).
+            trained by CG), "svgp" (``flashgp.SVGP``: inducing points, minibatches of
+            ``batch_size``, each of the ``iters`` steps one batch; any likelihood), "basis"
+            (``flashgp.BasisGP``: Scale(HilbertSpace(kernel, m)), exact in O(n P^2), 1 to 3 continuous
+            columns; named kernels "rbf", "matern*") or "itergp" (``flashgp.IterGP``: trained as
+            "exact"; its posterior adds the uncertainty of ``itergp_budget`` solver actions).
         inducing: None (default: 500 inducing points for "sgpr" and "svgp", capped at n; for "ski"
-            a grid of 1000, 100 or 30 points per feature in 1, 2 or 3 dimensions); for "sgpr" and
-            "svgp" a count or the inducing inputs (m, n_features) in the units of X; for "ski" the
-            grid points per feature (one number, or one per feature).
+            a grid of 1000, 100 or 30 points per feature in 1, 2 or 3 dimensions; for "basis" 32,
+            16 or 8 basis functions per continuous column); for "sgpr" and "svgp" a count or the
+            inducing inputs (m, n_features) in the units of X; for "ski" the grid points per
+            feature, for "basis" the basis functions per continuous column (one number, or one each).
         likelihood: "gaussian" (default), or with method="svgp" "student_t" (robust to
             outliers; learned degrees of freedom) or "poisson" (counts y >= 0, log link; y is then
             never standardized and predictions are expected counts).
-        batch_size: points per minibatch of method="svgp" (default 1,024).
+        batch_size: points per minibatch of method="svgp" (default 1,024); with method="exact", rows
+            per random subset: each Adam step fits the hyperparameters to one subset (minibatch SGD,
+            ``fg.fit(model, batch_size=m)``), no polish; predictions use all n rows.
+        itergp_policy, itergp_budget: method="itergp": "cg" (None: default), "cholesky" or "pivoted";
+            the policy's actions, an int (None: 100).
         multitask: how 2-D targets y (n_samples, n_targets) are modelled (one ``flashgp.MultitaskGP``,
             each target standardized on its own, method="exact"): None (default) independent
             outputs that share the kernel's hyperparameters, each with its own variance, noise and
@@ -128,7 +136,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             is used as given (set its active_dims) times the Categoricals. See the guide, "Categorical columns".
         categorical_kind: "exchangeable" or "lowrank" (rank 1), for every Categorical kernel.
 
-    Fitted attributes: ``model_`` (the ``ExactGP``, ``SGPR`` or ``SVGP``, on standardized data), ``lengthscale_``
+    Fitted attributes: ``model_`` (the ``ExactGP``, ``SGPR``, ``SVGP``, ``BasisGP``, ``IterGP``, on standardized data), ``lengthscale_``
     (n_features,), ``outputscale_``, ``noise_``, ``noise_floor_`` (None for a fixed noise),
     ``constant_`` (data units; None where the kernel does not have them at the usual place),
     ``log_marginal_likelihood_`` (total over the training points, of the standardized targets,
@@ -143,7 +151,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
                  device="auto", dtype="float64", normalize_x=True, normalize_y=True, noise=None,
                  random_state=None, verbose=False, polish="auto", noise_floor=None, method="exact",
                  inducing=None, likelihood="gaussian", batch_size=None, multitask=None, task_rank=1,
-                 categorical=None, categorical_kind="exchangeable"):
+                 categorical=None, categorical_kind="exchangeable", itergp_policy=None, itergp_budget=None):
         self.kernel = kernel
         self.iters = iters
         self.lr = lr
@@ -166,6 +174,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         self.task_rank = task_rank
         self.categorical = categorical
         self.categorical_kind = categorical_kind
+        self.itergp_policy, self.itergp_budget = itergp_policy, itergp_budget
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -262,19 +271,13 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         y = y.astype(np.float64, copy=False)
         if outputs:
             return multi.fit_outputs(self, X, y, solver, device, dtype)
-        kernel = categorical_columns.make_kernel(self, X.shape[1], columns)
+        settings = method_settings(self, X.shape[1], len(columns.indices))  # inducing, solver, batch_size, ...
+        kernel = categorical_columns.make_kernel(self, X.shape[1], columns, settings.wrap)
         fixed = self._fixed_noise(X.shape[0])
         seed = _seed(self.random_state, "random_state")
-        inducing = check_inducing(self.method, self.inducing, X.shape[1])
+        inducing = settings.inducing
         likelihood_name = check_likelihood(self.method, self.likelihood)
         counts = likelihood_name == "poisson"  # the log link needs the counts themselves
-        if self.method in ("sgpr", "svgp") and not (isinstance(self.solver, str) and self.solver == "auto"):
-            raise ValueError(f"solver: method={self.method!r} takes no solver (its bound needs no solves "
-                             f"with K); leave solver='auto' (got {self.solver!r:.40})")
-        if self.method != "svgp" and self.batch_size is not None:
-            raise ValueError("batch_size: only method='svgp' trains on minibatches")
-        if self.method == "svgp" and self.polish == "lbfgs":
-            raise ValueError("polish: method='svgp' trains on minibatches, which L-BFGS cannot; use polish='auto' or None")
 
         x_mean, x_scale = categorical_columns.unscaled(*self._input_scaling(X), columns)
         y_mean = float(y.mean()) if self.normalize_y and not counts else 0.0
@@ -296,7 +299,8 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         # scikit-learn's prior mean; the other values not given start from the (scaled) data
         if isinstance(inducing, np.ndarray):  # inducing inputs in the model's (scaled) units
             inducing = (inducing - x_mean) / x_scale
-        model = build_model(self.method, x_t, y_t, kernel, likelihood, Constant(0.0), solver, inducing, seed)
+        model = build_model(self.method, x_t, y_t, kernel, likelihood, Constant(0.0), solver, inducing, seed,
+                            **settings.options)
         return self._train(model, x_t, y_t, seed, (x_mean, x_scale, y_mean, y_scale), fixed, columns)
 
     def _input_scaling(self, X) -> tuple[np.ndarray, np.ndarray]:
@@ -314,7 +318,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             with log_space(model):
                 history = fit_model(model, optimizer=self.optimizer, lr=float(self.lr), iters=int(self.iters),
                                     progress=bool(self.verbose), seed=seed,
-                                    **fit_arguments(model, x_t, y_t, self.batch_size))
+                                    **fit_arguments(model, x_t, y_t, self.batch_size, self.method == "exact"))
                 polished = None
                 if self._polishes(model):
                     polished = polish_lbfgs(model, POLISH_STEPS, seed, progress=bool(self.verbose))
@@ -332,8 +336,9 @@ class GPRegressor(RegressorMixin, BaseEstimator):
     def _polishes(self, model) -> bool:
         """Whether the fit ends with L-BFGS steps (``polish``; "auto": when the model's objective
         is exact and deterministic, ``model.deterministic``: the Cholesky path, SGPR; never with
-        iters=0, which optimizes nothing)."""
-        if self.iters == 0:
+        iters=0, which optimizes nothing, nor after training on random subsets: method="exact" with
+        batch_size, whose point is not to evaluate all n rows at every step)."""
+        if self.iters == 0 or self.batch_size is not None and not model.trains_on_batches:
             return False
         if self.polish != "auto":
             return self.polish == "lbfgs"
@@ -354,7 +359,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         self.outputscale_ = None
         if isinstance(kernel, fk.Scale):
             self.outputscale_ = float(kernel.outputscale.detach()) * self.y_scale_**2
-            base = kernel.base
+            base = kernel.base.base if isinstance(kernel.base, fk.HilbertSpace) else kernel.base  # "basis"
         self.lengthscale_ = None
         if isinstance(base, fk.Stationary) and base.active_dims is None:
             ls = base.lengthscale.detach().cpu().double().numpy().reshape(-1)

@@ -20,9 +20,11 @@ def is_multioutput(y) -> bool:
 
 def check_settings(estimator, num_outputs: int) -> tuple[str, int]:
     """(mode, task rank) of ``estimator`` for ``num_outputs`` columns; settings that one output only
-    takes (a fixed noise, a noise floor, a non-Gaussian likelihood) are refused, naming them."""
+    takes (a fixed noise, a noise floor, a non-Gaussian likelihood, subset training, the IterGP
+    settings) are refused, naming them."""
     mode, rank = check_multitask(estimator.multitask, estimator.task_rank, estimator.method, num_outputs)
-    for name, default in (("noise", None), ("noise_floor", None), ("likelihood", "gaussian")):
+    for name, default in (("noise", None), ("noise_floor", None), ("likelihood", "gaussian"), ("batch_size", None),
+                          ("itergp_policy", None), ("itergp_budget", None)):
         if getattr(estimator, name) != default:
             raise ValueError(f"{name}: several outputs (y of shape (n, {num_outputs})) take the default "
                              f"{name}={default!r} (one learned Gaussian noise per output); got {getattr(estimator, name)!r:.40}")

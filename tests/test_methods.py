@@ -130,4 +130,4 @@ def test_cli_fit_svgp_with_a_checkpoint_resume_and_predict(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "m.fgp"), str(train), "--out", str(tmp_path / "p.csv"), "-q",
                  "--device", "cpu"]) == 0
     assert (tmp_path / "p.csv").read_text().count("\n") == 301
-    assert main(["fit", str(train), "--target", "y", "--batch-size", "64", "-q"]) == 2
+    assert main(["fit", str(train), "--target", "y", "--method", "sgpr", "--batch-size", "64", "-q"]) == 2
