@@ -168,7 +168,8 @@ def cmd_fit(args, say) -> dict:
     seconds = time.perf_counter() - start
     lml = total_objective(model, train_x, train_y, torch.Generator(device=device).manual_seed(args.seed))
     result = {"command": "fit", "data": args.data, "target": args.target, "features": features,
-              "kernel": args.kernel, "method": args.method, "n_train": len(y_train), "iters": len(history), "lr": args.lr,
+              "kernel": args.kernel, "method": args.method, "method_detail": _method_detail(args, model),
+              "n_train": len(y_train), "iters": len(history), "lr": args.lr,
               "device": str(device), "solver_path": model.diagnostics.get("path"),
               "train_seconds": seconds, "final_loss": history.loss[-1] if history.loss else None,
               "stopped_early": history.stopped_early, "checkpoint": args.checkpoint,
@@ -187,6 +188,17 @@ def cmd_fit(args, say) -> dict:
         _save(model, args.out, stats, args.target, features, args.kernel, categorical=categorical)
     say(_fit_report(result))
     return result
+
+
+def _method_detail(args, model) -> str | None:
+    """What the fit report says of --method basis, itergp and exact with --batch-size (else None)."""
+    if args.method == "basis":
+        return f"basis: {model.num_features} functions (Hilbert space)"
+    if args.method == "itergp":
+        return f"itergp: {model.policy} policy, {model.budget['iterations']} actions"
+    if args.method == "exact" and args.batch_size is not None:
+        return f"hyperparameters on subsets of {args.batch_size} rows"
+    return None
 
 
 def _fit_with_checkpoint(model, args, data: dict):
@@ -227,7 +239,8 @@ def _fit_report(r: dict) -> str:
     """The human-readable summary of a fit result ``r`` (see cmd_fit)."""
     hp = r["hyperparameters"]
     lines = [f"flashgp fit: {r['n_train']} rows x {len(r['features'])} features -> {r['target']!r}; "
-             f"Scale({r['kernel']}, ARD{cli_categorical.kernel_text(r.get('categorical'))}); Adam lr={r['lr']}, "
+             f"Scale({r['kernel']}, ARD{cli_categorical.kernel_text(r.get('categorical'))}); "
+             + (f"{r['method_detail']}; " if r.get("method_detail") else "") + f"Adam lr={r['lr']}, "
              f"{r['iters']} steps in "
              f"{r['train_seconds']:.2f} s "
              f"on {r['device']} (solver path: {r['solver_path']})",

@@ -42,6 +42,7 @@ def test_basis_fit_save_predict_round_trip(tmp_path, capsys):
     result = fit_json(capsys, [str(data), "--target", "y", "--method", "basis", "--inducing", "12", "--iters", "20",
                                "--test-size", "0.25", "--out", str(out)])
     assert result["method"] == "basis" and result["solver_path"] == "basis"
+    assert result["method_detail"] == "basis: 144 functions (Hilbert space)"
     assert set(result["hyperparameters"]["lengthscale"]) == {"a", "b"}
     assert result["test"]["rmse"] < 0.3
     model = bundle.load(out).model
@@ -69,7 +70,7 @@ def test_itergp_fit_and_predict(tmp_path, capsys):
     out = tmp_path / "itergp.fgp"
     result = fit_json(capsys, [str(data), "--target", "y", "--method", "itergp", "--budget", "20", "--policy",
                                "pivoted", "--iters", "10", "--out", str(out)])
-    assert result["method"] == "itergp"
+    assert result["method"] == "itergp" and result["method_detail"] == "itergp: pivoted policy, 20 actions"
     model = bundle.load(out).model
     assert isinstance(model, fg.IterGP) and model.budget["iterations"] == 20 and model.policy == "pivoted"
     assert main(["predict", str(out), str(data), "--out", str(tmp_path / "p.csv"), "--device", "cpu", "-q"]) == 0
@@ -88,6 +89,10 @@ def test_exact_with_batch_size_trains_on_subsets(tmp_path, capsys):
     result = fit_json(capsys, [str(data), "--target", "y", "--method", "exact", "--batch-size", "32", "--iters", "30",
                                "--test-size", "0.2", "--out", str(out)])
     assert result["iters"] == 30 and result["n_train"] == 240
+    assert result["method_detail"] == "hyperparameters on subsets of 32 rows"
+    capsys.readouterr()
+    assert main(["fit", str(data), "--target", "y", "--batch-size", "32", "--iters", "3", "--device", "cpu"]) == 0
+    assert "Scale(matern52, ARD); hyperparameters on subsets of 32 rows; Adam lr=0.1" in capsys.readouterr().out
     assert result["test"]["rmse"] < 0.4
     model = bundle.load(out).model
     assert type(model) is fg.ExactGP and model.num_train == 240  # predictions condition on every row
