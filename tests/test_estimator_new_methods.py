@@ -250,3 +250,19 @@ def test_itergp_refuses_several_outputs():
         GPRegressor(method="itergp", iters=1).fit(X, np.column_stack([y, y]))
     with pytest.raises(ValueError, match=r"itergp_budget: several outputs"):
         GPRegressor(itergp_budget=5, iters=1).fit(X, np.column_stack([y, y]))
+
+
+def test_itergp_and_basis_take_categorical_columns():
+    rng = np.random.default_rng(3)
+    n = 120
+    X = pd.DataFrame({"x": rng.uniform(-2, 2, n), "k": rng.choice(["a", "b", "c"], n)})
+    y = np.sin(X["x"].to_numpy()) + (X["k"] == "a").to_numpy() + 0.1 * rng.normal(size=n)
+    exact = GPRegressor(iters=0).fit(X, y)
+    full = GPRegressor(method="itergp", itergp_budget=n, iters=0).fit(X, y)
+    assert full.categorical_columns_ == [1]
+    np.testing.assert_allclose(full.predict(X), exact.predict(X), rtol=0, atol=1e-6)
+    levels_only = GPRegressor(method="basis", iters=0).fit(X[["k"]], y)  # no continuous column: no basis
+    assert isinstance(levels_only.model_, fg.BasisGP)
+    assert not any(isinstance(m, fk.HilbertSpace) for m in levels_only.model_.kernel.modules())
+    with pytest.raises(ValueError, match="inducing: every column is categorical"):
+        GPRegressor(method="basis", inducing=8, iters=0).fit(X[["k"]], y)
