@@ -231,16 +231,10 @@ def make_kernel(estimator, n_features: int, columns: Columns, wrap=None) -> fk.K
     when every column is categorical). A kernel object is used as given times the Categorical
     kernels (no output scale added), or alone when it already holds Categorical kernels.
     ``wrap`` (method "basis"): applied to the named kernel's cont, Scale(wrap(cont) * ...)."""
-    if wrap is not None and isinstance(estimator.kernel, str) and len(columns.indices) < n_features:
-        continuous = [j for j in range(n_features) if j not in columns.indices]
-        base = estimator._make_kernel(len(continuous), scaled=False,
-                                      active_dims=continuous if columns.indices else None)
-        product = wrap(base)
-        for j, levels in zip(columns.indices, columns.levels):
-            product = product * fk.Categorical(len(levels), kind=estimator.categorical_kind, rank=1, active_dims=[j])
-        return fk.Scale(product)
     if not columns.indices:
-        return estimator._make_kernel(n_features)
+        if wrap is None or not isinstance(estimator.kernel, str):
+            return estimator._make_kernel(n_features)
+        return fk.Scale(wrap(estimator._make_kernel(n_features, scaled=False)))
     kind = estimator.categorical_kind
     factors = [fk.Categorical(len(levels), kind=kind, rank=1, active_dims=[j])
                for j, levels in zip(columns.indices, columns.levels)]
@@ -254,6 +248,8 @@ def make_kernel(estimator, n_features: int, columns: Columns, wrap=None) -> fk.K
             product = product * factor
         return product
     product = estimator._make_kernel(len(continuous), scaled=False, active_dims=continuous) if continuous else None
+    if product is not None and wrap is not None:
+        product = wrap(product)
     for factor in factors:
         product = factor if product is None else product * factor
     return fk.Scale(product)
