@@ -136,11 +136,6 @@ def test_basis_save_load_predicts_identically(tmp_path):
     assert np.array_equal(mean, back_mean) and np.array_equal(std, back_std)
 
 
-# BasisGP's data-statistics key (commit af734cb) serializes the kernel on every likelihood, and the
-# estimator trains inside log_space, whose torch parametrizations the serializer does not know
-# (TypeError "cannot serialize ...ParametrizedScale"): a fit with iters > 0 fails until that is fixed
-# in flashgp/models/basis_gp.py or flashgp/serialize.py (not strict: passes once it is).
-@pytest.mark.xfail(raises=TypeError, strict=False, reason="BasisGP statistics key vs log_space parametrizations")
 def test_basis_fit_is_close_to_the_exact_gp_on_a_smooth_function(tmp_path):
     X, y = smooth(400, noise=0.1)
     train, test = slice(0, 300), slice(300, 400)

@@ -54,6 +54,9 @@ def cases(tmp: Path) -> dict:
                              ["IterGP: n=150", "| pivoted | 150 |", "stopped: "]),
         "deep_kernel.py": (["--data", "concrete", "--max-train", "150", "--max-test", "100", "--iters", "3"],
                            ["concrete: n_train=150", "deep kernel MLP", "test RMSE", "same predictions True"]),
+        "mixed_inputs.py": (["--n", "200", "--large", "3000", "--basis", "6", "--iters", "5", "--test", "200"],
+                            ["exact GP, Matern x Categorical", "likelihood from statistics",
+                             "learned correlation between two machine types", "same predictions True"]),
         "bayesian_optimization.py": (["--problem", "branin", "--iters", "2", "--num-restarts", "2",
                                       "--raw-samples", "32"],
                                      ["branin (d=2", "SingleTaskGP best", "flashgp: simple regret"]

@@ -2,7 +2,6 @@
 # kernels, categorical and linear kernels, their sums and products), solved exactly at O(n P^2).
 from __future__ import annotations
 
-import json
 import time
 import warnings
 
@@ -24,6 +23,23 @@ from .finite import check_noise_values, parameters_finite
 from .inducing_posterior import InducingPosterior
 from .regression import RegressionModel
 from .validation import check_test_inputs
+
+
+# what fixes a kernel's basis B (not its hyperparameters): the data statistics are kept while it holds
+BASIS_SETTINGS = ("center", "half_width", "num_basis", "num_levels", "kind")
+
+
+def basis_signature(kernel: Kernel) -> tuple:
+    """The settings that fix the basis B(x) of ``kernel``'s factored features: every module's
+    columns (``active_dims``), HilbertSpace boxes and counts, Categorical levels and kinds."""
+    parts = []
+    for module in kernel.modules():
+        if not isinstance(module, Kernel):  # e.g. the parametrizations log_space adds
+            continue
+        dims = module.active_dims
+        parts.append((None if dims is None else tuple(dims.tolist()),
+                      tuple(repr(getattr(module, name, None)) for name in BASIS_SETTINGS)))
+    return tuple(parts)
 
 
 def set_domains(kernel: Kernel, x: torch.Tensor) -> None:
@@ -150,7 +166,7 @@ class BasisGP(RegressionModel):
         """``linalg.basis.BasisStatistics`` of the training data, computed once per data and kernel
         structure (None where the features do not factor)."""
         key = (id(self.train_x), self.train_x._version, id(self.train_y), self.train_y._version,
-               json.dumps(kernel_to_config(self.kernel), sort_keys=True))
+               basis_signature(self.kernel))
         if self._statistics[0] != key:
             self._statistics = (key, basis_statistics(self.kernel, self.train_x, self.train_y, rows))
         return self._statistics[1]

@@ -211,3 +211,24 @@ def test_box_comes_from_the_training_inputs_and_survives_files(tmp_path):
     test = torch.tensor([[0.2, 2.0]], dtype=F64)
     with torch.no_grad():
         torch.testing.assert_close(loaded.posterior(test).mean, model.posterior(test).mean, rtol=0, atol=0)
+
+
+def test_statistics_are_computed_once_per_fit_and_in_log_space():
+    """A fit (and the estimator's log-space polish, whose parametrizations change the kernel's
+    classes) reuses the data statistics: they are computed once per data and basis."""
+    from flashgp.log_space import log_space
+    x, y = mixed_data(n=80)
+    model = basis_model(x, y, 8)
+    calls = []
+    original = model._data_statistics.__func__
+
+    def counted(self, rows):
+        key_before = self._statistics[0]
+        out = original(self, rows)
+        calls.append(key_before is not self._statistics[0])
+        return out
+    model._data_statistics = counted.__get__(model)
+    fg.fit(model, optimizer="lbfgs", iters=5, progress=False)
+    with log_space(model):
+        model.loss().backward()
+    assert sum(calls) == 1 and len(calls) > 5

@@ -247,9 +247,14 @@ CASES = [
     C("solver/precond-rank-string", lambda t: fg.PivotedCholesky("10"), Raises(T, r"^rank: expected an int")),
 
     # ----- GPRegressor (scikit-learn) ----------------------------------------------------------------------
-    C("sklearn/fit-dataframe-text-column", lambda t: sk(text_frame(30), SY), Raises(V, r"^X: .*non-numeric.*'b'")),
-    C("sklearn/fit-dataframe-categorical", lambda t: sk(pd().DataFrame({"c": pd().Categorical(["u", "v"] * 15)}), SY),
-      Raises(V, r"^X: .*'c'")),
+    # text and category columns of a DataFrame are categorical inputs by default (categorical=None)
+    C("sklearn/fit-dataframe-text-column-one-level", lambda t: sk(text_frame(30), SY),
+      Raises(V, r"^categorical: column 'b' holds only one level")),
+    C("sklearn/fit-dataframe-text-column-not-categorical", lambda t: sk(text_frame(30), SY, categorical=[]),
+      Raises(V, r"^X: .*non-numeric.*'b'.*categorical=")),
+    C("sklearn/fit-dataframe-categorical-unknown-level",
+      lambda t: sk(pd().DataFrame({"c": pd().Categorical(["u", "v"] * 15)}), SY).predict(
+          pd().DataFrame({"c": pd().Categorical(["w"])})), Raises(V, r"level 'w'")),
     C("sklearn/predict-dataframe-text-column", lambda t: sk(pd().DataFrame(SX, columns=["a", "b"]), SY)
       .predict(text_frame()), Raises(V, r"^X: .*'b'")),
     C("sklearn/fit-string-array", lambda t: sk(np.full((30, 2), "a"), SY),
@@ -408,8 +413,10 @@ CASES = [
     C("ok/sklearn-constant-y", sk_constant_y, Returns(same(1e-10))),
     C("ok/sklearn-huge-X", lambda t: (sk(SX * 1e200).predict(SX[:5] * 1e200), sk().predict(SX[:5])),
       Returns(same(1e-8))),
-    C("ok/sklearn-pandas-bool-column", lambda t: sk_pair(pd().DataFrame({"a": SX[:, 0], "b": SX[:, 1] > 0}),
-                                                         x_ref=np.c_[SX[:, 0], SX[:, 1] > 0].astype(float)),
+    # a bool column is categorical by default: the same model as 0/1 codes named categorical
+    C("ok/sklearn-pandas-bool-column", lambda t: (
+        sk(pd().DataFrame({"a": SX[:, 0], "b": SX[:, 1] > 0}), SY).predict(pd().DataFrame({"a": SX[:5, 0], "b": SX[:5, 1] > 0})),
+        sk(np.c_[SX[:, 0], SX[:, 1] > 0].astype(float), SY, categorical=[1]).predict(np.c_[SX[:5, 0], SX[:5, 1] > 0].astype(float))),
       Returns(same(1e-10))),
     C("ok/sklearn-fortran-order", lambda t: sk_pair(np.asfortranarray(SX)), Returns(same(1e-10))),
     C("ok/cli-constant-target", lambda t: cli_fit_ok(t, "a,y\n" + "".join(f"{i},5\n" for i in range(10))),
