@@ -42,7 +42,7 @@ if str(REPO) not in sys.path:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from results_file import versions, write_results  # noqa: E402
-from uci import device_name, metrics  # noqa: E402
+from uci import StepTimer, device_name, metrics  # noqa: E402
 
 
 def load(args, name: str):
@@ -62,16 +62,9 @@ def solver(args):
 
 def fit_flashgp(model, ds, args) -> dict:
     import flashgp as fg
-    steps = []
-    last = [time.perf_counter()]
-
-    def tick(step, loss, m):
-        now = time.perf_counter()
-        steps.append(now - last[0])
-        last[0] = now
-
-    last[0] = time.perf_counter()
-    history = fg.fit(model, lr=args.lr, iters=args.iters, progress=False, seed=args.seed, callback=tick)
+    timer = StepTimer()
+    history = fg.fit(model, lr=args.lr, iters=args.iters, progress=False, seed=args.seed, callback=timer)
+    steps = timer.seconds
     pred = model.predict(ds.x_test)
     return {"losses": [float(v) for v in history.loss], "step_seconds": steps,
             **metrics(pred.mean, pred.variance, ds.y_test)}

@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import flashgp as fg  # noqa: E402
 from flashgp.kernels import Categorical, HilbertSpace, Matern, Scale  # noqa: E402
 from results_file import write_results  # noqa: E402
-from uci import metrics  # noqa: E402
+from uci import StepTimer, metrics  # noqa: E402
 
 F64 = torch.float64
 LEVELS = 4
@@ -191,16 +191,9 @@ def bike_kernel(levels, m: int | None):
 
 
 def fit_and_score(model, x_test, y_test, args) -> dict:
-    steps = []
-    last = [time.perf_counter()]
-
-    def tick(step, loss, m):
-        now = time.perf_counter()
-        steps.append(now - last[0])
-        last[0] = now
-
-    last[0] = time.perf_counter()
-    fg.fit(model, optimizer="lbfgs", iters=args.iters, progress=False, seed=args.seed, callback=tick)
+    timer = StepTimer()
+    fg.fit(model, optimizer="lbfgs", iters=args.iters, progress=False, seed=args.seed, callback=timer)
+    steps = timer.seconds
     with torch.no_grad():
         pred = model.predict(x_test)
     return {"seconds_per_step": statistics.median(steps), "steps": len(steps), "final_loss": float(model.loss()),

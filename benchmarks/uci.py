@@ -144,6 +144,23 @@ def one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class StepTimer:
+    """An ``fg.fit`` callback that records the seconds between steps in ``seconds`` (call
+    ``start()`` right before the fit)."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+        self.start()
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+
+    def __call__(self, step, loss, model) -> None:
+        now = time.perf_counter()
+        self.seconds.append(now - self._last)
+        self._last = now
+
+
 def metrics(mean: torch.Tensor, var: torch.Tensor, y: torch.Tensor) -> dict:
     """Test RMSE and mean Gaussian negative log predictive density; all inputs (m,)."""
     mean, var, y = (t.detach().double().cpu().reshape(-1) for t in (mean, var, y))
