@@ -16,8 +16,19 @@ SLQ_TAIL_STEPS = 5
 SLQ_TAIL_WARN_PER_POINT = 0.01
 
 
-def probe_vectors(precond, shape: torch.Size, num: int, dtype, device, generator=None) -> torch.Tensor:
-    """Probes z ~ N(0, P) (or N(0, I) without a preconditioner), shape ``(*batch, n, num)``."""
+def probe_vectors(precond, shape: torch.Size, num: int, dtype, device, generator=None,
+                  rows: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """Probes z ~ N(0, P) (or N(0, I) without a preconditioner), shape ``(*batch, n, num)``.
+
+    rows: ``(start, stop, n_all)`` when ``shape`` holds rows start:stop of n_all (a shard of the
+    rows, ``flashgp.distributed``): the full ``(*batch, n_all, num)`` probes are drawn and these
+    rows returned, so every process uses the rows one process drawing them all would use."""
+    if rows is not None:
+        if precond is not None:
+            raise NotImplementedError("probe_vectors: sharded rows with a preconditioner")
+        start, stop, n_all = rows
+        full = torch.randn(*shape[:-1], n_all, num, dtype=dtype, device=device, generator=generator)
+        return full[..., start:stop, :]
     if precond is not None:
         return precond.sample(num, generator=generator).to(dtype)
     return torch.randn(*shape, num, dtype=dtype, device=device, generator=generator)
@@ -44,12 +55,12 @@ class _InvQuadLogdet(torch.autograd.Function):
             result, solution, whitened = _split_mbcg(op, precond, rhs, settings)
         else:
             probes = probe_vectors(precond, rhs.shape, settings["probes"], rhs.dtype, rhs.device,
-                                   settings.get("generator"))
+                                   settings.get("generator"), settings.get("rows"))
             solve = precond.solve if precond is not None else None
             result = mbcg(op.matmul, torch.cat([rhs.unsqueeze(-1), probes], -1), precond=solve,
                           tol=settings["tol"], max_iters=settings["max_iters"],
                           min_iters=settings["lanczos_iters"], n_tridiag=probes.shape[-1], warn=False,
-                          reorthogonalize=settings["reorthogonalize"])
+                          reorthogonalize=settings["reorthogonalize"], row_sum=settings.get("row_sum"))
             solution = result.solution
             whitened = precond.solve(probes) if precond is not None else probes
         weights = result.init_norm_sq[..., 1:]
@@ -57,6 +68,8 @@ class _InvQuadLogdet(torch.autograd.Function):
         if precond is not None:
             logdet = logdet + precond.logdet().to(logdet.dtype)
         inv_quad = (rhs * solution[..., 0]).sum(-1)
+        if settings.get("row_sum") is not None:  # the rows of every process
+            inv_quad = settings["row_sum"](inv_quad)
         tail = slq_logdet_tail_change(result.tridiag, weights, SLQ_TAIL_STEPS)
         info.update(logdet_tail_change=float(tail.max()), lanczos_steps=result.tridiag.shape[-1])
         info.update(iterations=result.iterations, residual=float(result.residual[..., 0].max()),
@@ -94,7 +107,8 @@ class _InvQuadLogdet(torch.autograd.Function):
 
 def inv_quad_logdet(op, rhs: torch.Tensor, precond=None, probes: int = 10, tol: float = 1.0,
                     max_iters: int = 1000, lanczos_iters: int = 20, generator=None,
-                    info: dict | None = None, reorthogonalize: bool = False):
+                    info: dict | None = None, reorthogonalize: bool = False,
+                    row_sum=None, rows: tuple[int, int, int] | None = None):
     """rhs^T K^{-1} rhs and an estimate of log det K, both differentiable, by BBMM.
 
     Args:
@@ -110,17 +124,29 @@ def inv_quad_logdet(op, rhs: torch.Tensor, precond=None, probes: int = 10, tol: 
             mean_residual, converged, breakdowns, trouble, lanczos_steps and
             logdet_tail_change (|change of the log-det estimate over the last SLQ_TAIL_STEPS
             Lanczos steps|, max over the batch; above SLQ_TAIL_WARN_PER_POINT * n it warns).
+        row_sum, rows: rows split across processes (``flashgp.distributed.sharded_mll``): ``op``
+            maps this process's rows of a vector to its rows of the product, ``rhs`` holds its rows
+            ``rows = (start, stop, n_all)``, ``row_sum`` reduces partial sums over rows to sums over
+            all of them (see ``mbcg``), the probes are this process's rows of the probes one
+            process would draw, and ``op.bilinear_grad`` must return the gradients summed over
+            all processes. No preconditioner yet. None (default): one process holds every row.
+            The backward pass needs nothing more: the SLQ weights and inv_quad are reduced here,
+            and the bilinear terms are the operator's to reduce.
 
     Returns:
         (inv_quad ``(*batch,)``, logdet ``(*batch,)``).
     """
     info = {} if info is None else info
+    if (row_sum is None) != (rows is None):
+        raise ValueError("inv_quad_logdet: row_sum and rows go together (both None on one process)")
+    if rows is not None and precond is not None:
+        raise NotImplementedError("inv_quad_logdet: no preconditioner for rows split across processes yet")
     settings = dict(probes=probes, tol=tol, max_iters=max_iters, lanczos_iters=lanczos_iters,
-                    generator=generator, reorthogonalize=reorthogonalize)
+                    generator=generator, reorthogonalize=reorthogonalize, row_sum=row_sum, rows=rows)
     inv_quad, logdet = _InvQuadLogdet.apply(op, precond, settings, info, rhs, *op.grad_inputs())
     if info["trouble"]:
         warn_cg_trouble("log marginal likelihood", info["trouble"], rhs.dtype)
-    n = rhs.shape[-1]
+    n = rhs.shape[-1] if rows is None else rows[2]
     if info["logdet_tail_change"] > SLQ_TAIL_WARN_PER_POINT * n:
         warnings.warn(f"SLQ log determinant had not settled: its last {SLQ_TAIL_STEPS} of "
                       f"{info['lanczos_steps']} Lanczos steps moved it by "

@@ -12,6 +12,9 @@ from torch import Tensor
 from ..errors import NumericalWarning
 
 MatFn = Callable[[Tensor], Tensor]
+# Reduces per-process partial sums over rows to the sum over all rows (``flashgp.distributed``:
+# an all-reduce); None on a single process, where the partial sums are the sums.
+RowSum = Callable[[Tensor], Tensor] | None
 # Before min_iters only a freeze of every column can end a run, and the host asks for that every
 # this many iterations (each ask waits for the GPU; in between the host queues work ahead). Frozen
 # columns take zero steps, so iterations run past a freeze change nothing but the count.
@@ -80,9 +83,16 @@ def _check_args(rhs: Tensor, tol: float, max_iters: int, min_iters: int, n_tridi
         raise ValueError(f"n_tridiag: expected 0 <= n_tridiag <= {rhs.shape[-1]} (columns of rhs), got {n_tridiag}")
 
 
-def _dot(a: Tensor, b: Tensor) -> Tensor:
-    """Column-wise inner products: ``(*batch, n, t)`` x ``(*batch, n, t)`` -> ``(*batch, t)``."""
-    return (a * b).sum(-2)
+def _dot(a: Tensor, b: Tensor, row_sum: RowSum = None) -> Tensor:
+    """Column-wise inner products: ``(*batch, n, t)`` x ``(*batch, n, t)`` -> ``(*batch, t)``
+    (over the rows of every process when ``row_sum`` reduces the partial sums)."""
+    out = (a * b).sum(-2)
+    return out if row_sum is None else row_sum(out)
+
+
+def _norm(a: Tensor, row_sum: RowSum = None) -> Tensor:
+    """Column norms ``(*batch, n, t)`` -> ``(*batch, t)`` (torch's norm on a single process)."""
+    return a.norm(dim=-2) if row_sum is None else row_sum(a.square().sum(-2)).sqrt()
 
 
 class _ResidualBasis:
@@ -91,7 +101,8 @@ class _ResidualBasis:
     arithmetic r_i^T z_j = 0 for i != j; with inexact (e.g. low-precision) products that is lost
     and CG slows down or stalls, which projecting each new residual restores."""
 
-    def __init__(self):
+    def __init__(self, row_sum: RowSum = None):
+        self.row_sum = row_sum
         self.r: Tensor | None = None
         self.z: Tensor | None = None
 
@@ -107,6 +118,8 @@ class _ResidualBasis:
         that are iterating (frozen ones keep their residual): r made P^{-1}-orthogonal to the
         basis (classical Gram-Schmidt, once), z = P^{-1} r kept consistent without another solve."""
         coef = (self.z * r.unsqueeze(-1)).sum(-3, keepdim=True)  # (*batch, 1, t, k)
+        if self.row_sum is not None:
+            coef = self.row_sum(coef)
         coef = coef * columns.unsqueeze(-2).unsqueeze(-1)
         return r - (self.r * coef).sum(-1), z - (self.z * coef).sum(-1)
 
@@ -147,6 +160,7 @@ def mbcg(
     max_tridiag_iters: int | None = None,
     warn: bool = True,
     reorthogonalize: bool = False,
+    row_sum: RowSum = None,
 ) -> CGResult:
     """Preconditioned CG on all columns of ``rhs`` in lock step (one product per iteration).
 
@@ -166,6 +180,12 @@ def mbcg(
     ``reorthogonalize``: project every new residual against all earlier ones (full
     re-orthogonalization, as Maddox et al. 2022 use with low-precision products); it costs
     memory for 2 ``(*batch, n, t)`` tensors per iteration and O(n t k) work at iteration k.
+    ``row_sum``: for rows split across processes (``flashgp.distributed``): each process passes
+    its rows of rhs, ``matmul`` and ``precond`` map its rows to its rows of the products, and
+    ``row_sum`` turns every partial sum over its rows (inner products, norms, re-orthogonalization
+    coefficients) into the sum over all rows (an all-reduce), so the scalar recurrences, and with
+    them the iterations and the tridiagonals, are the same on every process. None (default): one
+    process holds every row.
     Returns a :class:`CGResult`.
     """
     _check_args(rhs, tol, max_iters, min_iters, n_tridiag)
@@ -177,13 +197,13 @@ def mbcg(
     x = torch.zeros_like(rhs)
     r = rhs.clone()
     z = precond(r)
-    rz = _dot(r, z)
+    rz = _dot(r, z, row_sum)
     rz0 = rz.clone()
-    basis = _ResidualBasis() if reorthogonalize else None
+    basis = _ResidualBasis(row_sum) if reorthogonalize else None
     if basis is not None:
         basis.add(r, z, rz)
     threshold = rz0 * freeze
-    b_norm = rhs.norm(dim=-2)
+    b_norm = _norm(rhs, row_sum)
     safe_b = torch.where(b_norm > 0, b_norm, torch.ones_like(b_norm))
     breakdowns = ((b_norm > 0) & ~(rz0 > 0)).sum()  # a tensor: read once at the end
     live = (rz > threshold) & (b_norm > 0)  # columns still iterating
@@ -200,7 +220,7 @@ def mbcg(
     # Out-of-place updates: p may alias r when there is no preconditioner.
     while iterations < max_iters and not stop:
         ap = matmul(p)
-        pap = _dot(p, ap)
+        pap = _dot(p, ap, row_sum)
         stepping = live & (pap > 0)
         broken = broken | (live ^ stepping)
         alpha = torch.where(stepping, rz / pap, 0.0)
@@ -209,7 +229,7 @@ def mbcg(
         z = precond(r)
         if basis is not None:
             r, z = basis.project(r, z, stepping)
-        rz_new = _dot(r, z)
+        rz_new = _dot(r, z, row_sum)
         live = stepping & (rz_new > threshold)
         if basis is not None:
             basis.add(r, z, torch.where(live, rz_new, 0.0))
@@ -222,13 +242,13 @@ def mbcg(
             betas.append(beta[..., -n_tridiag:])
             active.append(stepping[..., -n_tridiag:])
         if iterations >= min_iters:
-            residual = r.norm(dim=-2) / safe_b
+            residual = _norm(r, row_sum) / safe_b
             stop = bool(~live.any() | (residual.mean() < tol))
         elif iterations % FREEZE_CHECK_EVERY == 0:  # only frozen columns can stop it here
             stop = bool(~live.any())
 
     if 0 < iterations < min_iters:  # stopped by a freeze before the residual was next needed
-        residual = r.norm(dim=-2) / safe_b
+        residual = _norm(r, row_sum) / safe_b
     breakdowns = breakdowns + broken.sum()
     breakdowns = int(breakdowns)
     converged = float(residual.mean()) < tol

@@ -1,0 +1,49 @@
+"""Exact GPs with the training rows split across processes (``torch.distributed``; issue 35).
+
+What exists (milestone 1): the BBMM log marginal likelihood of an exact GP and its gradients
+computed by G processes that each hold a contiguous block of the training rows
+(``sharded_mll``), equal to round-off to what one process computes on all rows with
+``fg.CG(precond=None)`` and the same probes. The pieces:
+
+- ``Shards`` (``group.py``): rank, world size and each process's row range (the per-process row
+  counts are gathered once); ``row_sum`` (a partial sum over this process's rows -> the sum over
+  all rows: one all-reduce), ``gather`` (every process's rows: one all-gather of the padded
+  blocks) and ``local_rows`` (this process's rows of a tensor every process holds, whose
+  backward gathers the gradient rows).
+- ``ShardedKernelOperator`` (``operator.py``): this process's rows K(x_local, x_all) of K, a
+  map from its rows of a vector block to its rows of the product through the ordinary
+  ``KernelOperator`` (so every local backend serves it), with gradients all-reduced.
+- ``linalg.mbcg`` and ``linalg.inv_quad_logdet`` take ``row_sum`` (and the latter ``rows``):
+  the CG vectors stay sharded, and every sum over rows (inner products, norms, the
+  re-orthogonalization coefficients, the inverse quadratic form) is a local sum plus an
+  all-reduce of a few floats, so the scalar recurrences are identical on every process.
+
+Only ``torch.distributed`` collectives move data (all_gather, all_reduce); no transport of our
+own. Gradients: the kernel's through the operator's all-reduced bilinear gradient; the
+mean's and the noise's through ``Shards.local_rows`` (each process evaluates the mean and the
+noise on all n rows, which is O(n), and takes its rows; the backward pass gathers the rows of
+their gradient), so after ``.backward()`` every process holds the global gradient without an
+all-reduce of ``param.grad``.
+
+Changes from the design in the brief, and why:
+
+- ``AddedDiag(ShardedKernelOperator, noise_local)`` works as it is for products, but the
+  gradient it gives the noise diagonal is per row: summed into the noise parameter on one
+  process it would be that process's part only. Taking ``noise_local`` as
+  ``Shards.local_rows(noise over all n rows)`` makes the backward pass gather the rows, which
+  fixes it without a sharded AddedDiag; the mean gets the same treatment.
+- The operator's shape is ``(n_local, n_local)`` (its local rows in, its local rows out), so
+  that AddedDiag and the solvers' size checks see the local rows; ``to_dense`` and ``rows``
+  raise (``local_rows()`` gives K(x_local, x_all)).
+- ``inv_quad_logdet`` takes ``rows=(start, stop, n)`` beside ``row_sum``: the probes are drawn
+  for all n rows and sliced, and the SLQ settling warning uses the global n.
+
+Not built yet (later milestones): a sharded preconditioner, ``fg.ExactGP`` / ``fg.fit`` under a
+process group, predictions, checkpoints, gradients with respect to the inputs, and the NCCL
+measurements. See docs/guide/distributed.md.
+"""
+from .group import ShardError, Shards
+from .mll import sharded_mll
+from .operator import ShardedKernelOperator
+
+__all__ = ["Shards", "ShardError", "ShardedKernelOperator", "sharded_mll"]
