@@ -1,6 +1,7 @@
 # The worker processes of tests/distributed/test_sharded_mll.py: each joins a gloo group through a
 # file, computes the sharded mll of its rows and its gradients, and saves them for the parent.
 import os
+import time
 from datetime import timedelta
 
 import torch
@@ -14,7 +15,8 @@ from flashgp.means import Constant
 F64 = torch.float64
 SETTINGS = dict(probes=8, tol=1e-6, max_iters=500, lanczos_iters=20, reorthogonalize=True)  # both sides' CG
 PROBE_SEED = 7
-TIMEOUT_S = 20
+TIMEOUT_S = 20  # the group's timeout (mode "stall": STALL_TIMEOUT_S)
+STALL_TIMEOUT_S = 5
 
 
 def data(n: int, seed: int = 3):
@@ -49,15 +51,19 @@ def gradients(*modules) -> dict:
 def worker(rank: int, world: int, init_file: str, counts: list, out_dir: str, mode: str = "ok",
            settings: dict | None = None) -> None:
     """Spawned once per rank. mode "ok": compute and save; "raise": rank 1 raises before the first
-    collective; "leave": rank 1 joins the group and returns without taking part. settings: the CG
-    settings (default SETTINGS)."""
+    collective; "leave": rank 1 joins the group and returns without taking part; "stall": rank 1
+    joins the group and sleeps past the group's timeout (STALL_TIMEOUT_S) before returning.
+    settings: the CG settings (default SETTINGS)."""
     torch.set_num_threads(1)
     if mode == "raise" and rank == 1:
         raise RuntimeError("rank 1 failed on purpose before the first collective")
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=timedelta(seconds=TIMEOUT_S))
+                            timeout=timedelta(seconds=STALL_TIMEOUT_S if mode == "stall" else TIMEOUT_S))
     try:
         if mode == "leave" and rank == 1:
+            return
+        if mode == "stall" and rank == 1:
+            time.sleep(4 * STALL_TIMEOUT_S)
             return
         x, y = data(sum(counts))
         start = sum(counts[:rank])
@@ -70,5 +76,5 @@ def worker(rank: int, world: int, init_file: str, counts: list, out_dir: str, mo
         torch.save({"value": value.detach(), "grads": gradients(kernel, mean, likelihood), "info": info},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
-        if mode != "leave":
+        if mode not in ("leave", "stall"):
             dist.destroy_process_group()
