@@ -38,7 +38,7 @@ def sharded_mll(kernel, mean, likelihood, x_local: torch.Tensor, y_local: torch.
         backend, memory_budget: the local product's ``KernelOperator`` settings.
 
     Returns:
-        (value, info): value a 0-dimensional tensor (``(*batch,)`` for batched kernels),
+        (value, info): value a 0-dimensional tensor (batched kernels are untested),
         differentiable in the kernel's, mean's and likelihood's parameters; info the solve's
         record (iterations, residual, converged, ..., as ``inv_quad_logdet`` gives it) with
         n, n_local, rank and world_size.

@@ -11,7 +11,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import flashgp as fg
+from flashgp.distributed import sharded_mll
 from flashgp.linalg import mbcg
+from flashgp.linalg.inv_quad_logdet import inv_quad_logdet
 from flashgp.objectives import exact_mll
 
 import sharded_worker as w
@@ -85,8 +87,8 @@ def test_two_ranks_match_single_process(tmp_path):
 @pytest.mark.slow  # (about 9 s: 3 processes on 2 cores / the 5 s timeout)
 def test_three_ranks_match_single_process_and_cholesky(tmp_path):
     # 256 probes: the SLQ log determinant close enough to compare with Cholesky (measured: value
-    # within 0.002 per point, gradients within 2%)
-    settings = dict(w.SETTINGS, probes=256)
+    # within 0.002 per point, gradients within 2%); the blocked backend for the local products
+    settings = dict(w.SETTINGS, probes=256, backend="blocked")
     results = spawn(tmp_path, (25, 31, 27), settings=settings)
     check_agreement(results, 83, settings)
     exact, exact_grads = cholesky_mll(83)
@@ -137,6 +139,39 @@ def test_two_ranks_plain_cg_default_settings(tmp_path):
         for name, g in grads.items():
             assert torch.equal(res["grads"][name], results[0]["grads"][name])
             assert relative(res["grads"][name], g) < 3e-2, (name, res["grads"][name], g)
+
+
+def test_one_process_group_is_the_single_process_path(tmp_path):
+    """A group of one: the same sums in the same order, so bitwise the single-process value; the
+    gradients differ in the last bits (the cross operator K(x, x_all) sums its bilinear gradient
+    in another order than the symmetric K(x, x))."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        x, y = w.data(40)
+        kernel, mean, likelihood = w.parts()
+        value, info = sharded_mll(kernel, mean, likelihood, x, y, generator=torch.Generator().manual_seed(w.PROBE_SEED),
+                                  **w.SETTINGS)
+        value.backward()
+        grads = w.gradients(kernel, mean, likelihood)
+    finally:
+        dist.destroy_process_group()
+    expected, expected_grads, _ = single_process(40)
+    assert info["world_size"] == 1 and info["n"] == 40
+    assert torch.equal(value.detach(), expected)
+    for name, g in expected_grads.items():
+        assert relative(grads[name], g) < 1e-13, (name, grads[name], g)
+
+
+def test_errors_without_a_group_and_for_bad_arguments():
+    kernel, mean, likelihood = w.parts()
+    x, y = w.data(10)
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        sharded_mll(kernel, mean, likelihood, x, y)
+    with pytest.raises(ValueError, match="x_local, y_local"):
+        sharded_mll(kernel, mean, likelihood, x, y[:5])
+    op = fg.operators.Dense(torch.eye(3, dtype=F64))
+    with pytest.raises(ValueError, match="row_sum and rows"):
+        inv_quad_logdet(op, torch.ones(3, dtype=F64), row_sum=lambda s: s)
 
 
 def test_mbcg_row_sum_two_shards_in_one_process():
