@@ -33,7 +33,7 @@ iterations after the largest eigenvalues converge) its iterates amplify round-of
 so the different order of the sums over rows moves the result by about the CG error itself. On
 one process, a 1e-15 relative change of the products moved the solution's largest entry by 1e-10
 after 10 iterations and by 1e-2 after 20 (n = 60, Matern 5/2, noise 0.05); with ``fg.CG()``'s
-settings the sharded mll differed from the single-process one by 4e-4 relative and its
+settings the sharded mll differed from the single-process one by 4e-4 to 9e-4 relative and its
 gradients by up to 8e-3, the same 20 iterations, well inside the 10-probe estimate's own error.
 Any change of summation order does this (another BLAS, another thread count); it is not a
 defect of sharding.
