@@ -1,6 +1,10 @@
 # Checks the scikit-learn estimators (GPRegressor, GPClassifier) share: numeric pandas columns,
-# the seed drawn from a random_state, and targets whose scale float64 variances can hold.
+# the seed drawn from a random_state, targets whose scale float64 variances can hold, and the
+# regressor's noise settings.
 from __future__ import annotations
+
+import math
+import numbers
 
 import numpy as np
 from sklearn.utils import check_random_state
@@ -51,3 +55,31 @@ def check_target_scale(y: np.ndarray, y_scale: float, normalize_y: bool) -> None
                      f"the variances in y's units (noise_, outputscale_, predictive variances), "
                      f"would {way} in float64 (expected a scale within {low:g} and {high:g}); "
                      f"{rescale} and scale the results back")
+
+
+def noise_floor_value(floor, noise, y_scale: float):
+    """The estimator's ``noise_floor`` in the model's standardized units (divided by y_scale^2), or
+    None; ValueError unless it is None or a finite number >= 0, and with a fixed ``noise``."""
+    if floor is None:
+        return None
+    if isinstance(floor, (bool, np.bool_)) or not isinstance(floor, numbers.Real) or not 0 <= floor < math.inf:
+        raise ValueError(f"noise_floor: expected None or a finite number >= 0, got {floor!r}")
+    if noise is not None:
+        raise ValueError("noise_floor: applies to a learned noise; with a fixed noise "
+                         f"(noise={noise!r:.40}) leave noise_floor=None")
+    return float(floor) / y_scale**2
+
+
+def fixed_noise_values(noise, n: int):
+    """The estimator's fixed ``noise`` as variances (n,) in data units, or None to learn the noise;
+    TypeError/ValueError naming ``noise`` for anything but a positive number or n of them."""
+    if noise is None:
+        return None
+    if isinstance(noise, (str, bytes, bool)):
+        raise TypeError(f"noise: expected None, a number or an array of variances, got {noise!r}")
+    values = np.asarray(noise, dtype=np.float64)
+    if values.ndim > 1 or (values.ndim == 1 and values.shape[0] != n):
+        raise ValueError(f"noise: expected a number or an array of shape ({n},), got shape {values.shape}")
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ValueError("noise: expected finite variances > 0")
+    return np.broadcast_to(values, (n,))

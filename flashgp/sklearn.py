@@ -19,7 +19,7 @@ from .likelihoods import FixedNoise, Gaussian
 from .log_space import log_space
 from .means import Constant
 from .estimator_checks import (check_numeric_columns as _check_numeric_columns, check_target_scale as _check_target_scale,
-                               seed_from as _seed)
+                               fixed_noise_values, noise_floor_value, seed_from as _seed)
 from .estimator_methods import (LIKELIHOODS, build_model, check_likelihood, fit_arguments, fitted_kernel,
                                 method_settings, total_objective)
 from . import sklearn_multioutput as multi, estimator_categorical as categorical_columns
@@ -234,29 +234,11 @@ class GPRegressor(RegressorMixin, BaseEstimator):
 
     def _noise_floor(self, y_scale: float):
         """The floor of the learned noise in the model's (standardized) units, or None (default)."""
-        floor = self.noise_floor
-        if floor is None:
-            return None
-        if (isinstance(floor, (bool, np.bool_)) or not isinstance(floor, numbers.Real)
-                or not 0 <= floor < math.inf):
-            raise ValueError(f"noise_floor: expected None or a finite number >= 0, got {floor!r}")
-        if self.noise is not None:
-            raise ValueError("noise_floor: applies to a learned noise; with a fixed noise "
-                             f"(noise={self.noise!r:.40}) leave noise_floor=None")
-        return float(floor) / y_scale**2
+        return noise_floor_value(self.noise_floor, self.noise, y_scale)
 
     def _fixed_noise(self, n: int):
         """The fixed noise variances (n,) in data units, or None to learn the noise."""
-        if self.noise is None:
-            return None
-        if isinstance(self.noise, (str, bytes, bool)):
-            raise TypeError(f"noise: expected None, a number or an array of variances, got {self.noise!r}")
-        noise = np.asarray(self.noise, dtype=np.float64)
-        if noise.ndim > 1 or (noise.ndim == 1 and noise.shape[0] != n):
-            raise ValueError(f"noise: expected a number or an array of shape ({n},), got shape {noise.shape}")
-        if not np.all(np.isfinite(noise)) or np.any(noise <= 0):
-            raise ValueError("noise: expected finite variances > 0")
-        return np.broadcast_to(noise, (n,))
+        return fixed_noise_values(self.noise, n)
 
     # ----- fit ---------------------------------------------------------------------------------
     def fit(self, X, y):
