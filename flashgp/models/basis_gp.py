@@ -114,9 +114,14 @@ class BasisGP(RegressionModel):
             recomputed in the backward pass.
 
     ``mll()`` is the exact log marginal likelihood of this (approximate) model per point;
-    ``loss() = -mll()``; deterministic (no probes), so L-BFGS may polish a fit. Predictions are
-    the exact posterior of the model; test points outside a HilbertSpace box warn.
-    ``diagnostics`` after ``mll()``: path "basis", features (P), blocks, seconds.
+    ``loss() = -mll()``; deterministic (no probes), so L-BFGS may polish a fit. With a
+    ``Gaussian`` likelihood, a constant or zero mean and features that factor as B(x) D
+    (``Kernel.factored_features``: HilbertSpace, Categorical, Linear and their sums, products
+    and scalings), the data enter through statistics computed once (B^T B, B^T y, ...; O(n R^2))
+    and each evaluation costs O(R^2 P + P^3) whatever n; otherwise each one passes over the data
+    in row blocks (``woodbury_terms``). Predictions are the exact posterior of the model; test
+    points outside a HilbertSpace box warn. ``diagnostics`` after ``mll()``: path "basis",
+    features (P), basis_terms ("statistics" or "blocks"), blocks (0 from statistics), seconds.
     """
 
     config_keys = frozenset({"kernel", "likelihood", "mean", "memory_budget"})
