@@ -105,7 +105,7 @@ class Categorical(Kernel):
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """f(a) = D[a] (the row of ``level_factor()`` of each point's level): f(a) . f(b) = B[a, b]."""
         onehot, factor = self.factored_map(x)
-        return onehot @ factor
+        return onehot @ factor.to(onehot.dtype)
 
     def levels(self, x: torch.Tensor) -> torch.Tensor:
         """The level codes of x ``(*b, n, 1)`` as ``(*b, n)`` int64, checked."""
