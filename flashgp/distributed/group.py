@@ -83,6 +83,16 @@ class Shards:
         """The sum of ``tensor`` over the processes (a new tensor; not differentiable)."""
         return self.row_sum(tensor)
 
+    def stack(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every process's ``tensor`` (the same shape on all), stacked in rank order:
+        ``(world_size, *tensor.shape)`` (one all-gather; the sharded pivoted Cholesky's
+        candidates). Not differentiable."""
+        mine = tensor.detach().contiguous()
+        every = [torch.empty_like(mine) for _ in range(self.world_size)]
+        with _collective(self, "gathering from every process"):
+            dist.all_gather(every, mine, group=self.group)
+        return torch.stack(every)
+
     def gather(self, local: torch.Tensor, dim: int = -2) -> torch.Tensor:
         """Every process's rows, along ``dim``, in rank order: ``local`` has this process's
         ``n_local`` rows there, the result all n (one all-gather of the padded blocks: gloo and

@@ -8,16 +8,17 @@ from ..objectives import gaussian_log_density
 from ..operators.added_diag import AddedDiag
 from .group import Shards
 from .operator import ShardedKernelOperator
+from .precond import check_config, sharded_preconditioner
 
 
 def sharded_mll(kernel, mean, likelihood, x_local: torch.Tensor, y_local: torch.Tensor, group=None,
                 probes: int = 10, tol: float = 1.0, max_iters: int = 1000, lanczos_iters: int = 20,
                 generator: torch.Generator | None = None, backend: str = "auto",
-                memory_budget: int | None = None, reorthogonalize: bool = False):
+                memory_budget: int | None = None, reorthogonalize: bool = False, precond=None):
     """log p(y | x) / n of an exact GP whose n training rows are split across the processes of
-    ``group``, by BBMM (mBCG + SLQ, no preconditioner), with the value and, after
-    ``.backward()``, the parameter gradients the same on every process and equal, to round-off,
-    to those of ``exact_mll`` on one process with ``fg.CG(precond=None)`` and the same probes.
+    ``group``, by BBMM (mBCG + SLQ), with the value and, after ``.backward()``, the parameter
+    gradients the same on every process and equal, to round-off, to those of ``exact_mll`` on one
+    process with ``fg.CG(precond=precond)`` (a fresh preconditioner state) and the same probes.
 
     A collective: every process of ``group`` calls it together, each with its contiguous block
     of the rows in rank order (rank 0 the first rows; uneven blocks are fine, each at least one
@@ -36,21 +37,28 @@ def sharded_mll(kernel, mean, likelihood, x_local: torch.Tensor, y_local: torch.
             process's rows of the ``(n, probes)`` block one process would draw from it); None
             uses torch's global generator, which must then be seeded alike everywhere.
         backend, memory_budget: the local product's ``KernelOperator`` settings.
+        precond: None (CG without a preconditioner) or ``fg.PivotedCholesky(rank=k)`` (without
+            blocks), configured as for ``fg.CG(precond=...)``: P = L L^T + diag(noise) with L the
+            greedy pivoted Cholesky factor of K, pivots chosen over all n rows (the pivots and
+            L those one process computes; ``ShardedLowRankPlusDiag``). Built afresh, without
+            gradient, on every call (no state: ``refresh_every``, ``max_rank`` and ``eval_rank``
+            do not apply). Other preconditioners raise NotImplementedError.
 
     Returns:
         (value, info): value a 0-dimensional tensor (batched kernels are untested),
         differentiable in the kernel's, mean's and likelihood's parameters; info the solve's
         record (iterations, residual, converged, ..., as ``inv_quad_logdet`` gives it) with
-        n, n_local, rank and world_size.
+        n, n_local, rank and world_size, and with a preconditioner precond_rank and pivots
+        (``(k,)`` long, global row indices).
 
-    Not built yet (later milestones of issue 35): a sharded preconditioner (so no
-    ``precond``: CG without one needs more iterations on ill-conditioned problems), the model
+    Not built yet (later milestones of issue 35): other sharded preconditioners, the model
     and fit integration (``fg.ExactGP`` under a process group, ``fg.fit``), predictions,
     checkpoints, and gradients with respect to the inputs (deep kernels, learned inputs).
     """
     if x_local.dim() < 2 or y_local.shape[-1] != x_local.shape[-2]:
         raise ValueError(f"x_local, y_local: expected (n_local, d) and (n_local,), got shapes "
                          f"{tuple(x_local.shape)} and {tuple(y_local.shape)}")
+    check_config(precond)  # before the first collective
     shards = Shards(x_local.shape[-2], group, device=x_local.device)
     x_all = shards.gather(x_local, dim=-2)
     kernel_op = ShardedKernelOperator(kernel, x_local, shards, x_all, backend=backend, memory_budget=memory_budget)
@@ -61,7 +69,8 @@ def sharded_mll(kernel, mean, likelihood, x_local: torch.Tensor, y_local: torch.
     op = AddedDiag(kernel_op, noise_local)
     resid = (y_local - mean_local).expand(*op.batch_shape, shards.n_local)
     info = {}
-    inv_quad, logdet = inv_quad_logdet(op, resid, None, probes=probes, tol=tol, max_iters=max_iters,
+    built = sharded_preconditioner(precond, kernel_op, noise_local, info)
+    inv_quad, logdet = inv_quad_logdet(op, resid, built, probes=probes, tol=tol, max_iters=max_iters,
                                        lanczos_iters=lanczos_iters, generator=generator, info=info,
                                        reorthogonalize=reorthogonalize, row_sum=shards.row_sum,
                                        rows=shards.rows)

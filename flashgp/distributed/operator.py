@@ -54,6 +54,7 @@ class ShardedKernelOperator(Operator):
         self.shape = torch.Size((*batch, shards.n_local, shards.n_local))
         self.dtype, self.device = self.local.dtype, self.local.device
         self.backend, self.precision = self.local.backend, self.local.precision
+        self._row_op = None  # K(x_all, x_local) for rows(), built on first use
 
     def _matmul(self, rhs: torch.Tensor) -> torch.Tensor:
         """rhs ``(*b, n_local, t)`` -> ``(*batch, n_local, t)``: one all-gather of the block, then
@@ -66,8 +67,15 @@ class ShardedKernelOperator(Operator):
             return self.kernel.diag(self.x_local).expand(self.shape[:-1])
 
     def rows(self, index: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError("ShardedKernelOperator.rows: not needed without a preconditioner "
-                                  "(the sharded preconditioner is a later milestone)")
+        """Rows ``index`` of K, GLOBAL row indices ``(m,)`` or ``(*batch, m)`` long, at this
+        process's columns: K(x_all[index], x_local), ``(*batch, m, n_local)``, without gradient
+        (K is symmetric, so these are this process's rows of K's columns ``index``: what the
+        sharded pivoted Cholesky needs of a pivot). No collective."""
+        if self._row_op is None:
+            with torch.no_grad():  # the blocked backend: nothing stored, rows evaluated on request
+                self._row_op = KernelOperator(self.kernel, self.x_all.detach(), self.x_local.detach(),
+                                              backend="blocked")
+        return self._row_op.rows(index)
 
     def to_dense(self) -> torch.Tensor:
         raise NotImplementedError("ShardedKernelOperator.to_dense: the operator is spread over processes; "

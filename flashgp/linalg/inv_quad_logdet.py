@@ -22,16 +22,32 @@ def probe_vectors(precond, shape: torch.Size, num: int, dtype, device, generator
 
     rows: ``(start, stop, n_all)`` when ``shape`` holds rows start:stop of n_all (a shard of the
     rows, ``flashgp.distributed``): the full ``(*batch, n_all, num)`` probes are drawn and these
-    rows returned, so every process uses the rows one process drawing them all would use."""
+    rows returned, so every process uses the rows one process drawing them all would use. A
+    preconditioner must then be a sharded one on these rows (``check_sharded_precond``), whose
+    ``sample`` gives these rows of the N(0, P) draws one process makes."""
     if rows is not None:
         if precond is not None:
-            raise NotImplementedError("probe_vectors: sharded rows with a preconditioner")
+            check_sharded_precond(precond, rows)
+            return precond.sample(num, generator=generator).to(dtype)
         start, stop, n_all = rows
         full = torch.randn(*shape[:-1], n_all, num, dtype=dtype, device=device, generator=generator)
         return full[..., start:stop, :]
     if precond is not None:
         return precond.sample(num, generator=generator).to(dtype)
     return torch.randn(*shape, num, dtype=dtype, device=device, generator=generator)
+
+
+def check_sharded_precond(precond, rows: tuple[int, int, int]) -> None:
+    """A preconditioner for rows split across processes must hold those rows: its
+    ``sharded_rows`` equal to ``rows`` (``flashgp.distributed``'s sharded pivoted Cholesky, whose
+    solve, log det and samples sum over every process's rows); any other raises."""
+    held = getattr(precond, "sharded_rows", None)
+    if held is None or tuple(held) != tuple(rows) or getattr(precond, "split", False):
+        raise NotImplementedError(
+            f"inv_quad_logdet: rows split across processes ({tuple(rows)}) take only a preconditioner "
+            f"sharded on the same rows (flashgp.distributed.sharded_mll(precond=fg.PivotedCholesky(rank=k)), "
+            f"which builds a ShardedLowRankPlusDiag), got {type(precond).__name__}"
+            + ("" if held is None else f" on rows {tuple(held)}"))
 
 
 def _split_mbcg(op, precond, rhs: torch.Tensor, settings: dict):
@@ -129,7 +145,10 @@ def inv_quad_logdet(op, rhs: torch.Tensor, precond=None, probes: int = 10, tol: 
             ``rows = (start, stop, n_all)``, ``row_sum`` reduces partial sums over rows to sums over
             all of them (see ``mbcg``), the probes are this process's rows of the probes one
             process would draw, and ``op.bilinear_grad`` must return the gradients summed over
-            all processes. No preconditioner yet. None (default): one process holds every row.
+            all processes. A preconditioner must be sharded on the same rows
+            (``check_sharded_precond``: ``flashgp.distributed``'s pivoted Cholesky, whose solve and
+            log det sum over all rows and whose samples are this process's rows of the draws one
+            process makes). None (default): one process holds every row.
             The backward pass needs nothing more: the SLQ weights and inv_quad are reduced here,
             and the bilinear terms are the operator's to reduce.
 
@@ -140,7 +159,7 @@ def inv_quad_logdet(op, rhs: torch.Tensor, precond=None, probes: int = 10, tol: 
     if (row_sum is None) != (rows is None):
         raise ValueError("inv_quad_logdet: row_sum and rows go together (both None on one process)")
     if rows is not None and precond is not None:
-        raise NotImplementedError("inv_quad_logdet: no preconditioner for rows split across processes yet")
+        check_sharded_precond(precond, rows)
     settings = dict(probes=probes, tol=tol, max_iters=max_iters, lanczos_iters=lanczos_iters,
                     generator=generator, reorthogonalize=reorthogonalize, row_sum=row_sum, rows=rows)
     inv_quad, logdet = _InvQuadLogdet.apply(op, precond, settings, info, rhs, *op.grad_inputs())

@@ -63,9 +63,14 @@ class Preconditioner(ABC):
         rank: columns of a low-rank part (0: none). block_size: points per diagonal block.
         build_info: what the build reports (block repairs, neighbours), or None.
         kind: the configuration that built it (``info().kind``); builders set it.
+        sharded_rows: ``(start, stop, n)`` when P's rows are split across processes and this
+            object holds rows start:stop of n (``flashgp.distributed``: its solve, log det and
+            samples then sum over every process's rows); None (default): it holds all rows.
+            ``linalg.inv_quad_logdet`` with sharded rows takes only such a preconditioner.
     """
 
     split: bool = False
+    sharded_rows: tuple[int, int, int] | None = None
     spectrum_floor: float | None = None
     rank: int = 0
     block_size: int = 0

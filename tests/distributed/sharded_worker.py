@@ -78,3 +78,46 @@ def worker(rank: int, world: int, init_file: str, counts: list, out_dir: str, mo
     finally:
         if mode not in ("leave", "stall"):
             dist.destroy_process_group()
+
+
+def precond_worker(rank: int, world: int, init_file: str, counts: list, out_dir: str, ranks: list,
+                   settings: dict) -> None:
+    """Spawned once per rank: for each preconditioner rank k in ``ranks``, the sharded pivoted
+    Cholesky of this process's rows (pivots, factor rows, log det, solves of its rows of a seeded
+    right-hand side block) and the sharded mll with fg.PivotedCholesky(rank=k) and its gradients;
+    and the mll without a preconditioner (its iterations). Saved for the parent."""
+    from flashgp.distributed import Shards, ShardedKernelOperator, sharded_preconditioner
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=TIMEOUT_S))
+    try:
+        n = sum(counts)
+        x, y = data(n)
+        start = sum(counts[:rank])
+        stop = start + counts[rank]
+        rhs = torch.randn(n, 3, generator=torch.Generator().manual_seed(11), dtype=F64)
+        out = {}
+        for k in ranks:
+            kernel, mean, likelihood = parts()
+            shards = Shards(counts[rank])
+            op = ShardedKernelOperator(kernel, x[start:stop], shards, x)
+            info = {}
+            precond = sharded_preconditioner(fg.PivotedCholesky(rank=k), op,
+                                             likelihood.noise_diag(n)[start:stop], info)
+            samples = precond.sample(4, generator=torch.Generator().manual_seed(5))
+            built = {"pivots": info["pivots"], "factor": precond.factor, "logdet": precond.logdet(),
+                     "solve": precond.solve(rhs[start:stop]), "samples": samples}
+            generator = torch.Generator().manual_seed(PROBE_SEED)
+            value, mll_info = sharded_mll(kernel, mean, likelihood, x[start:stop], y[start:stop],
+                                          generator=generator, precond=fg.PivotedCholesky(rank=k), **settings)
+            value.backward()
+            out[k] = {"built": built, "value": value.detach(), "info": mll_info,
+                      "grads": gradients(kernel, mean, likelihood)}
+        kernel, mean, likelihood = parts()
+        _, plain = sharded_mll(kernel, mean, likelihood, x[start:stop], y[start:stop],
+                               generator=torch.Generator().manual_seed(PROBE_SEED), **settings)
+        out["plain_iterations"] = plain["iterations"]
+        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()

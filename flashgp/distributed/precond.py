@@ -1,0 +1,217 @@
+# The pivoted-Cholesky preconditioner with the training rows split across processes: the greedy
+# pivots chosen over all n rows (one all-gather of each process's best candidate per step), each
+# process holding its rows of the factor, and P = L L^T + diag(noise) solved by Woodbury with the
+# sums over rows all-reduced. Equal, to round-off, to what one process builds on all rows.
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..preconditioners.base import Preconditioner, tagged
+from ..preconditioners.pivot_config import PivotedCholesky
+from ..preconditioners.pivoted_cholesky import LIVE_CHECK_EVERY, _check_rank, _with_pivots
+from .group import Shards
+from .operator import ShardedKernelOperator
+
+# ShardedLowRankPlusDiag keeps D^-1 L and D^-1 L C^-1 of its rows in float64 while they take at
+# most this many bytes (as LowRankPlusDiag does); above, every solve recomputes them
+SOLVE_CACHE_BYTES = 1 << 29
+
+
+def _global_candidate(shards: Shards, factor: Tensor, err: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The row with the largest remaining diagonal error over every process, and its factor row:
+    (value ``(*batch,)``, global index ``(*batch,)`` long, factor row ``(*batch, width)``).
+
+    Each process offers its local argmax (torch.argmax: the first of equal maxima, and NaN counts
+    as the largest) with its global index and its row of the factor, packed into one float64
+    vector; one all-gather; the winner is the argmax over the processes in rank order, so of equal
+    maxima the lowest global index wins, and a NaN the first NaN: exactly ``err.argmax(-1)`` over
+    all n rows on one process. Float64 holds the index exactly below 2^53 and a float32 value
+    exactly."""
+    local = err.argmax(-1)  # (*batch,)
+    value = err.gather(-1, local.unsqueeze(-1))  # (*batch, 1)
+    index = local.unsqueeze(-1) + shards.start
+    row = factor.gather(-2, local[..., None, None].expand(*local.shape, 1, factor.shape[-1])).squeeze(-2)
+    packet = torch.cat([value.double(), index.double(), row.double()], -1)  # (*batch, 2 + width)
+    every = shards.stack(packet)  # (world, *batch, 2 + width)
+    winner = every[..., 0].argmax(0)  # (*batch,)
+    best = every.gather(0, winner[None, ..., None].expand(1, *every.shape[1:])).squeeze(0)
+    return best[..., 0].to(err.dtype), best[..., 1].long(), best[..., 2:].to(factor.dtype)
+
+
+@torch.no_grad()
+def sharded_pivoted_cholesky(op: ShardedKernelOperator, rank: int, tol: float = 1e-8,
+                             info: dict | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The greedy partial pivoted Cholesky of K with its rows split across processes:
+    (this process's rows of the factor ``(*batch, n_local, k)``, the pivots ``(*batch, k)`` long,
+    global row indices, the same on every process, counts ``(*batch,)`` long).
+
+    The same steps as ``preconditioners.pivoted_cholesky_with_pivots`` on all n rows (pivot =
+    the largest remaining diagonal over all rows, the same early stop at ``tol`` times the trace,
+    the same zero columns for a batch element that stopped early), so the pivots are those one
+    process picks and the factor rows equal its rows to round-off. Per step: one all-gather of a
+    (2 + rank)-float candidate per process (the winner's factor row travels with it) and one kernel
+    row K(x_pivot, x_local) evaluated locally (every process holds x_all). Before the steps one
+    all-reduce of the trace; ``info`` (optional) receives remaining_error (one more all-gather)
+    and stop_threshold. A collective: every process calls it together.
+    """
+    _check_rank(rank)
+    if not isinstance(op, ShardedKernelOperator):
+        raise TypeError(f"op: expected a ShardedKernelOperator, got {type(op).__name__}")
+    shards, batch = op.shards, op.batch_shape
+    n_local = shards.n_local
+    err = op.diagonal().clone().expand(*batch, n_local).clone()
+    trace = shards.row_sum(err.sum(-1))
+    factor = torch.zeros(*batch, n_local, min(rank, shards.n), dtype=op.dtype, device=op.device)
+    live = torch.ones(batch, dtype=torch.bool, device=op.device)
+    columns_used = torch.zeros((), dtype=torch.long, device=op.device)
+    pivots, lives = [], []
+    for m in range(factor.shape[-1]):
+        pivot_err, pivot, pivot_row = _global_candidate(shards, factor, err)
+        live = live & (pivot_err > tol * trace)  # the global max is the candidate's value
+        if m % LIVE_CHECK_EVERY == 0 and not bool(live.any()):  # the same on every process
+            break
+        columns_used += live.any()
+        live = live & (pivot_err > 0)
+        row = op.rows(pivot.unsqueeze(-1)).squeeze(-2)  # K(x_pivot, x_local) (*batch, n_local)
+        done_part = (factor[..., :m] @ pivot_row[..., :m].unsqueeze(-1)).squeeze(-1)
+        column = (row - done_part) / pivot_err.clamp_min(torch.finfo(err.dtype).tiny).sqrt().unsqueeze(-1)
+        column = torch.where(live.unsqueeze(-1), column, torch.zeros_like(column))
+        factor[..., m] = column
+        err.sub_(column.square()).clamp_(min=0)
+        # the pivot's owner zeroes its error (a dead element keeps the value it had)
+        mine = (pivot >= shards.start) & (pivot < shards.stop)
+        local = (pivot - shards.start).clamp(0, n_local - 1).unsqueeze(-1)
+        kept = torch.where(live, torch.zeros_like(pivot_err), pivot_err)
+        err.scatter_(-1, local, torch.where(mine, kept, err.gather(-1, local).squeeze(-1)).unsqueeze(-1))
+        pivots.append(pivot)
+        lives.append(live)
+    if info is not None:
+        remaining = shards.stack(err.amax(-1)).amax(0)
+        info.update(remaining_error=float(remaining.amax()), stop_threshold=float((tol * trace).amax()))
+    k = int(columns_used) if not bool(live.any()) else factor.shape[-1]
+    return _with_pivots(factor, pivots, lives, k)
+
+
+class ShardedLowRankPlusDiag(Preconditioner):
+    """P = L L^T + diag(d) with its n rows split across processes: this process holds its rows of
+    L, ``(*batch, n_local, k)``, and of d, ``(*batch, n_local)`` (positive). The
+    ``Preconditioner`` protocol on sharded rows (``linalg.inv_quad_logdet`` with ``row_sum``):
+
+    - ``solve(rhs_local)``: its rows of P^{-1} rhs by Woodbury, D^-1 rhs - D^-1 L C^-1 (L^T D^-1 rhs)
+      with C = I + L^T D^-1 L; C (k x k, once) and L^T D^-1 rhs (k x t, per solve) are sums over
+      rows: one all-reduce each. Float64 as ``LowRankPlusDiag``.
+    - ``logdet()``: log det C + the all-reduced sum of log d; the same on every process.
+    - ``sample(num, generator)``: its rows of L e1 + sqrt(d) e2 with e1 ``(k, num)`` and e2
+      ``(n, num)`` drawn in full, in ``LowRankPlusDiag.sample``'s order, from the generator seeded
+      alike on every process: the rows of the draws one process makes.
+
+    shape is ``(*batch, n_local, n_local)`` (its rows in, its rows out, as the sharded operator);
+    ``sharded_rows`` is ``shards.rows``. ``spectrum_floor`` 1 for a pivoted Cholesky factor.
+    Every method but ``info`` is a collective.
+    """
+
+    kind = "low_rank"
+
+    def __init__(self, factor: Tensor, diag: Tensor, shards: Shards, spectrum_floor: float | None = None):
+        if factor.dim() < 2 or factor.shape[-2] != shards.n_local or diag.shape[-1] != shards.n_local:
+            raise ValueError(f"factor, diag: expected (*batch, {shards.n_local}, k) and (*batch, {shards.n_local}), "
+                             f"got {tuple(factor.shape)} and {tuple(diag.shape)}")
+        if not bool((diag > 0).all()):
+            raise ValueError(f"diag: expected positive entries, min is {float(diag.min()):.3g}")
+        batch = torch.broadcast_shapes(factor.shape[:-2], diag.shape[:-1])
+        self.factor = factor.expand(*batch, *factor.shape[-2:])
+        self.diag = diag.expand(*batch, diag.shape[-1])
+        self.shards, self.sharded_rows = shards, shards.rows
+        self.shape = torch.Size((*batch, shards.n_local, shards.n_local))
+        self.dtype, self.device = factor.dtype, factor.device
+        self.spectrum_floor = spectrum_floor
+        self._chol: Tensor | None = None
+        self._woodbury: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def rank(self) -> int:
+        return self.factor.shape[-1]
+
+    def _capacitance_cholesky(self) -> Tensor:
+        """Cholesky factor of C = I + L^T D^-1 L over all rows (float64; one all-reduce of k x k)."""
+        if self._chol is None:
+            scaled = self.factor.double() / self.diag.double().sqrt().unsqueeze(-1)
+            gram = self.shards.row_sum(scaled.transpose(-1, -2) @ scaled)
+            eye = torch.eye(self.rank, dtype=torch.float64, device=self.device)
+            self._chol = torch.linalg.cholesky(eye + gram)
+        return self._chol
+
+    def _parts(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(D^-1 ``(*batch, n_local, 1)``, D^-1 L, D^-1 L C^-1), float64."""
+        inv_diag = self.diag.double().reciprocal().unsqueeze(-1)
+        if self._woodbury is not None:
+            return (inv_diag, *self._woodbury)
+        left = self.factor.double() * inv_diag
+        parts = (left, left @ torch.cholesky_inverse(self._capacitance_cholesky()))
+        if 16 * self.factor.numel() <= SOLVE_CACHE_BYTES:
+            self._woodbury = parts
+        return (inv_diag, *parts)
+
+    def solve(self, rhs: Tensor) -> Tensor:
+        """This process's rows of P^{-1} rhs, rhs ``(*batch, n_local, t)`` its rows (one all-reduce)."""
+        if not isinstance(rhs, Tensor) or rhs.dim() < 2 or rhs.shape[-2] != self.shards.n_local:
+            shape = tuple(rhs.shape) if isinstance(rhs, Tensor) else type(rhs).__name__
+            raise ValueError(f"rhs: expected shape (*batch, {self.shards.n_local}, t), got {shape}")
+        inv_diag, left, right = self._parts()
+        rhs64 = rhs.double()
+        projected = self.shards.row_sum(left.transpose(-1, -2) @ rhs64)  # L^T D^-1 rhs over all rows
+        return (inv_diag * rhs64 - right @ projected).to(rhs.dtype)
+
+    def logdet(self) -> Tensor:
+        """log det P over all n rows, ``(*batch,)``, the same on every process."""
+        chol_diag = self._capacitance_cholesky().diagonal(dim1=-2, dim2=-1)
+        log_diag = self.shards.row_sum(self.diag.double().log().sum(-1))
+        return (log_diag + 2.0 * chol_diag.log().sum(-1)).to(self.dtype)
+
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """This process's rows of ``num_samples`` draws from N(0, P), ``(*batch, n_local, num_samples)``:
+        the rows of the draws ``LowRankPlusDiag.sample`` makes on one process from the same generator
+        state (e1 for all k columns, then e2 for all n rows, sliced)."""
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples: expected a positive integer, got {num_samples!r}")
+        opts = dict(dtype=self.dtype, device=self.device, generator=generator)
+        e1 = torch.randn(*self.batch_shape, self.rank, num_samples, **opts)
+        e2 = torch.randn(*self.batch_shape, self.shards.n, num_samples, **opts)
+        e2 = e2[..., self.shards.start:self.shards.stop, :]
+        return self.factor @ e1 + self.diag.sqrt().unsqueeze(-1) * e2
+
+
+SUPPORTED = "fg.PivotedCholesky(rank=k) without blocks (block_size=0), or None"
+
+
+def check_config(config) -> None:
+    """Raise NotImplementedError unless ``config`` is None or a preconditioner configuration the
+    sharded rows support (``SUPPORTED``)."""
+    if config is not None and (type(config) is not PivotedCholesky or config.block_size):
+        raise NotImplementedError(f"precond: with rows split across processes only {SUPPORTED} is "
+                                  f"supported yet, got {config!r}")
+
+
+def sharded_preconditioner(config, op: ShardedKernelOperator, noise_local: Tensor,
+                           info: dict | None = None) -> ShardedLowRankPlusDiag | None:
+    """The preconditioner of K_hat = K + diag(noise) for ``config`` on sharded rows, without
+    gradient, or None for None. Supported: ``fg.PivotedCholesky`` with ``block_size=0`` (fresh
+    greedy pivots on every call: no state is kept, so ``refresh_every``, ``max_rank`` and
+    ``eval_rank`` do not apply; ``exact_mll`` with a fresh state builds the same). ``info``
+    receives the pivots and the rank."""
+    check_config(config)
+    if config is None:
+        return None
+    with torch.no_grad():
+        noise_local = noise_local.detach()
+        if config.rank == 0:
+            factor = torch.zeros(*op.batch_shape, op.shards.n_local, 0, dtype=op.dtype, device=op.device)
+            pivots = torch.zeros(*op.batch_shape, 0, dtype=torch.long, device=op.device)
+        else:
+            factor, pivots, _ = sharded_pivoted_cholesky(op, config.rank)
+        precond = ShardedLowRankPlusDiag(factor, noise_local.expand(*factor.shape[:-1]), op.shards,
+                                         spectrum_floor=1.0)
+    if info is not None:
+        info.update(precond_rank=precond.rank, pivots=pivots)
+    return tagged(precond, config.kind)
