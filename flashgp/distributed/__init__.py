@@ -1,9 +1,10 @@
 """Exact GPs with the training rows split across processes (``torch.distributed``; issue 35).
 
-What exists (milestone 1): the BBMM log marginal likelihood of an exact GP and its gradients
-computed by G processes that each hold a contiguous block of the training rows
+What exists (milestones 1 and 2): the BBMM log marginal likelihood of an exact GP and its
+gradients computed by G processes that each hold a contiguous block of the training rows
 (``sharded_mll``), equal to round-off to what one process computes on all rows with
-``fg.CG(precond=None)`` and the same probes. The pieces:
+``fg.CG(precond=None)``, or with ``fg.CG(precond=fg.PivotedCholesky(rank=k))`` when
+``sharded_mll(..., precond=fg.PivotedCholesky(rank=k))``, and the same probes. The pieces:
 
 - ``Shards`` (``group.py``): rank, world size and each process's row range (the per-process row
   counts are gathered once); ``row_sum`` (a partial sum over this process's rows -> the sum over
@@ -12,11 +13,24 @@ computed by G processes that each hold a contiguous block of the training rows
   backward gathers the gradient rows).
 - ``ShardedKernelOperator`` (``operator.py``): this process's rows K(x_local, x_all) of K, a
   map from its rows of a vector block to its rows of the product through the ordinary
-  ``KernelOperator`` (so every local backend serves it), with gradients all-reduced.
+  ``KernelOperator`` (so every local backend serves it), with gradients all-reduced;
+  ``rows(index)`` gives rows of K at global indices, this process's columns of them.
+- ``sharded_pivoted_cholesky`` and ``ShardedLowRankPlusDiag`` (``precond.py``): the greedy
+  pivoted Cholesky with pivots chosen over all n rows (per step one all-gather of each
+  process's best candidate, its value, global index and factor row; the lowest global index wins
+  ties, as ``torch.argmax`` on one process), each process holding its rows of the factor; and
+  P = L L^T + diag(noise) on sharded rows: Woodbury solves whose sums over rows (the k x k
+  capacitance matrix once, L^T S^-1 r per solve) are all-reduced, the exact log det, and N(0, P)
+  samples that are this process's rows of the draws one process makes from the same generator.
+  The pivots are those of one process and the rest agrees to round-off (5e-14 relative in the
+  tests). Built without gradient, as on one process (its log det is a constant of the estimate).
+  ``sharded_preconditioner(config, op, noise_local)`` builds it for ``fg.PivotedCholesky``
+  without blocks; other configurations raise NotImplementedError naming what is supported.
 - ``linalg.mbcg`` and ``linalg.inv_quad_logdet`` take ``row_sum`` (and the latter ``rows``):
   the CG vectors stay sharded, and every sum over rows (inner products, norms, the
   re-orthogonalization coefficients, the inverse quadratic form) is a local sum plus an
-  all-reduce of a few floats, so the scalar recurrences are identical on every process.
+  all-reduce of a few floats, so the scalar recurrences are identical on every process. A
+  preconditioner there must be sharded on the same rows (``Preconditioner.sharded_rows``).
 
 Only ``torch.distributed`` collectives move data (all_gather, all_reduce); no transport of our
 own. Gradients: the kernel's through the operator's all-reduced bilinear gradient; the
@@ -46,13 +60,19 @@ Changes from the design in the brief, and why:
   ``Shards.local_rows(noise over all n rows)`` makes the backward pass gather the rows, which
   fixes it without a sharded AddedDiag; the mean gets the same treatment.
 - The operator's shape is ``(n_local, n_local)`` (its local rows in, its local rows out), so
-  that AddedDiag and the solvers' size checks see the local rows; ``to_dense`` and ``rows``
-  raise (``local_rows()`` gives K(x_local, x_all)).
+  that AddedDiag and the solvers' size checks see the local rows; ``to_dense`` raises
+  (``local_rows()`` gives K(x_local, x_all)) and ``rows`` takes global row indices.
+- The preconditioner takes the configuration ``fg.CG(precond=...)`` takes
+  (``sharded_mll(precond=fg.PivotedCholesky(rank=k))``) rather than a ``precond_rank``, so that
+  later sharded kinds need no new argument. It keeps no state between calls: every call picks
+  fresh pivots (``refresh_every``, ``max_rank``, ``eval_rank`` do not apply yet). The winner's
+  factor row travels in the candidates' all-gather (k + 2 floats per process) instead of a
+  second collective from its owner.
 - ``inv_quad_logdet`` takes ``rows=(start, stop, n)`` beside ``row_sum``: the probes are drawn
   for all n rows and sliced, and the SLQ settling warning uses the global n.
 
-Not built yet (later milestones): a sharded preconditioner, ``fg.ExactGP`` / ``fg.fit`` under a
-process group, predictions, checkpoints, gradients with respect to the inputs, and the NCCL
+Not built yet (later milestones): other sharded preconditioners (Vecchia, blocks, RPCholesky)
+and pivots kept across calls, ``fg.ExactGP`` / ``fg.fit`` under a process group, predictions, checkpoints, gradients with respect to the inputs, and the NCCL
 measurements. See docs/guide/distributed.md.
 """
 from .group import ShardError, Shards
