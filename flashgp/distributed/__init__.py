@@ -77,8 +77,9 @@ measurements. See docs/guide/distributed.md.
 """
 from .group import ShardError, Shards
 from .mll import sharded_mll
+from .model import ShardedExactGP
 from .operator import ShardedKernelOperator
 from .precond import ShardedLowRankPlusDiag, sharded_pivoted_cholesky, sharded_preconditioner
 
-__all__ = ["Shards", "ShardError", "ShardedKernelOperator", "ShardedLowRankPlusDiag", "sharded_mll",
+__all__ = ["Shards", "ShardError", "ShardedExactGP", "ShardedKernelOperator", "ShardedLowRankPlusDiag", "sharded_mll",
            "sharded_pivoted_cholesky", "sharded_preconditioner"]
