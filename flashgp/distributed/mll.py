@@ -51,9 +51,10 @@ def sharded_mll(kernel, mean, likelihood, x_local: torch.Tensor, y_local: torch.
         n, n_local, rank and world_size, and with a preconditioner precond_rank and pivots
         (``(k,)`` long, global row indices).
 
-    Not built yet (later milestones of issue 35): other sharded preconditioners, the model
-    and fit integration (``fg.ExactGP`` under a process group, ``fg.fit``), predictions,
-    checkpoints, and gradients with respect to the inputs (deep kernels, learned inputs).
+    ``ShardedExactGP.mll`` is this function with the model's solver settings (a model that
+    ``fg.fit`` trains). Not built yet (later milestones of issue 35): other sharded
+    preconditioners, checkpoints, and gradients with respect to the inputs (deep kernels,
+    learned inputs).
     """
     if x_local.dim() < 2 or y_local.shape[-1] != x_local.shape[-2]:
         raise ValueError(f"x_local, y_local: expected (n_local, d) and (n_local,), got shapes "
