@@ -110,10 +110,12 @@ class ShardedExactGP(ExactGP):
 
     @property
     def x_all(self) -> torch.Tensor:
+        """Every process's inputs ``(n, d)`` in rank order (gathered once, at construction)."""
         return self._x_all
 
     @property
     def y_all(self) -> torch.Tensor:
+        """Every process's targets ``(n,)`` in rank order."""
         return self._y_all
 
     def _take_data(self) -> None:

@@ -71,6 +71,7 @@ def worker(rank: int, world: int, init_file: str, counts: list, out_dir: str, mo
             post = model.posterior(test_points())
             out["mean"] = post.mean.detach().clone()
             out["variance"] = post.variance.detach().clone()
+            out["predictive"] = model.predict(test_points()).variance.detach().clone()
         torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()

@@ -62,6 +62,7 @@ def test_fit_and_posterior_match_single_process(tmp_path):
         assert relative(res["mean"], one["mean"]) < 1e-7, (r, res["mean"], one["mean"])
         assert relative(res["variance"], one["variance"]) < 1e-8, (r, res["variance"], one["variance"])
         assert bool((one["certified"] >= one["variance"] - 1e-12).all())  # the bounds hold above them
+        assert relative(res["predictive"], res["variance"] + res["fitted"]["noise"]) < 1e-14  # predict adds the noise
         # every rank bitwise the same
         assert torch.equal(res["loss"], results[0]["loss"]) and torch.equal(res["mean"], results[0]["mean"])
         assert all(torch.equal(res["fitted"][k], results[0]["fitted"][k]) for k in res["fitted"])
