@@ -46,7 +46,10 @@ def flashgp_version() -> str:
 
 def registered_name(model) -> str:
     """The registry name of ``model`` (a registered GPModel), else TypeError naming the
-    registered models and how to register one."""
+    registered models and how to register one (or the class's own ``not_savable`` reason)."""
+    reason = getattr(type(model), "not_savable", None)
+    if reason:
+        raise TypeError(f"model: {type(model).__name__} cannot be saved: {reason}")
     try:
         name = model_name(model)
     except TypeError:

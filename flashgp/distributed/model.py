@@ -84,6 +84,10 @@ class ShardedExactGP(ExactGP):
     require grad.
     """
 
+    #: why ``fg.save`` and checkpoints refuse this model (``io.registered_name`` reports it)
+    not_savable = ("a ShardedExactGP holds one process's rows of the training data, so a file of it "
+                   "would hold one shard; files and checkpoints of sharded models are not built yet")
+
     def __init__(self, x_local, y_local, kernel, likelihood=None, mean=None, solver=None, group=None):
         solver = check_solver(CG() if solver is None else solver)  # before the first collective
         x_local, y_local = check_train_data(x_local, y_local)
