@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import NotPSDError
 from ..preconditioners.base import Preconditioner
 from ..shapes import broadcast_shapes
 from .base import Operator
@@ -132,7 +133,14 @@ class LowRankPlusDiag(Operator, Preconditioner):
             for rows in self._row_chunks():  # float64 temporaries of one chunk
                 scaled = self.factor[..., rows, :].double() / self.diag[..., rows].double().sqrt().unsqueeze(-1)
                 gram += scaled.transpose(-1, -2) @ scaled
-            self._chol = torch.linalg.cholesky(gram)
+            chol, info = torch.linalg.cholesky_ex(gram)
+            if bool((info != 0).any()):  # C >= I in exact arithmetic: only non-finite or overflowing entries fail
+                finite = bool(torch.isfinite(gram).all())
+                raise NotPSDError(f"preconditioner: I + L^T D^-1 L could not be factored (its entries are "
+                                  f"{'finite, up to ' + format(float(gram.abs().max()), '.3g') if finite else 'not finite'}"
+                                  "): the noise is too small or the kernel's values too large for float64 at "
+                                  "these hyperparameters")
+            self._chol = chol
         return self._chol
 
     def _row_chunks(self) -> list[slice]:

@@ -432,3 +432,29 @@ def test_float32_rows_stay_accurate_with_outlying_points():
     with torch.no_grad():
         exact = kernel.double()(x[index].double(), x.double())
     assert float((rows.double() - exact).abs().max()) < 1e-4
+
+
+def test_low_rank_plus_diag_capacitance_failure_is_not_psd_error():
+    """I + L^T D^-1 L >= I cannot fail in exact arithmetic; with entries that overflow float64 (an
+    L-BFGS trial point at extreme hyperparameters) its factorization fails, and that must be a
+    NotPSDError (which fg.fit's line search backs off from), not a raw LinAlgError."""
+    from flashgp.errors import NotPSDError
+    from flashgp.operators import LowRankPlusDiag
+    factor = torch.tensor([[1e200, 0.0], [0.0, 1.0], [1.0, 1e200]], dtype=torch.float64)
+    op = LowRankPlusDiag(factor, torch.full((3,), 1e-200, dtype=torch.float64))
+    with pytest.raises(NotPSDError, match="preconditioner: I \\+ L\\^T D\\^-1 L could not be factored"):
+        op.solve(torch.ones(3, 1, dtype=torch.float64))
+
+
+def test_polish_on_the_cg_path_backs_off_from_unfactorable_preconditioners():
+    """With this data and random_state=13 the L-BFGS polish tries a point where the pivoted
+    Cholesky preconditioner's capacitance matrix cannot be factored (before the fix: a raw
+    LinAlgError out of fit); the line search must back off and the fit finish."""
+    import numpy as np
+    pytest.importorskip("sklearn")
+    from flashgp.sklearn import GPRegressor
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, size=(40, 2))
+    Y = np.sin(2 * X[:, 0]) + 0.5 * X[:, 1] + 0.1 * rng.normal(size=40)
+    est = GPRegressor(iters=5, solver="cg", polish="lbfgs", random_state=13).fit(X, Y)
+    assert np.all(np.isfinite(est.predict(X[:3])))
