@@ -1,10 +1,13 @@
 # Backend choice for kernel operators: dense while the matrix (and what it keeps alive) fits
-# the memory budget, beyond it fused Triton kernels on CUDA where they apply, else blocked.
+# the memory budget, beyond it fused kernels where they apply (Triton on CUDA, compiled C on the
+# CPU), else blocked.
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
-BACKENDS = ("auto", "dense", "blocked", "triton")
+BACKENDS = ("auto", "dense", "blocked", "triton", "cpu")
 
 # n1 x n2 buffers a dense kernel matrix keeps alive: with its autograd graph (any kernel) about 6;
 # a Scale(stationary) kernel keeps K and dk/dr2 (no graph) plus one block of temporaries. On
@@ -29,19 +32,26 @@ def default_memory_budget(device: torch.device | str | None = None) -> int:
 
 def choose_backend(backend: str, n1: int, n2: int, dtype: torch.dtype, batch: int = 1,
                    memory_budget: int | None = None, fused: bool = False,
-                   device: torch.device | str | None = None, buffers: int = DENSE_BUFFERS) -> str:
-    """Resolve ``backend`` ("auto", "dense", "blocked" or "triton") for an n1 x n2 kernel matrix.
+                   device: torch.device | str | None = None, buffers: int = DENSE_BUFFERS,
+                   native: Callable[[], bool] = lambda: False) -> str:
+    """Resolve ``backend`` ("auto", "dense", "blocked", "triton" or "cpu") for an n1 x n2 kernel
+    matrix.
 
     ``fused``: whether the fused Triton kernels can evaluate this kernel on ``device``
-    (``backends.fused.fused_ready``). "triton" resolves to "blocked" where they cannot. "auto"
-    takes "dense" while ``buffers`` matrices of the data's itemsize fit ``memory_budget``
+    (``backends.fused.fused_ready``); ``native()``: whether the fused CPU kernels can
+    (``backends.fused.cpu_ready``; asked only when the answer matters, since the first
+    call compiles them). "triton" and "cpu" resolve to "blocked" where their kernels cannot run.
+    "auto" takes "dense" while ``buffers`` matrices of the data's itemsize fit ``memory_budget``
     (default ``default_memory_budget(device)``); beyond it "triton" for float32 (or narrower)
-    data on CUDA when ``fused``, else "blocked" (float64 data stays on the exact path).
+    data on CUDA when ``fused``, "cpu" off CUDA when ``native()`` (float32 or float64: the CPU
+    kernels compute in the data's dtype), else "blocked".
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     if backend == "triton":
         return "triton" if fused else "blocked"
+    if backend == "cpu":
+        return "cpu" if native() else "blocked"
     if backend != "auto":
         return backend
     budget = default_memory_budget(device) if memory_budget is None else memory_budget
@@ -49,4 +59,6 @@ def choose_backend(backend: str, n1: int, n2: int, dtype: torch.dtype, batch: in
     if batch * n1 * n2 * itemsize * buffers <= budget:
         return "dense"
     on_cuda = device is not None and torch.device(device).type == "cuda"
-    return "triton" if fused and on_cuda and itemsize <= 4 else "blocked"
+    if on_cuda:
+        return "triton" if fused and itemsize <= 4 else "blocked"
+    return "cpu" if native() else "blocked"

@@ -66,7 +66,12 @@ def fused_supported(kernel) -> bool:
     return fused_parts(kernel) is not None
 
 
-def _kernels():
+def _kernels(backend: str = "triton"):
+    """The module of fused kernels: Triton's (``triton``) or the compiled CPU ones (``cpu``)."""
+    if backend == "cpu":
+        return importlib.import_module("flashgp.backends.cpu_fused")
+    if backend != "triton":
+        raise ValueError(f"backend: expected 'triton' or 'cpu', got {backend!r}")
     return importlib.import_module("flashgp.backends.triton_kernels")
 
 
@@ -108,6 +113,17 @@ def fused_ready(kernel, x1: torch.Tensor, x2: torch.Tensor | None = None) -> boo
     return dims <= MAX_D and fused_available(x1.device)
 
 
+def cpu_ready(kernel, x1: torch.Tensor, x2: torch.Tensor | None = None) -> bool:
+    """Whether the fused CPU kernels (``cpu_fused``) can evaluate ``kernel`` on x1 (and x2): a kernel
+    ``fused_parts`` accepts, float32 or float64 CPU inputs, and the compiled library loads (it is
+    compiled on the first call of a process that gets this far)."""
+    if fused_parts(kernel) is None or x1.device.type != "cpu" or x1.dtype not in (torch.float32, torch.float64):
+        return False
+    if x2 is not None and (x2.device.type != "cpu" or x2.dtype != x1.dtype):
+        return False
+    return _kernels("cpu").available()
+
+
 def _check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
@@ -133,8 +149,10 @@ def _centred(z1: torch.Tensor, z2: torch.Tensor):
 # ----- K @ V ------------------------------------------------------------------------------------
 def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.Tensor,
                  precision: str = DEFAULT_PRECISION, block_m: int | None = None,
-                 block_n: int | None = None) -> torch.Tensor:
-    """kernel(x1, x2) @ rhs by the fused Triton kernel, without forming the kernel matrix.
+                 block_n: int | None = None, backend: str = "triton") -> torch.Tensor:
+    """kernel(x1, x2) @ rhs by the fused Triton kernel (``backend="triton"``) or the fused CPU
+    kernels (``"cpu"``, ``cpu_fused``: computed in x's dtype, ``precision`` ignored), without
+    forming the kernel matrix.
 
     x1 ``(*b, n1, d)``, x2 ``(*b, n2, d)`` or None (x1), rhs ``(*b, n2, t)`` -> ``(*batch, n1, t)`` in rhs's
     dtype; ``kernel`` must satisfy ``fused_supported``. Not differentiable (no graph is built).
@@ -155,14 +173,14 @@ def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.T
         batch = broadcast_shapes(z1.shape[:-2], z2.shape[:-2], rhs.shape[:-2],
                                        () if o is None else o.shape)
         a, b = _centred(_flat(z1, batch), _flat(z2, batch))
-        if x2 is None and rhs.shape[-1] == 1:  # K(x1, x1) v: off-diagonal entries computed once
+        if backend == "triton" and x2 is None and rhs.shape[-1] == 1:  # off-diagonal entries once
             out = _symmetric().sym_kv_matmul(a, _flat(rhs, batch), parts.profile,
                                              _per_batch(alpha, batch), precision, block_m, block_n)
         else:
-            out = _kernels().kv_matmul(a, b, _flat(rhs, batch), parts.profile, _per_batch(alpha, batch),
-                                       precision, block_m, block_n)
+            out = _kernels(backend).kv_matmul(a, b, _flat(rhs, batch), parts.profile,
+                                              _per_batch(alpha, batch), precision, block_m, block_n)
         if o is not None:
-            out = out * _per_batch(o, batch).float()[:, None, None]
+            out = out * _per_batch(o, batch).to(out.dtype)[:, None, None]
     return out.to(rhs.dtype).reshape(*batch, *out.shape[-2:])
 
 
@@ -219,13 +237,13 @@ def fused_dense(kernel, x1: torch.Tensor, x2: torch.Tensor | None, derivative: b
 # ----- bilinear gradient ------------------------------------------------------------------------
 def _z_grad(z, h_sum, hz, scale):
     """2 o sum_b H_ab (z_a - z_b) = 2 o (z_a rowsum_h[a] - hz[a]), from d r2_ab / d z_a = 2 (z_a - z_b)."""
-    return 2 * scale * (z.float() * h_sum[..., None] - hz)
+    return 2 * scale * (z.to(hz.dtype) * h_sum[..., None] - hz)
 
 
 def fused_bilinear_grad(parts: FusedParts, x1: torch.Tensor, x2: torch.Tensor | None,
                         left: torch.Tensor, right: torch.Tensor, targets,
                         precision: str = DEFAULT_PRECISION, block_m: int | None = None,
-                        block_n: int | None = None) -> tuple:
+                        block_n: int | None = None, backend: str = "triton") -> tuple:
     """Gradients of sum_i left_i^T K right_i with respect to ``targets`` (kernel params, inputs).
 
     The fused counterpart of ``stationary.stationary_bilinear_grad``: x1 ``(*b, n1, d)``, x2
@@ -235,12 +253,13 @@ def fused_bilinear_grad(parts: FusedParts, x1: torch.Tensor, x2: torch.Tensor | 
     left^T, z1 <-> z2), skipped when z2 needs no gradient. For K(x1, x1) a single pass on
     [left, right], [right, left] gives W + W^T, hence both sides at once; when x1 needs no
     gradient either, the symmetric kernel gives the hyperparameters' alone, each pair of points
-    computed once (``_symmetric_param_grad``). Matern-1/2: dk/dr2 is
+    computed once (``_symmetric_param_grad``; Triton only). ``backend`` as in ``fused_matmul``
+    (the CPU kernels work in x's dtype). Matern-1/2: dk/dr2 is
     taken as 0 where r2 == 0 (it is unbounded there), so its x-gradients for near-duplicate
     points are approximate.
     """
     _check_precision(precision)
-    if x2 is None and not x1.requires_grad:
+    if backend == "triton" and x2 is None and not x1.requires_grad:
         return _symmetric_param_grad(parts, x1, left, right, targets, precision, block_m, block_n)
     with torch.enable_grad():
         z1 = parts.scaled_inputs(x1)
@@ -251,10 +270,11 @@ def fused_bilinear_grad(parts: FusedParts, x1: torch.Tensor, x2: torch.Tensor | 
     a, b = _centred(_flat(z1.detach(), batch), _flat(z2.detach(), batch))
     u, v = _flat(left, batch), _flat(right, batch)
     alpha_b = _per_batch(None if alpha is None else alpha.detach(), batch)
-    kernels = _kernels()
+    kernels = _kernels(backend)
     launch = dict(profile=parts.profile, alpha=alpha_b, precision=precision, block_m=block_m,
                   block_n=block_n)
-    scale = 1.0 if o is None else _per_batch(o.detach(), batch).float()[:, None, None]
+    work = torch.float32 if backend == "triton" else a.dtype  # the kernels' arithmetic
+    scale = 1.0 if o is None else _per_batch(o.detach(), batch).to(work)[:, None, None]
     with torch.no_grad():
         if x2 is None and z1.requires_grad:  # W + W^T = [u v] [v u]^T: both sides in one pass,
             uv, vu = torch.cat([u, v], -1), torch.cat([v, u], -1)  # so wk and wda count twice

@@ -6,8 +6,9 @@ import torch
 
 from ..backends import block_rows_for, blocked_bilinear_grad, blocked_matmul, choose_backend
 from ..backends.choice import DENSE_BUFFERS, DENSE_BUFFERS_STATIONARY
-from ..backends.fused import (DEFAULT_PRECISION, PRECISIONS, fused_bilinear_grad, fused_dense,
-                             fused_matmul, fused_parts, fused_ready, stored_matmul, stored_ready)
+from ..backends.fused import (DEFAULT_PRECISION, PRECISIONS, cpu_ready, fused_bilinear_grad,
+                             fused_dense, fused_matmul, fused_parts, fused_ready, stored_matmul,
+                             stored_ready)
 from ..backends.layout import padded_rows
 from ..backends.stationary import profile_block, stationary_bilinear_grad, stationary_parts
 from ..kernels.stationary import LOW_PRECISION_RESOLUTION, roundoff_resolution, scaled_sq_dist
@@ -40,10 +41,11 @@ class KernelOperator(Operator):
         x1: ``(*batch, n1, d)`` inputs; may require grad (learned inputs, deep kernels).
         x2: ``(*batch, n2, d)``, or None for the symmetric K(x1, x1).
         backend: "auto" (dense while it fits ``memory_budget`` bytes, else fused Triton kernels
-            for float32 data on CUDA where the kernel allows, else blocked), "dense", "blocked"
-            or "triton" (fused kernels for Scale(RBF | Matern | RQ) on CUDA, or on CPU under
-            TRITON_INTERPRET=1; other kernels or devices fall back to blocked). The resolved
-            choice is ``self.backend``.
+            for float32 data on CUDA, or the fused CPU kernels off CUDA, where the kernel allows,
+            else blocked), "dense", "blocked", "triton" (fused kernels for Scale(RBF | Matern |
+            RQ) on CUDA, or on CPU under TRITON_INTERPRET=1) or "cpu" (the compiled CPU kernels
+            of ``backends.cpu_fused`` for the same kernels, in x's dtype, float32 or float64);
+            other kernels or devices fall back to blocked. The resolved choice is ``self.backend``.
         block_rows: rows per block for the blocked backend (default from a tile budget).
         precision: arithmetic of the fused kernels, "fp16x3" (default), "tf32x3", "fp32",
             "tf32" or "bf16" (see ``flashgp.backends.triton_kernels.PRECISIONS``); they compute
@@ -73,12 +75,13 @@ class KernelOperator(Operator):
         fused = (backend == "triton" or (backend == "auto" and x1.is_cuda)) and ready
         buffers = DENSE_BUFFERS if self._parts is None else DENSE_BUFFERS_STATIONARY
         self.backend = choose_backend(backend, self.n_rows, self.n_cols, self.dtype, nbatch, memory_budget,
-                                      fused, x1.device, buffers)
+                                      fused, x1.device, buffers, native=lambda: cpu_ready(kernel, x1, x2))
         # float32 dense matrices take their gradients from the fused kernels where those run
         # (one pass that recomputes K instead of a dozen torch passes over the stored K and dK)
-        fused_grad = self.backend == "triton" or (
+        fused_grad = self.backend in ("triton", "cpu") or (
             self.backend == "dense" and self.dtype == torch.float32 and ready)
         self._fused_parts = fused_parts(kernel) if fused_grad else None
+        self._fused_backend = "cpu" if self.backend == "cpu" else "triton"
         dense_on_gpu = self.backend == "dense" and x1.is_cuda
         self.block_rows = block_rows or block_rows_for(
             self.n_rows, self.n_cols, nbatch, *([DENSE_TILE_ENTRIES_CUDA] if dense_on_gpu else []))
@@ -141,9 +144,10 @@ class KernelOperator(Operator):
                 return (rhs.transpose(-1, -2).contiguous() @ dense).transpose(-1, -2)
             return dense @ rhs
         other = self.x1 if self.x2 is None else self.x2
-        if self.backend == "triton":
+        if self.backend in ("triton", "cpu"):
             x2 = None if self.x2 is None else self.x2.detach()
-            return fused_matmul(self.kernel, self.x1.detach(), x2, rhs, self.precision)
+            return fused_matmul(self.kernel, self.x1.detach(), x2, rhs, self.precision,
+                                backend=self.backend)
         return blocked_matmul(self.kernel, self.x1.detach(), other.detach(), rhs, self.block_rows)
 
     def _stored_product(self, dense: torch.Tensor) -> bool:
@@ -246,7 +250,7 @@ class KernelOperator(Operator):
             return ()
         if self._fused_parts is not None:
             return fused_bilinear_grad(self._fused_parts, self.x1, self.x2, left, right, inputs,
-                                       self.precision)
+                                       self.precision, backend=self._fused_backend)
         if self._parts is not None:
             cached = None
             if self.backend == "dense" and self._dense_derivative is not None:
