@@ -69,16 +69,23 @@ def _profile(profile: str, alpha) -> int:
 def kernel_tile(z1: torch.Tensor, z2: torch.Tensor, profile: str, alpha: torch.Tensor | None = None,
                 out: torch.Tensor | None = None) -> torch.Tensor:
     """k(|z1_a - z2_b|^2) for the unit-scale ``profile``: z1 (B, n1, D), z2 (B, n2, D) -> (B, n1, n2)
-    in z1's dtype, written into ``out`` (contiguous) when given."""
+    in z1's dtype, written into ``out`` when given: a (B, n1, n2) tensor of z1's dtype whose rows
+    are unit-stride and evenly spaced (contiguous, or a column slice of wider rows, such as
+    ``layout.padded_rows``)."""
     code = _profile(profile, alpha)
     z1c, z2t, a = _prepared(z1, z2, alpha, z1.dtype)
     (bsz, n1, d), n2 = z1c.shape, z2t.shape[2]
     if out is None:
         out = torch.empty(bsz, n1, n2, dtype=z1c.dtype)
-    elif not out.is_contiguous() or out.shape != (bsz, n1, n2) or out.dtype != z1c.dtype:
-        raise ValueError(f"out: expected a contiguous {(bsz, n1, n2)} {z1c.dtype} tensor")
+    if out.shape != (bsz, n1, n2) or out.dtype != z1c.dtype:
+        raise ValueError(f"out: expected a {(bsz, n1, n2)} {z1c.dtype} tensor, got {tuple(out.shape)} {out.dtype}")
+    ld = out.stride(1) if n1 > 1 else (out.stride(0) if bsz > 1 else n2)  # elements from row to row
+    if n2 > 1 and out.stride(2) != 1 or ld < n2 or (bsz > 1 and out.stride(0) != n1 * ld):
+        raise ValueError(f"out: expected a {(bsz, n1, n2)} {z1c.dtype} tensor of unit-stride, evenly "
+                         f"spaced rows, got {tuple(out.shape)} {out.dtype} with strides {out.stride()}")
     getattr(_lib(), "flashgp_tile" + DTYPES[z1c.dtype])(
-        _ptr(z1c), _ptr(z2t), _ptr(a), _ptr(out), bsz, n1, n2, d, code, torch.get_num_threads())
+        _ptr(z1c), _ptr(z2t), _ptr(a), _ptr(out), bsz, n1, n2, d, max(ld, 1), code,
+        torch.get_num_threads())
     return out
 
 

@@ -129,11 +129,11 @@ void SUFFIX(flashgp_kv)(const T *z1, const T *z2t, const T *vt, const T *alpha, 
     parallel_items(SUFFIX(kv_item), &args, B * chunks, threads);
 }
 
-/* ----- kernel tiles: out (B, n1, n2) = k(r2) -------------------------------------------------- */
+/* ----- kernel tiles: out (B, n1, n2) = k(r2), rows ldo >= n2 elements apart ------------------- */
 typedef struct {
     const T *z1, *z2t, *alpha;
     T *out;
-    long n1, n2, D, chunks;
+    long n1, n2, D, ldo, chunks;
     int profile;
 } SUFFIX(tile_args);
 
@@ -145,7 +145,7 @@ static void SUFFIX(tile_item)(void *p, long item) {
     const T *z1 = a->z1 + b * a->n1 * D, *z2t = a->z2t + b * D * n2;
     const T alpha = a->alpha ? a->alpha[b] : (T)1;
     for (long i = i0; i < i1; i++) {
-        T *row = a->out + (b * a->n1 + i) * n2;
+        T *row = a->out + (b * a->n1 + i) * a->ldo;
         for (long j0 = 0; j0 < n2; j0 += TILE) {
             const long m = j0 + TILE <= n2 ? TILE : n2 - j0;
             SUFFIX(sq_dist)(z1 + i * D, z2t, n2, D, j0, m, row + j0);
@@ -155,9 +155,9 @@ static void SUFFIX(tile_item)(void *p, long item) {
 }
 
 void SUFFIX(flashgp_tile)(const T *z1, const T *z2t, const T *alpha, T *out, long B, long n1,
-                          long n2, long D, int profile, int threads) {
+                          long n2, long D, long ldo, int profile, int threads) {
     const long chunks = (n1 + CHUNK - 1) / CHUNK;
-    SUFFIX(tile_args) args = {z1, z2t, alpha, out, n1, n2, D, chunks, profile};
+    SUFFIX(tile_args) args = {z1, z2t, alpha, out, n1, n2, D, ldo, chunks, profile};
     parallel_items(SUFFIX(tile_item), &args, B * chunks, threads);
 }
 

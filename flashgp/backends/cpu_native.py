@@ -29,7 +29,7 @@ SOURCES = ("cpu_kernels.c", "cpu_kernels_body.h")
 FLAGS = ["-O3", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-fno-trapping-math",
          "-fassociative-math", "-fno-signed-zeros", "-ffp-contract=fast"]
 NATIVE_FLAGS = ["-march=native"]
-ABI = 1  # = flashgp_cpu_abi() in cpu_kernels.c
+ABI = 2  # = flashgp_cpu_abi() in cpu_kernels.c
 COMPILE_TIMEOUT = 120  # seconds
 
 _lock = threading.Lock()
@@ -86,7 +86,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, n, i = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
     for suffix in ("_f", "_d"):
         getattr(lib, "flashgp_kv" + suffix).argtypes = [p] * 5 + [n] * 5 + [i, i]
-        getattr(lib, "flashgp_tile" + suffix).argtypes = [p] * 4 + [n] * 4 + [i, i]
+        getattr(lib, "flashgp_tile" + suffix).argtypes = [p] * 4 + [n] * 5 + [i, i]
         getattr(lib, "flashgp_grad" + suffix).argtypes = [p] * 9 + [n] * 5 + [i, i]
         for name in ("flashgp_kv", "flashgp_tile", "flashgp_grad"):
             getattr(lib, name + suffix).restype = None

@@ -22,6 +22,7 @@ from ..kernels.rbf import RBF
 from ..kernels.rq import RQ
 from ..kernels.scale import Scale
 from ..shapes import broadcast_shapes, sum_to_shape
+from .layout import padded_rows
 from .stationary import StationaryParts
 
 PRECISIONS = ("fp32", "tf32x3", "fp16x3", "tf32", "bf16")
@@ -214,12 +215,18 @@ def stored_matmul(k: torch.Tensor, rhs: torch.Tensor, precision: str = "tf32x3")
 
 
 # ----- dense matrix ---------------------------------------------------------------------------
-def fused_dense(kernel, x1: torch.Tensor, x2: torch.Tensor | None, derivative: bool = True) -> tuple:
-    """(K, outputscale * dk/dr2 or None), each ``(*batch, n1, n2)`` float32, written by one Triton
-    pass (``triton_dense``): x1 ``(*b, n1, d)``, x2 ``(*b, n2, d)`` or None (x1). No graph is built."""
+def fused_dense(kernel, x1: torch.Tensor, x2: torch.Tensor | None, derivative: bool = True,
+                backend: str = "triton") -> tuple:
+    """(K, outputscale * dk/dr2 or None), each ``(*batch, n1, n2)``, written by one pass: float32 by
+    Triton (``triton_dense``), or in x's dtype by the fused CPU kernels (``backend="cpu"``, K alone:
+    ``derivative`` must be False). x1 ``(*b, n1, d)``, x2 ``(*b, n2, d)`` or None (x1). No graph is built."""
     parts = fused_parts(kernel)
     if parts is None:
         raise ValueError(f"kernel: {type(kernel).__name__} is not supported by the fused backend")
+    if backend == "cpu":
+        if derivative:
+            raise ValueError("derivative: the fused CPU kernels write K alone")
+        return _cpu_dense(parts, x1, x2), None
     dense = _dense()
     with torch.no_grad():
         z1 = parts.scaled_inputs(x1)
@@ -232,6 +239,21 @@ def fused_dense(kernel, x1: torch.Tensor, x2: torch.Tensor | None, derivative: b
                                     derivative)
     shape = (*batch, *k.shape[-2:])
     return k.reshape(shape), None if dk is None else dk.reshape(shape)
+
+
+@torch.no_grad()
+def _cpu_dense(parts: FusedParts, x1: torch.Tensor, x2: torch.Tensor | None) -> torch.Tensor:
+    z1 = parts.scaled_inputs(x1)
+    z2 = z1 if x2 is None else parts.scaled_inputs(x2)
+    o, alpha = parts.outputscale(), parts.alpha()
+    batch = broadcast_shapes(z1.shape[:-2], z2.shape[:-2], () if o is None else o.shape,
+                             () if alpha is None else alpha.shape)
+    a, b = _centred(_flat(z1, batch), _flat(z2, batch))
+    k = padded_rows((a.shape[0], a.shape[1], b.shape[1]), dtype=a.dtype)  # rows aligned as dense K's
+    _kernels("cpu").kernel_tile(a, b, parts.profile, _per_batch(alpha, batch), out=k)
+    if o is not None:
+        k.mul_(_per_batch(o, batch).to(k.dtype)[:, None, None])
+    return k.reshape(*batch, *k.shape[-2:])
 
 
 # ----- bilinear gradient ------------------------------------------------------------------------

@@ -76,12 +76,17 @@ class KernelOperator(Operator):
         buffers = DENSE_BUFFERS if self._parts is None else DENSE_BUFFERS_STATIONARY
         self.backend = choose_backend(backend, self.n_rows, self.n_cols, self.dtype, nbatch, memory_budget,
                                       fused, x1.device, buffers, native=lambda: cpu_ready(kernel, x1, x2))
-        # float32 dense matrices take their gradients from the fused kernels where those run
-        # (one pass that recomputes K instead of a dozen torch passes over the stored K and dK)
-        fused_grad = self.backend in ("triton", "cpu") or (
-            self.backend == "dense" and self.dtype == torch.float32 and ready)
-        self._fused_parts = fused_parts(kernel) if fused_grad else None
-        self._fused_backend = "cpu" if self.backend == "cpu" else "triton"
+        # whose fused kernels give the gradients: float32 dense matrices take Triton's where those
+        # run (one pass that recomputes K instead of a dozen torch passes over the stored K and
+        # dK); off CUDA the fused CPU kernels build dense matrices and give their gradients
+        self._fused_backend = None
+        if self.backend in ("triton", "cpu"):
+            self._fused_backend = self.backend
+        elif self.backend == "dense" and self.dtype == torch.float32 and ready:
+            self._fused_backend = "triton"
+        elif self.backend == "dense" and not x1.is_cuda and cpu_ready(kernel, x1, x2):
+            self._fused_backend = "cpu"
+        self._fused_parts = fused_parts(kernel) if self._fused_backend else None
         dense_on_gpu = self.backend == "dense" and x1.is_cuda
         self.block_rows = block_rows or block_rows_for(
             self.n_rows, self.n_cols, nbatch, *([DENSE_TILE_ENTRIES_CUDA] if dense_on_gpu else []))
@@ -118,6 +123,9 @@ class KernelOperator(Operator):
             x2 = None if self.x2 is None else self.x2.detach()
             k, dk = fused_dense(self.kernel, self.x1.detach(), x2, derivative)  # one pass on the GPU
             return k.expand(self.shape), None if dk is None else dk.expand(self.shape)
+        if not derivative and self._fused_backend == "cpu":  # one pass of the fused CPU kernels
+            x2 = None if self.x2 is None else self.x2.detach()
+            return fused_dense(self.kernel, self.x1.detach(), x2, False, "cpu")[0].expand(self.shape), None
         parts = self._parts
         z2 = parts.scaled_inputs((self.x1 if self.x2 is None else self.x2).detach())
         z1 = z2 if self.x2 is None else parts.scaled_inputs(self.x1.detach())

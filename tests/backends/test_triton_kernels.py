@@ -88,7 +88,7 @@ def test_import_and_cpu_operators_do_not_import_triton():
             "import flashgp as fg\n"
             "k = fg.kernels.Scale(fg.kernels.RBF())\n"
             "op = fg.operators.KernelOperator(k, torch.randn(50, 2), backend='auto', memory_budget=0)\n"
-            "assert op.backend == 'blocked', op.backend\n"
+            "assert op.backend in ('cpu', 'blocked'), op.backend\n"
             "assert ('triton' in sys.modules) == before\n"
             "assert 'flashgp.backends.triton_kernels' not in sys.modules\n")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

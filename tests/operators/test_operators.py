@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from flashgp.backends import block_rows_for, choose_backend
+from flashgp.backends import block_rows_for, choose_backend, cpu_fused
 from flashgp.kernels import RBF, RQ, Linear, Matern, Periodic, Polynomial, Scale
 from flashgp.operators import AddedDiag, Dense, KernelOperator, SumOperator
 from kernel_helpers import randomized
@@ -385,6 +385,13 @@ def test_choose_backend():
     assert choose_backend("auto", n, n, torch.float64, batch=2, memory_budget=need64) == "blocked"
     # explicit choices are kept
     assert choose_backend("blocked", 10, 10, torch.float64) == "blocked"
+    # past the budget off CUDA: the fused CPU kernels where they can run (asked only then)
+    asked = []
+    assert choose_backend("auto", 10, 10, torch.float64, native=lambda: asked.append(1) or True) == "dense"
+    assert not asked
+    assert choose_backend("auto", n, n, torch.float64, memory_budget=1, native=lambda: True) == "cpu"
+    assert choose_backend("cpu", 10, 10, torch.float64, native=lambda: False) == "blocked"
+    assert choose_backend("cpu", 10, 10, torch.float64, native=lambda: True) == "cpu"
     assert choose_backend("dense", 10**6, 10**6, torch.float32) == "dense"
     with pytest.raises(ValueError, match=r"\bbackend\b"):
         choose_backend("fused-magic", 10, 10, torch.float64)
@@ -394,7 +401,10 @@ def test_kernel_operator_records_backend_choice():
     x = rand(50, 2, seed=52)
     assert make_op(RBF().double(), x, backend="auto").backend == "dense"
     small_budget = KernelOperator(RBF().double(), x, memory_budget=1000)
-    assert small_budget.backend == "blocked"
+    # past the budget on the CPU: the fused CPU kernels where the kernel has a profile, else blocked
+    assert small_budget.backend == ("cpu" if cpu_fused.available() else "blocked")
+    assert KernelOperator(RBF().double(), x, memory_budget=1000, backend="blocked").backend == "blocked"
+    assert KernelOperator(Linear().double(), x, memory_budget=1000).backend == "blocked"
     with pytest.raises(ValueError, match=r"\bbackend\b"):
         KernelOperator(RBF().double(), x, backend="gpu")
 
@@ -411,7 +421,8 @@ def test_cg_memory_budget_reaches_the_backend_choice():
     import flashgp as fg
     x = rand(60, 2, seed=53)
     y = torch.sin(x.sum(-1))
-    for budget, expected in ((None, "dense"), (0, "blocked")):
+    past = "cpu" if cpu_fused.available() else "blocked"  # past the budget: the fused CPU kernels
+    for budget, expected in ((None, "dense"), (0, past)):
         model = fg.ExactGP(x, y, fg.kernels.Scale(RBF()).double(),
                            solver=fg.CG(memory_budget=budget, probes=4))
         model.mll()
