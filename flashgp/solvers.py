@@ -82,7 +82,8 @@ class CG:
             (``models.local_variance``): an upper bound on the exact variance, close to it when
             near points screen off the rest (stationary kernels, dense data), and without the
             root rank that LOVE needs there. Marginal variances only (no covariances).
-        backend: kernel operator backend, "auto", "dense", "blocked" or "triton".
+        backend: kernel operator backend, "auto", "dense", "blocked", "triton" (fused GPU kernels)
+            or "cpu" (fused CPU kernels; see ``operators.KernelOperator``).
         precision: arithmetic of the fused GPU kernels (backend "triton"): "fp16x3" (default:
             K @ V in three float16 tensor-core products of split operands, gradients as
             "tf32x3"; as accurate as "tf32x3" on an H200 and 1.13-1.27x faster at n = 1M,

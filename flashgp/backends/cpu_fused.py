@@ -45,6 +45,12 @@ def _lib():
     return lib
 
 
+def _call(name: str, dtype: torch.dtype, *args) -> None:
+    """Run a library function, whose last argument is the thread count (torch's)."""
+    if getattr(_lib(), name + DTYPES[dtype])(*args, torch.get_num_threads()):
+        raise MemoryError(f"{name}: a worker thread could not allocate its scratch memory")
+
+
 def _prepared(z1, z2, alpha, dtype):
     if z1.device.type != "cpu" or z2.device.type != "cpu":
         raise ValueError(f"z1, z2: the fused CPU kernels need CPU tensors, got {z1.device} and {z2.device}")
@@ -83,9 +89,8 @@ def kernel_tile(z1: torch.Tensor, z2: torch.Tensor, profile: str, alpha: torch.T
     if n2 > 1 and out.stride(2) != 1 or ld < n2 or (bsz > 1 and out.stride(0) != n1 * ld):
         raise ValueError(f"out: expected a {(bsz, n1, n2)} {z1c.dtype} tensor of unit-stride, evenly "
                          f"spaced rows, got {tuple(out.shape)} {out.dtype} with strides {out.stride()}")
-    getattr(_lib(), "flashgp_tile" + DTYPES[z1c.dtype])(
-        _ptr(z1c), _ptr(z2t), _ptr(a), _ptr(out), bsz, n1, n2, d, max(ld, 1), code,
-        torch.get_num_threads())
+    _call("flashgp_tile", z1c.dtype, _ptr(z1c), _ptr(z2t), _ptr(a), _ptr(out), bsz, n1, n2, d,
+          max(ld, 1), code)
     return out
 
 
@@ -106,9 +111,8 @@ def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
     vt = v.to(dtype).transpose(1, 2).contiguous()
     out = torch.empty(bsz, n1, t, dtype=dtype)
     if n1 and n2 and t:
-        getattr(_lib(), "flashgp_kv" + DTYPES[dtype])(
-            _ptr(z1c), _ptr(z2t), _ptr(vt), _ptr(a), _ptr(out), bsz, n1, n2, d, t, code,
-            torch.get_num_threads())
+        _call("flashgp_kv", dtype, _ptr(z1c), _ptr(z2t), _ptr(vt), _ptr(a), _ptr(out), bsz, n1, n2,
+              d, t, code)
     elif n1:
         out.zero_()
     return out
@@ -154,7 +158,6 @@ def row_grad(z1: torch.Tensor, z2: torch.Tensor, u: torch.Tensor, v: torch.Tenso
     wk = wk if need_wk else None
     wda = wda if need_wk and profile == "rq" else None
     if n1 and n2:
-        getattr(_lib(), "flashgp_grad" + DTYPES[dtype])(
-            _ptr(z1c), _ptr(z2t), _ptr(uc), _ptr(vt), _ptr(a), _ptr(h), _ptr(hz), _ptr(wk), _ptr(wda),
-            bsz, n1, n2, d, t, code, torch.get_num_threads())
+        _call("flashgp_grad", dtype, _ptr(z1c), _ptr(z2t), _ptr(uc), _ptr(vt), _ptr(a), _ptr(h),
+              _ptr(hz), _ptr(wk), _ptr(wda), bsz, n1, n2, d, t, code)
     return h, hz, wk, wda

@@ -120,4 +120,4 @@ static void parallel_items(item_fn fn, void *arg, long items, int threads) {
 #define LOG log
 #include "cpu_kernels_body.h"
 
-int flashgp_cpu_abi(void) { return 2; }
+int flashgp_cpu_abi(void) { return 3; }

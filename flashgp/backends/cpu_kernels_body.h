@@ -66,10 +66,11 @@ typedef struct {
     T *out;
     long n1, n2, D, t, chunks;
     int profile;
+    volatile int failed;  /* set when a work item could not allocate its scratch memory */
 } SUFFIX(kv_args);
 
 static void SUFFIX(kv_item)(void *p, long item) {
-    const SUFFIX(kv_args) *a = (const SUFFIX(kv_args) *)p;
+    SUFFIX(kv_args) *a = (SUFFIX(kv_args) *)p;
     const long b = item / a->chunks, i0 = (item % a->chunks) * CHUNK;
     const long i1 = i0 + CHUNK < a->n1 ? i0 + CHUNK : a->n1;
     const long n2 = a->n2, D = a->D, t = a->t;
@@ -78,7 +79,10 @@ static void SUFFIX(kv_item)(void *p, long item) {
     T *out = a->out + b * a->n1 * t;
     T kbuf[GROUP][TILE];
     T *acc = (T *)calloc((size_t)(GROUP * t), sizeof(T));
-    if (!acc) return;
+    if (!acc) {
+        a->failed = 1;
+        return;
+    }
     for (long i = i0; i < i1; i += GROUP) {
         const long g = i + GROUP <= i1 ? GROUP : i1 - i;
         memset(acc, 0, sizeof(T) * (size_t)(GROUP * t));
@@ -122,11 +126,12 @@ static void SUFFIX(kv_item)(void *p, long item) {
     free(acc);
 }
 
-void SUFFIX(flashgp_kv)(const T *z1, const T *z2t, const T *vt, const T *alpha, T *out, long B,
-                        long n1, long n2, long D, long t, int profile, int threads) {
+int SUFFIX(flashgp_kv)(const T *z1, const T *z2t, const T *vt, const T *alpha, T *out, long B,
+                       long n1, long n2, long D, long t, int profile, int threads) {
     const long chunks = (n1 + CHUNK - 1) / CHUNK;
-    SUFFIX(kv_args) args = {z1, z2t, vt, alpha, out, n1, n2, D, t, chunks, profile};
+    SUFFIX(kv_args) args = {z1, z2t, vt, alpha, out, n1, n2, D, t, chunks, profile, 0};
     parallel_items(SUFFIX(kv_item), &args, B * chunks, threads);
+    return args.failed;
 }
 
 /* ----- kernel tiles: out (B, n1, n2) = k(r2), rows ldo >= n2 elements apart ------------------- */
@@ -154,11 +159,12 @@ static void SUFFIX(tile_item)(void *p, long item) {
     }
 }
 
-void SUFFIX(flashgp_tile)(const T *z1, const T *z2t, const T *alpha, T *out, long B, long n1,
-                          long n2, long D, long ldo, int profile, int threads) {
+int SUFFIX(flashgp_tile)(const T *z1, const T *z2t, const T *alpha, T *out, long B, long n1,
+                         long n2, long D, long ldo, int profile, int threads) {
     const long chunks = (n1 + CHUNK - 1) / CHUNK;
     SUFFIX(tile_args) args = {z1, z2t, alpha, out, n1, n2, D, ldo, chunks, profile};
     parallel_items(SUFFIX(tile_item), &args, B * chunks, threads);
+    return 0;
 }
 
 /* ----- row sums of the bilinear gradient ------------------------------------------------------ *
@@ -169,10 +175,11 @@ typedef struct {
     T *h, *hz, *wk, *wda;
     long n1, n2, D, t, chunks;
     int profile;
+    volatile int failed;
 } SUFFIX(grad_args);
 
 static void SUFFIX(grad_item)(void *p, long item) {
-    const SUFFIX(grad_args) *a = (const SUFFIX(grad_args) *)p;
+    SUFFIX(grad_args) *a = (SUFFIX(grad_args) *)p;
     const long b = item / a->chunks, i0 = (item % a->chunks) * CHUNK;
     const long i1 = i0 + CHUNK < a->n1 ? i0 + CHUNK : a->n1;
     const long n2 = a->n2, D = a->D, t = a->t;
@@ -182,7 +189,10 @@ static void SUFFIX(grad_item)(void *p, long item) {
     const int rq = a->profile == 4 && a->wda != NULL;
     T kb[TILE], dkb[TILE], dab[TILE], w[TILE];
     T *hz = (T *)malloc(sizeof(T) * (size_t)D);
-    if (!hz) return;
+    if (!hz) {
+        a->failed = 1;
+        return;
+    }
     for (long i = i0; i < i1; i++) {
         T h = 0, wk = 0, wda = 0;
         for (long k = 0; k < D; k++) hz[k] = 0;
@@ -219,10 +229,11 @@ static void SUFFIX(grad_item)(void *p, long item) {
     free(hz);
 }
 
-void SUFFIX(flashgp_grad)(const T *z1, const T *z2t, const T *u, const T *vt, const T *alpha,
-                          T *h, T *hz, T *wk, T *wda, long B, long n1, long n2, long D, long t,
-                          int profile, int threads) {
+int SUFFIX(flashgp_grad)(const T *z1, const T *z2t, const T *u, const T *vt, const T *alpha,
+                         T *h, T *hz, T *wk, T *wda, long B, long n1, long n2, long D, long t,
+                         int profile, int threads) {
     const long chunks = (n1 + CHUNK - 1) / CHUNK;
-    SUFFIX(grad_args) args = {z1, z2t, u, vt, alpha, h, hz, wk, wda, n1, n2, D, t, chunks, profile};
+    SUFFIX(grad_args) args = {z1, z2t, u, vt, alpha, h, hz, wk, wda, n1, n2, D, t, chunks, profile, 0};
     parallel_items(SUFFIX(grad_item), &args, B * chunks, threads);
+    return args.failed;
 }

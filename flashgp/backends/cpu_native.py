@@ -29,7 +29,7 @@ SOURCES = ("cpu_kernels.c", "cpu_kernels_body.h")
 FLAGS = ["-O3", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-fno-trapping-math",
          "-fassociative-math", "-fno-signed-zeros", "-ffp-contract=fast"]
 NATIVE_FLAGS = ["-march=native"]
-ABI = 2  # = flashgp_cpu_abi() in cpu_kernels.c
+ABI = 3  # = flashgp_cpu_abi() in cpu_kernels.c
 COMPILE_TIMEOUT = 120  # seconds
 
 _lock = threading.Lock()
@@ -89,7 +89,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         getattr(lib, "flashgp_tile" + suffix).argtypes = [p] * 4 + [n] * 5 + [i, i]
         getattr(lib, "flashgp_grad" + suffix).argtypes = [p] * 9 + [n] * 5 + [i, i]
         for name in ("flashgp_kv", "flashgp_tile", "flashgp_grad"):
-            getattr(lib, name + suffix).restype = None
+            getattr(lib, name + suffix).restype = ctypes.c_int  # 0, or 1 when scratch memory ran out
     return lib
 
 
@@ -100,7 +100,12 @@ def library() -> ctypes.CDLL | None:
     if compiler is None:
         _failure.append("no C compiler found (set CC, or install gcc or clang)")
         return None
-    version = subprocess.run([*compiler.split(), "--version"], capture_output=True, text=True).stdout
+    try:
+        version = subprocess.run([*compiler.split(), "--version"], capture_output=True, text=True,
+                                 timeout=COMPILE_TIMEOUT).stdout
+    except (OSError, subprocess.TimeoutExpired) as err:
+        _failure.append(f"the C compiler {compiler!r} does not run: {err}")
+        return None
     key = hashlib.sha256()
     for part in [*(HERE / s for s in SOURCES)]:
         key.update(part.read_bytes())
