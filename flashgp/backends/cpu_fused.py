@@ -23,6 +23,9 @@ DTYPES = {torch.float32: "_f", torch.float64: "_d"}
 # which beats the column-by-column sums of flashgp_kv once V has many columns
 GEMM_MIN_T = 64
 TILE_ENTRIES = 1 << 22  # entries of one kernel tile on that path (16 MB in float32)
+# the symmetric kernels keep one (t or D + 3) x n buffer of column sums per thread; beyond this
+# many bytes in all the rectangular kernels run instead
+SYMMETRIC_SCRATCH_BYTES = 1 << 28
 
 
 def available() -> bool:
@@ -161,3 +164,66 @@ def row_grad(z1: torch.Tensor, z2: torch.Tensor, u: torch.Tensor, v: torch.Tenso
         _call("flashgp_grad", dtype, _ptr(z1c), _ptr(z2t), _ptr(uc), _ptr(vt), _ptr(a), _ptr(h),
               _ptr(hz), _ptr(wk), _ptr(wda), bsz, n1, n2, d, t, code)
     return h, hz, wk, wda
+
+
+def _symmetric_scratch(shape, dtype):
+    """Zeroed per-thread column sums (threads, *shape), or None when they would exceed
+    SYMMETRIC_SCRATCH_BYTES."""
+    threads = torch.get_num_threads()
+    size = threads * torch.Size(shape).numel() * (torch.finfo(dtype).bits // 8)
+    return torch.zeros(threads, *shape, dtype=dtype) if size <= SYMMETRIC_SCRATCH_BYTES else None
+
+
+def sym_kv_matmul(z: torch.Tensor, v: torch.Tensor, profile: str, alpha: torch.Tensor | None = None,
+                  precision: str | None = None) -> torch.Tensor:
+    """K(z, z) @ v with each pair of points evaluated once: z (B, n, D), v (B, n, t) -> (B, n, t),
+    the result of ``kv_matmul(z, z, v, ...)`` to rounding, for about half its kernel evaluations.
+    Falls back to ``kv_matmul`` where the per-thread column sums would be too large, and for t
+    above GEMM_MIN_T."""
+    code = _profile(profile, alpha)
+    dtype = z.dtype
+    zc, zt, a = _prepared(z, z, alpha, dtype)
+    if v.dim() != 3 or v.shape[:2] != z.shape[:2]:
+        raise ValueError(f"v: expected (B, n, t) = ({z.shape[0]}, {z.shape[1]}, t), got {tuple(v.shape)}")
+    (bsz, n, d), t = zc.shape, v.shape[2]
+    cols = _symmetric_scratch((bsz, t, n), dtype) if t <= GEMM_MIN_T else None
+    if cols is None or not n or not t:
+        return kv_matmul(z, z, v, profile, alpha)
+    vc = v.to(dtype).contiguous()
+    vt = vc.transpose(1, 2).contiguous()
+    out = torch.empty(bsz, n, t, dtype=dtype)
+    _call("flashgp_sym_kv", dtype, _ptr(zc), _ptr(zt), _ptr(vt), _ptr(vc), _ptr(a), _ptr(out), _ptr(cols),
+          bsz, n, d, t, code)
+    return out.add_(cols.sum(0).transpose(1, 2))
+
+
+def sym_row_grad(z: torch.Tensor, u: torch.Tensor, v: torch.Tensor, profile: str,
+                 alpha: torch.Tensor | None = None, precision: str | None = None,
+                 need_wk: bool = True) -> tuple:
+    """``row_grad(z, z, u, v, ...)`` for a symmetric W = u v^T (such as [p q] [q p]^T = p q^T + q p^T),
+    each pair of points evaluated once. z (B, n, D), u and v (B, n, t). Falls back to ``row_grad``
+    where the per-thread column sums would be too large. With W not symmetric the result is wrong:
+    the pair (a, b) is evaluated with W_ab alone."""
+    code = _profile(profile, alpha)
+    dtype = z.dtype
+    zc, zt, a = _prepared(z, z, alpha, dtype)
+    if u.dim() != 3 or u.shape != v.shape or u.shape[:2] != z.shape[:2]:
+        raise ValueError(f"u, v: expected (B, n, t) matching z, got {tuple(u.shape)} and {tuple(v.shape)}")
+    (bsz, n, d), t = zc.shape, u.shape[2]
+    cols = _symmetric_scratch((bsz, d + 3, n), dtype)
+    if cols is None or not n:
+        return row_grad(z, z, u, v, profile, alpha, need_wk=need_wk)
+    uc = u.to(dtype).contiguous()
+    vt = v.to(dtype).transpose(1, 2).contiguous()
+    h, wk, wda = (torch.zeros(bsz, n, dtype=dtype) for _ in range(3))
+    hz = torch.zeros(bsz, n, d, dtype=dtype)
+    wda = wda if need_wk and profile == "rq" else None
+    _call("flashgp_sym_grad", dtype, _ptr(zc), _ptr(zt), _ptr(uc), _ptr(vt), _ptr(a), _ptr(h), _ptr(hz),
+          _ptr(wk), _ptr(wda), _ptr(cols), bsz, n, d, t, code)
+    total = cols.sum(0)  # (B, D + 3, n): h, wk, wda, hz by columns
+    h += total[:, 0]
+    wk += total[:, 1]
+    hz += total[:, 3:].transpose(1, 2)
+    if wda is not None:
+        wda += total[:, 2]
+    return h, hz, wk if need_wk else None, wda

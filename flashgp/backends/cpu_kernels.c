@@ -61,8 +61,9 @@ static inline double exp_neg_d(double x) {
     return e * s;
 }
 
-/* ----- threads: work items w = 0 .. n - 1 spread over the threads, interleaved ---------------- */
-typedef void (*item_fn)(void *arg, long item);
+/* ----- threads: work items 0 .. n - 1 spread over the workers, interleaved; each item is told its
+ * worker's number (0 .. threads - 1), which owns any per-worker scratch output ---------------- */
+typedef void (*item_fn)(void *arg, long item, int worker);
 
 typedef struct {
     item_fn fn;
@@ -74,7 +75,7 @@ typedef struct {
 
 static void *run_worker(void *p) {
     worker_t *w = (worker_t *)p;
-    for (long i = w->id; i < w->items; i += w->threads) w->fn(w->arg, i);
+    for (long i = w->id; i < w->items; i += w->threads) w->fn(w->arg, i, w->id);
     return NULL;
 }
 
@@ -82,7 +83,7 @@ static void parallel_items(item_fn fn, void *arg, long items, int threads) {
     if (threads > items) threads = (int)items;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     if (threads <= 1) {
-        for (long i = 0; i < items; i++) fn(arg, i);
+        for (long i = 0; i < items; i++) fn(arg, i, 0);
         return;
     }
     pthread_t ids[MAX_THREADS];
@@ -107,6 +108,7 @@ static void parallel_items(item_fn fn, void *arg, long items, int threads) {
 #define SQRT sqrtf
 #define LOG logf
 #include "cpu_kernels_body.h"
+#include "cpu_kernels_sym.h"
 #undef T
 #undef SUFFIX
 #undef EXP_NEG
@@ -119,5 +121,6 @@ static void parallel_items(item_fn fn, void *arg, long items, int threads) {
 #define SQRT sqrt
 #define LOG log
 #include "cpu_kernels_body.h"
+#include "cpu_kernels_sym.h"
 
-int flashgp_cpu_abi(void) { return 3; }
+int flashgp_cpu_abi(void) { return 4; }

@@ -61,6 +61,39 @@ static void SUFFIX(profile)(int profile, T alpha, long m, T *buf, T *dk, T *da) 
 }
 
 /* ----- K @ V ------------------------------------------------------------------------------------- */
+/* acc[r * t + c] += sum_j kbuf[r][j] vt[c, j0 + j] for the g rows of a group over m columns. */
+static inline void SUFFIX(group_products)(T kbuf[GROUP][TILE], long g, const T *vt, long n2, long j0,
+                                          long m, long t, T *acc) {
+    if (g == GROUP) {
+        const T *k0 = kbuf[0], *k1 = kbuf[1], *k2 = kbuf[2], *k3 = kbuf[3];
+        for (long c = 0; c < t; c++) {
+            const T *v = vt + c * n2 + j0;
+            T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            for (long j = 0; j < m; j++) {
+                const T vj = v[j];
+                s0 += k0[j] * vj;
+                s1 += k1[j] * vj;
+                s2 += k2[j] * vj;
+                s3 += k3[j] * vj;
+            }
+            acc[c] += s0;
+            acc[t + c] += s1;
+            acc[2 * t + c] += s2;
+            acc[3 * t + c] += s3;
+        }
+        return;
+    }
+    for (long r = 0; r < g; r++) {
+        const T *kr = kbuf[r];
+        for (long c = 0; c < t; c++) {
+            const T *v = vt + c * n2 + j0;
+            T s = 0;
+            for (long j = 0; j < m; j++) s += kr[j] * v[j];
+            acc[r * t + c] += s;
+        }
+    }
+}
+
 typedef struct {
     const T *z1, *z2t, *vt, *alpha;
     T *out;
@@ -69,7 +102,8 @@ typedef struct {
     volatile int failed;  /* set when a work item could not allocate its scratch memory */
 } SUFFIX(kv_args);
 
-static void SUFFIX(kv_item)(void *p, long item) {
+static void SUFFIX(kv_item)(void *p, long item, int worker) {
+    (void)worker;
     SUFFIX(kv_args) *a = (SUFFIX(kv_args) *)p;
     const long b = item / a->chunks, i0 = (item % a->chunks) * CHUNK;
     const long i1 = i0 + CHUNK < a->n1 ? i0 + CHUNK : a->n1;
@@ -92,34 +126,7 @@ static void SUFFIX(kv_item)(void *p, long item) {
                 SUFFIX(sq_dist)(z1 + (i + r) * D, z2t, n2, D, j0, m, kbuf[r]);
                 SUFFIX(profile)(a->profile, alpha, m, kbuf[r], NULL, NULL);
             }
-            if (g == GROUP) {
-                const T *k0 = kbuf[0], *k1 = kbuf[1], *k2 = kbuf[2], *k3 = kbuf[3];
-                for (long c = 0; c < t; c++) {
-                    const T *v = vt + c * n2 + j0;
-                    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-                    for (long j = 0; j < m; j++) {
-                        const T vj = v[j];
-                        s0 += k0[j] * vj;
-                        s1 += k1[j] * vj;
-                        s2 += k2[j] * vj;
-                        s3 += k3[j] * vj;
-                    }
-                    acc[c] += s0;
-                    acc[t + c] += s1;
-                    acc[2 * t + c] += s2;
-                    acc[3 * t + c] += s3;
-                }
-            } else {
-                for (long r = 0; r < g; r++) {
-                    const T *kr = kbuf[r];
-                    for (long c = 0; c < t; c++) {
-                        const T *v = vt + c * n2 + j0;
-                        T s = 0;
-                        for (long j = 0; j < m; j++) s += kr[j] * v[j];
-                        acc[r * t + c] += s;
-                    }
-                }
-            }
+            SUFFIX(group_products)(kbuf, g, vt, n2, j0, m, t, acc);
         }
         for (long r = 0; r < g; r++) memcpy(out + (i + r) * t, acc + r * t, sizeof(T) * (size_t)t);
     }
@@ -142,7 +149,8 @@ typedef struct {
     int profile;
 } SUFFIX(tile_args);
 
-static void SUFFIX(tile_item)(void *p, long item) {
+static void SUFFIX(tile_item)(void *p, long item, int worker) {
+    (void)worker;
     const SUFFIX(tile_args) *a = (const SUFFIX(tile_args) *)p;
     const long b = item / a->chunks, i0 = (item % a->chunks) * CHUNK;
     const long i1 = i0 + CHUNK < a->n1 ? i0 + CHUNK : a->n1;
@@ -178,7 +186,8 @@ typedef struct {
     volatile int failed;
 } SUFFIX(grad_args);
 
-static void SUFFIX(grad_item)(void *p, long item) {
+static void SUFFIX(grad_item)(void *p, long item, int worker) {
+    (void)worker;
     SUFFIX(grad_args) *a = (SUFFIX(grad_args) *)p;
     const long b = item / a->chunks, i0 = (item % a->chunks) * CHUNK;
     const long i1 = i0 + CHUNK < a->n1 ? i0 + CHUNK : a->n1;

@@ -23,13 +23,13 @@ import threading
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("cpu_kernels.c", "cpu_kernels_body.h")
+SOURCES = ("cpu_kernels.c", "cpu_kernels_body.h", "cpu_kernels_sym.h")
 # -O3 with the host's vector units; reassociation lets the column sums vectorize (the kernels
 # neither produce nor test NaN or signed zeros); errno-free math lets sqrt and log vectorize
 FLAGS = ["-O3", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-fno-trapping-math",
          "-fassociative-math", "-fno-signed-zeros", "-ffp-contract=fast"]
 NATIVE_FLAGS = ["-march=native"]
-ABI = 3  # = flashgp_cpu_abi() in cpu_kernels.c
+ABI = 4  # = flashgp_cpu_abi() in cpu_kernels.c
 COMPILE_TIMEOUT = 120  # seconds
 
 _lock = threading.Lock()
@@ -88,7 +88,9 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         getattr(lib, "flashgp_kv" + suffix).argtypes = [p] * 5 + [n] * 5 + [i, i]
         getattr(lib, "flashgp_tile" + suffix).argtypes = [p] * 4 + [n] * 5 + [i, i]
         getattr(lib, "flashgp_grad" + suffix).argtypes = [p] * 9 + [n] * 5 + [i, i]
-        for name in ("flashgp_kv", "flashgp_tile", "flashgp_grad"):
+        getattr(lib, "flashgp_sym_kv" + suffix).argtypes = [p] * 7 + [n] * 4 + [i, i]
+        getattr(lib, "flashgp_sym_grad" + suffix).argtypes = [p] * 10 + [n] * 4 + [i, i]
+        for name in ("flashgp_kv", "flashgp_tile", "flashgp_grad", "flashgp_sym_kv", "flashgp_sym_grad"):
             getattr(lib, name + suffix).restype = ctypes.c_int  # 0, or 1 when scratch memory ran out
     return lib
 

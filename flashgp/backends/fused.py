@@ -174,7 +174,9 @@ def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.T
         batch = broadcast_shapes(z1.shape[:-2], z2.shape[:-2], rhs.shape[:-2],
                                        () if o is None else o.shape)
         a, b = _centred(_flat(z1, batch), _flat(z2, batch))
-        if backend == "triton" and x2 is None and rhs.shape[-1] == 1:  # off-diagonal entries once
+        if backend == "cpu" and x2 is None:  # each pair of points once (any t)
+            out = _kernels("cpu").sym_kv_matmul(a, _flat(rhs, batch), parts.profile, _per_batch(alpha, batch))
+        elif backend == "triton" and x2 is None and rhs.shape[-1] == 1:  # off-diagonal entries once
             out = _symmetric().sym_kv_matmul(a, _flat(rhs, batch), parts.profile,
                                              _per_batch(alpha, batch), precision, block_m, block_n)
         else:
@@ -300,7 +302,10 @@ def fused_bilinear_grad(parts: FusedParts, x1: torch.Tensor, x2: torch.Tensor | 
     with torch.no_grad():
         if x2 is None and z1.requires_grad:  # W + W^T = [u v] [v u]^T: both sides in one pass,
             uv, vu = torch.cat([u, v], -1), torch.cat([v, u], -1)  # so wk and wda count twice
-            h, hz, wk, wda = kernels.row_grad(a, a, uv, vu, **launch)
+            if backend == "cpu":  # W + W^T is symmetric: each pair of points once
+                h, hz, wk, wda = kernels.sym_row_grad(a, uv, vu, parts.profile, alpha_b)
+            else:
+                h, hz, wk, wda = kernels.row_grad(a, a, uv, vu, **launch)
             wk, wda = wk / 2, None if wda is None else wda / 2
             grads = [_z_grad(a, h, hz, scale).to(z1.dtype).reshape(*batch, *a.shape[-2:])]
         else:
