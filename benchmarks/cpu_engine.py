@@ -211,6 +211,8 @@ def phases(args) -> list[dict]:
         out["loss"] = phase("forward (mBCG + SLQ)", lambda: model.loss())
         phase("backward", lambda: out["loss"].backward())
         rows[-1]["diagnostics"] = {k: v for k, v in model.diagnostics.items() if k != "seconds"}
+        if n > args.predict_max:
+            continue
         model.eval()
         phase("prediction cache (mean solve)", lambda: model.posterior(x_test[:1]).mean)
         phase("predictive mean and variance, 1,000 points",
@@ -230,6 +232,7 @@ def main() -> None:
     p.add_argument("--t", type=int, default=11, help="columns of V (default 11: 10 probes + y)")
     p.add_argument("--rank", type=int, default=50, help="pivoted-Cholesky rank in phases")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--predict-max", type=int, default=10**9, help="largest n whose phases include predictions")
     p.add_argument("--blocked-max", type=int, default=20000, help="largest n for the blocked backend")
     p.add_argument("--dense-max", type=int, default=10000, help="largest n for the dense backend")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
