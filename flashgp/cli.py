@@ -386,6 +386,9 @@ def cmd_info(args, say) -> dict:
     devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
     optional = {name: _installed(name, dist) for name, dist in OPTIONAL_PACKAGES}
     backends = ["dense", "blocked"] + (["triton"] if optional["triton"] and cuda else [])
+    from .backends import cpu_fused  # compiles the fused CPU kernels on a machine's first call
+    if cpu_fused.available():
+        backends.append("cpu")
     result = {"command": "info", "flashgp": __version__, "python": platform.python_version(),
               "torch": torch.__version__, "numpy": np.__version__, "platform": platform.platform(),
               "cuda_available": cuda, "cuda_version": torch.version.cuda, "cuda_devices": devices,

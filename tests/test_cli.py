@@ -140,6 +140,8 @@ def test_info_json_and_text(capsys):
     assert info["cuda_available"] == torch.cuda.is_available()
     fused = info["optional"]["triton"] is not None and info["cuda_available"]
     assert ("triton" in info["backends"]) == fused
+    from flashgp.backends import cpu_fused
+    assert ("cpu" in info["backends"]) == cpu_fused.available()
     from flashgp.backends.choice import default_memory_budget
     device = "cuda" if info["cuda_available"] else "cpu"
     assert info["dense_budget_gb"] == round(default_memory_budget(device) / 1e9, 1) > 0
