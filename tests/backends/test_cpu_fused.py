@@ -539,3 +539,46 @@ def test_cg_backend_cpu_by_name():
     model = fg.ExactGP(x, torch.sin(x.sum(-1)), Scale(RBF()).double(), solver=fg.CG(backend="cpu", probes=4))
     model.mll()
     assert model.diagnostics["backend"] == "cpu"
+
+
+# ----- the symmetric kernels: each pair of points once ------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("profile", PROFILES)
+def test_symmetric_products_and_gradients_match_references(profile, dtype):
+    """sym_kv_matmul = K(z, z) v and sym_row_grad = row_grad(z, z, [u w], [w u]) (a symmetric W),
+    for n crossing several 32-row chunks and a partial last one, B = 2, t = 1 and 7."""
+    z = rand(2, 150, 3, seed=201, dtype=dtype)
+    alpha = torch.tensor([0.7, 2.5], dtype=dtype) if profile == "rq" else None
+    k, dk, da = profile_ref(sq_dist(z, z), profile, alpha)
+    for t in (1, 7):
+        v = rand(2, 150, t, seed=202 + t, dtype=dtype)
+        got = cpu_fused.sym_kv_matmul(z, v, profile, alpha)
+        check(got, k @ v.double(), k.abs() @ v.double().abs(), dtype, f"sym kv t={t}")
+        u, w = rand(2, 150, t, seed=210 + t, dtype=dtype), rand(2, 150, t, seed=220 + t, dtype=dtype)
+        uw, wu = torch.cat([u, w], -1), torch.cat([w, u], -1)
+        weights = uw.double() @ wu.double().transpose(1, 2)
+        h, hz, wk, wda = cpu_fused.sym_row_grad(z, uw, wu, profile, alpha)
+        hmat = weights * dk
+        check(h, hmat.sum(-1), hmat.abs().sum(-1), dtype, "sym h")
+        check(hz, hmat @ z.double(), hmat.abs() @ z.double().abs(), dtype, "sym hz")
+        check(wk, (weights * k).sum(-1), (weights * k).abs().sum(-1), dtype, "sym wk")
+        if profile == "rq":
+            check(wda, (weights * da).sum(-1), (weights * da).abs().sum(-1), dtype, "sym wda")
+        else:
+            assert wda is None
+
+
+def test_symmetric_kernels_fall_back_when_their_scratch_is_too_large(monkeypatch):
+    """Past SYMMETRIC_SCRATCH_BYTES the rectangular kernels run: same results to rounding."""
+    z, v = rand(1, 90, 2, seed=230), rand(1, 90, 3, seed=231)
+    both = torch.cat([v, v.flip(-1)], -1)
+    sym = cpu_fused.sym_kv_matmul(z, v, "matern52"), cpu_fused.sym_row_grad(z, both, both.flip(-1), "rbf")
+    monkeypatch.setattr(cpu_fused, "SYMMETRIC_SCRATCH_BYTES", 0)
+    rect = cpu_fused.sym_kv_matmul(z, v, "matern52"), cpu_fused.sym_row_grad(z, both, both.flip(-1), "rbf")
+    torch.testing.assert_close(sym[0], rect[0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(sym[1][:3], rect[1][:3]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="u, v"):
+        cpu_fused.sym_row_grad(z, v, v[:, :50], "rbf")
+    with pytest.raises(ValueError, match=r"\bv\b"):
+        cpu_fused.sym_kv_matmul(z, v[:, :50], "rbf")
