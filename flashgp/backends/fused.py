@@ -147,6 +147,20 @@ def _centred(z1: torch.Tensor, z2: torch.Tensor):
     return z1 - shift, z2 - shift
 
 
+@torch.no_grad()
+def _flat_inputs(parts: FusedParts, x1: torch.Tensor, x2: torch.Tensor | None, *shapes):
+    """(a, b, outputscale, alpha, batch): the scaled, centred inputs flattened to (B, n, D) over
+    the batch shared by the inputs, the kernel's hyperparameters and ``shapes``; outputscale and
+    alpha detached, ``(*kernel_batch,)`` or None."""
+    z1 = parts.scaled_inputs(x1)
+    z2 = z1 if x2 is None else parts.scaled_inputs(x2)
+    o, alpha = parts.outputscale(), parts.alpha()
+    batch = broadcast_shapes(z1.shape[:-2], z2.shape[:-2], *shapes, () if o is None else o.shape,
+                             () if alpha is None else alpha.shape)
+    a, b = _centred(_flat(z1, batch), _flat(z2, batch))
+    return a, b, o, alpha, batch
+
+
 # ----- K @ V ------------------------------------------------------------------------------------
 def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.Tensor,
                  precision: str = DEFAULT_PRECISION, block_m: int | None = None,
@@ -168,12 +182,7 @@ def fused_matmul(kernel, x1: torch.Tensor, x2: torch.Tensor | None, rhs: torch.T
     if parts is None:
         raise ValueError(f"kernel: {type(kernel).__name__} is not supported by the fused backend")
     with torch.no_grad():
-        z1 = parts.scaled_inputs(x1)
-        z2 = z1 if x2 is None else parts.scaled_inputs(x2)
-        o, alpha = parts.outputscale(), parts.alpha()
-        batch = broadcast_shapes(z1.shape[:-2], z2.shape[:-2], rhs.shape[:-2],
-                                       () if o is None else o.shape)
-        a, b = _centred(_flat(z1, batch), _flat(z2, batch))
+        a, b, o, alpha, batch = _flat_inputs(parts, x1, x2, rhs.shape[:-2])
         if backend == "cpu" and x2 is None:  # each pair of points once (any t)
             out = _kernels("cpu").sym_kv_matmul(a, _flat(rhs, batch), parts.profile, _per_batch(alpha, batch))
         elif backend == "triton" and x2 is None and rhs.shape[-1] == 1:  # off-diagonal entries once
@@ -231,12 +240,7 @@ def fused_dense(kernel, x1: torch.Tensor, x2: torch.Tensor | None, derivative: b
         return _cpu_dense(parts, x1, x2), None
     dense = _dense()
     with torch.no_grad():
-        z1 = parts.scaled_inputs(x1)
-        z2 = z1 if x2 is None else parts.scaled_inputs(x2)
-        o, alpha = parts.outputscale(), parts.alpha()
-        batch = broadcast_shapes(z1.shape[:-2], z2.shape[:-2], () if o is None else o.shape,
-                                 () if alpha is None else alpha.shape)
-        a, b = _centred(_flat(z1, batch), _flat(z2, batch))
+        a, b, o, alpha, batch = _flat_inputs(parts, x1, x2)
         k, dk = dense.dense_profile(a, b, parts.profile, _per_batch(o, batch), _per_batch(alpha, batch),
                                     derivative)
     shape = (*batch, *k.shape[-2:])
@@ -245,12 +249,7 @@ def fused_dense(kernel, x1: torch.Tensor, x2: torch.Tensor | None, derivative: b
 
 @torch.no_grad()
 def _cpu_dense(parts: FusedParts, x1: torch.Tensor, x2: torch.Tensor | None) -> torch.Tensor:
-    z1 = parts.scaled_inputs(x1)
-    z2 = z1 if x2 is None else parts.scaled_inputs(x2)
-    o, alpha = parts.outputscale(), parts.alpha()
-    batch = broadcast_shapes(z1.shape[:-2], z2.shape[:-2], () if o is None else o.shape,
-                             () if alpha is None else alpha.shape)
-    a, b = _centred(_flat(z1, batch), _flat(z2, batch))
+    a, b, o, alpha, batch = _flat_inputs(parts, x1, x2)
     k = padded_rows((a.shape[0], a.shape[1], b.shape[1]), dtype=a.dtype)  # rows aligned as dense K's
     _kernels("cpu").kernel_tile(a, b, parts.profile, _per_batch(alpha, batch), out=k)
     if o is not None:
