@@ -17,6 +17,12 @@ BACKENDS = ("auto", "dense", "blocked", "triton", "cpu")
 # synth-40000 --libs flashgp --backend dense``, and ``--backend triton``); larger n are untimed.
 DENSE_BUFFERS = 6
 DENSE_BUFFERS_STATIONARY = 3
+# off CUDA, where the fused CPU kernels build K in one pass and give its gradient, K alone is kept
+# (plus per-thread tiles): stored products then beat the fused ones at every size that fits (at
+# n = 10,000, d = 3, t = 11: 3.2e9 against 2.4e9 entries per second, ``python
+# benchmarks/cpu_engine.py --parts throughput``), and their one-column products (Lanczos, the
+# mean solve) are bandwidth-bound
+DENSE_BUFFERS_CPU_FUSED = 1
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes, off CUDA
 CUDA_MEMORY_FRACTION = 0.25  # on CUDA: this share of the device's total memory
 

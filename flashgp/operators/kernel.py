@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..backends import block_rows_for, blocked_bilinear_grad, blocked_matmul, choose_backend
-from ..backends.choice import DENSE_BUFFERS, DENSE_BUFFERS_STATIONARY
+from ..backends.choice import DENSE_BUFFERS, DENSE_BUFFERS_CPU_FUSED, DENSE_BUFFERS_STATIONARY
 from ..backends.fused import (DEFAULT_PRECISION, PRECISIONS, cpu_ready, fused_bilinear_grad,
                              fused_dense, fused_matmul, fused_parts, fused_ready, stored_matmul,
                              stored_ready)
@@ -73,9 +73,11 @@ class KernelOperator(Operator):
         self._parts = stationary_parts(kernel)
         ready = fused_ready(kernel, x1, x2)  # the fused kernels can evaluate this kernel here
         fused = (backend == "triton" or (backend == "auto" and x1.is_cuda)) and ready
-        buffers = DENSE_BUFFERS if self._parts is None else DENSE_BUFFERS_STATIONARY
+        native = not x1.is_cuda and cpu_ready(kernel, x1, x2)  # compiles on a machine's first use
+        buffers = DENSE_BUFFERS if self._parts is None else (
+            DENSE_BUFFERS_CPU_FUSED if native else DENSE_BUFFERS_STATIONARY)
         self.backend = choose_backend(backend, self.n_rows, self.n_cols, self.dtype, nbatch, memory_budget,
-                                      fused, x1.device, buffers, native=lambda: cpu_ready(kernel, x1, x2))
+                                      fused, x1.device, buffers, native=lambda: native)
         # whose fused kernels give the gradients: float32 dense matrices take Triton's where those
         # run (one pass that recomputes K instead of a dozen torch passes over the stored K and
         # dK); off CUDA the fused CPU kernels build dense matrices and give their gradients
@@ -84,7 +86,7 @@ class KernelOperator(Operator):
             self._fused_backend = self.backend
         elif self.backend == "dense" and self.dtype == torch.float32 and ready:
             self._fused_backend = "triton"
-        elif self.backend == "dense" and not x1.is_cuda and cpu_ready(kernel, x1, x2):
+        elif self.backend == "dense" and native:
             self._fused_backend = "cpu"
         self._fused_parts = fused_parts(kernel) if self._fused_backend else None
         dense_on_gpu = self.backend == "dense" and x1.is_cuda
