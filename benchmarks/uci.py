@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO))
 
-LIBS = ("flashgp", "gpytorch")
+LIBS = ("flashgp", "gpytorch", "gpytorch-keops")  # the last: GPyTorch's KeOps kernels (pykeops)
 INIT = {"lengthscale": math.log(2.0), "outputscale": math.log(2.0), "noise": math.log(2.0),
         "constant": 0.0}  # softplus(0) = ln 2: GPyTorch's defaults, set explicitly on both
 SOLVER = {"cg_tol_train": 1.0, "cg_tol_eval": 0.01, "max_cg_iters": 1000, "probes": 10,
@@ -213,17 +213,18 @@ def gpytorch_step(model, mll, optimizer, ds) -> float:
     return loss.item()
 
 
-def run_gpytorch(ds, args, device, sync) -> dict:
-    """Train and predict with GPyTorch's ExactGP forced onto CG; returns timings and predictions."""
+def run_gpytorch(ds, args, device, sync, keops: bool = False) -> dict:
+    """Train and predict with GPyTorch's ExactGP forced onto CG; returns timings and predictions.
+    ``keops``: its Matern kernel from ``gpytorch.kernels.keops`` (needs pykeops)."""
     import gpytorch
     from gpytorch import settings as gs
+    matern = gpytorch.kernels.keops.MaternKernel if keops else gpytorch.kernels.MaternKernel
 
     class Model(gpytorch.models.ExactGP):
         def __init__(self, x, y, likelihood):
             super().__init__(x, y, likelihood)
             self.mean_module = gpytorch.means.ConstantMean()
-            self.covar_module = gpytorch.kernels.ScaleKernel(
-                gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=x.shape[-1]))
+            self.covar_module = gpytorch.kernels.ScaleKernel(matern(nu=2.5, ard_num_dims=x.shape[-1]))
 
         def forward(self, x):
             return gpytorch.distributions.MultivariateNormal(self.mean_module(x),
@@ -316,7 +317,8 @@ def run_flashgp(ds, args, device, sync) -> dict:
     return out
 
 
-RUNNERS = {"gpytorch": run_gpytorch, "flashgp": run_flashgp}
+RUNNERS = {"gpytorch": run_gpytorch, "flashgp": run_flashgp,
+           "gpytorch-keops": lambda ds, args, device, sync: run_gpytorch(ds, args, device, sync, keops=True)}
 
 
 # ----------------------------------------------------------------------------- worker
@@ -348,7 +350,8 @@ def worker(args) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     ds = load(args).to(device=device)
-    __import__(args.lib)  # imports and lazy initialization before measuring memory and time
+    for package in {"gpytorch-keops": ("gpytorch", "pykeops")}.get(args.lib, (args.lib,)):
+        __import__(package)  # imports and lazy initialization before measuring memory and time
     warm_up_optimizer()
     sync = make_sync(device)
     torch.manual_seed(args.seed)
@@ -424,7 +427,7 @@ def parent(args) -> int:
     meta = {"command": "python " + shlex.join(sys.argv), "argv": sys.argv,
             "device": args.device, "device_name": ok[0]["device_name"] if ok else None,
             "threads": args.threads, "memory_kind": ok[0]["memory_kind"] if ok else None,
-            "torch": torch.__version__, "gpytorch": version_of("gpytorch"),
+            "torch": torch.__version__, "gpytorch": version_of("gpytorch"), "pykeops": version_of("pykeops"),
             "flashgp": version_of("flashgp"), "python": platform.python_version(),
             "split": args.split, "max_train": args.max_train, "dtype": args.dtype,
             "seed": args.seed, "lr": args.lr, "iters": args.iters, "solver": SOLVER,
@@ -461,7 +464,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", help="folder of UCI data sets (default: packaged flashgp/data)")
     p.add_argument("--datasets", type=csv_list(), default=["concrete"],
                    help="comma-separated data set names (default: concrete)")
-    p.add_argument("--libs", type=csv_list(LIBS), default=list(LIBS),
+    p.add_argument("--libs", type=csv_list(LIBS), default=list(LIBS[:2]),
                    help="comma-separated libraries (default: flashgp,gpytorch)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
