@@ -54,9 +54,11 @@ class KernelOperator(Operator):
 
     The dense backend keeps the matrix and, when gradients are needed, its autograd graph
     (so ``bilinear_grad`` costs one backward pass); for Scale(stationary) kernels it keeps
-    outputscale * dk/dr2 instead, or, for float32 data where the fused kernels run, nothing:
-    their gradient pass recomputes the entries (cheaper on a GPU than a dozen passes over two
-    stored matrices). The blocked backend re-evaluates blocks.
+    outputscale * dk/dr2 instead, or, for float32 data where the fused Triton kernels run, and
+    off CUDA where the fused CPU kernels run (which also build it), nothing: their gradient pass
+    recomputes the entries (cheaper than a dozen passes over two stored matrices), and the
+    memory budget counts K alone (``backends.choice.DENSE_BUFFERS_CPU_FUSED``). The blocked
+    backend re-evaluates blocks.
     """
 
     def __init__(self, kernel, x1: torch.Tensor, x2: torch.Tensor | None = None, backend: str = "auto",
