@@ -26,6 +26,8 @@ TILE_ENTRIES = 1 << 22  # entries of one kernel tile on that path (16 MB in floa
 # the symmetric kernels keep one (t or D + 3) x n buffer of column sums per thread; beyond this
 # many bytes in all the rectangular kernels run instead
 SYMMETRIC_SCRATCH_BYTES = 1 << 28
+# calls whose temporaries reach this many bytes trim the heap afterwards (_trimmed)
+TRIM_BYTES = 1 << 24
 
 
 def available() -> bool:
@@ -52,6 +54,18 @@ def _call(name: str, dtype: torch.dtype, *args) -> None:
     """Run a library function, whose last argument is the thread count (torch's)."""
     if getattr(_lib(), name + DTYPES[dtype])(*args, torch.get_num_threads()):
         raise MemoryError(f"{name}: a worker thread could not allocate its scratch memory")
+
+
+def _nbytes(*tensors: torch.Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _release(nbytes: int) -> None:
+    """After a call whose temporaries, already freed, took ``nbytes``: past TRIM_BYTES return the
+    heap's free pages to the system (``cpu_native.release_free_memory``: glibc would otherwise
+    keep them resident, and resident memory would grow with CG iterations)."""
+    if nbytes >= TRIM_BYTES:
+        cpu_native.release_free_memory()
 
 
 def _prepared(z1, z2, alpha, dtype):
@@ -118,6 +132,9 @@ def kv_matmul(z1: torch.Tensor, z2: torch.Tensor, v: torch.Tensor, profile: str,
               d, t, code)
     elif n1:
         out.zero_()
+    nbytes = _nbytes(vt, out)
+    del vt
+    _release(nbytes)
     return out
 
 
@@ -163,6 +180,9 @@ def row_grad(z1: torch.Tensor, z2: torch.Tensor, u: torch.Tensor, v: torch.Tenso
     if n1 and n2:
         _call("flashgp_grad", dtype, _ptr(z1c), _ptr(z2t), _ptr(uc), _ptr(vt), _ptr(a), _ptr(h),
               _ptr(hz), _ptr(wk), _ptr(wda), bsz, n1, n2, d, t, code)
+    nbytes = _nbytes(uc, vt)
+    del uc, vt
+    _release(nbytes)
     return h, hz, wk, wda
 
 
@@ -194,7 +214,11 @@ def sym_kv_matmul(z: torch.Tensor, v: torch.Tensor, profile: str, alpha: torch.T
     out = torch.empty(bsz, n, t, dtype=dtype)
     _call("flashgp_sym_kv", dtype, _ptr(zc), _ptr(zt), _ptr(vt), _ptr(vc), _ptr(a), _ptr(out), _ptr(cols),
           bsz, n, d, t, code)
-    return out.add_(cols.sum(0).transpose(1, 2))
+    out.add_(cols.sum(0).transpose(1, 2))
+    nbytes = _nbytes(cols, out, out)  # cols, vt and the sum of cols were freed
+    del cols, vt, vc
+    _release(nbytes)
+    return out
 
 
 def sym_row_grad(z: torch.Tensor, u: torch.Tensor, v: torch.Tensor, profile: str,
@@ -226,4 +250,7 @@ def sym_row_grad(z: torch.Tensor, u: torch.Tensor, v: torch.Tensor, profile: str
     hz += total[:, 3:].transpose(1, 2)
     if wda is not None:
         wda += total[:, 2]
+    nbytes = _nbytes(uc, vt, cols, total)
+    del uc, vt, cols, total
+    _release(nbytes)
     return h, hz, wk if need_wk else None, wda
