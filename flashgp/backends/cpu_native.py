@@ -3,7 +3,7 @@
 """The compiled library behind the fused CPU backend (``backends.cpu_fused``).
 
 ``library()`` returns the loaded ``ctypes.CDLL``, compiling ``cpu_kernels.c`` on the first call
-of a process when no build for this source, compiler and CPU is cached yet (about a second with
+of a process when no build for this source, compiler and CPU is cached yet (a few seconds with
 gcc). The build goes to ``$XDG_CACHE_HOME/flashgp`` (default ``~/.cache/flashgp``), written under
 a temporary name and renamed, so concurrent processes never load half a file. Without a working
 C compiler ``library()`` returns None and ``unavailable_reason()`` says why; the operators then
