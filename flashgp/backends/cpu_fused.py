@@ -23,8 +23,11 @@ DTYPES = {torch.float32: "_f", torch.float64: "_d"}
 # which beats the column-by-column sums of flashgp_kv once V has many columns
 GEMM_MIN_T = 64
 TILE_ENTRIES = 1 << 22  # entries of one kernel tile on that path (16 MB in float32)
-# the symmetric kernels keep one (t or D + 3) x n buffer of column sums per thread; beyond this
-# many bytes in all the rectangular kernels run instead
+# the symmetric kernels keep SYMMETRIC_SLOTS buffers of (t or D + 3) x n column sums, each filled by
+# one thread at a time in a fixed order (so results do not depend on the thread count; at most
+# that many threads work on them); beyond SYMMETRIC_SCRATCH_BYTES in all the rectangular
+# kernels run instead
+SYMMETRIC_SLOTS = 16
 SYMMETRIC_SCRATCH_BYTES = 1 << 28
 # calls whose temporaries reach this many bytes trim the heap afterwards (_trimmed)
 TRIM_BYTES = 1 << 24
@@ -187,18 +190,17 @@ def row_grad(z1: torch.Tensor, z2: torch.Tensor, u: torch.Tensor, v: torch.Tenso
 
 
 def _symmetric_scratch(shape, dtype):
-    """Zeroed per-thread column sums (threads, *shape), or None when they would exceed
+    """Zeroed column sums (SYMMETRIC_SLOTS, *shape), or None when they would exceed
     SYMMETRIC_SCRATCH_BYTES."""
-    threads = torch.get_num_threads()
-    size = threads * torch.Size(shape).numel() * (torch.finfo(dtype).bits // 8)
-    return torch.zeros(threads, *shape, dtype=dtype) if size <= SYMMETRIC_SCRATCH_BYTES else None
+    size = SYMMETRIC_SLOTS * torch.Size(shape).numel() * (torch.finfo(dtype).bits // 8)
+    return torch.zeros(SYMMETRIC_SLOTS, *shape, dtype=dtype) if size <= SYMMETRIC_SCRATCH_BYTES else None
 
 
 def sym_kv_matmul(z: torch.Tensor, v: torch.Tensor, profile: str, alpha: torch.Tensor | None = None,
                   precision: str | None = None) -> torch.Tensor:
     """K(z, z) @ v with each pair of points evaluated once: z (B, n, D), v (B, n, t) -> (B, n, t),
     the result of ``kv_matmul(z, z, v, ...)`` to rounding, for about half its kernel evaluations.
-    Falls back to ``kv_matmul`` where the per-thread column sums would be too large, and for t
+    Falls back to ``kv_matmul`` where the column sums would be too large, and for t
     above GEMM_MIN_T."""
     code = _profile(profile, alpha)
     dtype = z.dtype
@@ -213,7 +215,7 @@ def sym_kv_matmul(z: torch.Tensor, v: torch.Tensor, profile: str, alpha: torch.T
     vt = vc.transpose(1, 2).contiguous()
     out = torch.empty(bsz, n, t, dtype=dtype)
     _call("flashgp_sym_kv", dtype, _ptr(zc), _ptr(zt), _ptr(vt), _ptr(vc), _ptr(a), _ptr(out), _ptr(cols),
-          bsz, n, d, t, code)
+          SYMMETRIC_SLOTS, bsz, n, d, t, code)
     out.add_(cols.sum(0).transpose(1, 2))
     nbytes = _nbytes(cols, out, out)  # cols, vt and the sum of cols were freed
     del cols, vt, vc
@@ -226,7 +228,7 @@ def sym_row_grad(z: torch.Tensor, u: torch.Tensor, v: torch.Tensor, profile: str
                  need_wk: bool = True) -> tuple:
     """``row_grad(z, z, u, v, ...)`` for a symmetric W = u v^T (such as [p q] [q p]^T = p q^T + q p^T),
     each pair of points evaluated once. z (B, n, D), u and v (B, n, t). Falls back to ``row_grad``
-    where the per-thread column sums would be too large. With W not symmetric the result is wrong:
+    where the column sums would be too large. With W not symmetric the result is wrong:
     the pair (a, b) is evaluated with W_ab alone."""
     code = _profile(profile, alpha)
     dtype = z.dtype
@@ -243,7 +245,7 @@ def sym_row_grad(z: torch.Tensor, u: torch.Tensor, v: torch.Tensor, profile: str
     hz = torch.zeros(bsz, n, d, dtype=dtype)
     wda = wda if need_wk and profile == "rq" else None
     _call("flashgp_sym_grad", dtype, _ptr(zc), _ptr(zt), _ptr(uc), _ptr(vt), _ptr(a), _ptr(h), _ptr(hz),
-          _ptr(wk), _ptr(wda), _ptr(cols), bsz, n, d, t, code)
+          _ptr(wk), _ptr(wda), _ptr(cols), SYMMETRIC_SLOTS, bsz, n, d, t, code)
     total = cols.sum(0)  # (B, D + 3, n): h, wk, wda, hz by columns
     h += total[:, 0]
     wk += total[:, 1]
@@ -254,3 +256,4 @@ def sym_row_grad(z: torch.Tensor, u: torch.Tensor, v: torch.Tensor, profile: str
     del uc, vt, cols, total
     _release(nbytes)
     return h, hz, wk if need_wk else None, wda
+

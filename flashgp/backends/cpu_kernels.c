@@ -61,37 +61,41 @@ static inline double exp_neg_d(double x) {
     return e * s;
 }
 
-/* ----- threads: work items 0 .. n - 1 spread over the workers, interleaved; each item is told its
- * worker's number (0 .. threads - 1), which owns any per-worker scratch output ---------------- */
-typedef void (*item_fn)(void *arg, long item, int worker);
+/* ----- threads ---------------------------------------------------------------------------------- *
+ * parallel_items: work items 0 .. n - 1 spread over the workers, interleaved; each item is told
+ * its worker's number. parallel_slots: items go to `slots` fixed slots (item i to slot i % slots),
+ * each slot's items run in ascending order on one worker, and an item is told its slot, which
+ * owns any scratch output (column sums): what each slot sums, and in what order, is then the
+ * same whatever the number of threads, so results are bit-identical across thread counts. */
+typedef void (*item_fn)(void *arg, long item, int slot);
 
 typedef struct {
     item_fn fn;
     void *arg;
     long items;
-    int threads;
-    int id;
+    int threads, id, slots;
 } worker_t;
 
 static void *run_worker(void *p) {
     worker_t *w = (worker_t *)p;
-    for (long i = w->id; i < w->items; i += w->threads) w->fn(w->arg, i, w->id);
+    if (w->slots == 0) {
+        for (long i = w->id; i < w->items; i += w->threads) w->fn(w->arg, i, w->id);
+        return NULL;
+    }
+    for (int s = w->id; s < w->slots; s += w->threads)
+        for (long i = s; i < w->items; i += w->slots) w->fn(w->arg, i, s);
     return NULL;
 }
 
-static void parallel_items(item_fn fn, void *arg, long items, int threads) {
-    if (threads > items) threads = (int)items;
+static void run_parallel(item_fn fn, void *arg, long items, int slots, int threads) {
+    const long units = slots ? slots : items;
+    if (threads > units) threads = (int)units;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (threads <= 1) {
-        for (long i = 0; i < items; i++) fn(arg, i, 0);
-        return;
-    }
+    if (threads < 1) threads = 1;
     pthread_t ids[MAX_THREADS];
     worker_t workers[MAX_THREADS];
     int started = 0;
-    for (int k = 0; k < threads; k++) {
-        workers[k] = (worker_t){fn, arg, items, threads, k};
-    }
+    for (int k = 0; k < threads; k++) workers[k] = (worker_t){fn, arg, items, threads, k, slots};
     for (int k = 1; k < threads; k++) {
         if (pthread_create(&ids[k], NULL, run_worker, &workers[k]) != 0) break;
         started = k;
@@ -99,6 +103,14 @@ static void parallel_items(item_fn fn, void *arg, long items, int threads) {
     for (int k = started + 1; k < threads; k++) run_worker(&workers[k]);  /* threads not started */
     run_worker(&workers[0]);
     for (int k = 1; k <= started; k++) pthread_join(ids[k], NULL);
+}
+
+static void parallel_items(item_fn fn, void *arg, long items, int threads) {
+    run_parallel(fn, arg, items, 0, threads);
+}
+
+static void parallel_slots(item_fn fn, void *arg, long items, int slots, int threads) {
+    run_parallel(fn, arg, items, slots, threads);
 }
 
 /* ----- the templated bodies, once per precision ------------------------------------------------ */
@@ -123,4 +135,4 @@ static void parallel_items(item_fn fn, void *arg, long items, int threads) {
 #include "cpu_kernels_body.h"
 #include "cpu_kernels_sym.h"
 
-int flashgp_cpu_abi(void) { return 4; }
+int flashgp_cpu_abi(void) { return 6; }

@@ -102,8 +102,8 @@ typedef struct {
     volatile int failed;  /* set when a work item could not allocate its scratch memory */
 } SUFFIX(kv_args);
 
-static void SUFFIX(kv_item)(void *p, long item, int worker) {
-    (void)worker;
+static void SUFFIX(kv_item)(void *p, long item, int slot) {
+    (void)slot;
     SUFFIX(kv_args) *a = (SUFFIX(kv_args) *)p;
     const long b = item / a->chunks, i0 = (item % a->chunks) * CHUNK;
     const long i1 = i0 + CHUNK < a->n1 ? i0 + CHUNK : a->n1;
@@ -149,8 +149,8 @@ typedef struct {
     int profile;
 } SUFFIX(tile_args);
 
-static void SUFFIX(tile_item)(void *p, long item, int worker) {
-    (void)worker;
+static void SUFFIX(tile_item)(void *p, long item, int slot) {
+    (void)slot;
     const SUFFIX(tile_args) *a = (const SUFFIX(tile_args) *)p;
     const long b = item / a->chunks, i0 = (item % a->chunks) * CHUNK;
     const long i1 = i0 + CHUNK < a->n1 ? i0 + CHUNK : a->n1;
@@ -186,8 +186,8 @@ typedef struct {
     volatile int failed;
 } SUFFIX(grad_args);
 
-static void SUFFIX(grad_item)(void *p, long item, int worker) {
-    (void)worker;
+static void SUFFIX(grad_item)(void *p, long item, int slot) {
+    (void)slot;
     SUFFIX(grad_args) *a = (SUFFIX(grad_args) *)p;
     const long b = item / a->chunks, i0 = (item % a->chunks) * CHUNK;
     const long i1 = i0 + CHUNK < a->n1 ? i0 + CHUNK : a->n1;

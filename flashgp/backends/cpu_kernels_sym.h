@@ -1,6 +1,6 @@
 /* Templated bodies of cpu_kernels.c for the symmetric K(z, z): each pair of row chunks (I < J) is
  * evaluated once, by the work item of chunk I, which adds K[I, J] V[J] to its own rows and
- * K[I, J]^T V[I] to its worker's private column sums (cols), which the caller adds up; the
+ * K[I, J]^T V[I] to its slot's column sums (cols; see parallel_slots), which the caller adds up; the
  * diagonal block K[I, I] is evaluated whole by its item. Included after cpu_kernels_body.h with
  * the same macros. */
 
@@ -14,13 +14,13 @@ static inline long SUFFIX(sym_width)(long j0, long n, long i1) {
 /* ----- K @ V ------------------------------------------------------------------------------------- */
 typedef struct {
     const T *z, *zt, *vt, *v, *alpha;  /* v (B, n, t) and its transpose vt (B, t, n) */
-    T *out, *cols;                     /* out (B, n, t); cols (workers, B, t, n) */
+    T *out, *cols;                     /* out (B, n, t); cols (slots, B, t, n) */
     long B, n, D, t, chunks;
     int profile;
     volatile int failed;
 } SUFFIX(skv_args);
 
-static void SUFFIX(skv_item)(void *p, long item, int worker) {
+static void SUFFIX(skv_item)(void *p, long item, int slot) {
     SUFFIX(skv_args) *a = (SUFFIX(skv_args) *)p;
     const long b = item / a->chunks, i0 = (item % a->chunks) * CHUNK;
     const long n = a->n, D = a->D, t = a->t;
@@ -28,7 +28,7 @@ static void SUFFIX(skv_item)(void *p, long item, int worker) {
     const T *z = a->z + b * n * D, *zt = a->zt + b * D * n, *vt = a->vt + b * t * n;
     const T *v = a->v + b * n * t;
     const T alpha = a->alpha ? a->alpha[b] : (T)1;
-    T *out = a->out + b * n * t, *cols = a->cols + ((long)worker * a->B + b) * t * n;
+    T *out = a->out + b * n * t, *cols = a->cols + ((long)slot * a->B + b) * t * n;
     T kbuf[GROUP][TILE];
     T *acc = (T *)calloc((size_t)(GROUP * t), sizeof(T));
     if (!acc) {
@@ -68,16 +68,17 @@ static void SUFFIX(skv_item)(void *p, long item, int worker) {
 }
 
 int SUFFIX(flashgp_sym_kv)(const T *z, const T *zt, const T *vt, const T *v, const T *alpha, T *out,
-                           T *cols, long B, long n, long D, long t, int profile, int threads) {
+                           T *cols, int slots, long B, long n, long D, long t, int profile, int threads) {
     const long chunks = (n + CHUNK - 1) / CHUNK;
     SUFFIX(skv_args) args = {z, zt, vt, v, alpha, out, cols, B, n, D, t, chunks, profile, 0};
-    parallel_items(SUFFIX(skv_item), &args, B * chunks, threads);
+    parallel_slots(SUFFIX(skv_item), &args, B * chunks, slots, threads);
     return args.failed;
 }
 
+
 /* ----- row sums of the bilinear gradient for a symmetric W = u v^T ------------------------------ *
  * The row sums of flashgp_grad(z, z, u, v) when u v^T is symmetric (as [u w][w u]^T is), each
- * pair evaluated once: cols (workers, B, D + 3, n) gets the column sides of h, wk, wda, hz. */
+ * pair evaluated once: cols (slots, B, D + 3, n) gets the column sides of h, wk, wda, hz. */
 typedef struct {
     const T *z, *zt, *u, *vt, *alpha;
     T *h, *hz, *wk, *wda, *cols;
@@ -86,7 +87,7 @@ typedef struct {
     volatile int failed;
 } SUFFIX(sgrad_args);
 
-static void SUFFIX(sgrad_item)(void *p, long item, int worker) {
+static void SUFFIX(sgrad_item)(void *p, long item, int slot) {
     SUFFIX(sgrad_args) *a = (SUFFIX(sgrad_args) *)p;
     const long b = item / a->chunks, i0 = (item % a->chunks) * CHUNK;
     const long n = a->n, D = a->D, t = a->t;
@@ -95,7 +96,7 @@ static void SUFFIX(sgrad_item)(void *p, long item, int worker) {
     const T *u = a->u + b * n * t;
     const T alpha = a->alpha ? a->alpha[b] : (T)1;
     const int rq = a->profile == 4 && a->wda != NULL;
-    T *cols = a->cols + ((long)worker * a->B + b) * (D + 3) * n;
+    T *cols = a->cols + ((long)slot * a->B + b) * (D + 3) * n;
     T *col_h = cols, *col_wk = cols + n, *col_wda = cols + 2 * n, *col_hz = cols + 3 * n;
     T kb[GROUP][TILE], dkb[GROUP][TILE], dab[GROUP][TILE], w[GROUP][TILE];
     T *hz = (T *)malloc(sizeof(T) * (size_t)(GROUP * D));
@@ -186,10 +187,11 @@ static void SUFFIX(sgrad_item)(void *p, long item, int worker) {
 }
 
 int SUFFIX(flashgp_sym_grad)(const T *z, const T *zt, const T *u, const T *vt, const T *alpha, T *h,
-                             T *hz, T *wk, T *wda, T *cols, long B, long n, long D, long t,
+                             T *hz, T *wk, T *wda, T *cols, int slots, long B, long n, long D, long t,
                              int profile, int threads) {
     const long chunks = (n + CHUNK - 1) / CHUNK;
     SUFFIX(sgrad_args) args = {z, zt, u, vt, alpha, h, hz, wk, wda, cols, B, n, D, t, chunks, profile, 0};
-    parallel_items(SUFFIX(sgrad_item), &args, B * chunks, threads);
+    parallel_slots(SUFFIX(sgrad_item), &args, B * chunks, slots, threads);
     return args.failed;
 }
+

@@ -29,7 +29,7 @@ SOURCES = ("cpu_kernels.c", "cpu_kernels_body.h", "cpu_kernels_sym.h")
 FLAGS = ["-O3", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-fno-trapping-math",
          "-fassociative-math", "-fno-signed-zeros", "-ffp-contract=fast"]
 NATIVE_FLAGS = ["-march=native"]
-ABI = 4  # = flashgp_cpu_abi() in cpu_kernels.c
+ABI = 6  # = flashgp_cpu_abi() in cpu_kernels.c
 COMPILE_TIMEOUT = 120  # seconds
 
 _lock = threading.Lock()
@@ -88,8 +88,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         getattr(lib, "flashgp_kv" + suffix).argtypes = [p] * 5 + [n] * 5 + [i, i]
         getattr(lib, "flashgp_tile" + suffix).argtypes = [p] * 4 + [n] * 5 + [i, i]
         getattr(lib, "flashgp_grad" + suffix).argtypes = [p] * 9 + [n] * 5 + [i, i]
-        getattr(lib, "flashgp_sym_kv" + suffix).argtypes = [p] * 7 + [n] * 4 + [i, i]
-        getattr(lib, "flashgp_sym_grad" + suffix).argtypes = [p] * 10 + [n] * 4 + [i, i]
+        getattr(lib, "flashgp_sym_kv" + suffix).argtypes = [p] * 7 + [i] + [n] * 4 + [i, i]
+        getattr(lib, "flashgp_sym_grad" + suffix).argtypes = [p] * 10 + [i] + [n] * 4 + [i, i]
         for name in ("flashgp_kv", "flashgp_tile", "flashgp_grad", "flashgp_sym_kv", "flashgp_sym_grad"):
             getattr(lib, name + suffix).restype = ctypes.c_int  # 0, or 1 when scratch memory ran out
     return lib
