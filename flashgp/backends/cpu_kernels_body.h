@@ -94,23 +94,35 @@ static inline void SUFFIX(group_products)(T kbuf[GROUP][TILE], long g, const T *
     }
 }
 
+/* Columns j0 .. j0 + m of the next tile for the rows of chunk [i0, i1). Symmetric tiles stop at
+ * i1, so that each lies wholly inside the diagonal block or wholly beyond it. */
+static inline long SUFFIX(tile_width)(long j0, long n2, long i1, int symmetric) {
+    const long m = j0 + TILE <= n2 ? TILE : n2 - j0;
+    return (symmetric && j0 < i1 && j0 + m > i1) ? i1 - j0 : m;
+}
+
+/* K(z1, z2) V by row chunks. Symmetric (z1 = z2, n1 = n2): each pair of chunks I < J evaluated
+ * once, by chunk I's item, which adds K[I, J] V[J] to its own rows and K[I, J]^T V[I] to its
+ * slot's column sums (cols (slots, B, t, n); see parallel_slots), which the caller adds up; the
+ * diagonal blocks are evaluated whole. */
 typedef struct {
-    const T *z1, *z2t, *vt, *alpha;
-    T *out;
-    long n1, n2, D, t, chunks;
-    int profile;
+    const T *z1, *z2t, *vt, *v, *alpha;  /* vt (B, t, n2); v (B, n1, t), symmetric only */
+    T *out, *cols;                       /* out (B, n1, t); cols, symmetric only */
+    long B, n1, n2, D, t, chunks;
+    int profile, symmetric;
     volatile int failed;  /* set when a work item could not allocate its scratch memory */
 } SUFFIX(kv_args);
 
 static void SUFFIX(kv_item)(void *p, long item, int slot) {
-    (void)slot;
     SUFFIX(kv_args) *a = (SUFFIX(kv_args) *)p;
     const long b = item / a->chunks, i0 = (item % a->chunks) * CHUNK;
     const long i1 = i0 + CHUNK < a->n1 ? i0 + CHUNK : a->n1;
     const long n2 = a->n2, D = a->D, t = a->t;
     const T *z1 = a->z1 + b * a->n1 * D, *z2t = a->z2t + b * D * n2, *vt = a->vt + b * t * n2;
+    const T *v = a->symmetric ? a->v + b * a->n1 * t : NULL;
     const T alpha = a->alpha ? a->alpha[b] : (T)1;
     T *out = a->out + b * a->n1 * t;
+    T *cols = a->symmetric ? a->cols + ((long)slot * a->B + b) * t * n2 : NULL;
     T kbuf[GROUP][TILE];
     T *acc = (T *)calloc((size_t)(GROUP * t), sizeof(T));
     if (!acc) {
@@ -120,13 +132,29 @@ static void SUFFIX(kv_item)(void *p, long item, int slot) {
     for (long i = i0; i < i1; i += GROUP) {
         const long g = i + GROUP <= i1 ? GROUP : i1 - i;
         memset(acc, 0, sizeof(T) * (size_t)(GROUP * t));
-        for (long j0 = 0; j0 < n2; j0 += TILE) {
-            const long m = j0 + TILE <= n2 ? TILE : n2 - j0;
+        for (long j0 = a->symmetric ? i0 : 0, m; j0 < n2; j0 += m) {
+            m = SUFFIX(tile_width)(j0, n2, i1, a->symmetric);
             for (long r = 0; r < g; r++) {
                 SUFFIX(sq_dist)(z1 + (i + r) * D, z2t, n2, D, j0, m, kbuf[r]);
                 SUFFIX(profile)(a->profile, alpha, m, kbuf[r], NULL, NULL);
             }
             SUFFIX(group_products)(kbuf, g, vt, n2, j0, m, t, acc);
+            if (!a->symmetric || j0 < i1) continue;  /* beyond the diagonal block: the other side */
+            for (long c = 0; c < t; c++) {
+                T *col = cols + c * n2 + j0;
+                if (g == GROUP) {
+                    const T *k0 = kbuf[0], *k1 = kbuf[1], *k2 = kbuf[2], *k3 = kbuf[3];
+                    const T v0 = v[i * t + c], v1 = v[(i + 1) * t + c];
+                    const T v2 = v[(i + 2) * t + c], v3 = v[(i + 3) * t + c];
+                    for (long j = 0; j < m; j++) col[j] += k0[j] * v0 + k1[j] * v1 + k2[j] * v2 + k3[j] * v3;
+                } else {
+                    for (long r = 0; r < g; r++) {
+                        const T vr = v[(i + r) * t + c];
+                        const T *kr = kbuf[r];
+                        for (long j = 0; j < m; j++) col[j] += kr[j] * vr;
+                    }
+                }
+            }
         }
         for (long r = 0; r < g; r++) memcpy(out + (i + r) * t, acc + r * t, sizeof(T) * (size_t)t);
     }
@@ -136,8 +164,16 @@ static void SUFFIX(kv_item)(void *p, long item, int slot) {
 int SUFFIX(flashgp_kv)(const T *z1, const T *z2t, const T *vt, const T *alpha, T *out, long B,
                        long n1, long n2, long D, long t, int profile, int threads) {
     const long chunks = (n1 + CHUNK - 1) / CHUNK;
-    SUFFIX(kv_args) args = {z1, z2t, vt, alpha, out, n1, n2, D, t, chunks, profile, 0};
+    SUFFIX(kv_args) args = {z1, z2t, vt, NULL, alpha, out, NULL, B, n1, n2, D, t, chunks, profile, 0, 0};
     parallel_items(SUFFIX(kv_item), &args, B * chunks, threads);
+    return args.failed;
+}
+
+int SUFFIX(flashgp_sym_kv)(const T *z, const T *zt, const T *vt, const T *v, const T *alpha, T *out,
+                           T *cols, int slots, long B, long n, long D, long t, int profile, int threads) {
+    const long chunks = (n + CHUNK - 1) / CHUNK;
+    SUFFIX(kv_args) args = {z, zt, vt, v, alpha, out, cols, B, n, n, D, t, chunks, profile, 1, 0};
+    parallel_slots(SUFFIX(kv_item), &args, B * chunks, slots, threads);
     return args.failed;
 }
 

@@ -1,80 +1,7 @@
-/* Templated bodies of cpu_kernels.c for the symmetric K(z, z): each pair of row chunks (I < J) is
- * evaluated once, by the work item of chunk I, which adds K[I, J] V[J] to its own rows and
- * K[I, J]^T V[I] to its slot's column sums (cols; see parallel_slots), which the caller adds up; the
- * diagonal block K[I, I] is evaluated whole by its item. Included after cpu_kernels_body.h with
- * the same macros. */
-
-/* Columns j0 .. j0 + m of the next tile from j0 for the rows of chunk [i0, i1): tiles stop at i1,
- * so that each lies wholly inside the diagonal block or wholly beyond it. */
-static inline long SUFFIX(sym_width)(long j0, long n, long i1) {
-    long m = j0 + TILE <= n ? TILE : n - j0;
-    return (j0 < i1 && j0 + m > i1) ? i1 - j0 : m;
-}
-
-/* ----- K @ V ------------------------------------------------------------------------------------- */
-typedef struct {
-    const T *z, *zt, *vt, *v, *alpha;  /* v (B, n, t) and its transpose vt (B, t, n) */
-    T *out, *cols;                     /* out (B, n, t); cols (slots, B, t, n) */
-    long B, n, D, t, chunks;
-    int profile;
-    volatile int failed;
-} SUFFIX(skv_args);
-
-static void SUFFIX(skv_item)(void *p, long item, int slot) {
-    SUFFIX(skv_args) *a = (SUFFIX(skv_args) *)p;
-    const long b = item / a->chunks, i0 = (item % a->chunks) * CHUNK;
-    const long n = a->n, D = a->D, t = a->t;
-    const long i1 = i0 + CHUNK < n ? i0 + CHUNK : n;
-    const T *z = a->z + b * n * D, *zt = a->zt + b * D * n, *vt = a->vt + b * t * n;
-    const T *v = a->v + b * n * t;
-    const T alpha = a->alpha ? a->alpha[b] : (T)1;
-    T *out = a->out + b * n * t, *cols = a->cols + ((long)slot * a->B + b) * t * n;
-    T kbuf[GROUP][TILE];
-    T *acc = (T *)calloc((size_t)(GROUP * t), sizeof(T));
-    if (!acc) {
-        a->failed = 1;
-        return;
-    }
-    for (long i = i0; i < i1; i += GROUP) {
-        const long g = i + GROUP <= i1 ? GROUP : i1 - i;
-        memset(acc, 0, sizeof(T) * (size_t)(GROUP * t));
-        for (long j0 = i0, m; j0 < n; j0 += m) {
-            m = SUFFIX(sym_width)(j0, n, i1);
-            for (long r = 0; r < g; r++) {
-                SUFFIX(sq_dist)(z + (i + r) * D, zt, n, D, j0, m, kbuf[r]);
-                SUFFIX(profile)(a->profile, alpha, m, kbuf[r], NULL, NULL);
-            }
-            SUFFIX(group_products)(kbuf, g, vt, n, j0, m, t, acc);
-            if (j0 < i1) continue;  /* the diagonal block: its rows get every entry above */
-            for (long c = 0; c < t; c++) {
-                T *col = cols + c * n + j0;
-                if (g == GROUP) {
-                    const T *k0 = kbuf[0], *k1 = kbuf[1], *k2 = kbuf[2], *k3 = kbuf[3];
-                    const T v0 = v[i * t + c], v1 = v[(i + 1) * t + c];
-                    const T v2 = v[(i + 2) * t + c], v3 = v[(i + 3) * t + c];
-                    for (long j = 0; j < m; j++) col[j] += k0[j] * v0 + k1[j] * v1 + k2[j] * v2 + k3[j] * v3;
-                } else {
-                    for (long r = 0; r < g; r++) {
-                        const T vr = v[(i + r) * t + c];
-                        const T *kr = kbuf[r];
-                        for (long j = 0; j < m; j++) col[j] += kr[j] * vr;
-                    }
-                }
-            }
-        }
-        for (long r = 0; r < g; r++) memcpy(out + (i + r) * t, acc + r * t, sizeof(T) * (size_t)t);
-    }
-    free(acc);
-}
-
-int SUFFIX(flashgp_sym_kv)(const T *z, const T *zt, const T *vt, const T *v, const T *alpha, T *out,
-                           T *cols, int slots, long B, long n, long D, long t, int profile, int threads) {
-    const long chunks = (n + CHUNK - 1) / CHUNK;
-    SUFFIX(skv_args) args = {z, zt, vt, v, alpha, out, cols, B, n, D, t, chunks, profile, 0};
-    parallel_slots(SUFFIX(skv_item), &args, B * chunks, slots, threads);
-    return args.failed;
-}
-
+/* Templated body of cpu_kernels.c for the gradient of the symmetric K(z, z): each pair of row
+ * chunks (I < J) is evaluated once, by the work item of chunk I, which adds to its own rows' sums
+ * and to its slot's column sums (see parallel_slots and flashgp_sym_kv); the diagonal block
+ * K[I, I] is evaluated whole by its item. Included after cpu_kernels_body.h with the same macros. */
 
 /* ----- row sums of the bilinear gradient for a symmetric W = u v^T ------------------------------ *
  * The row sums of flashgp_grad(z, z, u, v) when u v^T is symmetric (as [u w][w u]^T is), each
@@ -109,7 +36,7 @@ static void SUFFIX(sgrad_item)(void *p, long item, int slot) {
         T h[GROUP] = {0}, wk[GROUP] = {0}, wda[GROUP] = {0};
         for (long k = 0; k < GROUP * D; k++) hz[k] = 0;
         for (long j0 = i0, m; j0 < n; j0 += m) {
-            m = SUFFIX(sym_width)(j0, n, i1);
+            m = SUFFIX(tile_width)(j0, n, i1, 1);
             for (long r = 0; r < g; r++) {
                 SUFFIX(sq_dist)(z + (i + r) * D, zt, n, D, j0, m, kb[r]);
                 SUFFIX(profile)(a->profile, alpha, m, kb[r], dkb[r], rq ? dab[r] : NULL);
