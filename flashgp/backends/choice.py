@@ -3,8 +3,6 @@
 # CPU), else blocked.
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
 BACKENDS = ("auto", "dense", "blocked", "triton", "cpu")
@@ -39,17 +37,17 @@ def default_memory_budget(device: torch.device | str | None = None) -> int:
 def choose_backend(backend: str, n1: int, n2: int, dtype: torch.dtype, batch: int = 1,
                    memory_budget: int | None = None, fused: bool = False,
                    device: torch.device | str | None = None, buffers: int = DENSE_BUFFERS,
-                   native: Callable[[], bool] = lambda: False) -> str:
+                   native: bool = False) -> str:
     """Resolve ``backend`` ("auto", "dense", "blocked", "triton" or "cpu") for an n1 x n2 kernel
     matrix.
 
     ``fused``: whether the fused Triton kernels can evaluate this kernel on ``device``
-    (``backends.fused.fused_ready``); ``native()``: whether the fused CPU kernels can
-    (``backends.fused.cpu_ready``; asked only when the answer matters, since the first
-    call compiles them). "triton" and "cpu" resolve to "blocked" where their kernels cannot run.
+    (``backends.fused.fused_ready``); ``native``: whether the fused CPU kernels can
+    (``backends.fused.cpu_ready``). "triton" and "cpu" resolve to "blocked" where their kernels
+    cannot run.
     "auto" takes "dense" while ``buffers`` matrices of the data's itemsize fit ``memory_budget``
     (default ``default_memory_budget(device)``); beyond it "triton" for float32 (or narrower)
-    data on CUDA when ``fused``, "cpu" off CUDA when ``native()`` (float32 or float64: the CPU
+    data on CUDA when ``fused``, "cpu" off CUDA when ``native`` (float32 or float64: the CPU
     kernels compute in the data's dtype), else "blocked".
     """
     if backend not in BACKENDS:
@@ -57,7 +55,7 @@ def choose_backend(backend: str, n1: int, n2: int, dtype: torch.dtype, batch: in
     if backend == "triton":
         return "triton" if fused else "blocked"
     if backend == "cpu":
-        return "cpu" if native() else "blocked"
+        return "cpu" if native else "blocked"
     if backend != "auto":
         return backend
     budget = default_memory_budget(device) if memory_budget is None else memory_budget
@@ -67,4 +65,4 @@ def choose_backend(backend: str, n1: int, n2: int, dtype: torch.dtype, batch: in
     on_cuda = device is not None and torch.device(device).type == "cuda"
     if on_cuda:
         return "triton" if fused and itemsize <= 4 else "blocked"
-    return "cpu" if native() else "blocked"
+    return "cpu" if native else "blocked"

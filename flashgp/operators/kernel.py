@@ -79,7 +79,7 @@ class KernelOperator(Operator):
         buffers = DENSE_BUFFERS if self._parts is None else (
             DENSE_BUFFERS_CPU_FUSED if native else DENSE_BUFFERS_STATIONARY)
         self.backend = choose_backend(backend, self.n_rows, self.n_cols, self.dtype, nbatch, memory_budget,
-                                      fused, x1.device, buffers, native=lambda: native)
+                                      fused, x1.device, buffers, native=native)
         # whose fused kernels give the gradients: float32 dense matrices take Triton's where those
         # run (one pass that recomputes K instead of a dozen torch passes over the stored K and
         # dK); off CUDA the fused CPU kernels build dense matrices and give their gradients

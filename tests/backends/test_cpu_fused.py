@@ -355,7 +355,7 @@ def test_backends_fall_back_to_blocked_without_the_library(monkeypatch):
         with torch.no_grad():
             k = kernel(x, x2)
         check(op.matmul(rhs), k @ rhs, k.abs() @ rhs.abs(), torch.float64, f"{backend} fallback matmul")
-    assert choose_backend("cpu", 10, 10, torch.float64, native=cpu_fused.available) == "blocked"
+    assert choose_backend("cpu", 10, 10, torch.float64, native=cpu_fused.available()) == "blocked"
     with pytest.raises(RuntimeError, match="no C compiler found"):
         cpu_fused.kv_matmul(x[None], x2[None], rhs[None], "rbf")
 

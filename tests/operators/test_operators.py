@@ -385,13 +385,12 @@ def test_choose_backend():
     assert choose_backend("auto", n, n, torch.float64, batch=2, memory_budget=need64) == "blocked"
     # explicit choices are kept
     assert choose_backend("blocked", 10, 10, torch.float64) == "blocked"
-    # past the budget off CUDA: the fused CPU kernels where they can run (asked only then)
-    asked = []
-    assert choose_backend("auto", 10, 10, torch.float64, native=lambda: asked.append(1) or True) == "dense"
-    assert not asked
-    assert choose_backend("auto", n, n, torch.float64, memory_budget=1, native=lambda: True) == "cpu"
-    assert choose_backend("cpu", 10, 10, torch.float64, native=lambda: False) == "blocked"
-    assert choose_backend("cpu", 10, 10, torch.float64, native=lambda: True) == "cpu"
+    # past the budget off CUDA: the fused CPU kernels where they can run
+    assert choose_backend("auto", 10, 10, torch.float64, native=True) == "dense"
+    assert choose_backend("auto", n, n, torch.float64, memory_budget=1, native=True) == "cpu"
+    assert choose_backend("auto", n, n, torch.float64, memory_budget=1, native=True, device="cuda") == "blocked"
+    assert choose_backend("cpu", 10, 10, torch.float64, native=False) == "blocked"
+    assert choose_backend("cpu", 10, 10, torch.float64, native=True) == "cpu"
     assert choose_backend("dense", 10**6, 10**6, torch.float32) == "dense"
     with pytest.raises(ValueError, match=r"\bbackend\b"):
         choose_backend("fused-magic", 10, 10, torch.float64)
