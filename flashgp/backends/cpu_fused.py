@@ -38,10 +38,6 @@ def available() -> bool:
     return cpu_native.library() is not None
 
 
-def supports(dtype: torch.dtype) -> bool:
-    return dtype in DTYPES
-
-
 def _ptr(x: torch.Tensor | None):
     return None if x is None else ctypes.c_void_p(x.data_ptr())
 

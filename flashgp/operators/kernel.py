@@ -75,7 +75,8 @@ class KernelOperator(Operator):
         self._parts = stationary_parts(kernel)
         ready = fused_ready(kernel, x1, x2)  # the fused kernels can evaluate this kernel here
         fused = (backend == "triton" or (backend == "auto" and x1.is_cuda)) and ready
-        native = not x1.is_cuda and cpu_ready(kernel, x1, x2)  # compiles on a machine's first use
+        # the fused CPU kernels serve "auto", "cpu" and dense matrices; compiled on a machine's first use
+        native = backend != "blocked" and not x1.is_cuda and cpu_ready(kernel, x1, x2)
         buffers = DENSE_BUFFERS if self._parts is None else (
             DENSE_BUFFERS_CPU_FUSED if native else DENSE_BUFFERS_STATIONARY)
         self.backend = choose_backend(backend, self.n_rows, self.n_cols, self.dtype, nbatch, memory_budget,

@@ -384,15 +384,23 @@ def test_unavailable_reason_without_a_compiler(monkeypatch, tmp_path):
     assert not (tmp_path / "flashgp").exists()
 
 
+def use_compiler(monkeypatch, tmp_path, name: str, script: str):
+    """CC set to an executable file ``name`` holding ``script``, the build cache in tmp_path and
+    no failure recorded yet; returns the file's path."""
+    path = tmp_path / name
+    path.write_text(script)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("CC", str(path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(cpu_native, "_failure", [])
+    return path
+
+
 def test_unavailable_reason_with_a_failing_compiler(monkeypatch, tmp_path):
     """CC naming a compiler that fails: library() gives None, the reason quotes its complaint,
     and no partial build is left in the cache folder."""
-    fake = tmp_path / "fakecc"
-    fake.write_text("#!/bin/sh\necho 'fakecc: cannot compile anything' >&2\nexit 1\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("CC", str(fake))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(cpu_native, "_failure", [])
+    fake = use_compiler(monkeypatch, tmp_path, "fakecc",
+                        "#!/bin/sh\necho 'fakecc: cannot compile anything' >&2\nexit 1\n")
     assert cpu_native._compiler() == str(fake)
     assert cpu_native.library.__wrapped__() is None
     reason = cpu_native.unavailable_reason()
@@ -523,12 +531,7 @@ def test_more_threads_than_work_items():
 def test_unexecutable_compiler_means_unavailable(monkeypatch, tmp_path):
     """A CC that is found but cannot run (no shebang: exec format error) should leave the library
     unavailable with a reason, like a compiler that fails, so that "auto" can fall back."""
-    bad = tmp_path / "badcc"
-    bad.write_text("not a program\n")
-    bad.chmod(bad.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("CC", str(bad))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(cpu_native, "_failure", [])
+    use_compiler(monkeypatch, tmp_path, "badcc", "not a program\n")
     assert cpu_native.library.__wrapped__() is None
     assert "badcc" in cpu_native.unavailable_reason()
 
