@@ -14,7 +14,7 @@ import torch
 
 from .errors import ModelFileError
 from .io import (CONFIG_NAME, TENSORS_NAME, build_model, check_device, check_model_config, check_path,
-                 first_line, flashgp_version, load_plain_tensors, model_config, parse_json, read_archive,
+                 file_model_of, first_line, flashgp_version, load_plain_tensors, model_config, parse_json, read_archive,
                  write_archive)
 from .checkpoint_checks import check_file_values, check_resumable
 from .models import GPModel
@@ -201,11 +201,14 @@ def _rebuild_optimizer_state(path: Path, described: dict, tensors: dict) -> dict
 
 def write_checkpoint(path, model: GPModel, snapshot: Snapshot, settings: dict, history) -> None:
     """Write ``snapshot`` of a fit of ``model`` to ``path`` (atomically: temp file + rename).
+    The model part is ``model.file_model()``'s (for a model spread over processes, a registered
+    one holding all its rows).
 
     settings: {"optimizer", "lr", "seed"} of the fit. history: an object with the lists
     ``loss``, ``step_seconds`` and ``diagnostics``; their first ``snapshot.step`` entries are kept.
     """
     path = check_path(path)
+    model = file_model_of(model)
     model_tensors = {name: t.detach().cpu() for name, t in model.state_dict().items()}
     model_tensors.update(snapshot.parameters)
     tensors = {"model": model_tensors, "optimizer": {}, "rng": dict(snapshot.rng),
@@ -339,8 +342,11 @@ def load_checkpoint_model(path, device=None) -> GPModel:
 
 def check_matches(checkpoint: Checkpoint, model: GPModel, settings: dict, names: list[str]) -> None:
     """ValueError naming the argument when ``checkpoint`` was not written by this fit of ``model``
-    (its configuration, priors included, training data, fit settings or trained parameters)."""
+    (its configuration, priors included, training data, fit settings or trained parameters).
+    ``model.file_model()`` is compared (a model spread over processes: all its rows, so a
+    checkpoint resumes on another number of processes)."""
     where = f"the checkpoint {checkpoint.path}"
+    model = file_model_of(model)
     saved = {k: v for k, v in checkpoint.config["model"].items() if k != "flashgp_version"}
     if "solver" in saved:
         try:  # with the defaults of solver fields that older files lack
@@ -375,7 +381,9 @@ def check_matches(checkpoint: Checkpoint, model: GPModel, settings: dict, names:
 
 
 class Checkpointer:
-    """What fit does for checkpoints: resume, a snapshot per step, periodic and final writes.
+    """What fit does for checkpoints: resume, a snapshot per step, periodic and final writes
+    (the writes only where ``model.writes_checkpoints``: one process of a model spread over
+    several; every process reads the file to resume).
 
     path: the checkpoint file. every: write after every ``every`` completed steps. names: the
     trainable parameter names in the optimizer's order. settings: {"optimizer", "lr", "seed"}.
@@ -412,9 +420,10 @@ class Checkpointer:
             self.save(history)
 
     def save(self, history) -> None:
-        """Write the latest snapshot unless the file already holds it."""
+        """Write the latest snapshot unless the file already holds it (or another process writes it)."""
         if self.written != self.latest.step:
-            write_checkpoint(self.path, self.model, self.latest, self.settings, history)
+            if getattr(self.model, "writes_checkpoints", True):
+                write_checkpoint(self.path, self.model, self.latest, self.settings, history)
             self.written = self.latest.step
 
     def rescue(self, history) -> bool:

@@ -18,7 +18,7 @@ from .checkpoint import Checkpointer
 from .errors import FitInterrupted, NotPSDError, NumericalWarning
 from .fit_signals import TerminationHandler
 from .fit_warnings import WarningDigest, noise_floor_message
-from .io import registered_name
+from .io import file_model_of, registered_name
 from .graph_step import GraphSteps
 from .minibatches import Minibatches
 from .models import ExactGP, GPModel
@@ -375,7 +375,7 @@ def _check_checkpoint_args(model, checkpoint, checkpoint_every, resume) -> tuple
     if not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint: expected a str or os.PathLike, got {type(checkpoint).__name__}")
     try:
-        registered_name(model)
+        registered_name(file_model_of(model))
     except TypeError as err:
         raise TypeError(f"checkpoint: needs a model that fg.save can write; {err}") from None
     path = Path(checkpoint)

@@ -63,6 +63,12 @@ def registered_name(model) -> str:
     return name
 
 
+def file_model_of(model):
+    """What files of ``model`` hold: ``model.file_model()`` for a GPModel (itself, or for a model
+    spread over processes a registered one holding all its rows), else ``model`` unchanged."""
+    return model.file_model() if isinstance(model, GPModel) else model
+
+
 def model_config(model: GPModel) -> dict:
     """The JSON-ready description of ``model``'s structure (everything but its tensors): the
     envelope (format, format_version, flashgp_version, model: the registry name, dtype) and
@@ -98,7 +104,11 @@ def save(model: GPModel, path) -> None:
 
     The file is a zip archive holding ``config.json`` and ``tensors.pt``. It is written to a
     temporary file in the same folder and moved into place, so ``path`` never holds a partial file.
+    What is written is ``model.file_model()``: the model itself, or for one spread over
+    processes (``flashgp.distributed.ShardedExactGP``) an ``ExactGP`` on all its rows (written
+    by whichever process calls ``save``).
     """
+    model = file_model_of(model)
     registered_name(model)
     path = check_path(path)
     broken = [name for name, t in model.state_dict().items()

@@ -92,11 +92,12 @@ and pivots kept across calls, model files and checkpoints (``fg.save`` refuses a
 LOVE variances for test sets above ``CG.exact_var_max``, replacing the data, batch models,
 gradients with respect to the inputs, and the NCCL measurements. See docs/guide/distributed.md.
 """
+from .files import even_rows, load
 from .group import ShardError, Shards
 from .mll import sharded_mll
 from .model import ShardedExactGP
 from .operator import ShardedKernelOperator
 from .precond import ShardedLowRankPlusDiag, sharded_pivoted_cholesky, sharded_preconditioner
 
-__all__ = ["Shards", "ShardError", "ShardedExactGP", "ShardedKernelOperator", "ShardedLowRankPlusDiag", "sharded_mll",
+__all__ = ["even_rows", "load", "Shards", "ShardError", "ShardedExactGP", "ShardedKernelOperator", "ShardedLowRankPlusDiag", "sharded_mll",
            "sharded_pivoted_cholesky", "sharded_preconditioner"]

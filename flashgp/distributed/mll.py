@@ -14,7 +14,8 @@ from .precond import check_config, sharded_preconditioner
 def sharded_mll(kernel, mean, likelihood, x_local: torch.Tensor, y_local: torch.Tensor, group=None,
                 probes: int = 10, tol: float = 1.0, max_iters: int = 1000, lanczos_iters: int = 20,
                 generator: torch.Generator | None = None, backend: str = "auto",
-                memory_budget: int | None = None, reorthogonalize: bool = False, precond=None):
+                memory_budget: int | None = None, reorthogonalize: bool = False, precond=None,
+                precision: str | None = None):
     """log p(y | x) / n of an exact GP whose n training rows are split across the processes of
     ``group``, by BBMM (mBCG + SLQ), with the value and, after ``.backward()``, the parameter
     gradients the same on every process and equal, to round-off, to those of ``exact_mll`` on one
@@ -36,7 +37,8 @@ def sharded_mll(kernel, mean, likelihood, x_local: torch.Tensor, y_local: torch.
         generator: a ``torch.Generator`` seeded alike on every process (the probes are this
             process's rows of the ``(n, probes)`` block one process would draw from it); None
             uses torch's global generator, which must then be seeded alike everywhere.
-        backend, memory_budget: the local product's ``KernelOperator`` settings.
+        backend, memory_budget, precision: the local product's ``KernelOperator`` settings
+            (precision None: KernelOperator's default).
         precond: None (CG without a preconditioner) or ``fg.PivotedCholesky(rank=k)`` (without
             blocks), configured as for ``fg.CG(precond=...)``: P = L L^T + diag(noise) with L the
             greedy pivoted Cholesky factor of K, pivots chosen over all n rows (the pivots and
@@ -62,7 +64,9 @@ def sharded_mll(kernel, mean, likelihood, x_local: torch.Tensor, y_local: torch.
     check_config(precond)  # before the first collective
     shards = Shards(x_local.shape[-2], group, device=x_local.device)
     x_all = shards.gather(x_local, dim=-2)
-    kernel_op = ShardedKernelOperator(kernel, x_local, shards, x_all, backend=backend, memory_budget=memory_budget)
+    options = {} if precision is None else {"precision": precision}
+    kernel_op = ShardedKernelOperator(kernel, x_local, shards, x_all, backend=backend, memory_budget=memory_budget,
+                                      **options)
     # the mean and the noise over all n rows on every process, then this process's rows: their
     # backward gathers every process's gradient rows, so the parameters get the global gradient
     mean_local = shards.local_rows(mean(x_all), dim=-1)

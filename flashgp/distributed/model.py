@@ -65,7 +65,7 @@ class ShardedExactGP(ExactGP):
     statistics of the same tensors). Nothing else of ExactGP's construction changes.
 
     Training: ``mll(generator)`` is ``sharded_mll`` with the solver's tol, max_iters, probes,
-    lanczos_iters, reorthogonalize, backend, memory_budget and precond; the value and the
+    lanczos_iters, reorthogonalize, backend, memory_budget, precision and precond; the value and the
     gradients are the same on every process, so ``fg.fit(model, ..., seed=s)`` called on every
     process (the same seed: the probes are rows of one (n, probes) block) keeps the parameters
     identical. ``num_train`` and ``diagnostics["n"]`` are the global n (the loss is per point).
@@ -78,15 +78,16 @@ class ShardedExactGP(ExactGP):
     covariance raises NotImplementedError (no sharded LOVE root yet). alpha is cached while the
     model is unchanged.
 
-    Not supported yet: batch dimensions, replacing the data (``set_train_data``,
-    ``condition_on_observations``), ``fg.save`` / checkpoints (the class is not registered, so
-    ``fg.save`` and ``fg.fit(path=...)`` refuse it: a file would hold one shard), inputs that
-    require grad.
-    """
+    Files: ``fg.save(model, path)`` writes an ``fg.ExactGP`` file holding all n rows
+    (``file_model``), from whichever process calls it; ``fg.fit(model, checkpoint=path)``
+    (the same path on every process, one they all see) is written by rank 0 alone and resumed
+    by every process, on any number of them (the parameters, optimizer state and probe
+    generator are the same on all; the file holds all rows). ``flashgp.distributed.load``
+    splits a model file's rows over the processes.
 
-    #: why ``fg.save`` and checkpoints refuse this model (``io.registered_name`` reports it)
-    not_savable = ("a ShardedExactGP holds one process's rows of the training data, so a file of it "
-                   "would hold one shard; files and checkpoints of sharded models are not built yet")
+    Not supported yet: batch dimensions, replacing the data (``set_train_data``,
+    ``condition_on_observations``), inputs that require grad.
+    """
 
     def __init__(self, x_local, y_local, kernel, likelihood=None, mean=None, solver=None, group=None):
         solver = check_solver(CG() if solver is None else solver)  # before the first collective
@@ -145,6 +146,21 @@ class ShardedExactGP(ExactGP):
     def solver_state(self) -> dict:
         return {}  # fresh pivots at every step: nothing to carry
 
+    # ----- files and checkpoints: those of an ExactGP on all rows ------------------------------
+    def file_model(self) -> ExactGP:
+        """An ``fg.ExactGP`` on all n rows (``x_all``, ``y_all``) sharing this model's kernel,
+        likelihood, mean and solver (their parameters, priors and frozen flags): what
+        ``fg.save`` and ``fg.fit``'s checkpoints write, so a file of a sharded model is an
+        ordinary ExactGP file (``fg.load`` on one process, ``flashgp.distributed.load`` on any
+        number) and a checkpoint resumes on any number of processes. No collective."""
+        return ExactGP(self._x_all, self._y_all, self.kernel, self.likelihood, self.mean, self.solver)
+
+    @property
+    def writes_checkpoints(self) -> bool:
+        """Only rank 0 writes ``fg.fit``'s checkpoints (every process reads them to resume, so
+        the path must be one they all see)."""
+        return self._shards.rank == 0
+
     def load_solver_state(self, state: dict) -> None:
         pass
 
@@ -160,7 +176,7 @@ class ShardedExactGP(ExactGP):
                                   group=self._group, probes=cg.probes, tol=cg.tol, max_iters=cg.max_iters,
                                   lanczos_iters=cg.lanczos_iters, generator=generator, backend=cg.backend,
                                   memory_budget=cg.memory_budget, reorthogonalize=cg.reorthogonalize,
-                                  precond=cg.precond)
+                                  precond=cg.precond, precision=cg.precision)
         if not bool(torch.isfinite(value).all()):
             self._nonfinite(None)
         self.diagnostics = {"n": self.num_train, "path": "cg", "cg_iterations": info.get("iterations"), **info,
@@ -172,7 +188,7 @@ class ShardedExactGP(ExactGP):
         """(AddedDiag(sharded K, this process's noise rows), its preconditioner or None)."""
         cg, shards = self.solver, self._shards
         op = ShardedKernelOperator(self.kernel, self.train_x, shards, self._x_all, backend=cg.backend,
-                                   memory_budget=cg.memory_budget)
+                                   memory_budget=cg.memory_budget, precision=cg.precision)
         noise_local = self.likelihood.noise_diag(shards.n).expand(shards.n)[shards.start:shards.stop]
         return AddedDiag(op, noise_local), sharded_preconditioner(cg.precond, op, noise_local)
 
@@ -211,7 +227,8 @@ class ShardedExactGP(ExactGP):
             system = self._system()
             alpha = self._alpha_all(system)
             diagnostics = dict(self.diagnostics)
-            cross = KernelOperator(self.kernel, x, self._x_all, backend=cg.backend, memory_budget=cg.memory_budget)
+            cross = KernelOperator(self.kernel, x, self._x_all, backend=cg.backend, memory_budget=cg.memory_budget,
+                                   precision=cg.precision)
             mean = self.mean(x) + cross.matmul(alpha.unsqueeze(-1)).squeeze(-1)
             prior = kernel_operator(self.kernel, x)
             if x.shape[-2] <= cg.exact_var_max:

@@ -37,7 +37,8 @@ class GPModel(nn.Module, abc.ABC):
     - ``config()`` / ``from_config(config, tensors)``: the JSON-ready structure of the model
       (everything but its tensors) and the constructor that rebuilds it; with ``state_dict``
       they make the model file (``fg.save`` / ``fg.load``). A model class is made loadable by
-      ``flashgp.serialize.register_model``.
+      ``flashgp.serialize.register_model``. ``file_model()`` is what files hold (itself, unless
+      the model is spread over processes).
     - ``solver_state()`` / ``load_solver_state(state)``: the solver state a resumed fit needs to
       continue exactly as an uninterrupted one (CPU tensors by name; {} when there is none).
 
@@ -118,6 +119,19 @@ class GPModel(nn.Module, abc.ABC):
     def solver_state(self) -> dict:
         """CPU tensors (by name) of the solver state training reuses; {} when there is none."""
         return {}
+
+    def file_model(self) -> GPModel:
+        """The model that ``fg.save`` and fit checkpoints write for this one: itself. A model
+        whose training rows are spread over processes gives a registered model holding all of
+        them that shares its parameters (``ShardedExactGP``: an ``ExactGP``), so its files are
+        those of that model."""
+        return self
+
+    @property
+    def writes_checkpoints(self) -> bool:
+        """Whether this process writes ``fg.fit``'s checkpoints of the model (True; of a model
+        spread over processes, only rank 0 does)."""
+        return True
 
     def load_solver_state(self, state: dict) -> None:
         """Take ``solver_state()`` of an identical model; anything unusable is ignored (the

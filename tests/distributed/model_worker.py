@@ -55,11 +55,6 @@ def worker(rank: int, world: int, init_file: str, counts: list, out_dir: str, mo
                     ShardedExactGP(x[start:stop], y[start:stop], kernel(), solver=bad)
                 except (TypeError, NotImplementedError) as err:
                     out[name] = (type(err).__name__, str(err))
-            model = ShardedExactGP(x[start:stop], y[start:stop], kernel(), solver=solver())
-            try:
-                fg.save(model, os.path.join(out_dir, f"model{rank}.fgp"))
-            except TypeError as err:
-                out["save"] = str(err)
         else:
             model = ShardedExactGP(x[start:stop], y[start:stop], kernel(), solver=solver())
             out["num_train"] = model.num_train
