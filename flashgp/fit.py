@@ -198,7 +198,12 @@ def fit(model, optimizer: str = "adam", lr: float = 0.1, iters: int = 50, progre
         settings.update(batches.settings() if batches is not None else {})
         saver = Checkpointer(path, every, model, opt, generator, [name for name, _ in named], settings)
         if resume and path.exists():
-            history.start_step = saver.resume(history, iters)
+            try:
+                history.start_step = saver.resume(history, iters)
+            except BaseException:
+                model.check_resume(None)  # the other processes of a sharded model learn of it
+                raise
+        model.check_resume(history.start_step)
     terminate = TerminationHandler(active=saver is not None)
     try:
         with terminate:

@@ -34,6 +34,8 @@ def cases(tmp: Path) -> dict:
                         ["concrete: n_train=150", "SGPR", "<= exact mll", "inducing points moved"]),
         "large_gpu_fit.py": (["--n", "300", "--iters", "2", "--test", "50", "--device", "cpu"],
                              ["n=300, d=3", "CG iterations", "test RMSE"]),
+        "distributed_fit.py": (["--n-train", "200", "--iters", "2", "--n-test", "30"],
+                               ["1 process (gloo", "test: RMSE"]),
         "ski_large.py": (["--n", "3000", "--iters", "2", "--test", "200", "--grid", "200"],
                          ["n=3000, grid=200", "backend ski", "test RMSE"]),
         "sklearn_pipeline.py": (["--iters", "2", "--max-train", "120"],

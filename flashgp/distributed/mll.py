@@ -15,7 +15,7 @@ def sharded_mll(kernel, mean, likelihood, x_local: torch.Tensor, y_local: torch.
                 probes: int = 10, tol: float = 1.0, max_iters: int = 1000, lanczos_iters: int = 20,
                 generator: torch.Generator | None = None, backend: str = "auto",
                 memory_budget: int | None = None, reorthogonalize: bool = False, precond=None,
-                precision: str | None = None):
+                precision: str | None = None, shards: Shards | None = None, x_all: torch.Tensor | None = None):
     """log p(y | x) / n of an exact GP whose n training rows are split across the processes of
     ``group``, by BBMM (mBCG + SLQ), with the value and, after ``.backward()``, the parameter
     gradients the same on every process and equal, to round-off, to those of ``exact_mll`` on one
@@ -39,6 +39,8 @@ def sharded_mll(kernel, mean, likelihood, x_local: torch.Tensor, y_local: torch.
             uses torch's global generator, which must then be seeded alike everywhere.
         backend, memory_budget, precision: the local product's ``KernelOperator`` settings
             (precision None: KernelOperator's default).
+        shards, x_all: the row split of ``group`` and every process's inputs ``(n, d)`` when
+            known (a ``ShardedExactGP``'s): they save the all-gathers of the row counts and of x.
         precond: None (CG without a preconditioner) or ``fg.PivotedCholesky(rank=k)`` (without
             blocks), configured as for ``fg.CG(precond=...)``: P = L L^T + diag(noise) with L the
             greedy pivoted Cholesky factor of K, pivots chosen over all n rows (the pivots and
@@ -62,8 +64,12 @@ def sharded_mll(kernel, mean, likelihood, x_local: torch.Tensor, y_local: torch.
         raise ValueError(f"x_local, y_local: expected (n_local, d) and (n_local,), got shapes "
                          f"{tuple(x_local.shape)} and {tuple(y_local.shape)}")
     check_config(precond)  # before the first collective
-    shards = Shards(x_local.shape[-2], group, device=x_local.device)
-    x_all = shards.gather(x_local, dim=-2)
+    if shards is None:
+        shards = Shards(x_local.shape[-2], group, device=x_local.device)
+    elif shards.n_local != x_local.shape[-2]:
+        raise ValueError(f"shards: this process holds {shards.n_local} rows by it, x_local has {x_local.shape[-2]}")
+    if x_all is None:
+        x_all = shards.gather(x_local, dim=-2)
     options = {} if precision is None else {"precision": precision}
     kernel_op = ShardedKernelOperator(kernel, x_local, shards, x_all, backend=backend, memory_budget=memory_budget,
                                       **options)

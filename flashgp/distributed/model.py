@@ -7,21 +7,19 @@ import time
 import torch
 
 from ..distributions import Posterior
-from ..distributions.covariances import DenseDowndated, PosteriorCovariance
+from ..distributions.covariances import DenseDowndated, Downdated
 from ..initial_values import init_from_data
-from ..linalg import mbcg
 from ..models.exact_gp import ExactGP
 from ..models.finite import parameters_finite
-from ..models.state import StateSnapshot
+from ..models.prediction import root_growth, warn_root_change
 from ..models.validation import check_test_inputs, check_train_data
 from ..operators import kernel_operator
-from ..operators.added_diag import AddedDiag
 from ..operators.kernel import KernelOperator
 from ..solvers import CG
 from .group import Shards
 from .mll import sharded_mll
-from .operator import ShardedKernelOperator
-from .precond import check_config, sharded_preconditioner
+from .precond import check_config
+from .prediction import ShardedPrediction
 
 
 def check_solver(solver) -> CG:
@@ -70,13 +68,18 @@ class ShardedExactGP(ExactGP):
     process (the same seed: the probes are rows of one (n, probes) block) keeps the parameters
     identical. ``num_train`` and ``diagnostics["n"]`` are the global n (the loss is per point).
 
-    Predictions: ``posterior(x)`` (every process the same x ``(m, d)``): the mean
-    m(x) + K(x, X) alpha, alpha = K_hat^{-1} (y - m) by sharded CG to ``solver.eval_tol`` and
-    gathered (n floats), K(x, X) evaluated locally (every process holds X). For m up to
-    ``solver.exact_var_max`` the covariance is exact: K(x, x) - K(x, X) K_hat^{-1} K(X, x), the m
-    columns solved by sharded CG to eval_tol and the m x m product all-reduced; beyond, the
-    covariance raises NotImplementedError (no sharded LOVE root yet). alpha is cached while the
-    model is unchanged.
+    Predictions: ``posterior(x)`` (every process the same x ``(m, d)``; a collective): the mean
+    m(x) + K(x, X) alpha with alpha = K_hat^{-1} (y - m) solved by sharded CG to
+    ``solver.eval_tol`` and kept as this process's rows, each process computing its columns
+    K(x, X_local) alpha_local and one all-reduce summing them (m n / G kernel entries each). For
+    m up to ``solver.exact_var_max`` the covariance is exact: K(x, x) - K(x, X) K_hat^{-1} K(X, x),
+    the m columns solved by sharded CG to eval_tol and the m x m product all-reduced; beyond,
+    LOVE: K(x, x) - W W^T with W = K(x, X) R, R R^T ~ K_hat^{-1} a rank-``solver.root_rank``
+    Lanczos root built by sharded Lanczos (kept as this process's rows; W summed by the same
+    all-reduce as the mean: m (1 + k) floats), warning as on one process when its variances have
+    not converged. ``local_posterior(x)``: each process its own test points, against the
+    gathered alpha and R, without collectives once they are built. alpha and R are cached while
+    the model is unchanged (``ShardedPrediction``).
 
     Files: ``fg.save(model, path)`` writes an ``fg.ExactGP`` file holding all n rows
     (``file_model``), from whichever process calls it; ``fg.fit(model, checkpoint=path)``
@@ -99,7 +102,7 @@ class ShardedExactGP(ExactGP):
         self._group = group
         self._shards = Shards(x_local.shape[-2], group, device=x_local.device)
         self._x_all = self._y_all = None
-        self._alpha = None  # (snapshot, alpha over all n rows) of the last posterior
+        self._cache = None  # the ShardedPrediction of the last posterior
         super().__init__(x_local, y_local, kernel, likelihood, mean, solver)
 
     # ----- data: local rows, global statistics -----------------------------------------------
@@ -155,6 +158,27 @@ class ShardedExactGP(ExactGP):
         number) and a checkpoint resumes on any number of processes. No collective."""
         return ExactGP(self._x_all, self._y_all, self.kernel, self.likelihood, self.mean, self.solver)
 
+    def check_resume(self, step: int | None) -> None:
+        """Every process must go on from the same step with the same parameters (a collective:
+        one all-gather of two floats). ValueError on every process otherwise, naming each
+        process's step: a checkpoint path that not every process sees (a node-local folder on
+        several machines) or a failed read on one of them would otherwise pair the collectives
+        of different steps. A process that failed (``step`` None) takes part and returns, so
+        that its own error is raised."""
+        with torch.no_grad():
+            params = [p.detach().double().reshape(-1) for p in self.parameters()]
+            total = torch.cat(params).sum() if params else torch.zeros((), dtype=torch.float64)
+        mine = torch.tensor([-1.0 if step is None else float(step), float(total)], dtype=torch.float64,
+                            device=self._shards.device)
+        every = self._shards.stack(mine).cpu()
+        if step is None or bool((every == every[0]).all()):
+            return
+        steps = ", ".join(f"rank {r}: {'failed' if s < 0 else int(s)}" for r, s in enumerate(every[:, 0].tolist()))
+        what = "steps" if bool((every[:, 0] != every[0, 0]).any()) else "parameters"
+        raise ValueError(f"checkpoint: the processes would start from different {what} ({steps}); "
+                         "every process must read the same checkpoint file (a path all of them see, "
+                         "e.g. on a shared file system) and build the model with the same parts")
+
     @property
     def writes_checkpoints(self) -> bool:
         """Only rank 0 writes ``fg.fit``'s checkpoints (every process reads them to resume, so
@@ -173,7 +197,7 @@ class ShardedExactGP(ExactGP):
             self._nonfinite(None)
         cg = self.solver
         value, info = sharded_mll(self.kernel, self.mean, self.likelihood, self.train_x, self.train_y,
-                                  group=self._group, probes=cg.probes, tol=cg.tol, max_iters=cg.max_iters,
+                                  group=self._group, shards=self._shards, x_all=self._x_all, probes=cg.probes, tol=cg.tol, max_iters=cg.max_iters,
                                   lanczos_iters=cg.lanczos_iters, generator=generator, backend=cg.backend,
                                   memory_budget=cg.memory_budget, reorthogonalize=cg.reorthogonalize,
                                   precond=cg.precond, precision=cg.precision)
@@ -183,83 +207,80 @@ class ShardedExactGP(ExactGP):
                             "seconds": time.perf_counter() - start}
         return value
 
-    # ----- prediction -------------------------------------------------------------------------
-    def _system(self):
-        """(AddedDiag(sharded K, this process's noise rows), its preconditioner or None)."""
-        cg, shards = self.solver, self._shards
-        op = ShardedKernelOperator(self.kernel, self.train_x, shards, self._x_all, backend=cg.backend,
-                                   memory_budget=cg.memory_budget, precision=cg.precision)
-        noise_local = self.likelihood.noise_diag(shards.n).expand(shards.n)[shards.start:shards.stop]
-        return AddedDiag(op, noise_local), sharded_preconditioner(cg.precond, op, noise_local)
+    # ----- prediction ---------------------------------------------------------------------------
+    def _sharded_prediction(self) -> ShardedPrediction:
+        """The cached solves of the current state (``ShardedPrediction``), made anew once it changed."""
+        if self._cache is None or not self._cache.matches(self):
+            self._cache = ShardedPrediction(self)
+        return self._cache
 
-    def _solve(self, system, rhs: torch.Tensor) -> tuple[torch.Tensor, object]:
-        cg = self.solver
-        result = mbcg(system[0], rhs, system[1], tol=cg.eval_tol, max_iters=cg.max_iters,
-                      reorthogonalize=cg.reorthogonalize, row_sum=self._shards.row_sum)
-        return result.solution, result
+    def _checked_inputs(self, x) -> torch.Tensor:
+        x = check_test_inputs(x, self.train_x)
+        if x.dim() != 2:
+            raise NotImplementedError(f"x: ShardedExactGP predicts at (m, d) inputs only, got shape {tuple(x.shape)}")
+        self._check_noise_count(self.num_train)
+        if not parameters_finite(self):
+            self._nonfinite(None)
+        return x
 
-    def _alpha_all(self, system) -> torch.Tensor:
-        """K_hat^{-1} (y - m) over all n rows, the same on every process (cached while unchanged)."""
-        if self._alpha is not None and self._alpha[0].matches(self):
-            return self._alpha[1]
-        shards = self._shards
-        snapshot = StateSnapshot(self)
-        resid = self.train_y - self.mean(self._x_all)[shards.start:shards.stop]
-        alpha_local, result = self._solve(system, resid.unsqueeze(-1))
-        alpha = shards.gather(alpha_local, dim=-2).squeeze(-1)
-        self._alpha = (snapshot, alpha)
-        self.diagnostics = {"n": shards.n, "path": "cg", "cg_iterations": result.iterations,
-                            "residual": float(result.residual.max()), "converged": bool(result.converged)}
-        return alpha
+    def _love(self, x, left, root, cache) -> tuple[Downdated, dict]:
+        """The LOVE covariance k(x, x) - W W^T (W = K(x, X) R ``(m, k)``) and its diagnostics."""
+        prior = kernel_operator(self.kernel, x)
+        change = 0.0 if root.complete else float(
+            root_growth(left, root, self.kernel.diag(x), cache.noise_level).median())
+        warn_root_change(change, root.root.shape[-1], stacklevel=5)
+        return Downdated(prior, left, left), {"variance_method": "lanczos", "variance_root_change": change}
+
+    def _finish(self, mean, covariance, cache, extra: dict, start: float) -> Posterior:
+        self.diagnostics = {"n": self.num_train, "path": "cg", **cache.diagnostics, **extra,
+                            "seconds": time.perf_counter() - start}
+        post = Posterior(mean, covariance, diagnostics=self.diagnostics)
+        post.covariance.guard = self._stale_guard(cache.snapshot)
+        return post
 
     def posterior(self, x) -> Posterior:
         """The latent posterior at x ``(m, d)``, the same on every process (a collective: all
         processes pass the same x). See the class docstring."""
         start = time.perf_counter()
-        x = check_test_inputs(x, self.train_x)
-        if x.dim() != 2:
-            raise NotImplementedError(f"x: ShardedExactGP predicts at (m, d) inputs only, got shape {tuple(x.shape)}")
         cg, shards = self.solver, self._shards
         with torch.no_grad():
-            self._check_noise_count(self.num_train)
-            if not parameters_finite(self):
-                self._nonfinite(None)
-            system = self._system()
-            alpha = self._alpha_all(system)
-            diagnostics = dict(self.diagnostics)
-            cross = KernelOperator(self.kernel, x, self._x_all, backend=cg.backend, memory_budget=cg.memory_budget,
-                                   precision=cg.precision)
-            mean = self.mean(x) + cross.matmul(alpha.unsqueeze(-1)).squeeze(-1)
-            prior = kernel_operator(self.kernel, x)
+            x = self._checked_inputs(x)
+            cache = self._sharded_prediction()
+            alpha = cache.alpha_local().unsqueeze(-1)
             if x.shape[-2] <= cg.exact_var_max:
                 k_local = KernelOperator(self.kernel, self.train_x, x, backend="dense").to_dense()  # (n_local, m)
-                solved, result = self._solve(system, k_local)
-                downdate = shards.all_reduce(k_local.transpose(-1, -2) @ solved)
-                covariance = DenseDowndated(prior, downdate)
-                diagnostics.update(variance_method="cg", variance_cg_iterations=result.iterations,
-                                   variance_residual=float(result.residual.max()))
+                solved, result = cache.solve(k_local)
+                both = shards.all_reduce(k_local.transpose(-1, -2) @ torch.cat([alpha, solved], -1))
+                mean_part = both[:, 0]
+                covariance = DenseDowndated(kernel_operator(self.kernel, x), both[:, 1:])
+                extra = {"variance_method": "cg", "variance_cg_iterations": result.iterations,
+                         "variance_residual": float(result.residual.max())}
             else:
-                covariance = _NoCovariance(prior, x.shape[-2])
-                diagnostics.update(variance_method=None)
-        diagnostics["seconds"] = time.perf_counter() - start
-        self.diagnostics = diagnostics
-        post = Posterior(mean, covariance, diagnostics=self.diagnostics)
-        post.covariance.guard = self._stale_guard(StateSnapshot(self))
-        return post
+                root = cache.root()
+                cross = KernelOperator(self.kernel, x, self.train_x, backend=cg.backend,
+                                       memory_budget=cg.memory_budget, precision=cg.precision)
+                both = shards.all_reduce(cross.matmul(torch.cat([alpha, root.root], -1)))  # (m, 1 + k)
+                mean_part = both[:, 0]
+                covariance, extra = self._love(x, both[:, 1:], root, cache)
+            mean = self.mean(x) + mean_part
+        return self._finish(mean, covariance, cache, extra, start)
 
-
-class _NoCovariance(PosteriorCovariance):
-    """The covariance of a sharded posterior with more test points than ``CG.exact_var_max``."""
-
-    def __init__(self, prior, m: int):
-        self.shape, self.dtype, self.device = torch.Size((m, m)), prior.dtype, prior.device
-
-    def _unavailable(self, *args):
-        raise NotImplementedError("covariance: ShardedExactGP computes variances for at most solver.exact_var_max "
-                                  "test points (exact sharded CG solves); larger sets need a sharded LOVE root, "
-                                  "not built yet. Predict in chunks of at most exact_var_max points")
-
-    _matmul = _diagonal = _rows = _unavailable
-
-    def to_dense(self):
-        self._unavailable()
+    def local_posterior(self, x) -> Posterior:
+        """The latent posterior at this process's own test points x ``(m_r, d)`` (each process
+        its own, any m_r >= 1), evaluated by this process alone against all n rows with the
+        gathered solve and LOVE root (``ShardedPrediction.alpha_all``, ``root_all``: n and
+        n x root_rank floats on every process). Building those is a collective: the first call
+        after the model changed must be made on every process together (later calls need not).
+        Variances by LOVE (``solver.root_rank``), whatever m_r is."""
+        start = time.perf_counter()
+        cg = self.solver
+        with torch.no_grad():
+            x = self._checked_inputs(x)
+            cache = self._sharded_prediction()
+            alpha, root = cache.alpha_all(), cache.root_all()
+            cross = KernelOperator(self.kernel, x, self._x_all, backend=cg.backend, memory_budget=cg.memory_budget,
+                                   precision=cg.precision)
+            both = cross.matmul(torch.cat([alpha.unsqueeze(-1), root.root], -1))
+            covariance, extra = self._love(x, both[:, 1:], root, cache)
+            mean = self.mean(x) + both[:, 0]
+        return self._finish(mean, covariance, cache, extra, start)

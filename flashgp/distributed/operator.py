@@ -26,6 +26,11 @@ class ShardedKernelOperator(Operator):
         x_all: ``(*batch, n, d)`` every process's rows (None: all-gathered here, a collective).
         backend, memory_budget, precision: as for ``KernelOperator`` (the local rows' product).
 
+    In a group of one process the local operator is K(x, x) itself (x2 None), so the path is
+    that of one process. Otherwise its gradient pass is rectangular: the row and the column side
+    each take a pass over n_local x n entries (one process's symmetric pass visits each of its
+    n^2 / 2 pairs once), so that pass scales as G / 2 against one process, the products as G.
+
     Gradients: ``grad_inputs()`` are the kernel's parameters that require grad;
     ``bilinear_grad(left_local, right_local)`` gathers ``right``, takes the gradient of
     left_local^T K(x_local, x_all) right_all from the local ``KernelOperator`` and all-reduces
@@ -48,8 +53,10 @@ class ShardedKernelOperator(Operator):
             raise ValueError(f"x_all: expected {shards.n} rows, got shape {tuple(x_all.shape)}")
         self.shards, self.kernel = shards, kernel
         self.x_local, self.x_all = x_local, x_all
-        self.local = KernelOperator(kernel, x_local, x_all, backend=backend, memory_budget=memory_budget,
-                                    **options)
+        # a group of one holds every row: the symmetric K(x, x) of one process, whose products and
+        # gradient passes take the symmetric kernels (each pair of points once)
+        self.local = KernelOperator(kernel, x_local, None if shards.world_size == 1 else x_all,
+                                    backend=backend, memory_budget=memory_budget, **options)
         batch = self.local.batch_shape
         self.shape = torch.Size((*batch, shards.n_local, shards.n_local))
         self.dtype, self.device = self.local.dtype, self.local.device

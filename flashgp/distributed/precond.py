@@ -7,16 +7,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..preconditioners.base import Preconditioner, tagged
+from ..operators.low_rank import LowRankPlusDiag
+from ..preconditioners.base import tagged
 from ..preconditioners.pivot_config import PivotedCholesky
 from ..preconditioners.pivoted_cholesky import LIVE_CHECK_EVERY, _check_rank, _with_pivots
 from .group import Shards
 from .operator import ShardedKernelOperator
-
-# ShardedLowRankPlusDiag keeps D^-1 L and D^-1 L C^-1 of its rows in float64 while they take at
-# most this many bytes (as LowRankPlusDiag does); above, every solve recomputes them
-SOLVE_CACHE_BYTES = 1 << 29
-
 
 def _global_candidate(shards: Shards, factor: Tensor, err: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The row with the largest remaining diagonal error over every process, and its factor row:
@@ -93,14 +89,16 @@ def sharded_pivoted_cholesky(op: ShardedKernelOperator, rank: int, tol: float = 
     return _with_pivots(factor, pivots, lives, k)
 
 
-class ShardedLowRankPlusDiag(Preconditioner):
+class ShardedLowRankPlusDiag(LowRankPlusDiag):
     """P = L L^T + diag(d) with its n rows split across processes: this process holds its rows of
     L, ``(*batch, n_local, k)``, and of d, ``(*batch, n_local)`` (positive). The
     ``Preconditioner`` protocol on sharded rows (``linalg.inv_quad_logdet`` with ``row_sum``):
 
     - ``solve(rhs_local)``: its rows of P^{-1} rhs by Woodbury, D^-1 rhs - D^-1 L C^-1 (L^T D^-1 rhs)
       with C = I + L^T D^-1 L; C (k x k, once) and L^T D^-1 rhs (k x t, per solve) are sums over
-      rows: one all-reduce each. Float64 as ``LowRankPlusDiag``.
+      rows: one all-reduce each. ``LowRankPlusDiag``'s own code on this process's rows (float64,
+      the cached or row-blocked Woodbury parts), with its sums over rows (``_sum_rows``)
+      all-reduced.
     - ``logdet()``: log det C + the all-reduced sum of log d; the same on every process.
     - ``sample(num, generator)``: its rows of L e1 + sqrt(d) e2 with e1 ``(k, num)`` and e2
       ``(n, num)`` drawn in full, in ``LowRankPlusDiag.sample``'s order, from the generator seeded
@@ -111,75 +109,25 @@ class ShardedLowRankPlusDiag(Preconditioner):
     Every method but ``info`` is a collective.
     """
 
-    kind = "low_rank"
-
     def __init__(self, factor: Tensor, diag: Tensor, shards: Shards, spectrum_floor: float | None = None):
         if factor.dim() < 2 or factor.shape[-2] != shards.n_local or diag.shape[-1] != shards.n_local:
             raise ValueError(f"factor, diag: expected (*batch, {shards.n_local}, k) and (*batch, {shards.n_local}), "
                              f"got {tuple(factor.shape)} and {tuple(diag.shape)}")
-        if not bool((diag > 0).all()):
-            raise ValueError(f"diag: expected positive entries, min is {float(diag.min()):.3g}")
-        batch = torch.broadcast_shapes(factor.shape[:-2], diag.shape[:-1])
-        self.factor = factor.expand(*batch, *factor.shape[-2:])
-        self.diag = diag.expand(*batch, diag.shape[-1])
+        super().__init__(factor, diag, spectrum_floor)
         self.shards, self.sharded_rows = shards, shards.rows
-        self.shape = torch.Size((*batch, shards.n_local, shards.n_local))
-        self.dtype, self.device = factor.dtype, factor.device
-        self.spectrum_floor = spectrum_floor
-        self._chol: Tensor | None = None
-        self._woodbury: tuple[Tensor, Tensor] | None = None
 
-    @property
-    def rank(self) -> int:
-        return self.factor.shape[-1]
+    def _sum_rows(self, partial: Tensor) -> Tensor:
+        return self.shards.row_sum(partial)
 
-    def _capacitance_cholesky(self) -> Tensor:
-        """Cholesky factor of C = I + L^T D^-1 L over all rows (float64; one all-reduce of k x k)."""
-        if self._chol is None:
-            scaled = self.factor.double() / self.diag.double().sqrt().unsqueeze(-1)
-            gram = self.shards.row_sum(scaled.transpose(-1, -2) @ scaled)
-            eye = torch.eye(self.rank, dtype=torch.float64, device=self.device)
-            self._chol = torch.linalg.cholesky(eye + gram)
-        return self._chol
+    def _matmul(self, rhs: Tensor) -> Tensor:
+        """This process's rows of P rhs (one all-reduce of L^T rhs)."""
+        return self.factor @ self._sum_rows(self.factor.transpose(-1, -2) @ rhs) + self.diag.unsqueeze(-1) * rhs
 
-    def _parts(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(D^-1 ``(*batch, n_local, 1)``, D^-1 L, D^-1 L C^-1), float64."""
-        inv_diag = self.diag.double().reciprocal().unsqueeze(-1)
-        if self._woodbury is not None:
-            return (inv_diag, *self._woodbury)
-        left = self.factor.double() * inv_diag
-        parts = (left, left @ torch.cholesky_inverse(self._capacitance_cholesky()))
-        if 16 * self.factor.numel() <= SOLVE_CACHE_BYTES:
-            self._woodbury = parts
-        return (inv_diag, *parts)
+    def rows(self, index: Tensor) -> Tensor:
+        raise NotImplementedError("ShardedLowRankPlusDiag.rows: the rows of P are spread over processes")
 
-    def solve(self, rhs: Tensor) -> Tensor:
-        """This process's rows of P^{-1} rhs, rhs ``(*batch, n_local, t)`` its rows (one all-reduce)."""
-        if not isinstance(rhs, Tensor) or rhs.dim() < 2 or rhs.shape[-2] != self.shards.n_local:
-            shape = tuple(rhs.shape) if isinstance(rhs, Tensor) else type(rhs).__name__
-            raise ValueError(f"rhs: expected shape (*batch, {self.shards.n_local}, t), got {shape}")
-        inv_diag, left, right = self._parts()
-        rhs64 = rhs.double()
-        projected = self.shards.row_sum(left.transpose(-1, -2) @ rhs64)  # L^T D^-1 rhs over all rows
-        return (inv_diag * rhs64 - right @ projected).to(rhs.dtype)
-
-    def logdet(self) -> Tensor:
-        """log det P over all n rows, ``(*batch,)``, the same on every process."""
-        chol_diag = self._capacitance_cholesky().diagonal(dim1=-2, dim2=-1)
-        log_diag = self.shards.row_sum(self.diag.double().log().sum(-1))
-        return (log_diag + 2.0 * chol_diag.log().sum(-1)).to(self.dtype)
-
-    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """This process's rows of ``num_samples`` draws from N(0, P), ``(*batch, n_local, num_samples)``:
-        the rows of the draws ``LowRankPlusDiag.sample`` makes on one process from the same generator
-        state (e1 for all k columns, then e2 for all n rows, sliced)."""
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples: expected a positive integer, got {num_samples!r}")
-        opts = dict(dtype=self.dtype, device=self.device, generator=generator)
-        e1 = torch.randn(*self.batch_shape, self.rank, num_samples, **opts)
-        e2 = torch.randn(*self.batch_shape, self.shards.n, num_samples, **opts)
-        e2 = e2[..., self.shards.start:self.shards.stop, :]
-        return self.factor @ e1 + self.diag.sqrt().unsqueeze(-1) * e2
+    def _drawn_rows(self) -> tuple[int, slice]:
+        return self.shards.n, slice(self.shards.start, self.shards.stop)
 
 
 SUPPORTED = "fg.PivotedCholesky(rank=k) without blocks (block_size=0), or None"

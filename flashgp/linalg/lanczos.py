@@ -47,11 +47,19 @@ def small_eigh(t: Tensor) -> tuple[Tensor, Tensor]:
     return evals.to(t.device, t.dtype), evecs.to(t.device, t.dtype)
 
 
-def _orthogonalize(v: Tensor, basis: Tensor) -> Tensor:
-    """Classical Gram-Schmidt twice: remove from v ``(*batch, n)`` its components along basis ``(*batch, n, j)``."""
+def _orthogonalize(v: Tensor, basis: Tensor, row_sum: Callable | None = None) -> Tensor:
+    """Classical Gram-Schmidt twice: remove from v ``(*batch, n)`` its components along basis
+    ``(*batch, n, j)`` (``row_sum``: as for ``lanczos``)."""
     for _ in range(2):
-        v = v - (basis @ (basis.transpose(-1, -2) @ v.unsqueeze(-1))).squeeze(-1)
+        coefficients = basis.transpose(-1, -2) @ v.unsqueeze(-1)
+        if row_sum is not None:
+            coefficients = row_sum(coefficients)
+        v = v - (basis @ coefficients).squeeze(-1)
     return v
+
+
+def _norm(v: Tensor, row_sum: Callable | None) -> Tensor:
+    return v.norm(dim=-1) if row_sum is None else row_sum(v.square().sum(-1)).sqrt()
 
 
 def _check_args(init: Tensor, num_iters: int) -> None:
@@ -76,7 +84,8 @@ def _assemble(qs: list[Tensor], alphas: list[Tensor], betas: list[Tensor]) -> tu
 
 
 def lanczos(
-    matmul: Callable[[Tensor], Tensor], init: Tensor, num_iters: int, tol: float | None = None
+    matmul: Callable[[Tensor], Tensor], init: Tensor, num_iters: int, tol: float | None = None,
+    row_sum: Callable[[Tensor], Tensor] | None = None, n: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Lanczos on a symmetric A with full re-orthogonalization.
 
@@ -85,13 +94,18 @@ def lanczos(
     T ``(*batch, k, k)`` symmetric tridiagonal with Q^T A Q = T. When a batch element breaks down
     (the next beta is below ``tol``, default 8 eps sqrt(n) times a running estimate of ||A||) it
     gets zero columns in Q and an identity block in T, so Q T^{-1} Q^T is unaffected.
+
+    Rows split across processes (``flashgp.distributed``): ``row_sum`` turns a partial sum over
+    this process's rows into the sum over all rows (the inner products, norms and
+    re-orthogonalization coefficients), ``n`` is the number of rows of all processes, and
+    init, matmul's vectors and Q hold this process's rows; T is then the same on every process.
     """
     _check_args(init, num_iters)
     if not callable(matmul):
         matmul = matmul.matmul
-    n = init.shape[-1]
+    n = init.shape[-1] if n is None else n
     eps = torch.finfo(init.dtype).eps
-    norm = init.norm(dim=-1)
+    norm = _norm(init, row_sum)
     alive = norm > 0
     q = init / torch.where(alive, norm, torch.ones_like(norm)).unsqueeze(-1)
     norm_est = torch.zeros_like(norm)
@@ -99,10 +113,12 @@ def lanczos(
     for _ in range(min(num_iters, n)):
         qs.append(q)
         v = matmul(q.unsqueeze(-1)).squeeze(-1)
-        norm_est = torch.maximum(norm_est, v.norm(dim=-1))
-        alphas.append(torch.where(alive, (q * v).sum(-1), torch.ones_like(norm)))
-        v = _orthogonalize(v, torch.stack(qs, -1))
-        beta = v.norm(dim=-1)
+        norm_est = torch.maximum(norm_est, _norm(v, row_sum))
+        dot = (q * v).sum(-1)
+        dot = dot if row_sum is None else row_sum(dot)
+        alphas.append(torch.where(alive, dot, torch.ones_like(norm)))
+        v = _orthogonalize(v, torch.stack(qs, -1), row_sum)
+        beta = _norm(v, row_sum)
         limit = 8 * eps * n**0.5 * norm_est if tol is None else torch.full_like(beta, tol)
         alive = alive & (beta > limit)
         beta = torch.where(alive, beta, torch.zeros_like(beta))

@@ -127,6 +127,12 @@ class GPModel(nn.Module, abc.ABC):
         those of that model."""
         return self
 
+    def check_resume(self, step: int | None) -> None:
+        """Called by ``fg.fit`` with a checkpoint before its first step: the step it goes on from
+        (0: a fresh start; None: this process failed to read the checkpoint and is about to
+        raise). Nothing to check for a model on one process; one spread over processes checks
+        that all of them start from the same step and parameters."""
+
     @property
     def writes_checkpoints(self) -> bool:
         """Whether this process writes ``fg.fit``'s checkpoints of the model (True; of a model

@@ -22,6 +22,36 @@ from .state import StateSnapshot
 # variances of y* by more than this fraction (median over the test points, PredictionCache.root_change,
 # local_variance.local_variances)
 ROOT_CHANGE_WARN = 0.1
+
+
+def root_growth(left: torch.Tensor, root, prior_diag: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
+    """Per test point, how much the second half of a Lanczos root's vectors lowered its variance,
+    relative to the predictive variance of y*: left = K(x, X) R ``(*batch, c, k)`` for a
+    ``LanczosRoot`` root (its ``back`` and ``half``), prior_diag k(x, x) ``(*batch, c)``,
+    noise_level the mean training noise ``(*batch,)``. Returns ``(*batch, c)``, each >= 0 (a
+    one-vector root's first half is empty and removes nothing: the whole downdate)."""
+    back, half = root.back, root.half
+    h = half.shape[-1]
+    full = left.square().sum(-1)
+    first = ((left @ back[..., :h]) @ half).square().sum(-1) if h else torch.zeros_like(full)
+    y_var = (prior_diag - full).clamp_min(0) + noise_level.unsqueeze(-1)
+    return (full - first).clamp_min(0) / y_var
+
+
+def warn_root_change(change: float, k: int, stacklevel: int) -> None:
+    """The NumericalWarning for LOVE variances whose root has not converged (``change``, the
+    median of ``root_growth``, above ROOT_CHANGE_WARN; nothing below it); k: the root's rank."""
+    if change <= ROOT_CHANGE_WARN:
+        return
+    warnings.warn(
+        f"Lanczos (LOVE) predictive variances have not converged: the last {k - k // 2} "
+        f"of the {k} Lanczos vectors lowered the variances of y* by {change:.1%} (median "
+        f"over the test points; warning above {ROOT_CHANGE_WARN:.0%}), so the variances are probably still "
+        "too large. To fix: raise CG(root_rank=...) (memory: n x root_rank), take "
+        "local variances from the nearest training points (CG(local_neighbors=256)), "
+        "get exact variances by CG solves for small test sets (CG(exact_var_max=...)), "
+        "or certify them (CG(variance_tol=0.01))",
+        NumericalWarning, stacklevel=stacklevel)
 # test points per chunk of certified variance solves beyond exact_var_max (each chunk's CG holds
 # about 6 (n, chunk) tensors)
 CERTIFY_CHUNK = 1024
@@ -278,19 +308,11 @@ class CGPrediction(PredictionCache):
         dimensions or stopped at an invariant subspace (nothing left); for a one-vector root
         (h = 0) the whole downdate.
         """
-        back, half = self._root.back, self._root.half
-        h = half.shape[-1]
         if self._root.complete:
             return 0.0
-        ratios = []
         with torch.no_grad():
-            for part in parts:
-                left = rows(part)
-                full = left.square().sum(-1)
-                # a one-vector root: its first half is empty and removes nothing
-                first = ((left @ back[..., :h]) @ half).square().sum(-1) if h else torch.zeros_like(full)
-                y_var = (self.kernel.diag(x[..., part, :]) - full).clamp_min(0) + self.noise_level.unsqueeze(-1)
-                ratios.append((full - first).clamp_min(0) / y_var)
+            ratios = [root_growth(rows(part), self._root, self.kernel.diag(x[..., part, :]), self.noise_level)
+                      for part in parts]
         return float(torch.cat(ratios, -1).median())
 
     # ----- posterior at test points ------------------------------------------------------
@@ -375,17 +397,7 @@ class CGPrediction(PredictionCache):
             if left is None:
                 return self._lazy_root_covariance(x, rows, parts, chunk, variances), "lanczos+cg", shift
             return self._downdated(x, left, left, variances), "lanczos+cg", shift
-        if change > ROOT_CHANGE_WARN:
-            k = self._root.root.shape[-1]
-            warnings.warn(
-                f"Lanczos (LOVE) predictive variances have not converged: the last {k - k // 2} "
-                f"of the {k} Lanczos vectors lowered the variances of y* by {change:.1%} (median "
-                f"over the test points; warning above {ROOT_CHANGE_WARN:.0%}), so the variances are probably still "
-                "too large. To fix: raise CG(root_rank=...) (memory: n x root_rank), take "
-                "local variances from the nearest training points (CG(local_neighbors=256)), "
-                "get exact variances by CG solves for small test sets (CG(exact_var_max=...)), "
-                "or certify them (CG(variance_tol=0.01))",
-                NumericalWarning, stacklevel=5)
+        warn_root_change(change, self._root.root.shape[-1], stacklevel=6)
         if left is None:
             return self._lazy_root_covariance(x, rows, parts, chunk), "lanczos", None
         return self._downdated(x, left, left), "lanczos", None

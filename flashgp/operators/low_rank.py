@@ -128,11 +128,11 @@ class LowRankPlusDiag(Operator, Preconditioner):
         C's condition number grows like n * outputscale / noise and passes 1 / eps(float32)
         for large n and small noise."""
         if self._chol is None:
-            gram = torch.eye(self.rank, dtype=torch.float64, device=self.device).expand(
-                *self.batch_shape, self.rank, self.rank).clone()
+            gram = torch.zeros(*self.batch_shape, self.rank, self.rank, dtype=torch.float64, device=self.device)
             for rows in self._row_chunks():  # float64 temporaries of one chunk
                 scaled = self.factor[..., rows, :].double() / self.diag[..., rows].double().sqrt().unsqueeze(-1)
                 gram += scaled.transpose(-1, -2) @ scaled
+            gram = torch.eye(self.rank, dtype=torch.float64, device=self.device) + self._sum_rows(gram)
             chol, info = torch.linalg.cholesky_ex(gram)
             if bool((info != 0).any()):  # C >= I in exact arithmetic: only non-finite or overflowing entries fail
                 finite = bool(torch.isfinite(gram).all())
@@ -142,6 +142,11 @@ class LowRankPlusDiag(Operator, Preconditioner):
                                   "these hyperparameters")
             self._chol = chol
         return self._chol
+
+    def _sum_rows(self, partial: Tensor) -> Tensor:
+        """A sum over this operator's rows -> the sum over all of them: itself here (the rows of
+        a preconditioner split across processes add the others', ``ShardedLowRankPlusDiag``)."""
+        return partial
 
     def _row_chunks(self) -> list[slice]:
         return [slice(start, start + ROW_CHUNK) for start in range(0, self.n_rows, ROW_CHUNK)]
@@ -176,10 +181,10 @@ class LowRankPlusDiag(Operator, Preconditioner):
             self._woodbury = (left, left @ c_inv)
         if self._woodbury is not None:  # D^-1 rhs - (D^-1 L C^-1) ((D^-1 L)^T rhs)
             left, right = self._woodbury
-            return (scaled - right @ (left.transpose(-1, -2) @ rhs64)).to(rhs.dtype)
+            return (scaled - right @ self._sum_rows(left.transpose(-1, -2) @ rhs64)).to(rhs.dtype)
         chunks = self._row_chunks()
-        projected = sum(self.factor[..., rows, :].double().transpose(-1, -2) @ scaled[..., rows, :]
-                        for rows in chunks)  # L^T D^-1 rhs (*batch, k, t)
+        projected = self._sum_rows(sum(self.factor[..., rows, :].double().transpose(-1, -2) @ scaled[..., rows, :]
+                                       for rows in chunks))  # L^T D^-1 rhs (*batch, k, t)
         coef = c_inv @ projected
         return torch.cat([(scaled[..., rows, :] - inv_diag[..., rows, :] * (self.factor[..., rows, :].double() @ coef))
                           .to(rhs.dtype) for rows in chunks], -2)
@@ -187,7 +192,7 @@ class LowRankPlusDiag(Operator, Preconditioner):
     def logdet(self) -> Tensor:
         """log det A = sum log d + log det C, shape ``(*batch,)``."""
         chol_diag = self._capacitance_cholesky().diagonal(dim1=-2, dim2=-1)
-        return (self.diag.double().log().sum(-1) + 2.0 * chol_diag.log().sum(-1)).to(self.dtype)
+        return (self._sum_rows(self.diag.double().log().sum(-1)) + 2.0 * chol_diag.log().sum(-1)).to(self.dtype)
 
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """Draws z ~ N(0, A) as L e1 + sqrt(d) e2, shape ``(*batch, n, num_samples)``."""
@@ -195,5 +200,12 @@ class LowRankPlusDiag(Operator, Preconditioner):
             raise ValueError(f"num_samples: expected a positive integer, got {num_samples!r}")
         opts = dict(dtype=self.dtype, device=self.device, generator=generator)
         e1 = torch.randn(*self.batch_shape, self.rank, num_samples, **opts)
-        e2 = torch.randn(*self.batch_shape, self.n_rows, num_samples, **opts)
+        total, own = self._drawn_rows()
+        e2 = torch.randn(*self.batch_shape, total, num_samples, **opts)[..., own, :]
         return self.factor @ e1 + self.diag.sqrt().unsqueeze(-1) * e2
+
+    def _drawn_rows(self) -> tuple[int, slice]:
+        """(rows e2 is drawn for, this operator's rows of them): all n here (a preconditioner
+        split across processes draws all rows and keeps its own, so its draws are rows of one
+        process's)."""
+        return self.n_rows, slice(None)

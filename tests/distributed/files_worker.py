@@ -19,7 +19,8 @@ N = 60
 def worker(rank: int, world: int, init_file: str, out_dir: str, mode: str, iters: int) -> None:
     """mode "write": fit ``iters`` steps with a checkpoint every step, then rank 0 saves the model;
     "resume": fit to ``iters`` steps from that checkpoint; "load": the saved file split over the
-    group, and its posterior; "wrong": resuming with other data (every rank reports the error)."""
+    group, and its posterior; "wrong": resuming with other data; "split": rank 0 alone sees the
+    checkpoint (a node-local path). Every rank reports the error of the last two."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=w.TIMEOUT_S))
@@ -29,6 +30,9 @@ def worker(rank: int, world: int, init_file: str, out_dir: str, mode: str, iters
             y = y + 0.5
         start, stop = fgd.even_rows(N, rank, world)
         ckpt, saved = os.path.join(out_dir, "fit.ckpt"), os.path.join(out_dir, "model.fgp")
+        if mode == "split" and rank > 0:
+            os.makedirs(os.path.join(out_dir, f"node{rank}"), exist_ok=True)
+            ckpt = os.path.join(out_dir, f"node{rank}", "fit.ckpt")
         out = {}
         if mode == "load":
             model = fgd.load(saved)

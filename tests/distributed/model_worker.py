@@ -38,8 +38,15 @@ def values(model) -> dict:
         "constant": model.mean.constant.detach().clone()}
 
 
+def love_solver():
+    """CG with LOVE variances above 4 test points (a rank-12 root, not converged: it warns)."""
+    return fg.CG(reorthogonalize=True, tol=1e-8, eval_tol=1e-10, exact_var_max=4, root_rank=12, variance_tol=None,
+                 precond=fg.PivotedCholesky(rank=10, refresh_every=1))
+
+
 def worker(rank: int, world: int, init_file: str, counts: list, out_dir: str, mode: str = "fit") -> None:
-    """mode "fit": initial values, fg.fit, posterior; "errors": the refusals under a group."""
+    """mode "fit": initial values, fg.fit, posterior; "errors": the refusals under a group;
+    "love": LOVE posteriors (all processes' test points, and each its own) at the initial values."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=w.TIMEOUT_S))
@@ -48,7 +55,19 @@ def worker(rank: int, world: int, init_file: str, counts: list, out_dir: str, mo
         start = sum(counts[:rank])
         stop = start + counts[rank]
         out = {}
-        if mode == "errors":
+        if mode == "love":
+            import warnings
+            model = ShardedExactGP(x[start:stop], y[start:stop], kernel(), solver=love_solver())
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                post = model.posterior(test_points())
+                out["warned"] = [str(c.message) for c in caught]
+            out.update(mean=post.mean.clone(), variance=post.variance.clone(),
+                       covariance=post.covariance.to_dense().clone(), diagnostics=dict(model.diagnostics))
+            mine = test_points(10)[rank::world]  # each process its own test points
+            local = model.local_posterior(mine)
+            out.update(local_mean=local.mean.clone(), local_variance=local.variance.clone())
+        elif mode == "errors":
             for name, bad in (("cholesky", fg.Cholesky()), ("auto", fg.Auto()),
                               ("rpcholesky", fg.CG(precond=fg.RPCholesky(rank=5)))):
                 try:

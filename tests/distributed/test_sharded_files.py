@@ -73,10 +73,13 @@ def test_checkpoint_of_4_processes_resumes_on_2_and_files_are_exact_gp_files(tmp
         assert relative(res["variance"], post.variance) < 1e-3  # CG's certified bounds vs exact solves
 
 
-def test_checkpoint_of_other_data_is_refused(tmp_path):
+def test_checkpoint_of_other_data_or_not_seen_by_every_process_is_refused(tmp_path):
     spawn(tmp_path, 2, "write", 1)
     for res in spawn(tmp_path, 2, "wrong"):
         assert "different training data" in res["error"] and "train_y" in res["error"]
+    # rank 0 sees the checkpoint (step 1), rank 1 a folder of its own without it: neither goes on
+    for res in spawn(tmp_path, 2, "split"):
+        assert "different steps (rank 0: 1, rank 1: 0)" in res["error"], res.get("error")
 
 
 def test_even_rows_and_load_errors(tmp_path):

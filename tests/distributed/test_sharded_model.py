@@ -1,6 +1,8 @@
 # flashgp.distributed.ShardedExactGP on 2 gloo processes (spawned here, CPU, float64, 33/27 rows):
 # its initial values, an fg.fit of 5 Adam steps and posterior means and variances equal those of a
 # single-process ExactGP on all 60 rows with the same solver and seed; the refusals are clear.
+import warnings
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -67,6 +69,35 @@ def test_fit_and_posterior_match_single_process(tmp_path):
         assert torch.equal(res["loss"], results[0]["loss"]) and torch.equal(res["mean"], results[0]["mean"])
         assert all(torch.equal(res["fitted"][k], results[0]["fitted"][k]) for k in res["fitted"])
     assert not torch.equal(one["fitted"]["noise"], one["initial"]["noise"])  # the fit moved
+
+
+def test_love_posterior_matches_single_process(tmp_path):
+    """Above exact_var_max: the sharded Lanczos root gives one process's LOVE means, variances and
+    covariance to round-off (the same seeded start, full re-orthogonalization); local_posterior
+    at each process's own points equals the single-process LOVE posterior there."""
+    results = spawn(tmp_path, "love")
+    x, y = w.data(sum(COUNTS))
+    one = fg.ExactGP(x, y, mw.kernel(), solver=mw.love_solver())
+    with pytest.warns(fg.NumericalWarning, match="Lanczos .LOVE. predictive variances have not converged"):
+        post = one.posterior(mw.test_points())
+    diagnostics = dict(one.diagnostics)
+    assert diagnostics["variance_method"] == "lanczos"
+    for r, res in enumerate(results):
+        assert res["diagnostics"]["variance_method"] == "lanczos"
+        assert abs(res["diagnostics"]["variance_root_change"] - diagnostics["variance_root_change"]) < 1e-8
+        assert any("have not converged" in m for m in res["warned"])  # the same warning as one process
+        assert relative(res["mean"], post.mean) < 1e-8, (r, res["mean"], post.mean)
+        assert relative(res["variance"], post.variance) < 1e-8, (r, res["variance"], post.variance)
+        assert relative(res["covariance"], post.covariance.to_dense()) < 1e-8
+        mine = mw.test_points(10)[r::len(COUNTS)]  # 5 points each: above exact_var_max, LOVE here too
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fg.NumericalWarning)
+            local = one.posterior(mine)
+        assert one.diagnostics["variance_method"] == "lanczos"
+        assert relative(res["local_mean"], local.mean) < 1e-8 and relative(res["local_variance"], local.variance) < 1e-8
+    # a Lanczos root's downdate only grows with its rank: LOVE variances lie above the exact ones
+    exact = fg.ExactGP(x, y, mw.kernel(), solver=fg.Cholesky()).posterior(mw.test_points()).variance
+    assert bool((results[0]["variance"] >= exact - 1e-12).all()) and not torch.allclose(results[0]["variance"], exact)
 
 
 def test_refusals_under_a_group(tmp_path):
