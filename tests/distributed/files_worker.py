@@ -54,5 +54,6 @@ def worker(rank: int, world: int, init_file: str, out_dir: str, mode: str, iters
                 if mode == "write" and rank == 0:
                     fg.save(model, saved)
         torch.save(out, os.path.join(out_dir, f"{mode}{rank}.pt"))
+        dist.barrier()
     finally:
         dist.destroy_process_group()
