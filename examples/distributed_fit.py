@@ -237,6 +237,7 @@ def main(argv=None) -> None:
             if args.save:
                 fg.save(model, args.save)  # an fg.ExactGP file holding all n rows
                 print(f"saved the model to {args.save}", flush=True)
+        dist.barrier()  # leave the group together (not while rank 0 still writes)
     finally:
         dist.destroy_process_group()
 
