@@ -1,14 +1,16 @@
 """Exact GPs with the training rows split across processes (``torch.distributed``; issue 35).
 
-What exists (milestones 1 to 3): ``ShardedExactGP`` (``model.py``), an ``fg.ExactGP`` whose
-training data are this process's rows, which ``fg.fit`` trains on every process alike (its mll is
-``sharded_mll`` with the solver's settings, initial values from the gathered data) and which
-predicts on every process (posterior means and exact variances by sharded CG); and below it the
-BBMM log marginal likelihood of an exact GP and its
-gradients computed by G processes that each hold a contiguous block of the training rows
-(``sharded_mll``), equal to round-off to what one process computes on all rows with
-``fg.CG(precond=None)``, or with ``fg.CG(precond=fg.PivotedCholesky(rank=k))`` when
-``sharded_mll(..., precond=fg.PivotedCholesky(rank=k))``, and the same probes. The pieces:
+``ShardedExactGP`` (``model.py``) is an ``fg.ExactGP`` whose training data are this process's
+rows: ``fg.fit`` trains it on every process alike (its mll is ``sharded_mll`` with the solver's
+settings, pivots kept between steps in a ``ShardedPivotCache``, initial values from the gathered
+data), it predicts on every process (``ShardedPrediction``: sharded CG means, exact variances
+for small test sets, LOVE above; ``local_posterior`` for each process's own test points), and
+its files and checkpoints are those of an ``ExactGP`` on all rows (``load`` splits one over a
+group; checkpoints resume on any number of processes). Below it, the BBMM log marginal
+likelihood and its gradients computed by G processes that each hold a contiguous block of the
+rows (``sharded_mll``), equal to round-off to what one process computes on all rows with the
+same preconditioner and probes. ``examples/distributed_fit.py`` is the ``torchrun`` entry point;
+docs/guide/distributed.md the guide. The pieces:
 
 - ``Shards`` (``group.py``): rank, world size and each process's row range (the per-process row
   counts are gathered once); ``row_sum`` (a partial sum over this process's rows -> the sum over
@@ -68,8 +70,10 @@ Changes from the design in the brief, and why:
   (``local_rows()`` gives K(x_local, x_all)) and ``rows`` takes global row indices.
 - The preconditioner takes the configuration ``fg.CG(precond=...)`` takes
   (``sharded_mll(precond=fg.PivotedCholesky(rank=k))``) rather than a ``precond_rank``, so that
-  later sharded kinds need no new argument. It keeps no state between calls: every call picks
-  fresh pivots (``refresh_every``, ``max_rank``, ``eval_rank`` do not apply yet). The winner's
+  later sharded kinds need no new argument. Pivots kept between calls live in a
+  ``ShardedPivotCache``: one process's ``PivotCache`` whose three build steps (fresh pivots,
+  a rebuild from cached ones, the preconditioner) are the sharded ones, keyed by the global n,
+  so the same decisions and the same checkpoint state as on one process. The winner's
   factor row travels in the candidates' all-gather (k + 2 floats per process) instead of a
   second collective from its owner.
 - ``inv_quad_logdet`` takes ``rows=(start, stop, n)`` beside ``row_sum``: the probes are drawn
@@ -81,23 +85,26 @@ Changes from the design in the brief, and why:
   divide by), ``_take_data`` (gathers x and y once), ``_init_values`` (``init_from_data`` on
   the gathered data through its ``data`` argument, so every process chooses the values one
   process chooses on all rows), ``mll`` and ``posterior``. The solver must be ``fg.CG`` with no
-  preconditioner or ``fg.PivotedCholesky``; its pivots are fresh at every step. In the tests
+  preconditioner or ``fg.PivotedCholesky`` without blocks. Files go through the one-process
+  defaults of three ``GPModel`` hooks (``file_model``, ``writes_checkpoints``,
+  ``check_resume``) rather than a distributed case in ``io`` and ``checkpoint``. In the tests
   (2 gloo processes, 33/27 rows) the initial values are bitwise those of one process, 5 Adam
   steps of ``fg.fit`` give the same losses and hyperparameters to 5e-15 relative, the posterior
   means agree to 5e-11 (eval_tol 1e-10) and the variances with the dense Cholesky ones to 4e-15.
 
-Not built yet (later milestones): other sharded preconditioners (Vecchia, blocks, RPCholesky)
-and pivots kept across calls, model files and checkpoints (``fg.save`` refuses a
-``ShardedExactGP``: the class is not registered, and a file would hold one shard), sharded
-LOVE variances for test sets above ``CG.exact_var_max``, replacing the data, batch models,
-gradients with respect to the inputs, and the NCCL measurements. See docs/guide/distributed.md.
+Not built yet: other sharded preconditioners (Vecchia, blocks, RPCholesky), certified and
+local variances, replacing the data, batch models, gradients with respect to the inputs, a
+gradient pass that visits each pair once over all processes, and measurements on several GPUs.
+See docs/guide/distributed.md.
 """
 from .files import even_rows, load
 from .group import ShardError, Shards
 from .mll import sharded_mll
 from .model import ShardedExactGP
 from .operator import ShardedKernelOperator
+from .pivots import ShardedPivotCache, sharded_nystrom_factor
 from .precond import ShardedLowRankPlusDiag, sharded_pivoted_cholesky, sharded_preconditioner
 
-__all__ = ["even_rows", "load", "Shards", "ShardError", "ShardedExactGP", "ShardedKernelOperator", "ShardedLowRankPlusDiag", "sharded_mll",
+__all__ = ["even_rows", "load", "Shards", "ShardError", "ShardedExactGP", "ShardedKernelOperator",
+           "ShardedLowRankPlusDiag", "ShardedPivotCache", "sharded_nystrom_factor", "sharded_mll",
            "sharded_pivoted_cholesky", "sharded_preconditioner"]

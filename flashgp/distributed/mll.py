@@ -15,7 +15,8 @@ def sharded_mll(kernel, mean, likelihood, x_local: torch.Tensor, y_local: torch.
                 probes: int = 10, tol: float = 1.0, max_iters: int = 1000, lanczos_iters: int = 20,
                 generator: torch.Generator | None = None, backend: str = "auto",
                 memory_budget: int | None = None, reorthogonalize: bool = False, precond=None,
-                precision: str | None = None, shards: Shards | None = None, x_all: torch.Tensor | None = None):
+                precision: str | None = None, shards: Shards | None = None, x_all: torch.Tensor | None = None,
+                state=None):
     """log p(y | x) / n of an exact GP whose n training rows are split across the processes of
     ``group``, by BBMM (mBCG + SLQ), with the value and, after ``.backward()``, the parameter
     gradients the same on every process and equal, to round-off, to those of ``exact_mll`` on one
@@ -39,14 +40,18 @@ def sharded_mll(kernel, mean, likelihood, x_local: torch.Tensor, y_local: torch.
             uses torch's global generator, which must then be seeded alike everywhere.
         backend, memory_budget, precision: the local product's ``KernelOperator`` settings
             (precision None: KernelOperator's default).
+        state: a ``ShardedPivotCache`` kept between calls (``ShardedExactGP``'s): the pivots are
+            then reused for ``precond.refresh_every`` calls and the rank grows up to
+            ``precond.max_rank``, as a single-process model's ``PivotCache`` does (the same
+            decisions); None: fresh pivots every call.
         shards, x_all: the row split of ``group`` and every process's inputs ``(n, d)`` when
             known (a ``ShardedExactGP``'s): they save the all-gathers of the row counts and of x.
         precond: None (CG without a preconditioner) or ``fg.PivotedCholesky(rank=k)`` (without
             blocks), configured as for ``fg.CG(precond=...)``: P = L L^T + diag(noise) with L the
             greedy pivoted Cholesky factor of K, pivots chosen over all n rows (the pivots and
-            L those one process computes; ``ShardedLowRankPlusDiag``). Built afresh, without
-            gradient, on every call (no state: ``refresh_every``, ``max_rank`` and ``eval_rank``
-            do not apply). Other preconditioners raise NotImplementedError.
+            L those one process computes; ``ShardedLowRankPlusDiag``). Built without gradient,
+            afresh on every call unless ``state`` keeps pivots. Other preconditioners raise
+            NotImplementedError.
 
     Returns:
         (value, info): value a 0-dimensional tensor (batched kernels are untested),
@@ -80,11 +85,13 @@ def sharded_mll(kernel, mean, likelihood, x_local: torch.Tensor, y_local: torch.
     op = AddedDiag(kernel_op, noise_local)
     resid = (y_local - mean_local).expand(*op.batch_shape, shards.n_local)
     info = {}
-    built = sharded_preconditioner(precond, kernel_op, noise_local, info)
+    built = sharded_preconditioner(precond, kernel_op, noise_local, info, state=state)
     inv_quad, logdet = inv_quad_logdet(op, resid, built, probes=probes, tol=tol, max_iters=max_iters,
                                        lanczos_iters=lanczos_iters, generator=generator, info=info,
                                        reorthogonalize=reorthogonalize, row_sum=shards.row_sum,
                                        rows=shards.rows)
+    if state is not None and precond is not None:
+        precond.record_iterations(state, info["iterations"], floor=lanczos_iters)
     info.update(n=shards.n, n_local=shards.n_local, rank=shards.rank, world_size=shards.world_size,
                 backend=kernel_op.backend)
     return gaussian_log_density(inv_quad, logdet, shards.n), info

@@ -18,6 +18,7 @@ from ..operators.kernel import KernelOperator
 from ..solvers import CG
 from .group import Shards
 from .mll import sharded_mll
+from .pivots import ShardedPivotCache
 from .precond import check_config
 from .prediction import ShardedPrediction
 
@@ -47,9 +48,10 @@ class ShardedExactGP(ExactGP):
         kernel, likelihood, mean: as for ``fg.ExactGP`` (a ``FixedNoise`` likelihood holds the
             noise of all n rows).
         solver: ``fg.CG(...)`` (default ``fg.CG()``) with ``precond=None`` or
-            ``fg.PivotedCholesky(rank=k)`` without blocks. Its pivots are chosen afresh at every
-            ``mll()`` (as with ``refresh_every=1``; ``refresh_every``, ``max_rank`` and
-            ``eval_rank`` do not apply). ``fg.Cholesky``, ``fg.Auto`` and other preconditioners
+            ``fg.PivotedCholesky(rank=k)`` without blocks. Its pivots are kept between
+            ``mll()`` calls as one process's model keeps them (``refresh_every``, ``max_rank``:
+            a ``ShardedPivotCache``, in checkpoints as ``solver_state``); predictions build a
+            fresh factor of ``eval_rank`` or the rank training reached. ``fg.Cholesky``, ``fg.Auto`` and other preconditioners
             are refused (TypeError / NotImplementedError naming ``solver``).
         group: the process group (None: the default one, which must be initialised).
 
@@ -103,6 +105,7 @@ class ShardedExactGP(ExactGP):
         self._shards = Shards(x_local.shape[-2], group, device=x_local.device)
         self._x_all = self._y_all = None
         self._cache = None  # the ShardedPrediction of the last posterior
+        self._pivots = None  # the training builds' pivots (a ShardedPivotCache, made with the shards)
         super().__init__(x_local, y_local, kernel, likelihood, mean, solver)
 
     # ----- data: local rows, global statistics -----------------------------------------------
@@ -147,7 +150,23 @@ class ShardedExactGP(ExactGP):
         raise NotImplementedError("condition_on_observations: not supported by ShardedExactGP yet")
 
     def solver_state(self) -> dict:
-        return {}  # fresh pivots at every step: nothing to carry
+        """The pivots later steps reuse (``ShardedPivotCache.state_dict``: that of one process's
+        cache, global row indices), for checkpoints."""
+        return self._pivots.state_dict()
+
+    def load_solver_state(self, state: dict) -> None:
+        self._pivots.load_state_dict(state, self.train_x.dtype, self.train_x.device)
+
+    @property
+    def pivot_cache(self) -> ShardedPivotCache:
+        """The pivots the training builds reuse (the same on every process)."""
+        return self._pivots
+
+    def preconditioner_state(self, solver=None) -> ShardedPivotCache:
+        return self._pivots
+
+    def _data_changed(self) -> None:
+        self._pivots = ShardedPivotCache(self._shards)
 
     # ----- files and checkpoints: those of an ExactGP on all rows ------------------------------
     def file_model(self) -> ExactGP:
@@ -185,9 +204,6 @@ class ShardedExactGP(ExactGP):
         the path must be one they all see)."""
         return self._shards.rank == 0
 
-    def load_solver_state(self, state: dict) -> None:
-        pass
-
     # ----- training ---------------------------------------------------------------------------
     def mll(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """log p(y | x) / n over all n rows (``sharded_mll``), the same on every process; a collective."""
@@ -197,7 +213,8 @@ class ShardedExactGP(ExactGP):
             self._nonfinite(None)
         cg = self.solver
         value, info = sharded_mll(self.kernel, self.mean, self.likelihood, self.train_x, self.train_y,
-                                  group=self._group, shards=self._shards, x_all=self._x_all, probes=cg.probes, tol=cg.tol, max_iters=cg.max_iters,
+                                  group=self._group, shards=self._shards, x_all=self._x_all, state=self._pivots,
+                                  probes=cg.probes, tol=cg.tol, max_iters=cg.max_iters,
                                   lanczos_iters=cg.lanczos_iters, generator=generator, backend=cg.backend,
                                   memory_budget=cg.memory_budget, reorthogonalize=cg.reorthogonalize,
                                   precond=cg.precond, precision=cg.precision)

@@ -141,25 +141,34 @@ def check_config(config) -> None:
                                   f"supported yet, got {config!r}")
 
 
-def sharded_preconditioner(config, op: ShardedKernelOperator, noise_local: Tensor,
-                           info: dict | None = None) -> ShardedLowRankPlusDiag | None:
+def sharded_preconditioner(config, op: ShardedKernelOperator, noise_local: Tensor, info: dict | None = None,
+                           state=None, rank: int | None = None) -> ShardedLowRankPlusDiag | None:
     """The preconditioner of K_hat = K + diag(noise) for ``config`` on sharded rows, without
-    gradient, or None for None. Supported: ``fg.PivotedCholesky`` with ``block_size=0`` (fresh
-    greedy pivots on every call: no state is kept, so ``refresh_every``, ``max_rank`` and
-    ``eval_rank`` do not apply; ``exact_mll`` with a fresh state builds the same). ``info``
-    receives the pivots and the rank."""
+    gradient, or None for None. Supported: ``fg.PivotedCholesky`` with ``block_size=0``.
+
+    state: a ``ShardedPivotCache`` (training: pivots reused for ``config.refresh_every`` builds,
+    grown up to ``config.max_rank``, as a model's ``PivotCache`` does on one process), or None:
+    fresh greedy pivots of ``rank`` (default ``config.rank``; what ``exact_mll`` builds with a
+    fresh state). ``info`` receives the pivots, the rank and (with a state) precond_pivots:
+    "greedy" or "reused"."""
     check_config(config)
     if config is None:
         return None
     with torch.no_grad():
         noise_local = noise_local.detach()
-        if config.rank == 0:
-            factor = torch.zeros(*op.batch_shape, op.shards.n_local, 0, dtype=op.dtype, device=op.device)
-            pivots = torch.zeros(*op.batch_shape, 0, dtype=torch.long, device=op.device)
+        if state is not None:
+            precond = state.preconditioner(op, noise_local, config)
+            pivots, source = state.pivots, state.source
         else:
-            factor, pivots, _ = sharded_pivoted_cholesky(op, config.rank)
-        precond = ShardedLowRankPlusDiag(factor, noise_local.expand(*factor.shape[:-1]), op.shards,
-                                         spectrum_floor=1.0)
+            rank = config.rank if rank is None else rank
+            if rank == 0:
+                factor = torch.zeros(*op.batch_shape, op.shards.n_local, 0, dtype=op.dtype, device=op.device)
+                pivots = torch.zeros(*op.batch_shape, 0, dtype=torch.long, device=op.device)
+            else:
+                factor, pivots, _ = sharded_pivoted_cholesky(op, rank)
+            precond = ShardedLowRankPlusDiag(factor, noise_local.expand(*factor.shape[:-1]), op.shards,
+                                             spectrum_floor=1.0)
+            source = "greedy" if rank else None
     if info is not None:
-        info.update(precond_rank=precond.rank, pivots=pivots)
+        info.update(precond_rank=precond.rank, pivots=pivots, precond_pivots=source)
     return tagged(precond, config.kind)

@@ -42,7 +42,11 @@ class ShardedPrediction:
         self.noise_local = model.likelihood.noise_diag(shards.n).expand(shards.n)[shards.start:shards.stop]
         self.noise_level = model.likelihood.noise_diag(shards.n).expand(shards.n).mean()
         self.system = AddedDiag(self.op, self.noise_local)
-        self.precond = sharded_preconditioner(cg.precond, self.op, self.noise_local)
+        rank = None  # a fresh factor of eval_rank, or of the rank training grew to (as on one process)
+        if cg.precond is not None:
+            eval_rank = getattr(cg.precond, "eval_rank", None)
+            rank = model.pivot_cache.rank(cg.precond) if eval_rank is None else eval_rank
+        self.precond = sharded_preconditioner(cg.precond, self.op, self.noise_local, rank=rank)
         self.diagnostics: dict = {}
         self._alpha = self._root = self._alpha_all = self._root_all = None
 

@@ -84,9 +84,22 @@ class PivotCache(PreconditionerState):
         self.blocks: Tensor | None = None  # the block preconditioner's spatial blocks, if any
         self._vecchia = None  # the VecchiaState of the legacy ``vecchia`` method
 
-    @staticmethod
-    def _key(op: Operator, rank: int) -> tuple:
+    def _key(self, op: Operator, rank: int) -> tuple:
         return (tuple(op.batch_shape), op.shape[-1], op.dtype, op.device, rank)
+
+    # ----- the three steps of a build (a cache of pivots over rows split across processes,
+    # ``flashgp.distributed.ShardedPivotCache``, replaces them) ---------------------------------
+    def _rebuild(self, kernel_op: Operator, pivots: Tensor, counts: Tensor | None) -> Tensor | None:
+        """The factor at the current hyperparameters from cached pivots, or None (choose anew)."""
+        return nystrom_factor(kernel_op, pivots, counts)
+
+    def _fresh(self, kernel_op: Operator, config, rank: int, info: dict) -> tuple[Tensor, Tensor, Tensor]:
+        """(factor, pivots, counts) of new pivots chosen by ``config``'s rule."""
+        return config.fresh_factor(kernel_op, rank, info)
+
+    def _assemble(self, kernel_op: Operator, noise: Tensor, rank: int, config, factor: Tensor | None):
+        """The preconditioner from ``factor`` (None only for rank 0)."""
+        return pivoted_cholesky_preconditioner(kernel_op, noise, rank, config.block_size, factor, self.blocks)
 
     def rank(self, config) -> int:
         """The rank of the next fresh build for ``config`` (a ``flashgp.PivotedCholesky`` or
@@ -112,26 +125,25 @@ class PivotCache(PreconditionerState):
             self.remaining_error = None
             if config.rank == 0:
                 self.source = None
-                return pivoted_cholesky_preconditioner(kernel_op, noise, 0, config.block_size)
+                return self._assemble(kernel_op, noise, 0, config, None)
             rank = self.rank(config)
             key = self._key(kernel_op, rank)
             factor = None
             if (self.pivots is not None and self.key == key and not self.stale
                     and self.builds < config.refresh_every):
-                factor = nystrom_factor(kernel_op, self.pivots, self.counts)
+                factor = self._rebuild(kernel_op, self.pivots, self.counts)
             if factor is not None:
                 self.builds += 1
                 self.source = "reused"
             else:
                 info = {}
-                factor, pivots, counts = config.fresh_factor(kernel_op, rank, info)
+                factor, pivots, counts = self._fresh(kernel_op, config, rank, info)
                 self.clear()
                 self.remaining_error = (info["remaining_error"], info["stop_threshold"])
                 full = bool((counts == pivots.shape[-1]).all())
                 self.pivots, self.counts = pivots, None if full else counts
                 self.key, self.builds, self.source = key, 1, FRESH_SOURCES[self.rule]
-            precond = pivoted_cholesky_preconditioner(kernel_op, noise, rank, config.block_size, factor,
-                                                      self.blocks)
+            precond = self._assemble(kernel_op, noise, rank, config, factor)
             self.blocks = getattr(precond, "index", None)
             return precond
 

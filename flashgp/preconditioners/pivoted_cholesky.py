@@ -129,13 +129,17 @@ def _check_pivots(op: Operator, pivots, counts) -> tuple[Tensor, Tensor | None]:
 
 
 @torch.no_grad()
-def nystrom_factor(op: Operator, pivots: Tensor, counts: Tensor | None = None) -> Tensor | None:
+def nystrom_factor(op: Operator, pivots: Tensor, counts: Tensor | None = None,
+                   inner: Tensor | None = None) -> Tensor | None:
     """The pivoted Cholesky factor for given pivots: L = K[:, P] chol(K[P, P] + j I)^{-T}.
 
     op: a symmetric PSD Operator K ``(*batch, n, n)``; pivots: (k,) or ``(*batch, k)`` long, distinct
     per batch element (e.g. from ``pivoted_cholesky_with_pivots`` at other hyperparameters);
     counts: optional ``(*batch,)`` long, the number of leading pivots to use per element (the rest
-    give zero columns, as in the greedy factor of an element that stopped early).
+    give zero columns, as in the greedy factor of an element that stopped early); inner: K[P, P]
+    ``(*batch, k, k)`` when ``op.rows`` gives only some of K's columns (rows split across
+    processes: ``op.rows`` is this process's columns of K[P, :] and L its rows), else None
+    (taken from op.rows).
 
     With the greedy pivots of K itself this is the greedy factor (L[P, :] is lower triangular
     in pivot order and L L^T equals K on the columns P), built from one ``op.rows`` call, a
@@ -158,9 +162,11 @@ def nystrom_factor(op: Operator, pivots: Tensor, counts: Tensor | None = None) -
     if counts is not None:
         unused = torch.arange(k, device=op.device) >= counts.unsqueeze(-1)  # (*batch, k)
         rows.masked_fill_(unused.unsqueeze(-1), 0.0)  # in place: no second k x n copy
-    inner = rows.gather(-1, pivots.unsqueeze(-2).expand(*batch, k, k)).to(torch.float64)  # K[P, P]
-    if counts is not None:  # the rows of unused pivots are zero already; now their columns
-        inner = inner.masked_fill(unused.unsqueeze(-2), 0.0)
+    if inner is None:
+        inner = rows.gather(-1, pivots.unsqueeze(-2).expand(*batch, k, k))  # K[P, P]
+    inner = inner.to(torch.float64)
+    if counts is not None:  # the rows of unused pivots are zero already in rows; zero both here
+        inner = inner.masked_fill(unused.unsqueeze(-2) | unused.unsqueeze(-1), 0.0)
     inner = 0.5 * (inner + inner.transpose(-1, -2))
     jitter = inner.diagonal(dim1=-2, dim2=-1).amax(-1) * (k * NYSTROM_JITTER_ULPS * torch.finfo(op.dtype).eps)
     shift = jitter.unsqueeze(-1).expand(*batch, k)

@@ -44,8 +44,15 @@ def love_solver():
                  precond=fg.PivotedCholesky(rank=10, refresh_every=1))
 
 
+def reuse_solver():
+    """Pivots reused for 3 builds (fresh, reused, reused, fresh, ...), as one process's model does."""
+    return fg.CG(reorthogonalize=True, tol=1e-8, probes=16, eval_tol=1e-10,
+                 precond=fg.PivotedCholesky(rank=10, refresh_every=3))
+
+
 def worker(rank: int, world: int, init_file: str, counts: list, out_dir: str, mode: str = "fit") -> None:
-    """mode "fit": initial values, fg.fit, posterior; "errors": the refusals under a group;
+    """mode "fit": initial values, fg.fit, posterior ("reuse": the same with pivots kept for 3
+    steps); "errors": the refusals under a group;
     "love": LOVE posteriors (all processes' test points, and each its own) at the initial values."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
@@ -75,12 +82,15 @@ def worker(rank: int, world: int, init_file: str, counts: list, out_dir: str, mo
                 except (TypeError, NotImplementedError) as err:
                     out[name] = (type(err).__name__, str(err))
         else:
-            model = ShardedExactGP(x[start:stop], y[start:stop], kernel(), solver=solver())
+            model = ShardedExactGP(x[start:stop], y[start:stop], kernel(),
+                                   solver=reuse_solver() if mode == "reuse" else solver())
             out["num_train"] = model.num_train
             out["initial"] = values(model)
             history = fg.fit(model, iters=ITERS, lr=LR, seed=FIT_SEED, progress=False)
             out["loss"] = torch.tensor(history.loss)
             out["n_diag"] = history.diagnostics[-1]["n"]
+            out["sources"] = [d.get("precond_pivots") for d in history.diagnostics]
+            out["pivots"] = model.pivot_cache.pivots.clone()
             out["fitted"] = values(model)
             post = model.posterior(test_points())
             out["mean"] = post.mean.detach().clone()

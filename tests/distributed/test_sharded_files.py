@@ -46,6 +46,8 @@ def test_checkpoint_of_4_processes_resumes_on_2_and_files_are_exact_gp_files(tmp
     assert checkpoint.step == WRITE_ITERS and checkpoint.config["model"]["model"] == "ExactGP"
     x, y = w.data(fw.N)
     assert torch.equal(checkpoint.tensors["model"]["train_x"], x)  # all rows, not one shard
+    pivots = checkpoint.tensors["precond"]  # the pivot cache, global rows, as one process writes it
+    assert int(pivots["n"]) == fw.N and pivots["pivots"].shape == (10,) and int(pivots["pivots"].max()) < fw.N
 
     resumed = spawn(tmp_path, 2, "resume")
     losses, fitted, _ = single_process(ALL_ITERS)

@@ -71,6 +71,23 @@ def test_fit_and_posterior_match_single_process(tmp_path):
     assert not torch.equal(one["fitted"]["noise"], one["initial"]["noise"])  # the fit moved
 
 
+def test_pivots_kept_across_steps_as_on_one_process(tmp_path):
+    """refresh_every=3: the same fresh/reused sequence and pivots as one process's model, and the
+    same losses and hyperparameters to round-off."""
+    results = spawn(tmp_path, "reuse")
+    x, y = w.data(sum(COUNTS))
+    one = fg.ExactGP(x, y, mw.kernel(), solver=mw.reuse_solver())
+    history = fg.fit(one, iters=mw.ITERS, lr=mw.LR, seed=mw.FIT_SEED, progress=False)
+    sources = [d["precond_pivots"] for d in history.diagnostics]
+    assert sources == ["greedy", "reused", "reused", "greedy", "reused"]
+    for res in results:
+        assert res["sources"] == sources
+        assert torch.equal(res["pivots"], one.pivot_cache.pivots)
+        assert relative(res["loss"], torch.tensor(history.loss)) < 1e-8
+        for name, value in mw.values(one).items():
+            assert relative(res["fitted"][name], value) < 1e-8, (name, res["fitted"][name], value)
+
+
 def test_love_posterior_matches_single_process(tmp_path):
     """Above exact_var_max: the sharded Lanczos root gives one process's LOVE means, variances and
     covariance to round-off (the same seeded start, full re-orthogonalization); local_posterior
