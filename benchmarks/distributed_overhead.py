@@ -29,8 +29,9 @@ Parts (``--parts``, default all three):
   ``--d``, the settings of the 1M single-GPU step (``examples/large_gpu_fit.py``):
   Scale(Matern(nu=2.5, ard_dims=d, lengthscale=0.3)), ``fg.CG(backend=--backend ("triton" on
   CUDA), precision=--precision ("tf32x3"), precond=fg.PivotedCholesky(--precond-rank,
-  refresh_every=1))``; the sharded model chooses its pivots afresh at every step, so the single
-  one does too. Per model ``--warmup`` untimed steps, then ``--repeats`` timed steps
+  refresh_every=--refresh-every (default 1: fresh pivots every step)))`` on both sides (both
+  keep pivots alike across steps, so with a larger value they reuse them at the same steps).
+  Per model ``--warmup`` untimed steps, then ``--repeats`` timed steps
   ``loss = -model.mll(generator); loss.backward()`` with the same probe seed each time, the two
   models interleaved (single, sharded, single, sharded, ...) so that drift hits both alike;
   ``torch.cuda.synchronize`` around the timings. Reported: seconds per step (all, median, and
@@ -281,7 +282,8 @@ def step_models(args, group: Group, d: int):
     """(single, sharded) float32 models on the same n synthetic points, the 1M step's settings."""
     device = group.device
     x, y = synthetic(args.n, d, NOISE, device, torch.float32, args.seed)
-    solver = fg.CG(precond=fg.PivotedCholesky(args.precond_rank, refresh_every=1), backend=args.backend,
+    solver = fg.CG(precond=fg.PivotedCholesky(args.precond_rank, refresh_every=args.refresh_every),
+                   backend=args.backend,
                    precision=args.precision, variance_tol=None, root_rank=1, exact_var_max=0)
     rows = group.block(args.n)
 
@@ -395,6 +397,8 @@ def parse(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per model (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per model first (default 1)")
     parser.add_argument("--precond-rank", type=int, default=100, help="pivoted Cholesky rank of the step (default 100)")
+    parser.add_argument("--refresh-every", type=int, default=1,
+                        help="PivotedCholesky.refresh_every of the step (default 1: fresh pivots every step)")
     parser.add_argument("--backend", choices=fg.backends.BACKENDS, default=None,
                         help="kernel products of the step (default triton on CUDA, auto on the CPU)")
     parser.add_argument("--precision", choices=fg.backends.PRECISIONS, default="tf32x3")
