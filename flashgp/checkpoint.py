@@ -422,7 +422,7 @@ class Checkpointer:
     def save(self, history) -> None:
         """Write the latest snapshot unless the file already holds it (or another process writes it)."""
         if self.written != self.latest.step:
-            if getattr(self.model, "writes_checkpoints", True):
+            if self.model.writes_checkpoints:
                 write_checkpoint(self.path, self.model, self.latest, self.settings, history)
             self.written = self.latest.step
 

@@ -240,13 +240,21 @@ class ShardedExactGP(ExactGP):
             self._nonfinite(None)
         return x
 
-    def _love(self, x, left, root, cache) -> tuple[Downdated, dict]:
-        """The LOVE covariance k(x, x) - W W^T (W = K(x, X) R ``(m, k)``) and its diagnostics."""
-        prior = kernel_operator(self.kernel, x)
+    def _love(self, x, rows, alpha, root, cache, total=None) -> tuple:
+        """(mean ``(m,)``, the LOVE covariance k(x, x) - W W^T, its diagnostics) from one product
+        of K(x, X_rows) with [alpha, R] (their rows ``rows`` of X), W = K(x, X) R ``(m, k)``;
+        ``total`` sums the product over processes (None: ``rows`` are all of X)."""
+        cg = self.solver
+        cross = KernelOperator(self.kernel, x, rows, backend=cg.backend, memory_budget=cg.memory_budget,
+                               precision=cg.precision)
+        both = cross.matmul(torch.cat([alpha.unsqueeze(-1), root.root], -1))  # (m, 1 + k)
+        both = both if total is None else total(both)
+        left = both[:, 1:]
         change = 0.0 if root.complete else float(
             root_growth(left, root, self.kernel.diag(x), cache.noise_level).median())
         warn_root_change(change, root.root.shape[-1], stacklevel=5)
-        return Downdated(prior, left, left), {"variance_method": "lanczos", "variance_root_change": change}
+        covariance = Downdated(kernel_operator(self.kernel, x), left, left)
+        return self.mean(x) + both[:, 0], covariance, {"variance_method": "lanczos", "variance_root_change": change}
 
     def _finish(self, mean, covariance, cache, extra: dict, start: float) -> Posterior:
         self.diagnostics = {"n": self.num_train, "path": "cg", **cache.diagnostics, **extra,
@@ -263,23 +271,17 @@ class ShardedExactGP(ExactGP):
         with torch.no_grad():
             x = self._checked_inputs(x)
             cache = self._sharded_prediction()
-            alpha = cache.alpha_local().unsqueeze(-1)
+            alpha = cache.alpha_local()
             if x.shape[-2] <= cg.exact_var_max:
                 k_local = KernelOperator(self.kernel, self.train_x, x, backend="dense").to_dense()  # (n_local, m)
                 solved, result = cache.solve(k_local)
-                both = shards.all_reduce(k_local.transpose(-1, -2) @ torch.cat([alpha, solved], -1))
-                mean_part = both[:, 0]
+                both = shards.all_reduce(k_local.transpose(-1, -2) @ torch.cat([alpha.unsqueeze(-1), solved], -1))
+                mean = self.mean(x) + both[:, 0]
                 covariance = DenseDowndated(kernel_operator(self.kernel, x), both[:, 1:])
                 extra = {"variance_method": "cg", "variance_cg_iterations": result.iterations,
                          "variance_residual": float(result.residual.max())}
-            else:
-                root = cache.root()
-                cross = KernelOperator(self.kernel, x, self.train_x, backend=cg.backend,
-                                       memory_budget=cg.memory_budget, precision=cg.precision)
-                both = shards.all_reduce(cross.matmul(torch.cat([alpha, root.root], -1)))  # (m, 1 + k)
-                mean_part = both[:, 0]
-                covariance, extra = self._love(x, both[:, 1:], root, cache)
-            mean = self.mean(x) + mean_part
+            else:  # the mean and W summed by one all-reduce: m (1 + k) floats
+                mean, covariance, extra = self._love(x, self.train_x, alpha, cache.root(), cache, shards.all_reduce)
         return self._finish(mean, covariance, cache, extra, start)
 
     def local_posterior(self, x) -> Posterior:
@@ -290,14 +292,8 @@ class ShardedExactGP(ExactGP):
         after the model changed must be made on every process together (later calls need not).
         Variances by LOVE (``solver.root_rank``), whatever m_r is."""
         start = time.perf_counter()
-        cg = self.solver
         with torch.no_grad():
             x = self._checked_inputs(x)
             cache = self._sharded_prediction()
-            alpha, root = cache.alpha_all(), cache.root_all()
-            cross = KernelOperator(self.kernel, x, self._x_all, backend=cg.backend, memory_budget=cg.memory_budget,
-                                   precision=cg.precision)
-            both = cross.matmul(torch.cat([alpha.unsqueeze(-1), root.root], -1))
-            covariance, extra = self._love(x, both[:, 1:], root, cache)
-            mean = self.mean(x) + both[:, 0]
+            mean, covariance, extra = self._love(x, self._x_all, cache.alpha_all(), cache.root_all(), cache)
         return self._finish(mean, covariance, cache, extra, start)

@@ -22,6 +22,21 @@ from .state import StateSnapshot
 # variances of y* by more than this fraction (median over the test points, PredictionCache.root_change,
 # local_variance.local_variances)
 ROOT_CHANGE_WARN = 0.1
+# test points per chunk of certified variance solves beyond exact_var_max (each chunk's CG holds
+# about 6 (n, chunk) tensors)
+CERTIFY_CHUNK = 1024
+# Cholesky predictions take the test points in chunks whose float64 cross covariance K(x*, X)
+# (chunk, n) (and its whitened copy) take at most this many bytes each: memory stays bounded for
+# any number of test points (100,000 points of a 2,000-point model: 25 chunks of 4,194)
+PREDICT_CHUNK_BYTES = 64 * 1024**2
+# a posterior covariance keeps its low-rank factor (m, k) (Cholesky: k = n) when it takes at most
+# this many bytes; beyond, the factor's rows are recomputed chunk by chunk when the covariance is
+# used (FactorDowndated), so predicting many points never holds an m x n matrix
+KEEP_FACTOR_BYTES = 256 * 1024**2
+# the variance diagnostics one posterior call sets (cleared at the next)
+VARIANCE_KEYS = ("variance_cg_iterations", "variance_residual", "variance_converged", "variance_cg_breakdowns",
+                 "local_neighbors", "local_jitter_points", "variance_local_change", "variance_root_change",
+                 "variance_error_bound", "variance_uncertified", "variance_bound", "mean_error_bound")
 
 
 def root_growth(left: torch.Tensor, root, prior_diag: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
@@ -52,21 +67,6 @@ def warn_root_change(change: float, k: int, stacklevel: int) -> None:
         "get exact variances by CG solves for small test sets (CG(exact_var_max=...)), "
         "or certify them (CG(variance_tol=0.01))",
         NumericalWarning, stacklevel=stacklevel)
-# test points per chunk of certified variance solves beyond exact_var_max (each chunk's CG holds
-# about 6 (n, chunk) tensors)
-CERTIFY_CHUNK = 1024
-# Cholesky predictions take the test points in chunks whose float64 cross covariance K(x*, X)
-# (chunk, n) (and its whitened copy) take at most this many bytes each: memory stays bounded for
-# any number of test points (100,000 points of a 2,000-point model: 25 chunks of 4,194)
-PREDICT_CHUNK_BYTES = 64 * 1024**2
-# a posterior covariance keeps its low-rank factor (m, k) (Cholesky: k = n) when it takes at most
-# this many bytes; beyond, the factor's rows are recomputed chunk by chunk when the covariance is
-# used (FactorDowndated), so predicting many points never holds an m x n matrix
-KEEP_FACTOR_BYTES = 256 * 1024**2
-# the variance diagnostics one posterior call sets (cleared at the next)
-VARIANCE_KEYS = ("variance_cg_iterations", "variance_residual", "variance_converged", "variance_cg_breakdowns",
-                 "local_neighbors", "local_jitter_points", "variance_local_change", "variance_root_change",
-                 "variance_error_bound", "variance_uncertified", "variance_bound", "mean_error_bound")
 
 
 def chunk_points(n: int, batch: int = 1) -> int:
